@@ -1,0 +1,169 @@
+//! Builds the pieces from the settings and owns the tasks and their shutdown.
+//!
+//! Every task is spawned on one [`TaskTracker`] with a child of one
+//! [`CancellationToken`]. SIGTERM or SIGINT cancels the token: the sources stop
+//! reading, the publisher publishes a last time, the HTTP server closes, and the
+//! tracker is given `shutdown_grace` to drain before the process exits 0.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ConfigError, Settings};
+use crate::deadletter::{DeadLetter, DeadLetterConfig};
+use crate::http::{self, HttpState};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::record::RecordParser;
+use crate::source::file;
+
+/// The output formats of `scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanFormat {
+    Prometheus,
+    Json,
+}
+
+/// The pipeline the settings describe, without any source.
+pub fn build_pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
+    let table = settings.failure_table()?;
+    let pricing = settings.pricing()?;
+    let parser = RecordParser::new(&settings.record).map_err(ConfigError::from)?;
+    let ledger = Ledger::new(Arc::new(table), Arc::new(pricing), settings.limits());
+    let dead_letter = match &settings.dead_letter.path {
+        Some(path) => Some(
+            DeadLetter::open(DeadLetterConfig {
+                path: path.clone(),
+                max_bytes: settings.dead_letter.max_bytes,
+                max_line_bytes: settings.dead_letter.max_line_bytes,
+            })
+            .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Pipeline::new(parser, ledger, dead_letter))
+}
+
+/// `scan`: reads the files from the start through the pipeline and renders the metrics.
+pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyhow::Result<String> {
+    let pipeline = build_pipeline(settings)?;
+    file::scan(&pipeline, paths, settings.file.max_line_bytes, settings.file.read_block_bytes)?;
+    // A one-shot run has no "last record time" worth exporting: keep the output stable.
+    pipeline.with_ledger(|l| l.sources.iter_mut().for_each(|s| s.last_record_unix = 0.0));
+    let registry = Registry::new();
+    let mut metrics = Metrics::new(&registry, false)?;
+    pipeline.publish(&mut metrics);
+    Ok(match format {
+        ScanFormat::Prometheus => crate::metrics::render(&registry),
+        ScanFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&crate::metrics::render_json(&registry))?;
+            s.push('\n');
+            s
+        }
+    })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Publishes the ledger every `interval`, and once more when cancelled.
+async fn publisher(pipeline: Arc<Pipeline>, mut metrics: Metrics, interval: Duration, token: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stop = tokio::select! {
+            _ = token.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        pipeline.publish(&mut metrics);
+        metrics.last_commit_timestamp.set(unix_now());
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT. SIGHUP is caught so that a reload request does not
+/// kill the exporter; reloading is not supported by this version yet.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => tracing::warn!("SIGHUP received; reloading is not supported by this version yet, restart to apply a new configuration."),
+        }
+    }
+}
+
+/// The daemon: runs until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let pipeline = Arc::new(build_pipeline(&settings)?);
+    let registry = Registry::new();
+    let mut metrics = Metrics::new(&registry, true).context("cannot register the metrics")?;
+    let addr = settings.web.listen_address.clone();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
+    let state = Arc::new(HttpState {
+        registry,
+        telemetry_path: settings.web.telemetry_path.clone(),
+        ready: Default::default(),
+    });
+    if settings.file.paths.is_empty() {
+        tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
+    }
+    let tailer = file::Tailer::new(settings.file.clone(), pipeline.clone());
+    pipeline.publish(&mut metrics);
+
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limits = http::Limits {
+        max_connections: settings.web.max_connections,
+        header_read_timeout: settings.web.header_read_timeout,
+        grace: settings.state.shutdown_grace,
+    };
+    tracker.spawn(http::serve(listener, state.clone(), limits, token.child_token()));
+    let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
+    tracker.spawn(file::run(tailer, token.child_token(), Some(first_poll_tx)));
+    tracker.spawn(publisher(pipeline.clone(), metrics, settings.state.commit_interval, token.child_token()));
+    tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
+
+    let signal = tokio::select! {
+        s = shutdown_signal() => Some(s?),
+        _ = first_poll => None,
+    };
+    let signal = match signal {
+        Some(s) => s,
+        None => {
+            // The files are open at their start positions: appended lines are counted.
+            state.ready.store(true, Ordering::Release);
+            tracing::info!("Ready.");
+            shutdown_signal().await?
+        }
+    };
+    tracing::info!(signal, "Shutting down.");
+    state.ready.store(false, Ordering::Release);
+    token.cancel();
+    tracker.close();
+    if tokio::time::timeout(settings.state.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!(grace = ?settings.state.shutdown_grace, "Tasks still running after the grace period; exiting anyway.");
+    }
+    Ok(())
+}

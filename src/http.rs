@@ -1,0 +1,132 @@
+//! The HTTP endpoints, on hyper 1.x: the metrics, `/` (a landing page), `/-/healthy` and
+//! `/-/ready` (503 until the sources are running).
+//!
+//! Connections are bounded (`max_connections`, further ones wait to be accepted) and a
+//! client must send its request headers within `header_read_timeout`, so a slow client
+//! cannot hold the endpoint. On shutdown the listener closes and open connections are
+//! given the grace period to finish.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// What the endpoints serve.
+pub struct HttpState {
+    pub registry: Registry,
+    pub telemetry_path: String,
+    pub ready: AtomicBool,
+}
+
+/// Content type of the Prometheus text format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn landing_page(state: &HttpState) -> String {
+    let path = &state.telemetry_path;
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>runway-exporter</title></head><body>\n\
+         <h1>runway-exporter</h1>\n<p>Runway task outcomes as Prometheus metrics. Version {} (revision {}).</p>\n\
+         <ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
+         <li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
+        crate::metrics::VERSION,
+        crate::metrics::REVISION,
+    )
+}
+
+/// Answers one request.
+pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "Method not allowed.\n");
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = req.uri().path();
+    if path == state.telemetry_path {
+        return respond(StatusCode::OK, TEXT_FORMAT, crate::metrics::render(&state.registry));
+    }
+    match path {
+        "/" => respond(StatusCode::OK, "text/html; charset=utf-8", landing_page(state)),
+        "/-/healthy" => respond(StatusCode::OK, "text/plain; charset=utf-8", "Healthy.\n"),
+        "/-/ready" if state.ready.load(Ordering::Acquire) => {
+            respond(StatusCode::OK, "text/plain; charset=utf-8", "Ready.\n")
+        }
+        "/-/ready" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "Not ready.\n"),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found.\n"),
+    }
+}
+
+/// Limits on clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub grace: Duration,
+}
+
+/// Serves until `token` is cancelled, then lets open connections finish within the
+/// grace period.
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, limits: Limits, token: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = token.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            _ = token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, &req)) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error.");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP connections still open after the grace period; closing them.");
+    }
+}

@@ -1,0 +1,564 @@
+//! The ledger: counting semantics, in one place.
+//!
+//! - A task is *counted* once, when its first *terminal* record (`SUCCEEDED`, `FAILED`,
+//!   `CANCELLED`) is seen. A later terminal record with the same id is a *duplicate*;
+//!   `PENDING`, `THROTTLED` and `RUNNING` records are *non-terminal*. A record without an
+//!   id cannot be deduplicated and is counted each time.
+//! - The *dedupe window* remembers the ids of the last `dedupe_window` counted tasks, as
+//!   64-bit xxh3 hashes (a stable hash, so the window can be persisted): memory is about
+//!   `dedupe_window x 26` bytes whatever the input, and two distinct ids collide with a
+//!   probability of about `dedupe_window / 2^64` per new id.
+//! - Every line read ends in exactly one *result* (`counted`, `duplicate`,
+//!   `non_terminal`, `rejected`), and every rejected line has one parse-error reason, so
+//!   the results add up to the lines read.
+//! - Label values are bounded: failure codes are normalised ([`crate::classify`]); model
+//!   names are checked; past `max_failure_codes` codes (beyond the table's own) or
+//!   `max_models` models, new values fold into `other` and bump `label_overflow`.
+//!
+//! The ledger is plain data: the metrics module publishes its totals; it never touches
+//! Prometheus itself.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::classify::{Category, CreditRule, NormalizedCode, Retry, Table};
+use crate::pricing::Pricing;
+use crate::record::{ParseError, Status, TaskRecord};
+
+/// Label value for values folded away by a cardinality cap.
+pub const OTHER: &str = "other";
+/// Label value for a record without a model.
+pub const UNKNOWN_MODEL: &str = "unknown";
+/// Label value for a model name that is not a plausible model name.
+pub const INVALID_MODEL: &str = "invalid";
+/// Longest model name kept as a label value.
+pub const MAX_MODEL_BYTES: usize = 64;
+
+/// What became of one line. Label values of `runway_exporter_records_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LineResult {
+    Counted,
+    Duplicate,
+    NonTerminal,
+    Rejected(ParseError),
+}
+
+impl LineResult {
+    pub const RESULTS: [&'static str; 4] = ["counted", "duplicate", "non_terminal", "rejected"];
+
+    fn index(self) -> usize {
+        match self {
+            LineResult::Counted => 0,
+            LineResult::Duplicate => 1,
+            LineResult::NonTerminal => 2,
+            LineResult::Rejected(_) => 3,
+        }
+    }
+}
+
+/// Ledger bounds, from the `[ledger]` configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub dedupe_window: usize,
+    pub max_failure_codes: usize,
+    pub max_models: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            dedupe_window: 1_000_000,
+            max_failure_codes: 100,
+            max_models: 20,
+        }
+    }
+}
+
+/// A bounded set of recently counted task ids, oldest evicted first.
+#[derive(Debug, Default)]
+pub struct DedupeWindow {
+    capacity: usize,
+    set: FxHashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl DedupeWindow {
+    pub fn new(capacity: usize) -> Self {
+        DedupeWindow {
+            capacity,
+            ..Default::default()
+        }
+    }
+
+    /// The stable hash an id is remembered by.
+    pub fn hash(id: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+    }
+
+    /// Remembers `id`; false when it was already remembered.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.capacity == 0 {
+            return true;
+        }
+        let h = Self::hash(id);
+        if !self.set.insert(h) {
+            return false;
+        }
+        self.order.push_back(h);
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Interned failure-code label value with its classification.
+#[derive(Debug, Clone)]
+pub struct CodeInfo {
+    pub label: String,
+    pub category: Category,
+    pub retry: Retry,
+    pub credits: CreditRule,
+}
+
+/// Key of `runway_task_failures_total`: a code folded into `other` keeps the
+/// classification of its real code, so `other` may appear with several categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FailureKey {
+    pub code: u32,
+    pub category: Category,
+    pub retry: Retry,
+    pub credits: CreditRule,
+    pub model: u32,
+}
+
+/// Per-source totals of the self metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SourceTotals {
+    pub name: String,
+    pub results: [u64; 4],
+    pub parse_errors: [u64; ParseError::ALL.len()],
+    pub read_bytes: u64,
+    pub rotations: u64,
+    pub truncations: u64,
+    pub files_tracked: u64,
+    pub file_limit_hits: u64,
+    pub last_record_unix: f64,
+    pub up: bool,
+}
+
+/// Identifies a source registered with [`Ledger::add_source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceId(pub usize);
+
+/// Interns label values up to a cap, folding the rest into `other`.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: FxHashMap<String, u32>,
+    names: Vec<String>,
+    /// Values that do not count against the cap (sentinels, the table's codes).
+    exempt: usize,
+}
+
+impl Interner {
+    fn with_exempt<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut i = Interner::default();
+        for v in values {
+            i.force(v);
+        }
+        i.exempt = i.names.len();
+        i
+    }
+
+    fn force(&mut self, value: &str) -> u32 {
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(value.to_string(), id);
+        self.names.push(value.to_string());
+        id
+    }
+
+    /// The id of `value`, or of `other` (and `true`) when the cap is reached.
+    fn get(&mut self, value: &str, cap: usize) -> (u32, bool) {
+        if let Some(&id) = self.ids.get(value) {
+            return (id, false);
+        }
+        if self.names.len() - self.exempt >= cap {
+            return (self.ids[OTHER], true);
+        }
+        (self.force(value), false)
+    }
+}
+
+fn model_label(model: Option<&str>) -> &str {
+    let Some(m) = model.map(str::trim) else {
+        return UNKNOWN_MODEL;
+    };
+    let ok = !m.is_empty()
+        && m.len() <= MAX_MODEL_BYTES
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':' | b'/'));
+    if ok {
+        m
+    } else if m.is_empty() {
+        UNKNOWN_MODEL
+    } else {
+        INVALID_MODEL
+    }
+}
+
+/// Counters of task outcomes and of the exporter itself, as plain numbers.
+#[derive(Debug)]
+pub struct Ledger {
+    table: Arc<Table>,
+    pricing: Arc<Pricing>,
+    limits: Limits,
+    dedupe: DedupeWindow,
+    codes: Interner,
+    code_info: Vec<CodeInfo>,
+    models: Interner,
+    pub tasks: FxHashMap<(Status, u32), u64>,
+    pub failures: FxHashMap<FailureKey, u64>,
+    pub credits_charged: FxHashMap<u32, f64>,
+    pub credits_lost: FxHashMap<(u32, u32), f64>,
+    /// Terminal tasks whose credits neither the record nor the pricing table gave:
+    /// `[SUCCEEDED, FAILED with credits lost]`.
+    pub credits_unpriced: [u64; 2],
+    pub unknown_failure_codes: u64,
+    /// `[failure_code, model]`.
+    pub label_overflow: [u64; 2],
+    /// Dead-letter entries `[written, failed]`.
+    pub dead_letter: [u64; 2],
+    pub sources: Vec<SourceTotals>,
+}
+
+impl Ledger {
+    pub fn new(table: Arc<Table>, pricing: Arc<Pricing>, limits: Limits) -> Ledger {
+        let codes = Interner::with_exempt(
+            [crate::classify::NONE, crate::classify::INVALID, OTHER]
+                .into_iter()
+                .chain(table.known_codes().iter().map(String::as_str)),
+        );
+        let models = Interner::with_exempt([UNKNOWN_MODEL, INVALID_MODEL, OTHER]);
+        let mut ledger = Ledger {
+            dedupe: DedupeWindow::new(limits.dedupe_window),
+            table,
+            pricing,
+            limits,
+            codes,
+            code_info: Vec::new(),
+            models,
+            tasks: FxHashMap::default(),
+            failures: FxHashMap::default(),
+            credits_charged: FxHashMap::default(),
+            credits_lost: FxHashMap::default(),
+            credits_unpriced: [0; 2],
+            unknown_failure_codes: 0,
+            label_overflow: [0; 2],
+            dead_letter: [0; 2],
+            sources: Vec::new(),
+        };
+        ledger.sync_code_info();
+        ledger.export_zeroes();
+        ledger
+    }
+
+    /// Classifies interned codes that have no info yet.
+    fn sync_code_info(&mut self) {
+        for label in &self.codes.names[self.code_info.len()..] {
+            let class = if label == OTHER || label == crate::classify::INVALID {
+                self.table.classify(&NormalizedCode::Invalid)
+            } else {
+                self.table.classify_code(label)
+            };
+            self.code_info.push(CodeInfo {
+                label: label.clone(),
+                category: class.category,
+                retry: class.retry,
+                credits: class.credits,
+            });
+        }
+    }
+
+    /// Every known status and failure code at 0, with `model="unknown"`, so that `rate()`
+    /// and alerts work before the first task.
+    fn export_zeroes(&mut self) {
+        let model = self.models.ids[UNKNOWN_MODEL];
+        for status in Status::TERMINAL {
+            self.tasks.entry((status, model)).or_default();
+        }
+        self.credits_charged.entry(model).or_default();
+        for (code, info) in self.code_info.iter().enumerate() {
+            if info.label == OTHER {
+                continue;
+            }
+            let key = FailureKey {
+                code: code as u32,
+                category: info.category,
+                retry: info.retry,
+                credits: info.credits,
+                model,
+            };
+            self.failures.entry(key).or_default();
+            if info.credits == CreditRule::Lost {
+                self.credits_lost.entry((code as u32, model)).or_default();
+            }
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Registers a source; its totals start at 0 and `up` false.
+    pub fn add_source(&mut self, name: &str) -> SourceId {
+        if let Some(i) = self.sources.iter().position(|s| s.name == name) {
+            return SourceId(i);
+        }
+        self.sources.push(SourceTotals {
+            name: name.to_string(),
+            ..Default::default()
+        });
+        SourceId(self.sources.len() - 1)
+    }
+
+    pub fn source_mut(&mut self, id: SourceId) -> &mut SourceTotals {
+        &mut self.sources[id.0]
+    }
+
+    pub fn code_info(&self, id: u32) -> &CodeInfo {
+        &self.code_info[id as usize]
+    }
+
+    pub fn model_name(&self, id: u32) -> &str {
+        &self.models.names[id as usize]
+    }
+
+    pub fn dedupe_len(&self) -> usize {
+        self.dedupe.len()
+    }
+
+    /// Records a line that yielded no record.
+    pub fn reject(&mut self, source: SourceId, error: ParseError) -> LineResult {
+        let s = &mut self.sources[source.0];
+        let reason = ParseError::ALL.iter().position(|e| *e == error).unwrap_or(0);
+        s.parse_errors[reason] += 1;
+        let result = LineResult::Rejected(error);
+        s.results[result.index()] += 1;
+        result
+    }
+
+    /// Counts one record, by the semantics in the module doc.
+    pub fn count(&mut self, source: SourceId, record: &TaskRecord<'_>) -> LineResult {
+        let result = self.count_record(record);
+        self.sources[source.0].results[result.index()] += 1;
+        result
+    }
+
+    fn count_record(&mut self, record: &TaskRecord<'_>) -> LineResult {
+        if !record.status.is_terminal() {
+            return LineResult::NonTerminal;
+        }
+        if let Some(id) = &record.id {
+            if !self.dedupe.insert(id) {
+                return LineResult::Duplicate;
+            }
+        }
+        let model_name = model_label(record.model.as_deref());
+        let (model, folded) = self.models.get(model_name, self.limits.max_models);
+        self.label_overflow[1] += folded as u64;
+        *self.tasks.entry((record.status, model)).or_default() += 1;
+        let pricing = self.pricing.clone();
+        let credits = || record.credits.or_else(|| pricing.estimate(model_name, record.duration));
+        match record.status {
+            Status::Succeeded => match credits() {
+                Some(c) => *self.credits_charged.entry(model).or_default() += c,
+                None => self.credits_unpriced[0] += 1,
+            },
+            Status::Failed => {
+                let code = record.failure_code.normalize();
+                let class = self.table.classify(&code);
+                let (category, retry, credit_rule) = (class.category, class.retry, class.credits);
+                let (code_id, folded) = self.codes.get(code.as_str(), self.limits.max_failure_codes);
+                self.label_overflow[0] += folded as u64;
+                if code_id as usize >= self.code_info.len() {
+                    self.sync_code_info();
+                }
+                self.unknown_failure_codes += (category == Category::Unknown) as u64;
+                let key = FailureKey {
+                    code: code_id,
+                    category,
+                    retry,
+                    credits: credit_rule,
+                    model,
+                };
+                *self.failures.entry(key).or_default() += 1;
+                if credit_rule == CreditRule::Lost {
+                    match credits() {
+                        Some(c) => *self.credits_lost.entry((code_id, model)).or_default() += c,
+                        None => self.credits_unpriced[1] += 1,
+                    }
+                }
+            }
+            _ => {}
+        }
+        LineResult::Counted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FieldMap, RecordParser};
+
+    fn ledger(limits: Limits) -> (Ledger, SourceId, RecordParser) {
+        let mut l = Ledger::new(Arc::new(Table::builtin()), Arc::new(Pricing::builtin()), limits);
+        let s = l.add_source("file");
+        (l, s, RecordParser::new(&FieldMap::default()).unwrap())
+    }
+
+    fn feed(l: &mut Ledger, s: SourceId, p: &RecordParser, line: &str) -> LineResult {
+        match p.parse(line.as_bytes()) {
+            Ok(r) => l.count(s, &r),
+            Err(e) => l.reject(s, e),
+        }
+    }
+
+    fn failures(l: &Ledger, code: &str, model: &str) -> u64 {
+        l.failures
+            .iter()
+            .filter(|(k, _)| l.code_info(k.code).label == code && l.model_name(k.model) == model)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    fn tasks(l: &Ledger, status: Status) -> u64 {
+        l.tasks.iter().filter(|((s, _), _)| *s == status).map(|(_, v)| *v).sum()
+    }
+
+    #[test]
+    fn first_terminal_record_counts_once() {
+        let (mut l, s, p) = ledger(Limits::default());
+        let lines = [
+            (r#"{"id":"a","status":"PENDING"}"#, LineResult::NonTerminal),
+            (r#"{"id":"a","status":"THROTTLED"}"#, LineResult::NonTerminal),
+            (r#"{"id":"a","status":"RUNNING","progress":0.5}"#, LineResult::NonTerminal),
+            (r#"{"id":"a","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"gen4_turbo","duration":10}"#, LineResult::Counted),
+            (r#"{"id":"a","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"gen4_turbo"}"#, LineResult::Duplicate),
+            (r#"{"id":"a","status":"SUCCEEDED"}"#, LineResult::Duplicate),
+            (r#"{"status":"CANCELLED"}"#, LineResult::Counted),
+            (r#"{"status":"CANCELLED"}"#, LineResult::Counted),
+            ("garbage", LineResult::Rejected(ParseError::InvalidJson)),
+        ];
+        for (line, want) in lines {
+            assert_eq!(feed(&mut l, s, &p, line), want, "{line}");
+        }
+        assert_eq!(failures(&l, "SAFETY.INPUT.TEXT", "gen4_turbo"), 1);
+        assert_eq!(tasks(&l, Status::Failed), 1);
+        assert_eq!(tasks(&l, Status::Cancelled), 2);
+        assert_eq!(tasks(&l, Status::Succeeded), 0);
+        let src = &l.sources[s.0];
+        assert_eq!(src.results, [3, 2, 3, 1]);
+        assert_eq!(src.results.iter().sum::<u64>(), lines.len() as u64);
+        // SAFETY credits are lost: 5 credits/s x 10 s estimated from the pricing table.
+        let model = l.models.ids["gen4_turbo"];
+        let code = l.codes.ids["SAFETY.INPUT.TEXT"];
+        assert_eq!(l.credits_lost[&(code, model)], 50.0);
+    }
+
+    #[test]
+    fn credits_from_record_else_estimate_else_unpriced() {
+        let (mut l, s, p) = ledger(Limits::default());
+        for line in [
+            r#"{"id":"1","status":"SUCCEEDED","model":"gen4_turbo","credits":25,"duration":10}"#,
+            r#"{"id":"2","status":"SUCCEEDED","model":"gen4_turbo","duration":10}"#,
+            r#"{"id":"3","status":"SUCCEEDED","model":"gen4_turbo"}"#,
+            r#"{"id":"4","status":"SUCCEEDED","model":"mystery","duration":10}"#,
+            r#"{"id":"5","status":"SUCCEEDED","model":"gen4_image"}"#,
+            r#"{"id":"6","status":"FAILED","failureCode":"INTERNAL","model":"gen4_turbo","credits":25}"#,
+            r#"{"id":"7","status":"FAILED","failureCode":"SAFETY.OUTPUT.VIDEO","model":"veo3"}"#,
+        ] {
+            assert_eq!(feed(&mut l, s, &p, line), LineResult::Counted);
+        }
+        let m = |name: &str| l.models.ids[name];
+        assert_eq!(l.credits_charged[&m("gen4_turbo")], 75.0);
+        assert_eq!(l.credits_charged[&m("gen4_image")], 5.0);
+        assert_eq!(l.credits_charged.get(&m("mystery")), None);
+        assert_eq!(l.credits_unpriced, [2, 1]);
+        // Refunded failures lose nothing.
+        assert!(l.credits_lost.values().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn zeroes_exported_for_every_known_code_and_status() {
+        let (l, _, _) = ledger(Limits::default());
+        for code in Table::builtin().known_codes() {
+            assert_eq!(failures(&l, code, UNKNOWN_MODEL), 0);
+            assert!(l.failures.keys().any(|k| &l.code_info(k.code).label == code), "{code}");
+        }
+        for status in Status::TERMINAL {
+            assert!(l.tasks.contains_key(&(status, l.models.ids[UNKNOWN_MODEL])));
+        }
+    }
+
+    #[test]
+    fn caps_fold_into_other_and_count_overflow() {
+        let limits = Limits {
+            dedupe_window: 10,
+            max_failure_codes: 3,
+            max_models: 2,
+        };
+        let (mut l, s, p) = ledger(limits);
+        for i in 0..10 {
+            let line = format!(r#"{{"status":"FAILED","failureCode":"NEW.CODE{i}","model":"m{i}"}}"#);
+            assert_eq!(feed(&mut l, s, &p, &line), LineResult::Counted);
+        }
+        // Known codes are not limited by the cap.
+        feed(&mut l, s, &p, r#"{"status":"FAILED","failureCode":"ASSET.INVALID","model":"m0"}"#);
+        assert_eq!(failures(&l, "NEW.CODE2", "m0") + failures(&l, "NEW.CODE2", OTHER), 1);
+        assert_eq!(failures(&l, OTHER, OTHER), 7);
+        assert_eq!(failures(&l, "ASSET.INVALID", "m0"), 1);
+        assert_eq!(l.label_overflow, [7, 8]);
+        assert_eq!(l.unknown_failure_codes, 10);
+        let distinct_codes: FxHashSet<_> = l.failures.keys().map(|k| k.code).collect();
+        assert!(distinct_codes.len() <= Table::builtin().known_codes().len() + 3 + 3);
+    }
+
+    #[test]
+    fn model_labels_are_checked() {
+        assert_eq!(model_label(None), UNKNOWN_MODEL);
+        assert_eq!(model_label(Some("  ")), UNKNOWN_MODEL);
+        assert_eq!(model_label(Some("gen4.5")), "gen4.5");
+        assert_eq!(model_label(Some(" gen4_turbo ")), "gen4_turbo");
+        assert_eq!(model_label(Some("bad model")), INVALID_MODEL);
+        assert_eq!(model_label(Some("x\"}")), INVALID_MODEL);
+        assert_eq!(model_label(Some(&"m".repeat(65))), INVALID_MODEL);
+    }
+
+    #[test]
+    fn dedupe_window_is_bounded_and_forgets_oldest() {
+        let mut w = DedupeWindow::new(3);
+        assert!(w.insert("a") && w.insert("b") && w.insert("c"));
+        assert!(!w.insert("a"));
+        assert!(w.insert("d"));
+        assert_eq!(w.len(), 3);
+        assert!(w.insert("a"), "a was evicted and counts again");
+        assert!(!w.insert("d"));
+        let mut off = DedupeWindow::new(0);
+        assert!(off.insert("x") && off.insert("x"), "a window of 0 turns dedupe off");
+    }
+}

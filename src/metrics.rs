@@ -1,0 +1,233 @@
+//! The metric families, on a caller-supplied [`Registry`] (no globals), and the
+//! publishing of the ledger's totals into them.
+//!
+//! *Publishing* copies the ledger's plain totals into the Prometheus counters, by
+//! adding what each series gained since the last publish. The ledger only ever grows,
+//! so published counters never go backwards, and `/metrics` shows exactly the values of
+//! the last publish. Child counters are kept in a map instead of being looked up by
+//! their labels every time.
+
+use std::collections::HashMap;
+
+use prometheus::core::{Atomic, GenericCounter, GenericCounterVec, Number};
+use prometheus::{
+    Counter, CounterVec, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use crate::ledger::{LineResult, Ledger};
+use crate::record::ParseError;
+
+/// The Runway API version the exporter speaks, the failure-code table's.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision the binary was built from, when the build could tell.
+pub const REVISION: &str = match option_env!("RUNWAY_EXPORTER_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+/// Every metric family of the exporter.
+pub struct Metrics {
+    pub tasks: IntCounterVec,
+    pub task_failures: IntCounterVec,
+    pub credits_charged: CounterVec,
+    pub credits_lost: CounterVec,
+    pub credits_unpriced: IntCounterVec,
+    pub build_info: GaugeVec,
+    pub records: IntCounterVec,
+    pub read_bytes: IntCounterVec,
+    pub parse_errors: IntCounterVec,
+    pub unknown_failure_codes: IntCounter,
+    pub label_overflow: IntCounterVec,
+    pub file_rotations: IntCounterVec,
+    pub file_truncations: IntCounterVec,
+    pub files_tracked: GaugeVec,
+    pub file_limit_hits: IntCounterVec,
+    pub api_requests: IntCounterVec,
+    pub commit_errors: IntCounter,
+    pub last_commit_timestamp: Gauge,
+    pub last_record_timestamp: GaugeVec,
+    pub source_up: GaugeVec,
+    pub dedupe_ids: IntGauge,
+    pub dead_letter_lines: IntCounterVec,
+    published: Published,
+}
+
+#[derive(Default)]
+struct Published {
+    ints: HashMap<(usize, Vec<String>), (IntCounter, u64)>,
+    floats: HashMap<(usize, Vec<String>), (Counter, f64)>,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// Registers every family on `registry`, with the process collector when `process`.
+    pub fn new(registry: &Registry, process: bool) -> prometheus::Result<Metrics> {
+        let r = registry;
+        let m = Metrics {
+            tasks: register(r, IntCounterVec::new(opts("runway_tasks_total", "Terminal task outcomes, counted once per task id."), &["status", "model"])?)?,
+            task_failures: register(r, IntCounterVec::new(opts("runway_task_failures_total", "FAILED tasks by failure code; category, retry and credits come from the failure-code table."), &["failure_code", "category", "retry", "credits", "model"])?)?,
+            credits_charged: register(r, CounterVec::new(opts("runway_credits_charged_total", "Credits of SUCCEEDED tasks, from the record or estimated from the pricing table."), &["model"])?)?,
+            credits_lost: register(r, CounterVec::new(opts("runway_credits_lost_total", "Credits of FAILED tasks that Runway does not refund (SAFETY codes)."), &["failure_code", "model"])?)?,
+            credits_unpriced: register(r, IntCounterVec::new(opts("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record nor the pricing table gave; their credits are not in the credit counters."), &["status"])?)?,
+            build_info: register(r, GaugeVec::new(opts("runway_exporter_build_info", "Build information; the value is always 1."), &["version", "revision", "api_version"])?)?,
+            records: register(r, IntCounterVec::new(opts("runway_exporter_records_total", "Lines read, by what became of them: counted, duplicate, non_terminal or rejected."), &["source", "result"])?)?,
+            read_bytes: register(r, IntCounterVec::new(opts("runway_exporter_read_bytes_total", "Bytes of complete lines read."), &["source"])?)?,
+            parse_errors: register(r, IntCounterVec::new(opts("runway_exporter_parse_errors_total", "Rejected lines by reason."), &["source", "reason"])?)?,
+            unknown_failure_codes: register(r, IntCounter::with_opts(opts("runway_exporter_unknown_failure_codes_total", "FAILED tasks whose failure code the failure-code table does not know."))?)?,
+            label_overflow: register(r, IntCounterVec::new(opts("runway_exporter_label_overflow_total", "Records whose label value was folded into \"other\" by a cardinality cap."), &["label"])?)?,
+            file_rotations: register(r, IntCounterVec::new(opts("runway_exporter_file_rotations_total", "Files replaced by a new file at the same path."), &["source"])?)?,
+            file_truncations: register(r, IntCounterVec::new(opts("runway_exporter_file_truncations_total", "Files found shorter than the position read; read again from the start."), &["source"])?)?,
+            files_tracked: register(r, GaugeVec::new(opts("runway_exporter_files_tracked", "Files currently followed."), &["source"])?)?,
+            file_limit_hits: register(r, IntCounterVec::new(opts("runway_exporter_file_limit_hits_total", "Matching files not followed because max_files was reached."), &["source"])?)?,
+            api_requests: register(r, IntCounterVec::new(opts("runway_exporter_api_requests_total", "Requests to the Runway API by endpoint and HTTP status code."), &["endpoint", "code"])?)?,
+            commit_errors: register(r, IntCounter::with_opts(opts("runway_exporter_commit_errors_total", "Failed commits of the state file."))?)?,
+            last_commit_timestamp: register(r, Gauge::with_opts(opts("runway_exporter_last_commit_timestamp_seconds", "Unix time of the last successful commit (or publish, without a state file)."))?)?,
+            last_record_timestamp: register(r, GaugeVec::new(opts("runway_exporter_last_record_timestamp_seconds", "Unix time a line was last read from the source."), &["source"])?)?,
+            source_up: register(r, GaugeVec::new(opts("runway_exporter_source_up", "1 when the source is running and can read its input."), &["source"])?)?,
+            dedupe_ids: register(r, IntGauge::with_opts(opts("runway_exporter_dedupe_ids", "Task ids remembered in the dedupe window."))?)?,
+            dead_letter_lines: register(r, IntCounterVec::new(opts("runway_exporter_dead_letter_lines_total", "Rejected lines written to, or dropped from, the dead-letter file."), &["result"])?)?,
+            published: Published::default(),
+        };
+        if process {
+            #[cfg(target_os = "linux")]
+            r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        }
+        m.build_info
+            .with_label_values(&[VERSION, REVISION, crate::classify::Table::builtin().api_version()])
+            .set(1.0);
+        Ok(m)
+    }
+
+    /// Brings every published series up to the ledger's totals.
+    pub fn publish(&mut self, l: &Ledger) {
+        let p = &mut self.published;
+        for ((status, model), v) in &l.tasks {
+            sync(&mut p.ints, 0, &self.tasks, &[status.as_str(), l.model_name(*model)], *v);
+        }
+        for (k, v) in &l.failures {
+            let code = l.code_info(k.code);
+            let labels = [
+                code.label.as_str(),
+                k.category.as_str(),
+                k.retry.as_str(),
+                k.credits.as_str(),
+                l.model_name(k.model),
+            ];
+            sync(&mut p.ints, 1, &self.task_failures, &labels, *v);
+        }
+        for (model, v) in &l.credits_charged {
+            sync(&mut p.floats, 2, &self.credits_charged, &[l.model_name(*model)], *v);
+        }
+        for ((code, model), v) in &l.credits_lost {
+            let labels = [l.code_info(*code).label.as_str(), l.model_name(*model)];
+            sync(&mut p.floats, 3, &self.credits_lost, &labels, *v);
+        }
+        for (status, v) in ["SUCCEEDED", "FAILED"].iter().zip(l.credits_unpriced) {
+            sync(&mut p.ints, 4, &self.credits_unpriced, &[status], v);
+        }
+        sync(&mut p.ints, 5, &self.label_overflow, &["failure_code"], l.label_overflow[0]);
+        sync(&mut p.ints, 5, &self.label_overflow, &["model"], l.label_overflow[1]);
+        let inc = l.unknown_failure_codes.saturating_sub(self.unknown_failure_codes.get());
+        self.unknown_failure_codes.inc_by(inc);
+        for s in &l.sources {
+            let name = s.name.as_str();
+            for (result, v) in LineResult::RESULTS.iter().zip(s.results) {
+                sync(&mut p.ints, 6, &self.records, &[name, result], v);
+            }
+            for (e, v) in ParseError::ALL.iter().zip(s.parse_errors) {
+                sync(&mut p.ints, 7, &self.parse_errors, &[name, e.reason()], v);
+            }
+            sync(&mut p.ints, 8, &self.read_bytes, &[name], s.read_bytes);
+            if name != "scan" {
+                sync(&mut p.ints, 9, &self.file_rotations, &[name], s.rotations);
+                sync(&mut p.ints, 10, &self.file_truncations, &[name], s.truncations);
+                sync(&mut p.ints, 11, &self.file_limit_hits, &[name], s.file_limit_hits);
+                self.files_tracked.with_label_values(&[name]).set(s.files_tracked as f64);
+                self.source_up.with_label_values(&[name]).set(if s.up { 1.0 } else { 0.0 });
+            }
+            if s.last_record_unix > 0.0 {
+                self.last_record_timestamp.with_label_values(&[name]).set(s.last_record_unix);
+            }
+        }
+        self.dedupe_ids.set(l.dedupe_len() as i64);
+        for (result, v) in ["written", "failed"].iter().zip(l.dead_letter) {
+            sync(&mut p.ints, 12, &self.dead_letter_lines, &[result], v);
+        }
+    }
+}
+
+/// Adds to the series what it gained since the last publish.
+fn sync<P: Atomic>(
+    cache: &mut HashMap<(usize, Vec<String>), (GenericCounter<P>, P::T)>,
+    family: usize,
+    vec: &GenericCounterVec<P>,
+    labels: &[&str],
+    total: P::T,
+) where
+    P::T: std::ops::Sub<Output = P::T> + PartialOrd + Copy,
+{
+    let key = (family, labels.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let (counter, last) = cache
+        .entry(key)
+        .or_insert_with(|| (vec.with_label_values(labels), P::T::from_i64(0)));
+    if total > *last {
+        counter.inc_by(total - *last);
+        *last = total;
+    }
+}
+
+/// The registry rendered in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    // Encoding our own families into a Vec cannot fail.
+    let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// The registry as JSON: `[{name, help, type, samples: [{labels, value}]}]`.
+pub fn render_json(registry: &Registry) -> serde_json::Value {
+    use prometheus::proto::MetricType;
+    let families = registry
+        .gather()
+        .into_iter()
+        .map(|f| {
+            let kind = f.get_field_type();
+            let samples: Vec<serde_json::Value> = f
+                .get_metric()
+                .iter()
+                .map(|m| {
+                    let labels: serde_json::Map<String, serde_json::Value> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name().to_string(), l.value().into()))
+                        .collect();
+                    let value = match kind {
+                        MetricType::COUNTER => m.get_counter().get_value(),
+                        MetricType::GAUGE => m.get_gauge().get_value(),
+                        _ => f64::NAN,
+                    };
+                    serde_json::json!({ "labels": labels, "value": value })
+                })
+                .collect();
+            serde_json::json!({
+                "name": f.name(),
+                "help": f.help(),
+                "type": format!("{kind:?}").to_lowercase(),
+                "samples": samples,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(families)
+}

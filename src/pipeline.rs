@@ -1,0 +1,221 @@
+//! One path for every source: blocks of bytes -> lines -> records -> the ledger.
+//!
+//! A source calls [`Pipeline::process`] with each block it reads; the ledger is locked
+//! once per block, not per line. Rejected lines are counted in the ledger, logged at
+//! most once per reason every [`WARN_EVERY`], and written to the dead-letter file when
+//! one is configured. Sources report what happens to their files through
+//! [`Pipeline::event`], the one place that both logs and counts it.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::deadletter::DeadLetter;
+use crate::ledger::{Ledger, SourceId};
+use crate::metrics::Metrics;
+use crate::record::{ParseError, RecordParser};
+use crate::source::lines::{Line, LineSplitter};
+
+/// Rejected lines of one block that are logged and dead-lettered; the rest are counted.
+const MAX_REPORTED_PER_BLOCK: usize = 1024;
+/// Bytes of a rejected line kept for the dead-letter file.
+const MAX_SAMPLE: usize = 64 * 1024;
+
+/// How often each kind of rejected line is logged at most.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Something that happened to a source's files.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceEvent<'a> {
+    /// A file started being followed, at `offset`.
+    Opened { path: &'a Path, offset: u64 },
+    /// The file at a followed path was replaced by a new one.
+    Rotated { path: &'a Path },
+    /// A followed file became shorter than the position read.
+    Truncated { path: &'a Path, size: u64, offset: u64 },
+    /// A followed file is gone and was read to its end.
+    Removed { path: &'a Path },
+    /// A matching file was not followed: `max_files` are followed already.
+    FileLimit { path: &'a Path, max_files: usize },
+    /// A file could not be read.
+    ReadError { path: &'a Path, error: &'a std::io::Error },
+    /// How many files are followed now.
+    Tracked { files: usize },
+    /// The source is running (or not).
+    Up(bool),
+}
+
+#[derive(Debug, Default)]
+struct WarnState {
+    last: [Option<Instant>; ParseError::ALL.len()],
+    suppressed: [u64; ParseError::ALL.len()],
+}
+
+/// The shared part of every source: parser, ledger, dead letter.
+#[derive(Debug)]
+pub struct Pipeline {
+    parser: RecordParser,
+    ledger: Mutex<Ledger>,
+    dead_letter: Option<Mutex<DeadLetter>>,
+    warn: Mutex<WarnState>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while counting cannot leave the plain counters half-written in a way
+    // worth dying for: keep serving what is there.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pipeline {
+    pub fn new(parser: RecordParser, ledger: Ledger, dead_letter: Option<DeadLetter>) -> Self {
+        Pipeline {
+            parser,
+            ledger: Mutex::new(ledger),
+            dead_letter: dead_letter.map(Mutex::new),
+            warn: Mutex::new(WarnState::default()),
+        }
+    }
+
+    /// Registers a source with the ledger.
+    pub fn add_source(&self, name: &str) -> SourceId {
+        lock(&self.ledger).add_source(name)
+    }
+
+    /// Runs `f` on the ledger, under its lock.
+    pub fn with_ledger<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        f(&mut lock(&self.ledger))
+    }
+
+    /// Publishes the ledger's totals into `metrics`.
+    pub fn publish(&self, metrics: &mut Metrics) {
+        let ledger = lock(&self.ledger);
+        metrics.publish(&ledger);
+    }
+
+    /// Splits, parses and counts one block read from `source`.
+    pub fn process(&self, source: SourceId, splitter: &mut LineSplitter, block: &[u8]) {
+        self.count_lines(source, block.len() as u64, |f| splitter.feed(block, f));
+    }
+
+    /// Counts a partial line held by `splitter` as a complete line: the end of a
+    /// file read once (`scan`).
+    pub fn finish(&self, source: SourceId, splitter: &mut LineSplitter) {
+        self.count_lines(source, 0, |f| splitter.finish(f));
+    }
+
+    fn count_lines(&self, source: SourceId, bytes: u64, lines: impl FnOnce(&mut dyn FnMut(Line<'_>))) {
+        let mut rejected: Vec<(ParseError, Vec<u8>, usize)> = Vec::new();
+        let keep = self.dead_letter.is_some();
+        {
+            let mut ledger = lock(&self.ledger);
+            let mut count = 0u64;
+            lines(&mut |line| {
+                count += 1;
+                let (result, text) = match line {
+                    Line::Complete(l) => (self.parser.parse(l).map(|r| ledger.count(source, &r)), l),
+                    Line::TooLong(prefix) => (Err(ParseError::LineTooLong), prefix),
+                };
+                if let Err(e) = result {
+                    ledger.reject(source, e);
+                    if rejected.len() < MAX_REPORTED_PER_BLOCK {
+                        let sample = if keep { text[..text.len().min(MAX_SAMPLE)].to_vec() } else { Vec::new() };
+                        rejected.push((e, sample, text.len()));
+                    }
+                }
+            });
+            let s = ledger.source_mut(source);
+            s.read_bytes += bytes;
+            if count > 0 {
+                s.last_record_unix = unix_now();
+            }
+        }
+        if !rejected.is_empty() {
+            self.report_rejected(source, &rejected);
+        }
+    }
+
+    fn report_rejected(&self, source: SourceId, rejected: &[(ParseError, Vec<u8>, usize)]) {
+        let name = self.with_ledger(|l| l.sources[source.0].name.clone());
+        {
+            let mut w = lock(&self.warn);
+            let now = Instant::now();
+            for (e, _, len) in rejected {
+                let i = ParseError::ALL.iter().position(|x| x == e).unwrap_or(0);
+                match w.last[i] {
+                    Some(t) if now.duration_since(t) < WARN_EVERY => w.suppressed[i] += 1,
+                    _ => {
+                        let suppressed = std::mem::take(&mut w.suppressed[i]);
+                        w.last[i] = Some(now);
+                        tracing::warn!(
+                            source = %name,
+                            reason = e.reason(),
+                            line_bytes = len,
+                            suppressed_since_last = suppressed,
+                            "Line rejected; counted in runway_exporter_parse_errors_total."
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(dl) = &self.dead_letter {
+            let mut dl = lock(dl);
+            let mut written = 0u64;
+            let mut failed = 0u64;
+            for (e, sample, _) in rejected {
+                match dl.write(&name, e.reason(), sample) {
+                    Ok(()) => written += 1,
+                    Err(err) => {
+                        failed += 1;
+                        tracing::debug!(error = %err, "Cannot write to the dead-letter file.");
+                    }
+                }
+            }
+            if let Err(err) = dl.flush() {
+                tracing::debug!(error = %err, "Cannot flush the dead-letter file.");
+            }
+            self.with_ledger(|l| {
+                l.dead_letter[0] += written;
+                l.dead_letter[1] += failed;
+            });
+        }
+    }
+
+    /// Logs and counts what happened to a source's files.
+    pub fn event(&self, source: SourceId, event: SourceEvent<'_>) {
+        let mut ledger = lock(&self.ledger);
+        let s = ledger.source_mut(source);
+        let name = s.name.clone();
+        match event {
+            SourceEvent::Opened { path, offset } => {
+                tracing::info!(source = %name, path = %path.display(), offset, "Following file.");
+            }
+            SourceEvent::Rotated { path } => {
+                s.rotations += 1;
+                tracing::info!(source = %name, path = %path.display(), "File rotated; reading the new file from the start.");
+            }
+            SourceEvent::Truncated { path, size, offset } => {
+                s.truncations += 1;
+                tracing::warn!(source = %name, path = %path.display(), size, offset, "File truncated; reading from the start.");
+            }
+            SourceEvent::Removed { path } => {
+                tracing::info!(source = %name, path = %path.display(), "File removed; stopped following it.");
+            }
+            SourceEvent::FileLimit { path, max_files } => {
+                s.file_limit_hits += 1;
+                tracing::warn!(source = %name, path = %path.display(), max_files, "Too many matching files; not following this one. Raise max_files or narrow the paths.");
+            }
+            SourceEvent::ReadError { path, error } => {
+                tracing::warn!(source = %name, path = %path.display(), error = %error, "Cannot read file; will retry.");
+            }
+            SourceEvent::Tracked { files } => s.files_tracked = files as u64,
+            SourceEvent::Up(up) => s.up = up,
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! One line -> [`TaskRecord`]: pure, zero-copy where the line allows it.
+//!
+//! A *task record* is one line that yields a `status`, and optionally `id`,
+//! `failureCode`, `model`, `credits` and `duration`. Two line formats:
+//!
+//! - **JSON** (the default): one object per line. The task itself is the bare object of
+//!   `GET /v1/tasks/{id}` (current or older flat shape, where absent fields are `null`),
+//!   or nested in a log event at `task_pointer` (`"/task"`). The *task fields* `id`,
+//!   `status` and `failure_code` are JSON pointers relative to the task; the *event
+//!   fields* `model`, `credits` and `duration` are pointers from the line's root, because
+//!   Runway's task object has none of them and the application adds them to its event.
+//!   Only those few paths are looked at: everything else is skipped by the parser
+//!   without being built, and strings without escapes are borrowed from the line.
+//! - **Regex**: a regular expression with named captures `status` (required), `id`,
+//!   `failure_code`, `model`, `credits`, `duration` for plain-text logs.
+//!
+//! A line that yields no record ends as a [`ParseError`], whose [`ParseError::reason`] is
+//! the `reason` label of `runway_exporter_parse_errors_total`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// A task's status as Runway reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Pending,
+    Throttled,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Pending,
+        Status::Throttled,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+    /// The terminal statuses, the `status` label values of `runway_tasks_total`.
+    pub const TERMINAL: [Status; 3] = [Status::Succeeded, Status::Failed, Status::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Throttled => "THROTTLED",
+            Status::Running => "RUNNING",
+            Status::Succeeded => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Whether a task in this status is finished; its first terminal record is counted.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+
+    /// Parses Runway's status string, ignoring ASCII case.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `failureCode` field as found on the line, before normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawCode<'a> {
+    /// Missing, `null` or empty.
+    Missing,
+    Str(Cow<'a, str>),
+    /// A number, object, array or boolean where a string belongs.
+    NotAString,
+}
+
+impl RawCode<'_> {
+    /// The code as [`crate::classify::normalize_code`] takes it.
+    pub fn normalize(&self) -> crate::classify::NormalizedCode<'_> {
+        match self {
+            RawCode::Missing => crate::classify::NormalizedCode::None,
+            RawCode::NotAString => crate::classify::NormalizedCode::Invalid,
+            RawCode::Str(s) => crate::classify::normalize_code(Some(s)),
+        }
+    }
+}
+
+/// What one line says about one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub status: Status,
+    pub failure_code: RawCode<'a>,
+    pub model: Option<Cow<'a, str>>,
+    pub credits: Option<f64>,
+    pub duration: Option<f64>,
+}
+
+/// Why a line yielded no record. The variants' [`reason`](ParseError::reason)s are
+/// label values and part of the metrics contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty line")]
+    EmptyLine,
+    #[error("line is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("line is not a valid JSON value")]
+    InvalidJson,
+    #[error("line has no status field")]
+    MissingStatus,
+    #[error("status is not one of Runway's task statuses")]
+    UnknownStatus,
+    #[error("line does not match the configured regex")]
+    RegexMismatch,
+    #[error("line is longer than max_line_bytes")]
+    LineTooLong,
+}
+
+impl ParseError {
+    pub const ALL: [ParseError; 7] = [
+        ParseError::EmptyLine,
+        ParseError::InvalidUtf8,
+        ParseError::InvalidJson,
+        ParseError::MissingStatus,
+        ParseError::UnknownStatus,
+        ParseError::RegexMismatch,
+        ParseError::LineTooLong,
+    ];
+
+    /// The `reason` label value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ParseError::EmptyLine => "empty_line",
+            ParseError::InvalidUtf8 => "invalid_utf8",
+            ParseError::InvalidJson => "invalid_json",
+            ParseError::MissingStatus => "missing_status",
+            ParseError::UnknownStatus => "unknown_status",
+            ParseError::RegexMismatch => "regex_mismatch",
+            ParseError::LineTooLong => "line_too_long",
+        }
+    }
+}
+
+/// Where the fields of a record are, as the `[record]` configuration says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldMap {
+    /// `json` or `regex`.
+    pub format: LineFormat,
+    /// Where the task object is in a JSON line; empty for a bare task object.
+    pub task_pointer: String,
+    /// Task fields, relative to the task object.
+    pub id: String,
+    pub status: String,
+    pub failure_code: String,
+    /// Event fields, from the line's root.
+    pub model: String,
+    pub credits: String,
+    pub duration: String,
+    /// With `format = "regex"`: the expression, with named captures.
+    pub regex: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    Json,
+    Regex,
+}
+
+impl Default for FieldMap {
+    fn default() -> Self {
+        FieldMap {
+            format: LineFormat::Json,
+            task_pointer: String::new(),
+            id: "/id".into(),
+            status: "/status".into(),
+            failure_code: "/failureCode".into(),
+            model: "/model".into(),
+            credits: "/credits".into(),
+            duration: "/duration".into(),
+            regex: String::new(),
+        }
+    }
+}
+
+/// A field map that cannot work, with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record.{key}: {problem}")]
+pub struct FieldMapError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Id = 0,
+    Status,
+    FailureCode,
+    Model,
+    Credits,
+    Duration,
+}
+const FIELDS: usize = 6;
+
+/// A captured JSON value.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Num(f64),
+    Null,
+    Other,
+}
+
+/// One step of the path tree: the members (or array elements) to descend into.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    children: Vec<(String, Option<usize>, Node)>,
+    leaf: Option<Field>,
+}
+
+impl Node {
+    fn insert(&mut self, tokens: &[String], field: Field) -> Result<(), String> {
+        match tokens.split_first() {
+            None => {
+                if self.leaf.is_some() || !self.children.is_empty() {
+                    return Err("overlaps another field's pointer".into());
+                }
+                self.leaf = Some(field);
+                Ok(())
+            }
+            Some((head, rest)) => {
+                if self.leaf.is_some() {
+                    return Err("overlaps another field's pointer".into());
+                }
+                let pos = match self.children.iter().position(|(k, _, _)| k == head) {
+                    Some(p) => p,
+                    None => {
+                        let index = head.parse::<usize>().ok();
+                        self.children.push((head.clone(), index, Node::default()));
+                        self.children.len() - 1
+                    }
+                };
+                self.children[pos].2.insert(rest, field)
+            }
+        }
+    }
+}
+
+/// Splits an RFC 6901 JSON pointer into unescaped tokens.
+fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(format!("{pointer:?} is not a JSON pointer: it must start with '/'"));
+    };
+    rest.split('/')
+        .map(|t| {
+            let mut out = String::with_capacity(t.len());
+            let mut chars = t.chars();
+            while let Some(c) = chars.next() {
+                if c != '~' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('0') => out.push('~'),
+                    Some('1') => out.push('/'),
+                    _ => return Err(format!("{pointer:?}: '~' must be followed by 0 or 1")),
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Json(Node),
+    Regex(Box<regex::Regex>, [Option<usize>; FIELDS]),
+}
+
+/// Turns lines into [`TaskRecord`]s as a [`FieldMap`] says.
+#[derive(Debug, Clone)]
+pub struct RecordParser {
+    kind: Kind,
+}
+
+impl RecordParser {
+    pub fn new(map: &FieldMap) -> Result<RecordParser, FieldMapError> {
+        let err = |key, problem| FieldMapError { key, problem };
+        match map.format {
+            LineFormat::Json => {
+                let task = pointer_tokens(&map.task_pointer).map_err(|p| err("task_pointer", p))?;
+                let mut root = Node::default();
+                let fields: [(&'static str, &str, Field, bool); FIELDS] = [
+                    ("id", &map.id, Field::Id, true),
+                    ("status", &map.status, Field::Status, true),
+                    ("failure_code", &map.failure_code, Field::FailureCode, true),
+                    ("model", &map.model, Field::Model, false),
+                    ("credits", &map.credits, Field::Credits, false),
+                    ("duration", &map.duration, Field::Duration, false),
+                ];
+                for (key, pointer, field, in_task) in fields {
+                    if pointer.is_empty() {
+                        if field == Field::Status {
+                            return Err(err(key, "the status pointer is required".into()));
+                        }
+                        continue; // an empty pointer turns an optional field off
+                    }
+                    let mut tokens = if in_task { task.clone() } else { Vec::new() };
+                    tokens.extend(pointer_tokens(pointer).map_err(|p| err(key, p))?);
+                    root.insert(&tokens, field).map_err(|p| err(key, format!("{pointer:?} {p}")))?;
+                }
+                Ok(RecordParser {
+                    kind: Kind::Json(root),
+                })
+            }
+            LineFormat::Regex => {
+                if map.regex.is_empty() {
+                    return Err(err("regex", "format = \"regex\" needs a regex".into()));
+                }
+                let re = regex::Regex::new(&map.regex).map_err(|e| err("regex", e.to_string()))?;
+                let names = ["id", "status", "failure_code", "model", "credits", "duration"];
+                let mut groups = [None; FIELDS];
+                for (slot, name) in groups.iter_mut().zip(names) {
+                    *slot = re.capture_names().position(|n| n == Some(name));
+                }
+                if groups[Field::Status as usize].is_none() {
+                    return Err(err("regex", "the regex needs a named capture (?P<status>...)".into()));
+                }
+                Ok(RecordParser {
+                    kind: Kind::Regex(Box::new(re), groups),
+                })
+            }
+        }
+    }
+
+    /// Parses one line, without its newline (a trailing `\r` is ignored).
+    pub fn parse<'a>(&self, line: &'a [u8]) -> Result<TaskRecord<'a>, ParseError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(ParseError::EmptyLine);
+        }
+        let text = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
+        let mut fields: [Option<Scalar<'a>>; FIELDS] = Default::default();
+        match &self.kind {
+            Kind::Json(root) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                NodeSeed {
+                    node: root,
+                    out: &mut fields,
+                }
+                .deserialize(&mut de)
+                .map_err(|_| ParseError::InvalidJson)?;
+                de.end().map_err(|_| ParseError::InvalidJson)?;
+            }
+            Kind::Regex(re, groups) => {
+                let caps = re.captures(text).ok_or(ParseError::RegexMismatch)?;
+                for (slot, group) in fields.iter_mut().zip(groups) {
+                    if let Some(m) = group.and_then(|g| caps.get(g)) {
+                        *slot = Some(Scalar::Str(Cow::Borrowed(m.as_str())));
+                    }
+                }
+            }
+        }
+        build(fields)
+    }
+}
+
+fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, ParseError> {
+    let [id, status, code, model, credits, duration] = fields;
+    let status = match status {
+        Some(Scalar::Str(s)) => Status::parse(s.trim()).ok_or(ParseError::UnknownStatus)?,
+        None | Some(Scalar::Null) => return Err(ParseError::MissingStatus),
+        Some(_) => return Err(ParseError::UnknownStatus),
+    };
+    let text = |v: Option<Scalar<'a>>| -> Option<Cow<'a, str>> {
+        match v {
+        Some(Scalar::Str(s)) if !s.trim().is_empty() => Some(s),
+        Some(Scalar::Num(n)) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+        }
+    };
+    let number = |v: Option<Scalar<'a>>| match v {
+        Some(Scalar::Num(n)) if n.is_finite() && n >= 0.0 => Some(n),
+        Some(Scalar::Str(s)) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0),
+        _ => None,
+    };
+    let failure_code = match code {
+        None | Some(Scalar::Null) => RawCode::Missing,
+        Some(Scalar::Str(s)) if s.trim().is_empty() => RawCode::Missing,
+        Some(Scalar::Str(s)) => RawCode::Str(s),
+        Some(_) => RawCode::NotAString,
+    };
+    Ok(TaskRecord {
+        id: text(id),
+        status,
+        failure_code,
+        model: text(model),
+        credits: number(credits),
+        duration: number(duration),
+    })
+}
+
+/// Walks one JSON value along the path tree, capturing the leaves and skipping the rest.
+struct NodeSeed<'n, 'o, 'de> {
+    node: &'n Node,
+    out: &'o mut [Option<Scalar<'de>>; FIELDS],
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.node.leaf {
+            Some(field) => {
+                self.out[field as usize] = Some(d.deserialize_any(ScalarVisitor)?);
+                Ok(())
+            }
+            None => d.deserialize_any(self),
+        }
+    }
+}
+
+macro_rules! ignore_scalars {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(fn $method<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> { Ok(Default::default()) })*
+    };
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    ignore_scalars!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(child) = map.next_key_seed(KeySeed(self.node))? {
+            match child {
+                Some(i) => map.next_value_seed(NodeSeed {
+                    node: &self.node.children[i].2,
+                    out: &mut *self.out,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        loop {
+            let child = self.node.children.iter().find(|(_, i, _)| *i == Some(index));
+            let more = match child {
+                Some((_, _, node)) => seq
+                    .next_element_seed(NodeSeed {
+                        node,
+                        out: &mut *self.out,
+                    })?
+                    .is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+}
+
+/// Matches an object key against a node's children without allocating.
+struct KeySeed<'n>(&'n Node);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.children.iter().position(|(k, _, _)| k == key))
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Num(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Num(v as f64))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::Num(v as f64))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json() -> RecordParser {
+        RecordParser::new(&FieldMap::default()).unwrap()
+    }
+
+    fn nested() -> RecordParser {
+        RecordParser::new(&FieldMap {
+            task_pointer: "/task".into(),
+            ..FieldMap::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn current_task_shapes() {
+        let p = json();
+        let r = p
+            .parse(br#"{"id":"t1","createdAt":"2024-11-06T00:00:00Z","status":"FAILED","failure":"Blocked","failureCode":"SAFETY.INPUT.TEXT"}"#)
+            .unwrap();
+        assert_eq!(r.id.as_deref(), Some("t1"));
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.failure_code, RawCode::Str("SAFETY.INPUT.TEXT".into()));
+        assert!(matches!(r.id, Some(Cow::Borrowed(_))), "ids without escapes are borrowed");
+        let r = p
+            .parse(br#"{"id":"t2","status":"SUCCEEDED","output":["https://x/y.mp4"],"model":"gen4_turbo","credits":50,"duration":10}"#)
+            .unwrap();
+        assert_eq!((r.status, r.model.as_deref(), r.credits, r.duration), (Status::Succeeded, Some("gen4_turbo"), Some(50.0), Some(10.0)));
+        let r = p.parse(br#"{"id":"t3","status":"RUNNING","progress":0.4}"#).unwrap();
+        assert_eq!(r.status, Status::Running);
+        assert_eq!(r.failure_code, RawCode::Missing);
+    }
+
+    #[test]
+    fn older_flat_shape_with_nulls() {
+        let r = json()
+            .parse(br#"{"id":"t4","status":"FAILED","createdAt":"x","progress":null,"output":null,"failure":"oops","failureCode":null}"#)
+            .unwrap();
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.failure_code, RawCode::Missing);
+        assert_eq!(r.model, None);
+    }
+
+    #[test]
+    fn nested_task_and_event_fields() {
+        let line = br#"{"ts":"2024-11-06T00:00:00Z","model":"gen4.5","credits":"60","task":{"id":"n1","status":"failed","failureCode":"SAFETY.OUTPUT.VIDEO","model":"ignored"},"id":"outer"}"#;
+        let r = nested().parse(line).unwrap();
+        assert_eq!(r.id.as_deref(), Some("n1"));
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.model.as_deref(), Some("gen4.5"));
+        assert_eq!(r.credits, Some(60.0));
+        // A nested parser does not look for the status at the root.
+        assert_eq!(nested().parse(br#"{"status":"FAILED"}"#), Err(ParseError::MissingStatus));
+    }
+
+    #[test]
+    fn custom_pointers_escapes_and_array_indices() {
+        let p = RecordParser::new(&FieldMap {
+            task_pointer: "/events/1".into(),
+            id: "/meta/task~1id".into(),
+            status: "/state".into(),
+            failure_code: "/err/code".into(),
+            model: "/a~0b".into(),
+            credits: String::new(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let r = p
+            .parse(br#"{"events":[{"state":"RUNNING"},{"meta":{"task/id":"x\"y"},"state":"FAILED","err":{"code":"asset.invalid"}}],"a~b":"m","credits":9}"#)
+            .unwrap();
+        assert_eq!(r.id.as_deref(), Some("x\"y"));
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.failure_code.normalize().as_str(), "ASSET.INVALID");
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.credits, None, "an empty pointer turns the field off");
+    }
+
+    #[test]
+    fn errors_by_reason() {
+        let p = json();
+        let cases: &[(&[u8], ParseError)] = &[
+            (b"", ParseError::EmptyLine),
+            (b"   \r", ParseError::EmptyLine),
+            (b"{\"status\":\"FAILED\"", ParseError::InvalidJson),
+            (b"not json", ParseError::InvalidJson),
+            (b"{\"status\":\"FAILED\"} trailing", ParseError::InvalidJson),
+            (b"{\"status\":\"FA\xffILED\"}", ParseError::InvalidUtf8),
+            (b"{\"x\":\"\xc3\x28\",\"status\":\"FAILED\"}", ParseError::InvalidUtf8),
+            (b"{\"status\":\"FAILED\",\0}", ParseError::InvalidJson),
+            (b"{\"status\":\"FAI\0LED\"}", ParseError::InvalidJson),
+            (b"{\"id\":\"x\"}", ParseError::MissingStatus),
+            (b"{\"status\":null}", ParseError::MissingStatus),
+            (b"[1,2]", ParseError::MissingStatus),
+            (b"42", ParseError::MissingStatus),
+            (b"{\"status\":\"EXPLODED\"}", ParseError::UnknownStatus),
+            (b"{\"status\":7}", ParseError::UnknownStatus),
+        ];
+        for (line, want) in cases {
+            assert_eq!(p.parse(line), Err(*want), "line {:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn odd_field_values_do_not_reject_the_record() {
+        let r = json()
+            .parse(br#"{"id":123,"status":"FAILED","failureCode":{"a":1},"model":"","credits":-5,"duration":"abc"}"#)
+            .unwrap();
+        assert_eq!(r.id.as_deref(), Some("123"));
+        assert_eq!(r.failure_code, RawCode::NotAString);
+        assert_eq!(r.failure_code.normalize().as_str(), "invalid");
+        assert_eq!((r.model, r.credits, r.duration), (None, None, None));
+        let r = json().parse(br#"{"status":"FAILED","failureCode":""}"#).unwrap();
+        assert_eq!(r.failure_code.normalize().as_str(), "none");
+    }
+
+    #[test]
+    fn regex_format() {
+        let p = RecordParser::new(&FieldMap {
+            format: LineFormat::Regex,
+            regex: r"task=(?P<id>\S+) status=(?P<status>\w+)(?: code=(?P<failure_code>\S+))?(?: model=(?P<model>\S+))?".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let r = p.parse(b"2024-11-06 task=abc status=FAILED code=SAFETY.INPUT.IMAGE model=gen4_turbo").unwrap();
+        assert_eq!(r.id.as_deref(), Some("abc"));
+        assert_eq!(r.failure_code.normalize().as_str(), "SAFETY.INPUT.IMAGE");
+        assert_eq!(r.model.as_deref(), Some("gen4_turbo"));
+        let r = p.parse(b"task=abc status=SUCCEEDED").unwrap();
+        assert_eq!((r.status, r.failure_code), (Status::Succeeded, RawCode::Missing));
+        assert_eq!(p.parse(b"hello"), Err(ParseError::RegexMismatch));
+    }
+
+    #[test]
+    fn bad_field_maps_name_the_key() {
+        let cases = [
+            (FieldMap { id: "id".into(), ..FieldMap::default() }, "id"),
+            (FieldMap { status: String::new(), ..FieldMap::default() }, "status"),
+            (FieldMap { model: "/id".into(), ..FieldMap::default() }, "model"),
+            (FieldMap { task_pointer: "/t".into(), id: "".into(), status: "".into(), ..FieldMap::default() }, "status"),
+            (FieldMap { failure_code: "/a/~2".into(), ..FieldMap::default() }, "failure_code"),
+            (FieldMap { format: LineFormat::Regex, ..FieldMap::default() }, "regex"),
+            (FieldMap { format: LineFormat::Regex, regex: "(".into(), ..FieldMap::default() }, "regex"),
+            (FieldMap { format: LineFormat::Regex, regex: "(?P<id>x)".into(), ..FieldMap::default() }, "regex"),
+        ];
+        for (map, key) in cases {
+            assert_eq!(RecordParser::new(&map).unwrap_err().key, key, "{map:?}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Sources: where lines come from. Each reads its input in blocks and hands them to
+//! the [`crate::pipeline::Pipeline`] with its own [`lines::LineSplitter`].
+
+pub mod file;
+pub mod lines;
