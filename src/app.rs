@@ -55,7 +55,12 @@ pub fn build_pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
 /// `scan`: reads the files from the start through the pipeline and renders the metrics.
 pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyhow::Result<String> {
     let pipeline = build_pipeline(settings)?;
-    file::scan(&pipeline, paths, settings.file.max_line_bytes, settings.file.read_block_bytes)?;
+    file::scan(
+        &pipeline,
+        paths,
+        settings.file.max_line_bytes,
+        settings.file.read_block_bytes,
+    )?;
     // A one-shot run has no "last record time" worth exporting: keep the output stable.
     pipeline.with_ledger(|l| l.sources.iter_mut().for_each(|s| s.last_record_unix = 0.0));
     let registry = Registry::new();
@@ -79,7 +84,12 @@ fn unix_now() -> f64 {
 }
 
 /// Publishes the ledger every `interval`, and once more when cancelled.
-async fn publisher(pipeline: Arc<Pipeline>, mut metrics: Metrics, interval: Duration, token: CancellationToken) {
+async fn publisher(
+    pipeline: Arc<Pipeline>,
+    mut metrics: Metrics,
+    interval: Duration,
+    token: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -120,7 +130,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
-    let local = listener.local_addr().context("cannot read the listening address")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     let state = Arc::new(HttpState {
         registry,
         telemetry_path: settings.web.telemetry_path.clone(),
@@ -139,10 +151,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         header_read_timeout: settings.web.header_read_timeout,
         grace: settings.state.shutdown_grace,
     };
-    tracker.spawn(http::serve(listener, state.clone(), limits, token.child_token()));
+    tracker.spawn(http::serve(
+        listener,
+        state.clone(),
+        limits,
+        token.child_token(),
+    ));
     let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
     tracker.spawn(file::run(tailer, token.child_token(), Some(first_poll_tx)));
-    tracker.spawn(publisher(pipeline.clone(), metrics, settings.state.commit_interval, token.child_token()));
+    tracker.spawn(publisher(
+        pipeline.clone(),
+        metrics,
+        settings.state.commit_interval,
+        token.child_token(),
+    ));
     tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
 
     let signal = tokio::select! {
@@ -162,7 +184,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     token.cancel();
     tracker.close();
-    if tokio::time::timeout(settings.state.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(settings.state.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?settings.state.shutdown_grace, "Tasks still running after the grace period; exiting anyway.");
     }
     Ok(())

@@ -307,13 +307,17 @@ impl Table {
                 true
             } else if let Some(prefix) = rule.pattern.strip_suffix(".*") {
                 if !is_code_shape(prefix.as_bytes()) {
-                    return Err(bad("a pattern is a code of [A-Z0-9_] segments followed by .*"));
+                    return Err(bad(
+                        "a pattern is a code of [A-Z0-9_] segments followed by .*",
+                    ));
                 }
                 for example in &rule.examples {
                     if !is_code_shape(example.as_bytes())
                         || !(example == prefix || example.starts_with(&format!("{prefix}.")))
                     {
-                        return Err(bad(&format!("example {example:?} does not match the pattern")));
+                        return Err(bad(&format!(
+                            "example {example:?} does not match the pattern"
+                        )));
                     }
                     push_known(&mut table.known_codes, example);
                 }
@@ -392,41 +396,209 @@ mod tests {
         use CreditRule as Cr;
         use Retry as R;
         let cases: &[(Option<&str>, &str, Category, Retry, CreditRule)] = &[
-            (Some("SAFETY.INPUT.TEXT"), "SAFETY.INPUT.TEXT", C::SafetyInput, R::Never, Cr::Lost),
-            (Some("SAFETY.INPUT.IMAGE"), "SAFETY.INPUT.IMAGE", C::SafetyInput, R::Never, Cr::Lost),
-            (Some("SAFETY.INPUT.VIDEO"), "SAFETY.INPUT.VIDEO", C::SafetyInput, R::Never, Cr::Lost),
-            (Some("SAFETY.INPUT.AUDIO"), "SAFETY.INPUT.AUDIO", C::SafetyInput, R::Never, Cr::Lost),
-            (Some("SAFETY.INPUT"), "SAFETY.INPUT", C::SafetyInput, R::Never, Cr::Lost),
-            (Some("SAFETY.OUTPUT.VIDEO"), "SAFETY.OUTPUT.VIDEO", C::SafetyOutput, R::Never, Cr::Lost),
-            (Some("SAFETY.OUTPUT.IMAGE"), "SAFETY.OUTPUT.IMAGE", C::SafetyOutput, R::Never, Cr::Lost),
-            (Some("INTERNAL.BAD_OUTPUT.CODE01"), "INTERNAL.BAD_OUTPUT.CODE01", C::BadOutput, R::Unlikely, Cr::Refunded),
-            (Some("INTERNAL.BAD_OUTPUT.01"), "INTERNAL.BAD_OUTPUT.01", C::BadOutput, R::Unlikely, Cr::Refunded),
-            (Some("INPUT_PREPROCESSING.SAFETY.TEXT"), "INPUT_PREPROCESSING.SAFETY.TEXT", C::SafetyPreprocessing, R::Never, Cr::Refunded),
-            (Some("INPUT_PREPROCESSING.INTERNAL"), "INPUT_PREPROCESSING.INTERNAL", C::PreprocessingInternal, R::AfterDelay, Cr::Refunded),
-            (Some("ASSET.INVALID"), "ASSET.INVALID", C::AssetInvalid, R::Never, Cr::Refunded),
-            (Some("THIRD_PARTY.UNAVAILABLE"), "THIRD_PARTY.UNAVAILABLE", C::ThirdParty, R::AfterDelay, Cr::Refunded),
-            (Some("INTERNAL"), "INTERNAL", C::Internal, R::AfterDelay, Cr::Refunded),
+            (
+                Some("SAFETY.INPUT.TEXT"),
+                "SAFETY.INPUT.TEXT",
+                C::SafetyInput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("SAFETY.INPUT.IMAGE"),
+                "SAFETY.INPUT.IMAGE",
+                C::SafetyInput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("SAFETY.INPUT.VIDEO"),
+                "SAFETY.INPUT.VIDEO",
+                C::SafetyInput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("SAFETY.INPUT.AUDIO"),
+                "SAFETY.INPUT.AUDIO",
+                C::SafetyInput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("SAFETY.INPUT"),
+                "SAFETY.INPUT",
+                C::SafetyInput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("SAFETY.OUTPUT.VIDEO"),
+                "SAFETY.OUTPUT.VIDEO",
+                C::SafetyOutput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("SAFETY.OUTPUT.IMAGE"),
+                "SAFETY.OUTPUT.IMAGE",
+                C::SafetyOutput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("INTERNAL.BAD_OUTPUT.CODE01"),
+                "INTERNAL.BAD_OUTPUT.CODE01",
+                C::BadOutput,
+                R::Unlikely,
+                Cr::Refunded,
+            ),
+            (
+                Some("INTERNAL.BAD_OUTPUT.01"),
+                "INTERNAL.BAD_OUTPUT.01",
+                C::BadOutput,
+                R::Unlikely,
+                Cr::Refunded,
+            ),
+            (
+                Some("INPUT_PREPROCESSING.SAFETY.TEXT"),
+                "INPUT_PREPROCESSING.SAFETY.TEXT",
+                C::SafetyPreprocessing,
+                R::Never,
+                Cr::Refunded,
+            ),
+            (
+                Some("INPUT_PREPROCESSING.INTERNAL"),
+                "INPUT_PREPROCESSING.INTERNAL",
+                C::PreprocessingInternal,
+                R::AfterDelay,
+                Cr::Refunded,
+            ),
+            (
+                Some("ASSET.INVALID"),
+                "ASSET.INVALID",
+                C::AssetInvalid,
+                R::Never,
+                Cr::Refunded,
+            ),
+            (
+                Some("THIRD_PARTY.UNAVAILABLE"),
+                "THIRD_PARTY.UNAVAILABLE",
+                C::ThirdParty,
+                R::AfterDelay,
+                Cr::Refunded,
+            ),
+            (
+                Some("INTERNAL"),
+                "INTERNAL",
+                C::Internal,
+                R::AfterDelay,
+                Cr::Refunded,
+            ),
             (None, "none", C::Internal, R::AfterDelay, Cr::Refunded),
             // Unknown: visible under its own code.
-            (Some("SAFETY.SOMETHING_NEW"), "SAFETY.SOMETHING_NEW", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("INTERNAL.OTHER"), "INTERNAL.OTHER", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("INPUT_PREPROCESSING.SAFETY.IMAGE"), "INPUT_PREPROCESSING.SAFETY.IMAGE", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("BRAND_NEW"), "BRAND_NEW", C::Unknown, R::Unknown, Cr::Unknown),
+            (
+                Some("SAFETY.SOMETHING_NEW"),
+                "SAFETY.SOMETHING_NEW",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some("INTERNAL.OTHER"),
+                "INTERNAL.OTHER",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some("INPUT_PREPROCESSING.SAFETY.IMAGE"),
+                "INPUT_PREPROCESSING.SAFETY.IMAGE",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some("BRAND_NEW"),
+                "BRAND_NEW",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
             // Empty and blank are "no code".
             (Some(""), "none", C::Internal, R::AfterDelay, Cr::Refunded),
-            (Some("   "), "none", C::Internal, R::AfterDelay, Cr::Refunded),
+            (
+                Some("   "),
+                "none",
+                C::Internal,
+                R::AfterDelay,
+                Cr::Refunded,
+            ),
             // Lower case and white space are normalised.
-            (Some("safety.input.text"), "SAFETY.INPUT.TEXT", C::SafetyInput, R::Never, Cr::Lost),
-            (Some("  Asset.Invalid\n"), "ASSET.INVALID", C::AssetInvalid, R::Never, Cr::Refunded),
+            (
+                Some("safety.input.text"),
+                "SAFETY.INPUT.TEXT",
+                C::SafetyInput,
+                R::Never,
+                Cr::Lost,
+            ),
+            (
+                Some("  Asset.Invalid\n"),
+                "ASSET.INVALID",
+                C::AssetInvalid,
+                R::Never,
+                Cr::Refunded,
+            ),
             // Not of Runway's shape.
-            (Some("SAFETY..INPUT"), "invalid", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some(".SAFETY"), "invalid", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("SAFETY."), "invalid", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("SAFETY INPUT"), "invalid", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("SAFETY-INPUT"), "invalid", C::Unknown, R::Unknown, Cr::Unknown),
+            (
+                Some("SAFETY..INPUT"),
+                "invalid",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some(".SAFETY"),
+                "invalid",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some("SAFETY."),
+                "invalid",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some("SAFETY INPUT"),
+                "invalid",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some("SAFETY-INPUT"),
+                "invalid",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
             (Some("none"), "NONE", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("SÄFETY"), "invalid", C::Unknown, R::Unknown, Cr::Unknown),
-            (Some("a\"}{"), "invalid", C::Unknown, R::Unknown, Cr::Unknown),
+            (
+                Some("SÄFETY"),
+                "invalid",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
+            (
+                Some("a\"}{"),
+                "invalid",
+                C::Unknown,
+                R::Unknown,
+                Cr::Unknown,
+            ),
         ];
         for (raw, label, cat, retry, credits) in cases {
             assert_eq!(

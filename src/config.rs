@@ -131,6 +131,9 @@ pub struct FileSettings {
     /// How often the patterns are expanded again to find new files.
     #[serde(with = "humantime_serde")]
     pub glob_interval: Duration,
+    /// A rotated or removed file is still read until it has been quiet this long.
+    #[serde(with = "humantime_serde")]
+    pub rotate_wait: Duration,
     pub max_line_bytes: usize,
     pub max_files: usize,
     pub read_block_bytes: usize,
@@ -143,6 +146,7 @@ impl Default for FileSettings {
             start_at: StartAt::End,
             poll_interval: Duration::from_millis(250),
             glob_interval: Duration::from_secs(5),
+            rotate_wait: Duration::from_secs(5),
             max_line_bytes: 1024 * 1024,
             max_files: 256,
             read_block_bytes: 256 * 1024,
@@ -250,11 +254,14 @@ impl Settings {
     }
 
     fn load_with_env(o: &Overrides, env: config::Environment) -> Result<Settings, ConfigError> {
-        let mut b = config::Config::builder()
-            .add_source(config::Config::try_from(&Settings::default())?);
+        let mut b =
+            config::Config::builder().add_source(config::Config::try_from(&Settings::default())?);
         if let Some(path) = &o.config {
             if !path.is_file() {
-                return Err(invalid("--config", format!("{} is not a readable file", path.display())));
+                return Err(invalid(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
             }
             b = b.add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
         }
@@ -271,8 +278,16 @@ impl Settings {
         };
         b = set(b, "web.listen_address", o.listen_address.clone())?;
         b = set(b, "web.telemetry_path", o.telemetry_path.clone())?;
-        b = set(b, "web.config_file", o.web_config_file.as_ref().map(|p| p.display().to_string()))?;
-        b = set(b, "state.dir", o.state_dir.as_ref().map(|p| p.display().to_string()))?;
+        b = set(
+            b,
+            "web.config_file",
+            o.web_config_file.as_ref().map(|p| p.display().to_string()),
+        )?;
+        b = set(
+            b,
+            "state.dir",
+            o.state_dir.as_ref().map(|p| p.display().to_string()),
+        )?;
         b = set(b, "log.level", o.log_level.clone())?;
         b = set(b, "file.start_at", o.start_at.map(|s| ser_name(&s)))?;
         b = set(b, "log.format", o.log_format.map(|s| ser_name(&s)))?;
@@ -286,13 +301,21 @@ impl Settings {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.web
-            .listen_address
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("web.listen_address", format!("{:?}: {e} (want host:port, e.g. 127.0.0.1:10145)", self.web.listen_address)))?;
+        self.web.listen_address.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "web.listen_address",
+                format!(
+                    "{:?}: {e} (want host:port, e.g. 127.0.0.1:10145)",
+                    self.web.listen_address
+                ),
+            )
+        })?;
         let path = &self.web.telemetry_path;
         if !path.starts_with('/') || path == "/" || path.starts_with("/-/") {
-            return Err(invalid("web.telemetry_path", format!("{path:?}: must start with '/' and not be '/' or under '/-/'")));
+            return Err(invalid(
+                "web.telemetry_path",
+                format!("{path:?}: must start with '/' and not be '/' or under '/-/'"),
+            ));
         }
         if self.web.max_connections == 0 {
             return Err(invalid("web.max_connections", "must be at least 1"));
@@ -318,13 +341,19 @@ impl Settings {
             return Err(invalid("file.max_files", "must be at least 1"));
         }
         if !(4096..=64 * 1024 * 1024).contains(&self.file.read_block_bytes) {
-            return Err(invalid("file.read_block_bytes", "must be between 4096 and 67108864"));
+            return Err(invalid(
+                "file.read_block_bytes",
+                "must be between 4096 and 67108864",
+            ));
         }
         for p in &self.file.paths {
             glob::Pattern::new(p).map_err(|e| invalid("file.paths", format!("{p:?}: {e}")))?;
         }
         if self.ledger.dedupe_window > 100_000_000 {
-            return Err(invalid("ledger.dedupe_window", "at most 100000000 (about 2.6 GB)"));
+            return Err(invalid(
+                "ledger.dedupe_window",
+                "at most 100000000 (about 2.6 GB)",
+            ));
         }
         if self.dead_letter.path.is_some() && self.dead_letter.max_bytes < 4096 {
             return Err(invalid("dead_letter.max_bytes", "must be at least 4096"));
@@ -361,7 +390,8 @@ impl Settings {
 
     /// The effective configuration as TOML, as `check-config` prints it.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+        toml::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 }
 
@@ -399,8 +429,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml_text).unwrap();
-        let vars: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::load_with_env(
             &Overrides {
                 config: Some(path),
@@ -427,7 +459,11 @@ mod tests {
         let text = include_str!("../config/runway-exporter.toml");
         let uncommented: String = text
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|r| r.contains(" = ") || r.starts_with('[')).unwrap_or(l))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.contains(" = ") || r.starts_with('['))
+                    .unwrap_or(l)
+            })
             .filter(|l| !l.trim_start().starts_with('#'))
             .collect::<Vec<_>>()
             .join("\n");
@@ -444,13 +480,22 @@ mod tests {
             out
         };
         let mut documented_keys = keys(&documented);
-        for optional in ["web.config_file", "tables.failure_codes", "tables.pricing", "dead_letter.path"] {
+        for optional in [
+            "web.config_file",
+            "tables.failure_codes",
+            "tables.pricing",
+            "dead_letter.path",
+        ] {
             documented_keys.retain(|k| k != optional);
         }
         assert_eq!(documented_keys, keys(&defaults));
         for (section, table) in defaults.as_table().unwrap() {
             for (key, value) in table.as_table().unwrap() {
-                assert_eq!(documented.get(section).and_then(|t| t.get(key)), Some(value), "{section}.{key}");
+                assert_eq!(
+                    documented.get(section).and_then(|t| t.get(key)),
+                    Some(value),
+                    "{section}.{key}"
+                );
             }
         }
     }
@@ -486,7 +531,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s.web.listen_address, "127.0.0.1:3", "flags beat the environment");
+        assert_eq!(
+            s.web.listen_address, "127.0.0.1:3",
+            "flags beat the environment"
+        );
         assert_eq!(s.file.paths, vec!["/f1", "/f2"]);
     }
 
@@ -502,14 +550,25 @@ mod tests {
             ("[ledger]\nmystery = 1", "mystery"),
             ("[record]\nstatus = \"status\"", "record.status"),
             ("[record]\nformat = \"regex\"", "record.regex"),
-            ("[tables]\nfailure_codes = \"/nonexistent/x.toml\"", "tables.failure_codes"),
-            ("[tables]\npricing = \"/nonexistent/p.toml\"", "tables.pricing"),
+            (
+                "[tables]\nfailure_codes = \"/nonexistent/x.toml\"",
+                "tables.failure_codes",
+            ),
+            (
+                "[tables]\npricing = \"/nonexistent/p.toml\"",
+                "tables.pricing",
+            ),
             ("[log]\nlevel = \"[[[\"", "log.level"),
-            ("[state]\ncommit_interval = \"1ms\"", "state.commit_interval"),
+            (
+                "[state]\ncommit_interval = \"1ms\"",
+                "state.commit_interval",
+            ),
             ("not toml at all [", "config"),
         ];
         for (text, key) in cases {
-            let err = load(text, &[], Overrides::default()).unwrap_err().to_string();
+            let err = load(text, &[], Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{text:?}: {err:?} should name {key:?}");
         }
     }
@@ -526,6 +585,9 @@ mod tests {
         load("", &[], o(&web)).unwrap();
         std::fs::write(&web, "basic_auth_users:\n  a: $2y$...\n").unwrap();
         let err = load("", &[], o(&web)).unwrap_err().to_string();
-        assert!(err.contains("web.config_file") && err.contains("unprotected"), "{err}");
+        assert!(
+            err.contains("web.config_file") && err.contains("unprotected"),
+            "{err}"
+        );
     }
 }

@@ -30,7 +30,10 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     pub fn open(config: DeadLetterConfig) -> std::io::Result<DeadLetter> {
-        let file = OpenOptions::new().create(true).append(true).open(&config.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.path)?;
         let size = file.metadata()?.len();
         Ok(DeadLetter {
             config,
@@ -67,7 +70,10 @@ impl DeadLetter {
         let mut old = self.config.path.clone().into_os_string();
         old.push(".1");
         std::fs::rename(&self.config.path, &old)?;
-        let file = OpenOptions::new().create(true).append(true).open(&self.config.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.config.path)?;
         self.out = BufWriter::new(file);
         self.size = 0;
         Ok(())
@@ -94,8 +100,14 @@ mod tests {
         .unwrap();
         d.write("file", "invalid_utf8", b"abc\xff").unwrap();
         d.flush().unwrap();
-        let first: serde_json::Value =
-            serde_json::from_str(std::fs::read_to_string(&path).unwrap().lines().next().unwrap()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(first["reason"], "invalid_utf8");
         assert_eq!(first["line"], "abc\u{fffd}");
         assert_eq!(first["bytes"], 4);

@@ -33,10 +33,15 @@ pub struct HttpState {
 /// Content type of the Prometheus text format.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -55,22 +60,43 @@ fn landing_page(state: &HttpState) -> String {
 /// Answers one request.
 pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "Method not allowed.\n");
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut r = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "Method not allowed.\n",
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let path = req.uri().path();
     if path == state.telemetry_path {
-        return respond(StatusCode::OK, TEXT_FORMAT, crate::metrics::render(&state.registry));
+        return respond(
+            StatusCode::OK,
+            TEXT_FORMAT,
+            crate::metrics::render(&state.registry),
+        );
     }
     match path {
-        "/" => respond(StatusCode::OK, "text/html; charset=utf-8", landing_page(state)),
+        "/" => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            landing_page(state),
+        ),
         "/-/healthy" => respond(StatusCode::OK, "text/plain; charset=utf-8", "Healthy.\n"),
         "/-/ready" if state.ready.load(Ordering::Acquire) => {
             respond(StatusCode::OK, "text/plain; charset=utf-8", "Ready.\n")
         }
-        "/-/ready" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "Not ready.\n"),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found.\n"),
+        "/-/ready" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "Not ready.\n",
+        ),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "Not found.\n",
+        ),
     }
 }
 
@@ -84,7 +110,12 @@ pub struct Limits {
 
 /// Serves until `token` is cancelled, then lets open connections finish within the
 /// grace period.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, limits: Limits, token: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    limits: Limits,
+    token: CancellationToken,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -126,7 +157,10 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, limits: Limits,
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP connections still open after the grace period; closing them.");
     }
 }

@@ -355,7 +355,10 @@ impl Ledger {
     /// Records a line that yielded no record.
     pub fn reject(&mut self, source: SourceId, error: ParseError) -> LineResult {
         let s = &mut self.sources[source.0];
-        let reason = ParseError::ALL.iter().position(|e| *e == error).unwrap_or(0);
+        let reason = ParseError::ALL
+            .iter()
+            .position(|e| *e == error)
+            .unwrap_or(0);
         s.parse_errors[reason] += 1;
         let result = LineResult::Rejected(error);
         s.results[result.index()] += 1;
@@ -383,7 +386,11 @@ impl Ledger {
         self.label_overflow[1] += folded as u64;
         *self.tasks.entry((record.status, model)).or_default() += 1;
         let pricing = self.pricing.clone();
-        let credits = || record.credits.or_else(|| pricing.estimate(model_name, record.duration));
+        let credits = || {
+            record
+                .credits
+                .or_else(|| pricing.estimate(model_name, record.duration))
+        };
         match record.status {
             Status::Succeeded => match credits() {
                 Some(c) => *self.credits_charged.entry(model).or_default() += c,
@@ -393,7 +400,8 @@ impl Ledger {
                 let code = record.failure_code.normalize();
                 let class = self.table.classify(&code);
                 let (category, retry, credit_rule) = (class.category, class.retry, class.credits);
-                let (code_id, folded) = self.codes.get(code.as_str(), self.limits.max_failure_codes);
+                let (code_id, folded) =
+                    self.codes.get(code.as_str(), self.limits.max_failure_codes);
                 self.label_overflow[0] += folded as u64;
                 if code_id as usize >= self.code_info.len() {
                     self.sync_code_info();
@@ -426,7 +434,11 @@ mod tests {
     use crate::record::{FieldMap, RecordParser};
 
     fn ledger(limits: Limits) -> (Ledger, SourceId, RecordParser) {
-        let mut l = Ledger::new(Arc::new(Table::builtin()), Arc::new(Pricing::builtin()), limits);
+        let mut l = Ledger::new(
+            Arc::new(Table::builtin()),
+            Arc::new(Pricing::builtin()),
+            limits,
+        );
         let s = l.add_source("file");
         (l, s, RecordParser::new(&FieldMap::default()).unwrap())
     }
@@ -447,7 +459,11 @@ mod tests {
     }
 
     fn tasks(l: &Ledger, status: Status) -> u64 {
-        l.tasks.iter().filter(|((s, _), _)| *s == status).map(|(_, v)| *v).sum()
+        l.tasks
+            .iter()
+            .filter(|((s, _), _)| *s == status)
+            .map(|(_, v)| *v)
+            .sum()
     }
 
     #[test]
@@ -455,10 +471,22 @@ mod tests {
         let (mut l, s, p) = ledger(Limits::default());
         let lines = [
             (r#"{"id":"a","status":"PENDING"}"#, LineResult::NonTerminal),
-            (r#"{"id":"a","status":"THROTTLED"}"#, LineResult::NonTerminal),
-            (r#"{"id":"a","status":"RUNNING","progress":0.5}"#, LineResult::NonTerminal),
-            (r#"{"id":"a","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"gen4_turbo","duration":10}"#, LineResult::Counted),
-            (r#"{"id":"a","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"gen4_turbo"}"#, LineResult::Duplicate),
+            (
+                r#"{"id":"a","status":"THROTTLED"}"#,
+                LineResult::NonTerminal,
+            ),
+            (
+                r#"{"id":"a","status":"RUNNING","progress":0.5}"#,
+                LineResult::NonTerminal,
+            ),
+            (
+                r#"{"id":"a","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"gen4_turbo","duration":10}"#,
+                LineResult::Counted,
+            ),
+            (
+                r#"{"id":"a","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"gen4_turbo"}"#,
+                LineResult::Duplicate,
+            ),
             (r#"{"id":"a","status":"SUCCEEDED"}"#, LineResult::Duplicate),
             (r#"{"status":"CANCELLED"}"#, LineResult::Counted),
             (r#"{"status":"CANCELLED"}"#, LineResult::Counted),
@@ -508,7 +536,12 @@ mod tests {
         let (l, _, _) = ledger(Limits::default());
         for code in Table::builtin().known_codes() {
             assert_eq!(failures(&l, code, UNKNOWN_MODEL), 0);
-            assert!(l.failures.keys().any(|k| &l.code_info(k.code).label == code), "{code}");
+            assert!(
+                l.failures
+                    .keys()
+                    .any(|k| &l.code_info(k.code).label == code),
+                "{code}"
+            );
         }
         for status in Status::TERMINAL {
             assert!(l.tasks.contains_key(&(status, l.models.ids[UNKNOWN_MODEL])));
@@ -524,12 +557,21 @@ mod tests {
         };
         let (mut l, s, p) = ledger(limits);
         for i in 0..10 {
-            let line = format!(r#"{{"status":"FAILED","failureCode":"NEW.CODE{i}","model":"m{i}"}}"#);
+            let line =
+                format!(r#"{{"status":"FAILED","failureCode":"NEW.CODE{i}","model":"m{i}"}}"#);
             assert_eq!(feed(&mut l, s, &p, &line), LineResult::Counted);
         }
         // Known codes are not limited by the cap.
-        feed(&mut l, s, &p, r#"{"status":"FAILED","failureCode":"ASSET.INVALID","model":"m0"}"#);
-        assert_eq!(failures(&l, "NEW.CODE2", "m0") + failures(&l, "NEW.CODE2", OTHER), 1);
+        feed(
+            &mut l,
+            s,
+            &p,
+            r#"{"status":"FAILED","failureCode":"ASSET.INVALID","model":"m0"}"#,
+        );
+        assert_eq!(
+            failures(&l, "NEW.CODE2", "m0") + failures(&l, "NEW.CODE2", OTHER),
+            1
+        );
         assert_eq!(failures(&l, OTHER, OTHER), 7);
         assert_eq!(failures(&l, "ASSET.INVALID", "m0"), 1);
         assert_eq!(l.label_overflow, [7, 8]);
@@ -559,6 +601,9 @@ mod tests {
         assert!(w.insert("a"), "a was evicted and counts again");
         assert!(!w.insert("d"));
         let mut off = DedupeWindow::new(0);
-        assert!(off.insert("x") && off.insert("x"), "a window of 0 turns dedupe off");
+        assert!(
+            off.insert("x") && off.insert("x"),
+            "a window of 0 turns dedupe off"
+        );
     }
 }

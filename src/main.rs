@@ -16,7 +16,11 @@ use runway_exporter::config::{ConfigError, LogFormat, Overrides, Settings};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "runway-exporter", version, about = "Runway task outcomes as Prometheus metrics: failure codes, retry advice and credit loss.")]
+#[command(
+    name = "runway-exporter",
+    version,
+    about = "Runway task outcomes as Prometheus metrics: failure codes, retry advice and credit loss."
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -56,7 +60,9 @@ enum Command {
 fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(false).init(),
@@ -110,7 +116,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Classify { table, codes }) => classify(table, codes),
-        Some(Command::Scan { format, config, files }) => {
+        Some(Command::Scan {
+            format,
+            config,
+            files,
+        }) => {
             let settings = Settings::load(&Overrides {
                 config,
                 ..Overrides::default()
@@ -139,7 +149,11 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = if e.downcast_ref::<ConfigError>().is_some() { EXIT_CONFIG } else { 1 };
+            let code = if e.downcast_ref::<ConfigError>().is_some() {
+                EXIT_CONFIG
+            } else {
+                1
+            };
             eprintln!("runway-exporter: error: {e:#}");
             ExitCode::from(code)
         }

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 
 use prometheus::core::{Atomic, GenericCounter, GenericCounterVec, Number};
 use prometheus::{
-    Counter, CounterVec, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    CounterVec, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
-use crate::ledger::{LineResult, Ledger};
+use crate::ledger::{Ledger, LineResult};
 use crate::record::ParseError;
 
 /// The Runway API version the exporter speaks, the failure-code table's.
@@ -52,10 +52,15 @@ pub struct Metrics {
     published: Published,
 }
 
+/// A published series: its family's index and its label values.
+type SeriesKey = (usize, Vec<String>);
+/// Child counters already looked up, with the value last published into each.
+type Handles<P> = HashMap<SeriesKey, (GenericCounter<P>, <P as Atomic>::T)>;
+
 #[derive(Default)]
 struct Published {
-    ints: HashMap<(usize, Vec<String>), (IntCounter, u64)>,
-    floats: HashMap<(usize, Vec<String>), (Counter, f64)>,
+    ints: Handles<prometheus::core::AtomicU64>,
+    floats: Handles<prometheus::core::AtomicF64>,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -101,10 +106,16 @@ impl Metrics {
         };
         if process {
             #[cfg(target_os = "linux")]
-            r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+            r.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))?;
         }
         m.build_info
-            .with_label_values(&[VERSION, REVISION, crate::classify::Table::builtin().api_version()])
+            .with_label_values(&[
+                VERSION,
+                REVISION,
+                crate::classify::Table::builtin().api_version(),
+            ])
             .set(1.0);
         Ok(m)
     }
@@ -113,7 +124,13 @@ impl Metrics {
     pub fn publish(&mut self, l: &Ledger) {
         let p = &mut self.published;
         for ((status, model), v) in &l.tasks {
-            sync(&mut p.ints, 0, &self.tasks, &[status.as_str(), l.model_name(*model)], *v);
+            sync(
+                &mut p.ints,
+                0,
+                &self.tasks,
+                &[status.as_str(), l.model_name(*model)],
+                *v,
+            );
         }
         for (k, v) in &l.failures {
             let code = l.code_info(k.code);
@@ -127,7 +144,13 @@ impl Metrics {
             sync(&mut p.ints, 1, &self.task_failures, &labels, *v);
         }
         for (model, v) in &l.credits_charged {
-            sync(&mut p.floats, 2, &self.credits_charged, &[l.model_name(*model)], *v);
+            sync(
+                &mut p.floats,
+                2,
+                &self.credits_charged,
+                &[l.model_name(*model)],
+                *v,
+            );
         }
         for ((code, model), v) in &l.credits_lost {
             let labels = [l.code_info(*code).label.as_str(), l.model_name(*model)];
@@ -136,9 +159,23 @@ impl Metrics {
         for (status, v) in ["SUCCEEDED", "FAILED"].iter().zip(l.credits_unpriced) {
             sync(&mut p.ints, 4, &self.credits_unpriced, &[status], v);
         }
-        sync(&mut p.ints, 5, &self.label_overflow, &["failure_code"], l.label_overflow[0]);
-        sync(&mut p.ints, 5, &self.label_overflow, &["model"], l.label_overflow[1]);
-        let inc = l.unknown_failure_codes.saturating_sub(self.unknown_failure_codes.get());
+        sync(
+            &mut p.ints,
+            5,
+            &self.label_overflow,
+            &["failure_code"],
+            l.label_overflow[0],
+        );
+        sync(
+            &mut p.ints,
+            5,
+            &self.label_overflow,
+            &["model"],
+            l.label_overflow[1],
+        );
+        let inc = l
+            .unknown_failure_codes
+            .saturating_sub(self.unknown_failure_codes.get());
         self.unknown_failure_codes.inc_by(inc);
         for s in &l.sources {
             let name = s.name.as_str();
@@ -151,13 +188,31 @@ impl Metrics {
             sync(&mut p.ints, 8, &self.read_bytes, &[name], s.read_bytes);
             if name != "scan" {
                 sync(&mut p.ints, 9, &self.file_rotations, &[name], s.rotations);
-                sync(&mut p.ints, 10, &self.file_truncations, &[name], s.truncations);
-                sync(&mut p.ints, 11, &self.file_limit_hits, &[name], s.file_limit_hits);
-                self.files_tracked.with_label_values(&[name]).set(s.files_tracked as f64);
-                self.source_up.with_label_values(&[name]).set(if s.up { 1.0 } else { 0.0 });
+                sync(
+                    &mut p.ints,
+                    10,
+                    &self.file_truncations,
+                    &[name],
+                    s.truncations,
+                );
+                sync(
+                    &mut p.ints,
+                    11,
+                    &self.file_limit_hits,
+                    &[name],
+                    s.file_limit_hits,
+                );
+                self.files_tracked
+                    .with_label_values(&[name])
+                    .set(s.files_tracked as f64);
+                self.source_up
+                    .with_label_values(&[name])
+                    .set(if s.up { 1.0 } else { 0.0 });
             }
             if s.last_record_unix > 0.0 {
-                self.last_record_timestamp.with_label_values(&[name]).set(s.last_record_unix);
+                self.last_record_timestamp
+                    .with_label_values(&[name])
+                    .set(s.last_record_unix);
             }
         }
         self.dedupe_ids.set(l.dedupe_len() as i64);
@@ -169,7 +224,7 @@ impl Metrics {
 
 /// Adds to the series what it gained since the last publish.
 fn sync<P: Atomic>(
-    cache: &mut HashMap<(usize, Vec<String>), (GenericCounter<P>, P::T)>,
+    cache: &mut Handles<P>,
     family: usize,
     vec: &GenericCounterVec<P>,
     labels: &[&str],
@@ -177,7 +232,10 @@ fn sync<P: Atomic>(
 ) where
     P::T: std::ops::Sub<Output = P::T> + PartialOrd + Copy,
 {
-    let key = (family, labels.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let key = (
+        family,
+        labels.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
     let (counter, last) = cache
         .entry(key)
         .or_insert_with(|| (vec.with_label_values(labels), P::T::from_i64(0)));

@@ -32,13 +32,20 @@ pub enum SourceEvent<'a> {
     /// The file at a followed path was replaced by a new one.
     Rotated { path: &'a Path },
     /// A followed file became shorter than the position read.
-    Truncated { path: &'a Path, size: u64, offset: u64 },
+    Truncated {
+        path: &'a Path,
+        size: u64,
+        offset: u64,
+    },
     /// A followed file is gone and was read to its end.
     Removed { path: &'a Path },
     /// A matching file was not followed: `max_files` are followed already.
     FileLimit { path: &'a Path, max_files: usize },
     /// A file could not be read.
-    ReadError { path: &'a Path, error: &'a std::io::Error },
+    ReadError {
+        path: &'a Path,
+        error: &'a std::io::Error,
+    },
     /// How many files are followed now.
     Tracked { files: usize },
     /// The source is running (or not).
@@ -110,7 +117,12 @@ impl Pipeline {
         self.count_lines(source, 0, |f| splitter.finish(f));
     }
 
-    fn count_lines(&self, source: SourceId, bytes: u64, lines: impl FnOnce(&mut dyn FnMut(Line<'_>))) {
+    fn count_lines(
+        &self,
+        source: SourceId,
+        bytes: u64,
+        lines: impl FnOnce(&mut dyn FnMut(Line<'_>)),
+    ) {
         let mut rejected: Vec<(ParseError, Vec<u8>, usize)> = Vec::new();
         let keep = self.dead_letter.is_some();
         {
@@ -119,13 +131,19 @@ impl Pipeline {
             lines(&mut |line| {
                 count += 1;
                 let (result, text) = match line {
-                    Line::Complete(l) => (self.parser.parse(l).map(|r| ledger.count(source, &r)), l),
+                    Line::Complete(l) => {
+                        (self.parser.parse(l).map(|r| ledger.count(source, &r)), l)
+                    }
                     Line::TooLong(prefix) => (Err(ParseError::LineTooLong), prefix),
                 };
                 if let Err(e) = result {
                     ledger.reject(source, e);
                     if rejected.len() < MAX_REPORTED_PER_BLOCK {
-                        let sample = if keep { text[..text.len().min(MAX_SAMPLE)].to_vec() } else { Vec::new() };
+                        let sample = if keep {
+                            text[..text.len().min(MAX_SAMPLE)].to_vec()
+                        } else {
+                            Vec::new()
+                        };
                         rejected.push((e, sample, text.len()));
                     }
                 }

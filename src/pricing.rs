@@ -114,7 +114,11 @@ mod tests {
         assert_eq!(p.estimate("gen4_turbo", Some(10.0)), Some(50.0));
         assert_eq!(p.estimate("gen4.5", Some(5.0)), Some(60.0));
         assert_eq!(p.estimate("veo3", Some(8.0)), Some(320.0));
-        assert_eq!(p.estimate("gen4_turbo", None), None, "video needs a duration");
+        assert_eq!(
+            p.estimate("gen4_turbo", None),
+            None,
+            "video needs a duration"
+        );
         assert_eq!(p.estimate("gen4_image", None), Some(5.0));
         assert_eq!(p.estimate("gen4_image_turbo", Some(99.0)), Some(2.0));
         assert_eq!(p.estimate("unknown", Some(10.0)), None);

@@ -264,7 +264,9 @@ fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
         return Ok(Vec::new());
     }
     let Some(rest) = pointer.strip_prefix('/') else {
-        return Err(format!("{pointer:?} is not a JSON pointer: it must start with '/'"));
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer: it must start with '/'"
+        ));
     };
     rest.split('/')
         .map(|t| {
@@ -322,7 +324,8 @@ impl RecordParser {
                     }
                     let mut tokens = if in_task { task.clone() } else { Vec::new() };
                     tokens.extend(pointer_tokens(pointer).map_err(|p| err(key, p))?);
-                    root.insert(&tokens, field).map_err(|p| err(key, format!("{pointer:?} {p}")))?;
+                    root.insert(&tokens, field)
+                        .map_err(|p| err(key, format!("{pointer:?} {p}")))?;
                 }
                 Ok(RecordParser {
                     kind: Kind::Json(root),
@@ -333,13 +336,23 @@ impl RecordParser {
                     return Err(err("regex", "format = \"regex\" needs a regex".into()));
                 }
                 let re = regex::Regex::new(&map.regex).map_err(|e| err("regex", e.to_string()))?;
-                let names = ["id", "status", "failure_code", "model", "credits", "duration"];
+                let names = [
+                    "id",
+                    "status",
+                    "failure_code",
+                    "model",
+                    "credits",
+                    "duration",
+                ];
                 let mut groups = [None; FIELDS];
                 for (slot, name) in groups.iter_mut().zip(names) {
                     *slot = re.capture_names().position(|n| n == Some(name));
                 }
                 if groups[Field::Status as usize].is_none() {
-                    return Err(err("regex", "the regex needs a named capture (?P<status>...)".into()));
+                    return Err(err(
+                        "regex",
+                        "the regex needs a named capture (?P<status>...)".into(),
+                    ));
                 }
                 Ok(RecordParser {
                     kind: Kind::Regex(Box::new(re), groups),
@@ -389,14 +402,18 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
     };
     let text = |v: Option<Scalar<'a>>| -> Option<Cow<'a, str>> {
         match v {
-        Some(Scalar::Str(s)) if !s.trim().is_empty() => Some(s),
-        Some(Scalar::Num(n)) => Some(Cow::Owned(n.to_string())),
-        _ => None,
+            Some(Scalar::Str(s)) if !s.trim().is_empty() => Some(s),
+            Some(Scalar::Num(n)) => Some(Cow::Owned(n.to_string())),
+            _ => None,
         }
     };
     let number = |v: Option<Scalar<'a>>| match v {
         Some(Scalar::Num(n)) if n.is_finite() && n >= 0.0 => Some(n),
-        Some(Scalar::Str(s)) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0),
+        Some(Scalar::Str(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0),
         _ => None,
     };
     let failure_code = match code {
@@ -466,7 +483,11 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut index = 0usize;
         loop {
-            let child = self.node.children.iter().find(|(_, i, _)| *i == Some(index));
+            let child = self
+                .node
+                .children
+                .iter()
+                .find(|(_, i, _)| *i == Some(index));
             let more = match child {
                 Some((_, _, node)) => seq
                     .next_element_seed(NodeSeed {
@@ -570,12 +591,25 @@ mod tests {
         assert_eq!(r.id.as_deref(), Some("t1"));
         assert_eq!(r.status, Status::Failed);
         assert_eq!(r.failure_code, RawCode::Str("SAFETY.INPUT.TEXT".into()));
-        assert!(matches!(r.id, Some(Cow::Borrowed(_))), "ids without escapes are borrowed");
+        assert!(
+            matches!(r.id, Some(Cow::Borrowed(_))),
+            "ids without escapes are borrowed"
+        );
         let r = p
             .parse(br#"{"id":"t2","status":"SUCCEEDED","output":["https://x/y.mp4"],"model":"gen4_turbo","credits":50,"duration":10}"#)
             .unwrap();
-        assert_eq!((r.status, r.model.as_deref(), r.credits, r.duration), (Status::Succeeded, Some("gen4_turbo"), Some(50.0), Some(10.0)));
-        let r = p.parse(br#"{"id":"t3","status":"RUNNING","progress":0.4}"#).unwrap();
+        assert_eq!(
+            (r.status, r.model.as_deref(), r.credits, r.duration),
+            (
+                Status::Succeeded,
+                Some("gen4_turbo"),
+                Some(50.0),
+                Some(10.0)
+            )
+        );
+        let r = p
+            .parse(br#"{"id":"t3","status":"RUNNING","progress":0.4}"#)
+            .unwrap();
         assert_eq!(r.status, Status::Running);
         assert_eq!(r.failure_code, RawCode::Missing);
     }
@@ -599,7 +633,10 @@ mod tests {
         assert_eq!(r.model.as_deref(), Some("gen4.5"));
         assert_eq!(r.credits, Some(60.0));
         // A nested parser does not look for the status at the root.
-        assert_eq!(nested().parse(br#"{"status":"FAILED"}"#), Err(ParseError::MissingStatus));
+        assert_eq!(
+            nested().parse(br#"{"status":"FAILED"}"#),
+            Err(ParseError::MissingStatus)
+        );
     }
 
     #[test]
@@ -634,7 +671,10 @@ mod tests {
             (b"not json", ParseError::InvalidJson),
             (b"{\"status\":\"FAILED\"} trailing", ParseError::InvalidJson),
             (b"{\"status\":\"FA\xffILED\"}", ParseError::InvalidUtf8),
-            (b"{\"x\":\"\xc3\x28\",\"status\":\"FAILED\"}", ParseError::InvalidUtf8),
+            (
+                b"{\"x\":\"\xc3\x28\",\"status\":\"FAILED\"}",
+                ParseError::InvalidUtf8,
+            ),
             (b"{\"status\":\"FAILED\",\0}", ParseError::InvalidJson),
             (b"{\"status\":\"FAI\0LED\"}", ParseError::InvalidJson),
             (b"{\"id\":\"x\"}", ParseError::MissingStatus),
@@ -645,7 +685,12 @@ mod tests {
             (b"{\"status\":7}", ParseError::UnknownStatus),
         ];
         for (line, want) in cases {
-            assert_eq!(p.parse(line), Err(*want), "line {:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                p.parse(line),
+                Err(*want),
+                "line {:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -658,7 +703,9 @@ mod tests {
         assert_eq!(r.failure_code, RawCode::NotAString);
         assert_eq!(r.failure_code.normalize().as_str(), "invalid");
         assert_eq!((r.model, r.credits, r.duration), (None, None, None));
-        let r = json().parse(br#"{"status":"FAILED","failureCode":""}"#).unwrap();
+        let r = json()
+            .parse(br#"{"status":"FAILED","failureCode":""}"#)
+            .unwrap();
         assert_eq!(r.failure_code.normalize().as_str(), "none");
     }
 
@@ -670,26 +717,83 @@ mod tests {
             ..FieldMap::default()
         })
         .unwrap();
-        let r = p.parse(b"2024-11-06 task=abc status=FAILED code=SAFETY.INPUT.IMAGE model=gen4_turbo").unwrap();
+        let r = p
+            .parse(b"2024-11-06 task=abc status=FAILED code=SAFETY.INPUT.IMAGE model=gen4_turbo")
+            .unwrap();
         assert_eq!(r.id.as_deref(), Some("abc"));
         assert_eq!(r.failure_code.normalize().as_str(), "SAFETY.INPUT.IMAGE");
         assert_eq!(r.model.as_deref(), Some("gen4_turbo"));
         let r = p.parse(b"task=abc status=SUCCEEDED").unwrap();
-        assert_eq!((r.status, r.failure_code), (Status::Succeeded, RawCode::Missing));
+        assert_eq!(
+            (r.status, r.failure_code),
+            (Status::Succeeded, RawCode::Missing)
+        );
         assert_eq!(p.parse(b"hello"), Err(ParseError::RegexMismatch));
     }
 
     #[test]
     fn bad_field_maps_name_the_key() {
         let cases = [
-            (FieldMap { id: "id".into(), ..FieldMap::default() }, "id"),
-            (FieldMap { status: String::new(), ..FieldMap::default() }, "status"),
-            (FieldMap { model: "/id".into(), ..FieldMap::default() }, "model"),
-            (FieldMap { task_pointer: "/t".into(), id: "".into(), status: "".into(), ..FieldMap::default() }, "status"),
-            (FieldMap { failure_code: "/a/~2".into(), ..FieldMap::default() }, "failure_code"),
-            (FieldMap { format: LineFormat::Regex, ..FieldMap::default() }, "regex"),
-            (FieldMap { format: LineFormat::Regex, regex: "(".into(), ..FieldMap::default() }, "regex"),
-            (FieldMap { format: LineFormat::Regex, regex: "(?P<id>x)".into(), ..FieldMap::default() }, "regex"),
+            (
+                FieldMap {
+                    id: "id".into(),
+                    ..FieldMap::default()
+                },
+                "id",
+            ),
+            (
+                FieldMap {
+                    status: String::new(),
+                    ..FieldMap::default()
+                },
+                "status",
+            ),
+            (
+                FieldMap {
+                    model: "/id".into(),
+                    ..FieldMap::default()
+                },
+                "model",
+            ),
+            (
+                FieldMap {
+                    task_pointer: "/t".into(),
+                    id: "".into(),
+                    status: "".into(),
+                    ..FieldMap::default()
+                },
+                "status",
+            ),
+            (
+                FieldMap {
+                    failure_code: "/a/~2".into(),
+                    ..FieldMap::default()
+                },
+                "failure_code",
+            ),
+            (
+                FieldMap {
+                    format: LineFormat::Regex,
+                    ..FieldMap::default()
+                },
+                "regex",
+            ),
+            (
+                FieldMap {
+                    format: LineFormat::Regex,
+                    regex: "(".into(),
+                    ..FieldMap::default()
+                },
+                "regex",
+            ),
+            (
+                FieldMap {
+                    format: LineFormat::Regex,
+                    regex: "(?P<id>x)".into(),
+                    ..FieldMap::default()
+                },
+                "regex",
+            ),
         ];
         for (map, key) in cases {
             assert_eq!(RecordParser::new(&map).unwrap_err().key, key, "{map:?}");

@@ -8,7 +8,9 @@
 //!   names a file with another identity, the file was *rotated* (renamed or deleted and
 //!   created anew): the old descriptor is read to its end first, then the new file is
 //!   followed from its start. When the path is gone, the old descriptor is read to its
-//!   end and dropped.
+//!   end. Either way the old file is *retired*: still read through its descriptor
+//!   until it has been quiet for `rotate_wait` (a writer may not have reopened its
+//!   log yet), and picked up again where it was if it reappears under a matching name.
 //! - A file is *truncated* when it is shorter than the offset (copytruncate): it is
 //!   read again from the start.
 //! - Where a file *starts*: a file found at start-up starts at `start_at` (`end` means
@@ -39,6 +41,12 @@ use crate::source::lines::LineSplitter;
 
 /// The source name of the file tailer, the `source` label of its metrics.
 pub const SOURCE: &str = "file";
+
+struct Retired {
+    path: PathBuf,
+    followed: Followed,
+    last_data: Instant,
+}
 
 struct Followed {
     file: File,
@@ -114,6 +122,9 @@ pub struct Tailer {
     pipeline: Arc<Pipeline>,
     source: SourceId,
     files: BTreeMap<PathBuf, Followed>,
+    /// Rotated or removed files, still read through their descriptors until they have
+    /// been quiet for `rotate_wait`: a writer may not have reopened its log yet.
+    retired: Vec<Retired>,
     buf: Vec<u8>,
     started: bool,
     last_glob: Option<Instant>,
@@ -129,6 +140,7 @@ impl Tailer {
             pipeline,
             source,
             files: BTreeMap::new(),
+            retired: Vec::new(),
             started: false,
             last_glob: None,
             refused: 0,
@@ -137,11 +149,6 @@ impl Tailer {
 
     pub fn source(&self) -> SourceId {
         self.source
-    }
-
-    /// Paths currently followed.
-    pub fn followed(&self) -> Vec<PathBuf> {
-        self.files.keys().cloned().collect()
     }
 
     fn open(&mut self, path: &Path) -> std::io::Result<()> {
@@ -158,7 +165,8 @@ impl Tailer {
             0
         };
         file.seek(SeekFrom::Start(offset))?;
-        self.pipeline.event(self.source, SourceEvent::Opened { path, offset });
+        self.pipeline
+            .event(self.source, SourceEvent::Opened { path, offset });
         self.files.insert(
             path.to_path_buf(),
             Followed {
@@ -178,6 +186,21 @@ impl Tailer {
             if self.files.contains_key(&path) {
                 continue;
             }
+            // A retired file that shows up under a matching name (app.log -> app.log.1
+            // with a pattern that matches both) goes on from where it was.
+            let id = std::fs::metadata(&path).map(|m| identity(&m)).ok();
+            if let Some(i) = self
+                .retired
+                .iter()
+                .position(|r| Some(r.followed.identity) == id)
+            {
+                let r = self.retired.swap_remove(i);
+                self.files.insert(path, r.followed);
+                continue;
+            }
+            if self.files.values().any(|f| Some(f.identity) == id) {
+                continue;
+            }
             if self.files.len() >= self.settings.max_files {
                 refused += 1;
                 if refused > self.refused {
@@ -192,13 +215,24 @@ impl Tailer {
                 continue;
             }
             if let Err(error) = self.open(&path) {
-                self.pipeline.event(self.source, SourceEvent::ReadError { path: &path, error: &error });
+                self.pipeline.event(
+                    self.source,
+                    SourceEvent::ReadError {
+                        path: &path,
+                        error: &error,
+                    },
+                );
             }
         }
         self.refused = refused;
         self.started = true;
         self.last_glob = Some(Instant::now());
-        self.pipeline.event(self.source, SourceEvent::Tracked { files: self.files.len() });
+        self.pipeline.event(
+            self.source,
+            SourceEvent::Tracked {
+                files: self.files.len(),
+            },
+        );
     }
 
     /// One round: find new files when due (or `force_glob`), then read every followed
@@ -218,6 +252,45 @@ impl Tailer {
         if changed {
             // A rotated path may already have its new file: follow it now.
             self.rescan();
+        }
+        self.poll_retired();
+    }
+
+    /// Reads retired files; forgets those quiet for `rotate_wait`, counting a last
+    /// line left without its newline.
+    fn poll_retired(&mut self) {
+        let wait = self.settings.rotate_wait;
+        let mut i = 0;
+        while i < self.retired.len() {
+            let r = &mut self.retired[i];
+            match drain(
+                &self.pipeline,
+                self.source,
+                &mut r.followed.file,
+                &mut r.followed.splitter,
+                &mut self.buf,
+            ) {
+                Ok(0) => {}
+                Ok(n) => {
+                    r.followed.offset += n;
+                    r.last_data = Instant::now();
+                }
+                Err(error) => {
+                    self.pipeline.event(
+                        self.source,
+                        SourceEvent::ReadError {
+                            path: &r.path,
+                            error: &error,
+                        },
+                    );
+                }
+            }
+            if r.last_data.elapsed() >= wait {
+                let mut r = self.retired.swap_remove(i);
+                self.pipeline.finish(self.source, &mut r.followed.splitter);
+                continue;
+            }
+            i += 1;
         }
     }
 
@@ -240,15 +313,33 @@ impl Tailer {
                 f.offset = 0;
                 f.splitter.reset();
                 if let Err(error) = f.file.seek(SeekFrom::Start(0)) {
-                    self.pipeline.event(self.source, SourceEvent::ReadError { path, error: &error });
+                    self.pipeline.event(
+                        self.source,
+                        SourceEvent::ReadError {
+                            path,
+                            error: &error,
+                        },
+                    );
                 }
             }
             _ => {}
         }
-        match drain(&self.pipeline, self.source, &mut f.file, &mut f.splitter, &mut self.buf) {
+        match drain(
+            &self.pipeline,
+            self.source,
+            &mut f.file,
+            &mut f.splitter,
+            &mut self.buf,
+        ) {
             Ok(n) => f.offset += n,
             Err(error) => {
-                self.pipeline.event(self.source, SourceEvent::ReadError { path, error: &error });
+                self.pipeline.event(
+                    self.source,
+                    SourceEvent::ReadError {
+                        path,
+                        error: &error,
+                    },
+                );
                 return false;
             }
         }
@@ -263,15 +354,29 @@ impl Tailer {
             return false;
         }
         // Read once more: the writer may have appended between the drain and the check.
-        if let Ok(n) = drain(&self.pipeline, self.source, &mut f.file, &mut f.splitter, &mut self.buf) {
+        if let Ok(n) = drain(
+            &self.pipeline,
+            self.source,
+            &mut f.file,
+            &mut f.splitter,
+            &mut self.buf,
+        ) {
             f.offset += n;
         }
         let exists = path.exists();
-        self.files.remove(path);
+        if let Some(followed) = self.files.remove(path) {
+            self.retired.push(Retired {
+                path: path.to_path_buf(),
+                followed,
+                last_data: Instant::now(),
+            });
+        }
         if exists {
-            self.pipeline.event(self.source, SourceEvent::Rotated { path });
+            self.pipeline
+                .event(self.source, SourceEvent::Rotated { path });
         } else {
-            self.pipeline.event(self.source, SourceEvent::Removed { path });
+            self.pipeline
+                .event(self.source, SourceEvent::Removed { path });
         }
         // The replacement (if any) is new: it starts at 0.
         self.started = true;
@@ -294,7 +399,11 @@ fn watch_dirs(patterns: &[String]) -> Vec<PathBuf> {
             } else {
                 literal
             };
-            let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
             dir.is_dir().then_some(dir)
         })
         .collect();
@@ -317,7 +426,12 @@ pub async fn run(
         let (wake, glob_now) = (wake.clone(), glob_now.clone());
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res {
-                if matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(notify::event::ModifyKind::Name(_)) | notify::EventKind::Remove(_)) {
+                if matches!(
+                    event.kind,
+                    notify::EventKind::Create(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                        | notify::EventKind::Remove(_)
+                ) {
                     glob_now.store(true, Ordering::Relaxed);
                 }
                 wake.notify_one();
@@ -372,11 +486,17 @@ pub async fn run(
 
 /// Reads files once from their start to their end (`scan`); a last line without a
 /// newline counts as a line.
-pub fn scan(pipeline: &Pipeline, paths: &[PathBuf], max_line_bytes: usize, block: usize) -> std::io::Result<()> {
+pub fn scan(
+    pipeline: &Pipeline,
+    paths: &[PathBuf],
+    max_line_bytes: usize,
+    block: usize,
+) -> std::io::Result<()> {
     let source = pipeline.add_source(SOURCE);
     let mut buf = vec![0u8; block];
     for path in paths {
-        let mut file = File::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let mut file = File::open(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let mut splitter = LineSplitter::new(max_line_bytes);
         drain(pipeline, source, &mut file, &mut splitter, &mut buf)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
@@ -395,7 +515,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        let got = watch_dirs(&[format!("{d}/app.log"), format!("{d}/sub/*.log"), format!("{d}/nope/x.log")]);
+        let got = watch_dirs(&[
+            format!("{d}/app.log"),
+            format!("{d}/sub/*.log"),
+            format!("{d}/nope/x.log"),
+        ]);
         assert_eq!(got, vec![dir.path().to_path_buf(), dir.path().join("sub")]);
     }
 

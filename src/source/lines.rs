@@ -138,21 +138,42 @@ mod tests {
 
     #[test]
     fn partial_lines_are_held_until_their_newline() {
-        assert_eq!(split(100, &[b"ab", b"c\nde", b"f\n", b"g"]), (vec!["abc".into(), "def".into()], 1));
-        assert_eq!(split(100, &[b"\n\nx\n"]), (vec!["".into(), "".into(), "x".into()], 0));
-        assert_eq!(split(100, &[b"a", b"", b"b", b"\n"]), (vec!["ab".into()], 0));
+        assert_eq!(
+            split(100, &[b"ab", b"c\nde", b"f\n", b"g"]),
+            (vec!["abc".into(), "def".into()], 1)
+        );
+        assert_eq!(
+            split(100, &[b"\n\nx\n"]),
+            (vec!["".into(), "".into(), "x".into()], 0)
+        );
+        assert_eq!(
+            split(100, &[b"a", b"", b"b", b"\n"]),
+            (vec!["ab".into()], 0)
+        );
     }
 
     #[test]
     fn over_long_lines_are_reported_once_and_skipped() {
         let limit = 4;
         // Within one block, across blocks, exactly at the limit, and a line never ended.
-        assert_eq!(split(limit, &[b"12345\nok\n"]), (vec!["<too long>".into(), "ok".into()], 0));
-        assert_eq!(split(limit, &[b"12", b"34", b"5", b"678", b"9\nok\n"]), (vec!["<too long>".into(), "ok".into()], 0));
+        assert_eq!(
+            split(limit, &[b"12345\nok\n"]),
+            (vec!["<too long>".into(), "ok".into()], 0)
+        );
+        assert_eq!(
+            split(limit, &[b"12", b"34", b"5", b"678", b"9\nok\n"]),
+            (vec!["<too long>".into(), "ok".into()], 0)
+        );
         assert_eq!(split(limit, &[b"1234\n"]), (vec!["1234".into()], 0));
         assert_eq!(split(limit, &[b"12", b"34\n"]), (vec!["1234".into()], 0));
-        assert_eq!(split(limit, &[b"123", b"45\n"]), (vec!["<too long>".into()], 0));
-        assert_eq!(split(limit, &[b"ok\n123456789", b"123456789"]), (vec!["ok".into(), "<too long>".into()], 0));
+        assert_eq!(
+            split(limit, &[b"123", b"45\n"]),
+            (vec!["<too long>".into()], 0)
+        );
+        assert_eq!(
+            split(limit, &[b"ok\n123456789", b"123456789"]),
+            (vec!["ok".into(), "<too long>".into()], 0)
+        );
     }
 
     #[test]

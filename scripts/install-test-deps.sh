@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and the machine lacks, from Debian's packages:
+#   promtool (package prometheus): checks every /metrics exposition the tests produce.
+# Idempotent: installs nothing when everything is there.
+set -euo pipefail
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-test-deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "install-test-deps: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# The prometheus package's post-install may try to start the service; where there is no
+# init system that is harmless, and the tests start their own instances anyway.
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+for tool in promtool; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing after install" >&2; exit 1; }
+done

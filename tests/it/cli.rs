@@ -1,0 +1,271 @@
+//! The one-shot commands: scan, classify, check-config, --version.
+
+use crate::harness::*;
+
+/// The golden scan output, without the build_info line (it names the version).
+fn without_build_info(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("runway_exporter_build_info{"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn scan_fixture_gives_exact_counts_and_matches_the_golden_file() {
+    let log = fixture("tasks.log");
+    let (code, out, err) = run(&["scan", log.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{err}");
+    promtool_check_metrics(&out);
+
+    // Exact counts, worked out by hand from the fixture (see its generator notes).
+    let lines = std::fs::read(&log).unwrap().split(|b| *b == b'\n').count() as f64 - 1.0;
+    let records = |r: &str| {
+        sample(
+            &out,
+            &format!("runway_exporter_records_total{{result=\"{r}\",source=\"file\"}}"),
+        )
+        .unwrap()
+    };
+    assert_eq!(records("counted"), 24.0);
+    assert_eq!(records("duplicate"), 2.0);
+    assert_eq!(records("non_terminal"), 27.0);
+    assert_eq!(records("rejected"), 6.0);
+    assert_eq!(
+        sum(&out, "runway_exporter_records_total", &[]),
+        lines,
+        "results add up to the lines read"
+    );
+    assert_eq!(sum(&out, "runway_exporter_parse_errors_total", &[]), 6.0);
+    assert_eq!(
+        sum(&out, "runway_tasks_total", &["status=\"FAILED\""]),
+        16.0
+    );
+    assert_eq!(
+        sum(&out, "runway_tasks_total", &["status=\"SUCCEEDED\""]),
+        5.0
+    );
+    assert_eq!(
+        sum(&out, "runway_tasks_total", &["status=\"CANCELLED\""]),
+        3.0
+    );
+    assert_eq!(
+        sum(
+            &out,
+            "runway_task_failures_total",
+            &["category=\"safety_input\""]
+        ),
+        4.0
+    );
+    assert_eq!(
+        sum(
+            &out,
+            "runway_task_failures_total",
+            &["category=\"safety_output\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            &out,
+            "runway_task_failures_total",
+            &["failure_code=\"none\"", "category=\"internal\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            &out,
+            "runway_task_failures_total",
+            &["category=\"unknown\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &out,
+            "runway_task_failures_total",
+            &["retry=\"after_delay\""]
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(&out, "runway_exporter_unknown_failure_codes_total"),
+        Some(1.0)
+    );
+    // 5 credits/s x 10 s (estimated) + 25 (from the record), both SAFETY.INPUT.TEXT.
+    assert_eq!(
+        sample(
+            &out,
+            "runway_credits_lost_total{failure_code=\"SAFETY.INPUT.TEXT\",model=\"gen4_turbo\"}"
+        ),
+        Some(75.0)
+    );
+    assert_eq!(sum(&out, "runway_credits_lost_total", &[]), 300.0);
+    assert_eq!(sum(&out, "runway_credits_charged_total", &[]), 115.0);
+    assert_eq!(
+        sample(
+            &out,
+            "runway_exporter_credits_unpriced_total{status=\"SUCCEEDED\"}"
+        ),
+        Some(2.0)
+    );
+
+    let golden = fixture("tasks.prom");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, without_build_info(&out)).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    assert_eq!(
+        without_build_info(&out),
+        want,
+        "scan output differs from {}; rerun with UPDATE_GOLDEN=1 if the change is meant",
+        golden.display()
+    );
+    assert!(out.contains("runway_exporter_build_info{api_version=\"2024-11-06\",revision="));
+}
+
+#[test]
+fn scan_json_format() {
+    let log = fixture("tasks.log");
+    let (code, out, err) = run(&["scan", "--format", "json", log.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let family = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "runway_tasks_total")
+        .unwrap();
+    assert_eq!(family["type"], "counter");
+    let failed: f64 = family["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["labels"]["status"] == "FAILED")
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(failed, 16.0);
+}
+
+#[test]
+fn scan_reads_a_last_line_without_newline_and_fails_on_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("t.log");
+    std::fs::write(
+        &log,
+        "{\"id\":\"a\",\"status\":\"FAILED\",\"failureCode\":\"ASSET.INVALID\"}",
+    )
+    .unwrap();
+    let (code, out, _) = run(&["scan", log.to_str().unwrap()], b"");
+    assert_eq!(code, 0);
+    assert_eq!(
+        sum(&out, "runway_task_failures_total", &["ASSET.INVALID"]),
+        1.0
+    );
+    let (code, _, err) = run(&["scan", "/nonexistent/t.log"], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/t.log"), "{err}");
+}
+
+#[test]
+fn classify_explains_codes_from_arguments_and_stdin() {
+    let (code, out, _) = run(
+        &[
+            "classify",
+            "SAFETY.INPUT.TEXT",
+            "internal.bad_output.code01",
+            "WHAT.IS.THIS",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0].starts_with(
+            "SAFETY.INPUT.TEXT\tcategory=safety_input retry=never credits=lost rule=SAFETY.INPUT.*"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(
+            "INTERNAL.BAD_OUTPUT.CODE01\tcategory=bad_output retry=unlikely credits=refunded"
+        ),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("WHAT.IS.THIS\tcategory=unknown retry=unknown credits=unknown rule=-"),
+        "{}",
+        lines[2]
+    );
+    let (code, out, _) = run(&["classify"], b"ASSET.INVALID\n\nTHIRD_PARTY.UNAVAILABLE\n");
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2);
+    assert!(out.contains("ASSET.INVALID\tcategory=asset_invalid retry=never credits=refunded"));
+    assert!(out.contains("THIRD_PARTY.UNAVAILABLE\tcategory=third_party retry=after_delay"));
+}
+
+#[test]
+fn check_config_prints_the_effective_config_or_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[ledger]\nmax_models = 7\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    let (code, out, err) = run(
+        &[
+            "check-config",
+            "--config",
+            c,
+            "--web.listen-address",
+            "127.0.0.1:9999",
+            "--file",
+            "/var/log/a.log",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: toml::Value = toml::from_str(&out).unwrap();
+    assert_eq!(v["ledger"]["max_models"].as_integer(), Some(7));
+    assert_eq!(v["web"]["listen_address"].as_str(), Some("127.0.0.1:9999"));
+    assert_eq!(v["file"]["paths"][0].as_str(), Some("/var/log/a.log"));
+
+    // The shipped configs are valid.
+    for shipped in ["config/runway-exporter.toml", "config/demo.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped);
+        let (code, _, err) = run(&["check-config", "--config", path.to_str().unwrap()], b"");
+        assert_eq!(code, 0, "{shipped}: {err}");
+    }
+
+    for (text, key) in [
+        (
+            "[web]\nlisten_address = \"localhost\"\n",
+            "web.listen_address",
+        ),
+        ("[file]\nmax_line_bytes = \"big\"\n", "max_line_bytes"),
+        ("[nope]\nx = 1\n", "nope"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let (code, _, err) = run(&["check-config", "--config", c], b"");
+        assert_eq!(code, 64, "{text}");
+        assert!(err.contains(key), "{err:?} should name {key}");
+    }
+    let (code, _, err) = run(&["check-config", "--config", "/nonexistent.toml"], b"");
+    assert_eq!(code, 64);
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+    // Flags are checked too, and the daemon refuses a bad config the same way.
+    std::fs::write(&cfg, "[ledger]\nmax_models = 7\n").unwrap();
+    let (code, _, err) = run(&["--config", c, "--web.listen-address", "nope"], b"");
+    assert_eq!(code, 64, "{err}");
+}
+
+#[test]
+fn version_flag() {
+    let (code, out, _) = run(&["--version"], b"");
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("runway-exporter {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -1,0 +1,258 @@
+//! The daemon: following files, the endpoints, shutdown.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const FAILED_SAFETY: &str = "{\"id\":\"ID\",\"status\":\"FAILED\",\"failureCode\":\"SAFETY.INPUT.TEXT\",\"model\":\"gen4_turbo\",\"duration\":10}\n";
+
+fn failed(id: &str) -> String {
+    FAILED_SAFETY.replace("ID", id)
+}
+
+fn safety(m: &str) -> f64 {
+    sum(
+        m,
+        "runway_task_failures_total",
+        &["failure_code=\"SAFETY.INPUT.TEXT\""],
+    )
+}
+
+#[test]
+fn appended_lines_show_on_metrics_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    // Lines already there when the daemon starts at the end are not counted; the
+    // partial last line is, once its newline arrives.
+    append(
+        &log,
+        format!("{}{}", failed("old-1"), failed("old-2")).as_bytes(),
+    );
+    append(
+        &log,
+        b"{\"id\":\"p1\",\"status\":\"FAILED\",\"failureCode\":\"SAFETY.INPUT.TEXT\"",
+    );
+    let mut d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    let m = d.metrics();
+    assert_eq!(safety(&m), 0.0, "start-at end skips what was there");
+
+    append(&log, b"}\n");
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 1.0);
+    assert_eq!(safety(&m), 1.0, "the partial line is read whole");
+
+    for i in 0..5 {
+        append(&log, failed(&format!("new-{i}")).as_bytes());
+        let (m, took) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 2.0 + i as f64);
+        assert_eq!(safety(&m), 2.0 + i as f64);
+        assert!(
+            took < Duration::from_secs(1),
+            "line {i} took {took:?} to show"
+        );
+    }
+    // A partial line without its newline is held, not counted.
+    append(&log, failed("held").trim_end().as_bytes());
+    append(&log, failed("after").as_bytes());
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
+        sum(m, "runway_exporter_records_total", &[]) >= 8.0
+    });
+    assert_eq!(
+        sum(
+            &m,
+            "runway_exporter_records_total",
+            &["result=\"rejected\""]
+        ),
+        1.0,
+        "held + after joined into one bad line"
+    );
+    assert_eq!(
+        sample(&m, "runway_exporter_source_up{source=\"file\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "runway_exporter_files_tracked{source=\"file\"}"),
+        Some(1.0)
+    );
+
+    d.signal("TERM");
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    assert!(d.logs().iter().any(|l| l["message"] == "Shutting down."));
+}
+
+#[test]
+fn start_at_beginning_and_new_files_matching_the_glob() {
+    let dir = tempfile::tempdir().unwrap();
+    append(
+        &dir.path().join("a.log"),
+        format!("{}{}", failed("a1"), failed("a2")).as_bytes(),
+    );
+    append(&dir.path().join("ignored.txt"), failed("x").as_bytes());
+    let d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), ""),
+        &["--start-at", "beginning"],
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 2.0);
+    assert_eq!(safety(&m), 2.0);
+    // A file created later is new: read from its start, whatever start_at says.
+    append(
+        &dir.path().join("b.log"),
+        format!("{}{}", failed("b1"), failed("a1")).as_bytes(),
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
+        safety(m) >= 3.0 && sum(m, "runway_exporter_records_total", &["duplicate"]) >= 1.0
+    });
+    assert_eq!(safety(&m), 3.0, "a1 again is a duplicate");
+    assert_eq!(
+        sample(&m, "runway_exporter_files_tracked{source=\"file\"}"),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn endpoints_and_zeroes_from_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), "[web]\ntelemetry_path = \"/m\"\n"),
+        &[],
+    );
+    let (status, body) = get(d.addr, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("href=\"/m\"") && body.contains(env!("CARGO_PKG_VERSION")),
+        "{body}"
+    );
+    assert_eq!(get(d.addr, "/-/healthy").unwrap().0, 200);
+    assert_eq!(get(d.addr, "/-/ready").unwrap().0, 200);
+    assert_eq!(get(d.addr, "/metrics").unwrap().0, 404);
+    let (status, m) = get(d.addr, "/m").unwrap();
+    assert_eq!(status, 200);
+    promtool_check_metrics(&m);
+    for family in [
+        "runway_tasks_total",
+        "runway_task_failures_total",
+        "runway_credits_charged_total",
+        "runway_credits_lost_total",
+        "runway_exporter_build_info",
+        "runway_exporter_records_total",
+        "runway_exporter_read_bytes_total",
+        "runway_exporter_parse_errors_total",
+        "runway_exporter_unknown_failure_codes_total",
+        "runway_exporter_label_overflow_total",
+        "runway_exporter_file_rotations_total",
+        "runway_exporter_file_truncations_total",
+        "runway_exporter_commit_errors_total",
+        "runway_exporter_last_commit_timestamp_seconds",
+        "runway_exporter_source_up",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            m.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP"
+        );
+    }
+    // Every known code and status at 0 before the first task.
+    for code in [
+        "SAFETY.INPUT.TEXT",
+        "SAFETY.OUTPUT.VIDEO",
+        "INTERNAL.BAD_OUTPUT.CODE01",
+        "INPUT_PREPROCESSING.SAFETY.TEXT",
+        "INPUT_PREPROCESSING.INTERNAL",
+        "ASSET.INVALID",
+        "THIRD_PARTY.UNAVAILABLE",
+        "INTERNAL",
+        "none",
+    ] {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("runway_task_failures_total{")
+                    && l.contains(&format!("failure_code=\"{code}\""))
+                    && l.ends_with(" 0")),
+            "{code} not at 0"
+        );
+    }
+    for status in ["SUCCEEDED", "FAILED", "CANCELLED"] {
+        assert_eq!(
+            sample(
+                &m,
+                &format!("runway_tasks_total{{model=\"unknown\",status=\"{status}\"}}")
+            ),
+            Some(0.0)
+        );
+    }
+    for reason in [
+        "invalid_json",
+        "invalid_utf8",
+        "unknown_status",
+        "empty_line",
+        "line_too_long",
+    ] {
+        assert_eq!(
+            sample(
+                &m,
+                &format!(
+                    "runway_exporter_parse_errors_total{{reason=\"{reason}\",source=\"file\"}}"
+                )
+            ),
+            Some(0.0)
+        );
+    }
+}
+
+#[test]
+fn sigint_is_a_clean_stop_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    d.signal("INT");
+    assert_eq!(d.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
+
+#[test]
+fn sighup_does_not_kill_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    d.signal("HUP");
+    d.wait_log("SIGHUP received; reloading is not supported by this version yet, restart to apply a new configuration.", Duration::from_secs(5));
+    assert_eq!(get(d.addr, "/-/healthy").unwrap().0, 200);
+}
+
+#[test]
+fn truncation_restarts_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    append(&log, format!("{}{}", failed("t1"), failed("t2")).as_bytes());
+    d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 2.0);
+    std::fs::write(&log, failed("t3")).unwrap();
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 3.0);
+    assert_eq!(safety(&m), 3.0);
+    assert_eq!(
+        sample(
+            &m,
+            "runway_exporter_file_truncations_total{source=\"file\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn rename_rotation_reads_the_old_file_to_its_end_then_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    append(&log, failed("r1").as_bytes());
+    d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 1.0);
+    let rotated = dir.path().join("app.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    append(&rotated, failed("r2").as_bytes());
+    append(&log, failed("r3").as_bytes());
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 3.0);
+    assert_eq!(safety(&m), 3.0);
+    assert_eq!(
+        sample(&m, "runway_exporter_file_rotations_total{source=\"file\"}"),
+        Some(1.0)
+    );
+}

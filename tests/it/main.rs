@@ -1,0 +1,6 @@
+//! Integration tests: the real binary, real files, real sockets on 127.0.0.1.
+
+mod cli;
+mod daemon;
+mod harness;
+mod hostile;
