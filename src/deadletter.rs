@@ -42,8 +42,19 @@ impl DeadLetter {
         })
     }
 
-    /// Appends one rejected line.
-    pub fn write(&mut self, source: &str, reason: &str, line: &[u8]) -> std::io::Result<()> {
+    /// How many bytes of a line an entry keeps.
+    pub fn max_line_bytes(&self) -> usize {
+        self.config.max_line_bytes
+    }
+
+    /// Appends one rejected line; `line` may already be cut, `bytes` is its full length.
+    pub fn write(
+        &mut self,
+        source: &str,
+        reason: &str,
+        line: &[u8],
+        bytes: usize,
+    ) -> std::io::Result<()> {
         let cut = &line[..line.len().min(self.config.max_line_bytes)];
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -53,7 +64,7 @@ impl DeadLetter {
             "time": (time * 1000.0).round() / 1000.0,
             "source": source,
             "reason": reason,
-            "bytes": line.len(),
+            "bytes": bytes.max(line.len()),
             "line": String::from_utf8_lossy(cut),
         }))?;
         entry.push(b'\n');
@@ -98,7 +109,7 @@ mod tests {
             max_line_bytes: 16,
         })
         .unwrap();
-        d.write("file", "invalid_utf8", b"abc\xff").unwrap();
+        d.write("file", "invalid_utf8", b"abc\xff", 4).unwrap();
         d.flush().unwrap();
         let first: serde_json::Value = serde_json::from_str(
             std::fs::read_to_string(&path)
@@ -112,7 +123,8 @@ mod tests {
         assert_eq!(first["line"], "abc\u{fffd}");
         assert_eq!(first["bytes"], 4);
         for _ in 0..100 {
-            d.write("file", "invalid_json", &[b'x'; 5000]).unwrap();
+            d.write("file", "invalid_json", &[b'x'; 5000], 5000)
+                .unwrap();
         }
         d.flush().unwrap();
         let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();

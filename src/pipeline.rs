@@ -16,10 +16,9 @@ use crate::metrics::Metrics;
 use crate::record::{ParseError, RecordParser};
 use crate::source::lines::{Line, LineSplitter};
 
-/// Rejected lines of one block that are logged and dead-lettered; the rest are counted.
-const MAX_REPORTED_PER_BLOCK: usize = 1024;
-/// Bytes of a rejected line kept for the dead-letter file.
-const MAX_SAMPLE: usize = 64 * 1024;
+/// Without a dead-letter file, rejected lines of one block that are looked at for
+/// logging (which is rate-limited anyway); the rest are only counted.
+const MAX_LOGGED_PER_BLOCK: usize = 64;
 
 /// How often each kind of rejected line is logged at most.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -124,7 +123,9 @@ impl Pipeline {
         lines: impl FnOnce(&mut dyn FnMut(Line<'_>)),
     ) {
         let mut rejected: Vec<(ParseError, Vec<u8>, usize)> = Vec::new();
-        let keep = self.dead_letter.is_some();
+        // With a dead-letter file every rejected line is kept, cut to what it keeps:
+        // at most the block (plus one over-long line's prefix) is held.
+        let keep = self.dead_letter.as_ref().map(|d| lock(d).max_line_bytes());
         {
             let mut ledger = lock(&self.ledger);
             let mut count = 0u64;
@@ -138,13 +139,14 @@ impl Pipeline {
                 };
                 if let Err(e) = result {
                     ledger.reject(source, e);
-                    if rejected.len() < MAX_REPORTED_PER_BLOCK {
-                        let sample = if keep {
-                            text[..text.len().min(MAX_SAMPLE)].to_vec()
-                        } else {
-                            Vec::new()
-                        };
-                        rejected.push((e, sample, text.len()));
+                    match keep {
+                        Some(cut) => {
+                            rejected.push((e, text[..text.len().min(cut)].to_vec(), text.len()))
+                        }
+                        None if rejected.len() < MAX_LOGGED_PER_BLOCK => {
+                            rejected.push((e, Vec::new(), text.len()))
+                        }
+                        None => {}
                     }
                 }
             });
@@ -186,8 +188,8 @@ impl Pipeline {
             let mut dl = lock(dl);
             let mut written = 0u64;
             let mut failed = 0u64;
-            for (e, sample, _) in rejected {
-                match dl.write(&name, e.reason(), sample) {
+            for (e, sample, len) in rejected {
+                match dl.write(&name, e.reason(), sample, *len) {
                     Ok(()) => written += 1,
                     Err(err) => {
                         failed += 1;
@@ -235,5 +237,57 @@ impl Pipeline {
             SourceEvent::Tracked { files } => s.files_tracked = files as u64,
             SourceEvent::Up(up) => s.up = up,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Table;
+    use crate::deadletter::DeadLetterConfig;
+    use crate::ledger::Limits;
+    use crate::pricing::Pricing;
+    use crate::record::FieldMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn every_rejected_line_reaches_the_dead_letter_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let dl = DeadLetter::open(DeadLetterConfig {
+            path: path.clone(),
+            max_bytes: 64 << 20,
+            max_line_bytes: 8,
+        })
+        .unwrap();
+        let ledger = Ledger::new(
+            Arc::new(Table::builtin()),
+            Arc::new(Pricing::builtin()),
+            Limits::default(),
+        );
+        let p = Pipeline::new(
+            RecordParser::new(&FieldMap::default()).unwrap(),
+            ledger,
+            Some(dl),
+        );
+        let source = p.add_source("file");
+        let mut block = Vec::new();
+        for i in 0..5000 {
+            block.extend(format!("not json {i}\n{{\"status\":\"CANCELLED\"}}\n").as_bytes());
+        }
+        let mut splitter = LineSplitter::new(1024);
+        p.process(source, &mut splitter, &block);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5000);
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            (first["line"].as_str(), first["bytes"].as_u64()),
+            (Some("not json"), Some(10))
+        );
+        p.with_ledger(|l| {
+            assert_eq!(l.dead_letter, [5000, 0]);
+            assert_eq!(l.sources[source.0].results, [5000, 0, 0, 5000]);
+            assert_eq!(l.sources[source.0].read_bytes, block.len() as u64);
+        });
     }
 }
