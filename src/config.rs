@@ -125,6 +125,9 @@ pub struct FileSettings {
     /// Paths and glob patterns of task logs.
     pub paths: Vec<String>,
     pub start_at: StartAt,
+    /// Use change notifications (inotify); off means polling only, as on file systems
+    /// without them (NFS, some container mounts).
+    pub notify: bool,
     /// How often followed files are checked when no change notification arrives.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -144,6 +147,7 @@ impl Default for FileSettings {
         FileSettings {
             paths: Vec::new(),
             start_at: StartAt::End,
+            notify: true,
             poll_interval: Duration::from_millis(250),
             glob_interval: Duration::from_secs(5),
             rotate_wait: Duration::from_secs(5),

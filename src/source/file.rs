@@ -422,7 +422,9 @@ pub async fn run(
 ) {
     let wake = Arc::new(Notify::new());
     let glob_now = Arc::new(AtomicBool::new(false));
-    let _watcher = {
+    let _watcher = if !tailer.settings.notify {
+        None
+    } else {
         let (wake, glob_now) = (wake.clone(), glob_now.clone());
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res {

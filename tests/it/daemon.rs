@@ -256,3 +256,16 @@ fn rename_rotation_reads_the_old_file_to_its_end_then_the_new_one() {
         Some(1.0)
     );
 }
+
+#[test]
+fn polling_alone_follows_appends_and_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let d = Daemon::start(dir.path(), &config(dir.path(), "notify = false\n"), &[]);
+    append(&log, failed("p1").as_bytes());
+    append(&dir.path().join("new.log"), failed("p2").as_bytes());
+    let (m, took) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 2.0);
+    assert_eq!(safety(&m), 2.0);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
