@@ -70,6 +70,10 @@ macro_rules! label_enum {
             pub fn as_str(self) -> &'static str {
                 match self { $($ty::$variant => $s),+ }
             }
+            /// The value of a label value.
+            pub fn parse(s: &str) -> Option<$ty> {
+                match s { $($s => Some($ty::$variant),)+ _ => None }
+            }
         }
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -115,6 +115,23 @@ impl DedupeWindow {
         true
     }
 
+    /// Remembers an already hashed id (restoring a saved window, oldest first).
+    pub fn insert_hash(&mut self, h: u64) {
+        if self.capacity > 0 && self.set.insert(h) {
+            self.order.push_back(h);
+            if self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The remembered hashes, oldest first.
+    pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.order.iter().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -144,8 +161,9 @@ pub struct FailureKey {
     pub model: u32,
 }
 
-/// Per-source totals of the self metrics.
-#[derive(Debug, Clone, Default)]
+/// Per-source totals of the self metrics. `files_tracked`, `last_record_unix` and `up`
+/// are gauges of the running process: saved, but not restored.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceTotals {
     pub name: String,
     pub results: [u64; 4],
@@ -158,6 +176,66 @@ pub struct SourceTotals {
     pub last_record_unix: f64,
     pub up: bool,
 }
+
+/// Where reading a file has got to, committed with the counters it produced.
+///
+/// `offset` is the end of the last complete line counted (a partial line after it is
+/// read again after a restart); `skipping` says the bytes up to `offset` are the start
+/// of an over-long line whose rest is to be skipped. The *fingerprint* is the xxh3
+/// hash of the file's first `fp_len` bytes (at most [`FINGERPRINT_BYTES`]): with device
+/// and inode it is the file's identity, so that a new file on a reused inode is not
+/// taken for the old one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub fp_len: u32,
+    pub fp: u64,
+    pub offset: u64,
+    pub skipping: bool,
+}
+
+/// Bytes at the start of a file that make its fingerprint.
+pub const FINGERPRINT_BYTES: usize = 256;
+
+/// Identifies a followed file in [`Ledger::positions`].
+pub type FileKey = u64;
+
+/// A failure series with its labels resolved.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FailureSeries {
+    pub failure_code: String,
+    pub category: String,
+    pub retry: String,
+    pub credits: String,
+    pub model: String,
+    pub value: u64,
+}
+
+/// Every counter of the ledger with its labels resolved: what is committed to the
+/// state file, what is published, and what a restart restores.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Totals {
+    /// `(status, model, value)`.
+    pub tasks: Vec<(String, String, u64)>,
+    pub failures: Vec<FailureSeries>,
+    /// `(model, credits)`.
+    pub credits_charged: Vec<(String, f64)>,
+    /// `(failure_code, model, credits)`.
+    pub credits_lost: Vec<(String, String, f64)>,
+    pub credits_unpriced: [u64; 2],
+    pub unknown_failure_codes: u64,
+    pub label_overflow: [u64; 2],
+    pub dead_letter: [u64; 2],
+    pub sources: Vec<SourceTotals>,
+    pub dedupe_ids: u64,
+}
+
+/// A saved ledger that cannot be restored.
+#[derive(Debug, thiserror::Error)]
+#[error("saved counters are not valid: {0}")]
+pub struct RestoreError(String);
 
 /// Identifies a source registered with [`Ledger::add_source`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -244,6 +322,10 @@ pub struct Ledger {
     /// Dead-letter entries `[written, failed]`.
     pub dead_letter: [u64; 2],
     pub sources: Vec<SourceTotals>,
+    /// Followed files and how far they are counted.
+    pub positions: std::collections::BTreeMap<FileKey, Position>,
+    /// Grows with every change, so that an unchanged ledger need not be committed.
+    generation: u64,
 }
 
 impl Ledger {
@@ -271,6 +353,8 @@ impl Ledger {
             label_overflow: [0; 2],
             dead_letter: [0; 2],
             sources: Vec::new(),
+            positions: Default::default(),
+            generation: 0,
         };
         ledger.sync_code_info();
         ledger.export_zeroes();
@@ -337,7 +421,22 @@ impl Ledger {
     }
 
     pub fn source_mut(&mut self, id: SourceId) -> &mut SourceTotals {
+        self.generation += 1;
         &mut self.sources[id.0]
+    }
+
+    /// A number that changes whenever the ledger does.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Marks the ledger changed (positions are changed through the public map).
+    pub fn touch(&mut self) {
+        self.generation += 1;
+    }
+
+    pub fn dedupe(&self) -> &DedupeWindow {
+        &self.dedupe
     }
 
     pub fn code_info(&self, id: u32) -> &CodeInfo {
@@ -354,6 +453,7 @@ impl Ledger {
 
     /// Records a line that yielded no record.
     pub fn reject(&mut self, source: SourceId, error: ParseError) -> LineResult {
+        self.generation += 1;
         let s = &mut self.sources[source.0];
         let reason = ParseError::ALL
             .iter()
@@ -367,9 +467,116 @@ impl Ledger {
 
     /// Counts one record, by the semantics in the module doc.
     pub fn count(&mut self, source: SourceId, record: &TaskRecord<'_>) -> LineResult {
+        self.generation += 1;
         let result = self.count_record(record);
         self.sources[source.0].results[result.index()] += 1;
         result
+    }
+
+    /// Every counter with its labels resolved, sorted.
+    pub fn totals(&self) -> Totals {
+        let model = |id: &u32| self.model_name(*id).to_string();
+        let code = |id: &u32| self.code_info(*id).label.clone();
+        let mut t = Totals {
+            tasks: self
+                .tasks
+                .iter()
+                .map(|((s, m), v)| (s.as_str().to_string(), model(m), *v))
+                .collect(),
+            failures: self
+                .failures
+                .iter()
+                .map(|(k, v)| FailureSeries {
+                    failure_code: code(&k.code),
+                    category: k.category.as_str().into(),
+                    retry: k.retry.as_str().into(),
+                    credits: k.credits.as_str().into(),
+                    model: model(&k.model),
+                    value: *v,
+                })
+                .collect(),
+            credits_charged: self
+                .credits_charged
+                .iter()
+                .map(|(m, v)| (model(m), *v))
+                .collect(),
+            credits_lost: self
+                .credits_lost
+                .iter()
+                .map(|((c, m), v)| (code(c), model(m), *v))
+                .collect(),
+            credits_unpriced: self.credits_unpriced,
+            unknown_failure_codes: self.unknown_failure_codes,
+            label_overflow: self.label_overflow,
+            dead_letter: self.dead_letter,
+            sources: self.sources.clone(),
+            dedupe_ids: self.dedupe.len() as u64,
+        };
+        t.tasks.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        t.failures.sort_by(|a, b| {
+            (&a.failure_code, &a.model, &a.category).cmp(&(&b.failure_code, &b.model, &b.category))
+        });
+        t.credits_charged.sort_by(|a, b| a.0.cmp(&b.0));
+        t.credits_lost
+            .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        t
+    }
+
+    /// Adds saved counters and a saved dedupe window (oldest first) to a new ledger.
+    /// Saved label values are kept even past a cap lowered since they were saved.
+    pub fn restore(
+        &mut self,
+        t: &Totals,
+        dedupe: impl IntoIterator<Item = u64>,
+    ) -> Result<(), RestoreError> {
+        let bad = |what: &str, v: &str| RestoreError(format!("{what} {v:?}"));
+        for (status, model, v) in &t.tasks {
+            let s = Status::parse(status)
+                .filter(|s| s.is_terminal())
+                .ok_or_else(|| bad("status", status))?;
+            let m = self.models.force(model);
+            *self.tasks.entry((s, m)).or_default() += v;
+        }
+        for f in &t.failures {
+            let key = FailureKey {
+                code: self.codes.force(&f.failure_code),
+                category: Category::parse(&f.category)
+                    .ok_or_else(|| bad("category", &f.category))?,
+                retry: Retry::parse(&f.retry).ok_or_else(|| bad("retry", &f.retry))?,
+                credits: CreditRule::parse(&f.credits).ok_or_else(|| bad("credits", &f.credits))?,
+                model: self.models.force(&f.model),
+            };
+            *self.failures.entry(key).or_default() += f.value;
+        }
+        for (model, v) in &t.credits_charged {
+            let m = self.models.force(model);
+            *self.credits_charged.entry(m).or_default() += v;
+        }
+        for (code, model, v) in &t.credits_lost {
+            let key = (self.codes.force(code), self.models.force(model));
+            *self.credits_lost.entry(key).or_default() += v;
+        }
+        self.sync_code_info();
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.credits_unpriced, &t.credits_unpriced);
+        add(&mut self.label_overflow, &t.label_overflow);
+        add(&mut self.dead_letter, &t.dead_letter);
+        self.unknown_failure_codes += t.unknown_failure_codes;
+        for saved in &t.sources {
+            let id = self.add_source(&saved.name);
+            let s = &mut self.sources[id.0];
+            add(&mut s.results, &saved.results);
+            add(&mut s.parse_errors, &saved.parse_errors);
+            s.read_bytes += saved.read_bytes;
+            s.rotations += saved.rotations;
+            s.truncations += saved.truncations;
+            s.file_limit_hits += saved.file_limit_hits;
+        }
+        for h in dedupe {
+            self.dedupe.insert_hash(h);
+        }
+        self.generation += 1;
+        Ok(())
     }
 
     fn count_record(&mut self, record: &TaskRecord<'_>) -> LineResult {

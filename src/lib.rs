@@ -25,3 +25,4 @@ pub mod pipeline;
 pub mod pricing;
 pub mod record;
 pub mod source;
+pub mod state;

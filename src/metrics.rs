@@ -14,7 +14,7 @@ use prometheus::{
     CounterVec, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
-use crate::ledger::{Ledger, LineResult};
+use crate::ledger::{LineResult, Totals};
 use crate::record::ParseError;
 
 /// The Runway API version the exporter speaks, the failure-code table's.
@@ -120,64 +120,39 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Brings every published series up to the ledger's totals.
-    pub fn publish(&mut self, l: &Ledger) {
+    /// Brings every published series up to `t`: the totals of the last commit.
+    pub fn publish(&mut self, t: &Totals) {
         let p = &mut self.published;
-        for ((status, model), v) in &l.tasks {
-            sync(
-                &mut p.ints,
-                0,
-                &self.tasks,
-                &[status.as_str(), l.model_name(*model)],
-                *v,
-            );
+        for (status, model, v) in &t.tasks {
+            sync(&mut p.ints, 0, &self.tasks, &[status, model], *v);
         }
-        for (k, v) in &l.failures {
-            let code = l.code_info(k.code);
+        for f in &t.failures {
             let labels = [
-                code.label.as_str(),
-                k.category.as_str(),
-                k.retry.as_str(),
-                k.credits.as_str(),
-                l.model_name(k.model),
+                f.failure_code.as_str(),
+                &f.category,
+                &f.retry,
+                &f.credits,
+                &f.model,
             ];
-            sync(&mut p.ints, 1, &self.task_failures, &labels, *v);
+            sync(&mut p.ints, 1, &self.task_failures, &labels, f.value);
         }
-        for (model, v) in &l.credits_charged {
-            sync(
-                &mut p.floats,
-                2,
-                &self.credits_charged,
-                &[l.model_name(*model)],
-                *v,
-            );
+        for (model, v) in &t.credits_charged {
+            sync(&mut p.floats, 2, &self.credits_charged, &[model], *v);
         }
-        for ((code, model), v) in &l.credits_lost {
-            let labels = [l.code_info(*code).label.as_str(), l.model_name(*model)];
-            sync(&mut p.floats, 3, &self.credits_lost, &labels, *v);
+        for (code, model, v) in &t.credits_lost {
+            sync(&mut p.floats, 3, &self.credits_lost, &[code, model], *v);
         }
-        for (status, v) in ["SUCCEEDED", "FAILED"].iter().zip(l.credits_unpriced) {
+        for (status, v) in ["SUCCEEDED", "FAILED"].iter().zip(t.credits_unpriced) {
             sync(&mut p.ints, 4, &self.credits_unpriced, &[status], v);
         }
-        sync(
-            &mut p.ints,
-            5,
-            &self.label_overflow,
-            &["failure_code"],
-            l.label_overflow[0],
-        );
-        sync(
-            &mut p.ints,
-            5,
-            &self.label_overflow,
-            &["model"],
-            l.label_overflow[1],
-        );
-        let inc = l
+        for (label, v) in ["failure_code", "model"].iter().zip(t.label_overflow) {
+            sync(&mut p.ints, 5, &self.label_overflow, &[label], v);
+        }
+        let inc = t
             .unknown_failure_codes
             .saturating_sub(self.unknown_failure_codes.get());
         self.unknown_failure_codes.inc_by(inc);
-        for s in &l.sources {
+        for s in &t.sources {
             let name = s.name.as_str();
             for (result, v) in LineResult::RESULTS.iter().zip(s.results) {
                 sync(&mut p.ints, 6, &self.records, &[name, result], v);
@@ -186,37 +161,35 @@ impl Metrics {
                 sync(&mut p.ints, 7, &self.parse_errors, &[name, e.reason()], v);
             }
             sync(&mut p.ints, 8, &self.read_bytes, &[name], s.read_bytes);
-            if name != "scan" {
-                sync(&mut p.ints, 9, &self.file_rotations, &[name], s.rotations);
-                sync(
-                    &mut p.ints,
-                    10,
-                    &self.file_truncations,
-                    &[name],
-                    s.truncations,
-                );
-                sync(
-                    &mut p.ints,
-                    11,
-                    &self.file_limit_hits,
-                    &[name],
-                    s.file_limit_hits,
-                );
-                self.files_tracked
-                    .with_label_values(&[name])
-                    .set(s.files_tracked as f64);
-                self.source_up
-                    .with_label_values(&[name])
-                    .set(if s.up { 1.0 } else { 0.0 });
-            }
+            sync(&mut p.ints, 9, &self.file_rotations, &[name], s.rotations);
+            sync(
+                &mut p.ints,
+                10,
+                &self.file_truncations,
+                &[name],
+                s.truncations,
+            );
+            sync(
+                &mut p.ints,
+                11,
+                &self.file_limit_hits,
+                &[name],
+                s.file_limit_hits,
+            );
+            self.files_tracked
+                .with_label_values(&[name])
+                .set(s.files_tracked as f64);
+            self.source_up
+                .with_label_values(&[name])
+                .set(if s.up { 1.0 } else { 0.0 });
             if s.last_record_unix > 0.0 {
                 self.last_record_timestamp
                     .with_label_values(&[name])
                     .set(s.last_record_unix);
             }
         }
-        self.dedupe_ids.set(l.dedupe_len() as i64);
-        for (result, v) in ["written", "failed"].iter().zip(l.dead_letter) {
+        self.dedupe_ids.set(t.dedupe_ids as i64);
+        for (result, v) in ["written", "failed"].iter().zip(t.dead_letter) {
             sync(&mut p.ints, 12, &self.dead_letter_lines, &[result], v);
         }
     }

@@ -99,10 +99,11 @@ impl Pipeline {
         f(&mut lock(&self.ledger))
     }
 
-    /// Publishes the ledger's totals into `metrics`.
+    /// Publishes the ledger's current totals into `metrics` (without a state file,
+    /// as `scan` does).
     pub fn publish(&self, metrics: &mut Metrics) {
-        let ledger = lock(&self.ledger);
-        metrics.publish(&ledger);
+        let totals = lock(&self.ledger).totals();
+        metrics.publish(&totals);
     }
 
     /// Splits, parses and counts one block read from `source`.

@@ -1,0 +1,377 @@
+//! The state file: counters, file positions and the dedupe window, committed together.
+//!
+//! A *commit* writes all three, as they stand at one instant under the ledger's lock,
+//! to `<state dir>/.runway-exporter.state.tmp`, then (without the lock) fsyncs it,
+//! renames it over `runway-exporter.state` and fsyncs the directory. A crash at any
+//! point leaves either the old file or the new one, never a mix. Only the totals of a
+//! successful commit are published, so `/metrics` never shows a count that a crash
+//! could take back, and after a restart reading resumes at the committed positions
+//! with the committed counters: no line counted twice, no complete line lost.
+//!
+//! Format (versioned): one line of JSON (the header: format name, `version`, time,
+//! totals, positions, the number of dedupe hashes and their checksum), then the dedupe
+//! window as little-endian u64 hashes, oldest first. Its size is bounded by the
+//! configuration: `8 x dedupe_window` plus the capped label series and `max_files`
+//! positions. A file that cannot be read back (truncated, garbage, another format or
+//! a newer version) is *corrupt*: [`load`] moves it aside as
+//! `runway-exporter.state.corrupt-<unix time>` and the exporter starts fresh.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{Ledger, Position, Totals};
+
+/// The state file's name in the state directory.
+pub const FILE_NAME: &str = "runway-exporter.state";
+const TMP_NAME: &str = ".runway-exporter.state.tmp";
+const FORMAT: &str = "runway-exporter-state";
+/// The version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Largest header accepted when reading (the header holds only capped series).
+const MAX_HEADER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why the state could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot write the state file in {dir}: {source}")]
+    Write {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is corrupt: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+    written_at: f64,
+    totals: Totals,
+    positions: Vec<Position>,
+    dedupe: u64,
+    dedupe_checksum: u64,
+}
+
+/// What a state file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub written_at: f64,
+    pub totals: Totals,
+    pub positions: Vec<Position>,
+    /// Dedupe hashes, oldest first.
+    pub dedupe: Vec<u64>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A commit whose temporary file is written but not yet durable.
+pub struct Pending {
+    dir: PathBuf,
+    file: BufWriter<File>,
+    /// The totals the commit holds, to publish once it is durable.
+    pub totals: Totals,
+}
+
+/// First half of a commit, under the ledger's lock: writes the temporary file.
+pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
+    let werr = |source| StateError::Write {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let totals = ledger.totals();
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    for h in ledger.dedupe().hashes() {
+        checksum.update(&h.to_le_bytes());
+    }
+    let header = Header {
+        format: FORMAT.into(),
+        version: VERSION,
+        written_at: unix_now(),
+        totals,
+        positions: ledger.positions.values().cloned().collect(),
+        dedupe: ledger.dedupe().len() as u64,
+        dedupe_checksum: checksum.digest(),
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(TMP_NAME))
+        .map_err(werr)?;
+    let mut out = BufWriter::with_capacity(256 * 1024, file);
+    serde_json::to_writer(&mut out, &header).map_err(|e| werr(e.into()))?;
+    out.write_all(b"\n").map_err(werr)?;
+    for h in ledger.dedupe().hashes() {
+        out.write_all(&h.to_le_bytes()).map_err(werr)?;
+    }
+    Ok(Pending {
+        dir: dir.to_path_buf(),
+        file: out,
+        totals: header.totals,
+    })
+}
+
+impl Pending {
+    /// Second half, without the lock: fsync, rename, fsync the directory.
+    pub fn finish(self) -> Result<Totals, StateError> {
+        let dir = self.dir;
+        let werr = |source| StateError::Write {
+            dir: dir.clone(),
+            source,
+        };
+        let file = self.file.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().map_err(werr)?;
+        drop(file);
+        std::fs::rename(dir.join(TMP_NAME), dir.join(FILE_NAME)).map_err(werr)?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(werr)?;
+        Ok(self.totals)
+    }
+}
+
+/// Reads the state file; `Ok(None)` when there is none.
+pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
+    let path = dir.join(FILE_NAME);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let corrupt = |problem: String| StateError::Corrupt {
+        path: path.clone(),
+        problem,
+    };
+    let mut r = BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::new();
+    r.by_ref()
+        .take(MAX_HEADER_BYTES)
+        .read_until(b'\n', &mut line)
+        .map_err(|source| StateError::Read {
+            path: path.clone(),
+            source,
+        })?;
+    if line.last() != Some(&b'\n') {
+        return Err(corrupt("no complete header line".into()));
+    }
+    #[derive(Deserialize)]
+    struct Version {
+        format: String,
+        version: u32,
+    }
+    let v: Version = serde_json::from_slice(&line).map_err(|e| corrupt(format!("header: {e}")))?;
+    if v.format != FORMAT {
+        return Err(corrupt(format!("format {:?} is not {FORMAT:?}", v.format)));
+    }
+    if v.version != VERSION {
+        return Err(corrupt(format!(
+            "version {} (this build reads version {VERSION}; was it written by a newer release?)",
+            v.version
+        )));
+    }
+    let header: Header =
+        serde_json::from_slice(&line).map_err(|e| corrupt(format!("header: {e}")))?;
+    let mut dedupe = Vec::with_capacity(header.dedupe.min(100_000_000) as usize);
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = [0u8; 8];
+    for _ in 0..header.dedupe {
+        r.read_exact(&mut buf).map_err(|_| {
+            corrupt(format!(
+                "dedupe window shorter than its {} ids",
+                header.dedupe
+            ))
+        })?;
+        checksum.update(&buf);
+        dedupe.push(u64::from_le_bytes(buf));
+    }
+    if checksum.digest() != header.dedupe_checksum {
+        return Err(corrupt("dedupe window checksum does not match".into()));
+    }
+    if r.read(&mut buf).map_err(|source| StateError::Read {
+        path: path.clone(),
+        source,
+    })? != 0
+    {
+        return Err(corrupt("data after the dedupe window".into()));
+    }
+    Ok(Some(State {
+        written_at: header.written_at,
+        totals: header.totals,
+        positions: header.positions,
+        dedupe,
+    }))
+}
+
+/// Reads the state file, moving a corrupt one aside (logged once at ERROR) so that
+/// the exporter starts fresh instead of failing again at every start.
+pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
+    match read(dir) {
+        Err(StateError::Corrupt { path, problem }) => {
+            let aside = dir.join(format!("{FILE_NAME}.corrupt-{}", unix_now() as u64));
+            let moved = std::fs::rename(&path, &aside);
+            tracing::error!(
+                path = %path.display(),
+                moved_to = %aside.display(),
+                move_error = moved.err().map(|e| e.to_string()),
+                problem = %problem,
+                "State file is corrupt; starting fresh according to start_at. Counters restart from 0 (Prometheus handles the reset); keep the moved file for a bug report."
+            );
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Table;
+    use crate::ledger::Limits;
+    use crate::pricing::Pricing;
+    use crate::record::{FieldMap, RecordParser};
+    use std::sync::Arc;
+
+    fn ledger() -> Ledger {
+        Ledger::new(
+            Arc::new(Table::builtin()),
+            Arc::new(Pricing::builtin()),
+            Limits::default(),
+        )
+    }
+
+    fn filled() -> Ledger {
+        let mut l = ledger();
+        let s = l.add_source("file");
+        let p = RecordParser::new(&FieldMap::default()).unwrap();
+        for i in 0..100 {
+            let line = format!(
+                r#"{{"id":"t{i}","status":"FAILED","failureCode":"SAFETY.INPUT.C{}","model":"m{}","credits":1.5}}"#,
+                i % 7,
+                i % 3
+            );
+            let r = p.parse(line.as_bytes()).unwrap();
+            l.count(s, &r);
+        }
+        l.reject(s, crate::record::ParseError::InvalidJson);
+        l.positions.insert(
+            7,
+            Position {
+                path: "/var/log/app.log".into(),
+                dev: 1,
+                ino: 2,
+                fp_len: 256,
+                fp: 3,
+                offset: 4096,
+                skipping: false,
+            },
+        );
+        l
+    }
+
+    #[test]
+    fn a_commit_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = filled();
+        let published = begin(dir.path(), &l).unwrap().finish().unwrap();
+        assert_eq!(published, l.totals());
+        let state = read(dir.path()).unwrap().unwrap();
+        assert_eq!(state.totals, l.totals());
+        assert_eq!(
+            state.positions,
+            l.positions.values().cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(state.dedupe, l.dedupe().hashes().collect::<Vec<_>>());
+        // Restored into a new ledger, the totals are the same and the ids are known.
+        let mut restored = ledger();
+        restored
+            .restore(&state.totals, state.dedupe.iter().copied())
+            .unwrap();
+        assert_eq!(restored.totals(), l.totals());
+        let s = restored.add_source("file");
+        let p = RecordParser::new(&FieldMap::default()).unwrap();
+        let r = p.parse(br#"{"id":"t5","status":"FAILED"}"#).unwrap();
+        assert_eq!(restored.count(s, &r), crate::ledger::LineResult::Duplicate);
+        assert!(!dir.path().join(TMP_NAME).exists());
+    }
+
+    #[test]
+    fn no_file_is_no_state() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_files_are_moved_aside_never_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = {
+            begin(dir.path(), &filled()).unwrap().finish().unwrap();
+            std::fs::read(dir.path().join(FILE_NAME)).unwrap()
+        };
+        let header_end = good.iter().position(|b| *b == b'\n').unwrap();
+        let newer =
+            String::from_utf8_lossy(&good[..header_end]).replace("\"version\":1", "\"version\":2");
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("truncated header", good[..header_end / 2].to_vec()),
+            ("truncated dedupe", good[..good.len() - 3].to_vec()),
+            ("garbage", b"\x00\x01garbage\n".to_vec()),
+            ("empty", Vec::new()),
+            ("newer version", format!("{newer}\n").into_bytes()),
+            (
+                "foreign json",
+                b"{\"format\":\"other\",\"version\":1}\n".to_vec(),
+            ),
+            ("bit flip in dedupe", flipped),
+            ("trailing data", [good.clone(), b"x".to_vec()].concat()),
+        ];
+        for (name, bytes) in cases {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join(FILE_NAME), &bytes).unwrap();
+            assert!(
+                matches!(read(d.path()), Err(StateError::Corrupt { .. })),
+                "{name}"
+            );
+            assert_eq!(load(d.path()).unwrap(), None, "{name}");
+            assert!(!d.path().join(FILE_NAME).exists(), "{name}: moved aside");
+            let aside: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
+            assert_eq!(aside.len(), 1, "{name}");
+            assert!(aside[0]
+                .file_name()
+                .to_string_lossy()
+                .starts_with("runway-exporter.state.corrupt-"));
+            assert_eq!(
+                std::fs::read(aside[0].path()).unwrap(),
+                bytes,
+                "{name}: kept as it was"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_the_last_good_state() {
+        let dir = tempfile::tempdir().unwrap();
+        begin(dir.path(), &filled()).unwrap().finish().unwrap();
+        let before = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        // The temporary file's name taken by a directory: the commit fails.
+        std::fs::create_dir(dir.path().join(TMP_NAME)).unwrap();
+        assert!(matches!(
+            begin(dir.path(), &ledger()),
+            Err(StateError::Write { .. })
+        ));
+        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), before);
+    }
+}
