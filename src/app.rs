@@ -5,7 +5,7 @@
 //! reading, the publisher publishes a last time, the HTTP server closes, and the
 //! tracker is given `shutdown_grace` to drain before the process exits 0.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::record::RecordParser;
 use crate::source::file;
+use crate::state;
 
 /// The output formats of `scan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,24 +84,82 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Publishes the ledger every `interval`, and once more when cancelled.
-async fn publisher(
+/// Commits the ledger every `interval` and publishes what each commit holds; once
+/// more when cancelled. A failed commit is counted and makes the exporter not ready;
+/// reading goes on, and the next successful commit holds everything read meanwhile.
+async fn committer(
     pipeline: Arc<Pipeline>,
     mut metrics: Metrics,
+    dir: PathBuf,
     interval: Duration,
+    health: Arc<HttpState>,
     token: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         let stop = tokio::select! {
             _ = token.cancelled() => true,
             _ = tick.tick() => false,
         };
-        pipeline.publish(&mut metrics);
-        metrics.last_commit_timestamp.set(unix_now());
+        let (p, d) = (pipeline.clone(), dir.clone());
+        let result = tokio::task::spawn_blocking(move || p.commit(&d)).await;
+        match result {
+            Ok(Ok(committed)) => {
+                if let Some(totals) = committed {
+                    metrics.publish(&totals);
+                    metrics.last_commit_timestamp.set(unix_now());
+                }
+                if failing {
+                    tracing::info!(dir = %dir.display(), "Commits succeed again.");
+                    failing = false;
+                }
+                health.committing.store(true, Ordering::Release);
+            }
+            Ok(Err(e)) => {
+                metrics.commit_errors.inc();
+                health.committing.store(false, Ordering::Release);
+                if !failing {
+                    tracing::error!(error = %e, "Cannot commit the state; not ready until a commit succeeds. Lines are still read and will be committed then. Check that the state directory is writable and not full.");
+                    failing = true;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "The commit task failed."),
+        }
         if stop {
             return;
+        }
+    }
+}
+
+/// Loads the state file into the pipeline's ledger; the tailer's checkpoint.
+fn restore(pipeline: &Pipeline, dir: &Path) -> Option<file::Checkpoint> {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::error!(dir = %dir.display(), error = %e, "Cannot create the state directory; counting goes on, but nothing is committed until it exists.");
+    }
+    match state::load(dir) {
+        Ok(Some(saved)) => {
+            let restored =
+                pipeline.with_ledger(|l| l.restore(&saved.totals, saved.dedupe.iter().copied()));
+            match restored {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids = saved.dedupe.len(), "State restored.");
+                    Some(file::Checkpoint {
+                        written_at: saved.written_at,
+                        positions: saved.positions,
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "State file cannot be restored; starting fresh.");
+                    None
+                }
+            }
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot read the state file; starting fresh without it.");
+            None
         }
     }
 }
@@ -136,15 +195,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = Arc::new(HttpState {
         registry,
         telemetry_path: settings.web.telemetry_path.clone(),
-        ready: Default::default(),
+        sources_ready: Default::default(),
+        committing: std::sync::atomic::AtomicBool::new(true),
     });
     if settings.file.paths.is_empty() {
         tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
     }
-    let tailer = file::Tailer::new(settings.file.clone(), pipeline.clone());
+    let checkpoint = restore(&pipeline, &settings.state.dir);
+    let tailer = file::Tailer::new(settings.file.clone(), pipeline.clone(), checkpoint);
+    // What was restored is what the last commit held: serve it from the start.
     pipeline.publish(&mut metrics);
 
+    // Sources stop first, then the last commit, then the HTTP server.
     let token = CancellationToken::new();
+    let sources = CancellationToken::new();
+    let commits = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limits = http::Limits {
         max_connections: settings.web.max_connections,
@@ -158,12 +223,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         token.child_token(),
     ));
     let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
-    tracker.spawn(file::run(tailer, token.child_token(), Some(first_poll_tx)));
-    tracker.spawn(publisher(
+    let file_task = tracker.spawn(file::run(tailer, sources.clone(), Some(first_poll_tx)));
+    let commit_task = tracker.spawn(committer(
         pipeline.clone(),
         metrics,
+        settings.state.dir.clone(),
         settings.state.commit_interval,
-        token.child_token(),
+        state.clone(),
+        commits.clone(),
     ));
     tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
 
@@ -175,19 +242,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(s) => s,
         None => {
             // The files are open at their start positions: appended lines are counted.
-            state.ready.store(true, Ordering::Release);
+            state.sources_ready.store(true, Ordering::Release);
             tracing::info!("Ready.");
             shutdown_signal().await?
         }
     };
     tracing::info!(signal, "Shutting down.");
-    state.ready.store(false, Ordering::Release);
-    token.cancel();
+    state.sources_ready.store(false, Ordering::Release);
     tracker.close();
-    if tokio::time::timeout(settings.state.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
+    let grace = settings.state.shutdown_grace;
+    let stop = async {
+        sources.cancel();
+        let _ = file_task.await;
+        commits.cancel();
+        let _ = commit_task.await;
+        token.cancel();
+        tracker.wait().await;
+    };
+    if tokio::time::timeout(grace, stop).await.is_err() {
         tracing::warn!(grace = ?settings.state.shutdown_grace, "Tasks still running after the grace period; exiting anyway.");
     }
     Ok(())

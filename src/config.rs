@@ -124,6 +124,9 @@ impl Default for State {
 pub struct FileSettings {
     /// Paths and glob patterns of task logs.
     pub paths: Vec<String>,
+    /// Paths and patterns of rotated logs (`app.log.1`): read at start-up only to finish
+    /// a checkpointed file renamed while the exporter was stopped.
+    pub rotated: Vec<String>,
     pub start_at: StartAt,
     /// Use change notifications (inotify); off means polling only, as on file systems
     /// without them (NFS, some container mounts).
@@ -146,6 +149,7 @@ impl Default for FileSettings {
     fn default() -> Self {
         FileSettings {
             paths: Vec::new(),
+            rotated: Vec::new(),
             start_at: StartAt::End,
             notify: true,
             poll_interval: Duration::from_millis(250),
@@ -274,6 +278,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("file.paths")
+                .with_list_parse_key("file.rotated")
                 .try_parsing(true),
         );
         let set = |b: config::ConfigBuilder<_>, key: &str, v: Option<String>| match v {
@@ -350,7 +355,7 @@ impl Settings {
                 "must be between 4096 and 67108864",
             ));
         }
-        for p in &self.file.paths {
+        for p in self.file.paths.iter().chain(&self.file.rotated) {
             glob::Pattern::new(p).map_err(|e| invalid("file.paths", format!("{p:?}: {e}")))?;
         }
         if self.ledger.dedupe_window > 100_000_000 {

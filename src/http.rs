@@ -27,7 +27,17 @@ use tokio_util::sync::CancellationToken;
 pub struct HttpState {
     pub registry: Registry,
     pub telemetry_path: String,
-    pub ready: AtomicBool,
+    /// The sources have opened their files at their start positions.
+    pub sources_ready: AtomicBool,
+    /// The last commit succeeded (or none was tried yet).
+    pub committing: AtomicBool,
+}
+
+impl HttpState {
+    /// Ready: sources running and the state being committed.
+    pub fn ready(&self) -> bool {
+        self.sources_ready.load(Ordering::Acquire) && self.committing.load(Ordering::Acquire)
+    }
 }
 
 /// Content type of the Prometheus text format.
@@ -84,7 +94,7 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes
             landing_page(state),
         ),
         "/-/healthy" => respond(StatusCode::OK, "text/plain; charset=utf-8", "Healthy.\n"),
-        "/-/ready" if state.ready.load(Ordering::Acquire) => {
+        "/-/ready" if state.ready() => {
             respond(StatusCode::OK, "text/plain; charset=utf-8", "Ready.\n")
         }
         "/-/ready" => respond(

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::deadletter::DeadLetter;
-use crate::ledger::{Ledger, SourceId};
+use crate::ledger::{FileKey, Ledger, Position, SourceId, Totals};
 use crate::metrics::Metrics;
 use crate::record::{ParseError, RecordParser};
 use crate::source::lines::{Line, LineSplitter};
@@ -32,12 +32,15 @@ pub enum SourceEvent<'a> {
     Rotated { path: &'a Path },
     /// A followed file became shorter than the position read.
     Truncated {
+        key: FileKey,
         path: &'a Path,
         size: u64,
         offset: u64,
     },
     /// A followed file is gone and was read to its end.
     Removed { path: &'a Path },
+    /// A checkpointed file was found neither by the patterns nor by `rotated`.
+    Lost { path: &'a Path, offset: u64 },
     /// A matching file was not followed: `max_files` are followed already.
     FileLimit { path: &'a Path, max_files: usize },
     /// A file could not be read.
@@ -64,6 +67,8 @@ pub struct Pipeline {
     ledger: Mutex<Ledger>,
     dead_letter: Option<Mutex<DeadLetter>>,
     warn: Mutex<WarnState>,
+    /// The ledger generation of the last successful commit.
+    committed_generation: Mutex<Option<u64>>,
 }
 
 fn unix_now() -> f64 {
@@ -86,6 +91,7 @@ impl Pipeline {
             ledger: Mutex::new(ledger),
             dead_letter: dead_letter.map(Mutex::new),
             warn: Mutex::new(WarnState::default()),
+            committed_generation: Mutex::new(None),
         }
     }
 
@@ -106,22 +112,39 @@ impl Pipeline {
         metrics.publish(&totals);
     }
 
-    /// Splits, parses and counts one block read from `source`.
-    pub fn process(&self, source: SourceId, splitter: &mut LineSplitter, block: &[u8]) {
-        self.count_lines(source, block.len() as u64, |f| splitter.feed(block, f));
+    /// Splits, parses and counts one block read from `source`. With a `cursor` (the
+    /// file's key and how far it is read after this block), the file's position moves
+    /// with the counts, under the same lock, so a commit never separates them.
+    pub fn process(
+        &self,
+        source: SourceId,
+        splitter: &mut LineSplitter,
+        block: &[u8],
+        cursor: Option<(FileKey, u64)>,
+    ) {
+        self.count_lines(source, block.len() as u64, splitter, cursor, |sp, f| {
+            sp.feed(block, f)
+        });
     }
 
     /// Counts a partial line held by `splitter` as a complete line: the end of a
-    /// file read once (`scan`).
-    pub fn finish(&self, source: SourceId, splitter: &mut LineSplitter) {
-        self.count_lines(source, 0, |f| splitter.finish(f));
+    /// file read once (`scan`), or of a rotated file that stayed quiet.
+    pub fn finish(
+        &self,
+        source: SourceId,
+        splitter: &mut LineSplitter,
+        cursor: Option<(FileKey, u64)>,
+    ) {
+        self.count_lines(source, 0, splitter, cursor, |sp, f| sp.finish(f));
     }
 
     fn count_lines(
         &self,
         source: SourceId,
         bytes: u64,
-        lines: impl FnOnce(&mut dyn FnMut(Line<'_>)),
+        splitter: &mut LineSplitter,
+        cursor: Option<(FileKey, u64)>,
+        lines: impl FnOnce(&mut LineSplitter, &mut dyn FnMut(Line<'_>)),
     ) {
         let mut rejected: Vec<(ParseError, Vec<u8>, usize)> = Vec::new();
         // With a dead-letter file every rejected line is kept, cut to what it keeps:
@@ -130,7 +153,7 @@ impl Pipeline {
         {
             let mut ledger = lock(&self.ledger);
             let mut count = 0u64;
-            lines(&mut |line| {
+            lines(splitter, &mut |line| {
                 count += 1;
                 let (result, text) = match line {
                     Line::Complete(l) => {
@@ -155,6 +178,12 @@ impl Pipeline {
             s.read_bytes += bytes;
             if count > 0 {
                 s.last_record_unix = unix_now();
+            }
+            if let Some((key, read)) = cursor {
+                if let Some(p) = ledger.positions.get_mut(&key) {
+                    p.offset = read - splitter.pending() as u64;
+                    p.skipping = splitter.skipping();
+                }
             }
         }
         if !rejected.is_empty() {
@@ -208,6 +237,49 @@ impl Pipeline {
         }
     }
 
+    /// Starts tracking a file's position.
+    pub fn track(&self, key: FileKey, position: Position) {
+        let mut l = lock(&self.ledger);
+        l.positions.insert(key, position);
+        l.touch();
+    }
+
+    /// Stops tracking a file's position.
+    pub fn untrack(&self, key: FileKey) {
+        let mut l = lock(&self.ledger);
+        l.positions.remove(&key);
+        l.touch();
+    }
+
+    /// Updates a tracked file's fingerprint (it grows with a young file).
+    pub fn set_fingerprint(&self, key: FileKey, fp_len: u32, fp: u64) {
+        let mut l = lock(&self.ledger);
+        if let Some(p) = l.positions.get_mut(&key) {
+            p.fp_len = fp_len;
+            p.fp = fp;
+        }
+        l.touch();
+    }
+
+    /// Commits the ledger to the state file in `dir` when it changed since the last
+    /// commit; returns the committed totals to publish, or `None` when unchanged.
+    pub fn commit(&self, dir: &Path) -> Result<Option<Totals>, crate::state::StateError> {
+        let pending = {
+            let ledger = lock(&self.ledger);
+            let mut last = lock(&self.committed_generation);
+            if *last == Some(ledger.generation()) {
+                return Ok(None);
+            }
+            let pending = crate::state::begin(dir, &ledger)?;
+            *last = None;
+            (pending, ledger.generation())
+        };
+        let (pending, generation) = pending;
+        let totals = pending.finish()?;
+        *lock(&self.committed_generation) = Some(generation);
+        Ok(Some(totals))
+    }
+
     /// Logs and counts what happened to a source's files.
     pub fn event(&self, source: SourceId, event: SourceEvent<'_>) {
         let mut ledger = lock(&self.ledger);
@@ -221,12 +293,26 @@ impl Pipeline {
                 s.rotations += 1;
                 tracing::info!(source = %name, path = %path.display(), "File rotated; reading the new file from the start.");
             }
-            SourceEvent::Truncated { path, size, offset } => {
-                s.truncations += 1;
+            SourceEvent::Truncated {
+                key,
+                path,
+                size,
+                offset,
+            } => {
+                // The position goes back to 0 under the same lock as the count, so a
+                // commit never holds one without the other.
+                if let Some(p) = ledger.positions.get_mut(&key) {
+                    p.offset = 0;
+                    p.skipping = false;
+                }
+                ledger.source_mut(source).truncations += 1;
                 tracing::warn!(source = %name, path = %path.display(), size, offset, "File truncated; reading from the start.");
             }
             SourceEvent::Removed { path } => {
                 tracing::info!(source = %name, path = %path.display(), "File removed; stopped following it.");
+            }
+            SourceEvent::Lost { path, offset } => {
+                tracing::warn!(source = %name, path = %path.display(), offset, "Checkpointed file not found: it was rotated away or deleted while the exporter was stopped, and lines after the offset were not read. Add its rotated name to file.rotated to read them.");
             }
             SourceEvent::FileLimit { path, max_files } => {
                 s.file_limit_hits += 1;
@@ -277,7 +363,7 @@ mod tests {
             block.extend(format!("not json {i}\n{{\"status\":\"CANCELLED\"}}\n").as_bytes());
         }
         let mut splitter = LineSplitter::new(1024);
-        p.process(source, &mut splitter, &block);
+        p.process(source, &mut splitter, &block, None);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 5000);
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

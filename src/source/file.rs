@@ -25,17 +25,17 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FileSettings, StartAt};
-use crate::ledger::SourceId;
+use crate::ledger::{FileKey, Position, SourceId, FINGERPRINT_BYTES};
 use crate::pipeline::{Pipeline, SourceEvent};
 use crate::source::lines::LineSplitter;
 
@@ -49,9 +49,13 @@ struct Retired {
 }
 
 struct Followed {
+    key: FileKey,
     file: File,
     identity: (u64, u64),
-    offset: u64,
+    /// Bytes read from the file (the splitter may hold the last few, a partial line).
+    read: u64,
+    fp_len: u32,
+    fp: u64,
     splitter: LineSplitter,
 }
 
@@ -59,14 +63,32 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
+/// The fingerprint of a file's first `len` bytes, or `None` when it is shorter.
+fn fingerprint(file: &File, len: usize) -> std::io::Result<Option<u64>> {
+    let mut buf = [0u8; FINGERPRINT_BYTES];
+    let buf = &mut buf[..len.min(FINGERPRINT_BYTES)];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => return Ok(None),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(xxhash_rust::xxh3::xxh3_64(buf)))
+}
+
 /// Reads `file` from its current position to its end through the pipeline; returns the
-/// bytes read.
+/// bytes read. With a `key`, the file's committed position follows (`read` is how far
+/// the file was read before).
 pub fn drain(
     pipeline: &Pipeline,
     source: SourceId,
     file: &mut File,
     splitter: &mut LineSplitter,
     buf: &mut [u8],
+    key: Option<(FileKey, u64)>,
 ) -> std::io::Result<u64> {
     let mut total = 0u64;
     loop {
@@ -76,8 +98,9 @@ pub fn drain(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        pipeline.process(source, splitter, &buf[..n]);
         total += n as u64;
+        let cursor = key.map(|(k, read)| (k, read + total));
+        pipeline.process(source, splitter, &buf[..n], cursor);
     }
 }
 
@@ -116,6 +139,24 @@ pub fn expand(patterns: &[String]) -> Vec<PathBuf> {
     out
 }
 
+/// What a restart knows from the state file.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    /// When the state file was written (Unix seconds).
+    pub written_at: f64,
+    pub positions: Vec<Position>,
+}
+
+/// Where to start a file found by a pattern.
+enum Start {
+    /// Resume a checkpointed file.
+    Resume(Position),
+    /// At `start_at` for a file found at start-up, else from the start.
+    Fresh,
+    /// From the start.
+    Beginning,
+}
+
 /// The file tailer's state; [`Tailer::poll`] does one round of reading.
 pub struct Tailer {
     settings: FileSettings,
@@ -129,10 +170,17 @@ pub struct Tailer {
     started: bool,
     last_glob: Option<Instant>,
     refused: usize,
+    next_key: FileKey,
+    /// Checkpointed files not found yet; looked for in the first round only.
+    checkpoint: Option<Checkpoint>,
 }
 
 impl Tailer {
-    pub fn new(settings: FileSettings, pipeline: Arc<Pipeline>) -> Tailer {
+    pub fn new(
+        settings: FileSettings,
+        pipeline: Arc<Pipeline>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Tailer {
         let source = pipeline.add_source(SOURCE);
         Tailer {
             buf: vec![0; settings.read_block_bytes],
@@ -144,6 +192,8 @@ impl Tailer {
             started: false,
             last_glob: None,
             refused: 0,
+            next_key: 0,
+            checkpoint,
         }
     }
 
@@ -151,31 +201,110 @@ impl Tailer {
         self.source
     }
 
-    fn open(&mut self, path: &Path) -> std::io::Result<()> {
+    /// Where a file found at start-up starts, by the checkpoint: its position when it
+    /// is the same file (same device and inode, and the same first bytes); its start
+    /// when only the inode is the same (a new file on a reused inode, or a file
+    /// truncated and written again while the exporter was stopped).
+    fn checkpointed(&mut self, file: &File, id: (u64, u64)) -> Start {
+        let Some(cp) = self.checkpoint.as_mut() else {
+            return Start::Fresh;
+        };
+        let Some(i) = cp.positions.iter().position(|p| (p.dev, p.ino) == id) else {
+            return Start::Fresh;
+        };
+        let p = cp.positions.swap_remove(i);
+        if p.fp_len == 0 || fingerprint(file, p.fp_len as usize).ok().flatten() == Some(p.fp) {
+            Start::Resume(p)
+        } else {
+            Start::Beginning
+        }
+    }
+
+    /// Whether a file without a checkpoint is new since the last commit: then it is
+    /// read from its start whatever `start_at` says, so that a log created while the
+    /// exporter was stopped is not skipped.
+    fn created_since_checkpoint(&self, meta: &std::fs::Metadata) -> bool {
+        let Some(cp) = &self.checkpoint else {
+            return false;
+        };
+        let created = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64());
+        created.is_some_and(|c| c >= cp.written_at - 1.0)
+    }
+
+    /// Opens a file and starts following it; `retire` puts it straight among the
+    /// retired files (a rotated name found at start-up).
+    fn open(&mut self, path: &Path, start: Start, retire: bool) -> std::io::Result<()> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let mut splitter = LineSplitter::new(self.settings.max_line_bytes);
-        let offset = if !self.started && self.settings.start_at == StartAt::End {
-            let (offset, mid_line) = end_of_last_line(&mut file, meta.len())?;
-            if mid_line {
-                splitter.skip_to_newline();
+        let key = self.next_key;
+        self.next_key += 1;
+        let (offset, skipping, truncated) = match start {
+            Start::Resume(p) if meta.len() < p.offset => (0, false, Some(p.offset)),
+            Start::Resume(p) => (p.offset, p.skipping, None),
+            Start::Fresh
+                if !self.started
+                    && self.settings.start_at == StartAt::End
+                    && !self.created_since_checkpoint(&meta) =>
+            {
+                let (offset, mid_line) = end_of_last_line(&mut file, meta.len())?;
+                (offset, mid_line, None)
             }
-            offset
-        } else {
-            0
+            Start::Fresh | Start::Beginning => (0, false, None),
         };
+        if skipping {
+            splitter.skip_to_newline();
+        }
         file.seek(SeekFrom::Start(offset))?;
-        self.pipeline
-            .event(self.source, SourceEvent::Opened { path, offset });
-        self.files.insert(
-            path.to_path_buf(),
-            Followed {
-                file,
-                identity: identity(&meta),
+        let fp_len = meta.len().min(FINGERPRINT_BYTES as u64) as u32;
+        let fp = fingerprint(&file, fp_len as usize)?.unwrap_or(0);
+        self.pipeline.track(
+            key,
+            Position {
+                path: path.display().to_string(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                fp_len,
+                fp,
                 offset,
-                splitter,
+                skipping,
             },
         );
+        if let Some(old) = truncated {
+            self.pipeline.event(
+                self.source,
+                SourceEvent::Truncated {
+                    key,
+                    path,
+                    size: meta.len(),
+                    offset: old,
+                },
+            );
+        }
+        self.pipeline
+            .event(self.source, SourceEvent::Opened { path, offset });
+        let followed = Followed {
+            key,
+            file,
+            identity: identity(&meta),
+            read: offset,
+            fp_len,
+            fp,
+            splitter,
+        };
+        if retire {
+            self.retired.push(Retired {
+                path: path.to_path_buf(),
+                followed,
+                last_data: Instant::now(),
+            });
+        } else {
+            self.files.insert(path.to_path_buf(), followed);
+        }
         Ok(())
     }
 
@@ -186,19 +315,19 @@ impl Tailer {
             if self.files.contains_key(&path) {
                 continue;
             }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            let id = identity(&meta);
             // A retired file that shows up under a matching name (app.log -> app.log.1
             // with a pattern that matches both) goes on from where it was.
-            let id = std::fs::metadata(&path).map(|m| identity(&m)).ok();
-            if let Some(i) = self
-                .retired
-                .iter()
-                .position(|r| Some(r.followed.identity) == id)
-            {
+            if let Some(i) = self.retired.iter().position(|r| r.followed.identity == id) {
                 let r = self.retired.swap_remove(i);
                 self.files.insert(path, r.followed);
                 continue;
             }
-            if self.files.values().any(|f| Some(f.identity) == id) {
+            if self.files.values().any(|f| f.identity == id) {
                 continue;
             }
             if self.files.len() >= self.settings.max_files {
@@ -214,7 +343,8 @@ impl Tailer {
                 }
                 continue;
             }
-            if let Err(error) = self.open(&path) {
+            let start = self.checkpointed(&file, id);
+            if let Err(error) = self.open(&path, start, false) {
                 self.pipeline.event(
                     self.source,
                     SourceEvent::ReadError {
@@ -223,6 +353,9 @@ impl Tailer {
                     },
                 );
             }
+        }
+        if !self.started {
+            self.resume_rotated();
         }
         self.refused = refused;
         self.started = true;
@@ -233,6 +366,39 @@ impl Tailer {
                 files: self.files.len(),
             },
         );
+    }
+
+    /// At start-up: checkpointed files renamed while the exporter was stopped are read
+    /// to their end under a `rotated` name; the rest are reported lost.
+    fn resume_rotated(&mut self) {
+        for path in expand(&self.settings.rotated) {
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if let Start::Resume(p) = self.checkpointed(&file, identity(&meta)) {
+                if let Err(error) = self.open(&path, Start::Resume(p), true) {
+                    self.pipeline.event(
+                        self.source,
+                        SourceEvent::ReadError {
+                            path: &path,
+                            error: &error,
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(cp) = self.checkpoint.as_mut() {
+            for p in cp.positions.drain(..) {
+                self.pipeline.event(
+                    self.source,
+                    SourceEvent::Lost {
+                        path: Path::new(&p.path),
+                        offset: p.offset,
+                    },
+                );
+            }
+        }
     }
 
     /// One round: find new files when due (or `force_glob`), then read every followed
@@ -263,16 +429,18 @@ impl Tailer {
         let mut i = 0;
         while i < self.retired.len() {
             let r = &mut self.retired[i];
+            let f = &mut r.followed;
             match drain(
                 &self.pipeline,
                 self.source,
-                &mut r.followed.file,
-                &mut r.followed.splitter,
+                &mut f.file,
+                &mut f.splitter,
                 &mut self.buf,
+                Some((f.key, f.read)),
             ) {
                 Ok(0) => {}
                 Ok(n) => {
-                    r.followed.offset += n;
+                    f.read += n;
                     r.last_data = Instant::now();
                 }
                 Err(error) => {
@@ -287,11 +455,20 @@ impl Tailer {
             }
             if r.last_data.elapsed() >= wait {
                 let mut r = self.retired.swap_remove(i);
-                self.pipeline.finish(self.source, &mut r.followed.splitter);
+                let f = &mut r.followed;
+                self.pipeline
+                    .finish(self.source, &mut f.splitter, Some((f.key, f.read)));
+                self.pipeline.untrack(f.key);
                 continue;
             }
             i += 1;
         }
+    }
+
+    /// Whether the file's content was replaced in place (copytruncate, then written
+    /// past the old offset before this poll): its first bytes changed.
+    fn replaced_in_place(f: &Followed) -> bool {
+        f.fp_len > 0 && fingerprint(&f.file, f.fp_len as usize).ok().flatten() != Some(f.fp)
     }
 
     /// Reads one followed file; true when it stopped being followed.
@@ -299,19 +476,23 @@ impl Tailer {
         let Some(f) = self.files.get_mut(path) else {
             return false;
         };
-        // Truncation: the open file is shorter than what was read.
-        match f.file.metadata() {
-            Ok(m) if m.len() < f.offset => {
+        // Truncation: the open file is shorter than what was read, or its first bytes
+        // are no longer the ones it started with.
+        if let Ok(m) = f.file.metadata() {
+            let consumed = f.read - f.splitter.pending() as u64;
+            if m.len() < f.read || (m.len() >= f.fp_len as u64 && Self::replaced_in_place(f)) {
                 self.pipeline.event(
                     self.source,
                     SourceEvent::Truncated {
+                        key: f.key,
                         path,
                         size: m.len(),
-                        offset: f.offset,
+                        offset: consumed,
                     },
                 );
-                f.offset = 0;
+                f.read = 0;
                 f.splitter.reset();
+                f.fp_len = 0;
                 if let Err(error) = f.file.seek(SeekFrom::Start(0)) {
                     self.pipeline.event(
                         self.source,
@@ -322,7 +503,6 @@ impl Tailer {
                     );
                 }
             }
-            _ => {}
         }
         match drain(
             &self.pipeline,
@@ -330,8 +510,9 @@ impl Tailer {
             &mut f.file,
             &mut f.splitter,
             &mut self.buf,
+            Some((f.key, f.read)),
         ) {
-            Ok(n) => f.offset += n,
+            Ok(n) => f.read += n,
             Err(error) => {
                 self.pipeline.event(
                     self.source,
@@ -343,6 +524,15 @@ impl Tailer {
                 return false;
             }
         }
+        // A young file's fingerprint grows with it, up to FINGERPRINT_BYTES.
+        if (f.fp_len as usize) < FINGERPRINT_BYTES && f.read > f.fp_len as u64 {
+            let len = f.read.min(FINGERPRINT_BYTES as u64) as u32;
+            if let Ok(Some(fp)) = fingerprint(&f.file, len as usize) {
+                f.fp_len = len;
+                f.fp = fp;
+                self.pipeline.set_fingerprint(f.key, len, fp);
+            }
+        }
         // Rotation or removal: the path no longer names the open file. What was
         // appended to the old file before it was replaced has just been read.
         let replaced = match std::fs::metadata(path) {
@@ -352,16 +542,6 @@ impl Tailer {
         };
         if !replaced {
             return false;
-        }
-        // Read once more: the writer may have appended between the drain and the check.
-        if let Ok(n) = drain(
-            &self.pipeline,
-            self.source,
-            &mut f.file,
-            &mut f.splitter,
-            &mut self.buf,
-        ) {
-            f.offset += n;
         }
         let exists = path.exists();
         if let Some(followed) = self.files.remove(path) {
@@ -500,9 +680,9 @@ pub fn scan(
         let mut file = File::open(path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let mut splitter = LineSplitter::new(max_line_bytes);
-        drain(pipeline, source, &mut file, &mut splitter, &mut buf)
+        drain(pipeline, source, &mut file, &mut splitter, &mut buf, None)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        pipeline.finish(source, &mut splitter);
+        pipeline.finish(source, &mut splitter, None);
     }
     pipeline.event(source, SourceEvent::Tracked { files: paths.len() });
     Ok(())
