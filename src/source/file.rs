@@ -471,39 +471,96 @@ impl Tailer {
         f.fp_len > 0 && fingerprint(&f.file, f.fp_len as usize).ok().flatten() != Some(f.fp)
     }
 
-    /// Reads one followed file; true when it stopped being followed.
-    fn poll_file(&mut self, path: &Path) -> bool {
-        let Some(f) = self.files.get_mut(path) else {
-            return false;
+    /// Truncation: the open file is shorter than what was read, or its first bytes are
+    /// no longer the ones it started with. The file is then read again from its start;
+    /// returns where it was, to look for a copy holding the rest.
+    fn check_truncated(&mut self, path: &Path) -> Option<Position> {
+        let f = self.files.get_mut(path)?;
+        let m = f.file.metadata().ok()?;
+        if !(m.len() < f.read || (m.len() >= f.fp_len as u64 && Self::replaced_in_place(f))) {
+            return None;
+        }
+        let before = Position {
+            path: path.display().to_string(),
+            dev: f.identity.0,
+            ino: f.identity.1,
+            fp_len: f.fp_len,
+            fp: f.fp,
+            offset: f.read - f.splitter.pending() as u64,
+            skipping: f.splitter.skipping(),
         };
-        // Truncation: the open file is shorter than what was read, or its first bytes
-        // are no longer the ones it started with.
-        if let Ok(m) = f.file.metadata() {
-            let consumed = f.read - f.splitter.pending() as u64;
-            if m.len() < f.read || (m.len() >= f.fp_len as u64 && Self::replaced_in_place(f)) {
-                self.pipeline.event(
-                    self.source,
-                    SourceEvent::Truncated {
-                        key: f.key,
-                        path,
-                        size: m.len(),
-                        offset: consumed,
-                    },
-                );
-                f.read = 0;
-                f.splitter.reset();
-                f.fp_len = 0;
-                if let Err(error) = f.file.seek(SeekFrom::Start(0)) {
+        self.pipeline.event(
+            self.source,
+            SourceEvent::Truncated {
+                key: f.key,
+                path,
+                size: m.len(),
+                offset: before.offset,
+            },
+        );
+        f.read = 0;
+        f.splitter.reset();
+        f.fp_len = 0;
+        if let Err(error) = f.file.seek(SeekFrom::Start(0)) {
+            self.pipeline.event(
+                self.source,
+                SourceEvent::ReadError {
+                    path,
+                    error: &error,
+                },
+            );
+        }
+        Some(before)
+    }
+
+    /// After a copytruncate: when a `rotated` file is a copy of the truncated one (same
+    /// first bytes, at least as long as what was counted), the lines not yet read are
+    /// read from the copy. Only lines written between the copy and the truncation are
+    /// then lost, in neither file.
+    fn finish_from_copy(&mut self, before: Position) {
+        if before.fp_len == 0 {
+            return;
+        }
+        for path in expand(&self.settings.rotated) {
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            let id = identity(&meta);
+            let known = id == (before.dev, before.ino)
+                || self.files.values().any(|f| f.identity == id)
+                || self.retired.iter().any(|r| r.followed.identity == id);
+            if known || meta.len() < before.offset {
+                continue;
+            }
+            if fingerprint(&file, before.fp_len as usize).ok().flatten() == Some(before.fp) {
+                let resume = Position {
+                    dev: id.0,
+                    ino: id.1,
+                    ..before
+                };
+                if let Err(error) = self.open(&path, Start::Resume(resume), true) {
                     self.pipeline.event(
                         self.source,
                         SourceEvent::ReadError {
-                            path,
+                            path: &path,
                             error: &error,
                         },
                     );
                 }
+                return;
             }
         }
+    }
+
+    /// Reads one followed file; true when it stopped being followed.
+    fn poll_file(&mut self, path: &Path) -> bool {
+        if let Some(before) = self.check_truncated(path) {
+            self.finish_from_copy(before);
+        }
+        let Some(f) = self.files.get_mut(path) else {
+            return false;
+        };
         match drain(
             &self.pipeline,
             self.source,
