@@ -108,6 +108,7 @@ async fn committer(
         match result {
             Ok(Ok(committed)) => {
                 if let Some(totals) = committed {
+                    let _gate = health.publishing.write().unwrap_or_else(|e| e.into_inner());
                     metrics.publish(&totals);
                     metrics.last_commit_timestamp.set(unix_now());
                 }
@@ -147,6 +148,7 @@ fn restore(pipeline: &Pipeline, dir: &Path) -> Option<file::Checkpoint> {
                     tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids = saved.dedupe.len(), "State restored.");
                     Some(file::Checkpoint {
                         written_at: saved.written_at,
+                        scanned_at: saved.scanned_at,
                         positions: saved.positions,
                     })
                 }
@@ -197,12 +199,30 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         telemetry_path: settings.web.telemetry_path.clone(),
         sources_ready: Default::default(),
         committing: std::sync::atomic::AtomicBool::new(true),
+        publishing: Default::default(),
     });
     if settings.file.paths.is_empty() {
         tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
     }
     let checkpoint = restore(&pipeline, &settings.state.dir);
-    let tailer = file::Tailer::new(settings.file.clone(), pipeline.clone(), checkpoint);
+    let mut tailer = file::Tailer::new(settings.file.clone(), pipeline.clone(), checkpoint);
+    // Claim the start positions and commit them before reading a line (see
+    // Tailer::start). The committer publishes the restored totals right away.
+    let (tailer, first) = {
+        let (p, dir) = (pipeline.clone(), settings.state.dir.clone());
+        tokio::task::spawn_blocking(move || {
+            tailer.start();
+            let first = p.commit(&dir);
+            (tailer, first)
+        })
+        .await
+        .context("the start-up commit task failed")?
+    };
+    if let Err(e) = first {
+        tracing::error!(error = %e, "Cannot commit the state at start-up; not ready until a commit succeeds.");
+        metrics.commit_errors.inc();
+        state.committing.store(false, Ordering::Release);
+    }
     // What was restored is what the last commit held: serve it from the start.
     pipeline.publish(&mut metrics);
 

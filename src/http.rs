@@ -31,6 +31,9 @@ pub struct HttpState {
     pub sources_ready: AtomicBool,
     /// The last commit succeeded (or none was tried yet).
     pub committing: AtomicBool,
+    /// Held for writing while a commit is published, for reading while a scrape is
+    /// gathered: a scrape shows one commit whole, never half of the next.
+    pub publishing: std::sync::RwLock<()>,
 }
 
 impl HttpState {

@@ -324,6 +324,9 @@ pub struct Ledger {
     pub sources: Vec<SourceTotals>,
     /// Followed files and how far they are counted.
     pub positions: std::collections::BTreeMap<FileKey, Position>,
+    /// When the file patterns were last expanded (Unix seconds): a file not among
+    /// the positions was not there then.
+    pub scanned_at: f64,
     /// Grows with every change, so that an unchanged ledger need not be committed.
     generation: u64,
 }
@@ -354,6 +357,7 @@ impl Ledger {
             dead_letter: [0; 2],
             sources: Vec::new(),
             positions: Default::default(),
+            scanned_at: 0.0,
             generation: 0,
         };
         ledger.sync_code_info();

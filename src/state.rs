@@ -58,6 +58,8 @@ struct Header {
     written_at: f64,
     totals: Totals,
     positions: Vec<Position>,
+    #[serde(default)]
+    scanned_at: f64,
     dedupe: u64,
     dedupe_checksum: u64,
 }
@@ -68,6 +70,8 @@ pub struct State {
     pub written_at: f64,
     pub totals: Totals,
     pub positions: Vec<Position>,
+    /// When the file patterns were last expanded before the commit.
+    pub scanned_at: f64,
     /// Dedupe hashes, oldest first.
     pub dedupe: Vec<u64>,
 }
@@ -104,6 +108,7 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
         written_at: unix_now(),
         totals,
         positions: ledger.positions.values().cloned().collect(),
+        scanned_at: ledger.scanned_at,
         dedupe: ledger.dedupe().len() as u64,
         dedupe_checksum: checksum.digest(),
     };
@@ -211,6 +216,7 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         written_at: header.written_at,
         totals: header.totals,
         positions: header.positions,
+        scanned_at: header.scanned_at,
         dedupe,
     }))
 }

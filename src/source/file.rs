@@ -79,9 +79,21 @@ fn fingerprint(file: &File, len: usize) -> std::io::Result<Option<u64>> {
     Ok(Some(xxhash_rust::xxh3::xxh3_64(buf)))
 }
 
-/// Reads `file` from its current position to its end through the pipeline; returns the
-/// bytes read. With a `key`, the file's committed position follows (`read` is how far
-/// the file was read before).
+/// What [`drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Bytes read and counted.
+    pub bytes: u64,
+    /// The file's first bytes changed under the reader (truncated and written again
+    /// while it was being read): the last block read was not counted.
+    pub replaced: bool,
+}
+
+/// Reads `file` from its current position to its end through the pipeline. With a
+/// `key`, the file's committed position follows (`read` is how far the file was read
+/// before). With a `guard` (the fingerprint's length and value), every block is
+/// counted only if the file still starts with the same bytes after it was read, so a
+/// block read across a truncation is never counted.
 pub fn drain(
     pipeline: &Pipeline,
     source: SourceId,
@@ -89,15 +101,29 @@ pub fn drain(
     splitter: &mut LineSplitter,
     buf: &mut [u8],
     key: Option<(FileKey, u64)>,
-) -> std::io::Result<u64> {
+    guard: Option<(u32, u64)>,
+) -> std::io::Result<Drained> {
     let mut total = 0u64;
     loop {
         let n = match file.read(buf) {
-            Ok(0) => return Ok(total),
+            Ok(0) => {
+                return Ok(Drained {
+                    bytes: total,
+                    replaced: false,
+                })
+            }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if let Some((fp_len, fp)) = guard.filter(|(len, _)| *len > 0) {
+            if fingerprint(file, fp_len as usize)? != Some(fp) {
+                return Ok(Drained {
+                    bytes: total,
+                    replaced: true,
+                });
+            }
+        }
         total += n as u64;
         let cursor = key.map(|(k, read)| (k, read + total));
         pipeline.process(source, splitter, &buf[..n], cursor);
@@ -144,6 +170,8 @@ pub fn expand(patterns: &[String]) -> Vec<PathBuf> {
 pub struct Checkpoint {
     /// When the state file was written (Unix seconds).
     pub written_at: f64,
+    /// When the patterns were last expanded before that (0 when unknown).
+    pub scanned_at: f64,
     pub positions: Vec<Position>,
 }
 
@@ -201,6 +229,16 @@ impl Tailer {
         self.source
     }
 
+    /// Opens the files found at start-up at their start positions (checkpointed, or
+    /// `start_at`) without reading them, so that the positions can be committed before
+    /// any line is read: a crash after that commit resumes from them, instead of
+    /// deciding `start_at = end` again at a later end.
+    pub fn start(&mut self) {
+        if !self.started {
+            self.rescan();
+        }
+    }
+
     /// Where a file found at start-up starts, by the checkpoint: its position when it
     /// is the same file (same device and inode, and the same first bytes); its start
     /// when only the inode is the same (a new file on a reused inode, or a file
@@ -232,7 +270,14 @@ impl Tailer {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs_f64());
-        created.is_some_and(|c| c >= cp.written_at - 1.0)
+        // Every file that existed at the last expansion was found by it; file times
+        // come from a coarse clock that may lag the one scanned_at was read from.
+        let since = if cp.scanned_at > 0.0 {
+            cp.scanned_at
+        } else {
+            cp.written_at
+        };
+        created.is_some_and(|c| c >= since - 0.05)
     }
 
     /// Opens a file and starts following it; `retire` puts it straight among the
@@ -310,6 +355,10 @@ impl Tailer {
 
     /// Expands the patterns and follows new matches, within `max_files`.
     fn rescan(&mut self) {
+        let scan_started = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         let mut refused = 0;
         for path in expand(&self.settings.paths) {
             if self.files.contains_key(&path) {
@@ -360,6 +409,9 @@ impl Tailer {
         self.refused = refused;
         self.started = true;
         self.last_glob = Some(Instant::now());
+        // Not a change worth a commit by itself: a file found by this expansion is
+        // tracked, and that is one.
+        self.pipeline.with_ledger(|l| l.scanned_at = scan_started);
         self.pipeline.event(
             self.source,
             SourceEvent::Tracked {
@@ -410,6 +462,9 @@ impl Tailer {
         if force_glob || due {
             self.rescan();
         }
+        // Retired files hold older lines than the files that replaced them: read them
+        // first, so that the first terminal record of a task is the one counted.
+        self.poll_retired();
         let paths: Vec<PathBuf> = self.files.keys().cloned().collect();
         let mut changed = false;
         for path in paths {
@@ -419,7 +474,6 @@ impl Tailer {
             // A rotated path may already have its new file: follow it now.
             self.rescan();
         }
-        self.poll_retired();
     }
 
     /// Reads retired files; forgets those quiet for `rotate_wait`, counting a last
@@ -437,10 +491,11 @@ impl Tailer {
                 &mut f.splitter,
                 &mut self.buf,
                 Some((f.key, f.read)),
+                None,
             ) {
-                Ok(0) => {}
-                Ok(n) => {
-                    f.read += n;
+                Ok(Drained { bytes: 0, .. }) => {}
+                Ok(d) => {
+                    f.read += d.bytes;
                     r.last_data = Instant::now();
                 }
                 Err(error) => {
@@ -474,10 +529,13 @@ impl Tailer {
     /// Truncation: the open file is shorter than what was read, or its first bytes are
     /// no longer the ones it started with. The file is then read again from its start;
     /// returns where it was, to look for a copy holding the rest.
-    fn check_truncated(&mut self, path: &Path) -> Option<Position> {
+    fn check_truncated(&mut self, path: &Path, force: bool) -> Option<Position> {
         let f = self.files.get_mut(path)?;
         let m = f.file.metadata().ok()?;
-        if !(m.len() < f.read || (m.len() >= f.fp_len as u64 && Self::replaced_in_place(f))) {
+        if !(force
+            || m.len() < f.read
+            || (m.len() >= f.fp_len as u64 && Self::replaced_in_place(f)))
+        {
             return None;
         }
         let before = Position {
@@ -548,6 +606,8 @@ impl Tailer {
                         },
                     );
                 }
+                // The copy's lines are older than what the truncated file holds now.
+                self.poll_retired();
                 return;
             }
         }
@@ -555,32 +615,48 @@ impl Tailer {
 
     /// Reads one followed file; true when it stopped being followed.
     fn poll_file(&mut self, path: &Path) -> bool {
-        if let Some(before) = self.check_truncated(path) {
-            self.finish_from_copy(before);
+        let mut replaced = false;
+        // A file replaced under the reader is handled as a truncation and read again:
+        // twice at most per round, the next round goes on.
+        for _ in 0..2 {
+            if let Some(before) = self.check_truncated(path, replaced) {
+                self.finish_from_copy(before);
+            }
+            let Some(f) = self.files.get_mut(path) else {
+                return false;
+            };
+            let guard = Some((f.fp_len, f.fp));
+            match drain(
+                &self.pipeline,
+                self.source,
+                &mut f.file,
+                &mut f.splitter,
+                &mut self.buf,
+                Some((f.key, f.read)),
+                guard,
+            ) {
+                Ok(d) => {
+                    f.read += d.bytes;
+                    replaced = d.replaced;
+                }
+                Err(error) => {
+                    self.pipeline.event(
+                        self.source,
+                        SourceEvent::ReadError {
+                            path,
+                            error: &error,
+                        },
+                    );
+                    return false;
+                }
+            }
+            if !replaced {
+                break;
+            }
         }
         let Some(f) = self.files.get_mut(path) else {
             return false;
         };
-        match drain(
-            &self.pipeline,
-            self.source,
-            &mut f.file,
-            &mut f.splitter,
-            &mut self.buf,
-            Some((f.key, f.read)),
-        ) {
-            Ok(n) => f.read += n,
-            Err(error) => {
-                self.pipeline.event(
-                    self.source,
-                    SourceEvent::ReadError {
-                        path,
-                        error: &error,
-                    },
-                );
-                return false;
-            }
-        }
         // A young file's fingerprint grows with it, up to FINGERPRINT_BYTES.
         if (f.fp_len as usize) < FINGERPRINT_BYTES && f.read > f.fp_len as u64 {
             let len = f.read.min(FINGERPRINT_BYTES as u64) as u32;
@@ -737,8 +813,16 @@ pub fn scan(
         let mut file = File::open(path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let mut splitter = LineSplitter::new(max_line_bytes);
-        drain(pipeline, source, &mut file, &mut splitter, &mut buf, None)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        drain(
+            pipeline,
+            source,
+            &mut file,
+            &mut splitter,
+            &mut buf,
+            None,
+            None,
+        )
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         pipeline.finish(source, &mut splitter, None);
     }
     pipeline.event(source, SourceEvent::Tracked { files: paths.len() });

@@ -112,6 +112,7 @@ pub fn sum(text: &str, family: &str, with: &[&str]) -> f64 {
 /// A daemon started for a test, killed when dropped.
 pub struct Daemon {
     pub pid: u32,
+    gone: bool,
     exited: Receiver<ExitStatus>,
     pub addr: SocketAddr,
     logs: Receiver<serde_json::Value>,
@@ -160,6 +161,7 @@ impl Daemon {
         });
         let mut d = Daemon {
             pid,
+            gone: false,
             exited,
             addr: "127.0.0.1:1".parse().unwrap(),
             logs,
@@ -237,9 +239,12 @@ impl Daemon {
 
     /// Waits for the process to exit, at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        self.exited
+        let status = self
+            .exited
             .recv_timeout(timeout)
-            .unwrap_or_else(|_| panic!("daemon did not exit within {timeout:?}"))
+            .unwrap_or_else(|_| panic!("daemon did not exit within {timeout:?}"));
+        self.gone = true;
+        status
     }
 
     /// Peak resident memory (VmHWM) in bytes.
@@ -257,7 +262,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.exited.try_recv().is_err() {
+        if !self.gone && self.exited.try_recv().is_err() {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.pid.to_string()])
                 .status();

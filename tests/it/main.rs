@@ -2,5 +2,6 @@
 
 mod cli;
 mod daemon;
+mod durability;
 mod harness;
 mod hostile;

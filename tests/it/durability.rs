@@ -1,0 +1,446 @@
+//! Nothing lost, nothing twice: restarts, crashes, rotation under continuous writes,
+//! corrupt and unwritable state.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A deterministic stream of task lines and the counts they must give.
+struct Feed {
+    seed: u64,
+    next: u64,
+    terminal: Vec<u64>,
+    counted: u64,
+    duplicate: u64,
+    non_terminal: u64,
+    safety: u64,
+}
+
+impl Feed {
+    fn new(seed: u64) -> Feed {
+        Feed {
+            seed,
+            next: 0,
+            terminal: Vec::new(),
+            counted: 0,
+            duplicate: 0,
+            non_terminal: 0,
+            safety: 0,
+        }
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+
+    /// `n` lines: unique terminal tasks, some duplicates and non-terminal records.
+    fn lines(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n * 100);
+        for _ in 0..n {
+            let r = self.rand() % 100;
+            let id = self.next;
+            if r < 5 && !self.terminal.is_empty() {
+                // A duplicate terminal record of an earlier task.
+                let pick = (self.rand() % self.terminal.len() as u64) as usize;
+                let old = self.terminal[pick];
+                writeln!(
+                    out,
+                    "{{\"id\":\"t{old}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\"}}"
+                )
+                .unwrap();
+                self.duplicate += 1;
+                continue;
+            }
+            self.next += 1;
+            if r < 15 {
+                writeln!(
+                    out,
+                    "{{\"id\":\"p{id}\",\"status\":\"RUNNING\",\"progress\":0.5}}"
+                )
+                .unwrap();
+                self.non_terminal += 1;
+            } else if r < 30 {
+                self.terminal.push(id);
+                writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"FAILED\",\"failureCode\":\"SAFETY.INPUT.TEXT\",\"model\":\"gen4_turbo\",\"duration\":5}}").unwrap();
+                self.counted += 1;
+                self.safety += 1;
+            } else {
+                self.terminal.push(id);
+                writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\",\"duration\":5}}").unwrap();
+                self.counted += 1;
+            }
+        }
+        out
+    }
+
+    fn total(&self) -> u64 {
+        self.counted + self.duplicate + self.non_terminal
+    }
+
+    fn check(&self, m: &str) {
+        let r = |x: &str| {
+            sample(
+                m,
+                &format!("runway_exporter_records_total{{result=\"{x}\",source=\"file\"}}"),
+            )
+            .unwrap_or(0.0) as u64
+        };
+        assert_eq!(
+            (
+                r("counted"),
+                r("duplicate"),
+                r("non_terminal"),
+                r("rejected")
+            ),
+            (self.counted, self.duplicate, self.non_terminal, 0)
+        );
+        assert_eq!(
+            sum(m, "runway_task_failures_total", &["SAFETY.INPUT.TEXT"]) as u64,
+            self.safety
+        );
+        assert_eq!(sum(m, "runway_tasks_total", &[]) as u64, self.counted);
+        assert_eq!(
+            sum(m, "runway_credits_lost_total", &[]) as u64,
+            self.safety * 25
+        );
+    }
+}
+
+/// Every counter sample of a scrape, by series.
+fn counters(m: &str) -> BTreeMap<String, f64> {
+    m.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let name = series.split('{').next().unwrap();
+            name.ends_with("_total") && !name.starts_with("process_")
+        })
+        .map(|(s, v)| (s.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// Remembers the highest value of every counter and fails on any decrease.
+#[derive(Default)]
+struct Monotonic {
+    seen: BTreeMap<String, f64>,
+    scrapes: u64,
+}
+
+impl Monotonic {
+    fn observe(&mut self, m: &str) {
+        self.scrapes += 1;
+        for (series, v) in counters(m) {
+            let prev = self.seen.entry(series.clone()).or_insert(v);
+            assert!(v >= *prev, "{series} went from {prev} to {v}");
+            *prev = v;
+        }
+    }
+}
+
+fn wait_counted(d: &Daemon, feed: &Feed, mono: &mut Monotonic) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = d.metrics();
+        mono.observe(&m);
+        if sum(&m, "runway_exporter_records_total", &[]) as u64 >= feed.total()
+            || Instant::now() > deadline
+        {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn durable_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "[state]\ndir = \"{}\"\ncommit_interval = \"100ms\"\n[file]\npaths = [\"{}/app.log\"]\nrotated = [\"{}/app.log.1\"]\npoll_interval = \"50ms\"\nglob_interval = \"100ms\"\nrotate_wait = \"1s\"\n{extra}",
+        dir.join("state").display(),
+        dir.display(),
+        dir.display()
+    )
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = durable_config(dir.path(), "");
+    let mut feed = Feed::new(0x9E3779B97F4A7C15);
+    let mut mono = Monotonic::default();
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut kills = 0;
+    let mut written = 0;
+    // 200,000 lines in batches; the daemon is killed with SIGKILL at pseudo-random
+    // points of the stream and started again.
+    while written < 200_000 {
+        let batch = 1000 + (feed.rand() % 4000) as usize;
+        f.write_all(&feed.lines(batch)).unwrap();
+        written += batch;
+        mono.observe(&d.metrics());
+        if kills < 12 && feed.rand().is_multiple_of(3) {
+            d.signal("KILL");
+            d.wait_exit(Duration::from_secs(10));
+            kills += 1;
+            d = Daemon::start(dir.path(), &cfg, &[]);
+            mono.observe(&d.metrics());
+        }
+    }
+    while kills < 10 {
+        d.signal("KILL");
+        d.wait_exit(Duration::from_secs(10));
+        kills += 1;
+        d = Daemon::start(dir.path(), &cfg, &[]);
+    }
+    let m = wait_counted(&d, &feed, &mut mono);
+    feed.check(&m);
+    assert!(
+        kills >= 10 && mono.scrapes > 20,
+        "{kills} kills, {} scrapes",
+        mono.scrapes
+    );
+
+    // SIGTERM mid-stream: a clean exit within the grace period, and nothing lost.
+    f.write_all(&feed.lines(20_000)).unwrap();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let d = Daemon::start(dir.path(), &cfg, &[]);
+    let m = wait_counted(&d, &feed, &mut mono);
+    feed.check(&m);
+}
+
+#[test]
+fn a_restart_resumes_and_reads_what_was_written_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = durable_config(dir.path(), "");
+    let mut feed = Feed::new(7);
+    let mut mono = Monotonic::default();
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    append(&log, &feed.lines(500));
+    feed.check(&wait_counted(&d, &feed, &mut mono));
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    // Written while stopped, and a new log that appeared meanwhile: both are read
+    // (start_at = end applies only to files known before the last commit).
+    append(&log, &feed.lines(300));
+    std::fs::write(dir.path().join("app.log.new"), b"").unwrap();
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    let m = wait_counted(&d, &feed, &mut mono);
+    feed.check(&m);
+    assert!(d.logs().iter().any(|l| l["message"] == "State restored."));
+}
+
+/// Rounds of writes with a rotation in the middle of each: lines are written right
+/// up to the rotation and right after it, and the next rotation comes once the
+/// daemon has caught up (rotations are far apart next to the poll interval).
+/// `rotate` may also write late lines to the old file, through `late`.
+fn rotation_under_writes(rotate: impl Fn(&Path, &mut dyn FnMut(&Path))) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = durable_config(dir.path(), "");
+    let mut feed = Feed::new(42);
+    let mut mono = Monotonic::default();
+    let d = Daemon::start(dir.path(), &cfg, &[]);
+    append(&log, &feed.lines(100));
+    feed.check(&wait_counted(&d, &feed, &mut mono));
+    for _ in 0..6 {
+        for _ in 0..20 {
+            append(&log, &feed.lines(50));
+        }
+        rotate(dir.path(), &mut |old: &Path| append(old, &feed.lines(30)));
+        for _ in 0..10 {
+            append(&log, &feed.lines(50));
+        }
+        feed.check(&wait_counted(&d, &feed, &mut mono));
+    }
+    let m = d.metrics();
+    assert!(
+        sum(&m, "runway_exporter_file_rotations_total", &[])
+            + sum(&m, "runway_exporter_file_truncations_total", &[])
+            >= 1.0
+    );
+}
+
+#[test]
+fn rename_and_create_under_writes() {
+    rotation_under_writes(|dir, late| {
+        let log = dir.join("app.log");
+        let old = dir.join("app.log.1");
+        std::fs::rename(&log, &old).unwrap();
+        append(&log, b"");
+        // The application has not reopened its log yet: it still writes to the old one.
+        late(&old);
+    });
+}
+
+#[test]
+fn copytruncate_under_writes() {
+    rotation_under_writes(|dir, _late| {
+        let log = dir.join("app.log");
+        // As logrotate does: older copies move on, the copy is a new file.
+        let first = dir.join("app.log.1");
+        if first.exists() {
+            std::fs::rename(&first, dir.join("app.log.2")).unwrap();
+        }
+        std::fs::copy(&log, dir.join("app.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    });
+}
+
+#[test]
+fn delete_and_recreate_under_writes() {
+    rotation_under_writes(|dir, _late| {
+        let log = dir.join("app.log");
+        std::fs::remove_file(&log).unwrap();
+        append(&log, b"");
+    });
+}
+
+#[test]
+fn rotation_while_stopped_is_finished_from_the_rotated_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = durable_config(dir.path(), "");
+    let mut feed = Feed::new(99);
+    let mut mono = Monotonic::default();
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    append(&log, &feed.lines(400));
+    wait_counted(&d, &feed, &mut mono);
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    // While stopped: more lines to the old file, then it is renamed away and a new
+    // log started.
+    append(&log, &feed.lines(300));
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    append(&log, &feed.lines(200));
+    let d = Daemon::start(dir.path(), &cfg, &[]);
+    let m = wait_counted(&d, &feed, &mut mono);
+    feed.check(&m);
+}
+
+#[test]
+fn a_file_rewritten_in_place_or_recreated_while_stopped_is_read_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = durable_config(dir.path(), "");
+    let mut feed = Feed::new(5);
+    let mut mono = Monotonic::default();
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    append(&log, &feed.lines(100));
+    wait_counted(&d, &feed, &mut mono);
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    // Same inode, other content, longer than the committed offset: the fingerprint
+    // tells it is not the file that was being read.
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap());
+    std::fs::write(&log, feed.lines(300)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap()),
+        ino
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    feed.check(&wait_counted(&d, &feed, &mut mono));
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    // Deleted and created again (the file system may hand out the same inode).
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&log, feed.lines(50)).unwrap();
+    let d = Daemon::start(dir.path(), &cfg, &[]);
+    feed.check(&wait_counted(&d, &feed, &mut mono));
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_and_the_daemon_starts_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(
+        state.join("runway-exporter.state"),
+        b"{\"format\":\"runway-exporter-state\",\"vers",
+    )
+    .unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"{\"id\":\"old\",\"status\":\"CANCELLED\"}\n");
+    let mut d = Daemon::start(dir.path(), &durable_config(dir.path(), ""), &[]);
+    let errors: Vec<_> = d
+        .logs()
+        .iter()
+        .filter(|l| l["level"] == "ERROR")
+        .cloned()
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("State file is corrupt"));
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("runway-exporter.state.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    // Fresh according to start_at = end: the old line is not counted, new ones are.
+    append(&log, b"{\"id\":\"new\",\"status\":\"CANCELLED\"}\n");
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
+        sum(m, "runway_tasks_total", &["CANCELLED"]) >= 1.0
+    });
+    assert_eq!(sum(&m, "runway_tasks_total", &["CANCELLED"]), 1.0);
+    assert_eq!(get(d.addr, "/-/ready").unwrap().0, 200);
+}
+
+#[test]
+fn an_unwritable_state_dir_makes_ready_fail_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let mut feed = Feed::new(3);
+    let mut mono = Monotonic::default();
+    let d = Daemon::start(dir.path(), &durable_config(dir.path(), ""), &[]);
+    // The temporary file's name taken by a directory: every commit fails (a stand-in
+    // for a read-only or full disk that works when the tests run as root).
+    let blocker = state.join(".runway-exporter.state.tmp");
+    // A commit may hold the temporary file for a moment: try until the directory
+    // takes its place.
+    let blocked = (0..1000).any(|_| {
+        let _ = std::fs::remove_file(&blocker);
+        std::fs::create_dir(&blocker).is_ok()
+    });
+    assert!(blocked);
+    std::fs::write(blocker.join("x"), b"").unwrap();
+    append(&log, &feed.lines(200));
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sample(m, "runway_exporter_commit_errors_total").unwrap_or(0.0) >= 3.0
+    });
+    assert!(sample(&m, "runway_exporter_commit_errors_total").unwrap() >= 3.0);
+    assert_eq!(get(d.addr, "/-/ready").unwrap().0, 503);
+    mono.observe(&m);
+    // The disk recovers: everything read meanwhile is committed and published.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let m = wait_counted(&d, &feed, &mut mono);
+    feed.check(&m);
+    let ready = (0..500).find(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        get(d.addr, "/-/ready").unwrap().0 == 200
+    });
+    assert!(ready.is_some(), "ready again after the disk recovered");
+}
