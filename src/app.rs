@@ -104,10 +104,17 @@ async fn committer(
             _ = tick.tick() => false,
         };
         let (p, d) = (pipeline.clone(), dir.clone());
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || p.commit(&d)).await;
         match result {
             Ok(Ok(committed)) => {
                 if let Some(totals) = committed {
+                    metrics
+                        .last_commit_duration
+                        .set(started.elapsed().as_secs_f64());
+                    if let Ok(m) = std::fs::metadata(dir.join(state::FILE_NAME)) {
+                        metrics.state_file_bytes.set(m.len() as i64);
+                    }
                     let _gate = health.publishing.write().unwrap_or_else(|e| e.into_inner());
                     metrics.publish(&totals);
                     metrics.last_commit_timestamp.set(unix_now());

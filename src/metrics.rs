@@ -48,6 +48,8 @@ pub struct Metrics {
     pub last_record_timestamp: GaugeVec,
     pub source_up: GaugeVec,
     pub dedupe_ids: IntGauge,
+    pub last_commit_duration: Gauge,
+    pub state_file_bytes: IntGauge,
     pub dead_letter_lines: IntCounterVec,
     published: Published,
 }
@@ -101,6 +103,8 @@ impl Metrics {
             last_record_timestamp: register(r, GaugeVec::new(opts("runway_exporter_last_record_timestamp_seconds", "Unix time a line was last read from the source."), &["source"])?)?,
             source_up: register(r, GaugeVec::new(opts("runway_exporter_source_up", "1 when the source is running and can read its input."), &["source"])?)?,
             dedupe_ids: register(r, IntGauge::with_opts(opts("runway_exporter_dedupe_ids", "Task ids remembered in the dedupe window."))?)?,
+            last_commit_duration: register(r, Gauge::with_opts(opts("runway_exporter_last_commit_duration_seconds", "How long the last successful commit of the state file took."))?)?,
+            state_file_bytes: register(r, IntGauge::with_opts(opts("runway_exporter_state_file_bytes", "Size of the state file after the last successful commit."))?)?,
             dead_letter_lines: register(r, IntCounterVec::new(opts("runway_exporter_dead_letter_lines_total", "Rejected lines written to, or dropped from, the dead-letter file."), &["result"])?)?,
             published: Published::default(),
         };

@@ -444,3 +444,100 @@ fn an_unwritable_state_dir_makes_ready_fail_and_recovers() {
     });
     assert!(ready.is_some(), "ready again after the disk recovered");
 }
+
+/// Current resident memory (VmRSS) of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn five_million_distinct_ids_keep_memory_and_state_within_the_bounds() {
+    const WINDOW: u64 = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let d = Daemon::start(dir.path(), &durable_config(dir.path(), ""), &[]);
+    let write = |from: u64, to: u64| {
+        let mut f = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        );
+        for i in from..to {
+            writeln!(f, "{{\"id\":\"task-{i:010}\",\"status\":\"CANCELLED\"}}").unwrap();
+        }
+    };
+    let counted = |n: u64| {
+        let (m, _) = d.scrape_until(Duration::from_secs(120), |m| {
+            sum(m, "runway_exporter_records_total", &["counted"]) as u64 >= n
+        });
+        assert_eq!(
+            sum(&m, "runway_exporter_records_total", &["counted"]) as u64,
+            n
+        );
+        m
+    };
+    let state_file = dir.path().join("state/runway-exporter.state");
+
+    // Past the window once, then two and a half times its size again.
+    write(0, 2 * WINDOW);
+    let m = counted(2 * WINDOW);
+    assert_eq!(
+        sample(&m, "runway_exporter_dedupe_ids"),
+        Some(WINDOW as f64)
+    );
+    let rss_2m = rss(d.pid);
+    let state_2m = std::fs::metadata(&state_file).unwrap().len();
+    write(2 * WINDOW, 5 * WINDOW);
+    let m = counted(5 * WINDOW);
+    assert_eq!(
+        sample(&m, "runway_exporter_dedupe_ids"),
+        Some(WINDOW as f64)
+    );
+    let rss_5m = rss(d.pid);
+    let state_5m = std::fs::metadata(&state_file).unwrap().len();
+    let peak = d.peak_rss();
+    eprintln!("rss after 2M ids {rss_2m}, after 5M {rss_5m}, peak {peak}; state {state_2m} -> {state_5m} bytes");
+
+    // The documented bounds (README, "Bounds"): the state file holds 8 bytes per
+    // remembered id plus a header of capped series; memory is about 26 bytes per
+    // remembered id on top of a small base.
+    assert!(
+        state_5m <= 8 * WINDOW + 256 * 1024,
+        "state file {state_5m} bytes"
+    );
+    assert!(
+        state_5m.abs_diff(state_2m) <= 4096,
+        "state file grew from {state_2m} to {state_5m}"
+    );
+    assert!(peak <= 26 * WINDOW + 48 * 1024 * 1024, "peak RSS {peak}");
+    assert!(
+        rss_5m <= rss_2m + rss_2m / 10,
+        "RSS grew from {rss_2m} to {rss_5m} with the lines read"
+    );
+}
+
+#[test]
+fn the_number_of_followed_files_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.log", "b.log", "c.log"] {
+        append(&dir.path().join(name), b"{\"status\":\"CANCELLED\"}\n");
+    }
+    let cfg = config(dir.path(), "max_files = 2\nstart_at = \"beginning\"\n");
+    let d = Daemon::start(dir.path(), &cfg, &[]);
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
+        sum(m, "runway_tasks_total", &["CANCELLED"]) >= 2.0
+    });
+    assert_eq!(
+        sample(&m, "runway_exporter_files_tracked{source=\"file\"}"),
+        Some(2.0)
+    );
+    assert!(sample(&m, "runway_exporter_file_limit_hits_total{source=\"file\"}").unwrap() >= 1.0);
+    assert_eq!(sum(&m, "runway_tasks_total", &["CANCELLED"]), 2.0);
+}
