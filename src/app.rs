@@ -142,7 +142,7 @@ async fn committer(
 }
 
 /// Loads the state file into the pipeline's ledger; the tailer's checkpoint.
-fn restore(pipeline: &Pipeline, dir: &Path) -> Option<file::Checkpoint> {
+pub fn restore(pipeline: &Pipeline, dir: &Path) -> Option<file::Checkpoint> {
     if let Err(e) = std::fs::create_dir_all(dir) {
         tracing::error!(dir = %dir.display(), error = %e, "Cannot create the state directory; counting goes on, but nothing is committed until it exists.");
     }
@@ -156,6 +156,7 @@ fn restore(pipeline: &Pipeline, dir: &Path) -> Option<file::Checkpoint> {
                     Some(file::Checkpoint {
                         written_at: saved.written_at,
                         scanned_at: saved.scanned_at,
+                        replaced: Vec::new(),
                         positions: saved.positions,
                     })
                 }

@@ -172,6 +172,9 @@ pub struct Checkpoint {
     pub written_at: f64,
     /// When the patterns were last expanded before that (0 when unknown).
     pub scanned_at: f64,
+    /// Positions whose file is there but starts with other bytes now: its lines may
+    /// be in a rotated copy (copytruncate while the exporter was stopped).
+    pub replaced: Vec<Position>,
     pub positions: Vec<Position>,
 }
 
@@ -254,6 +257,7 @@ impl Tailer {
         if p.fp_len == 0 || fingerprint(file, p.fp_len as usize).ok().flatten() == Some(p.fp) {
             Start::Resume(p)
         } else {
+            cp.replaced.push(p);
             Start::Beginning
         }
     }
@@ -423,13 +427,36 @@ impl Tailer {
     /// At start-up: checkpointed files renamed while the exporter was stopped are read
     /// to their end under a `rotated` name; the rest are reported lost.
     fn resume_rotated(&mut self) {
-        for path in expand(&self.settings.rotated) {
+        // Oldest first (app.log.2 before app.log.1), as the lines were written.
+        let mut rotated = expand(&self.settings.rotated);
+        rotated.reverse();
+        for path in rotated {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
             let Ok(meta) = file.metadata() else { continue };
-            if let Start::Resume(p) = self.checkpointed(&file, identity(&meta)) {
-                if let Err(error) = self.open(&path, Start::Resume(p), true) {
+            let id = identity(&meta);
+            if self.files.values().any(|f| f.identity == id) {
+                continue;
+            }
+            let start = match self.checkpointed(&file, id) {
+                // Renamed while the exporter was stopped: go on where it was.
+                Start::Resume(p) => Some(Start::Resume(p)),
+                _ => match self.copy_of_checkpointed(&file, meta.len()) {
+                    // A copy of a checkpointed file (copytruncate while stopped).
+                    Some(p) => Some(Start::Resume(Position {
+                        dev: id.0,
+                        ino: id.1,
+                        ..p
+                    })),
+                    // Created and rotated after the last commit: none of it is counted.
+                    None if self.created_since_checkpoint(&meta) => Some(Start::Beginning),
+                    // Older than the checkpoint: read before it was rotated.
+                    None => None,
+                },
+            };
+            if let Some(start) = start {
+                if let Err(error) = self.open(&path, start, true) {
                     self.pipeline.event(
                         self.source,
                         SourceEvent::ReadError {
@@ -441,6 +468,7 @@ impl Tailer {
             }
         }
         if let Some(cp) = self.checkpoint.as_mut() {
+            cp.replaced.clear();
             for p in cp.positions.drain(..) {
                 self.pipeline.event(
                     self.source,
@@ -451,6 +479,22 @@ impl Tailer {
                 );
             }
         }
+    }
+
+    /// A checkpointed position (of a file gone or rewritten) whose first bytes this
+    /// file has, and which it is long enough to hold.
+    fn copy_of_checkpointed(&mut self, file: &File, len: u64) -> Option<Position> {
+        let cp = self.checkpoint.as_mut()?;
+        let matches = |p: &Position| {
+            p.fp_len > 0
+                && len >= p.offset
+                && fingerprint(file, p.fp_len as usize).ok().flatten() == Some(p.fp)
+        };
+        if let Some(i) = cp.replaced.iter().position(matches) {
+            return Some(cp.replaced.swap_remove(i));
+        }
+        let i = cp.positions.iter().position(matches)?;
+        Some(cp.positions.swap_remove(i))
     }
 
     /// One round: find new files when due (or `force_glob`), then read every followed
@@ -532,10 +576,10 @@ impl Tailer {
     fn check_truncated(&mut self, path: &Path, force: bool) -> Option<Position> {
         let f = self.files.get_mut(path)?;
         let m = f.file.metadata().ok()?;
-        if !(force
-            || m.len() < f.read
-            || (m.len() >= f.fp_len as u64 && Self::replaced_in_place(f)))
-        {
+        // Shorter than what was read, or than the bytes fingerprinted (which may not
+        // have been read yet), or starting with other bytes now.
+        let shorter = m.len() < f.read.max(f.fp_len as u64);
+        if !(force || shorter || Self::replaced_in_place(f)) {
             return None;
         }
         let before = Position {
@@ -791,7 +835,12 @@ pub async fn run(
             let _ = tx.send(());
         }
         tokio::select! {
-            _ = token.cancelled() => break,
+            _ = token.cancelled() => {
+                // A last round, so that a removed file's unread lines are counted
+                // before the final commit (the shutdown grace period bounds it).
+                let _ = tokio::task::spawn_blocking(move || tailer.poll(false)).await;
+                break;
+            }
             _ = wake.notified() => {}
             _ = tokio::time::sleep(poll_interval) => {}
         }

@@ -5,3 +5,4 @@ mod daemon;
 mod durability;
 mod harness;
 mod hostile;
+mod tailer_model;
