@@ -59,6 +59,31 @@ struct Followed {
     splitter: LineSplitter,
 }
 
+impl Followed {
+    /// Reads to the end through the pipeline, moving the committed position along;
+    /// with `guarded`, a block read across a truncation is not counted.
+    fn drain(
+        &mut self,
+        pipeline: &Pipeline,
+        source: SourceId,
+        buf: &mut [u8],
+        guarded: bool,
+    ) -> std::io::Result<Drained> {
+        let guard = guarded.then_some((self.fp_len, self.fp));
+        let d = drain(
+            pipeline,
+            source,
+            &mut self.file,
+            &mut self.splitter,
+            buf,
+            Some((self.key, self.read)),
+            guard,
+        )?;
+        self.read += d.bytes;
+        Ok(d)
+    }
+}
+
 fn identity(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
@@ -527,21 +552,12 @@ impl Tailer {
         let mut i = 0;
         while i < self.retired.len() {
             let r = &mut self.retired[i];
-            let f = &mut r.followed;
-            match drain(
-                &self.pipeline,
-                self.source,
-                &mut f.file,
-                &mut f.splitter,
-                &mut self.buf,
-                Some((f.key, f.read)),
-                None,
-            ) {
+            match r
+                .followed
+                .drain(&self.pipeline, self.source, &mut self.buf, false)
+            {
                 Ok(Drained { bytes: 0, .. }) => {}
-                Ok(d) => {
-                    f.read += d.bytes;
-                    r.last_data = Instant::now();
-                }
+                Ok(_) => r.last_data = Instant::now(),
                 Err(error) => {
                     self.pipeline.event(
                         self.source,
@@ -669,20 +685,8 @@ impl Tailer {
             let Some(f) = self.files.get_mut(path) else {
                 return false;
             };
-            let guard = Some((f.fp_len, f.fp));
-            match drain(
-                &self.pipeline,
-                self.source,
-                &mut f.file,
-                &mut f.splitter,
-                &mut self.buf,
-                Some((f.key, f.read)),
-                guard,
-            ) {
-                Ok(d) => {
-                    f.read += d.bytes;
-                    replaced = d.replaced;
-                }
+            match f.drain(&self.pipeline, self.source, &mut self.buf, true) {
+                Ok(d) => replaced = d.replaced,
                 Err(error) => {
                     self.pipeline.event(
                         self.source,

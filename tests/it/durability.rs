@@ -445,18 +445,6 @@ fn an_unwritable_state_dir_makes_ready_fail_and_recovers() {
     assert!(ready.is_some(), "ready again after the disk recovered");
 }
 
-/// Current resident memory (VmRSS) of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 #[test]
 fn five_million_distinct_ids_keep_memory_and_state_within_the_bounds() {
     const WINDOW: u64 = 1_000_000;
@@ -492,7 +480,7 @@ fn five_million_distinct_ids_keep_memory_and_state_within_the_bounds() {
         sample(&m, "runway_exporter_dedupe_ids"),
         Some(WINDOW as f64)
     );
-    let rss_2m = rss(d.pid);
+    let rss_2m = d.rss();
     let state_2m = std::fs::metadata(&state_file).unwrap().len();
     write(2 * WINDOW, 5 * WINDOW);
     let m = counted(5 * WINDOW);
@@ -500,7 +488,7 @@ fn five_million_distinct_ids_keep_memory_and_state_within_the_bounds() {
         sample(&m, "runway_exporter_dedupe_ids"),
         Some(WINDOW as f64)
     );
-    let rss_5m = rss(d.pid);
+    let rss_5m = d.rss();
     let state_5m = std::fs::metadata(&state_file).unwrap().len();
     let peak = d.peak_rss();
     eprintln!("rss after 2M ids {rss_2m}, after 5M {rss_5m}, peak {peak}; state {state_2m} -> {state_5m} bytes");

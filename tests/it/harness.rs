@@ -249,15 +249,25 @@ impl Daemon {
 
     /// Peak resident memory (VmHWM) in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb * 1024
+        proc_status_bytes(self.pid, "VmHWM")
     }
+
+    /// Current resident memory (VmRSS) in bytes.
+    pub fn rss(&self) -> u64 {
+        proc_status_bytes(self.pid, "VmRSS")
+    }
+}
+
+/// A memory field of `/proc/PID/status` (given in kB there), in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb * 1024
 }
 
 impl Drop for Daemon {
