@@ -65,7 +65,7 @@ pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyho
     // A one-shot run has no "last record time" worth exporting: keep the output stable.
     pipeline.with_ledger(|l| l.sources.iter_mut().for_each(|s| s.last_record_unix = 0.0));
     let registry = Registry::new();
-    let mut metrics = Metrics::new(&registry, false)?;
+    let mut metrics = Metrics::new(&registry, false, false)?;
     pipeline.publish(&mut metrics);
     Ok(match format {
         ScanFormat::Prometheus => crate::metrics::render(&registry),
@@ -141,35 +141,74 @@ async fn committer(
     }
 }
 
-/// Loads the state file into the pipeline's ledger; the tailer's checkpoint.
-pub fn restore(pipeline: &Pipeline, dir: &Path) -> Option<file::Checkpoint> {
+/// What a restart knows: the saved state, split by source.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Checkpoints by source name (`file`, `task_list`).
+    pub checkpoints: std::collections::BTreeMap<String, file::Checkpoint>,
+    pub restored: bool,
+}
+
+impl Restored {
+    /// The checkpoint of one source, when there was a state file.
+    pub fn checkpoint(&mut self, source: &str) -> Option<file::Checkpoint> {
+        if !self.restored {
+            return None;
+        }
+        Some(self.checkpoints.remove(source).unwrap_or_default())
+    }
+}
+
+/// Loads the state file into the pipeline's ledger (counters, dedupe window, polled
+/// tasks); returns the sources' checkpoints.
+pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
     if let Err(e) = std::fs::create_dir_all(dir) {
         tracing::error!(dir = %dir.display(), error = %e, "Cannot create the state directory; counting goes on, but nothing is committed until it exists.");
     }
     match state::load(dir) {
         Ok(Some(saved)) => {
-            let restored =
-                pipeline.with_ledger(|l| l.restore(&saved.totals, saved.dedupe.iter().copied()));
+            let restored = pipeline.with_ledger(|l| {
+                l.restore(&saved.totals, saved.dedupe.iter().copied())?;
+                l.api_tasks = saved
+                    .api_tasks
+                    .iter()
+                    .map(|t| (t.id.clone(), t.clone()))
+                    .collect();
+                Ok::<_, crate::ledger::RestoreError>(())
+            });
             match restored {
                 Ok(()) => {
-                    tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids = saved.dedupe.len(), "State restored.");
-                    Some(file::Checkpoint {
-                        written_at: saved.written_at,
-                        scanned_at: saved.scanned_at,
-                        replaced: Vec::new(),
-                        positions: saved.positions,
-                    })
+                    tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids = saved.dedupe.len(), api_tasks = saved.api_tasks.len(), "State restored.");
+                    let mut checkpoints =
+                        std::collections::BTreeMap::<String, file::Checkpoint>::new();
+                    for p in saved.positions {
+                        checkpoints
+                            .entry(p.source.clone())
+                            .or_default()
+                            .positions
+                            .push(p);
+                    }
+                    for (source, at) in &saved.scanned_at {
+                        checkpoints.entry(source.clone()).or_default().scanned_at = *at;
+                    }
+                    for cp in checkpoints.values_mut() {
+                        cp.written_at = saved.written_at;
+                    }
+                    Restored {
+                        checkpoints,
+                        restored: true,
+                    }
                 }
                 Err(e) => {
                     tracing::error!(dir = %dir.display(), error = %e, "State file cannot be restored; starting fresh.");
-                    None
+                    Restored::default()
                 }
             }
         }
-        Ok(None) => None,
+        Ok(None) => Restored::default(),
         Err(e) => {
             tracing::error!(error = %e, "Cannot read the state file; starting fresh without it.");
-            None
+            Restored::default()
         }
     }
 }
@@ -194,7 +233,8 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pipeline = Arc::new(build_pipeline(&settings)?);
     let registry = Registry::new();
-    let mut metrics = Metrics::new(&registry, true).context("cannot register the metrics")?;
+    let mut metrics = Metrics::new(&registry, true, settings.api.task_list.is_some())
+        .context("cannot register the metrics")?;
     let addr = settings.web.listen_address.clone();
     let listener = TcpListener::bind(&addr)
         .await
@@ -212,8 +252,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if settings.file.paths.is_empty() {
         tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
     }
-    let checkpoint = restore(&pipeline, &settings.state.dir);
-    let mut tailer = file::Tailer::new(settings.file.clone(), pipeline.clone(), checkpoint);
+    let mut restored = restore(&pipeline, &settings.state.dir);
+    let mut tailer = file::Tailer::new(
+        settings.file.clone(),
+        pipeline.clone(),
+        restored.checkpoint(file::SOURCE),
+    );
     // Claim the start positions and commit them before reading a line (see
     // Tailer::start). The committer publishes the restored totals right away.
     let (tailer, first) = {

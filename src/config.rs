@@ -209,6 +209,95 @@ impl Default for DeadLetterSettings {
     }
 }
 
+/// The Runway API source: poll the tasks whose ids the application lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Api {
+    /// The task list: one task id per line, or JSON lines with an `id` field (and
+    /// optionally `model` and `duration`). Off when unset.
+    pub task_list: Option<PathBuf>,
+    pub base_url: String,
+    /// A file holding the API key (systemd `LoadCredential`); else `RUNWAYML_API_SECRET`.
+    pub api_key_file: Option<PathBuf>,
+    /// The `X-Runway-Version` header.
+    pub api_version: String,
+    /// How often one task is polled (with up to 25 % jitter either way).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// No task is polled more often than this. Runway asks for 5 s; lower it only
+    /// against a test server.
+    #[serde(with = "humantime_serde")]
+    pub min_poll_interval: Duration,
+    /// Requests per second at most, across all tasks.
+    pub requests_per_second: f64,
+    /// Requests in flight at most.
+    pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// First delay after a retryable failure; doubles up to `backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// After 400/401/403/405 (the key or the request is wrong), retry this slowly.
+    #[serde(with = "humantime_serde")]
+    pub auth_retry_interval: Duration,
+    /// A task not finished after this long ends as `expired`.
+    #[serde(with = "humantime_serde")]
+    pub max_task_age: Duration,
+    /// How often `GET /v1/organization` is asked; 0 turns it off.
+    #[serde(with = "humantime_serde")]
+    pub organization_interval: Duration,
+    /// `i/n`: poll only the ids whose hash falls in shard i of n.
+    pub shard: String,
+    /// Tasks polled at once at most; more ids end as `over_limit`.
+    pub max_tracked: usize,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            task_list: None,
+            base_url: "https://api.dev.runwayml.com".into(),
+            api_key_file: None,
+            api_version: "2024-11-06".into(),
+            poll_interval: Duration::from_secs(6),
+            min_poll_interval: Duration::from_secs(5),
+            requests_per_second: 10.0,
+            max_in_flight: 8,
+            request_timeout: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            auth_retry_interval: Duration::from_secs(60),
+            max_task_age: Duration::from_secs(24 * 3600),
+            organization_interval: Duration::from_secs(60),
+            shard: "0/1".into(),
+            max_tracked: 100_000,
+        }
+    }
+}
+
+impl Api {
+    /// The shard as `(i, n)`.
+    pub fn shard(&self) -> Result<(u64, u64), ConfigError> {
+        let bad = || {
+            invalid(
+                "api.shard",
+                format!("{:?}: want i/n with 0 <= i < n, e.g. 0/2", self.shard),
+            )
+        };
+        let (i, n) = self.shard.split_once('/').ok_or_else(bad)?;
+        let (i, n): (u64, u64) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || i >= n {
+            return Err(bad());
+        }
+        Ok((i, n))
+    }
+}
+
 /// Every setting.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -221,6 +310,7 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub tables: Tables,
     pub dead_letter: DeadLetterSettings,
+    pub api: Api,
 }
 
 /// The command-line flags that override the file (Prometheus exporter conventions).
@@ -253,6 +343,12 @@ pub struct Overrides {
     /// Log format.
     #[arg(long = "log.format", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Task list to poll the Runway API for (one task id per line).
+    #[arg(long = "api.task-list", value_name = "FILE")]
+    pub api_task_list: Option<PathBuf>,
+    /// Base URL of the Runway API.
+    #[arg(long = "api.base-url", value_name = "URL")]
+    pub api_base_url: Option<String>,
 }
 
 impl Settings {
@@ -298,6 +394,12 @@ impl Settings {
             o.state_dir.as_ref().map(|p| p.display().to_string()),
         )?;
         b = set(b, "log.level", o.log_level.clone())?;
+        b = set(
+            b,
+            "api.task_list",
+            o.api_task_list.as_ref().map(|p| p.display().to_string()),
+        )?;
+        b = set(b, "api.base_url", o.api_base_url.clone())?;
         b = set(b, "file.start_at", o.start_at.map(|s| ser_name(&s)))?;
         b = set(b, "log.format", o.log_format.map(|s| ser_name(&s)))?;
         if !o.files.is_empty() {
@@ -368,6 +470,39 @@ impl Settings {
             return Err(invalid("dead_letter.max_bytes", "must be at least 4096"));
         }
         RecordParser::new(&self.record)?;
+        let api = &self.api;
+        self.api.shard()?;
+        let url = api.base_url.trim_end_matches('/');
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 8 {
+            return Err(invalid(
+                "api.base_url",
+                format!("{:?}: want an http(s) URL", api.base_url),
+            ));
+        }
+        if api.poll_interval < api.min_poll_interval {
+            return Err(invalid(
+                "api.poll_interval",
+                "must be at least api.min_poll_interval",
+            ));
+        }
+        if api.min_poll_interval < Duration::from_millis(10) {
+            return Err(invalid("api.min_poll_interval", "must be at least 10ms"));
+        }
+        if !(api.requests_per_second > 0.0 && api.requests_per_second.is_finite()) {
+            return Err(invalid("api.requests_per_second", "must be more than 0"));
+        }
+        if api.max_in_flight == 0 || api.max_tracked == 0 {
+            return Err(invalid(
+                "api.max_in_flight",
+                "api.max_in_flight and api.max_tracked must be at least 1",
+            ));
+        }
+        if api.backoff_base.is_zero() || api.backoff_max < api.backoff_base {
+            return Err(invalid(
+                "api.backoff_base",
+                "must be more than 0 and at most api.backoff_max",
+            ));
+        }
         self.failure_table()?;
         self.pricing()?;
         Ok(())
@@ -494,6 +629,8 @@ mod tests {
             "tables.failure_codes",
             "tables.pricing",
             "dead_letter.path",
+            "api.task_list",
+            "api.api_key_file",
         ] {
             documented_keys.retain(|k| k != optional);
         }

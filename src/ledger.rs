@@ -43,19 +43,67 @@ pub enum LineResult {
     Duplicate,
     NonTerminal,
     Rejected(ParseError),
+    /// A task id from the task list, now polled.
+    Tracked,
+    /// A task id that another shard polls.
+    OtherShard,
+    /// A polled task the API does not know (404).
+    NotFound,
+    /// A polled task still not finished after `max_task_age`.
+    Expired,
+    /// A task id not polled because `max_tracked` tasks are polled already.
+    OverLimit,
 }
 
-impl LineResult {
-    pub const RESULTS: [&'static str; 4] = ["counted", "duplicate", "non_terminal", "rejected"];
+/// Number of [`LineResult`] kinds.
+pub const RESULT_KINDS: usize = 9;
 
-    fn index(self) -> usize {
+impl LineResult {
+    pub const RESULTS: [&'static str; RESULT_KINDS] = [
+        "counted",
+        "duplicate",
+        "non_terminal",
+        "rejected",
+        "tracked",
+        "other_shard",
+        "not_found",
+        "expired",
+        "over_limit",
+    ];
+
+    pub fn index(self) -> usize {
         match self {
             LineResult::Counted => 0,
             LineResult::Duplicate => 1,
             LineResult::NonTerminal => 2,
             LineResult::Rejected(_) => 3,
+            LineResult::Tracked => 4,
+            LineResult::OtherShard => 5,
+            LineResult::NotFound => 6,
+            LineResult::Expired => 7,
+            LineResult::OverLimit => 8,
         }
     }
+}
+
+/// A task the API source polls until it ends.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiTask {
+    pub id: String,
+    /// When its id was read from the task list (Unix seconds).
+    pub added_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+}
+
+/// What `GET /v1/organization` said last.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Organization {
+    pub credit_balance: f64,
+    /// `(model, daily generations, max daily generations, max concurrent generations)`.
+    pub models: Vec<(String, f64, f64, f64)>,
 }
 
 /// Ledger bounds, from the `[ledger]` configuration.
@@ -115,6 +163,11 @@ impl DedupeWindow {
         true
     }
 
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(&Self::hash(id))
+    }
+
     /// Remembers an already hashed id (restoring a saved window, oldest first).
     pub fn insert_hash(&mut self, h: u64) {
         if self.capacity > 0 && self.set.insert(h) {
@@ -166,7 +219,9 @@ pub struct FailureKey {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceTotals {
     pub name: String,
-    pub results: [u64; 4],
+    #[serde(with = "results_serde")]
+    pub results: [u64; RESULT_KINDS],
+    #[serde(with = "parse_errors_serde")]
     pub parse_errors: [u64; ParseError::ALL.len()],
     pub read_bytes: u64,
     pub rotations: u64,
@@ -187,6 +242,9 @@ pub struct SourceTotals {
 /// taken for the old one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
+    /// The source that follows the file (`file`, `task_list`).
+    #[serde(default = "default_position_source")]
+    pub source: String,
     pub path: String,
     pub dev: u64,
     pub ino: u64,
@@ -194,6 +252,10 @@ pub struct Position {
     pub fp: u64,
     pub offset: u64,
     pub skipping: bool,
+}
+
+fn default_position_source() -> String {
+    "file".into()
 }
 
 /// Bytes at the start of a file that make its fingerprint.
@@ -230,6 +292,75 @@ pub struct Totals {
     pub dead_letter: [u64; 2],
     pub sources: Vec<SourceTotals>,
     pub dedupe_ids: u64,
+    /// `(endpoint, code, requests)`.
+    #[serde(default)]
+    pub api_requests: Vec<(String, String, u64)>,
+    #[serde(default)]
+    pub api_tasks_tracked: u64,
+    #[serde(default)]
+    pub organization: Option<Organization>,
+}
+
+/// Parse errors are saved by reason, so that a reason added later reads back.
+mod parse_errors_serde {
+    use super::ParseError;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    const N: usize = ParseError::ALL.len();
+
+    pub fn serialize<S: Serializer>(r: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
+        let m: BTreeMap<&str, u64> = ParseError::ALL
+            .iter()
+            .map(|e| e.reason())
+            .zip(r.iter().copied())
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
+        let m = BTreeMap::<String, u64>::deserialize(d)?;
+        let mut out = [0; N];
+        for (k, v) in m {
+            let i = ParseError::ALL
+                .iter()
+                .position(|e| e.reason() == k)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown reason {k:?}")))?;
+            out[i] = v;
+        }
+        Ok(out)
+    }
+}
+
+/// Results are saved by name, so that a result kind added later reads back.
+mod results_serde {
+    use super::{LineResult, RESULT_KINDS};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(r: &[u64; RESULT_KINDS], s: S) -> Result<S::Ok, S::Error> {
+        let m: BTreeMap<&str, u64> = LineResult::RESULTS
+            .iter()
+            .copied()
+            .zip(r.iter().copied())
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; RESULT_KINDS], D::Error> {
+        let m = BTreeMap::<String, u64>::deserialize(d)?;
+        let mut out = [0; RESULT_KINDS];
+        for (k, v) in m {
+            let i = LineResult::RESULTS
+                .iter()
+                .position(|r| *r == k)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown result {k:?}")))?;
+            out[i] = v;
+        }
+        Ok(out)
+    }
 }
 
 /// A saved ledger that cannot be restored.
@@ -326,7 +457,12 @@ pub struct Ledger {
     pub positions: std::collections::BTreeMap<FileKey, Position>,
     /// When the file patterns were last expanded (Unix seconds): a file not among
     /// the positions was not there then.
-    pub scanned_at: f64,
+    pub scanned_at: std::collections::BTreeMap<String, f64>,
+    /// Tasks the API source polls, by id.
+    pub api_tasks: std::collections::BTreeMap<String, ApiTask>,
+    /// Requests to the Runway API by `(endpoint, code)`.
+    pub api_requests: std::collections::BTreeMap<(String, String), u64>,
+    pub organization: Option<Organization>,
     /// Grows with every change, so that an unchanged ledger need not be committed.
     generation: u64,
 }
@@ -357,7 +493,10 @@ impl Ledger {
             dead_letter: [0; 2],
             sources: Vec::new(),
             positions: Default::default(),
-            scanned_at: 0.0,
+            scanned_at: Default::default(),
+            api_tasks: Default::default(),
+            api_requests: Default::default(),
+            organization: None,
             generation: 0,
         };
         ledger.sync_code_info();
@@ -455,6 +594,63 @@ impl Ledger {
         self.dedupe.len()
     }
 
+    /// Records a result that is not a parsed line's (task-list and API outcomes).
+    pub fn record_result(&mut self, source: SourceId, result: LineResult) -> LineResult {
+        self.generation += 1;
+        self.sources[source.0].results[result.index()] += 1;
+        result
+    }
+
+    /// Takes a task id from the task list: polled from now on (`Tracked`), or not.
+    pub fn track_api_task(
+        &mut self,
+        source: SourceId,
+        entry: crate::record::TaskListEntry,
+        shard: (u64, u64),
+        max_tracked: usize,
+        now: f64,
+    ) -> LineResult {
+        let result = if xxhash_rust::xxh3::xxh3_64(entry.id.as_bytes()) % shard.1 != shard.0 {
+            LineResult::OtherShard
+        } else if self.api_tasks.contains_key(&entry.id) || self.seen(&entry.id) {
+            LineResult::Duplicate
+        } else if self.api_tasks.len() >= max_tracked {
+            LineResult::OverLimit
+        } else {
+            let task = ApiTask {
+                id: entry.id.clone(),
+                added_at: now,
+                model: entry.model,
+                duration: entry.duration,
+            };
+            self.api_tasks.insert(entry.id, task);
+            LineResult::Tracked
+        };
+        self.record_result(source, result)
+    }
+
+    /// Ends a polled task: counts its terminal record, or records how it ended
+    /// (`NotFound`, `Expired`). Counting and forgetting happen together.
+    pub fn end_api_task(
+        &mut self,
+        source: SourceId,
+        id: &str,
+        outcome: Result<&TaskRecord<'_>, LineResult>,
+    ) -> LineResult {
+        if self.api_tasks.remove(id).is_none() {
+            return LineResult::Duplicate;
+        }
+        match outcome {
+            Ok(record) => self.count(source, record),
+            Err(result) => self.record_result(source, result),
+        }
+    }
+
+    /// Whether a task id was counted recently (it is in the dedupe window).
+    pub fn seen(&self, id: &str) -> bool {
+        self.dedupe.contains(id)
+    }
+
     /// Records a line that yielded no record.
     pub fn reject(&mut self, source: SourceId, error: ParseError) -> LineResult {
         self.generation += 1;
@@ -515,6 +711,13 @@ impl Ledger {
             dead_letter: self.dead_letter,
             sources: self.sources.clone(),
             dedupe_ids: self.dedupe.len() as u64,
+            api_requests: self
+                .api_requests
+                .iter()
+                .map(|((e, c), v)| (e.clone(), c.clone(), *v))
+                .collect(),
+            api_tasks_tracked: self.api_tasks.len() as u64,
+            organization: self.organization.clone(),
         };
         t.tasks.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         t.failures.sort_by(|a, b| {
@@ -576,6 +779,13 @@ impl Ledger {
             s.truncations += saved.truncations;
             s.file_limit_hits += saved.file_limit_hits;
         }
+        for (endpoint, code, v) in &t.api_requests {
+            *self
+                .api_requests
+                .entry((endpoint.clone(), code.clone()))
+                .or_default() += v;
+        }
+        self.organization = t.organization.clone();
         for h in dedupe {
             self.dedupe.insert_hash(h);
         }
@@ -711,7 +921,7 @@ mod tests {
         assert_eq!(tasks(&l, Status::Cancelled), 2);
         assert_eq!(tasks(&l, Status::Succeeded), 0);
         let src = &l.sources[s.0];
-        assert_eq!(src.results, [3, 2, 3, 1]);
+        assert_eq!(src.results[..4], [3, 2, 3, 1]);
         assert_eq!(src.results.iter().sum::<u64>(), lines.len() as u64);
         // SAFETY credits are lost: 5 credits/s x 10 s estimated from the pricing table.
         let model = l.models.ids["gen4_turbo"];

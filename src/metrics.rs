@@ -25,6 +25,66 @@ pub const REVISION: &str = match option_env!("RUNWAY_EXPORTER_REVISION") {
     None => "unknown",
 };
 
+/// Gauges of the API source.
+pub struct ApiGauges {
+    pub credit_balance: Gauge,
+    pub daily_generations: GaugeVec,
+    pub max_daily_generations: GaugeVec,
+    pub max_concurrent_generations: GaugeVec,
+    pub tasks_tracked: IntGauge,
+}
+
+impl ApiGauges {
+    fn new(r: &Registry) -> prometheus::Result<ApiGauges> {
+        Ok(ApiGauges {
+            credit_balance: register(
+                r,
+                Gauge::with_opts(opts(
+                    "runway_organization_credit_balance",
+                    "Credits left in the Runway organization (GET /v1/organization).",
+                ))?,
+            )?,
+            daily_generations: register(
+                r,
+                GaugeVec::new(
+                    opts(
+                        "runway_organization_daily_generations",
+                        "Generations today, by model.",
+                    ),
+                    &["model"],
+                )?,
+            )?,
+            max_daily_generations: register(
+                r,
+                GaugeVec::new(
+                    opts(
+                        "runway_organization_max_daily_generations",
+                        "The tier's daily generation limit, by model.",
+                    ),
+                    &["model"],
+                )?,
+            )?,
+            max_concurrent_generations: register(
+                r,
+                GaugeVec::new(
+                    opts(
+                        "runway_organization_max_concurrent_generations",
+                        "The tier's concurrent generation limit, by model.",
+                    ),
+                    &["model"],
+                )?,
+            )?,
+            tasks_tracked: register(
+                r,
+                IntGauge::with_opts(opts(
+                    "runway_api_tasks_tracked",
+                    "Tasks from the task list being polled until they end.",
+                ))?,
+            )?,
+        })
+    }
+}
+
 /// Every metric family of the exporter.
 pub struct Metrics {
     pub tasks: IntCounterVec,
@@ -50,6 +110,8 @@ pub struct Metrics {
     pub dedupe_ids: IntGauge,
     pub last_commit_duration: Gauge,
     pub state_file_bytes: IntGauge,
+    /// The API source's gauges, registered only when it is on.
+    pub api: Option<ApiGauges>,
     pub dead_letter_lines: IntCounterVec,
     published: Published,
 }
@@ -79,7 +141,7 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl Metrics {
     /// Registers every family on `registry`, with the process collector when `process`.
-    pub fn new(registry: &Registry, process: bool) -> prometheus::Result<Metrics> {
+    pub fn new(registry: &Registry, process: bool, api: bool) -> prometheus::Result<Metrics> {
         let r = registry;
         let m = Metrics {
             tasks: register(r, IntCounterVec::new(opts("runway_tasks_total", "Terminal task outcomes, counted once per task id."), &["status", "model"])?)?,
@@ -107,6 +169,7 @@ impl Metrics {
             state_file_bytes: register(r, IntGauge::with_opts(opts("runway_exporter_state_file_bytes", "Size of the state file after the last successful commit."))?)?,
             dead_letter_lines: register(r, IntCounterVec::new(opts("runway_exporter_dead_letter_lines_total", "Rejected lines written to, or dropped from, the dead-letter file."), &["result"])?)?,
             published: Published::default(),
+            api: if api { Some(ApiGauges::new(r)?) } else { None },
         };
         if process {
             #[cfg(target_os = "linux")]
@@ -158,8 +221,11 @@ impl Metrics {
         self.unknown_failure_codes.inc_by(inc);
         for s in &t.sources {
             let name = s.name.as_str();
-            for (result, v) in LineResult::RESULTS.iter().zip(s.results) {
-                sync(&mut p.ints, 6, &self.records, &[name, result], v);
+            for (i, (result, v)) in LineResult::RESULTS.iter().zip(s.results).enumerate() {
+                // The four results every line can have, and the others once they occur.
+                if i < 4 || v > 0 {
+                    sync(&mut p.ints, 6, &self.records, &[name, result], v);
+                }
             }
             for (e, v) in ParseError::ALL.iter().zip(s.parse_errors) {
                 sync(&mut p.ints, 7, &self.parse_errors, &[name, e.reason()], v);
@@ -195,6 +261,26 @@ impl Metrics {
         self.dedupe_ids.set(t.dedupe_ids as i64);
         for (result, v) in ["written", "failed"].iter().zip(t.dead_letter) {
             sync(&mut p.ints, 12, &self.dead_letter_lines, &[result], v);
+        }
+        for (endpoint, code, v) in &t.api_requests {
+            sync(&mut p.ints, 13, &self.api_requests, &[endpoint, code], *v);
+        }
+        if let Some(api) = &self.api {
+            api.tasks_tracked.set(t.api_tasks_tracked as i64);
+            if let Some(org) = &t.organization {
+                api.credit_balance.set(org.credit_balance);
+                for (model, daily, max_daily, max_concurrent) in &org.models {
+                    api.daily_generations
+                        .with_label_values(&[model])
+                        .set(*daily);
+                    api.max_daily_generations
+                        .with_label_values(&[model])
+                        .set(*max_daily);
+                    api.max_concurrent_generations
+                        .with_label_values(&[model])
+                        .set(*max_concurrent);
+                }
+            }
         }
     }
 }

@@ -69,6 +69,17 @@ pub struct Pipeline {
     warn: Mutex<WarnState>,
     /// The ledger generation of the last successful commit.
     committed_generation: Mutex<Option<u64>>,
+    /// The task-list source, whose lines are task ids to poll.
+    task_list: std::sync::OnceLock<TaskListRules>,
+    next_file_key: std::sync::atomic::AtomicU64,
+}
+
+/// How task ids from the task list are taken.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskListRules {
+    pub source: SourceId,
+    pub shard: (u64, u64),
+    pub max_tracked: usize,
 }
 
 fn unix_now() -> f64 {
@@ -92,7 +103,20 @@ impl Pipeline {
             dead_letter: dead_letter.map(Mutex::new),
             warn: Mutex::new(WarnState::default()),
             committed_generation: Mutex::new(None),
+            task_list: std::sync::OnceLock::new(),
+            next_file_key: Default::default(),
         }
+    }
+
+    /// Makes `rules.source` the task list: its lines are task ids to poll.
+    pub fn set_task_list(&self, rules: TaskListRules) {
+        let _ = self.task_list.set(rules);
+    }
+
+    /// A key for a followed file, unique across sources.
+    pub fn next_file_key(&self) -> FileKey {
+        self.next_file_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registers a source with the ledger.
@@ -153,13 +177,20 @@ impl Pipeline {
         {
             let mut ledger = lock(&self.ledger);
             let mut count = 0u64;
+            let task_list = self.task_list.get().filter(|t| t.source == source).copied();
+            let now = unix_now();
             lines(splitter, &mut |line| {
                 count += 1;
-                let (result, text) = match line {
-                    Line::Complete(l) => {
+                let (result, text) = match (line, task_list) {
+                    (Line::Complete(l), Some(t)) => (
+                        crate::record::parse_task_list_line(l)
+                            .map(|e| ledger.track_api_task(source, e, t.shard, t.max_tracked, now)),
+                        l,
+                    ),
+                    (Line::Complete(l), None) => {
                         (self.parser.parse(l).map(|r| ledger.count(source, &r)), l)
                     }
-                    Line::TooLong(prefix) => (Err(ParseError::LineTooLong), prefix),
+                    (Line::TooLong(prefix), _) => (Err(ParseError::LineTooLong), prefix),
                 };
                 if let Err(e) = result {
                     ledger.reject(source, e);
@@ -373,7 +404,7 @@ mod tests {
         );
         p.with_ledger(|l| {
             assert_eq!(l.dead_letter, [5000, 0]);
-            assert_eq!(l.sources[source.0].results, [5000, 0, 0, 5000]);
+            assert_eq!(l.sources[source.0].results[..4], [5000, 0, 0, 5000]);
             assert_eq!(l.sources[source.0].read_bytes, block.len() as u64);
         });
     }

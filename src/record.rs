@@ -125,10 +125,12 @@ pub enum ParseError {
     RegexMismatch,
     #[error("line is longer than max_line_bytes")]
     LineTooLong,
+    #[error("task-list line has no valid task id")]
+    InvalidTaskId,
 }
 
 impl ParseError {
-    pub const ALL: [ParseError; 7] = [
+    pub const ALL: [ParseError; 8] = [
         ParseError::EmptyLine,
         ParseError::InvalidUtf8,
         ParseError::InvalidJson,
@@ -136,6 +138,7 @@ impl ParseError {
         ParseError::UnknownStatus,
         ParseError::RegexMismatch,
         ParseError::LineTooLong,
+        ParseError::InvalidTaskId,
     ];
 
     /// The `reason` label value.
@@ -148,6 +151,7 @@ impl ParseError {
             ParseError::UnknownStatus => "unknown_status",
             ParseError::RegexMismatch => "regex_mismatch",
             ParseError::LineTooLong => "line_too_long",
+            ParseError::InvalidTaskId => "invalid_task_id",
         }
     }
 }
@@ -798,5 +802,94 @@ mod tests {
         for (map, key) in cases {
             assert_eq!(RecordParser::new(&map).unwrap_err().key, key, "{map:?}");
         }
+    }
+}
+
+/// One line of the task list: a task id, and what the application knows of it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct TaskListEntry {
+    pub id: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub duration: Option<f64>,
+}
+
+/// Longest task id accepted from the task list.
+pub const MAX_TASK_ID_BYTES: usize = 128;
+
+/// Parses a task-list line: a bare task id, or a JSON object with `id` (and
+/// optionally `model` and `duration`). An id is 1 to 128 of `[A-Za-z0-9_-]`, so that
+/// it is safe in a URL path.
+pub fn parse_task_list_line(line: &[u8]) -> Result<TaskListEntry, ParseError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line)
+        .map_err(|_| ParseError::InvalidUtf8)?
+        .trim();
+    if text.is_empty() {
+        return Err(ParseError::EmptyLine);
+    }
+    let entry = if text.starts_with('{') {
+        serde_json::from_str::<TaskListEntry>(text).map_err(|_| ParseError::InvalidJson)?
+    } else {
+        TaskListEntry {
+            id: text.to_string(),
+            model: None,
+            duration: None,
+        }
+    };
+    let ok = !entry.id.is_empty()
+        && entry.id.len() <= MAX_TASK_ID_BYTES
+        && entry
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(entry)
+    } else {
+        Err(ParseError::InvalidTaskId)
+    }
+}
+
+#[cfg(test)]
+mod task_list_tests {
+    use super::*;
+
+    #[test]
+    fn task_list_lines() {
+        assert_eq!(
+            parse_task_list_line(b"17f20503-6c24-4c16-946b-35dbbce2af2f\r")
+                .unwrap()
+                .id,
+            "17f20503-6c24-4c16-946b-35dbbce2af2f"
+        );
+        let e =
+            parse_task_list_line(br#"{"id":"abc","model":"gen4_turbo","duration":10,"other":1}"#)
+                .unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.model.as_deref(), e.duration),
+            ("abc", Some("gen4_turbo"), Some(10.0))
+        );
+        for (line, err) in [
+            (&b""[..], ParseError::EmptyLine),
+            (b"  ", ParseError::EmptyLine),
+            (b"../etc/passwd", ParseError::InvalidTaskId),
+            (b"a b", ParseError::InvalidTaskId),
+            (b"{\"id\":\"x/y\"}", ParseError::InvalidTaskId),
+            (b"{\"id\":", ParseError::InvalidJson),
+            (b"{\"model\":\"m\"}", ParseError::InvalidJson),
+            (b"\xff", ParseError::InvalidUtf8),
+        ] {
+            assert_eq!(
+                parse_task_list_line(line),
+                Err(err),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            parse_task_list_line(&[b'a'; 129]),
+            Err(ParseError::InvalidTaskId)
+        );
     }
 }

@@ -59,7 +59,10 @@ struct Header {
     totals: Totals,
     positions: Vec<Position>,
     #[serde(default)]
-    scanned_at: f64,
+    scanned_at: std::collections::BTreeMap<String, f64>,
+    /// Tasks the API source polls.
+    #[serde(default)]
+    api_tasks: Vec<crate::ledger::ApiTask>,
     dedupe: u64,
     dedupe_checksum: u64,
 }
@@ -70,8 +73,10 @@ pub struct State {
     pub written_at: f64,
     pub totals: Totals,
     pub positions: Vec<Position>,
-    /// When the file patterns were last expanded before the commit.
-    pub scanned_at: f64,
+    /// When each source's file patterns were last expanded before the commit.
+    pub scanned_at: std::collections::BTreeMap<String, f64>,
+    /// Tasks the API source polls.
+    pub api_tasks: Vec<crate::ledger::ApiTask>,
     /// Dedupe hashes, oldest first.
     pub dedupe: Vec<u64>,
 }
@@ -108,7 +113,8 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
         written_at: unix_now(),
         totals,
         positions: ledger.positions.values().cloned().collect(),
-        scanned_at: ledger.scanned_at,
+        scanned_at: ledger.scanned_at.clone(),
+        api_tasks: ledger.api_tasks.values().cloned().collect(),
         dedupe: ledger.dedupe().len() as u64,
         dedupe_checksum: checksum.digest(),
     };
@@ -217,6 +223,7 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         totals: header.totals,
         positions: header.positions,
         scanned_at: header.scanned_at,
+        api_tasks: header.api_tasks,
         dedupe,
     }))
 }
@@ -275,6 +282,7 @@ mod tests {
         l.positions.insert(
             7,
             Position {
+                source: "file".into(),
                 path: "/var/log/app.log".into(),
                 dev: 1,
                 ino: 2,

@@ -215,6 +215,7 @@ enum Start {
 
 /// The file tailer's state; [`Tailer::poll`] does one round of reading.
 pub struct Tailer {
+    name: String,
     settings: FileSettings,
     pipeline: Arc<Pipeline>,
     source: SourceId,
@@ -226,7 +227,6 @@ pub struct Tailer {
     started: bool,
     last_glob: Option<Instant>,
     refused: usize,
-    next_key: FileKey,
     /// Checkpointed files not found yet; looked for in the first round only.
     checkpoint: Option<Checkpoint>,
 }
@@ -237,8 +237,19 @@ impl Tailer {
         pipeline: Arc<Pipeline>,
         checkpoint: Option<Checkpoint>,
     ) -> Tailer {
-        let source = pipeline.add_source(SOURCE);
+        Self::for_source(SOURCE, settings, pipeline, checkpoint)
+    }
+
+    /// A tailer whose metrics and positions carry another source name (the task list).
+    pub fn for_source(
+        name: &str,
+        settings: FileSettings,
+        pipeline: Arc<Pipeline>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Tailer {
+        let source = pipeline.add_source(name);
         Tailer {
+            name: name.to_string(),
             buf: vec![0; settings.read_block_bytes],
             settings,
             pipeline,
@@ -248,7 +259,6 @@ impl Tailer {
             started: false,
             last_glob: None,
             refused: 0,
-            next_key: 0,
             checkpoint,
         }
     }
@@ -315,8 +325,7 @@ impl Tailer {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let mut splitter = LineSplitter::new(self.settings.max_line_bytes);
-        let key = self.next_key;
-        self.next_key += 1;
+        let key = self.pipeline.next_file_key();
         let (offset, skipping, truncated) = match start {
             Start::Resume(p) if meta.len() < p.offset => (0, false, Some(p.offset)),
             Start::Resume(p) => (p.offset, p.skipping, None),
@@ -339,6 +348,7 @@ impl Tailer {
         self.pipeline.track(
             key,
             Position {
+                source: self.name.clone(),
                 path: path.display().to_string(),
                 dev: meta.dev(),
                 ino: meta.ino(),
@@ -440,7 +450,10 @@ impl Tailer {
         self.last_glob = Some(Instant::now());
         // Not a change worth a commit by itself: a file found by this expansion is
         // tracked, and that is one.
-        self.pipeline.with_ledger(|l| l.scanned_at = scan_started);
+        let name = self.name.clone();
+        self.pipeline.with_ledger(|l| {
+            l.scanned_at.insert(name, scan_started);
+        });
         self.pipeline.event(
             self.source,
             SourceEvent::Tracked {
@@ -599,6 +612,7 @@ impl Tailer {
             return None;
         }
         let before = Position {
+            source: self.name.clone(),
             path: path.display().to_string(),
             dev: f.identity.0,
             ino: f.identity.1,

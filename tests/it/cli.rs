@@ -115,11 +115,19 @@ fn scan_fixture_gives_exact_counts_and_matches_the_golden_file() {
         std::fs::write(&golden, without_build_info(&out)).unwrap();
     }
     let want = std::fs::read_to_string(&golden).unwrap();
-    assert_eq!(
-        without_build_info(&out),
-        want,
-        "scan output differs from {}; rerun with UPDATE_GOLDEN=1 if the change is meant",
-        golden.display()
+    let got = without_build_info(&out);
+    let differ: Vec<String> = got
+        .lines()
+        .zip(want.lines().chain(std::iter::repeat("<end>")))
+        .filter(|(g, w)| g != w)
+        .take(5)
+        .map(|(g, w)| format!("got  {g}\nwant {w}"))
+        .collect();
+    assert!(
+        got == want,
+        "scan output differs from {} (rerun with UPDATE_GOLDEN=1 if the change is meant):\n{}",
+        golden.display(),
+        differ.join("\n")
     );
     assert!(out.contains("runway_exporter_build_info{api_version=\"2024-11-06\",revision="));
 }

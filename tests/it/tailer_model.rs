@@ -94,7 +94,7 @@ impl World {
 
     fn boot(settings: &Settings) -> (Arc<Pipeline>, Tailer) {
         let pipeline = Arc::new(build_pipeline(settings).unwrap());
-        let checkpoint = restore(&pipeline, &settings.state.dir);
+        let checkpoint = restore(&pipeline, &settings.state.dir).checkpoint("file");
         let mut tailer = Tailer::new(settings.file.clone(), pipeline.clone(), checkpoint);
         tailer.start();
         pipeline.commit(&settings.state.dir).unwrap();
@@ -223,13 +223,14 @@ impl World {
 
     /// `[counted, duplicate, non_terminal, rejected]` of the file source.
     fn results(&self) -> [u64; 4] {
-        self.pipeline.with_ledger(|l| {
+        let r = self.pipeline.with_ledger(|l| {
             l.sources
                 .iter()
                 .find(|s| s.name == "file")
                 .map(|s| s.results)
                 .unwrap_or_default()
-        })
+        });
+        [r[0], r[1], r[2], r[3]]
     }
 }
 
