@@ -23,7 +23,7 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::record::RecordParser;
-use crate::source::file;
+use crate::source::{api, file};
 use crate::state;
 
 /// The output formats of `scan`.
@@ -252,20 +252,58 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if settings.file.paths.is_empty() {
         tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
     }
+    // The API source needs its key before anything starts: a missing key is a
+    // configuration error (exit 64), and the error never holds the key.
+    let api = match &settings.api.task_list {
+        Some(_) => {
+            let key = api::ApiKey::load(&settings.api).map_err(|problem| ConfigError::Invalid {
+                key: "api",
+                problem,
+            })?;
+            Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let mut restored = restore(&pipeline, &settings.state.dir);
     let mut tailer = file::Tailer::new(
         settings.file.clone(),
         pipeline.clone(),
         restored.checkpoint(file::SOURCE),
     );
+    let task_list = match (&api, &settings.api.task_list) {
+        (Some(_), Some(path)) => {
+            let list_settings = crate::config::FileSettings {
+                paths: vec![path.display().to_string()],
+                rotated: Vec::new(),
+                ..settings.file.clone()
+            };
+            let t = file::Tailer::for_source(
+                api::TASK_LIST_SOURCE,
+                list_settings,
+                pipeline.clone(),
+                restored.checkpoint(api::TASK_LIST_SOURCE),
+            );
+            pipeline.set_task_list(crate::pipeline::TaskListRules {
+                source: t.source(),
+                shard: settings.api.shard()?,
+                max_tracked: settings.api.max_tracked,
+            });
+            Some(t)
+        }
+        _ => None,
+    };
     // Claim the start positions and commit them before reading a line (see
     // Tailer::start). The committer publishes the restored totals right away.
-    let (tailer, first) = {
+    let (tailer, task_list, first) = {
         let (p, dir) = (pipeline.clone(), settings.state.dir.clone());
+        let mut task_list = task_list;
         tokio::task::spawn_blocking(move || {
             tailer.start();
+            if let Some(t) = task_list.as_mut() {
+                t.start();
+            }
             let first = p.commit(&dir);
-            (tailer, first)
+            (tailer, task_list, first)
         })
         .await
         .context("the start-up commit task failed")?
@@ -296,6 +334,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
     let file_task = tracker.spawn(file::run(tailer, sources.clone(), Some(first_poll_tx)));
+    if let (Some(client), Some(list)) = (api, task_list) {
+        tracker.spawn(file::run(list, sources.clone(), None));
+        let poller = api::Poller::new(settings.api.clone(), client.clone(), pipeline.clone());
+        tracker.spawn(api::run(poller, sources.clone()));
+        tracker.spawn(api::run_organization(
+            settings.api.clone(),
+            client,
+            pipeline.clone(),
+            sources.clone(),
+        ));
+    }
     let commit_task = tracker.spawn(committer(
         pipeline.clone(),
         metrics,

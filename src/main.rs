@@ -135,6 +135,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn run(o: Overrides) -> anyhow::Result<()> {
     let settings = Settings::load(&o)?;
+    // The TLS provider for the Runway API client (rustls with ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(&settings.log.level, settings.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

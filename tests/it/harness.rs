@@ -15,10 +15,21 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs the binary to completion with extra environment variables.
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    run_with(args, b"", env)
+}
+
 /// Runs the binary to completion.
 pub fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    run_with(args, stdin, &[])
+}
+
+fn run_with(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .env_remove("RUNWAYML_API_SECRET")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -122,6 +133,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with a config file and extra flags, and waits until it is ready.
     pub fn start(dir: &Path, config: &str, args: &[&str]) -> Daemon {
+        Self::start_env(dir, config, args, &[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_env(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let config_path = dir.join("runway-exporter.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(BIN)
@@ -136,6 +152,7 @@ impl Daemon {
                 "info",
             ])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,8 +1,10 @@
 //! Integration tests: the real binary, real files, real sockets on 127.0.0.1.
 
+mod api;
 mod cli;
 mod daemon;
 mod durability;
 mod harness;
 mod hostile;
+mod mock_api;
 mod tailer_model;

@@ -1,0 +1,550 @@
+//! The Runway API source: polls every *tracked* task until it ends, and the
+//! organization's credits and limits.
+//!
+//! Runway has no endpoint that lists tasks and no webhooks, so the application lists
+//! the ids of the tasks it creates in a *task list*, which the file source follows
+//! (see [`crate::pipeline::TaskListRules`]): an id read from it becomes a tracked task
+//! in the ledger, committed with the list's position. This module polls
+//! `GET /v1/tasks/{id}` for each tracked task and feeds the answer to the same parser,
+//! classifier and ledger as a task log; a task *ends* when it is terminal (counted),
+//! unknown to the API (404, `not_found`) or older than `max_task_age` (`expired`), and
+//! it is forgotten in the same lock as it is counted, so it is counted exactly once.
+//!
+//! Politeness: one task is polled every `poll_interval` (with up to 25 % jitter) and
+//! never more often than `min_poll_interval`; requests start at most
+//! `requests_per_second` and at most `max_in_flight` are under way. 429, 5xx, timeouts
+//! and connection errors back off exponentially with up to 50 % jitter, and a
+//! `Retry-After` holds back every request. 400, 401, 403 and 405 mean the key or the
+//! request is wrong: the source is marked down, one ERROR is logged, and every task
+//! is retried only every `auth_retry_interval` until the API answers again.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Api;
+use crate::ledger::{LineResult, Organization, SourceId};
+use crate::pipeline::Pipeline;
+use crate::record::{FieldMap, RecordParser};
+
+/// The source name of the poller, the `source` label of its metrics.
+pub const SOURCE: &str = "api";
+/// The source name of the task list.
+pub const TASK_LIST_SOURCE: &str = "task_list";
+/// Environment variable holding the API key.
+pub const KEY_ENV: &str = "RUNWAYML_API_SECRET";
+
+/// The API key. Never printed: its `Debug` says only that it is there.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl ApiKey {
+    /// From `api_key_file`, else the environment. The error never holds the key.
+    pub fn load(settings: &Api) -> Result<ApiKey, String> {
+        let key = match &settings.api_key_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("api.api_key_file {}: {e}", path.display()))?,
+            None => std::env::var(KEY_ENV)
+                .map_err(|_| format!("no API key: set {KEY_ENV} or api.api_key_file"))?,
+        };
+        let key = key.trim().to_string();
+        if key.is_empty() || key.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err("the API key is empty or holds characters a header cannot".into());
+        }
+        Ok(ApiKey(key))
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+/// What one request came back with.
+#[derive(Debug)]
+enum Answer {
+    Ok(Vec<u8>),
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
+    Timeout,
+    Failed,
+}
+
+impl Answer {
+    fn code_label(&self) -> Cow<'static, str> {
+        match self {
+            Answer::Ok(_) => "200".into(),
+            Answer::Status { code, .. } => code.to_string().into(),
+            Answer::Timeout => "timeout".into(),
+            Answer::Failed => "error".into(),
+        }
+    }
+}
+
+/// Parses `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .min(Duration::from_secs(3600)),
+    )
+}
+
+/// A client for the two endpoints.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: ApiKey,
+    version: String,
+}
+
+impl Client {
+    pub fn new(settings: &Api, key: ApiKey) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("runway-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            base: settings.base_url.trim_end_matches('/').to_string(),
+            key,
+            version: settings.api_version.clone(),
+        })
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, self.key.bearer())
+            .header("X-Runway-Version", &self.version);
+        match request.send().await {
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Ok(body) => Answer::Ok(body.to_vec()),
+                Err(e) if e.is_timeout() => Answer::Timeout,
+                Err(_) => Answer::Failed,
+            },
+            Ok(r) => Answer::Status {
+                code: r.status().as_u16(),
+                retry_after: retry_after(r.headers()),
+            },
+            Err(e) if e.is_timeout() => Answer::Timeout,
+            Err(_) => Answer::Failed,
+        }
+    }
+}
+
+/// When a task is polled next, and how many retryable failures in a row it had.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    next: Instant,
+    last_start: Option<Instant>,
+    failures: u32,
+    in_flight: bool,
+}
+
+/// The poller's state; [`run`] drives it.
+pub struct Poller {
+    settings: Api,
+    client: Client,
+    pipeline: Arc<Pipeline>,
+    source: SourceId,
+    parser: RecordParser,
+    schedule: HashMap<String, Schedule>,
+    /// No request starts before this (a `Retry-After`, or the API refusing the key).
+    hold_until: Instant,
+    down: bool,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Poller {
+    pub fn new(settings: Api, client: Client, pipeline: Arc<Pipeline>) -> Poller {
+        let source = pipeline.add_source(SOURCE);
+        Poller {
+            settings,
+            client,
+            pipeline,
+            source,
+            parser: RecordParser::new(&FieldMap::default())
+                .expect("the default field map is valid"),
+            schedule: HashMap::new(),
+            hold_until: Instant::now(),
+            down: false,
+        }
+    }
+
+    /// `poll_interval` with up to 25 % jitter either way, never under the minimum.
+    fn interval(&self) -> Duration {
+        let j = rand::rng().random_range(0.75..1.25);
+        self.settings
+            .poll_interval
+            .mul_f64(j)
+            .max(self.settings.min_poll_interval)
+    }
+
+    /// Exponential backoff with up to 50 % jitter taken off.
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = self
+            .settings
+            .backoff_base
+            .saturating_mul(1u32 << failures.min(20));
+        let capped = exp.min(self.settings.backoff_max);
+        capped.mul_f64(1.0 - rand::rng().random_range(0.0..0.5))
+    }
+
+    /// Brings the schedule in line with the ledger's tracked tasks; ends expired ones.
+    fn sync(&mut self, now: Instant) {
+        let max_age = self.settings.max_task_age.as_secs_f64();
+        let unix = unix_now();
+        let source = self.source;
+        let (tracked, expired) = self.pipeline.with_ledger(|l| {
+            let expired: Vec<String> = l
+                .api_tasks
+                .values()
+                .filter(|t| unix - t.added_at > max_age)
+                .map(|t| t.id.clone())
+                .collect();
+            for id in &expired {
+                l.end_api_task(source, id, Err(LineResult::Expired));
+            }
+            (l.api_tasks.keys().cloned().collect::<Vec<_>>(), expired)
+        });
+        for id in expired {
+            tracing::info!(task = %id, "Task still not finished after max_task_age; no longer polled (expired).");
+        }
+        self.schedule
+            .retain(|id, s| s.in_flight || tracked.binary_search(id).is_ok());
+        for id in tracked {
+            self.schedule.entry(id).or_insert(Schedule {
+                next: now,
+                last_start: None,
+                failures: 0,
+                in_flight: false,
+            });
+        }
+    }
+
+    fn set_up(&mut self, up: bool) {
+        if self.down == up {
+            self.down = !up;
+            let source = self.source;
+            self.pipeline.with_ledger(|l| l.source_mut(source).up = up);
+            if up {
+                tracing::info!("The Runway API accepts the requests again.");
+            }
+        }
+    }
+
+    fn count_request(&self, endpoint: &str, answer: &Answer) {
+        let code = answer.code_label().into_owned();
+        self.pipeline.with_ledger(|l| {
+            *l.api_requests
+                .entry((endpoint.to_string(), code))
+                .or_default() += 1;
+            l.touch();
+        });
+    }
+
+    /// Handles the answer for one task.
+    fn answered(&mut self, id: String, answer: Answer, now: Instant) {
+        self.count_request("tasks", &answer);
+        let source = self.source;
+        let Some(mut s) = self.schedule.get(&id).copied() else {
+            return;
+        };
+        s.in_flight = false;
+        let earliest = s
+            .last_start
+            .map(|t| t + self.settings.min_poll_interval)
+            .unwrap_or(now);
+        let retry = |s: &mut Schedule, this: &Self, hold: Option<Duration>| {
+            s.failures += 1;
+            let wait = hold.unwrap_or_else(|| this.backoff(s.failures - 1));
+            s.next = (now + wait).max(earliest);
+        };
+        match answer {
+            Answer::Ok(body) => {
+                self.set_up(true);
+                match self.parser.parse(&body) {
+                    Ok(mut record) if record.status.is_terminal() => {
+                        let ended = self.pipeline.with_ledger(|l| {
+                            let task = l.api_tasks.get(&id).cloned();
+                            if let Some(t) = &task {
+                                if record.model.is_none() {
+                                    record.model = t.model.clone().map(Cow::Owned);
+                                }
+                                if record.duration.is_none() {
+                                    record.duration = t.duration;
+                                }
+                            }
+                            l.end_api_task(source, &id, Ok(&record))
+                        });
+                        tracing::debug!(task = %id, result = ?ended, "Task ended.");
+                        self.schedule.remove(&id);
+                        return;
+                    }
+                    Ok(_) => {
+                        self.pipeline
+                            .with_ledger(|l| l.record_result(source, LineResult::NonTerminal));
+                        s.failures = 0;
+                        s.next = (now + self.interval()).max(earliest);
+                    }
+                    Err(e) => {
+                        self.pipeline.with_ledger(|l| l.reject(source, e));
+                        tracing::warn!(task = %id, reason = e.reason(), "The API answered with a task that cannot be read; retrying.");
+                        retry(&mut s, self, None);
+                    }
+                }
+            }
+            Answer::Status { code: 404, .. } => {
+                self.set_up(true);
+                self.pipeline
+                    .with_ledger(|l| l.end_api_task(source, &id, Err(LineResult::NotFound)));
+                tracing::info!(task = %id, "The API does not know the task (404); no longer polled.");
+                self.schedule.remove(&id);
+                return;
+            }
+            Answer::Status {
+                code: code @ (400 | 401 | 403 | 405),
+                ..
+            } => {
+                if !self.down {
+                    tracing::error!(code, "The Runway API refuses the requests: check the API key (RUNWAYML_API_SECRET or api.api_key_file) and api.api_version. Retrying every auth_retry_interval.");
+                }
+                self.set_up(false);
+                self.hold_until = now + self.settings.auth_retry_interval;
+                s.next = (now + self.settings.auth_retry_interval).max(earliest);
+            }
+            Answer::Status {
+                code: 429,
+                retry_after: hold,
+            } => {
+                if let Some(h) = hold {
+                    self.hold_until = self.hold_until.max(now + h);
+                }
+                retry(&mut s, self, hold);
+            }
+            Answer::Status { .. } | Answer::Timeout | Answer::Failed => retry(&mut s, self, None),
+        }
+        self.schedule.insert(id, s);
+    }
+
+    /// The due task polled longest ago, if any.
+    fn next_due(&self, now: Instant) -> Option<String> {
+        self.schedule
+            .iter()
+            .filter(|(_, s)| !s.in_flight && s.next <= now)
+            .min_by_key(|(_, s)| s.next)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// When something is next due, for the loop to sleep until.
+    fn wake_at(&self) -> Option<Instant> {
+        self.schedule
+            .values()
+            .filter(|s| !s.in_flight)
+            .map(|s| s.next)
+            .min()
+            .map(|t| t.max(self.hold_until))
+    }
+}
+
+/// Polls until `token` is cancelled.
+pub async fn run(mut p: Poller, token: CancellationToken) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Answer)>();
+    let permits = Arc::new(tokio::sync::Semaphore::new(p.settings.max_in_flight));
+    let spacing = Duration::from_secs_f64(1.0 / p.settings.requests_per_second);
+    let mut last_start = Instant::now() - spacing;
+    // How often tracked tasks are looked for when nothing else wakes the loop.
+    let resync = p.settings.min_poll_interval.min(Duration::from_millis(500));
+    let source = p.source;
+    p.pipeline.with_ledger(|l| l.source_mut(source).up = true);
+    loop {
+        let now = Instant::now();
+        p.sync(now);
+        // Start what is due, within the rate, the in-flight cap and any hold.
+        while now >= p.hold_until && now >= last_start + spacing {
+            let Some(id) = p.next_due(now) else { break };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Some(s) = p.schedule.get_mut(&id) {
+                s.in_flight = true;
+                s.last_start = Some(now);
+            }
+            last_start = now;
+            let (client, tx) = (p.client.clone(), tx.clone());
+            tokio::spawn(async move {
+                let answer = client.get(&format!("/v1/tasks/{id}")).await;
+                drop(permit);
+                let _ = tx.send((id, answer));
+            });
+        }
+        let wake = p
+            .wake_at()
+            .map(|t| t.max(last_start + spacing))
+            .unwrap_or(now + resync)
+            .min(now + resync);
+        tokio::select! {
+            _ = token.cancelled() => break,
+            Some((id, answer)) = rx.recv() => p.answered(id, answer, Instant::now()),
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    p.pipeline.with_ledger(|l| l.source_mut(source).up = false);
+}
+
+/// The part of `GET /v1/organization` that becomes gauges.
+fn organization(body: &[u8]) -> Option<Organization> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let credit_balance = v.get("creditBalance")?.as_f64()?;
+    let mut models: Vec<(String, f64, f64, f64)> = Vec::new();
+    let limits = v.pointer("/tier/models").and_then(|m| m.as_object());
+    let usage = v.pointer("/usage/models").and_then(|m| m.as_object());
+    let mut names: Vec<&String> = limits
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .chain(usage.into_iter().flat_map(|m| m.keys()))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names.into_iter().take(100) {
+        let num = |root: Option<&serde_json::Map<String, serde_json::Value>>, key: &str| {
+            root.and_then(|m| m.get(name))
+                .and_then(|m| m.get(key))
+                .and_then(|x| x.as_f64())
+                .unwrap_or(0.0)
+        };
+        let label = if name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-:/".contains(&b))
+        {
+            name.clone()
+        } else {
+            crate::ledger::INVALID_MODEL.to_string()
+        };
+        models.push((
+            label,
+            num(usage, "dailyGenerations"),
+            num(limits, "maxDailyGenerations"),
+            num(limits, "maxConcurrentGenerations"),
+        ));
+    }
+    Some(Organization {
+        credit_balance,
+        models,
+    })
+}
+
+/// Asks for the organization's credits and limits every `organization_interval`.
+pub async fn run_organization(
+    settings: Api,
+    client: Client,
+    pipeline: Arc<Pipeline>,
+    token: CancellationToken,
+) {
+    if settings.organization_interval.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(settings.organization_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let answer = client.get("/v1/organization").await;
+        let code = answer.code_label().into_owned();
+        let org = match &answer {
+            Answer::Ok(body) => organization(body),
+            _ => None,
+        };
+        let ok = org.is_some();
+        pipeline.with_ledger(|l| {
+            *l.api_requests
+                .entry(("organization".into(), code.clone()))
+                .or_default() += 1;
+            if org.is_some() {
+                l.organization = org;
+            }
+            l.touch();
+        });
+        if !ok && !failing {
+            tracing::warn!(code = %code, "Cannot read the organization's credits and limits; retrying.");
+        }
+        failing = !ok;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn organization_body() {
+        let body = br#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200},"bad model":{"maxConcurrentGenerations":1,"maxDailyGenerations":1}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#;
+        let org = organization(body).unwrap();
+        assert_eq!(org.credit_balance, 12345.0);
+        assert!(org
+            .models
+            .contains(&("gen4_turbo".into(), 17.0, 200.0, 2.0)));
+        assert!(org.models.iter().any(|m| m.0 == "invalid"));
+        assert_eq!(organization(b"{}"), None);
+        assert_eq!(organization(b"not json"), None);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        h.insert(reqwest::header::RETRY_AFTER, later.parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn the_key_never_prints() {
+        let key = ApiKey("sk-secret-123".into());
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,424 @@
+//! The API source against the mock Runway API: exact counts, polite polling, faults,
+//! restarts, shards, and a key that never leaks.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::mock_api::{MockApi, Step};
+
+const KEY: &str = "key_e2e_7f3a9c1b";
+const MIN_POLL: Duration = Duration::from_millis(100);
+
+fn api_config(dir: &Path, mock: &MockApi, extra: &str) -> String {
+    format!(
+        "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n\
+         [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\
+         requests_per_second = 200.0\nrequest_timeout = \"300ms\"\nbackoff_base = \"50ms\"\nbackoff_max = \"400ms\"\n\
+         auth_retry_interval = \"300ms\"\norganization_interval = \"200ms\"\n{extra}",
+        state = dir.join("state").display(),
+        list = dir.join("tasks.list").display(),
+        url = mock.url(),
+    )
+}
+
+fn records(m: &str, source: &str, result: &str) -> f64 {
+    sample(
+        m,
+        &format!("runway_exporter_records_total{{result=\"{result}\",source=\"{source}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+fn timelines() -> Vec<(String, Vec<Step>)> {
+    use Step::*;
+    vec![
+        (
+            "t-fail".into(),
+            vec![
+                Task("PENDING", None),
+                Task("THROTTLED", None),
+                Task("RUNNING", None),
+                Task("FAILED", Some("SAFETY.INPUT.TEXT")),
+            ],
+        ),
+        (
+            "t-ok".into(),
+            vec![Task("RUNNING", None), Task("SUCCEEDED", None)],
+        ),
+        ("t-cancel".into(), vec![Task("CANCELLED", None)]),
+        ("t-deleted".into(), vec![Task("RUNNING", None), Status(404)]),
+        (
+            "t-retry-after".into(),
+            vec![RetryAfter(1), Task("SUCCEEDED", None)],
+        ),
+        ("t-429".into(), vec![Status(429), Task("SUCCEEDED", None)]),
+        (
+            "t-5xx".into(),
+            vec![
+                Status(500),
+                Status(502),
+                Status(503),
+                Status(504),
+                Task("SUCCEEDED", None),
+            ],
+        ),
+        (
+            "t-malformed".into(),
+            vec![Malformed, Task("FAILED", Some("INTERNAL"))],
+        ),
+        ("t-reset".into(), vec![Reset, Task("SUCCEEDED", None)]),
+        (
+            "t-slow".into(),
+            vec![Slow(Duration::from_millis(800)), Task("SUCCEEDED", None)],
+        ),
+        (
+            "t-null".into(),
+            vec![Task("RUNNING", None), Task("FAILED", None)],
+        ),
+    ]
+}
+
+#[test]
+fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockApi::start(KEY, timelines());
+    let mut list = String::new();
+    for (id, _) in timelines() {
+        if id == "t-ok" {
+            list.push_str("{\"id\":\"t-ok\",\"model\":\"gen4_turbo\",\"duration\":10}\n");
+        } else {
+            list.push_str(&format!("{id}\n"));
+        }
+    }
+    list.push_str("t-fail\n"); // listed twice
+    list.push_str("not/a/task id\n");
+    append(&dir.path().join("tasks.list"), list.as_bytes());
+    let mut d = Daemon::start_env(
+        dir.path(),
+        &api_config(dir.path(), &mock, ""),
+        &[],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+
+    let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+        records(m, "api", "counted") + records(m, "api", "not_found") >= 11.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 10.0);
+    assert_eq!(records(&m, "api", "not_found"), 1.0);
+    assert_eq!(records(&m, "task_list", "tracked"), 11.0);
+    assert_eq!(records(&m, "task_list", "duplicate"), 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "runway_exporter_parse_errors_total{reason=\"invalid_task_id\",source=\"task_list\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "runway_task_failures_total",
+            &["failure_code=\"SAFETY.INPUT.TEXT\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "runway_task_failures_total",
+            &["failure_code=\"INTERNAL\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(&m, "runway_task_failures_total", &["failure_code=\"none\""]),
+        1.0
+    );
+    assert_eq!(
+        sum(&m, "runway_tasks_total", &["status=\"SUCCEEDED\""]),
+        6.0
+    );
+    assert_eq!(
+        sum(&m, "runway_tasks_total", &["status=\"CANCELLED\""]),
+        1.0
+    );
+    // The model and duration from the task list reach the counters and the estimate.
+    assert_eq!(
+        sample(&m, "runway_credits_charged_total{model=\"gen4_turbo\"}"),
+        Some(50.0)
+    );
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0));
+    assert!(records(&m, "api", "non_terminal") >= 5.0);
+    assert_eq!(records(&m, "api", "rejected"), 1.0, "the malformed answer");
+    for code in [
+        "429", "500", "502", "503", "504", "timeout", "error", "404", "200",
+    ] {
+        assert!(
+            sample(
+                &m,
+                &format!(
+                    "runway_exporter_api_requests_total{{code=\"{code}\",endpoint=\"tasks\"}}"
+                )
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
+            "code {code}"
+        );
+    }
+    assert_eq!(
+        sample(&m, "runway_exporter_source_up{source=\"api\"}"),
+        Some(1.0)
+    );
+
+    // Organization gauges.
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
+        sample(m, "runway_organization_credit_balance").is_some()
+    });
+    assert_eq!(
+        sample(&m, "runway_organization_credit_balance"),
+        Some(12345.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "runway_organization_daily_generations{model=\"gen4_turbo\"}"
+        ),
+        Some(17.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "runway_organization_max_daily_generations{model=\"gen4_turbo\"}"
+        ),
+        Some(200.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "runway_organization_max_concurrent_generations{model=\"gen4_turbo\"}"
+        ),
+        Some(2.0)
+    );
+    assert!(mock.organization_requests() >= 1);
+    promtool_check_metrics(&m);
+
+    // Polite: no task was asked for more often than min_poll_interval, and every
+    // request carried the key.
+    for (id, times) in mock.task_requests() {
+        for pair in times.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap >= MIN_POLL - Duration::from_millis(5),
+                "{id} polled {gap:?} after the previous request"
+            );
+        }
+    }
+    assert!(mock
+        .auth_headers()
+        .iter()
+        .all(|a| a == &format!("Bearer {KEY}")));
+
+    // The key never reaches the logs, the metrics or check-config.
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let logs = serde_json::to_string(d.logs()).unwrap();
+    assert!(!logs.contains(KEY) && !m.contains(KEY));
+    let cfg = dir.path().join("runway-exporter.toml");
+    let (code, out, err) = run_env(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(KEY) && !err.contains(KEY));
+}
+
+#[test]
+fn a_wrong_key_or_version_marks_the_source_down_and_loses_no_task() {
+    use Step::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockApi::start(KEY, vec![("t-1".into(), vec![Task("SUCCEEDED", None)])]);
+    append(&dir.path().join("tasks.list"), b"t-1\n");
+    let cfg = api_config(dir.path(), &mock, "");
+    let mut d = Daemon::start_env(
+        dir.path(),
+        &cfg,
+        &[],
+        &[("RUNWAYML_API_SECRET", "wrong-key-123")],
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sample(
+            m,
+            "runway_exporter_api_requests_total{code=\"401\",endpoint=\"tasks\"}",
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    });
+    assert_eq!(
+        sample(&m, "runway_exporter_source_up{source=\"api\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "runway_api_tasks_tracked"),
+        Some(1.0),
+        "the task is kept"
+    );
+    let errors: Vec<_> = d
+        .logs()
+        .iter()
+        .filter(|l| l["level"] == "ERROR")
+        .cloned()
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one ERROR line, not one per request: {errors:?}"
+    );
+    let logs = serde_json::to_string(d.logs()).unwrap();
+    assert!(!logs.contains("wrong-key-123"));
+    // Slowly: no more often than auth_retry_interval (300 ms) after the first refusal.
+    let times = &mock.task_requests()["t-1"];
+    for pair in times.windows(2) {
+        assert!(pair[1].duration_since(pair[0]) >= Duration::from_millis(290));
+    }
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+
+    // With the right key (and the wrong API version: 400) the same.
+    let cfg = api_config(dir.path(), &mock, "api_version = \"1999-01-01\"\n");
+    let d = Daemon::start_env(dir.path(), &cfg, &[], &[("RUNWAYML_API_SECRET", KEY)]);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sample(
+            m,
+            "runway_exporter_api_requests_total{code=\"400\",endpoint=\"tasks\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+            && sample(m, "runway_exporter_source_up{source=\"api\"}") == Some(0.0)
+    });
+    assert_eq!(
+        sample(&m, "runway_exporter_source_up{source=\"api\"}"),
+        Some(0.0)
+    );
+    drop(d);
+
+    // Right key and version: the task kept across the restarts is counted once.
+    let d = Daemon::start_env(
+        dir.path(),
+        &api_config(dir.path(), &mock, ""),
+        &[],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        records(m, "api", "counted") >= 1.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 1.0);
+    assert_eq!(
+        sample(&m, "runway_exporter_source_up{source=\"api\"}"),
+        Some(1.0)
+    );
+
+    // No key at all: a configuration error.
+    let (code, _, err) = run_env(
+        &[
+            "--config",
+            dir.path().join("runway-exporter.toml").to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("RUNWAYML_API_SECRET"), "{err}");
+}
+
+#[test]
+fn tasks_being_polled_survive_a_crash_and_are_counted_once() {
+    use Step::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut timeline = vec![Task("RUNNING", None); 8];
+    timeline.push(Task("FAILED", Some("SAFETY.OUTPUT.VIDEO")));
+    let mock = MockApi::start(
+        KEY,
+        vec![
+            ("t-long".into(), timeline),
+            ("t-quick".into(), vec![Task("SUCCEEDED", None)]),
+        ],
+    );
+    append(&dir.path().join("tasks.list"), b"t-long\nt-quick\n");
+    let cfg = api_config(dir.path(), &mock, "");
+    let env = [("RUNWAYML_API_SECRET", KEY)];
+    let mut d = Daemon::start_env(dir.path(), &cfg, &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        records(m, "api", "counted") >= 1.0 && records(m, "api", "non_terminal") >= 2.0
+    });
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(1.0));
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(10));
+    let d = Daemon::start_env(dir.path(), &cfg, &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 2.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 2.0);
+    assert_eq!(
+        records(&m, "task_list", "tracked"),
+        2.0,
+        "the list is not read twice"
+    );
+    assert_eq!(
+        sum(&m, "runway_task_failures_total", &["SAFETY.OUTPUT.VIDEO"]),
+        1.0
+    );
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0));
+}
+
+#[test]
+fn two_shards_split_one_task_list() {
+    use Step::*;
+    let ids: Vec<String> = (0..40).map(|i| format!("shard-task-{i}")).collect();
+    let mock = MockApi::start(
+        KEY,
+        ids.iter()
+            .map(|id| (id.clone(), vec![Task("SUCCEEDED", None)]))
+            .collect(),
+    );
+    let shared = tempfile::tempdir().unwrap();
+    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    append(&shared.path().join("tasks.list"), list.as_bytes());
+    let env = [("RUNWAYML_API_SECRET", KEY)];
+    let mut daemons = Vec::new();
+    let mut dirs = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = api_config(dir.path(), &mock, &format!("shard = \"{shard}\"\n")).replace(
+            &dir.path().join("tasks.list").display().to_string(),
+            &shared.path().join("tasks.list").display().to_string(),
+        );
+        daemons.push(Daemon::start_env(dir.path(), &cfg, &[], &env));
+        dirs.push(dir);
+    }
+    let mut counted = 0.0;
+    let mut tracked = 0.0;
+    let mut other = 0.0;
+    for d in &daemons {
+        let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+            records(m, "task_list", "tracked") + records(m, "task_list", "other_shard") >= 40.0
+                && records(m, "api", "counted") >= records(m, "task_list", "tracked")
+        });
+        assert!(
+            records(&m, "api", "counted") > 0.0,
+            "each shard has some of 40 ids"
+        );
+        counted += records(&m, "api", "counted");
+        tracked += records(&m, "task_list", "tracked");
+        other += records(&m, "task_list", "other_shard");
+    }
+    assert_eq!((counted, tracked, other), (40.0, 40.0, 40.0));
+    // And every id was asked for by one instance only: once each, in all.
+    let requests = mock.task_requests();
+    assert_eq!(requests.len(), 40);
+    assert!(
+        requests.values().all(|t| t.len() == 1),
+        "an id polled twice"
+    );
+}

@@ -1,0 +1,223 @@
+//! A mock Runway API on 127.0.0.1 for the API source's tests: scripted task timelines,
+//! the key and version checks of the real API, and faults on demand.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// One answer of a task's timeline.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// 200 with the task in this status (and failure code, for FAILED).
+    Task(&'static str, Option<&'static str>),
+    /// An error status with `{"error": ...}`.
+    Status(u16),
+    /// 429 with `Retry-After: secs`.
+    RetryAfter(u64),
+    /// 200 with a body that is not JSON.
+    Malformed,
+    /// The connection is closed without an answer.
+    Reset,
+    /// An answer slower than the client's timeout, then RUNNING.
+    Slow(Duration),
+}
+
+#[derive(Default)]
+struct State {
+    key: String,
+    timelines: HashMap<String, Vec<Step>>,
+    served: HashMap<String, usize>,
+    /// Every request: path, when, the Authorization header as sent.
+    requests: Vec<(String, Instant, String)>,
+}
+
+/// The running mock.
+pub struct MockApi {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let path = req.uri().path().to_string();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let version = req
+        .headers()
+        .get("x-runway-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let step = {
+        let mut s = state.lock().unwrap();
+        s.requests
+            .push((path.clone(), Instant::now(), auth.clone()));
+        if version != "2024-11-06" {
+            return Ok(json(
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"Invalid or missing X-Runway-Version header."}"#.into(),
+            ));
+        }
+        if auth != format!("Bearer {}", s.key) {
+            return Ok(json(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"Invalid API key."}"#.into(),
+            ));
+        }
+        if path == "/v1/organization" {
+            return Ok(json(StatusCode::OK, r#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#.into()));
+        }
+        let Some(id) = path.strip_prefix("/v1/tasks/").map(str::to_string) else {
+            return Ok(json(
+                StatusCode::NOT_FOUND,
+                r#"{"error":"Not found."}"#.into(),
+            ));
+        };
+        let Some(timeline) = s.timelines.get(&id).cloned() else {
+            return Ok(json(
+                StatusCode::NOT_FOUND,
+                r#"{"error":"Task not found."}"#.into(),
+            ));
+        };
+        let n = s.served.entry(id.clone()).or_default();
+        let step = timeline[(*n).min(timeline.len() - 1)].clone();
+        *n += 1;
+        (id, step)
+    };
+    let (id, step) = step;
+    let task = |status: &str, code: Option<&str>| {
+        let code = code
+            .map(|c| format!("\"{c}\""))
+            .unwrap_or_else(|| "null".into());
+        json(
+            StatusCode::OK,
+            format!(
+                r#"{{"id":"{id}","createdAt":"2024-11-06T12:00:00.000Z","status":"{status}","failure":"x","failureCode":{code}}}"#
+            ),
+        )
+    };
+    Ok(match step {
+        Step::Task(status, code) => task(status, code),
+        Step::Status(code) => json(
+            StatusCode::from_u16(code).unwrap(),
+            r#"{"error":"Injected."}"#.into(),
+        ),
+        Step::RetryAfter(secs) => {
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"error":"Too many requests."}"#.into(),
+            );
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
+            r
+        }
+        Step::Malformed => json(StatusCode::OK, "{\"id\": \"".into()),
+        Step::Reset => return Err(std::io::Error::other("injected reset")),
+        Step::Slow(d) => {
+            tokio::time::sleep(d).await;
+            task("RUNNING", None)
+        }
+    })
+}
+
+impl MockApi {
+    pub fn start(key: &str, timelines: Vec<(String, Vec<Step>)>) -> MockApi {
+        let state = Arc::new(Mutex::new(State {
+            key: key.to_string(),
+            timelines: timelines.into_iter().collect(),
+            ..State::default()
+        }));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        _ = &mut stop_rx => return,
+                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    };
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |req| handle(st.clone(), req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        MockApi {
+            addr,
+            state,
+            _stop: stop_tx,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Request times by task id.
+    pub fn task_requests(&self) -> HashMap<String, Vec<Instant>> {
+        let s = self.state.lock().unwrap();
+        let mut out: HashMap<String, Vec<Instant>> = HashMap::new();
+        for (path, at, _) in &s.requests {
+            if let Some(id) = path.strip_prefix("/v1/tasks/") {
+                out.entry(id.to_string()).or_default().push(*at);
+            }
+        }
+        out
+    }
+
+    pub fn organization_requests(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(p, _, _)| p == "/v1/organization")
+            .count()
+    }
+
+    /// Every Authorization header that reached the mock.
+    pub fn auth_headers(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .map(|(_, _, a)| a.clone())
+            .collect()
+    }
+}
