@@ -112,6 +112,12 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     )
 }
 
+/// `base x 2^failures`, at most `max`, less the `jitter` fraction (0 to 0.5).
+pub fn backoff_delay(base: Duration, max: Duration, failures: u32, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << failures.min(20));
+    exp.min(max).mul_f64(1.0 - jitter.clamp(0.0, 0.5))
+}
+
 /// A client for the two endpoints.
 #[derive(Clone)]
 pub struct Client {
@@ -215,12 +221,13 @@ impl Poller {
 
     /// Exponential backoff with up to 50 % jitter taken off.
     fn backoff(&self, failures: u32) -> Duration {
-        let exp = self
-            .settings
-            .backoff_base
-            .saturating_mul(1u32 << failures.min(20));
-        let capped = exp.min(self.settings.backoff_max);
-        capped.mul_f64(1.0 - rand::rng().random_range(0.0..0.5))
+        let jitter = rand::rng().random_range(0.0..0.5);
+        backoff_delay(
+            self.settings.backoff_base,
+            self.settings.backoff_max,
+            failures,
+            jitter,
+        )
     }
 
     /// Brings the schedule in line with the ledger's tracked tasks; ends expired ones.
@@ -540,6 +547,23 @@ mod tests {
         );
         h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_less_at_most_half() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        let d = |n, j| backoff_delay(base, max, n, j);
+        assert_eq!(d(0, 0.0), Duration::from_secs(1));
+        assert_eq!(d(1, 0.0), Duration::from_secs(2));
+        assert_eq!(d(5, 0.0), Duration::from_secs(32));
+        assert_eq!(d(9, 0.0), Duration::from_secs(300), "capped");
+        assert_eq!(d(40, 0.0), Duration::from_secs(300), "no overflow");
+        assert_eq!(d(3, 0.5), Duration::from_secs(4));
+        assert_eq!(
+            d(3, 0.9),
+            Duration::from_secs(4),
+            "jitter takes off at most half"
+        );
     }
 
     #[test]

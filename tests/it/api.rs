@@ -218,6 +218,10 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
         .auth_headers()
         .iter()
         .all(|a| a == &format!("Bearer {KEY}")));
+    // Retry-After: 1 held the task back for a second.
+    let held = &mock.task_requests()["t-retry-after"];
+    let gap = held[1].duration_since(held[0]);
+    assert!(gap >= Duration::from_millis(950), "{gap:?}");
 
     // The key never reaches the logs, the metrics or check-config.
     d.signal("TERM");
@@ -421,4 +425,59 @@ fn two_shards_split_one_task_list() {
         requests.values().all(|t| t.len() == 1),
         "an id polled twice"
     );
+}
+
+#[test]
+fn the_request_rate_and_the_requests_in_flight_are_capped() {
+    use Step::*;
+    let ids: Vec<String> = (0..24).map(|i| format!("rate-{i}")).collect();
+    // Each first answer takes 150 ms (under the 300 ms timeout), so requests overlap
+    // unless they are capped.
+    let slow_then_done = || vec![Slow(Duration::from_millis(150)), Task("SUCCEEDED", None)];
+    let mock = MockApi::start(
+        KEY,
+        ids.iter()
+            .map(|id| (id.clone(), slow_then_done()))
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    append(&dir.path().join("tasks.list"), list.as_bytes());
+    // Only task requests here: the organization poller is off ("0s").
+    let cfg = api_config(dir.path(), &mock, "")
+        .replace(
+            "requests_per_second = 200.0",
+            "requests_per_second = 40.0\nmax_in_flight = 3",
+        )
+        .replace(
+            "organization_interval = \"200ms\"",
+            "organization_interval = \"0s\"",
+        );
+    let d = Daemon::start_env(dir.path(), &cfg, &[], &[("RUNWAYML_API_SECRET", KEY)]);
+    let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+        records(m, "api", "counted") >= 24.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 24.0);
+    assert!(
+        mock.max_concurrent() <= 3,
+        "{} requests at once",
+        mock.max_concurrent()
+    );
+    assert!(
+        mock.max_concurrent() >= 2,
+        "requests should overlap up to the cap"
+    );
+    assert_eq!(
+        mock.organization_requests(),
+        0,
+        "organization_interval = 0s is off"
+    );
+    let times = mock.task_request_times();
+    for pair in times.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap >= Duration::from_millis(24),
+            "two requests {gap:?} apart at 40/s"
+        );
+    }
 }

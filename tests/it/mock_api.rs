@@ -36,6 +36,18 @@ struct State {
     served: HashMap<String, usize>,
     /// Every request: path, when, the Authorization header as sent.
     requests: Vec<(String, Instant, String)>,
+    /// Requests being answered now, and the most at once.
+    active: usize,
+    max_active: usize,
+}
+
+/// Counts a request as being answered until dropped.
+struct Active(Arc<Mutex<State>>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().active -= 1;
+    }
 }
 
 /// The running mock.
@@ -70,6 +82,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let _active = {
+        let mut s = state.lock().unwrap();
+        s.active += 1;
+        s.max_active = s.max_active.max(s.active);
+        Active(state.clone())
+    };
     let step = {
         let mut s = state.lock().unwrap();
         s.requests
@@ -208,6 +226,21 @@ impl MockApi {
             .iter()
             .filter(|(p, _, _)| p == "/v1/organization")
             .count()
+    }
+
+    /// The most requests answered at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.lock().unwrap().max_active
+    }
+
+    /// Every task request's time, in order.
+    pub fn task_request_times(&self) -> Vec<Instant> {
+        let s = self.state.lock().unwrap();
+        s.requests
+            .iter()
+            .filter(|(p, _, _)| p.starts_with("/v1/tasks/"))
+            .map(|(_, t, _)| *t)
+            .collect()
     }
 
     /// Every Authorization header that reached the mock.
