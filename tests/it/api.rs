@@ -427,28 +427,16 @@ fn two_shards_split_one_task_list() {
     );
 }
 
-#[test]
-fn the_request_rate_and_the_requests_in_flight_are_capped() {
-    use Step::*;
-    let ids: Vec<String> = (0..24).map(|i| format!("rate-{i}")).collect();
-    // Each first answer takes 150 ms (under the 300 ms timeout), so requests overlap
-    // unless they are capped.
-    let slow_then_done = || vec![Slow(Duration::from_millis(150)), Task("SUCCEEDED", None)];
-    let mock = MockApi::start(
-        KEY,
-        ids.iter()
-            .map(|id| (id.clone(), slow_then_done()))
-            .collect(),
-    );
+/// Runs 24 tasks through a daemon with `extra` settings; returns the mock.
+fn run_24(timeline: fn() -> Vec<Step>, extra: &str) -> MockApi {
+    let ids: Vec<String> = (0..24).map(|i| format!("cap-{i}")).collect();
+    let mock = MockApi::start(KEY, ids.iter().map(|id| (id.clone(), timeline())).collect());
     let dir = tempfile::tempdir().unwrap();
     let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
     append(&dir.path().join("tasks.list"), list.as_bytes());
     // Only task requests here: the organization poller is off ("0s").
-    let cfg = api_config(dir.path(), &mock, "")
-        .replace(
-            "requests_per_second = 200.0",
-            "requests_per_second = 40.0\nmax_in_flight = 3",
-        )
+    let cfg = api_config(dir.path(), &mock, extra)
+        .replace("requests_per_second = 200.0\n", "")
         .replace(
             "organization_interval = \"200ms\"",
             "organization_interval = \"0s\"",
@@ -458,6 +446,45 @@ fn the_request_rate_and_the_requests_in_flight_are_capped() {
         records(m, "api", "counted") >= 24.0
     });
     assert_eq!(records(&m, "api", "counted"), 24.0);
+    assert_eq!(
+        mock.organization_requests(),
+        0,
+        "organization_interval = 0s is off"
+    );
+    mock
+}
+
+#[test]
+fn the_request_rate_is_capped() {
+    // Instant answers and a high in-flight cap: only the rate holds requests back.
+    let mock = run_24(
+        || vec![Step::Task("SUCCEEDED", None)],
+        "requests_per_second = 40.0\nmax_in_flight = 24\n",
+    );
+    let times = mock.task_request_times();
+    assert_eq!(times.len(), 24);
+    // At 40/s, 8 requests in a row span at least 7 x 25 ms; a single gap can look
+    // shorter at the mock when one request was delayed on its way, not more often.
+    for run in times.windows(8) {
+        let span = run[7].duration_since(run[0]);
+        assert!(
+            span >= Duration::from_millis(7 * 25 - 30),
+            "8 requests within {span:?} at 40/s"
+        );
+    }
+}
+
+#[test]
+fn the_requests_in_flight_are_capped() {
+    // Slow answers (150 ms, under the 300 ms timeout) and a high rate: only the cap
+    // keeps requests from piling up.
+    let slow = || {
+        vec![
+            Step::Slow(Duration::from_millis(150)),
+            Step::Task("SUCCEEDED", None),
+        ]
+    };
+    let mock = run_24(slow, "requests_per_second = 500.0\nmax_in_flight = 3\n");
     assert!(
         mock.max_concurrent() <= 3,
         "{} requests at once",
@@ -467,17 +494,4 @@ fn the_request_rate_and_the_requests_in_flight_are_capped() {
         mock.max_concurrent() >= 2,
         "requests should overlap up to the cap"
     );
-    assert_eq!(
-        mock.organization_requests(),
-        0,
-        "organization_interval = 0s is off"
-    );
-    let times = mock.task_request_times();
-    for pair in times.windows(2) {
-        let gap = pair[1].duration_since(pair[0]);
-        assert!(
-            gap >= Duration::from_millis(24),
-            "two requests {gap:?} apart at 40/s"
-        );
-    }
 }
