@@ -7,4 +7,5 @@ mod durability;
 mod harness;
 mod hostile;
 mod mock_api;
+mod ops;
 mod tailer_model;
