@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the machine lacks, from Debian's packages:
-#   promtool (package prometheus): checks every /metrics exposition the tests produce.
+#   promtool (package prometheus): checks every /metrics exposition and the alert rules;
+#   systemd-analyze (package systemd): verifies and rates the systemd unit.
 # Idempotent: installs nothing when everything is there.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -22,6 +24,6 @@ $sudo apt-get update -qq
 # The prometheus package's post-install may try to start the service; where there is no
 # init system that is harmless, and the tests start their own instances anyway.
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-for tool in promtool; do
+for tool in promtool systemd-analyze; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing after install" >&2; exit 1; }
 done

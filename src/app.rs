@@ -93,6 +93,7 @@ async fn committer(
     dir: PathBuf,
     interval: Duration,
     health: Arc<HttpState>,
+    heartbeat: Arc<std::sync::atomic::AtomicU64>,
     token: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -103,6 +104,7 @@ async fn committer(
             _ = token.cancelled() => true,
             _ = tick.tick() => false,
         };
+        heartbeat.store(unix_now() as u64, Ordering::Relaxed);
         let (p, d) = (pipeline.clone(), dir.clone());
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || p.commit(&d)).await;
@@ -209,6 +211,32 @@ pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
         Err(e) => {
             tracing::error!(error = %e, "Cannot read the state file; starting fresh without it.");
             Restored::default()
+        }
+    }
+}
+
+/// Pings the systemd watchdog (`WatchdogSec=`) at half its interval, as long as the
+/// committer's loop keeps beating: a stuck exporter stops pinging and is restarted.
+async fn watchdog(
+    period: Duration,
+    heartbeat: Arc<std::sync::atomic::AtomicU64>,
+    stale: Duration,
+    token: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(period / 2);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let age = unix_now() - heartbeat.load(Ordering::Relaxed) as f64;
+        if age <= stale.as_secs_f64() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::warn!(
+                age_seconds = age,
+                "The commit loop is stuck; not pinging the systemd watchdog."
+            );
         }
     }
 }
@@ -345,14 +373,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             sources.clone(),
         ));
     }
+    let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64));
     let commit_task = tracker.spawn(committer(
         pipeline.clone(),
         metrics,
         settings.state.dir.clone(),
         settings.state.commit_interval,
         state.clone(),
+        heartbeat.clone(),
         commits.clone(),
     ));
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        let stale = settings.state.commit_interval * 2 + Duration::from_secs(5);
+        tracker.spawn(watchdog(period, heartbeat, stale, token.child_token()));
+    }
     tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
 
     let signal = tokio::select! {
@@ -365,10 +399,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             // The files are open at their start positions: appended lines are counted.
             state.sources_ready.store(true, Ordering::Release);
             tracing::info!("Ready.");
+            // Type=notify: systemd considers the service started now.
+            if let Err(e) = sd_notify::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("Following task logs."),
+            ]) {
+                tracing::warn!(error = %e, "Cannot notify systemd (NOTIFY_SOCKET).");
+            }
             shutdown_signal().await?
         }
     };
     tracing::info!(signal, "Shutting down.");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     state.sources_ready.store(false, Ordering::Release);
     tracker.close();
     let grace = settings.state.shutdown_grace;

@@ -54,3 +54,113 @@ fn every_alert_is_tested_and_has_a_runbook() {
         );
     }
 }
+
+/// The unit with its binary path pointed at the binary under test, in a temp dir.
+fn unit_under_test(dir: &Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/runway-exporter.service"),
+    )
+    .unwrap();
+    let path = dir.join("runway-exporter.service");
+    std::fs::write(&path, unit.replace("/usr/bin/runway-exporter", BIN)).unwrap();
+    path
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_rated_ok_or_better() {
+    let analyze = require_tool("systemd-analyze");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_under_test(dir.path());
+    let out = Command::new(&analyze)
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("runway-exporter.service:"),
+        "systemd-analyze verify:\n{text}"
+    );
+    let out = Command::new(&analyze)
+        .args(["security", "--offline=yes"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for runway-exporter.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(level <= 2.0, "exposure level {level}");
+    let unit = std::fs::read_to_string(&unit).unwrap();
+    for directive in [
+        "Type=notify",
+        "WatchdogSec=",
+        "DynamicUser=yes",
+        "StateDirectory=",
+        "ConfigurationDirectory=",
+        "LoadCredential=",
+        "ExecStartPre=",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit.contains(directive), "{directive} missing");
+    }
+}
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_pings_the_watchdog_and_says_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::start_env(
+        dir.path(),
+        &config(dir.path(), ""),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "300000"),
+        ],
+    );
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.contains("READY=1"), "{first:?}");
+    // Pings at half the watchdog interval (150 ms): at least three within a few.
+    let mut pings = 0;
+    while pings < 3 {
+        let m = next();
+        assert!(m.contains("WATCHDOG=1"), "{m:?}");
+        pings += 1;
+    }
+    d.signal("TERM");
+    let mut stopping = false;
+    for _ in 0..20 {
+        let m = next();
+        if m.contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
