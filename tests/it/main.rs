@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod daemon;
+mod dashboards;
 mod durability;
 mod harness;
 mod hostile;
