@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Overrides, Settings};
 use crate::deadletter::{DeadLetter, DeadLetterConfig};
 use crate::http::{self, HttpState};
 use crate::ledger::Ledger;
@@ -241,9 +241,59 @@ async fn watchdog(
     }
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP is caught so that a reload request does not
-/// kill the exporter; reloading is not supported by this version yet.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+/// Applies a new configuration on SIGHUP, without resetting any counter.
+pub struct Reloader {
+    overrides: Overrides,
+    current: Settings,
+    pipeline: Arc<Pipeline>,
+    file_settings: tokio::sync::watch::Sender<crate::config::FileSettings>,
+}
+
+impl Reloader {
+    /// Loads and checks the configuration again; a bad one is refused and the running
+    /// one stays. Applied: the failure-code and pricing tables, `[record]`, `[ledger]`
+    /// and `[file]`. Other sections need a restart, and a change there is logged.
+    pub fn reload(&mut self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let result = Settings::load(&self.overrides).and_then(|s| {
+            let table = s.failure_table()?;
+            let pricing = s.pricing()?;
+            let parser = RecordParser::new(&s.record)?;
+            Ok((s, table, pricing, parser))
+        });
+        match result {
+            Err(e) => {
+                tracing::error!(error = %e, "Reload refused: the new configuration is not valid. The running one stays.");
+            }
+            Ok((new, table, pricing, parser)) => {
+                let limits = new.limits();
+                self.pipeline.set_parser(parser);
+                self.pipeline
+                    .with_ledger(|l| l.reconfigure(Arc::new(table), Arc::new(pricing), limits));
+                let _ = self.file_settings.send(new.file.clone());
+                let needs_restart: Vec<&str> = [
+                    ("web", new.web != self.current.web),
+                    ("log", new.log != self.current.log),
+                    ("state", new.state != self.current.state),
+                    ("api", new.api != self.current.api),
+                    ("dead_letter", new.dead_letter != self.current.dead_letter),
+                ]
+                .into_iter()
+                .filter_map(|(section, changed)| changed.then_some(section))
+                .collect();
+                if !needs_restart.is_empty() {
+                    tracing::warn!(sections = ?needs_restart, "Reloaded; these sections changed and take effect only after a restart.");
+                }
+                tracing::info!("Configuration reloaded; counters kept.");
+                self.current = new;
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the configuration.
+async fn shutdown_signal(reloader: &mut Reloader) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -252,13 +302,13 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => tracing::warn!("SIGHUP received; reloading is not supported by this version yet, restart to apply a new configuration."),
+            _ = hup.recv() => reloader.reload(),
         }
     }
 }
 
 /// The daemon: runs until SIGTERM or SIGINT.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()> {
     let pipeline = Arc::new(build_pipeline(&settings)?);
     let registry = Registry::new();
     let mut metrics = Metrics::new(&registry, true, settings.api.task_list.is_some())
@@ -361,9 +411,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         token.child_token(),
     ));
     let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
-    let file_task = tracker.spawn(file::run(tailer, sources.clone(), Some(first_poll_tx)));
+    let (file_settings_tx, file_settings_rx) = tokio::sync::watch::channel(settings.file.clone());
+    let file_task = tracker.spawn(file::run(
+        tailer,
+        sources.clone(),
+        Some(first_poll_tx),
+        Some(file_settings_rx),
+    ));
     if let (Some(client), Some(list)) = (api, task_list) {
-        tracker.spawn(file::run(list, sources.clone(), None));
+        tracker.spawn(file::run(list, sources.clone(), None, None));
         let poller = api::Poller::new(settings.api.clone(), client.clone(), pipeline.clone());
         tracker.spawn(api::run(poller, sources.clone()));
         tracker.spawn(api::run_organization(
@@ -389,8 +445,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
 
+    let mut reloader = Reloader {
+        overrides,
+        current: settings.clone(),
+        pipeline: pipeline.clone(),
+        file_settings: file_settings_tx,
+    };
     let signal = tokio::select! {
-        s = shutdown_signal() => Some(s?),
+        s = shutdown_signal(&mut reloader) => Some(s?),
         _ = first_poll => None,
     };
     let signal = match signal {
@@ -406,7 +468,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ]) {
                 tracing::warn!(error = %e, "Cannot notify systemd (NOTIFY_SOCKET).");
             }
-            shutdown_signal().await?
+            shutdown_signal(&mut reloader).await?
         }
     };
     tracing::info!(signal, "Shutting down.");

@@ -168,6 +168,16 @@ impl DedupeWindow {
         self.set.contains(&Self::hash(id))
     }
 
+    /// Changes how many ids are remembered; the oldest go first when it shrinks.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        while self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
     /// Remembers an already hashed id (restoring a saved window, oldest first).
     pub fn insert_hash(&mut self, h: u64) {
         if self.capacity > 0 && self.set.insert(h) {
@@ -549,6 +559,23 @@ impl Ledger {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Takes new tables and limits (a reload). Counters keep their values and their
+    /// series; a code is counted under the new table's classification from now on.
+    pub fn reconfigure(&mut self, table: Arc<Table>, pricing: Arc<Pricing>, limits: Limits) {
+        self.table = table;
+        self.pricing = pricing;
+        self.limits = limits;
+        self.dedupe.set_capacity(limits.dedupe_window);
+        self.code_info.clear();
+        self.sync_code_info();
+        for code in self.table.known_codes().to_vec() {
+            self.codes.force(&code);
+        }
+        self.sync_code_info();
+        self.export_zeroes();
+        self.generation += 1;
     }
 
     /// Registers a source; its totals start at 0 and `up` false.

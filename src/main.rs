@@ -143,7 +143,7 @@ fn run(o: Overrides) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(app::run(settings))
+    runtime.block_on(app::run(settings, o))
 }
 
 fn main() -> ExitCode {

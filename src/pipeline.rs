@@ -63,7 +63,7 @@ struct WarnState {
 /// The shared part of every source: parser, ledger, dead letter.
 #[derive(Debug)]
 pub struct Pipeline {
-    parser: RecordParser,
+    parser: std::sync::RwLock<RecordParser>,
     ledger: Mutex<Ledger>,
     dead_letter: Option<Mutex<DeadLetter>>,
     warn: Mutex<WarnState>,
@@ -98,7 +98,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Pipeline {
     pub fn new(parser: RecordParser, ledger: Ledger, dead_letter: Option<DeadLetter>) -> Self {
         Pipeline {
-            parser,
+            parser: std::sync::RwLock::new(parser),
             ledger: Mutex::new(ledger),
             dead_letter: dead_letter.map(Mutex::new),
             warn: Mutex::new(WarnState::default()),
@@ -117,6 +117,11 @@ impl Pipeline {
     pub fn next_file_key(&self) -> FileKey {
         self.next_file_key
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replaces the record parser (a reload); counters are untouched.
+    pub fn set_parser(&self, parser: RecordParser) {
+        *self.parser.write().unwrap_or_else(|e| e.into_inner()) = parser;
     }
 
     /// Registers a source with the ledger.
@@ -179,6 +184,7 @@ impl Pipeline {
             let mut count = 0u64;
             let task_list = self.task_list.get().filter(|t| t.source == source).copied();
             let now = unix_now();
+            let parser = self.parser.read().unwrap_or_else(|e| e.into_inner());
             lines(splitter, &mut |line| {
                 count += 1;
                 let (result, text) = match (line, task_list) {
@@ -188,7 +194,7 @@ impl Pipeline {
                         l,
                     ),
                     (Line::Complete(l), None) => {
-                        (self.parser.parse(l).map(|r| ledger.count(source, &r)), l)
+                        (parser.parse(l).map(|r| ledger.count(source, &r)), l)
                     }
                     (Line::TooLong(prefix), _) => (Err(ParseError::LineTooLong), prefix),
                 };

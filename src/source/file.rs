@@ -267,6 +267,32 @@ impl Tailer {
         self.source
     }
 
+    /// Takes new settings (a reload): files no longer matched by the patterns stop
+    /// being followed (their positions are forgotten), and files of new patterns start
+    /// as files found at start-up do (`start_at`).
+    pub fn reconfigure(&mut self, settings: FileSettings) {
+        let matched: std::collections::HashSet<PathBuf> =
+            expand(&settings.paths).into_iter().collect();
+        let dropped: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !matched.contains(*p))
+            .cloned()
+            .collect();
+        for path in dropped {
+            if let Some(f) = self.files.remove(&path) {
+                self.pipeline.untrack(f.key);
+                tracing::info!(source = %self.name, path = %path.display(), "No longer matched after a reload; stopped following it.");
+            }
+        }
+        if settings.read_block_bytes != self.buf.len() {
+            self.buf = vec![0; settings.read_block_bytes];
+        }
+        self.settings = settings;
+        self.started = false;
+        self.last_glob = None;
+    }
+
     /// Opens the files found at start-up at their start positions (checkpointed, or
     /// `start_at`) without reading them, so that the positions can be committed before
     /// any line is read: a crash after that commit resumes from them, instead of
@@ -790,10 +816,12 @@ fn watch_dirs(patterns: &[String]) -> Vec<PathBuf> {
 /// Follows the configured files until `token` is cancelled.
 /// `first_poll` is sent once the files found at start-up are open at their start
 /// positions, so that from then on every appended line is counted.
+/// New settings from `reload` take effect at the next round (see [`Tailer::reconfigure`]).
 pub async fn run(
     mut tailer: Tailer,
     token: CancellationToken,
     mut first_poll: Option<tokio::sync::oneshot::Sender<()>>,
+    mut reload: Option<tokio::sync::watch::Receiver<FileSettings>>,
 ) {
     let wake = Arc::new(Notify::new());
     let glob_now = Arc::new(AtomicBool::new(false));
@@ -836,7 +864,14 @@ pub async fn run(
     let poll_interval = tailer.settings.poll_interval;
     loop {
         let force = glob_now.swap(false, Ordering::Relaxed);
+        let new_settings = reload
+            .as_mut()
+            .filter(|r| r.has_changed().unwrap_or(false))
+            .map(|r| r.borrow_and_update().clone());
         tailer = match tokio::task::spawn_blocking(move || {
+            if let Some(s) = new_settings {
+                tailer.reconfigure(s);
+            }
             tailer.poll(force);
             tailer
         })
@@ -861,6 +896,17 @@ pub async fn run(
             }
             _ = wake.notified() => {}
             _ = tokio::time::sleep(poll_interval) => {}
+            Ok(()) = async {
+                match reload.as_mut() {
+                    Some(r) => r.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Marked unseen again so that the next round applies it.
+                if let Some(r) = reload.as_mut() {
+                    r.mark_changed();
+                }
+            }
         }
     }
     pipeline.event(source, SourceEvent::Up(false));

@@ -209,11 +209,109 @@ fn sigint_is_a_clean_stop_too() {
 }
 
 #[test]
-fn sighup_does_not_kill_the_daemon() {
+fn sighup_reloads_sources_and_tables_and_keeps_every_count() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    append(&a, b"");
+    append(&b, failed("b-before-1").as_bytes());
+    let cfg = |paths: &str, extra: &str| {
+        format!(
+            "[state]\ndir = \"{}\"\ncommit_interval = \"100ms\"\n[file]\npaths = [{paths}]\npoll_interval = \"50ms\"\n{extra}",
+            dir.path().join("state").display()
+        )
+    };
+    let only_a = cfg(&format!("\"{}\"", a.display()), "");
+    let mut d = Daemon::start(dir.path(), &only_a, &[]);
+    let config_path = dir.path().join("runway-exporter.toml");
+
+    // Under load: a writer keeps appending to a.log through both reloads.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (a, stop) = (a.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 1000 {
+                append(&a, failed(&format!("a-{n}")).as_bytes());
+                n += 1;
+            }
+            n
+        })
+    };
+    let table = dir.path().join("codes.toml");
+    std::fs::write(
+        &table,
+        "api_version = \"2024-11-06\"\n[[rule]]\nmatch = \"SAFETY.INPUT.*\"\ncategory = \"safety_input\"\nretry = \"never\"\ncredits = \"lost\"\n[[rule]]\nmatch = \"CUSTOM.CODE\"\ncategory = \"third_party\"\nretry = \"after_delay\"\ncredits = \"refunded\"\n",
+    )
+    .unwrap();
+    let both = cfg(
+        &format!("\"{}\", \"{}\"", a.display(), b.display()),
+        &format!("[tables]\nfailure_codes = \"{}\"\n", table.display()),
+    );
+    let mut last = 0.0;
+    let mut monotonic = |m: &str| {
+        let now = sum(m, "runway_exporter_records_total", &[]);
+        assert!(now >= last, "records went from {last} to {now}");
+        last = now;
+    };
+    monotonic(&d.metrics());
+    std::fs::write(&config_path, &both).unwrap();
     d.signal("HUP");
-    d.wait_log("SIGHUP received; reloading is not supported by this version yet, restart to apply a new configuration.", Duration::from_secs(5));
+    d.wait_log(
+        "Configuration reloaded; counters kept.",
+        Duration::from_secs(10),
+    );
+    monotonic(&d.metrics());
+    // b.log is followed from the next round on (start_at = end: what was there then
+    // is not counted).
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sample(m, "runway_exporter_files_tracked{source=\"file\"}") == Some(2.0)
+    });
+    monotonic(&m);
+    append(
+        &b,
+        b"{\"id\":\"b-1\",\"status\":\"FAILED\",\"failureCode\":\"CUSTOM.CODE\"}\n",
+    );
+    // A bad configuration is refused, and the running one goes on.
+    std::fs::write(&config_path, "[file\npaths = nonsense").unwrap();
+    d.signal("HUP");
+    d.wait_log(
+        "Reload refused: the new configuration is not valid. The running one stays.",
+        Duration::from_secs(10),
+    );
+    append(&b, failed("b-2").as_bytes());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap() as f64;
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sum(m, "runway_exporter_records_total", &["counted"]) >= written + 2.0
+    });
+    monotonic(&m);
+    assert_eq!(
+        sum(&m, "runway_exporter_records_total", &["counted"]),
+        written + 2.0,
+        "every line once"
+    );
+    assert_eq!(
+        sum(&m, "runway_exporter_records_total", &["duplicate"]),
+        0.0
+    );
+    assert_eq!(
+        safety(&m),
+        written + 1.0,
+        "a.log and b-2; b-before-1 was there before the reload"
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "runway_task_failures_total",
+            &["failure_code=\"CUSTOM.CODE\"", "category=\"third_party\""]
+        ),
+        1.0,
+        "the new table classifies new codes"
+    );
+    assert_eq!(
+        sample(&m, "runway_exporter_files_tracked{source=\"file\"}"),
+        Some(2.0)
+    );
     assert_eq!(get(d.addr, "/-/healthy").unwrap().0, 200);
 }
 

@@ -110,6 +110,7 @@ fn the_systemd_unit_verifies_and_is_rated_ok_or_better() {
         "ConfigurationDirectory=",
         "LoadCredential=",
         "ExecStartPre=",
+        "ExecReload=",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
