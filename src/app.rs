@@ -313,6 +313,15 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
     let registry = Registry::new();
     let mut metrics = Metrics::new(&registry, true, settings.api.task_list.is_some())
         .context("cannot register the metrics")?;
+    let security = match &settings.web.config_file {
+        Some(path) => {
+            crate::webconfig::WebSecurity::load(path).map_err(|e| ConfigError::Invalid {
+                key: "web.config_file",
+                problem: e.to_string(),
+            })?
+        }
+        None => Default::default(),
+    };
     let addr = settings.web.listen_address.clone();
     let listener = TcpListener::bind(&addr)
         .await
@@ -408,6 +417,7 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
         listener,
         state.clone(),
         limits,
+        security,
         token.child_token(),
     ));
     let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();

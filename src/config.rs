@@ -546,22 +546,10 @@ fn ser_name<T: Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
-/// TLS and basic auth arrive with the secured-endpoint work; until then a web config
-/// that asks for either is refused rather than silently serving `/metrics` unprotected.
 fn check_web_config(path: &std::path::Path) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid("web.config_file", format!("{}: {e}", path.display())))?;
-    let asks = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .any(|l| !l.is_empty());
-    if asks {
-        return Err(invalid(
-            "web.config_file",
-            format!("{}: TLS and basic auth are not supported by this version yet; refusing to serve the metrics unprotected", path.display()),
-        ));
-    }
-    Ok(())
+    crate::webconfig::WebSecurity::load(path)
+        .map(|_| ())
+        .map_err(|e| invalid("web.config_file", e.to_string()))
 }
 
 #[cfg(test)]
@@ -720,19 +708,19 @@ mod tests {
     }
 
     #[test]
-    fn a_web_config_asking_for_tls_is_refused() {
+    fn a_web_config_is_checked_when_the_config_is() {
         let dir = tempfile::tempdir().unwrap();
         let web = dir.path().join("web.yml");
-        std::fs::write(&web, "# nothing yet\n\n").unwrap();
         let o = |p: &std::path::Path| Overrides {
             web_config_file: Some(p.to_path_buf()),
             ..Overrides::default()
         };
+        std::fs::write(&web, "# nothing yet\n\n").unwrap();
         load("", &[], o(&web)).unwrap();
-        std::fs::write(&web, "basic_auth_users:\n  a: $2y$...\n").unwrap();
+        std::fs::write(&web, "basic_auth_users:\n  a: not-a-hash\n").unwrap();
         let err = load("", &[], o(&web)).unwrap_err().to_string();
         assert!(
-            err.contains("web.config_file") && err.contains("unprotected"),
+            err.contains("web.config_file") && err.contains("bcrypt"),
             "{err}"
         );
     }

@@ -122,11 +122,13 @@ pub struct Limits {
 }
 
 /// Serves until `token` is cancelled, then lets open connections finish within the
-/// grace period.
+/// grace period. With TLS, the handshake must also finish within
+/// `header_read_timeout`; with basic auth, every path needs the password.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
     limits: Limits,
+    security: crate::webconfig::WebSecurity,
     token: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -152,22 +154,78 @@ pub async fn serve(
             },
         };
         let state = state.clone();
+        let auth = security.auth.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, &req)) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error.");
+            let (state, auth) = (state.clone(), auth.clone());
+            async move {
+                if let Some(auth) = auth {
+                    let header = req
+                        .headers()
+                        .get(hyper::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    // bcrypt is slow on purpose: off the async workers.
+                    let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
+                        .await
+                        .unwrap_or(false);
+                    if !ok {
+                        let mut r = respond(
+                            StatusCode::UNAUTHORIZED,
+                            "text/plain; charset=utf-8",
+                            "Unauthorized.\n",
+                        );
+                        r.headers_mut().insert(
+                            hyper::header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Basic realm=\"runway-exporter\""),
+                        );
+                        return Ok::<_, Infallible>(r);
+                    }
+                }
+                Ok::<_, Infallible>(handle(&state, &req))
             }
-            drop(permit);
         });
+        let builder = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(64 * 1024);
+            b
+        };
+        match security.tls.clone() {
+            None => {
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error.");
+                    }
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                let watcher = graceful.watcher();
+                let handshake_timeout = limits.header_read_timeout;
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed.");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake too slow; connection closed.");
+                            return;
+                        }
+                    };
+                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(peer = %peer, error = %e, "HTTPS connection ended with an error.");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(limits.grace, graceful.shutdown())

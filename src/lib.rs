@@ -26,3 +26,4 @@ pub mod pricing;
 pub mod record;
 pub mod source;
 pub mod state;
+pub mod webconfig;

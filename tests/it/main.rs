@@ -10,3 +10,4 @@ mod hostile;
 mod mock_api;
 mod ops;
 mod tailer_model;
+mod web;
