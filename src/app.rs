@@ -243,6 +243,7 @@ async fn watchdog(
 
 /// Applies a new configuration on SIGHUP, without resetting any counter.
 pub struct Reloader {
+    http: Arc<HttpState>,
     overrides: Overrides,
     current: Settings,
     pipeline: Arc<Pipeline>,
@@ -251,28 +252,47 @@ pub struct Reloader {
 
 impl Reloader {
     /// Loads and checks the configuration again; a bad one is refused and the running
-    /// one stays. Applied: the failure-code and pricing tables, `[record]`, `[ledger]`
-    /// and `[file]`. Other sections need a restart, and a change there is logged.
+    /// one stays. Applied: the failure-code and pricing tables, `[record]`, `[ledger]`,
+    /// `[file]` and the web config file (TLS, basic auth: for new connections). Other
+    /// sections need a restart, and a change there is logged.
     pub fn reload(&mut self) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         let result = Settings::load(&self.overrides).and_then(|s| {
             let table = s.failure_table()?;
             let pricing = s.pricing()?;
             let parser = RecordParser::new(&s.record)?;
-            Ok((s, table, pricing, parser))
+            let security = match &s.web.config_file {
+                Some(path) => {
+                    crate::webconfig::WebSecurity::load(path).map_err(|e| ConfigError::Invalid {
+                        key: "web.config_file",
+                        problem: e.to_string(),
+                    })?
+                }
+                None => Default::default(),
+            };
+            Ok((s, table, pricing, parser, security))
         });
         match result {
             Err(e) => {
                 tracing::error!(error = %e, "Reload refused: the new configuration is not valid. The running one stays.");
             }
-            Ok((new, table, pricing, parser)) => {
+            Ok((new, table, pricing, parser, security)) => {
                 let limits = new.limits();
+                *self
+                    .http
+                    .security
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = security;
                 self.pipeline.set_parser(parser);
                 self.pipeline
                     .with_ledger(|l| l.reconfigure(Arc::new(table), Arc::new(pricing), limits));
                 let _ = self.file_settings.send(new.file.clone());
+                let web_restart = crate::config::Web {
+                    config_file: self.current.web.config_file.clone(),
+                    ..new.web.clone()
+                } != self.current.web;
                 let needs_restart: Vec<&str> = [
-                    ("web", new.web != self.current.web),
+                    ("web", web_restart),
                     ("log", new.log != self.current.log),
                     ("state", new.state != self.current.state),
                     ("api", new.api != self.current.api),
@@ -335,6 +355,7 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
         sources_ready: Default::default(),
         committing: std::sync::atomic::AtomicBool::new(true),
         publishing: Default::default(),
+        security: std::sync::RwLock::new(security),
     });
     if settings.file.paths.is_empty() {
         tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
@@ -417,7 +438,6 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
         listener,
         state.clone(),
         limits,
-        security,
         token.child_token(),
     ));
     let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
@@ -456,6 +476,7 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
     tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
 
     let mut reloader = Reloader {
+        http: state.clone(),
         overrides,
         current: settings.clone(),
         pipeline: pipeline.clone(),

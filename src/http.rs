@@ -34,6 +34,8 @@ pub struct HttpState {
     /// Held for writing while a commit is published, for reading while a scrape is
     /// gathered: a scrape shows one commit whole, never half of the next.
     pub publishing: std::sync::RwLock<()>,
+    /// TLS and basic auth; a reload replaces them for the connections that follow.
+    pub security: std::sync::RwLock<crate::webconfig::WebSecurity>,
 }
 
 impl HttpState {
@@ -128,7 +130,6 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
     limits: Limits,
-    security: crate::webconfig::WebSecurity,
     token: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -153,6 +154,11 @@ pub async fn serve(
                 }
             },
         };
+        let security = state
+            .security
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let state = state.clone();
         let auth = security.auth.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {

@@ -253,3 +253,56 @@ fn slow_clients_do_not_block_scrapes_and_are_cut_off() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A plain HTTP GET of /metrics with an Authorization header; the status.
+fn get_with_auth(addr: SocketAddr, auth: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sighup_reloads_the_web_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = |password: &str| {
+        format!(
+            "basic_auth_users:\n  prometheus: '{}'\n",
+            bcrypt::hash(password, 4).unwrap()
+        )
+    };
+    let web = write(dir.path(), "web.yml", &users("one"));
+    let mut d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), ""),
+        &["--web.config.file", &web],
+    );
+    assert_eq!(get_with_auth(d.addr, &basic("prometheus", "one")), 200);
+    assert_eq!(get_with_auth(d.addr, &basic("prometheus", "two")), 401);
+    write(dir.path(), "web.yml", &users("two"));
+    d.signal("HUP");
+    d.wait_log(
+        "Configuration reloaded; counters kept.",
+        Duration::from_secs(10),
+    );
+    assert_eq!(get_with_auth(d.addr, &basic("prometheus", "two")), 200);
+    assert_eq!(get_with_auth(d.addr, &basic("prometheus", "one")), 401);
+    // A broken web config is refused; the running one stays.
+    write(
+        dir.path(),
+        "web.yml",
+        "basic_auth_users:\n  prometheus: not-a-hash\n",
+    );
+    d.signal("HUP");
+    d.wait_log(
+        "Reload refused: the new configuration is not valid. The running one stays.",
+        Duration::from_secs(10),
+    );
+    assert_eq!(get_with_auth(d.addr, &basic("prometheus", "two")), 200);
+}
