@@ -10,8 +10,8 @@
 //! [`MAX_CODE_BYTES`]. The lower-case sentinels [`NONE`] (null, empty or missing) and
 //! [`INVALID`] can never collide with one of Runway's upper-case codes.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -266,8 +266,8 @@ impl Table {
         })?;
         let mut table = Table {
             api_version: file.api_version,
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: HashMap::default(),
+            prefix: HashMap::default(),
             none: Classification {
                 category: Category::Internal,
                 retry: Retry::AfterDelay,

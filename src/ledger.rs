@@ -833,27 +833,33 @@ impl Ledger {
         let (model, folded) = self.models.get(model_name, self.limits.max_models);
         self.label_overflow[1] += folded as u64;
         *self.tasks.entry((record.status, model)).or_default() += 1;
-        let pricing = self.pricing.clone();
-        let credits = || {
-            record
-                .credits
-                .or_else(|| pricing.estimate(model_name, record.duration))
-        };
         match record.status {
-            Status::Succeeded => match credits() {
-                Some(c) => *self.credits_charged.entry(model).or_default() += c,
-                None => self.credits_unpriced[0] += 1,
-            },
+            Status::Succeeded => {
+                let credits = record
+                    .credits
+                    .or_else(|| self.pricing.estimate(model_name, record.duration));
+                match credits {
+                    Some(c) => *self.credits_charged.entry(model).or_default() += c,
+                    None => self.credits_unpriced[0] += 1,
+                }
+            }
             Status::Failed => {
                 let code = record.failure_code.normalize();
-                let class = self.table.classify(&code);
-                let (category, retry, credit_rule) = (class.category, class.retry, class.credits);
                 let (code_id, folded) =
                     self.codes.get(code.as_str(), self.limits.max_failure_codes);
                 self.label_overflow[0] += folded as u64;
                 if code_id as usize >= self.code_info.len() {
                     self.sync_code_info();
                 }
+                // The interned code's classification is cached; a code folded into
+                // "other" keeps its own.
+                let (category, retry, credit_rule) = if folded {
+                    let class = self.table.classify(&code);
+                    (class.category, class.retry, class.credits)
+                } else {
+                    let info = &self.code_info[code_id as usize];
+                    (info.category, info.retry, info.credits)
+                };
                 self.unknown_failure_codes += (category == Category::Unknown) as u64;
                 let key = FailureKey {
                     code: code_id,
@@ -864,7 +870,10 @@ impl Ledger {
                 };
                 *self.failures.entry(key).or_default() += 1;
                 if credit_rule == CreditRule::Lost {
-                    match credits() {
+                    let credits = record
+                        .credits
+                        .or_else(|| self.pricing.estimate(model_name, record.duration));
+                    match credits {
                         Some(c) => *self.credits_lost.entry((code_id, model)).or_default() += c,
                         None => self.credits_unpriced[1] += 1,
                     }

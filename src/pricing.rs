@@ -4,7 +4,7 @@
 //! `per_second x duration` or `per_image`. Data, not code: `config/pricing.toml` is
 //! compiled in and can be replaced by a file.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 
 use serde::Deserialize;

@@ -63,9 +63,15 @@ impl Status {
 
     /// Parses Runway's status string, ignoring ASCII case.
     pub fn parse(s: &str) -> Option<Status> {
+        // Runway writes them upper-case: the exact match first.
         Status::ALL
             .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .find(|st| st.as_str() == s)
+            .or_else(|| {
+                Status::ALL
+                    .into_iter()
+                    .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            })
     }
 }
 
@@ -525,7 +531,12 @@ impl Visitor<'_> for KeySeed<'_> {
         f.write_str("an object key")
     }
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.0.children.iter().position(|(k, _, _)| k == key))
+        // Length and first byte first: most keys of a line are not looked for, and
+        // this spares a memcmp call for each.
+        let (kb, first) = (key.as_bytes(), key.as_bytes().first());
+        Ok(self.0.children.iter().position(|(k, _, _)| {
+            k.len() == kb.len() && k.as_bytes().first() == first && k.as_bytes() == kb
+        }))
     }
 }
 
