@@ -261,15 +261,7 @@ impl Reloader {
             let table = s.failure_table()?;
             let pricing = s.pricing()?;
             let parser = RecordParser::new(&s.record)?;
-            let security = match &s.web.config_file {
-                Some(path) => {
-                    crate::webconfig::WebSecurity::load(path).map_err(|e| ConfigError::Invalid {
-                        key: "web.config_file",
-                        problem: e.to_string(),
-                    })?
-                }
-                None => Default::default(),
-            };
+            let security = s.web_security()?;
             Ok((s, table, pricing, parser, security))
         });
         match result {
@@ -333,15 +325,7 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
     let registry = Registry::new();
     let mut metrics = Metrics::new(&registry, true, settings.api.task_list.is_some())
         .context("cannot register the metrics")?;
-    let security = match &settings.web.config_file {
-        Some(path) => {
-            crate::webconfig::WebSecurity::load(path).map_err(|e| ConfigError::Invalid {
-                key: "web.config_file",
-                problem: e.to_string(),
-            })?
-        }
-        None => Default::default(),
-    };
+    let security = settings.web_security()?;
     let addr = settings.web.listen_address.clone();
     let listener = TcpListener::bind(&addr)
         .await

@@ -431,9 +431,7 @@ impl Settings {
         if self.web.max_connections == 0 {
             return Err(invalid("web.max_connections", "must be at least 1"));
         }
-        if let Some(web_config) = &self.web.config_file {
-            check_web_config(web_config)?;
-        }
+        self.web_security()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
         if self.state.commit_interval < Duration::from_millis(10) {
@@ -516,6 +514,15 @@ impl Settings {
         })
     }
 
+    /// TLS and basic auth from `web.config_file`, or none.
+    pub fn web_security(&self) -> Result<crate::webconfig::WebSecurity, ConfigError> {
+        match &self.web.config_file {
+            Some(path) => crate::webconfig::WebSecurity::load(path)
+                .map_err(|e| invalid("web.config_file", e.to_string())),
+            None => Ok(Default::default()),
+        }
+    }
+
     /// The pricing table: the configured file or the built-in one.
     pub fn pricing(&self) -> Result<Pricing, ConfigError> {
         Ok(match &self.tables.pricing {
@@ -544,12 +551,6 @@ fn ser_name<T: Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
-}
-
-fn check_web_config(path: &std::path::Path) -> Result<(), ConfigError> {
-    crate::webconfig::WebSecurity::load(path)
-        .map(|_| ())
-        .map_err(|e| invalid("web.config_file", e.to_string()))
 }
 
 #[cfg(test)]

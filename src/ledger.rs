@@ -311,65 +311,68 @@ pub struct Totals {
     pub organization: Option<Organization>,
 }
 
-/// Parse errors are saved by reason, so that a reason added later reads back.
+/// Counts saved by name, so that a name added later still reads back: the serde
+/// `with` modules of [`SourceTotals`] use these.
+fn to_named<'a, S: serde::Serializer>(
+    names: impl Iterator<Item = &'a str>,
+    values: &[u64],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    let m: std::collections::BTreeMap<&str, u64> = names
+        .zip(values.iter().copied())
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    m.serialize(s)
+}
+
+fn from_named<'de, D: serde::Deserializer<'de>, const N: usize>(
+    names: &[&str],
+    d: D,
+) -> Result<[u64; N], D::Error> {
+    use serde::Deserialize;
+    let m = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
+    let mut out = [0; N];
+    for (k, v) in m {
+        let i = names
+            .iter()
+            .position(|n| *n == k)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown count {k:?}")))?;
+        out[i] = v;
+    }
+    Ok(out)
+}
+
+/// Parse errors by reason.
 mod parse_errors_serde {
     use super::ParseError;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-
     const N: usize = ParseError::ALL.len();
 
-    pub fn serialize<S: Serializer>(r: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
-        let m: BTreeMap<&str, u64> = ParseError::ALL
-            .iter()
-            .map(|e| e.reason())
-            .zip(r.iter().copied())
-            .filter(|(_, v)| *v > 0)
-            .collect();
-        m.serialize(s)
+    pub fn serialize<S: serde::Serializer>(r: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
+        super::to_named(ParseError::ALL.iter().map(|e| e.reason()), r, s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
-        let m = BTreeMap::<String, u64>::deserialize(d)?;
-        let mut out = [0; N];
-        for (k, v) in m {
-            let i = ParseError::ALL
-                .iter()
-                .position(|e| e.reason() == k)
-                .ok_or_else(|| serde::de::Error::custom(format!("unknown reason {k:?}")))?;
-            out[i] = v;
-        }
-        Ok(out)
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
+        let names: Vec<&str> = ParseError::ALL.iter().map(|e| e.reason()).collect();
+        super::from_named(&names, d)
     }
 }
 
-/// Results are saved by name, so that a result kind added later reads back.
+/// Line results by name.
 mod results_serde {
     use super::{LineResult, RESULT_KINDS};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
 
-    pub fn serialize<S: Serializer>(r: &[u64; RESULT_KINDS], s: S) -> Result<S::Ok, S::Error> {
-        let m: BTreeMap<&str, u64> = LineResult::RESULTS
-            .iter()
-            .copied()
-            .zip(r.iter().copied())
-            .filter(|(_, v)| *v > 0)
-            .collect();
-        m.serialize(s)
+    pub fn serialize<S: serde::Serializer>(
+        r: &[u64; RESULT_KINDS],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        super::to_named(LineResult::RESULTS.iter().copied(), r, s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; RESULT_KINDS], D::Error> {
-        let m = BTreeMap::<String, u64>::deserialize(d)?;
-        let mut out = [0; RESULT_KINDS];
-        for (k, v) in m {
-            let i = LineResult::RESULTS
-                .iter()
-                .position(|r| *r == k)
-                .ok_or_else(|| serde::de::Error::custom(format!("unknown result {k:?}")))?;
-            out[i] = v;
-        }
-        Ok(out)
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<[u64; RESULT_KINDS], D::Error> {
+        super::from_named(&LineResult::RESULTS, d)
     }
 }
 
