@@ -65,7 +65,7 @@ pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyho
     // A one-shot run has no "last record time" worth exporting: keep the output stable.
     pipeline.with_ledger(|l| l.sources.iter_mut().for_each(|s| s.last_record_unix = 0.0));
     let registry = Registry::new();
-    let mut metrics = Metrics::new(&registry, false, false)?;
+    let mut metrics = Metrics::new(&registry, false)?;
     pipeline.publish(&mut metrics);
     Ok(match format {
         ScanFormat::Prometheus => crate::metrics::render(&registry),
@@ -111,15 +111,17 @@ async fn committer(
         match result {
             Ok(Ok(committed)) => {
                 if let Some(totals) = committed {
-                    metrics
-                        .last_commit_duration
-                        .set(started.elapsed().as_secs_f64());
-                    if let Ok(m) = std::fs::metadata(dir.join(state::FILE_NAME)) {
-                        metrics.state_file_bytes.set(m.len() as i64);
-                    }
-                    let _gate = health.publishing.write().unwrap_or_else(|e| e.into_inner());
-                    metrics.publish(&totals);
-                    metrics.last_commit_timestamp.set(unix_now());
+                    let size = std::fs::metadata(dir.join(state::FILE_NAME)).map(|m| m.len());
+                    health.update_metrics(|| {
+                        metrics
+                            .last_commit_duration
+                            .set(started.elapsed().as_secs_f64());
+                        if let Ok(size) = size {
+                            metrics.state_file_bytes.set(size as i64);
+                        }
+                        metrics.publish(&totals);
+                        metrics.last_commit_timestamp.set(unix_now());
+                    });
                 }
                 if failing {
                     tracing::info!(dir = %dir.display(), "Commits succeed again.");
@@ -128,7 +130,7 @@ async fn committer(
                 health.committing.store(true, Ordering::Release);
             }
             Ok(Err(e)) => {
-                metrics.commit_errors.inc();
+                health.update_metrics(|| metrics.commit_errors.inc());
                 health.committing.store(false, Ordering::Release);
                 if !failing {
                     tracing::error!(error = %e, "Cannot commit the state; not ready until a commit succeeds. Lines are still read and will be committed then. Check that the state directory is writable and not full.");
@@ -323,7 +325,7 @@ async fn shutdown_signal(reloader: &mut Reloader) -> anyhow::Result<&'static str
 pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()> {
     let pipeline = Arc::new(build_pipeline(&settings)?);
     let registry = Registry::new();
-    let mut metrics = Metrics::new(&registry, true, settings.api.task_list.is_some())
+    let mut metrics = Metrics::new(&registry, settings.api.task_list.is_some())
         .context("cannot register the metrics")?;
     let security = settings.web_security()?;
     let addr = settings.web.listen_address.clone();
@@ -333,8 +335,20 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
     let local = listener
         .local_addr()
         .context("cannot read the listening address")?;
+    // The process metrics are live, the rest changes only at a commit (and is rendered
+    // once per commit): two registries.
+    let process_registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    process_registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .context("cannot register the process metrics")?;
     let state = Arc::new(HttpState {
         registry,
+        process_registry: Some(process_registry),
+        published_generation: Default::default(),
+        rendered: Default::default(),
         telemetry_path: settings.web.telemetry_path.clone(),
         sources_ready: Default::default(),
         committing: std::sync::atomic::AtomicBool::new(true),

@@ -25,7 +25,14 @@ use tokio_util::sync::CancellationToken;
 
 /// What the endpoints serve.
 pub struct HttpState {
+    /// Everything but the process metrics: changes only through [`HttpState::update_metrics`].
     pub registry: Registry,
+    /// The process metrics, rendered at every scrape.
+    pub process_registry: Option<Registry>,
+    /// Grows with every change to `registry`.
+    pub published_generation: std::sync::atomic::AtomicU64,
+    /// `registry` rendered, and the generation it was rendered at.
+    pub rendered: std::sync::Mutex<Option<(u64, Bytes)>>,
     pub telemetry_path: String,
     /// The sources have opened their files at their start positions.
     pub sources_ready: AtomicBool,
@@ -39,6 +46,42 @@ pub struct HttpState {
 }
 
 impl HttpState {
+    /// Changes `registry` (a publish): under the write gate, so that no scrape sees
+    /// half of it, and marks the rendered text stale.
+    pub fn update_metrics(&self, f: impl FnOnce()) {
+        let _gate = self.publishing.write().unwrap_or_else(|e| e.into_inner());
+        f();
+        self.published_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The metrics text: `registry` rendered once per change (scrapes between two
+    /// commits share it), then the live process metrics.
+    pub fn render_metrics(&self) -> Bytes {
+        let main = {
+            let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+            let current = self.published_generation.load(Ordering::Acquire);
+            match cache.as_ref() {
+                Some((generation, text)) if *generation == current => text.clone(),
+                _ => {
+                    let _gate = self.publishing.read().unwrap_or_else(|e| e.into_inner());
+                    let generation = self.published_generation.load(Ordering::Acquire);
+                    let text = Bytes::from(crate::metrics::render(&self.registry));
+                    *cache = Some((generation, text.clone()));
+                    text
+                }
+            }
+        };
+        match &self.process_registry {
+            Some(process) => {
+                let mut body = Vec::with_capacity(main.len() + 2048);
+                body.extend_from_slice(&main);
+                body.extend_from_slice(crate::metrics::render(process).as_bytes());
+                Bytes::from(body)
+            }
+            None => main,
+        }
+    }
+
     /// Ready: sources running and the state being committed.
     pub fn ready(&self) -> bool {
         self.sources_ready.load(Ordering::Acquire) && self.committing.load(Ordering::Acquire)
@@ -86,11 +129,7 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes
     }
     let path = req.uri().path();
     if path == state.telemetry_path {
-        return respond(
-            StatusCode::OK,
-            TEXT_FORMAT,
-            crate::metrics::render(&state.registry),
-        );
+        return respond(StatusCode::OK, TEXT_FORMAT, state.render_metrics());
     }
     match path {
         "/" => respond(

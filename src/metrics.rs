@@ -140,8 +140,8 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
-    /// Registers every family on `registry`, with the process collector when `process`.
-    pub fn new(registry: &Registry, process: bool, api: bool) -> prometheus::Result<Metrics> {
+    /// Registers every family on `registry` (the API gauges when `api`).
+    pub fn new(registry: &Registry, api: bool) -> prometheus::Result<Metrics> {
         let r = registry;
         let m = Metrics {
             tasks: register(r, IntCounterVec::new(opts("runway_tasks_total", "Terminal task outcomes, counted once per task id."), &["status", "model"])?)?,
@@ -171,12 +171,6 @@ impl Metrics {
             published: Published::default(),
             api: if api { Some(ApiGauges::new(r)?) } else { None },
         };
-        if process {
-            #[cfg(target_os = "linux")]
-            r.register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))?;
-        }
         m.build_info
             .with_label_values(&[
                 VERSION,
