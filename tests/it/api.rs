@@ -267,12 +267,7 @@ fn a_wrong_key_or_version_marks_the_source_down_and_loses_no_task() {
         Some(1.0),
         "the task is kept"
     );
-    let errors: Vec<_> = d
-        .logs()
-        .iter()
-        .filter(|l| l["level"] == "ERROR")
-        .cloned()
-        .collect();
+    let errors = d.errors();
     assert_eq!(
         errors.len(),
         1,

@@ -379,12 +379,7 @@ fn a_corrupt_state_file_is_moved_aside_and_the_daemon_starts_fresh() {
     let log = dir.path().join("app.log");
     append(&log, b"{\"id\":\"old\",\"status\":\"CANCELLED\"}\n");
     let mut d = Daemon::start(dir.path(), &durable_config(dir.path(), ""), &[]);
-    let errors: Vec<_> = d
-        .logs()
-        .iter()
-        .filter(|l| l["level"] == "ERROR")
-        .cloned()
-        .collect();
+    let errors = d.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0]["message"]
         .as_str()

@@ -213,6 +213,15 @@ impl Daemon {
         }
     }
 
+    /// ERROR log lines received so far.
+    pub fn errors(&mut self) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter(|l| l["level"] == "ERROR")
+            .cloned()
+            .collect()
+    }
+
     /// Log lines received so far.
     pub fn logs(&mut self) -> &[serde_json::Value] {
         while let Ok(v) = self.logs.try_recv() {
@@ -296,6 +305,15 @@ impl Drop for Daemon {
             let _ = self.exited.recv_timeout(Duration::from_secs(10));
         }
     }
+}
+
+/// A command's standard output and error, together.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Appends bytes to a file.

@@ -12,11 +12,7 @@ fn promtool(args: &[&str]) -> String {
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prometheus"))
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text
 }
@@ -76,11 +72,7 @@ fn the_systemd_unit_verifies_and_is_rated_ok_or_better() {
         .arg(&unit)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success() && !text.contains("runway-exporter.service:"),
         "systemd-analyze verify:\n{text}"
