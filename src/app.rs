@@ -349,6 +349,7 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
         process_registry: Some(process_registry),
         published_generation: Default::default(),
         rendered: Default::default(),
+        gzipped: Default::default(),
         telemetry_path: settings.web.telemetry_path.clone(),
         sources_ready: Default::default(),
         committing: std::sync::atomic::AtomicBool::new(true),

@@ -7,15 +7,18 @@
 //! given the grace period to finish.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::Registry;
@@ -33,6 +36,8 @@ pub struct HttpState {
     pub published_generation: std::sync::atomic::AtomicU64,
     /// `registry` rendered, and the generation it was rendered at.
     pub rendered: std::sync::Mutex<Option<(u64, Bytes)>>,
+    /// The whole scrape body gzipped, with the generation and the time it was made.
+    pub gzipped: std::sync::Mutex<Option<(u64, Instant, Bytes)>>,
     pub telemetry_path: String,
     /// The sources have opened their files at their start positions.
     pub sources_ready: AtomicBool,
@@ -82,10 +87,58 @@ impl HttpState {
         }
     }
 
+    /// The scrape body gzipped (Prometheus asks for it). It is compressed once per
+    /// publish and shared, like the text, but also at least every [`GZIP_MAX_AGE`], as it
+    /// carries the process metrics, which change between publishes.
+    pub fn render_metrics_gzip(&self) -> Bytes {
+        let mut cache = self.gzipped.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.published_generation.load(Ordering::Acquire);
+        if let Some((generation, at, body)) = cache.as_ref() {
+            if *generation == current && at.elapsed() < GZIP_MAX_AGE {
+                return body.clone();
+            }
+        }
+        let text = self.render_metrics();
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(text.len() / 8),
+            flate2::Compression::fast(),
+        );
+        // Writing to a Vec cannot fail.
+        let body = match gz.write_all(&text).and_then(|()| gz.finish()) {
+            Ok(body) => Bytes::from(body),
+            Err(_) => return text,
+        };
+        // `current` was read before rendering: at worst the next scrape compresses again.
+        *cache = Some((current, Instant::now(), body.clone()));
+        body
+    }
+
     /// Ready: sources running and the state being committed.
     pub fn ready(&self) -> bool {
         self.sources_ready.load(Ordering::Acquire) && self.committing.load(Ordering::Acquire)
     }
+}
+
+/// How long a compressed scrape body is shared at most when nothing was published.
+pub const GZIP_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Whether the client takes a gzip body (`Accept-Encoding: gzip`, not with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip")) && !refused
+        })
 }
 
 /// Content type of the Prometheus text format.
@@ -129,7 +182,17 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes
     }
     let path = req.uri().path();
     if path == state.telemetry_path {
-        return respond(StatusCode::OK, TEXT_FORMAT, state.render_metrics());
+        let mut r = if accepts_gzip(req.headers()) {
+            let mut r = respond(StatusCode::OK, TEXT_FORMAT, state.render_metrics_gzip());
+            r.headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        } else {
+            respond(StatusCode::OK, TEXT_FORMAT, state.render_metrics())
+        };
+        r.headers_mut()
+            .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        return r;
     }
     match path {
         "/" => respond(

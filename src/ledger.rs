@@ -133,10 +133,15 @@ pub struct DedupeWindow {
 }
 
 impl DedupeWindow {
+    /// The table is sized for `capacity` ids up front: it never rehashes while counting
+    /// (a rehash holds the old and the new table at once, and stalls a line), and the
+    /// cost of a line does not change as the window fills. Pages are touched only as ids
+    /// arrive, apart from the table's control bytes (1 byte per slot).
     pub fn new(capacity: usize) -> Self {
         DedupeWindow {
             capacity,
-            ..Default::default()
+            set: FxHashSet::with_capacity_and_hasher(capacity, Default::default()),
+            order: VecDeque::with_capacity(capacity.saturating_add(1)),
         }
     }
 
@@ -171,11 +176,16 @@ impl DedupeWindow {
     /// Changes how many ids are remembered; the oldest go first when it shrinks.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity;
+        let more = capacity.saturating_sub(self.order.len());
+        self.set.reserve(more);
+        self.order.reserve(more.saturating_add(1));
         while self.order.len() > capacity {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
         }
+        self.set.shrink_to(capacity);
+        self.order.shrink_to(capacity.saturating_add(1));
     }
 
     /// Remembers an already hashed id (restoring a saved window, oldest first).

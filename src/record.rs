@@ -381,7 +381,7 @@ impl RecordParser {
         let mut fields: [Option<Scalar<'a>>; FIELDS] = Default::default();
         match &self.kind {
             Kind::Json(root) => {
-                let mut de = serde_json::Deserializer::from_str(text);
+                let mut de = sonic_rs::Deserializer::from_str(text);
                 NodeSeed {
                     node: root,
                     out: &mut fields,

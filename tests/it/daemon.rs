@@ -374,3 +374,66 @@ fn polling_alone_follows_appends_and_new_files() {
     assert_eq!(safety(&m), 2.0);
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+/// One GET with an `Accept-Encoding`; returns the head and the raw body.
+fn get_encoded(addr: std::net::SocketAddr, path: &str, accept: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+    (head, raw[at + 4..].to_vec())
+}
+
+#[test]
+fn scrapes_are_gzipped_for_clients_that_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    append(&dir.path().join("app.log"), failed("g1").as_bytes());
+    d.scrape_until(Duration::from_secs(10), |m| safety(m) == 1.0);
+    // Without process_* (live, so they differ between two scrapes) the two bodies agree.
+    let stable = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.contains("process_"))
+            .map(String::from)
+            .collect()
+    };
+
+    let (head, body) = get_encoded(d.addr, "/metrics", "deflate, gzip;q=0.8");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
+    assert!(
+        body.len() * 3 < text.len(),
+        "{} -> {}",
+        body.len(),
+        text.len()
+    );
+    promtool_check_metrics(&text);
+    let (_, plain) = get(d.addr, "/metrics").unwrap();
+    assert_eq!(stable(&text), stable(&plain));
+    assert_eq!(safety(&text), 1.0);
+
+    // Refused with q=0, or not asked for: plain text.
+    for accept in ["gzip;q=0", "identity", "br"] {
+        let (head, body) = get_encoded(d.addr, "/metrics", accept);
+        assert!(!head.contains("content-encoding"), "{accept}: {head}");
+        assert_eq!(stable(&String::from_utf8(body).unwrap()), stable(&plain));
+    }
+
+    // A new count reaches the gzipped body at the next publish, not a second later.
+    append(&dir.path().join("app.log"), failed("g2").as_bytes());
+    d.scrape_until(Duration::from_secs(10), |m| safety(m) == 2.0);
+    let (_, body) = get_encoded(d.addr, "/metrics", "gzip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
+    assert_eq!(safety(&text), 2.0);
+}
