@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Cost per line and peak memory as the log grows: is `scan` linear, and is its memory flat?
+
+usage: benches/scaling.py [--sizes 100000,1000000,10000000] [--repeat 5] [--seed 1]
+                          [--bin PATH] [--dir DIR]
+
+Generates one deterministic corpus of the largest size (benches/gen-corpus.py; the smaller
+sizes are its first lines), runs `runway-exporter scan` --repeat times on each size, checks
+that every line was counted (the sum of runway_exporter_records_total is the line count),
+and prints, per size, the median run's CPU seconds (user + sys, from wait4), nanoseconds
+and lines per CPU-second, and peak RSS. Then the two checks of issue 6: the per-line cost
+of every size within 10 % of the others, and peak RSS from 1M to the largest size within
+10 %. Exits 1 when a check fails. --dir keeps the corpora between runs (3.5 GB at 10M).
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+here = os.path.dirname(os.path.abspath(__file__))
+ap = argparse.ArgumentParser()
+ap.add_argument("--sizes", default="100000,1000000,10000000")
+ap.add_argument("--repeat", type=int, default=5)
+ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--bin", default=os.path.join(here, "..", "target", "release", "runway-exporter"))
+ap.add_argument("--dir", default=None)
+a = ap.parse_args()
+sizes = sorted(int(s) for s in a.sizes.split(","))
+work = a.dir or tempfile.mkdtemp()
+os.makedirs(work, exist_ok=True)
+
+
+def corpus(n):
+    path = os.path.join(work, f"corpus-{a.seed}-{n}.log")
+    if os.path.exists(path):
+        return path
+    biggest = os.path.join(work, f"corpus-{a.seed}-{sizes[-1]}.log")
+    if not os.path.exists(biggest):
+        with open(biggest + ".tmp", "wb") as out:
+            subprocess.run([sys.executable, os.path.join(here, "gen-corpus.py"), str(sizes[-1]),
+                            "--seed", str(a.seed)], stdout=out, check=True)
+        os.rename(biggest + ".tmp", biggest)
+    if n != sizes[-1]:
+        with open(path + ".tmp", "wb") as out:
+            subprocess.run(["head", "-n", str(n), biggest], stdout=out, check=True)
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def warm(path):
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+def run(path, lines):
+    """One scan: (CPU seconds, peak RSS in KiB); fails unless every line was counted."""
+    p = subprocess.Popen([a.bin, "scan", path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = p.stdout.read().decode()
+    _, status, usage = os.wait4(p.pid, 0)
+    if status != 0:
+        sys.exit(f"scaling: scan of {path} failed ({status})")
+    counted = sum(float(v) for v in re.findall(r"^runway_exporter_records_total\{[^}]*\} (\S+)$", out, re.M))
+    if counted != lines:
+        sys.exit(f"scaling: {lines} lines, but records_total says {counted:.0f}")
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+rows = []
+for n in sizes:
+    path = corpus(n)
+    warm(path)
+    runs = sorted(run(path, n) for _ in range(a.repeat))
+    cpu, rss = runs[len(runs) // 2]
+    rows.append((n, cpu, rss, max(r for _, r in runs)))
+
+print(f"corpus seed {a.seed}, median of {a.repeat} runs per size, {os.uname().machine}, "
+      f"{os.cpu_count()} cores")
+print(f"{'lines':>11} {'CPU-s':>8} {'ns/line':>8} {'lines/CPU-s':>12} {'peak MiB':>9} {'max MiB':>8}")
+for n, cpu, rss, top in rows:
+    print(f"{n:>11,} {cpu:>8.3f} {cpu / n * 1e9:>8.1f} {n / cpu:>12,.0f} {rss / 1024:>9.1f} {top / 1024:>8.1f}")
+
+ok = True
+costs = [cpu / n for n, cpu, _, _ in rows]
+spread = max(costs) / min(costs) - 1
+verdict = "ok" if spread <= 0.10 else "FAILS"
+ok &= spread <= 0.10
+print(f"\nper-line cost: the dearest size costs {spread:.1%} more than the cheapest (<= 10 %: {verdict})")
+big = [r for r in rows if r[0] >= 1_000_000]
+if len(big) >= 2:
+    growth = big[-1][2] / big[0][2] - 1
+    verdict = "ok" if abs(growth) <= 0.10 else "FAILS"
+    ok &= abs(growth) <= 0.10
+    print(f"peak RSS from {big[0][0]:,} to {big[-1][0]:,} lines: {growth:+.1%} (within 10 %: {verdict})")
+sys.exit(0 if ok else 1)
