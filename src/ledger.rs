@@ -6,7 +6,7 @@
 //!   id cannot be deduplicated and is counted each time.
 //! - The *dedupe window* remembers the ids of the last `dedupe_window` counted tasks, as
 //!   64-bit xxh3 hashes (a stable hash, so the window can be persisted): memory is about
-//!   `dedupe_window x 26` bytes whatever the input, and two distinct ids collide with a
+//!   `dedupe_window x 19` bytes whatever the input, and two distinct ids collide with a
 //!   probability of about `dedupe_window / 2^64` per new id.
 //! - Every line read ends in exactly one *result* (`counted`, `duplicate`,
 //!   `non_terminal`, `rejected`), and every rejected line has one parse-error reason, so
@@ -18,10 +18,9 @@
 //! The ledger is plain data: the metrics module publishes its totals; it never touches
 //! Prometheus itself.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::classify::{Category, CreditRule, NormalizedCode, Retry, Table};
 use crate::pricing::Pricing;
@@ -125,23 +124,36 @@ impl Default for Limits {
 }
 
 /// A bounded set of recently counted task ids, oldest evicted first.
+///
+/// The ids' hashes live in a ring (8 bytes each, in the order they came); a hash table
+/// of 4-byte positions in the ring finds them, hashed by the stored hash itself (already
+/// uniform). About 18 bytes per id with the default window, where a set of hashes next to
+/// a queue of them took 26. Both are sized for the whole window up front: the table never
+/// rehashes while counting (a rehash holds two tables at once and stalls a line), and the
+/// cost of a line does not change as the window fills. Pages are touched only as ids
+/// arrive, apart from the table's control bytes (1 byte per slot).
 #[derive(Debug, Default)]
 pub struct DedupeWindow {
     capacity: usize,
-    set: FxHashSet<u64>,
-    order: VecDeque<u64>,
+    /// The remembered hashes; once `capacity` are held, `oldest` is the next to go.
+    ring: Vec<u64>,
+    oldest: usize,
+    /// Positions in `ring`.
+    table: hashbrown::HashTable<u32>,
 }
 
 impl DedupeWindow {
-    /// The table is sized for `capacity` ids up front: it never rehashes while counting
-    /// (a rehash holds the old and the new table at once, and stalls a line), and the
-    /// cost of a line does not change as the window fills. Pages are touched only as ids
-    /// arrive, apart from the table's control bytes (1 byte per slot).
+    /// The largest window: positions in the ring are 32-bit (configuration caps the
+    /// window far below this).
+    pub const MAX_CAPACITY: usize = u32::MAX as usize;
+
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.min(Self::MAX_CAPACITY);
         DedupeWindow {
             capacity,
-            set: FxHashSet::with_capacity_and_hasher(capacity, Default::default()),
-            order: VecDeque::with_capacity(capacity.saturating_add(1)),
+            ring: Vec::with_capacity(capacity),
+            oldest: 0,
+            table: hashbrown::HashTable::with_capacity(capacity),
         }
     }
 
@@ -152,65 +164,70 @@ impl DedupeWindow {
 
     /// Remembers `id`; false when it was already remembered.
     pub fn insert(&mut self, id: &str) -> bool {
-        if self.capacity == 0 {
-            return true;
-        }
-        let h = Self::hash(id);
-        if !self.set.insert(h) {
-            return false;
-        }
-        self.order.push_back(h);
-        if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
+        self.insert_hash(Self::hash(id))
     }
 
     /// Whether `id` is remembered.
     pub fn contains(&self, id: &str) -> bool {
-        self.set.contains(&Self::hash(id))
+        self.contains_hash(Self::hash(id))
+    }
+
+    fn contains_hash(&self, h: u64) -> bool {
+        let ring = &self.ring;
+        self.table.find(h, |&i| ring[i as usize] == h).is_some()
     }
 
     /// Changes how many ids are remembered; the oldest go first when it shrinks.
     pub fn set_capacity(&mut self, capacity: usize) {
-        self.capacity = capacity;
-        let more = capacity.saturating_sub(self.order.len());
-        self.set.reserve(more);
-        self.order.reserve(more.saturating_add(1));
-        while self.order.len() > capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        let kept: Vec<u64> = self.hashes().collect();
+        let mut window = DedupeWindow::new(capacity);
+        for h in &kept[kept.len().saturating_sub(window.capacity)..] {
+            window.insert_hash(*h);
         }
-        self.set.shrink_to(capacity);
-        self.order.shrink_to(capacity.saturating_add(1));
+        *self = window;
     }
 
-    /// Remembers an already hashed id (restoring a saved window, oldest first).
-    pub fn insert_hash(&mut self, h: u64) {
-        if self.capacity > 0 && self.set.insert(h) {
-            self.order.push_back(h);
-            if self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
+    /// Remembers an already hashed id (also restoring a saved window, oldest first);
+    /// false when it was already remembered.
+    pub fn insert_hash(&mut self, h: u64) -> bool {
+        if self.capacity == 0 {
+            return true;
         }
+        if self.contains_hash(h) {
+            return false;
+        }
+        let at = if self.ring.len() < self.capacity {
+            self.ring.push(h);
+            self.ring.len() - 1
+        } else {
+            let at = self.oldest;
+            let gone = self.ring[at];
+            if let Ok(entry) = self.table.find_entry(gone, |&i| i as usize == at) {
+                entry.remove();
+            }
+            self.ring[at] = h;
+            self.oldest = (at + 1) % self.capacity;
+            at
+        };
+        let ring = &self.ring;
+        // `at` < capacity <= MAX_CAPACITY, so it fits.
+        self.table
+            .insert_unique(h, at as u32, |&i| ring[i as usize]);
+        true
     }
 
     /// The remembered hashes, oldest first.
     pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.order.iter().copied()
+        let (newer, older) = self.ring.split_at(self.oldest);
+        older.iter().chain(newer).copied()
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.ring.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.ring.is_empty()
     }
 }
 
@@ -1046,7 +1063,7 @@ mod tests {
         assert_eq!(failures(&l, "ASSET.INVALID", "m0"), 1);
         assert_eq!(l.label_overflow, [7, 8]);
         assert_eq!(l.unknown_failure_codes, 10);
-        let distinct_codes: FxHashSet<_> = l.failures.keys().map(|k| k.code).collect();
+        let distinct_codes: rustc_hash::FxHashSet<_> = l.failures.keys().map(|k| k.code).collect();
         assert!(distinct_codes.len() <= Table::builtin().known_codes().len() + 3 + 3);
     }
 
@@ -1059,6 +1076,48 @@ mod tests {
         assert_eq!(model_label(Some("bad model")), INVALID_MODEL);
         assert_eq!(model_label(Some("x\"}")), INVALID_MODEL);
         assert_eq!(model_label(Some(&"m".repeat(65))), INVALID_MODEL);
+    }
+
+    proptest::proptest! {
+        /// The ring and its position table behave like the plain model they replace: a
+        /// queue of the last `capacity` ids and a set of them, through wrap-arounds,
+        /// repeats and resizes.
+        #[test]
+        fn dedupe_window_matches_a_queue_and_a_set(
+            capacity in 0usize..8,
+            ops in proptest::collection::vec((0u8..16, 0u8..20), 0..200),
+        ) {
+            let mut w = DedupeWindow::new(capacity);
+            let mut model: std::collections::VecDeque<u64> = Default::default();
+            let mut cap = capacity;
+            for (n, op) in ops {
+                let id = format!("task-{n}");
+                let h = DedupeWindow::hash(&id);
+                if op == 0 {
+                    // A reload that resizes the window: the newest ids stay.
+                    cap = usize::from(n % 7);
+                    w.set_capacity(cap);
+                    while model.len() > cap {
+                        model.pop_front();
+                    }
+                } else {
+                    let fresh = cap == 0 || !model.contains(&h);
+                    proptest::prop_assert_eq!(w.insert(&id), fresh);
+                    if cap > 0 && fresh {
+                        model.push_back(h);
+                        if model.len() > cap {
+                            model.pop_front();
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(w.hashes().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
+                proptest::prop_assert_eq!(w.len(), model.len());
+                for other in 0u8..16 {
+                    let other = format!("task-{other}");
+                    proptest::prop_assert_eq!(w.contains(&other), model.contains(&DedupeWindow::hash(&other)));
+                }
+            }
+        }
     }
 
     #[test]
