@@ -2,10 +2,12 @@
 # End-to-end comparison on one deterministic corpus: runway-exporter `scan` against mtail
 # (Debian's package, --one_shot, benches/runway.mtail) and, when VECTOR_BIN is set,
 # Vector (benches/runway.vector.toml, stdin source; not run on this project's machines,
-# which have no Vector). Checks runway-exporter's counts against what the generator wrote (exact, also
-# on hostile lines) and, on a clean corpus, that mtail counts the same; then prints lines
-# per CPU-second, wall time and peak RSS of each, and the ratios to mtail and to `wc -l`
-# (the distance to the I/O limit), all measured in this run.
+# which have no Vector). Checks runway-exporter's counts against what the generator
+# wrote (exact, also on hostile lines) and, on a clean corpus, that mtail counts the
+# same; then prints lines per CPU-second, wall time and peak RSS of each, and the ratios
+# to mtail and to `wc -l` (the distance to the I/O limit), all measured in this run.
+# Exits 1 when a count is off or a target of issue 6 is missed (>= 2,000,000 lines per
+# CPU-second, >= 10x mtail, peak RSS <= 48 MiB).
 #
 # usage: benches/compare.sh [LINES] [SEED] [HOSTILE_PERCENT]   (default 1000000 1 0)
 #        REPEAT=5 benches/compare.sh            (runs per tool; the median is kept)
@@ -130,3 +132,12 @@ while read -r name cpu wall rss unfinished; do
     "${unfinished:+  (did not finish: at most this rate; the ratio is at least this)}"
 done < "$work/results"
 printf '\nrunway-exporter vs wc -l (lines/CPU-s): %.2f\n' "$(echo "$rate_runway / $rate_wc" | bc -l)"
+
+# Issue 6's targets: at least 2,000,000 lines per CPU-second, and 10x mtail's rate.
+runway_rss_mib=$(awk '$1 == "runway" { printf "%.1f", $4 / 1024 }' "$work/results")
+verdict() { if [ "$1" = 1 ]; then echo ok; else echo MISSED; fi; }
+fast=$(echo "$rate_runway >= 2000000" | bc -l)
+ahead=$(echo "$rate_runway >= 10 * $mtail_rate" | bc -l)
+lean=$(echo "$runway_rss_mib <= 48" | bc -l)
+echo "targets: >= 2,000,000 lines/CPU-s: $(verdict "$fast"); >= 10x mtail: $(verdict "$ahead"); peak RSS <= 48 MiB: $(verdict "$lean")"
+[ "$fast" = 1 ] && [ "$ahead" = 1 ] && [ "$lean" = 1 ]

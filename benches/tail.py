@@ -9,7 +9,8 @@ appends generated ~334-byte task lines at --rate (default 500,000/s) for --secon
 (default 10), scrapes /metrics every 20 ms, and prints: lines written, the daemon's CPU
 use (cores), whether it kept up (its count at the end of the writes, and how long it
 took to catch up), and the visibility latency (from a line's write to the first scrape
-that counts it) at p50/p99/max, next to the bound commit_interval + 250 ms.
+that counts it) at p50/p99/max, next to the bound commit_interval + 250 ms. Exits 1 when
+a target of issue 6 is missed (under one core, caught up, p99 within the bound).
 """
 import argparse
 import json
@@ -133,3 +134,9 @@ if lat:
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
     print(f"visibility latency: p50 {p(0.5) * 1000:.0f} ms, p99 {p(0.99) * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms "
           f"(bound: commit_interval + 250 ms = {(commit_interval + 0.25) * 1000:.0f} ms)")
+
+# Issue 6's targets: caught up on one core, and p99 visibility within the bound.
+cores = (cpu1 - cpu0) / hz / elapsed
+ok = cores < 1.0 and catch_up is not None and bool(lat) and p(0.99) <= commit_interval + 0.25
+print(f"targets (under one core, caught up, p99 <= {(commit_interval + 0.25) * 1000:.0f} ms): {'ok' if ok else 'MISSED'}")
+sys.exit(0 if ok else 1)
