@@ -127,11 +127,13 @@ impl Default for Limits {
 ///
 /// The ids' hashes live in a ring (8 bytes each, in the order they came); a hash table
 /// of 4-byte positions in the ring finds them, hashed by the stored hash itself (already
-/// uniform). About 18 bytes per id with the default window, where a set of hashes next to
-/// a queue of them took 26. Both are sized for the whole window up front: the table never
-/// rehashes while counting (a rehash holds two tables at once and stalls a line), and the
-/// cost of a line does not change as the window fills. Pages are touched only as ids
-/// arrive, apart from the table's control bytes (1 byte per slot).
+/// uniform). About 19 bytes per id with the default window, where a set of hashes next to
+/// a queue of them took 26. Both grow as ids arrive, so a quiet deployment never pays
+/// for the whole window, and the cost of a line stays the same from the first id to the
+/// millionth (a table sized for the whole window at start-up made small runs dearer per
+/// line: every id landed on a page not yet touched). The table doubles now and then; the
+/// last doubling of the default window, at 917,504 ids, holds both tables (~15 MB) for
+/// the few milliseconds it takes.
 #[derive(Debug, Default)]
 pub struct DedupeWindow {
     capacity: usize,
@@ -151,9 +153,9 @@ impl DedupeWindow {
         let capacity = capacity.min(Self::MAX_CAPACITY);
         DedupeWindow {
             capacity,
-            ring: Vec::with_capacity(capacity),
+            ring: Vec::new(),
             oldest: 0,
-            table: hashbrown::HashTable::with_capacity(capacity),
+            table: hashbrown::HashTable::new(),
         }
     }
 
@@ -197,6 +199,15 @@ impl DedupeWindow {
             return false;
         }
         let at = if self.ring.len() < self.capacity {
+            if self.ring.len() == self.ring.capacity() {
+                // Doubling, but never past the window.
+                let more = self
+                    .ring
+                    .len()
+                    .max(1024)
+                    .min(self.capacity - self.ring.len());
+                self.ring.reserve_exact(more);
+            }
             self.ring.push(h);
             self.ring.len() - 1
         } else {

@@ -12,10 +12,8 @@ fn hostile_log_is_counted_capped_and_survived() {
     let log = dir.path().join("app.log");
     let dead = dir.path().join("rejected.jsonl");
     append(&log, b"");
-    // A small dedupe window: its table is sized up front and fills its pages as ids
-    // arrive, which would hide what this test measures (the lines' memory).
     let extra = format!(
-        "[dead_letter]\npath = \"{}\"\nmax_bytes = 65536\nmax_line_bytes = 256\n[ledger]\ndedupe_window = 10000\n",
+        "[dead_letter]\npath = \"{}\"\nmax_bytes = 65536\nmax_line_bytes = 256\n",
         dead.display()
     );
     let d = Daemon::start(dir.path(), &config(dir.path(), &extra), &[]);
