@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY,
@@ -60,8 +59,8 @@ impl HttpState {
     }
 
     /// The metrics text: `registry` rendered once per change (scrapes between two
-    /// commits share it), then the live process metrics.
-    pub fn render_metrics(&self) -> Bytes {
+    /// commits share it, as it is: never copied), then the live process metrics.
+    pub fn render_metrics(&self) -> Chunks {
         let main = {
             let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
             let current = self.published_generation.load(Ordering::Acquire);
@@ -76,41 +75,38 @@ impl HttpState {
                 }
             }
         };
-        match &self.process_registry {
-            Some(process) => {
-                let mut body = Vec::with_capacity(main.len() + 2048);
-                body.extend_from_slice(&main);
-                body.extend_from_slice(crate::metrics::render(process).as_bytes());
-                Bytes::from(body)
-            }
-            None => main,
+        let mut body = Chunks::from(main);
+        if let Some(process) = &self.process_registry {
+            body.push(Bytes::from(crate::metrics::render(process)));
         }
+        body
     }
 
     /// The scrape body gzipped (Prometheus asks for it). It is compressed once per
     /// publish and shared, like the text, but also at least every [`GZIP_MAX_AGE`], as it
     /// carries the process metrics, which change between publishes.
-    pub fn render_metrics_gzip(&self) -> Bytes {
+    pub fn render_metrics_gzip(&self) -> Chunks {
         let mut cache = self.gzipped.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.published_generation.load(Ordering::Acquire);
         if let Some((generation, at, body)) = cache.as_ref() {
             if *generation == current && at.elapsed() < GZIP_MAX_AGE {
-                return body.clone();
+                return Chunks::from(body.clone());
             }
         }
         let text = self.render_metrics();
         let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(text.len() / 8),
+            Vec::with_capacity(text.len() as usize / 8),
             flate2::Compression::fast(),
         );
         // Writing to a Vec cannot fail.
-        let body = match gz.write_all(&text).and_then(|()| gz.finish()) {
+        let written = text.0.iter().try_for_each(|chunk| gz.write_all(chunk));
+        let body = match written.and_then(|()| gz.finish()) {
             Ok(body) => Bytes::from(body),
             Err(_) => return text,
         };
         // `current` was read before rendering: at worst the next scrape compresses again.
         *cache = Some((current, Instant::now(), body.clone()));
-        body
+        Chunks::from(body)
     }
 
     /// Ready: sources running and the state being committed.
@@ -144,12 +140,68 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// Content type of the Prometheus text format.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A response body sent as the chunks it was made of, in order: the shared metrics text
+/// goes out as it is cached, followed by the process metrics, without first being copied
+/// together into a new buffer.
+#[derive(Debug, Default)]
+pub struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.0.push_back(chunk);
+        }
+    }
+
+    /// Bytes in all the chunks.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|c| c.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T: Into<Bytes>> From<T> for Chunks {
+    fn from(body: T) -> Self {
+        let mut c = Chunks::default();
+        c.push(body.into());
+        c
+    }
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .0
+                .pop_front()
+                .map(|c| Ok(hyper::body::Frame::data(c))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len())
+    }
+}
+
 fn respond(
     status: StatusCode,
     content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+    body: impl Into<Chunks>,
+) -> Response<Chunks> {
+    let mut r = Response::new(body.into());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -169,7 +221,7 @@ fn landing_page(state: &HttpState) -> String {
 }
 
 /// Answers one request.
-pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = respond(
             StatusCode::METHOD_NOT_ALLOWED,
