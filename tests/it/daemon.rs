@@ -375,20 +375,8 @@ fn polling_alone_follows_appends_and_new_files() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
-/// One GET with an `Accept-Encoding`; returns the head and the raw body.
 fn get_encoded(addr: std::net::SocketAddr, path: &str, accept: &str) -> (String, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: {accept}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
-    (head, raw[at + 4..].to_vec())
+    get_raw(addr, path, &format!("Accept-Encoding: {accept}\r\n")).unwrap()
 }
 
 #[test]

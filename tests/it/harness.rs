@@ -81,24 +81,34 @@ pub fn promtool_check_metrics(text: &str) {
     );
 }
 
-/// One HTTP/1.1 GET; returns status and body.
-pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+/// One HTTP/1.1 GET with extra request header lines (each ending in `\r\n`); returns
+/// the response head, lower-cased, and the raw body.
+pub fn get_raw(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<(String, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match at {
+        Some(at) => (&raw[..at], raw[at + 4..].to_vec()),
+        None => (&raw[..], Vec::new()),
+    };
+    Ok((String::from_utf8_lossy(head).to_ascii_lowercase(), body))
+}
+
+/// One HTTP/1.1 GET; returns status and body.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let (head, body) = get_raw(addr, path, "")?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    Ok((status, body.to_string()))
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The value of one sample in a text exposition, by its exact name and labels as
