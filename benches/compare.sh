@@ -26,7 +26,8 @@ command -v mtail >/dev/null 2>&1 || { echo "compare: mtail is not installed (apt
 cargo build --release --locked -q
 bin=target/release/runway-exporter
 python3 benches/gen-corpus.py "$lines" --seed "$seed" --hostile "$hostile" --expect "$work/expect.json" > "$work/corpus.log"
-echo "corpus: $lines lines, $(du -m "$work/corpus.log" | cut -f1) MB, seed $seed, $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["hostile"])' "$work/expect.json") hostile lines"
+want_rejected=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["hostile"])' "$work/expect.json")
+echo "corpus: $lines lines, $(du -m "$work/corpus.log" | cut -f1) MB, seed $seed, $want_rejected hostile lines"
 cat "$work/corpus.log" > /dev/null   # warm the page cache for every tool alike
 
 # measure NAME CMD...: runs it REPEAT times (default 3) and keeps the run with the
@@ -69,7 +70,6 @@ counts() {  # FILE: "status N" lines, then "code N" lines, sorted
 }
 expected=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); [print(k, v) for d in (e["status"], e["codes"]) for k, v in sorted(d.items())]' "$work/expect.json")
 rejected=$(awk '/^runway_exporter_records_total\{.*result="rejected"/ { n+=$NF } END { print n+0 }' "$work/runway.out")
-want_rejected=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["hostile"])' "$work/expect.json")
 if [ "$(counts "$work/runway.out")" != "$expected" ] || [ "$rejected" != "$want_rejected" ]; then
   echo "compare: runway-exporter's counts are not the corpus's" >&2
   diff <(echo "$expected"; echo "rejected $want_rejected") <(counts "$work/runway.out"; echo "rejected $rejected") >&2 || true
