@@ -168,7 +168,7 @@ pub fn normalize_code(raw: Option<&str>) -> NormalizedCode<'_> {
     let Some(raw) = raw else {
         return NormalizedCode::None;
     };
-    let trimmed = raw.trim();
+    let trimmed = crate::record::trim(raw);
     if trimmed.is_empty() {
         return NormalizedCode::None;
     }

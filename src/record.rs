@@ -403,24 +403,34 @@ impl RecordParser {
     }
 }
 
+/// `str::trim`, with a fast path for the usual value that starts and ends with a
+/// printable ASCII character (`str::trim` decodes a char at each end first).
+pub(crate) fn trim(s: &str) -> &str {
+    let edge = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !char::from(b).is_whitespace());
+    if edge(s.as_bytes().first()) && edge(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
 fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, ParseError> {
     let [id, status, code, model, credits, duration] = fields;
     let status = match status {
-        Some(Scalar::Str(s)) => Status::parse(s.trim()).ok_or(ParseError::UnknownStatus)?,
+        Some(Scalar::Str(s)) => Status::parse(trim(&s)).ok_or(ParseError::UnknownStatus)?,
         None | Some(Scalar::Null) => return Err(ParseError::MissingStatus),
         Some(_) => return Err(ParseError::UnknownStatus),
     };
     let text = |v: Option<Scalar<'a>>| -> Option<Cow<'a, str>> {
         match v {
-            Some(Scalar::Str(s)) if !s.trim().is_empty() => Some(s),
+            Some(Scalar::Str(s)) if !trim(&s).is_empty() => Some(s),
             Some(Scalar::Num(n)) => Some(Cow::Owned(n.to_string())),
             _ => None,
         }
     };
     let number = |v: Option<Scalar<'a>>| match v {
         Some(Scalar::Num(n)) if n.is_finite() && n >= 0.0 => Some(n),
-        Some(Scalar::Str(s)) => s
-            .trim()
+        Some(Scalar::Str(s)) => trim(&s)
             .parse::<f64>()
             .ok()
             .filter(|n| n.is_finite() && *n >= 0.0),
@@ -428,7 +438,7 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
     };
     let failure_code = match code {
         None | Some(Scalar::Null) => RawCode::Missing,
-        Some(Scalar::Str(s)) if s.trim().is_empty() => RawCode::Missing,
+        Some(Scalar::Str(s)) if trim(&s).is_empty() => RawCode::Missing,
         Some(Scalar::Str(s)) => RawCode::Str(s),
         Some(_) => RawCode::NotAString,
     };
@@ -584,6 +594,15 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The fast `trim` gives `str::trim`'s answer, also for Unicode and ASCII
+        /// whitespace that `u8::is_ascii_whitespace` does not know (U+000B).
+        #[test]
+        fn trim_is_str_trim(s in "[ \t\n\u{b}\u{c}\r\u{a0}\u{3000}\u{2028}aZ.é_-]{0,8}") {
+            proptest::prop_assert_eq!(trim(&s), s.trim());
+        }
+    }
 
     fn json() -> RecordParser {
         RecordParser::new(&FieldMap::default()).unwrap()
