@@ -465,7 +465,7 @@ impl Interner {
 }
 
 fn model_label(model: Option<&str>) -> &str {
-    let Some(m) = model.map(str::trim) else {
+    let Some(m) = model.map(crate::record::trim) else {
         return UNKNOWN_MODEL;
     };
     let ok = !m.is_empty()
