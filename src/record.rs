@@ -237,8 +237,13 @@ enum Scalar<'a> {
 #[derive(Debug, Clone, Default)]
 struct Node {
     children: Vec<(String, Option<usize>, Node)>,
+    /// For each key length (the last slot: that length or longer), a bit per child
+    /// whose name has it: most keys of a line match no child, and are told so by one
+    /// load instead of a comparison with every child.
+    by_len: [u8; KEY_LEN_SLOTS],
     leaf: Option<Field>,
 }
+const KEY_LEN_SLOTS: usize = 32;
 
 impl Node {
     fn insert(&mut self, tokens: &[String], field: Field) -> Result<(), String> {
@@ -259,7 +264,11 @@ impl Node {
                     None => {
                         let index = head.parse::<usize>().ok();
                         self.children.push((head.clone(), index, Node::default()));
-                        self.children.len() - 1
+                        let pos = self.children.len() - 1;
+                        // At most one child per field, so the bits of a u8 suffice.
+                        debug_assert!(pos < FIELDS);
+                        self.by_len[head.len().min(KEY_LEN_SLOTS - 1)] |= 1 << pos;
+                        pos
                     }
                 };
                 self.children[pos].2.insert(rest, field)
@@ -541,12 +550,15 @@ impl Visitor<'_> for KeySeed<'_> {
         f.write_str("an object key")
     }
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        // Length and first byte first: most keys of a line are not looked for, and
-        // this spares a memcmp call for each.
-        let (kb, first) = (key.as_bytes(), key.as_bytes().first());
-        Ok(self.0.children.iter().position(|(k, _, _)| {
-            k.len() == kb.len() && k.as_bytes().first() == first && k.as_bytes() == kb
-        }))
+        let mut candidates = self.0.by_len[key.len().min(KEY_LEN_SLOTS - 1)];
+        while candidates != 0 {
+            let i = candidates.trailing_zeros() as usize;
+            if self.0.children[i].0 == key {
+                return Ok(Some(i));
+            }
+            candidates &= candidates - 1;
+        }
+        Ok(None)
     }
 }
 
@@ -693,6 +705,33 @@ mod tests {
         assert_eq!(r.failure_code.normalize().as_str(), "ASSET.INVALID");
         assert_eq!(r.model.as_deref(), Some("m"));
         assert_eq!(r.credits, None, "an empty pointer turns the field off");
+    }
+
+    #[test]
+    fn keys_of_the_same_length_and_long_keys() {
+        // Keys are told apart by their length first: same-length keys, and keys as
+        // long as or longer than the last length slot (which share it), must still
+        // match only their own field.
+        let long = "s".repeat(KEY_LEN_SLOTS + 8);
+        let p = RecordParser::new(&FieldMap {
+            id: "/ab".into(),
+            status: format!("/{long}"),
+            failure_code: format!("/{}", "c".repeat(KEY_LEN_SLOTS - 1)),
+            model: "/ba".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let line = format!(
+            r#"{{"aa":"no","ba":"m1","ab":"t1","{}":"RUNNING","{long}":"FAILED","{}":"x","{}":"SAFETY.INPUT.TEXT"}}"#,
+            "s".repeat(KEY_LEN_SLOTS + 9),
+            "c".repeat(KEY_LEN_SLOTS),
+            "c".repeat(KEY_LEN_SLOTS - 1),
+        );
+        let r = p.parse(line.as_bytes()).unwrap();
+        assert_eq!(r.id.as_deref(), Some("t1"));
+        assert_eq!(r.model.as_deref(), Some("m1"));
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.failure_code, RawCode::Str("SAFETY.INPUT.TEXT".into()));
     }
 
     #[test]
