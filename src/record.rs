@@ -553,7 +553,9 @@ impl Visitor<'_> for KeySeed<'_> {
         let mut candidates = self.0.by_len[key.len().min(KEY_LEN_SLOTS - 1)];
         while candidates != 0 {
             let i = candidates.trailing_zeros() as usize;
-            if self.0.children[i].0 == key {
+            let name = self.0.children[i].0.as_bytes();
+            // The first byte before the memcmp call: keys of one length mostly differ there.
+            if name.first() == key.as_bytes().first() && name == key.as_bytes() {
                 return Ok(Some(i));
             }
             candidates &= candidates - 1;
