@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::deadletter::DeadLetter;
-use crate::ledger::{FileKey, Ledger, Position, SourceId, Totals};
+use crate::ledger::{FileKey, Ledger, Position, SourceId, Totals, BATCH};
 use crate::metrics::Metrics;
 use crate::record::{ParseError, RecordParser};
 use crate::source::lines::{Line, LineSplitter};
@@ -151,9 +151,13 @@ impl Pipeline {
         block: &[u8],
         cursor: Option<(FileKey, u64)>,
     ) {
-        self.count_lines(source, block.len() as u64, splitter, cursor, |sp, f| {
-            sp.feed(block, f)
-        });
+        self.count_lines(
+            source,
+            block.len() as u64,
+            splitter,
+            cursor,
+            |sp, f, lines| sp.split(block, f, lines),
+        );
     }
 
     /// Counts a partial line held by `splitter` as a complete line: the end of a
@@ -164,28 +168,39 @@ impl Pipeline {
         splitter: &mut LineSplitter,
         cursor: Option<(FileKey, u64)>,
     ) {
-        self.count_lines(source, 0, splitter, cursor, |sp, f| sp.finish(f));
+        self.count_lines(source, 0, splitter, cursor, |sp, f, _| sp.finish(f));
     }
 
-    fn count_lines(
+    /// Counts the lines `split` yields: the one completed from a held partial line
+    /// through the callback, then the block's own, in order. The block's lines of a
+    /// task log go to the ledger [`BATCH`] at a time ([`Ledger::count_batch`]).
+    fn count_lines<'b>(
         &self,
         source: SourceId,
         bytes: u64,
         splitter: &mut LineSplitter,
         cursor: Option<(FileKey, u64)>,
-        lines: impl FnOnce(&mut LineSplitter, &mut dyn FnMut(Line<'_>)),
+        split: impl FnOnce(&mut LineSplitter, &mut dyn FnMut(Line<'_>), &mut Vec<Line<'b>>),
     ) {
         let mut rejected: Vec<(ParseError, Vec<u8>, usize)> = Vec::new();
         // With a dead-letter file every rejected line is kept, cut to what it keeps:
         // at most the block (plus one over-long line's prefix) is held.
         let keep = self.dead_letter.as_ref().map(|d| lock(d).max_line_bytes());
+        let mut note_rejected = |e: ParseError, text: &[u8]| match keep {
+            Some(cut) => rejected.push((e, text[..text.len().min(cut)].to_vec(), text.len())),
+            None if rejected.len() < MAX_LOGGED_PER_BLOCK => {
+                rejected.push((e, Vec::new(), text.len()))
+            }
+            None => {}
+        };
         {
             let mut ledger = lock(&self.ledger);
             let mut count = 0u64;
             let task_list = self.task_list.get().filter(|t| t.source == source).copied();
             let now = unix_now();
             let parser = self.parser.read().unwrap_or_else(|e| e.into_inner());
-            lines(splitter, &mut |line| {
+            let mut block_lines = Vec::new();
+            let mut one = |line: Line<'_>| {
                 count += 1;
                 let (result, text) = match (line, task_list) {
                     (Line::Complete(l), Some(t)) => (
@@ -200,17 +215,32 @@ impl Pipeline {
                 };
                 if let Err(e) = result {
                     ledger.reject(source, e);
-                    match keep {
-                        Some(cut) => {
-                            rejected.push((e, text[..text.len().min(cut)].to_vec(), text.len()))
-                        }
-                        None if rejected.len() < MAX_LOGGED_PER_BLOCK => {
-                            rejected.push((e, Vec::new(), text.len()))
-                        }
-                        None => {}
-                    }
+                    note_rejected(e, text);
                 }
-            });
+            };
+            split(splitter, &mut one, &mut block_lines);
+            if task_list.is_some() {
+                block_lines.into_iter().for_each(one);
+            } else {
+                let mut records = Vec::with_capacity(BATCH);
+                let mut results = Vec::with_capacity(BATCH);
+                for batch in block_lines.chunks(BATCH) {
+                    records.clear();
+                    records.extend(batch.iter().map(|line| match line {
+                        Line::Complete(l) => parser.parse(l),
+                        Line::TooLong(_) => Err(ParseError::LineTooLong),
+                    }));
+                    results.clear();
+                    ledger.count_batch(source, &records, &mut results);
+                    for (line, record) in batch.iter().zip(&records) {
+                        if let (Err(e), Line::Complete(text) | Line::TooLong(text)) = (record, line)
+                        {
+                            note_rejected(*e, text);
+                        }
+                    }
+                    count += batch.len() as u64;
+                }
+            }
             let s = ledger.source_mut(source);
             s.read_bytes += bytes;
             if count > 0 {

@@ -66,6 +66,20 @@ impl LineSplitter {
 
     /// Feeds one block, calling `f` for each line it completes, in order.
     pub fn feed(&mut self, block: &[u8], mut f: impl FnMut(Line<'_>)) {
+        let mut lines = Vec::new();
+        self.split(block, &mut f, &mut lines);
+        lines.into_iter().for_each(f);
+    }
+
+    /// [`feed`](Self::feed), with the block's own lines appended to `lines` (they borrow
+    /// the block, so a caller can hold several at once) instead of given to `f`; `f` gets
+    /// only a line completed from the partial line held, which comes before all of them.
+    pub fn split<'b>(
+        &mut self,
+        block: &'b [u8],
+        mut f: impl FnMut(Line<'_>),
+        lines: &mut Vec<Line<'b>>,
+    ) {
         let mut rest = block;
         if self.skipping {
             match memchr(b'\n', rest) {
@@ -103,14 +117,14 @@ impl LineSplitter {
         while let Some(i) = memchr(b'\n', rest) {
             let line = &rest[..i];
             if line.len() > self.max_line_bytes {
-                f(Line::TooLong(&line[..self.max_line_bytes]));
+                lines.push(Line::TooLong(&line[..self.max_line_bytes]));
             } else {
-                f(Line::Complete(line));
+                lines.push(Line::Complete(line));
             }
             rest = &rest[i + 1..];
         }
         if rest.len() > self.max_line_bytes {
-            f(Line::TooLong(&rest[..self.max_line_bytes]));
+            lines.push(Line::TooLong(&rest[..self.max_line_bytes]));
             self.skipping = true;
         } else if !rest.is_empty() {
             self.carry.extend_from_slice(rest);
