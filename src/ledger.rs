@@ -105,7 +105,7 @@ pub struct Organization {
     pub models: Vec<(String, f64, f64, f64)>,
 }
 
-/// The most records [`Ledger::count_batch`] takes at once.
+/// How many records [`Ledger::count_batch`] looks up in the dedupe window at once.
 pub const BATCH: usize = 32;
 
 /// Ledger bounds, from the `[ledger]` configuration.
@@ -743,34 +743,36 @@ impl Ledger {
 
     /// Counts the parsed lines of a batch, in order, and records the rest as rejected:
     /// the same as [`count`](Self::count) and [`reject`](Self::reject) line by line,
-    /// but the ids of the batch go through the dedupe window first, one after another
-    /// in a loop of their own, so that the CPU overlaps the window's cache misses
-    /// (counting in between made each line wait for its own). Results go to `results`.
+    /// but the ids of every [`BATCH`] records go through the dedupe window first, one
+    /// after another in a loop of their own, so that the CPU overlaps the window's cache
+    /// misses (counting in between made each line wait for its own). Results go to
+    /// `results`.
     pub fn count_batch(
         &mut self,
         source: SourceId,
         records: &[Result<TaskRecord<'_>, ParseError>],
         results: &mut Vec<LineResult>,
     ) {
-        let mut fresh = [true; BATCH];
-        debug_assert!(records.len() <= BATCH);
-        for (f, r) in fresh.iter_mut().zip(records) {
-            if let Ok(TaskRecord {
-                id: Some(id),
-                status,
-                ..
-            }) = r
-            {
-                if status.is_terminal() {
-                    *f = self.dedupe.insert(id);
+        for batch in records.chunks(BATCH) {
+            let mut fresh = [true; BATCH];
+            for (f, r) in fresh.iter_mut().zip(batch) {
+                if let Ok(TaskRecord {
+                    id: Some(id),
+                    status,
+                    ..
+                }) = r
+                {
+                    if status.is_terminal() {
+                        *f = self.dedupe.insert(id);
+                    }
                 }
             }
-        }
-        for (r, f) in records.iter().zip(fresh) {
-            results.push(match r {
-                Ok(r) => self.count_with(source, r, Some(f)),
-                Err(e) => self.reject(source, *e),
-            });
+            for (r, f) in batch.iter().zip(fresh) {
+                results.push(match r {
+                    Ok(r) => self.count_with(source, r, Some(f)),
+                    Err(e) => self.reject(source, *e),
+                });
+            }
         }
     }
 
@@ -1186,7 +1188,7 @@ mod tests {
         #[test]
         fn batches_count_like_single_lines(
             lines in proptest::collection::vec((0u8..6, 0u8..8), 0..120),
-            cuts in proptest::collection::vec(1usize..=BATCH, 1..40),
+            cuts in proptest::collection::vec(1usize..=2 * BATCH + 1, 1..40),
         ) {
             let limits = Limits { dedupe_window: 3, ..Limits::default() };
             let (mut one, s1, p) = ledger(limits);
