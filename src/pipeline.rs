@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::deadletter::DeadLetter;
-use crate::ledger::{FileKey, Ledger, Position, SourceId, Totals, BATCH};
+use crate::ledger::{FileKey, Ledger, LineResult, Position, SourceId, Totals, BATCH};
 use crate::metrics::Metrics;
 use crate::record::{ParseError, RecordParser};
 use crate::source::lines::{Line, LineSplitter};
@@ -232,8 +232,11 @@ impl Pipeline {
                     }));
                     results.clear();
                     ledger.count_batch(source, &records, &mut results);
-                    for (line, record) in batch.iter().zip(&records) {
-                        if let (Err(e), Line::Complete(text) | Line::TooLong(text)) = (record, line)
+                    for (line, result) in batch.iter().zip(&results) {
+                        if let (
+                            LineResult::Rejected(e),
+                            Line::Complete(text) | Line::TooLong(text),
+                        ) = (result, line)
                         {
                             note_rejected(*e, text);
                         }

@@ -64,16 +64,18 @@ impl LineSplitter {
         self.skipping = false;
     }
 
-    /// Feeds one block, calling `f` for each line it completes, in order.
+    /// Feeds one block, calling `f` for each line it completes, in order (the tests'
+    /// view of [`split`](Self::split)).
+    #[cfg(test)]
     pub fn feed(&mut self, block: &[u8], mut f: impl FnMut(Line<'_>)) {
         let mut lines = Vec::new();
         self.split(block, &mut f, &mut lines);
         lines.into_iter().for_each(f);
     }
 
-    /// [`feed`](Self::feed), with the block's own lines appended to `lines` (they borrow
-    /// the block, so a caller can hold several at once) instead of given to `f`; `f` gets
-    /// only a line completed from the partial line held, which comes before all of them.
+    /// Feeds one block: its own lines are appended to `lines`, in order (they borrow the
+    /// block, so a caller can hold several at once); `f` gets only a line completed from
+    /// the partial line held, which comes before all of them.
     pub fn split<'b>(
         &mut self,
         block: &'b [u8],
