@@ -453,6 +453,12 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
         tracker.spawn(api::run(poller, sources.clone()));
         tracker.spawn(api::run_organization(
             settings.api.clone(),
+            client.clone(),
+            pipeline.clone(),
+            sources.clone(),
+        ));
+        tracker.spawn(api::run_usage(
+            settings.api.clone(),
             client,
             pipeline.clone(),
             sources.clone(),

@@ -248,6 +248,10 @@ pub struct Api {
     /// How often `GET /v1/organization` is asked; 0 turns it off.
     #[serde(with = "humantime_serde")]
     pub organization_interval: Duration,
+    /// How often `POST /v1/organization/usage` is asked for today's credits; 0 turns it
+    /// off.
+    #[serde(with = "humantime_serde")]
+    pub usage_interval: Duration,
     /// `i/n`: poll only the ids whose hash falls in shard i of n.
     pub shard: String,
     /// Tasks polled at once at most; more ids end as `over_limit`.
@@ -271,6 +275,7 @@ impl Default for Api {
             auth_retry_interval: Duration::from_secs(60),
             max_task_age: Duration::from_secs(24 * 3600),
             organization_interval: Duration::from_secs(60),
+            usage_interval: Duration::from_secs(300),
             shard: "0/1".into(),
             max_tracked: 100_000,
         }

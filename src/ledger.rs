@@ -11,6 +11,14 @@
 //! - Every line read ends in exactly one *result* (`counted`, `duplicate`,
 //!   `non_terminal`, `rejected`), and every rejected line has one parse-error reason, so
 //!   the results add up to the lines read.
+//! - *Credits.* A counted task's *charged* credits are its own reported cost
+//!   (`cost.credits`) when the record has it, for every terminal status; else the event's
+//!   credits field or an *estimate* from the pricing table (SUCCEEDED tasks, and FAILED
+//!   ones whose code's documented rule is `lost`); else the task is *unpriced*. What
+//!   FAILED tasks were charged is also *lost* (paid for, nothing produced). Estimates are
+//!   counted apart as well, so exact and estimated credits can be told apart. A reported
+//!   cost that contradicts the code's rule (a `lost` code that cost 0, a `refunded` one
+//!   that cost more) is counted by code: evidence to correct the table with.
 //! - Label values are bounded: failure codes are normalised ([`crate::classify`]); model
 //!   names are checked; past `max_failure_codes` codes (beyond the table's own) or
 //!   `max_models` models, new values fold into `other` and bump `label_overflow`.
@@ -95,14 +103,31 @@ pub struct ApiTask {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<f64>,
+    /// The API's `estimatedCost.credits` for the task while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_cost: Option<f64>,
 }
 
 /// What `GET /v1/organization` said last.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Organization {
     pub credit_balance: f64,
-    /// `(model, daily generations, max daily generations, max concurrent generations)`.
-    pub models: Vec<(String, f64, f64, f64)>,
+    /// `(model, daily generations, max daily generations, max concurrent generations)`;
+    /// a limit of `None` is no limit (the API's `null`).
+    pub models: Vec<(String, f64, Option<f64>, Option<f64>)>,
+    /// The tier's `maxMonthlyCreditSpend`.
+    #[serde(default)]
+    pub max_monthly_credit_spend: Option<f64>,
+}
+
+/// What `POST /v1/organization/usage` said last: Runway's own count of the credits used
+/// in the current UTC day, by model.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub date: String,
+    /// `(model, credits)`.
+    pub models: Vec<(String, f64)>,
 }
 
 /// How many records [`Ledger::count_batch`] looks up in the dedupe window at once.
@@ -333,10 +358,22 @@ pub struct Totals {
     /// `(status, model, value)`.
     pub tasks: Vec<(String, String, u64)>,
     pub failures: Vec<FailureSeries>,
-    /// `(model, credits)`.
-    pub credits_charged: Vec<(String, f64)>,
+    /// `(status, model, credits)`. Files written before credits had a status hold
+    /// `(model, credits)` of SUCCEEDED tasks: read as such.
+    #[serde(deserialize_with = "charged_serde::deserialize")]
+    pub credits_charged: Vec<(String, String, f64)>,
+    /// The estimated part of `credits_charged`: `(status, model, credits)`.
+    #[serde(default)]
+    pub credits_estimated: Vec<(String, String, f64)>,
     /// `(failure_code, model, credits)`.
     pub credits_lost: Vec<(String, String, f64)>,
+    /// FAILED tasks whose reported cost contradicts their code's credit rule:
+    /// `(failure_code, rule, tasks)`.
+    #[serde(default)]
+    pub cost_mismatches: Vec<(String, String, u64)>,
+    /// Records with a credits, cost or duration field that was not a number in range.
+    #[serde(default)]
+    pub invalid_numbers: u64,
     pub credits_unpriced: [u64; 2],
     pub unknown_failure_codes: u64,
     pub label_overflow: [u64; 2],
@@ -350,6 +387,35 @@ pub struct Totals {
     pub api_tasks_tracked: u64,
     #[serde(default)]
     pub organization: Option<Organization>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// Sum of the estimated costs of the tasks being polled.
+    #[serde(default)]
+    pub api_credits_in_flight: f64,
+}
+
+/// `credits_charged` in both its shapes.
+mod charged_serde {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        ByStatus(String, String, f64),
+        /// Before credits had a status: SUCCEEDED tasks only.
+        Succeeded(String, f64),
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String, f64)>, D::Error> {
+        let entries: Vec<Entry> = serde::Deserialize::deserialize(d)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::ByStatus(s, m, v) => (s, m, v),
+                Entry::Succeeded(m, v) => ("SUCCEEDED".into(), m, v),
+            })
+            .collect())
+    }
 }
 
 /// Counts saved by name, so that a name added later still reads back: the serde
@@ -467,7 +533,7 @@ impl Interner {
     }
 }
 
-fn model_label(model: Option<&str>) -> &str {
+pub(crate) fn model_label(model: Option<&str>) -> &str {
     let Some(m) = model.map(crate::record::trim) else {
         return UNKNOWN_MODEL;
     };
@@ -496,8 +562,12 @@ pub struct Ledger {
     models: Interner,
     pub tasks: FxHashMap<(Status, u32), u64>,
     pub failures: FxHashMap<FailureKey, u64>,
-    pub credits_charged: FxHashMap<u32, f64>,
+    pub credits_charged: FxHashMap<(Status, u32), f64>,
+    pub credits_estimated: FxHashMap<(Status, u32), f64>,
     pub credits_lost: FxHashMap<(u32, u32), f64>,
+    /// `(code, the code's credit rule)`: see the module doc.
+    pub cost_mismatches: FxHashMap<(u32, CreditRule), u64>,
+    pub invalid_numbers: u64,
     /// Terminal tasks whose credits neither the record nor the pricing table gave:
     /// `[SUCCEEDED, FAILED with credits lost]`.
     pub credits_unpriced: [u64; 2],
@@ -517,6 +587,7 @@ pub struct Ledger {
     /// Requests to the Runway API by `(endpoint, code)`.
     pub api_requests: std::collections::BTreeMap<(String, String), u64>,
     pub organization: Option<Organization>,
+    pub usage: Option<Usage>,
     /// Grows with every change, so that an unchanged ledger need not be committed.
     generation: u64,
 }
@@ -540,7 +611,10 @@ impl Ledger {
             tasks: FxHashMap::default(),
             failures: FxHashMap::default(),
             credits_charged: FxHashMap::default(),
+            credits_estimated: FxHashMap::default(),
             credits_lost: FxHashMap::default(),
+            cost_mismatches: FxHashMap::default(),
+            invalid_numbers: 0,
             credits_unpriced: [0; 2],
             unknown_failure_codes: 0,
             label_overflow: [0; 2],
@@ -551,6 +625,7 @@ impl Ledger {
             api_tasks: Default::default(),
             api_requests: Default::default(),
             organization: None,
+            usage: None,
             generation: 0,
         };
         ledger.sync_code_info();
@@ -581,8 +656,9 @@ impl Ledger {
         let model = self.models.ids[UNKNOWN_MODEL];
         for status in Status::TERMINAL {
             self.tasks.entry((status, model)).or_default();
+            self.credits_charged.entry((status, model)).or_default();
+            self.credits_estimated.entry((status, model)).or_default();
         }
-        self.credits_charged.entry(model).or_default();
         for (code, info) in self.code_info.iter().enumerate() {
             if info.label == OTHER {
                 continue;
@@ -597,6 +673,11 @@ impl Ledger {
             self.failures.entry(key).or_default();
             if info.credits == CreditRule::Lost {
                 self.credits_lost.entry((code as u32, model)).or_default();
+            }
+            if info.credits != CreditRule::Unknown {
+                self.cost_mismatches
+                    .entry((code as u32, info.credits))
+                    .or_default();
             }
         }
     }
@@ -693,6 +774,7 @@ impl Ledger {
                 added_at: now,
                 model: entry.model,
                 duration: entry.duration,
+                estimated_cost: None,
             };
             self.api_tasks.insert(entry.id, task);
             LineResult::Tracked
@@ -714,6 +796,33 @@ impl Ledger {
         match outcome {
             Ok(record) => self.count(source, record),
             Err(result) => self.record_result(source, result),
+        }
+    }
+
+    /// Notes what the API estimates a polled task will cost; a change only when it is
+    /// new, so an unchanged estimate never causes a commit.
+    pub fn set_api_estimate(&mut self, id: &str, estimate: Option<f64>) {
+        if let Some(task) = self.api_tasks.get_mut(id) {
+            if task.estimated_cost != estimate {
+                task.estimated_cost = estimate;
+                self.generation += 1;
+            }
+        }
+    }
+
+    /// Takes what `GET /v1/organization` said; a change only when it differs.
+    pub fn set_organization(&mut self, org: Organization) {
+        if self.organization.as_ref() != Some(&org) {
+            self.organization = Some(org);
+            self.generation += 1;
+        }
+    }
+
+    /// Takes what `POST /v1/organization/usage` said; a change only when it differs.
+    pub fn set_usage(&mut self, usage: Usage) {
+        if self.usage.as_ref() != Some(&usage) {
+            self.usage = Some(usage);
+            self.generation += 1;
         }
     }
 
@@ -794,6 +903,14 @@ impl Ledger {
     pub fn totals(&self) -> Totals {
         let model = |id: &u32| self.model_name(*id).to_string();
         let code = |id: &u32| self.code_info(*id).label.clone();
+        let by_status = |m: &FxHashMap<(Status, u32), f64>| {
+            let mut v: Vec<(String, String, f64)> = m
+                .iter()
+                .map(|((s, id), v)| (s.as_str().to_string(), model(id), *v))
+                .collect();
+            v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            v
+        };
         let mut t = Totals {
             tasks: self
                 .tasks
@@ -812,16 +929,19 @@ impl Ledger {
                     value: *v,
                 })
                 .collect(),
-            credits_charged: self
-                .credits_charged
-                .iter()
-                .map(|(m, v)| (model(m), *v))
-                .collect(),
+            credits_charged: by_status(&self.credits_charged),
+            credits_estimated: by_status(&self.credits_estimated),
             credits_lost: self
                 .credits_lost
                 .iter()
                 .map(|((c, m), v)| (code(c), model(m), *v))
                 .collect(),
+            cost_mismatches: self
+                .cost_mismatches
+                .iter()
+                .map(|((c, rule), v)| (code(c), rule.as_str().to_string(), *v))
+                .collect(),
+            invalid_numbers: self.invalid_numbers,
             credits_unpriced: self.credits_unpriced,
             unknown_failure_codes: self.unknown_failure_codes,
             label_overflow: self.label_overflow,
@@ -835,12 +955,18 @@ impl Ledger {
                 .collect(),
             api_tasks_tracked: self.api_tasks.len() as u64,
             organization: self.organization.clone(),
+            usage: self.usage.clone(),
+            api_credits_in_flight: self
+                .api_tasks
+                .values()
+                .filter_map(|t| t.estimated_cost)
+                .fold(0.0, |a, b| a + b),
         };
         t.tasks.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         t.failures.sort_by(|a, b| {
             (&a.failure_code, &a.model, &a.category).cmp(&(&b.failure_code, &b.model, &b.category))
         });
-        t.credits_charged.sort_by(|a, b| a.0.cmp(&b.0));
+        t.cost_mismatches.sort();
         t.credits_lost
             .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         t
@@ -872,10 +998,25 @@ impl Ledger {
             };
             *self.failures.entry(key).or_default() += f.value;
         }
-        for (model, v) in &t.credits_charged {
-            let m = self.models.force(model);
-            *self.credits_charged.entry(m).or_default() += v;
+        for (which, saved) in [
+            (&mut self.credits_charged, &t.credits_charged),
+            (&mut self.credits_estimated, &t.credits_estimated),
+        ] {
+            for (status, model, v) in saved {
+                let s = Status::parse(status)
+                    .filter(|s| s.is_terminal())
+                    .ok_or_else(|| bad("status", status))?;
+                *which.entry((s, self.models.force(model))).or_default() += v;
+            }
         }
+        for (code, rule, v) in &t.cost_mismatches {
+            let rule = CreditRule::parse(rule).ok_or_else(|| bad("credits", rule))?;
+            *self
+                .cost_mismatches
+                .entry((self.codes.force(code), rule))
+                .or_default() += v;
+        }
+        self.invalid_numbers += t.invalid_numbers;
         for (code, model, v) in &t.credits_lost {
             let key = (self.codes.force(code), self.models.force(model));
             *self.credits_lost.entry(key).or_default() += v;
@@ -903,6 +1044,7 @@ impl Ledger {
                 .or_default() += v;
         }
         self.organization = t.organization.clone();
+        self.usage = t.usage.clone();
         for h in dedupe {
             self.dedupe.insert_hash(h);
         }
@@ -911,6 +1053,7 @@ impl Ledger {
     }
 
     fn count_record(&mut self, record: &TaskRecord<'_>, fresh: Option<bool>) -> LineResult {
+        self.invalid_numbers += record.invalid_number as u64;
         if !record.status.is_terminal() {
             return LineResult::NonTerminal;
         }
@@ -923,56 +1066,112 @@ impl Ledger {
         let (model, folded) = self.models.get(model_name, self.limits.max_models);
         self.label_overflow[1] += folded as u64;
         *self.tasks.entry((record.status, model)).or_default() += 1;
-        match record.status {
-            Status::Succeeded => {
-                let credits = record
-                    .credits
-                    .or_else(|| self.pricing.estimate(model_name, record.duration));
-                match credits {
-                    Some(c) => *self.credits_charged.entry(model).or_default() += c,
-                    None => self.credits_unpriced[0] += 1,
-                }
+        let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
+        let rule = failure.map(|(_, rule)| rule);
+        let price = match record.cost {
+            Some(cost) => Price::Reported(cost),
+            None => self.price_without_cost(record, model_name, rule),
+        };
+        let credits = match price {
+            Price::Reported(c) | Price::Estimated(c) => c,
+            Price::Nothing => 0.0,
+            Price::Unknown => {
+                self.credits_unpriced[(record.status == Status::Failed) as usize] += 1;
+                0.0
             }
-            Status::Failed => {
-                let code = record.failure_code.normalize();
-                let (code_id, folded) =
-                    self.codes.get(code.as_str(), self.limits.max_failure_codes);
-                self.label_overflow[0] += folded as u64;
-                if code_id as usize >= self.code_info.len() {
-                    self.sync_code_info();
-                }
-                // The interned code's classification is cached; a code folded into
-                // "other" keeps its own.
-                let (category, retry, credit_rule) = if folded {
-                    let class = self.table.classify(&code);
-                    (class.category, class.retry, class.credits)
-                } else {
-                    let info = &self.code_info[code_id as usize];
-                    (info.category, info.retry, info.credits)
-                };
-                self.unknown_failure_codes += (category == Category::Unknown) as u64;
-                let key = FailureKey {
-                    code: code_id,
-                    category,
-                    retry,
-                    credits: credit_rule,
-                    model,
-                };
-                *self.failures.entry(key).or_default() += 1;
-                if credit_rule == CreditRule::Lost {
-                    let credits = record
-                        .credits
-                        .or_else(|| self.pricing.estimate(model_name, record.duration));
-                    match credits {
-                        Some(c) => *self.credits_lost.entry((code_id, model)).or_default() += c,
-                        None => self.credits_unpriced[1] += 1,
-                    }
-                }
+        };
+        *self
+            .credits_charged
+            .entry((record.status, model))
+            .or_default() += credits;
+        if let Price::Estimated(c) = price {
+            *self
+                .credits_estimated
+                .entry((record.status, model))
+                .or_default() += c;
+        }
+        if let Some((code, rule)) = failure {
+            if credits > 0.0 {
+                *self.credits_lost.entry((code, model)).or_default() += credits;
             }
-            _ => {}
+            let contradicts = match rule {
+                CreditRule::Lost => record.cost == Some(0.0),
+                CreditRule::Refunded => record.cost.is_some_and(|c| c > 0.0),
+                CreditRule::Unknown => false,
+            };
+            if contradicts {
+                *self.cost_mismatches.entry((code, rule)).or_default() += 1;
+            }
         }
         LineResult::Counted
     }
+
+    /// Counts a FAILED task by its code; returns the code's id and credit rule.
+    fn count_failure(&mut self, record: &TaskRecord<'_>, model: u32) -> (u32, CreditRule) {
+        let code = record.failure_code.normalize();
+        let (code_id, folded) = self.codes.get(code.as_str(), self.limits.max_failure_codes);
+        self.label_overflow[0] += folded as u64;
+        if code_id as usize >= self.code_info.len() {
+            self.sync_code_info();
+        }
+        // The interned code's classification is cached; a code folded into "other"
+        // keeps its own.
+        let (category, retry, credits) = if folded {
+            let class = self.table.classify(&code);
+            (class.category, class.retry, class.credits)
+        } else {
+            let info = &self.code_info[code_id as usize];
+            (info.category, info.retry, info.credits)
+        };
+        self.unknown_failure_codes += (category == Category::Unknown) as u64;
+        let key = FailureKey {
+            code: code_id,
+            category,
+            retry,
+            credits,
+            model,
+        };
+        *self.failures.entry(key).or_default() += 1;
+        (code_id, credits)
+    }
+
+    /// The credits of a terminal task that reports no cost: the event's credits field or
+    /// an estimate, for a SUCCEEDED task and a FAILED one whose code loses its credits.
+    /// Refunded failures and cancelled tasks were charged nothing, as far as can be told.
+    fn price_without_cost(
+        &self,
+        record: &TaskRecord<'_>,
+        model: &str,
+        rule: Option<CreditRule>,
+    ) -> Price {
+        let charged = match rule {
+            None => record.status == Status::Succeeded,
+            Some(rule) => rule == CreditRule::Lost,
+        };
+        if !charged {
+            return Price::Nothing;
+        }
+        if let Some(c) = record.credits {
+            return Price::Reported(c);
+        }
+        match self.pricing.estimate(model, record.duration) {
+            Some(c) if (0.0..=crate::record::MAX_CREDITS).contains(&c) => Price::Estimated(c),
+            _ => Price::Unknown,
+        }
+    }
+}
+
+/// Where a counted task's credits came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Price {
+    /// The task's cost, or the event's credits field.
+    Reported(f64),
+    /// From the pricing table.
+    Estimated(f64),
+    /// Charged, but at an unknown price.
+    Unknown,
+    /// Not charged.
+    Nothing,
 }
 
 #[cfg(test)]
@@ -1069,13 +1268,161 @@ mod tests {
         ] {
             assert_eq!(feed(&mut l, s, &p, line), LineResult::Counted);
         }
-        let m = |name: &str| l.models.ids[name];
+        let m = |name: &str| (Status::Succeeded, l.models.ids[name]);
         assert_eq!(l.credits_charged[&m("gen4_turbo")], 75.0);
+        assert_eq!(l.credits_estimated[&m("gen4_turbo")], 50.0);
         assert_eq!(l.credits_charged[&m("gen4_image")], 5.0);
-        assert_eq!(l.credits_charged.get(&m("mystery")), None);
+        assert_eq!(l.credits_estimated[&m("gen4_image")], 5.0);
+        assert_eq!(l.credits_charged.get(&m("mystery")), Some(&0.0));
         assert_eq!(l.credits_unpriced, [2, 1]);
         // Refunded failures lose nothing.
         assert!(l.credits_lost.values().all(|v| *v == 0.0));
+        let failed: f64 = l
+            .credits_charged
+            .iter()
+            .filter(|((s, _), _)| *s == Status::Failed)
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(failed, 0.0);
+    }
+
+    /// Sums a `(status, model)` credit map for one status.
+    fn by_status(m: &FxHashMap<(Status, u32), f64>, status: Status) -> f64 {
+        m.iter()
+            .filter(|((s, _), _)| *s == status)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    fn lost(l: &Ledger, code: &str) -> f64 {
+        l.credits_lost
+            .iter()
+            .filter(|((c, _), _)| l.code_info(*c).label == code)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    fn mismatches(l: &Ledger, code: &str) -> u64 {
+        l.cost_mismatches
+            .iter()
+            .filter(|((c, _), _)| l.code_info(*c).label == code)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    #[test]
+    fn the_reported_cost_is_what_is_counted() {
+        let (mut l, s, p) = ledger(Limits::default());
+        for line in [
+            // The cost wins over the event's credits and over the pricing table.
+            r#"{"id":"1","status":"SUCCEEDED","model":"gen4_turbo","duration":10,"credits":99,"cost":{"credits":75}}"#,
+            r#"{"id":"2","status":"CANCELLED","model":"gen4_turbo","cost":{"credits":50}}"#,
+            r#"{"id":"3","status":"CANCELLED","cost":{"credits":0}}"#,
+            r#"{"id":"4","status":"FAILED","failureCode":"INTERNAL","cost":{"credits":20}}"#,
+            r#"{"id":"5","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"gen4_turbo","duration":10,"cost":{"credits":0}}"#,
+            r#"{"id":"6","status":"FAILED","failureCode":"SAFETY.OUTPUT.VIDEO","cost":{"credits":40}}"#,
+            r#"{"id":"7","status":"FAILED","failureCode":"ASSET.INVALID","cost":{"credits":0}}"#,
+            r#"{"id":"8","status":"FAILED","failureCode":"NEW.CODE","cost":{"credits":3}}"#,
+            // Without a cost: the estimate (SAFETY loses its credits), counted as such.
+            r#"{"id":"9","status":"FAILED","failureCode":"SAFETY.INPUT.IMAGE","model":"gen4_turbo","duration":2}"#,
+            // A duplicate with another cost changes nothing.
+            r#"{"id":"1","status":"SUCCEEDED","model":"gen4_turbo","cost":{"credits":1000}}"#,
+        ] {
+            feed(&mut l, s, &p, line);
+        }
+        assert_eq!(by_status(&l.credits_charged, Status::Succeeded), 75.0);
+        assert_eq!(by_status(&l.credits_charged, Status::Cancelled), 50.0);
+        assert_eq!(
+            by_status(&l.credits_charged, Status::Failed),
+            20.0 + 40.0 + 3.0 + 10.0
+        );
+        assert_eq!(by_status(&l.credits_estimated, Status::Failed), 10.0);
+        assert_eq!(by_status(&l.credits_estimated, Status::Succeeded), 0.0);
+        // Lost: whatever FAILED tasks were charged, whatever the table's rule says.
+        assert_eq!(lost(&l, "INTERNAL"), 20.0);
+        assert_eq!(lost(&l, "SAFETY.INPUT.TEXT"), 0.0);
+        assert_eq!(lost(&l, "SAFETY.OUTPUT.VIDEO"), 40.0);
+        assert_eq!(lost(&l, "NEW.CODE"), 3.0);
+        assert_eq!(lost(&l, "SAFETY.INPUT.IMAGE"), 10.0);
+        // Evidence against the table: a refunded code that cost, a lost one that did not.
+        assert_eq!(mismatches(&l, "INTERNAL"), 1);
+        assert_eq!(mismatches(&l, "SAFETY.INPUT.TEXT"), 1);
+        assert_eq!(mismatches(&l, "SAFETY.OUTPUT.VIDEO"), 0);
+        assert_eq!(mismatches(&l, "ASSET.INVALID"), 0);
+        assert_eq!(
+            mismatches(&l, "NEW.CODE"),
+            0,
+            "an unknown rule cannot be contradicted"
+        );
+        assert_eq!(l.credits_unpriced, [0, 0]);
+        // The totals carry them with their labels, and a restore brings them back.
+        let t = l.totals();
+        assert!(t
+            .credits_charged
+            .contains(&("CANCELLED".into(), "gen4_turbo".into(), 50.0)));
+        assert!(t
+            .cost_mismatches
+            .contains(&("INTERNAL".into(), "refunded".into(), 1)));
+        assert!(t
+            .cost_mismatches
+            .contains(&("SAFETY.INPUT.TEXT".into(), "lost".into(), 1)));
+        let (mut again, _, _) = ledger(Limits::default());
+        again.restore(&t, l.dedupe.hashes()).unwrap();
+        assert_eq!(again.totals(), t);
+    }
+
+    #[test]
+    fn absurd_numbers_never_reach_a_counter() {
+        let (mut l, s, p) = ledger(Limits::default());
+        for (i, v) in ["1e308", "1.7976931348623157e308", "-5", "\"NaN\"", "1e10"]
+            .iter()
+            .enumerate()
+        {
+            for line in [
+                format!(
+                    r#"{{"id":"c{i}","status":"SUCCEEDED","model":"gen4_turbo","cost":{{"credits":{v}}}}}"#
+                ),
+                format!(
+                    r#"{{"id":"r{i}","status":"SUCCEEDED","model":"gen4_turbo","credits":{v}}}"#
+                ),
+                format!(
+                    r#"{{"id":"d{i}","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","model":"veo3","duration":{v}}}"#
+                ),
+            ] {
+                assert_eq!(feed(&mut l, s, &p, &line), LineResult::Counted, "{line}");
+            }
+        }
+        let t = l.totals();
+        assert!(
+            t.credits_charged
+                .iter()
+                .all(|(_, _, v)| v.is_finite() && *v == 0.0),
+            "{:?}",
+            t.credits_charged
+        );
+        assert_eq!(t.invalid_numbers, 15);
+        assert_eq!(t.credits_unpriced, [10, 5]);
+        // The state file's header is JSON, where an infinite number would be written as
+        // null and not read back: the totals must survive the round trip.
+        let back: Totals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn state_written_before_credits_had_a_status_is_read() {
+        let old = r#"{"tasks":[],"failures":[],"credits_charged":[["gen4_turbo",75.0],["unknown",0.0]],"credits_lost":[],"credits_unpriced":[1,2],"unknown_failure_codes":0,"label_overflow":[0,0],"dead_letter":[0,0],"sources":[],"dedupe_ids":0,"organization":{"credit_balance":5.0,"models":[["gen4_turbo",17.0,200.0,2.0]]}}"#;
+        let t: Totals = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            t.credits_charged,
+            vec![
+                ("SUCCEEDED".into(), "gen4_turbo".into(), 75.0),
+                ("SUCCEEDED".into(), "unknown".into(), 0.0)
+            ]
+        );
+        assert_eq!(
+            t.organization.unwrap().models,
+            vec![("gen4_turbo".into(), 17.0, Some(200.0), Some(2.0))]
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub struct ApiGauges {
     pub daily_generations: GaugeVec,
     pub max_daily_generations: GaugeVec,
     pub max_concurrent_generations: GaugeVec,
+    /// No labels: a vector only so that an unlimited tier can have no sample.
+    pub max_monthly_credit_spend: GaugeVec,
+    pub daily_credits_used: GaugeVec,
     pub tasks_tracked: IntGauge,
+    pub credits_in_flight: Gauge,
 }
 
 impl ApiGauges {
@@ -59,7 +63,7 @@ impl ApiGauges {
                 GaugeVec::new(
                     opts(
                         "runway_organization_max_daily_generations",
-                        "The tier's daily generation limit, by model.",
+                        "The tier's daily generation limit, by model; no sample when unlimited.",
                     ),
                     &["model"],
                 )?,
@@ -69,10 +73,37 @@ impl ApiGauges {
                 GaugeVec::new(
                     opts(
                         "runway_organization_max_concurrent_generations",
-                        "The tier's concurrent generation limit, by model.",
+                        "The tier's concurrent generation limit, by model; no sample when unlimited.",
                     ),
                     &["model"],
                 )?,
+            )?,
+            max_monthly_credit_spend: register(
+                r,
+                GaugeVec::new(
+                    opts(
+                        "runway_organization_max_monthly_credit_spend",
+                        "The tier's monthly credit spend limit (tier.maxMonthlyCreditSpend); no sample when unlimited.",
+                    ),
+                    &[],
+                )?,
+            )?,
+            daily_credits_used: register(
+                r,
+                GaugeVec::new(
+                    opts(
+                        "runway_organization_daily_credits_used",
+                        "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage).",
+                    ),
+                    &["model"],
+                )?,
+            )?,
+            credits_in_flight: register(
+                r,
+                Gauge::with_opts(opts(
+                    "runway_api_credits_in_flight",
+                    "Estimated credits (estimatedCost) of the tasks still being polled.",
+                ))?,
             )?,
             tasks_tracked: register(
                 r,
@@ -85,12 +116,61 @@ impl ApiGauges {
     }
 }
 
+impl ApiGauges {
+    /// Sets the gauges to what the API said last. A limit that is `null` (none) has no
+    /// sample, and one that went away since the last publish loses its sample.
+    fn publish(&self, t: &Totals) {
+        self.tasks_tracked.set(t.api_tasks_tracked as i64);
+        self.credits_in_flight.set(t.api_credits_in_flight);
+        if let Some(org) = &t.organization {
+            self.credit_balance.set(org.credit_balance);
+            for vec in [
+                &self.daily_generations,
+                &self.max_daily_generations,
+                &self.max_concurrent_generations,
+                &self.max_monthly_credit_spend,
+            ] {
+                vec.reset();
+            }
+            for (model, daily, max_daily, max_concurrent) in &org.models {
+                self.daily_generations
+                    .with_label_values(&[model])
+                    .set(*daily);
+                for (vec, limit) in [
+                    (&self.max_daily_generations, max_daily),
+                    (&self.max_concurrent_generations, max_concurrent),
+                ] {
+                    if let Some(v) = limit {
+                        vec.with_label_values(&[model]).set(*v);
+                    }
+                }
+            }
+            if let Some(cap) = org.max_monthly_credit_spend {
+                self.max_monthly_credit_spend
+                    .with_label_values(&[] as &[&str])
+                    .set(cap);
+            }
+        }
+        if let Some(usage) = &t.usage {
+            self.daily_credits_used.reset();
+            for (model, credits) in &usage.models {
+                self.daily_credits_used
+                    .with_label_values(&[model])
+                    .set(*credits);
+            }
+        }
+    }
+}
+
 /// Every metric family of the exporter.
 pub struct Metrics {
     pub tasks: IntCounterVec,
     pub task_failures: IntCounterVec,
     pub credits_charged: CounterVec,
+    pub credits_estimated: CounterVec,
     pub credits_lost: CounterVec,
+    pub cost_mismatches: IntCounterVec,
+    pub invalid_numbers: IntCounter,
     pub credits_unpriced: IntCounterVec,
     pub build_info: GaugeVec,
     pub records: IntCounterVec,
@@ -146,8 +226,11 @@ impl Metrics {
         let m = Metrics {
             tasks: register(r, IntCounterVec::new(opts("runway_tasks_total", "Terminal task outcomes, counted once per task id."), &["status", "model"])?)?,
             task_failures: register(r, IntCounterVec::new(opts("runway_task_failures_total", "FAILED tasks by failure code; category, retry and credits come from the failure-code table."), &["failure_code", "category", "retry", "credits", "model"])?)?,
-            credits_charged: register(r, CounterVec::new(opts("runway_credits_charged_total", "Credits of SUCCEEDED tasks, from the record or estimated from the pricing table."), &["model"])?)?,
-            credits_lost: register(r, CounterVec::new(opts("runway_credits_lost_total", "Credits of FAILED tasks that Runway does not refund (SAFETY codes)."), &["failure_code", "model"])?)?,
+            credits_charged: register(r, CounterVec::new(opts("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table."), &["status", "model"])?)?,
+            credits_estimated: register(r, CounterVec::new(opts("runway_credits_estimated_total", "The part of runway_credits_charged_total estimated from the pricing table (the task reported no cost)."), &["status", "model"])?)?,
+            credits_lost: register(r, CounterVec::new(opts("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost."), &["failure_code", "model"])?)?,
+            cost_mismatches: register(r, IntCounterVec::new(opts("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0)."), &["failure_code", "credits"])?)?,
+            invalid_numbers: register(r, IntCounter::with_opts(opts("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored."))?)?,
             credits_unpriced: register(r, IntCounterVec::new(opts("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record nor the pricing table gave; their credits are not in the credit counters."), &["status"])?)?,
             build_info: register(r, GaugeVec::new(opts("runway_exporter_build_info", "Build information; the value is always 1."), &["version", "revision", "api_version"])?)?,
             records: register(r, IntCounterVec::new(opts("runway_exporter_records_total", "Lines read, by what became of them: counted, duplicate, non_terminal or rejected."), &["source", "result"])?)?,
@@ -197,9 +280,29 @@ impl Metrics {
             ];
             sync(&mut p.ints, 1, &self.task_failures, &labels, f.value);
         }
-        for (model, v) in &t.credits_charged {
-            sync(&mut p.floats, 2, &self.credits_charged, &[model], *v);
+        for (status, model, v) in &t.credits_charged {
+            sync(
+                &mut p.floats,
+                2,
+                &self.credits_charged,
+                &[status, model],
+                *v,
+            );
         }
+        for (status, model, v) in &t.credits_estimated {
+            sync(
+                &mut p.floats,
+                14,
+                &self.credits_estimated,
+                &[status, model],
+                *v,
+            );
+        }
+        for (code, rule, v) in &t.cost_mismatches {
+            sync(&mut p.ints, 15, &self.cost_mismatches, &[code, rule], *v);
+        }
+        let inc = t.invalid_numbers.saturating_sub(self.invalid_numbers.get());
+        self.invalid_numbers.inc_by(inc);
         for (code, model, v) in &t.credits_lost {
             sync(&mut p.floats, 3, &self.credits_lost, &[code, model], *v);
         }
@@ -260,21 +363,7 @@ impl Metrics {
             sync(&mut p.ints, 13, &self.api_requests, &[endpoint, code], *v);
         }
         if let Some(api) = &self.api {
-            api.tasks_tracked.set(t.api_tasks_tracked as i64);
-            if let Some(org) = &t.organization {
-                api.credit_balance.set(org.credit_balance);
-                for (model, daily, max_daily, max_concurrent) in &org.models {
-                    api.daily_generations
-                        .with_label_values(&[model])
-                        .set(*daily);
-                    api.max_daily_generations
-                        .with_label_values(&[model])
-                        .set(*max_daily);
-                    api.max_concurrent_generations
-                        .with_label_values(&[model])
-                        .set(*max_concurrent);
-                }
-            }
+            api.publish(t);
         }
     }
 }

@@ -1,16 +1,25 @@
 //! One line -> [`TaskRecord`]: pure, zero-copy where the line allows it.
 //!
-//! A *task record* is one line that yields a `status`, and optionally `id`,
-//! `failureCode`, `model`, `credits` and `duration`. Two line formats:
+//! A *task record* is one JSON value (a line, or an object pretty-printed over several
+//! lines, which [`crate::source::lines`] hands over as one) that yields a `status`, and
+//! optionally `id`, `failureCode`, `cost.credits`, `estimatedCost.credits`, `model`,
+//! `credits` and `duration`. Two formats:
 //!
-//! - **JSON** (the default): one object per line. The task itself is the bare object of
-//!   `GET /v1/tasks/{id}` (current or older flat shape, where absent fields are `null`),
-//!   or nested in a log event at `task_pointer` (`"/task"`). The *task fields* `id`,
-//!   `status` and `failure_code` are JSON pointers relative to the task; the *event
-//!   fields* `model`, `credits` and `duration` are pointers from the line's root, because
-//!   Runway's task object has none of them and the application adds them to its event.
-//!   Only those few paths are looked at: everything else is skipped by the parser
-//!   without being built, and strings without escapes are borrowed from the line.
+//! - **JSON** (the default). The task itself is the bare object of `GET /v1/tasks/{id}`
+//!   (current or older flat shape, where absent fields are `null`), or nested in a log
+//!   event at `task_pointer` (`"/task"`). The *task fields* `id`, `status`,
+//!   `failure_code`, `cost` and `estimated_cost` are JSON pointers relative to the task;
+//!   the *event fields* `model`, `credits` and `duration` are pointers from the line's
+//!   root, because Runway's task object has none of them and the application adds them
+//!   to its event. Only those few paths are looked at: everything else is skipped by the
+//!   parser without being built, and strings without escapes are borrowed from the line.
+//! - *Spellings.* The SDKs write a task in camelCase (the API's JSON, Python's
+//!   `to_json`, Node's `JSON.stringify`) or in snake_case (pydantic's `model_dump*`:
+//!   `failure_code`, `estimated_cost`). Every task-field pointer is also looked up in its
+//!   snake_case spelling (`/failureCode` -> `/failure_code`); and with no `task_pointer`,
+//!   a task under `taskDetails` or `task_details` (the SDKs' `TaskFailedError`) is read
+//!   too. The configured spelling at the configured place wins over an *alias*, and a
+//!   value wins over a `null`, so a code is never lost to a spelling not looked at.
 //! - **Regex**: a regular expression with named captures `status` (required), `id`,
 //!   `failure_code`, `model`, `credits`, `duration` for plain-text logs.
 //!
@@ -102,16 +111,30 @@ impl RawCode<'_> {
     }
 }
 
-/// What one line says about one task.
+/// What one record says about one task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord<'a> {
     pub id: Option<Cow<'a, str>>,
     pub status: Status,
     pub failure_code: RawCode<'a>,
     pub model: Option<Cow<'a, str>>,
+    /// The event's credits field (what the application says the task cost).
     pub credits: Option<f64>,
     pub duration: Option<f64>,
+    /// The task's own final cost (`cost.credits` of a terminal task): the truth.
+    pub cost: Option<f64>,
+    /// What Runway estimates a task still running will cost (`estimatedCost.credits`).
+    pub estimated_cost: Option<f64>,
+    /// A credits, cost or duration field was there but not a number from 0 to
+    /// [`MAX_CREDITS`] (or [`MAX_DURATION`]): it is ignored, and the ledger counts it.
+    pub invalid_number: bool,
 }
+
+/// Largest credit value taken from a record: a task of 10 million USD. Beyond it a value
+/// is a bug or an attack (`1e308` twice would make a counter infinite).
+pub const MAX_CREDITS: f64 = 1e9;
+/// Longest duration taken from a record, in seconds (a day of video).
+pub const MAX_DURATION: f64 = 86_400.0;
 
 /// Why a line yielded no record. The variants' [`reason`](ParseError::reason)s are
 /// label values and part of the metrics contract.
@@ -174,6 +197,8 @@ pub struct FieldMap {
     pub id: String,
     pub status: String,
     pub failure_code: String,
+    pub cost: String,
+    pub estimated_cost: String,
     /// Event fields, from the line's root.
     pub model: String,
     pub credits: String,
@@ -197,6 +222,8 @@ impl Default for FieldMap {
             id: "/id".into(),
             status: "/status".into(),
             failure_code: "/failureCode".into(),
+            cost: "/cost/credits".into(),
+            estimated_cost: "/estimatedCost/credits".into(),
             model: "/model".into(),
             credits: "/credits".into(),
             duration: "/duration".into(),
@@ -221,8 +248,30 @@ enum Field {
     Model,
     Credits,
     Duration,
+    Cost,
+    EstimatedCost,
 }
-const FIELDS: usize = 6;
+const FIELDS: usize = 8;
+/// The regex capture names, in [`Field`] order.
+const FIELD_NAMES: [&str; FIELDS] = [
+    "id",
+    "status",
+    "failure_code",
+    "model",
+    "credits",
+    "duration",
+    "cost",
+    "estimated_cost",
+];
+
+/// Where the task may be found when no `task_pointer` is configured, besides the root:
+/// the SDKs' `TaskFailedError` carries it as `taskDetails` (Node) or `task_details`
+/// (Python).
+const TASK_DETAILS: [&str; 2] = ["/taskDetails", "/task_details"];
+
+/// How far a pointer is from the configured one: 0 for the configured pointer, more for
+/// an alias. A capture of a nearer pointer wins.
+type Rank = u8;
 
 /// A captured JSON value.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,19 +289,21 @@ struct Node {
     /// For each key length (the last slot: that length or longer), a bit per child
     /// whose name has it: most keys of a line match no child, and are told so by one
     /// load instead of a comparison with every child.
-    by_len: [u8; KEY_LEN_SLOTS],
-    leaf: Option<Field>,
+    by_len: [u32; KEY_LEN_SLOTS],
+    leaf: Option<(Field, Rank)>,
 }
 const KEY_LEN_SLOTS: usize = 32;
+/// Children of one node: a bit each in `by_len`.
+const MAX_CHILDREN: usize = 32;
 
 impl Node {
-    fn insert(&mut self, tokens: &[String], field: Field) -> Result<(), String> {
+    fn insert(&mut self, tokens: &[String], field: Field, rank: Rank) -> Result<(), String> {
         match tokens.split_first() {
             None => {
                 if self.leaf.is_some() || !self.children.is_empty() {
                     return Err("overlaps another field's pointer".into());
                 }
-                self.leaf = Some(field);
+                self.leaf = Some((field, rank));
                 Ok(())
             }
             Some((head, rest)) => {
@@ -261,20 +312,35 @@ impl Node {
                 }
                 let pos = match self.children.iter().position(|(k, _, _)| k == head) {
                     Some(p) => p,
+                    None if self.children.len() == MAX_CHILDREN => {
+                        return Err("too many fields under one object".into())
+                    }
                     None => {
                         let index = head.parse::<usize>().ok();
                         self.children.push((head.clone(), index, Node::default()));
                         let pos = self.children.len() - 1;
-                        // At most one child per field, so the bits of a u8 suffice.
-                        debug_assert!(pos < FIELDS);
                         self.by_len[head.len().min(KEY_LEN_SLOTS - 1)] |= 1 << pos;
                         pos
                     }
                 };
-                self.children[pos].2.insert(rest, field)
+                self.children[pos].2.insert(rest, field, rank)
             }
         }
     }
+}
+
+/// `failureCode` -> `failure_code`: how pydantic's `model_dump` names a field.
+fn snake_case(token: &str) -> String {
+    let mut out = String::with_capacity(token.len() + 4);
+    for c in token.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Splits an RFC 6901 JSON pointer into unescaped tokens.
@@ -307,6 +373,28 @@ fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// Adds a task field's aliases: its snake_case spelling at the configured task root, and
+/// both spellings under the other roots, each a rank further. An alias that overlaps a
+/// configured pointer is left out: what the operator configured wins.
+fn insert_aliases(root: &mut Node, task_roots: &[Vec<String>], tokens: &[String], field: Field) {
+    let snake: Vec<String> = tokens.iter().map(|t| snake_case(t)).collect();
+    let spellings: &[&[String]] = if snake == tokens {
+        &[tokens]
+    } else {
+        &[tokens, &snake]
+    };
+    let mut rank: Rank = 0;
+    for (r, task) in task_roots.iter().enumerate() {
+        for (s, spelling) in spellings.iter().enumerate() {
+            if r == 0 && s == 0 {
+                continue; // the configured pointer itself
+            }
+            rank += 1;
+            let _ = root.insert(&[task.as_slice(), spelling].concat(), field, rank);
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Json(Node),
@@ -325,7 +413,14 @@ impl RecordParser {
         match map.format {
             LineFormat::Json => {
                 let task = pointer_tokens(&map.task_pointer).map_err(|p| err("task_pointer", p))?;
+                // Where a task may be, nearest first: the configured place, then (with
+                // none configured) the SDK errors' `taskDetails` / `task_details`.
+                let mut task_roots = vec![task];
+                if map.task_pointer.is_empty() {
+                    task_roots.extend(TASK_DETAILS.iter().filter_map(|p| pointer_tokens(p).ok()));
+                }
                 let mut root = Node::default();
+                let mut aliases = Vec::new();
                 let fields: [(&'static str, &str, Field, bool); FIELDS] = [
                     ("id", &map.id, Field::Id, true),
                     ("status", &map.status, Field::Status, true),
@@ -333,6 +428,13 @@ impl RecordParser {
                     ("model", &map.model, Field::Model, false),
                     ("credits", &map.credits, Field::Credits, false),
                     ("duration", &map.duration, Field::Duration, false),
+                    ("cost", &map.cost, Field::Cost, true),
+                    (
+                        "estimated_cost",
+                        &map.estimated_cost,
+                        Field::EstimatedCost,
+                        true,
+                    ),
                 ];
                 for (key, pointer, field, in_task) in fields {
                     if pointer.is_empty() {
@@ -341,10 +443,21 @@ impl RecordParser {
                         }
                         continue; // an empty pointer turns an optional field off
                     }
-                    let mut tokens = if in_task { task.clone() } else { Vec::new() };
-                    tokens.extend(pointer_tokens(pointer).map_err(|p| err(key, p))?);
-                    root.insert(&tokens, field)
+                    let tokens = pointer_tokens(pointer).map_err(|p| err(key, p))?;
+                    let configured = if in_task {
+                        [task_roots[0].as_slice(), &tokens].concat()
+                    } else {
+                        tokens.clone()
+                    };
+                    root.insert(&configured, field, 0)
                         .map_err(|p| err(key, format!("{pointer:?} {p}")))?;
+                    if in_task {
+                        aliases.push((tokens, field));
+                    }
+                }
+                // After every configured pointer, so that those win where they overlap.
+                for (tokens, field) in aliases {
+                    insert_aliases(&mut root, &task_roots, &tokens, field);
                 }
                 Ok(RecordParser {
                     kind: Kind::Json(root),
@@ -355,16 +468,8 @@ impl RecordParser {
                     return Err(err("regex", "format = \"regex\" needs a regex".into()));
                 }
                 let re = regex::Regex::new(&map.regex).map_err(|e| err("regex", e.to_string()))?;
-                let names = [
-                    "id",
-                    "status",
-                    "failure_code",
-                    "model",
-                    "credits",
-                    "duration",
-                ];
                 let mut groups = [None; FIELDS];
-                for (slot, name) in groups.iter_mut().zip(names) {
+                for (slot, name) in groups.iter_mut().zip(FIELD_NAMES) {
                     *slot = re.capture_names().position(|n| n == Some(name));
                 }
                 if groups[Field::Status as usize].is_none() {
@@ -387,7 +492,7 @@ impl RecordParser {
             return Err(ParseError::EmptyLine);
         }
         let text = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
-        let mut fields: [Option<Scalar<'a>>; FIELDS] = Default::default();
+        let mut fields: [Option<(Rank, Scalar<'a>)>; FIELDS] = Default::default();
         match &self.kind {
             Kind::Json(root) => {
                 let mut de = sonic_rs::Deserializer::from_str(text);
@@ -403,12 +508,12 @@ impl RecordParser {
                 let caps = re.captures(text).ok_or(ParseError::RegexMismatch)?;
                 for (slot, group) in fields.iter_mut().zip(groups) {
                     if let Some(m) = group.and_then(|g| caps.get(g)) {
-                        *slot = Some(Scalar::Str(Cow::Borrowed(m.as_str())));
+                        *slot = Some((0, Scalar::Str(Cow::Borrowed(m.as_str()))));
                     }
                 }
             }
         }
-        build(fields)
+        build(fields.map(|f| f.map(|(_, v)| v)))
     }
 }
 
@@ -423,8 +528,34 @@ pub(crate) fn trim(s: &str) -> &str {
     }
 }
 
+/// A number field's value: absent, a number in range, or there but unusable.
+enum Number {
+    Absent,
+    Valid(f64),
+    Invalid,
+}
+
+fn number(v: Option<Scalar<'_>>, max: f64) -> Number {
+    let n = match v {
+        None | Some(Scalar::Null) => return Number::Absent,
+        Some(Scalar::Num(n)) => n,
+        Some(Scalar::Str(s)) if trim(&s).is_empty() => return Number::Absent,
+        Some(Scalar::Str(s)) => match trim(&s).parse::<f64>() {
+            Ok(n) => n,
+            Err(_) => return Number::Invalid,
+        },
+        Some(Scalar::Other) => return Number::Invalid,
+    };
+    // NaN fails both comparisons.
+    if (0.0..=max).contains(&n) {
+        Number::Valid(n)
+    } else {
+        Number::Invalid
+    }
+}
+
 fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, ParseError> {
-    let [id, status, code, model, credits, duration] = fields;
+    let [id, status, code, model, credits, duration, cost, estimated_cost] = fields;
     let status = match status {
         Some(Scalar::Str(s)) => Status::parse(trim(&s)).ok_or(ParseError::UnknownStatus)?,
         None | Some(Scalar::Null) => return Err(ParseError::MissingStatus),
@@ -437,14 +568,19 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
             _ => None,
         }
     };
-    let number = |v: Option<Scalar<'a>>| match v {
-        Some(Scalar::Num(n)) if n.is_finite() && n >= 0.0 => Some(n),
-        Some(Scalar::Str(s)) => trim(&s)
-            .parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite() && *n >= 0.0),
-        _ => None,
+    let mut invalid_number = false;
+    let mut take = |v: Option<Scalar<'a>>, max: f64| match number(v, max) {
+        Number::Absent => None,
+        Number::Valid(n) => Some(n),
+        Number::Invalid => {
+            invalid_number = true;
+            None
+        }
     };
+    let credits = take(credits, MAX_CREDITS);
+    let duration = take(duration, MAX_DURATION);
+    let cost = take(cost, MAX_CREDITS);
+    let estimated_cost = take(estimated_cost, MAX_CREDITS);
     let failure_code = match code {
         None | Some(Scalar::Null) => RawCode::Missing,
         Some(Scalar::Str(s)) if trim(&s).is_empty() => RawCode::Missing,
@@ -456,23 +592,37 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
         status,
         failure_code,
         model: text(model),
-        credits: number(credits),
-        duration: number(duration),
+        credits,
+        duration,
+        cost,
+        estimated_cost,
+        invalid_number,
     })
 }
 
 /// Walks one JSON value along the path tree, capturing the leaves and skipping the rest.
 struct NodeSeed<'n, 'o, 'de> {
     node: &'n Node,
-    out: &'o mut [Option<Scalar<'de>>; FIELDS],
+    out: &'o mut [Option<(Rank, Scalar<'de>)>; FIELDS],
 }
 
 impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.node.leaf {
-            Some(field) => {
-                self.out[field as usize] = Some(d.deserialize_any(ScalarVisitor)?);
+            Some((field, rank)) => {
+                let value = d.deserialize_any(ScalarVisitor)?;
+                let slot = &mut self.out[field as usize];
+                // A nearer pointer's value wins, and any value wins over a null; among
+                // equals (a key repeated), the last.
+                let wins = match slot {
+                    None => true,
+                    Some((_, Scalar::Null)) => true,
+                    Some((r, _)) => value != Scalar::Null && rank <= *r,
+                };
+                if wins {
+                    *slot = Some((rank, value));
+                }
                 Ok(())
             }
             None => d.deserialize_any(self),
@@ -685,6 +835,183 @@ mod tests {
             nested().parse(br#"{"status":"FAILED"}"#),
             Err(ParseError::MissingStatus)
         );
+    }
+
+    #[test]
+    fn cost_and_estimated_cost_of_todays_task_type() {
+        let r = json()
+            .parse(br#"{"id":"c1","status":"FAILED","failureCode":"INTERNAL","cost":{"credits":20},"credits":99}"#)
+            .unwrap();
+        assert_eq!(
+            (r.cost, r.credits, r.invalid_number),
+            (Some(20.0), Some(99.0), false)
+        );
+        let r = json()
+            .parse(br#"{"id":"c2","status":"RUNNING","estimatedCost":{"credits":12.5}}"#)
+            .unwrap();
+        assert_eq!((r.cost, r.estimated_cost), (None, Some(12.5)));
+        let r = json()
+            .parse(br#"{"id":"c3","status":"CANCELLED","cost":{"credits":0}}"#)
+            .unwrap();
+        assert_eq!(r.cost, Some(0.0));
+        let r = nested()
+            .parse(br#"{"cost":{"credits":5},"task":{"id":"c4","status":"SUCCEEDED","cost":{"credits":75}}}"#)
+            .unwrap();
+        assert_eq!(r.cost, Some(75.0), "the cost is a task field");
+    }
+
+    #[test]
+    fn absurd_numbers_are_ignored_and_flagged() {
+        for bad in [
+            "1e308",
+            "-1",
+            "-0.5",
+            "1e10",
+            "\"NaN\"",
+            "\"inf\"",
+            "\"-inf\"",
+            "\"12x\"",
+            "true",
+            "[1]",
+            "{\"a\":1}",
+        ] {
+            for field in ["credits", "duration"] {
+                let line = format!(r#"{{"id":"x","status":"SUCCEEDED","{field}":{bad}}}"#);
+                let r = json().parse(line.as_bytes()).unwrap();
+                assert_eq!(
+                    (r.credits, r.duration, r.invalid_number),
+                    (None, None, true),
+                    "{line}"
+                );
+            }
+            let line = format!(r#"{{"id":"x","status":"SUCCEEDED","cost":{{"credits":{bad}}}}}"#);
+            let r = json().parse(line.as_bytes()).unwrap();
+            assert_eq!((r.cost, r.invalid_number), (None, true), "{line}");
+        }
+        // In range, as a number or a string; null and "" are simply absent.
+        for (good, want) in [
+            ("1e9", Some(1e9)),
+            ("\" 7 \"", Some(7.0)),
+            ("null", None),
+            ("\"\"", None),
+            ("0", Some(0.0)),
+        ] {
+            let line = format!(r#"{{"status":"SUCCEEDED","cost":{{"credits":{good}}}}}"#);
+            let r = json().parse(line.as_bytes()).unwrap();
+            assert_eq!((r.cost, r.invalid_number), (want, false), "{line}");
+        }
+        let r = json()
+            .parse(br#"{"status":"SUCCEEDED","duration":86401}"#)
+            .unwrap();
+        assert!(r.invalid_number, "a duration past a day");
+    }
+
+    #[test]
+    fn snake_case_dumps_are_read_like_camel_case() {
+        // pydantic's model_dump_json(): snake_case, an absent code written as null.
+        let line = br#"{"id":"s1","created_at":"2024-11-06T12:00:00Z","status":"FAILED","failure":"Blocked","failure_code":"SAFETY.INPUT.TEXT","cost":{"credits":50},"estimated_cost":null}"#;
+        let wrapped = format!(
+            r#"{{"model":"gen4_turbo","task":{}}}"#,
+            String::from_utf8_lossy(line)
+        );
+        for r in [json().parse(line), nested().parse(wrapped.as_bytes())] {
+            let r = r.unwrap();
+            assert_eq!(r.failure_code, RawCode::Str("SAFETY.INPUT.TEXT".into()));
+            assert_eq!((r.status, r.cost), (Status::Failed, Some(50.0)));
+        }
+        let r = json()
+            .parse(br#"{"status":"RUNNING","estimated_cost":{"credits":8}}"#)
+            .unwrap();
+        assert_eq!(r.estimated_cost, Some(8.0));
+    }
+
+    #[test]
+    fn the_configured_spelling_wins_and_a_value_wins_over_null() {
+        let p = json();
+        let code = |line: &str| match p.parse(line.as_bytes()).unwrap().failure_code {
+            RawCode::Str(s) => s.into_owned(),
+            other => format!("{other:?}"),
+        };
+        let s = |c: &str| RawCode::Str(c.to_string().into());
+        assert_eq!(
+            code(r#"{"status":"FAILED","failure_code":"ASSET.INVALID","failureCode":"INTERNAL"}"#),
+            "INTERNAL"
+        );
+        assert_eq!(
+            code(r#"{"status":"FAILED","failureCode":"INTERNAL","failure_code":"ASSET.INVALID"}"#),
+            "INTERNAL"
+        );
+        assert_eq!(
+            code(r#"{"status":"FAILED","failureCode":null,"failure_code":"ASSET.INVALID"}"#),
+            "ASSET.INVALID"
+        );
+        assert_eq!(
+            code(r#"{"status":"FAILED","failure_code":"ASSET.INVALID","failureCode":null}"#),
+            "ASSET.INVALID"
+        );
+        assert_eq!(
+            code(r#"{"status":"FAILED","failure_code":null}"#),
+            "Missing"
+        );
+        // A key repeated at the same place: the last one, as before.
+        assert_eq!(
+            code(r#"{"status":"FAILED","failureCode":"A","failureCode":"B"}"#),
+            "B"
+        );
+        // A custom pointer gets its snake_case alias too.
+        let p = RecordParser::new(&FieldMap {
+            failure_code: "/errorInfo/failureCode".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let r = p
+            .parse(br#"{"status":"FAILED","error_info":{"failure_code":"SAFETY.OUTPUT.VIDEO"}}"#)
+            .unwrap();
+        assert_eq!(r.failure_code, s("SAFETY.OUTPUT.VIDEO"));
+        // An alias that overlaps a configured pointer is left out, not an error.
+        let p = RecordParser::new(&FieldMap {
+            model: "/failure_code".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let r = p
+            .parse(br#"{"status":"FAILED","failure_code":"gen4_turbo","failureCode":"INTERNAL"}"#)
+            .unwrap();
+        assert_eq!(
+            (r.model.as_deref(), r.failure_code),
+            (Some("gen4_turbo"), s("INTERNAL"))
+        );
+    }
+
+    #[test]
+    fn sdk_errors_carry_the_task_as_task_details() {
+        // Node: JSON.stringify(err) of a TaskFailedError; Python: its task_details dumped.
+        for line in [
+            r#"{"taskDetails":{"id":"e1","status":"FAILED","failureCode":"SAFETY.INPUT.IMAGE","cost":{"credits":40}},"model":"gen4_turbo"}"#,
+            r#"{"error":"Task failed","task_details":{"id":"e1","status":"FAILED","failure_code":"SAFETY.INPUT.IMAGE","cost":{"credits":40}},"model":"gen4_turbo"}"#,
+        ] {
+            let r = json().parse(line.as_bytes()).unwrap();
+            assert_eq!(r.id.as_deref(), Some("e1"), "{line}");
+            assert_eq!(r.status, Status::Failed);
+            assert_eq!(r.failure_code, RawCode::Str("SAFETY.INPUT.IMAGE".into()));
+            assert_eq!(
+                (r.cost, r.model.as_deref()),
+                (Some(40.0), Some("gen4_turbo"))
+            );
+        }
+        // With a task_pointer configured, only that place holds the task.
+        assert_eq!(
+            nested().parse(br#"{"taskDetails":{"status":"FAILED"}}"#),
+            Err(ParseError::MissingStatus)
+        );
+    }
+
+    #[test]
+    fn pretty_printed_objects_parse_as_one_record() {
+        let text = "{\n  \"id\": \"p1\",\n  \"status\": \"FAILED\",\r\n  \"failureCode\": \"ASSET.INVALID\",\n  \"cost\": {\n    \"credits\": 0\n  }\n}";
+        let r = json().parse(text.as_bytes()).unwrap();
+        assert_eq!((r.id.as_deref(), r.cost), (Some("p1"), Some(0.0)));
+        assert_eq!(r.failure_code, RawCode::Str("ASSET.INVALID".into()));
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //! `Retry-After` holds back every request. 400, 401, 403 and 405 mean the key or the
 //! request is wrong: the source is marked down, one ERROR is logged, and every task
 //! is retried only every `auth_retry_interval` until the API answers again.
+//!
+//! Credits: a terminal task's `cost.credits` is counted as what it was charged; the
+//! `estimatedCost.credits` of a task still running is kept with the tracked task, and
+//! their sum is the credits in flight. Beside the tasks, `GET /v1/organization` gives the
+//! balance and the tier's limits, and `POST /v1/organization/usage` Runway's own count of
+//! the credits used today (UTC), by model.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -29,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Api;
-use crate::ledger::{LineResult, Organization, SourceId};
+use crate::ledger::{LineResult, Organization, SourceId, Usage};
 use crate::pipeline::Pipeline;
 use crate::record::{FieldMap, RecordParser};
 
@@ -144,9 +150,21 @@ impl Client {
     }
 
     async fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post_json(&self, path: &str, body: &serde_json::Value) -> Answer {
         let request = self
             .http
-            .get(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let request = request
             .header(reqwest::header::AUTHORIZATION, self.key.bearer())
             .header("X-Runway-Version", &self.version);
         match request.send().await {
@@ -321,9 +339,11 @@ impl Poller {
                         self.schedule.remove(&id);
                         return;
                     }
-                    Ok(_) => {
-                        self.pipeline
-                            .with_ledger(|l| l.record_result(source, LineResult::NonTerminal));
+                    Ok(record) => {
+                        self.pipeline.with_ledger(|l| {
+                            l.set_api_estimate(&id, record.estimated_cost);
+                            l.record_result(source, LineResult::NonTerminal)
+                        });
                         s.failures = 0;
                         s.next = (now + self.interval()).max(earliest);
                     }
@@ -432,11 +452,11 @@ pub async fn run(mut p: Poller, token: CancellationToken) {
     p.pipeline.with_ledger(|l| l.source_mut(source).up = false);
 }
 
-/// The part of `GET /v1/organization` that becomes gauges.
+/// The part of `GET /v1/organization` that becomes gauges. A limit that is `null` (or
+/// missing) is no limit.
 fn organization(body: &[u8]) -> Option<Organization> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let credit_balance = v.get("creditBalance")?.as_f64()?;
-    let mut models: Vec<(String, f64, f64, f64)> = Vec::new();
+    let credit_balance = v.get("creditBalance").and_then(credits)?;
     let limits = v.pointer("/tier/models").and_then(|m| m.as_object());
     let usage = v.pointer("/usage/models").and_then(|m| m.as_object());
     let mut names: Vec<&String> = limits
@@ -446,25 +466,16 @@ fn organization(body: &[u8]) -> Option<Organization> {
         .collect();
     names.sort();
     names.dedup();
-    for name in names.into_iter().take(100) {
+    let mut models = Vec::new();
+    for name in names.into_iter().take(MAX_MODELS) {
         let num = |root: Option<&serde_json::Map<String, serde_json::Value>>, key: &str| {
             root.and_then(|m| m.get(name))
                 .and_then(|m| m.get(key))
-                .and_then(|x| x.as_f64())
-                .unwrap_or(0.0)
-        };
-        let label = if name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-:/".contains(&b))
-        {
-            name.clone()
-        } else {
-            crate::ledger::INVALID_MODEL.to_string()
+                .and_then(credits)
         };
         models.push((
-            label,
-            num(usage, "dailyGenerations"),
+            crate::ledger::model_label(Some(name)).to_string(),
+            num(usage, "dailyGenerations").unwrap_or(0.0),
             num(limits, "maxDailyGenerations"),
             num(limits, "maxConcurrentGenerations"),
         ));
@@ -472,6 +483,61 @@ fn organization(body: &[u8]) -> Option<Organization> {
     Some(Organization {
         credit_balance,
         models,
+        max_monthly_credit_spend: v.pointer("/tier/maxMonthlyCreditSpend").and_then(credits),
+    })
+}
+
+/// Models taken from one organization or usage answer at most.
+const MAX_MODELS: usize = 100;
+
+/// A number of credits (or generations) from the API: finite and not absurd; usage
+/// amounts may be negative (refunds).
+fn credits(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64().filter(|n| n.abs() <= crate::record::MAX_CREDITS)
+}
+
+/// The UTC day of `t`, `YYYY-MM-DD`.
+fn utc_day(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
+}
+
+/// The part of `POST /v1/organization/usage` for the day `date`: the credits used by
+/// each model, and 0 for the models the answer lists without usage that day.
+fn usage(body: &[u8], date: &str) -> Option<Usage> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut used: std::collections::BTreeMap<String, f64> = v
+        .get("models")?
+        .as_array()?
+        .iter()
+        .filter_map(|m| m.as_str())
+        .take(MAX_MODELS)
+        .map(|m| (crate::ledger::model_label(Some(m)).to_string(), 0.0))
+        .collect();
+    let day = v
+        .get("results")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("date").and_then(|d| d.as_str()) == Some(date));
+    let entries = day
+        .and_then(|d| d.get("usedCredits"))
+        .and_then(|u| u.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for e in entries {
+        let (Some(model), Some(amount)) = (
+            e.get("model").and_then(|m| m.as_str()),
+            e.get("amount").and_then(credits),
+        ) else {
+            continue;
+        };
+        let label = crate::ledger::model_label(Some(model)).to_string();
+        if used.len() < MAX_MODELS || used.contains_key(&label) {
+            *used.entry(label).or_default() += amount;
+        }
+    }
+    Some(Usage {
+        date: date.to_string(),
+        models: used.into_iter().collect(),
     })
 }
 
@@ -482,10 +548,68 @@ pub async fn run_organization(
     pipeline: Arc<Pipeline>,
     token: CancellationToken,
 ) {
-    if settings.organization_interval.is_zero() {
+    let client = &client;
+    poll_every(
+        settings.organization_interval,
+        "organization",
+        &pipeline,
+        &token,
+        || async move { client.get("/v1/organization").await },
+        |l, body| organization(body).map(|org| l.set_organization(org)),
+    )
+    .await;
+}
+
+/// Asks for Runway's own count of today's credits (UTC) every `usage_interval`.
+pub async fn run_usage(
+    settings: Api,
+    client: Client,
+    pipeline: Arc<Pipeline>,
+    token: CancellationToken,
+) {
+    let client = &client;
+    let today = std::sync::Mutex::new(String::new());
+    let today = &today;
+    poll_every(
+        settings.usage_interval,
+        "organization_usage",
+        &pipeline,
+        &token,
+        || async move {
+            let now = std::time::SystemTime::now();
+            let date = utc_day(now);
+            let body = serde_json::json!({
+                "startDate": date,
+                "beforeDate": utc_day(now + Duration::from_secs(86_400)),
+            });
+            *today.lock().unwrap_or_else(|e| e.into_inner()) = date;
+            client.post_json("/v1/organization/usage", &body).await
+        },
+        |l, body| {
+            let date = today.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            usage(body, &date).map(|u| l.set_usage(u))
+        },
+    )
+    .await;
+}
+
+/// Asks `request` every `interval` (0: never) until cancelled, counts each request under
+/// `endpoint`, and hands a 200's body to `take`, which says whether it could read it.
+async fn poll_every<F, Fut>(
+    interval: Duration,
+    endpoint: &str,
+    pipeline: &Pipeline,
+    token: &CancellationToken,
+    request: F,
+    take: impl Fn(&mut crate::ledger::Ledger, &[u8]) -> Option<()>,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    if interval.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval(settings.organization_interval);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
@@ -493,24 +617,23 @@ pub async fn run_organization(
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let answer = client.get("/v1/organization").await;
-        let code = answer.code_label().into_owned();
-        let org = match &answer {
-            Answer::Ok(body) => organization(body),
-            _ => None,
+        let answer = tokio::select! {
+            _ = token.cancelled() => return,
+            a = request() => a,
         };
-        let ok = org.is_some();
-        pipeline.with_ledger(|l| {
+        let code = answer.code_label().into_owned();
+        let ok = pipeline.with_ledger(|l| {
             *l.api_requests
-                .entry(("organization".into(), code.clone()))
+                .entry((endpoint.to_string(), code.clone()))
                 .or_default() += 1;
-            if org.is_some() {
-                l.organization = org;
-            }
             l.touch();
+            match &answer {
+                Answer::Ok(body) => take(l, body).is_some(),
+                _ => false,
+            }
         });
         if !ok && !failing {
-            tracing::warn!(code = %code, "Cannot read the organization's credits and limits; retrying.");
+            tracing::warn!(endpoint, code = %code, "Cannot read the answer of the Runway API; retrying.");
         }
         failing = !ok;
     }
@@ -522,15 +645,59 @@ mod tests {
 
     #[test]
     fn organization_body() {
-        let body = br#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200},"bad model":{"maxConcurrentGenerations":1,"maxDailyGenerations":1}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#;
+        let body = br#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200},"veo3":{"maxConcurrentGenerations":null,"maxDailyGenerations":null},"gen4.5":{"maxConcurrentGenerations":1e308,"maxDailyGenerations":-1e300},"bad model":{"maxConcurrentGenerations":1,"maxDailyGenerations":1}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#;
         let org = organization(body).unwrap();
         assert_eq!(org.credit_balance, 12345.0);
+        assert_eq!(org.max_monthly_credit_spend, Some(100000.0));
         assert!(org
             .models
-            .contains(&("gen4_turbo".into(), 17.0, 200.0, 2.0)));
+            .contains(&("gen4_turbo".into(), 17.0, Some(200.0), Some(2.0))));
+        // null is no limit, and so is a number no tier has.
+        assert!(org.models.contains(&("veo3".into(), 0.0, None, None)));
+        assert!(org.models.contains(&("gen4.5".into(), 0.0, None, None)));
         assert!(org.models.iter().any(|m| m.0 == "invalid"));
+        let unlimited =
+            organization(br#"{"creditBalance":1,"tier":{"maxMonthlyCreditSpend":null}}"#).unwrap();
+        assert_eq!(unlimited.max_monthly_credit_spend, None);
         assert_eq!(organization(b"{}"), None);
+        assert_eq!(organization(br#"{"creditBalance":"NaN"}"#), None);
         assert_eq!(organization(b"not json"), None);
+    }
+
+    #[test]
+    fn usage_body_for_one_day() {
+        let body = br#"{"models":["gen4_turbo","veo3","gen4_image"],"results":[
+            {"date":"2026-11-30","usedCredits":[{"model":"gen4_turbo","amount":999}]},
+            {"date":"2026-12-01","usedCredits":[{"model":"gen4_turbo","amount":150},{"model":"veo3","amount":-40},{"model":"x y","amount":5},{"model":"veo3","amount":1e300},{"amount":3}]}]}"#;
+        let u = usage(body, "2026-12-01").unwrap();
+        assert_eq!(u.date, "2026-12-01");
+        assert_eq!(
+            u.models,
+            vec![
+                ("gen4_image".into(), 0.0),
+                ("gen4_turbo".into(), 150.0),
+                ("invalid".into(), 5.0),
+                ("veo3".into(), -40.0),
+            ]
+        );
+        // A day without usage: every listed model at 0.
+        let u = usage(body, "2026-12-02").unwrap();
+        assert!(u.models.iter().all(|(_, v)| *v == 0.0) && u.models.len() == 3);
+        assert_eq!(usage(b"{}", "2026-12-01"), None);
+        assert_eq!(usage(b"[]", "2026-12-01"), None);
+        let many: Vec<String> = (0..500).map(|i| format!("\"m{i}\"")).collect();
+        let body = format!(r#"{{"models":[{}],"results":[]}}"#, many.join(","));
+        assert_eq!(
+            usage(body.as_bytes(), "2026-12-01").unwrap().models.len(),
+            MAX_MODELS
+        );
+    }
+
+    #[test]
+    fn utc_days() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_764_633_600); // 2025-12-02T00:00:00Z
+        assert_eq!(utc_day(t), "2025-12-02");
+        assert_eq!(utc_day(t - Duration::from_secs(1)), "2025-12-01");
     }
 
     #[test]

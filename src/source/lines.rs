@@ -1,40 +1,151 @@
-//! Splitting blocks of bytes into lines, with a bound on line length.
+//! Splitting blocks of bytes into records: lines, and JSON objects pretty-printed over
+//! several lines.
 //!
 //! A *complete line* ends with `\n`. The bytes after the last newline of a block are a
 //! *partial line*: held until the rest arrives. A line longer than `max_line_bytes` is
 //! reported once as [`Line::TooLong`] as soon as it passes the bound, and the rest of it
 //! is skipped up to the next newline, so memory stays bounded by `max_line_bytes`
 //! whatever the input.
+//!
+//! A *multi-line object* is what Python's `task.to_json()` and Node's
+//! `JSON.stringify(task, null, 2)` write: a line that starts with `{` in its first column
+//! and does not close it opens an object, and the lines after it belong to it until its
+//! braces and brackets balance (counted outside strings). It is handed over as one
+//! [`Line::Complete`] spanning those lines, and held like a partial line until it is
+//! complete, so a checkpoint (the read position less what is held) never lands inside
+//! it. Its bound is `max_line_bytes` too: an object that grows past it is reported once
+//! as [`Line::TooLong`] and its remaining lines are skipped until it balances. A line
+//! starting with `{` in the first column inside an open object (pretty-printers indent
+//! everything but the outer braces) means the object was cut short: what was held is
+//! handed over as it is (and rejected by the parser), and the new line starts afresh.
+//! A single-line record ends with `}`: it is told apart by its last byte, so one-line
+//! logs pay nothing for this.
 
 use memchr::memchr;
 
 /// One item of a block.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
-    /// A complete line, without its newline.
+    /// A complete line (or multi-line object), without its final newline.
     Complete(&'a [u8]),
-    /// A line over the bound, with the part of it at hand (at least its first bytes).
+    /// A record over the bound, with the part of it at hand (at least its first bytes).
     TooLong(&'a [u8]),
 }
 
-/// Splits a stream of blocks into lines.
+/// An open multi-line object: how deep its brackets are, and whether it went over the
+/// bound and its lines are being skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Open {
+    depth: u32,
+    skip: bool,
+}
+
+/// What a complete line does to the record being assembled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The record ends with this line.
+    Emit,
+    /// The line opens or continues an object that goes on.
+    Hold,
+    /// The line starts a new record: the open object ends before it, cut short.
+    Restart,
+}
+
+/// Whether a line opens an object it does not close (its last non-blank byte is not `}`).
+fn opens_object(line: &[u8]) -> bool {
+    if line.first() != Some(&b'{') || line.last() == Some(&b'}') {
+        return false;
+    }
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    line[end] != b'}'
+}
+
+/// The bracket depth after a line (given in `parts`), starting at `depth`; brackets in
+/// strings do not count. A string never spans lines in valid JSON, so each line starts
+/// outside one.
+fn nesting(parts: &[&[u8]], mut depth: u32) -> u32 {
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return 0;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// Moves the object state on by one complete line.
+fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
+    match open {
+        None => {
+            if opens_object(line) {
+                let depth = nesting(&[line], 0);
+                if depth > 0 {
+                    *open = Some(Open { depth, skip: false });
+                    return Step::Hold;
+                }
+            }
+            Step::Emit
+        }
+        Some(_) if line.first() == Some(&b'{') => {
+            *open = None;
+            Step::Restart
+        }
+        Some(o) => {
+            o.depth = nesting(&[line], o.depth);
+            if o.depth == 0 {
+                *open = None;
+                Step::Emit
+            } else {
+                Step::Hold
+            }
+        }
+    }
+}
+
+/// Splits a stream of blocks into records.
 #[derive(Debug)]
 pub struct LineSplitter {
+    /// The record held: a partial line, or an open object's lines so far.
     carry: Vec<u8>,
+    /// Where the last (partial) line starts in `carry`.
+    line_start: usize,
     max_line_bytes: usize,
     skipping: bool,
+    open: Option<Open>,
 }
 
 impl LineSplitter {
     pub fn new(max_line_bytes: usize) -> Self {
         LineSplitter {
             carry: Vec::new(),
+            line_start: 0,
             max_line_bytes: max_line_bytes.max(1),
             skipping: false,
+            open: None,
         }
     }
 
-    /// Bytes of the partial line held (not yet a complete line).
+    /// Bytes of the record held (a partial line or an open object).
     pub fn pending(&self) -> usize {
         self.carry.len()
     }
@@ -46,11 +157,11 @@ impl LineSplitter {
 
     /// Skips everything up to the next newline, as when starting in the middle of a line.
     pub fn skip_to_newline(&mut self) {
-        self.carry.clear();
+        self.reset();
         self.skipping = true;
     }
 
-    /// Ends the stream: a held partial line is reported as a complete line.
+    /// Ends the stream: a held partial line or object is reported as a complete line.
     pub fn finish(&mut self, mut f: impl FnMut(Line<'_>)) {
         if !self.carry.is_empty() {
             f(Line::Complete(&self.carry));
@@ -58,13 +169,15 @@ impl LineSplitter {
         self.reset();
     }
 
-    /// Forgets any partial line, as after a truncation.
+    /// Forgets any partial line or object, as after a truncation.
     pub fn reset(&mut self) {
         self.carry.clear();
+        self.line_start = 0;
         self.skipping = false;
+        self.open = None;
     }
 
-    /// Feeds one block, calling `f` for each line it completes, in order (the tests'
+    /// Feeds one block, calling `f` for each record it completes, in order (the tests'
     /// view of [`split`](Self::split)).
     #[cfg(test)]
     pub fn feed(&mut self, block: &[u8], mut f: impl FnMut(Line<'_>)) {
@@ -73,9 +186,9 @@ impl LineSplitter {
         lines.into_iter().for_each(f);
     }
 
-    /// Feeds one block: its own lines are appended to `lines`, in order (they borrow the
-    /// block, so a caller can hold several at once); `f` gets only a line completed from
-    /// the partial line held, which comes before all of them.
+    /// Feeds one block: its own records are appended to `lines`, in order (they borrow
+    /// the block, so a caller can hold several at once); `f` gets only the record
+    /// completed from what was held, which comes before all of them.
     pub fn split<'b>(
         &mut self,
         block: &'b [u8],
@@ -92,45 +205,159 @@ impl LineSplitter {
                 None => return,
             }
         }
-        if !self.carry.is_empty() {
-            match memchr(b'\n', rest) {
-                Some(i) => {
-                    if self.carry.len() + i > self.max_line_bytes {
-                        f(Line::TooLong(&self.carry));
-                    } else {
-                        self.carry.extend_from_slice(&rest[..i]);
-                        f(Line::Complete(&self.carry));
-                    }
-                    self.carry.clear();
-                    rest = &rest[i + 1..];
-                }
-                None => {
-                    if self.carry.len() + rest.len() > self.max_line_bytes {
-                        f(Line::TooLong(&self.carry));
-                        self.carry = Vec::new();
-                        self.skipping = true;
-                    } else {
-                        self.carry.extend_from_slice(rest);
-                    }
-                    return;
-                }
-            }
-        }
-        while let Some(i) = memchr(b'\n', rest) {
+        while !self.carry.is_empty() {
+            let Some(i) = memchr(b'\n', rest) else {
+                self.hold_partial(rest, &mut f);
+                return;
+            };
             let line = &rest[..i];
-            if line.len() > self.max_line_bytes {
-                lines.push(Line::TooLong(&line[..self.max_line_bytes]));
-            } else {
-                lines.push(Line::Complete(line));
-            }
             rest = &rest[i + 1..];
+            self.complete_held(line, &mut f);
         }
-        if rest.len() > self.max_line_bytes {
-            lines.push(Line::TooLong(&rest[..self.max_line_bytes]));
-            self.skipping = true;
-        } else if !rest.is_empty() {
-            self.carry.extend_from_slice(rest);
+        self.split_block(block, block.len() - rest.len(), lines);
+    }
+
+    /// Keeps the start of a line (or object) that continues in the next block, within
+    /// the bound.
+    fn hold_partial(&mut self, part: &[u8], f: &mut impl FnMut(Line<'_>)) {
+        self.cut_short(part, f);
+        if self.carry.len() + part.len() <= self.max_line_bytes {
+            self.carry.extend_from_slice(part);
+            return;
         }
+        if !self.open.is_some_and(|o| o.skip) {
+            match self.carry.is_empty() {
+                true => f(Line::TooLong(&part[..self.max_line_bytes])),
+                false => f(Line::TooLong(&self.carry)),
+            }
+        }
+        if let Some(o) = &mut self.open {
+            o.skip = true;
+        }
+        self.carry.clear();
+        self.line_start = 0;
+        self.skipping = true;
+    }
+
+    /// When the line after an open object's held lines starts a new record (`{` in its
+    /// first column; `next` is its part in this block), the object was cut short: it is
+    /// handed over as it is, without the newline after it, and only the line is held.
+    fn cut_short(&mut self, next: &[u8], f: &mut impl FnMut(Line<'_>)) {
+        let first = self.carry.get(self.line_start).or(next.first());
+        if self.open.is_none() || first != Some(&b'{') {
+            return;
+        }
+        if !self.open.is_some_and(|o| o.skip) {
+            f(Line::Complete(
+                &self.carry[..self.line_start.saturating_sub(1)],
+            ));
+        }
+        self.carry.drain(..self.line_start);
+        self.line_start = 0;
+        self.open = None;
+    }
+
+    /// The held record gets one more complete line (`line` is its part in this block).
+    fn complete_held(&mut self, line: &[u8], f: &mut impl FnMut(Line<'_>)) {
+        self.cut_short(line, f);
+        let skip = self.open.is_some_and(|o| o.skip);
+        if self.carry.len() + line.len() > self.max_line_bytes {
+            if !skip {
+                f(Line::TooLong(&self.carry));
+            }
+            if let Some(o) = &mut self.open {
+                o.skip = true;
+                o.depth = nesting(&[&self.carry[self.line_start..], line], o.depth);
+                if o.depth == 0 {
+                    self.open = None;
+                }
+            }
+            self.carry.clear();
+            self.line_start = 0;
+            return;
+        }
+        self.carry.extend_from_slice(line);
+        // A `Restart` was handled above: the line does not start with `{` if an object
+        // is open.
+        match step(&mut self.open, &self.carry[self.line_start..]) {
+            Step::Hold if !skip => {
+                self.carry.push(b'\n');
+                self.line_start = self.carry.len();
+            }
+            Step::Emit if !skip => {
+                f(Line::Complete(&self.carry));
+                self.carry.clear();
+                self.line_start = 0;
+            }
+            Step::Hold | Step::Emit | Step::Restart => {
+                self.carry.clear();
+                self.line_start = 0;
+            }
+        }
+    }
+
+    /// Splits the block from `pos` on, where nothing is held.
+    fn split_block<'b>(&mut self, block: &'b [u8], mut pos: usize, lines: &mut Vec<Line<'b>>) {
+        let max = self.max_line_bytes;
+        // Where the open object began in this block.
+        let mut start: Option<usize> = None;
+        while let Some(i) = memchr(b'\n', &block[pos..]) {
+            let end = pos + i;
+            let line = &block[pos..end];
+            loop {
+                let skip = self.open.is_some_and(|o| o.skip);
+                match step(&mut self.open, line) {
+                    Step::Emit if skip => {}
+                    Step::Emit => match start.take() {
+                        Some(s) if end - s > max => lines.push(Line::TooLong(&block[s..s + max])),
+                        Some(s) => lines.push(Line::Complete(&block[s..end])),
+                        None if line.len() > max => lines.push(Line::TooLong(&line[..max])),
+                        None => lines.push(Line::Complete(line)),
+                    },
+                    Step::Hold if skip => {}
+                    Step::Hold => {
+                        let s = *start.get_or_insert(pos);
+                        if end - s > max {
+                            lines.push(Line::TooLong(&block[s..s + max]));
+                            start = None;
+                            if let Some(o) = &mut self.open {
+                                o.skip = true;
+                            }
+                        }
+                    }
+                    Step::Restart => {
+                        if let Some(s) = start.take() {
+                            lines.push(Line::Complete(&block[s..pos - 1]));
+                        }
+                        continue;
+                    }
+                }
+                break;
+            }
+            pos = end + 1;
+        }
+        let from = start.unwrap_or(pos);
+        self.line_start = pos - from;
+        self.hold_tail(&block[from..], lines);
+    }
+
+    /// Holds what follows the block's last complete record, within the bound.
+    fn hold_tail<'b>(&mut self, tail: &'b [u8], lines: &mut Vec<Line<'b>>) {
+        if tail.len() <= self.max_line_bytes {
+            self.carry.extend_from_slice(tail);
+            if self.carry.is_empty() {
+                self.line_start = 0;
+            }
+            return;
+        }
+        if !self.open.is_some_and(|o| o.skip) {
+            lines.push(Line::TooLong(&tail[..self.max_line_bytes]));
+        }
+        if let Some(o) = &mut self.open {
+            o.skip = true;
+        }
+        self.line_start = 0;
+        self.skipping = true;
     }
 }
 
@@ -190,6 +417,162 @@ mod tests {
             split(limit, &[b"ok\n123456789", b"123456789"]),
             (vec!["ok".into(), "<too long>".into()], 0)
         );
+    }
+
+    /// A pretty-printed task, as Python's `to_json()` writes it.
+    fn pretty(id: &str) -> String {
+        format!("{{\n  \"id\": \"{id}\",\n  \"status\": \"FAILED\",\n  \"failure\": \"a {{ b ] \\\" c\",\n  \"cost\": {{\n    \"credits\": 5\n  }},\n  \"output\": [\n    \"x\"\n  ]\n}}")
+    }
+
+    #[test]
+    fn pretty_printed_objects_are_one_record() {
+        let (a, b) = (pretty("a"), pretty("b"));
+        let log = format!("{{\"id\":\"s\"}}\n{a}\n{b}\r\n{{\"id\":\"t\"}}\n");
+        let want = vec![
+            "{\"id\":\"s\"}".to_string(),
+            a.clone(),
+            format!("{b}\r"),
+            "{\"id\":\"t\"}".to_string(),
+        ];
+        // Whole, byte by byte, and cut at every point.
+        assert_eq!(split(1 << 20, &[log.as_bytes()]), (want.clone(), 0));
+        let bytes: Vec<&[u8]> = log.as_bytes().chunks(1).collect();
+        assert_eq!(split(1 << 20, &bytes), (want.clone(), 0));
+        for cut in 0..log.len() {
+            let (x, y) = log.as_bytes().split_at(cut);
+            assert_eq!(split(1 << 20, &[x, y]), (want.clone(), 0), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_partial_object_is_held_whole() {
+        let a = pretty("a");
+        let mut s = LineSplitter::new(1 << 20);
+        let mut out = Vec::new();
+        let cut = a.len() - 3;
+        s.feed(&a.as_bytes()[..cut], |l| out.push(format!("{l:?}")));
+        assert!(out.is_empty());
+        // What is held reaches back to the object's first byte: a checkpoint at
+        // `fed - pending` is never inside it.
+        assert_eq!(s.pending(), cut);
+        s.feed(&a.as_bytes()[cut..], |l| out.push(format!("{l:?}")));
+        assert_eq!(
+            s.pending(),
+            a.len(),
+            "closed, but its last line has no newline yet"
+        );
+        s.feed(b"\n", |l| out.push(format!("{l:?}")));
+        assert_eq!((out.len(), s.pending()), (1, 0));
+        // At the end of a file read once, a held partial object is handed over as it is.
+        let mut s = LineSplitter::new(1 << 20);
+        let mut out = Vec::new();
+        s.feed(b"{\n  \"id\": 1,\n", |l| out.push(format!("{l:?}")));
+        s.finish(|l| out.push(format!("{l:?}")));
+        assert_eq!(
+            out,
+            vec![format!("{:?}", Line::Complete(b"{\n  \"id\": 1,\n"))]
+        );
+    }
+
+    #[test]
+    fn an_object_cut_short_by_a_new_record_is_handed_over_alone() {
+        // A writer that died mid-object and a new record in the first column: the cut
+        // object is one (invalid) record and the new ones are read as usual.
+        let log = b"{\n  \"id\": \"x\",\n{\"id\":\"y\"}\n{\n  \"id\": \"z\"\n}\n";
+        let want = vec![
+            "{\n  \"id\": \"x\",".to_string(),
+            "{\"id\":\"y\"}".into(),
+            "{\n  \"id\": \"z\"\n}".into(),
+        ];
+        assert_eq!(split(100, &[log]), (want.clone(), 0));
+        let bytes: Vec<&[u8]> = log.chunks(1).collect();
+        assert_eq!(split(100, &bytes), (want, 0));
+    }
+
+    #[test]
+    fn an_object_that_never_closes_is_bounded() {
+        let limit = 64;
+        // Opened, then line after line that never balances: reported once as too long,
+        // the rest skipped until it balances; the next record is read.
+        let mut log = b"{\n".to_vec();
+        for _ in 0..1000 {
+            log.extend_from_slice(b"  \"k\": [1, {\"a\": 2}],\n");
+        }
+        log.extend_from_slice(b"}\n{\"id\":\"after\"}\n");
+        for block in [log.len(), 7, 1] {
+            let blocks: Vec<&[u8]> = log.chunks(block).collect();
+            let mut s = LineSplitter::new(limit);
+            let mut out = Vec::new();
+            for b in &blocks {
+                s.feed(b, |l| {
+                    out.push(match l {
+                        Line::Complete(l) => String::from_utf8_lossy(l).into_owned(),
+                        Line::TooLong(_) => "<too long>".into(),
+                    })
+                });
+                assert!(s.pending() <= limit, "block {block}: {}", s.pending());
+            }
+            assert_eq!(
+                out,
+                vec!["<too long>", "{\"id\":\"after\"}"],
+                "block {block}"
+            );
+        }
+        // A record in the first column ends the skipping too.
+        let mut log = b"{\n".to_vec();
+        log.extend_from_slice(&b"  \"k\": 1,\n".repeat(100));
+        log.extend_from_slice(b"{\"id\":\"next\"}\n");
+        assert_eq!(
+            split(limit, &[&log]),
+            (vec!["<too long>".into(), "{\"id\":\"next\"}".into()], 0)
+        );
+    }
+
+    proptest::proptest! {
+        /// Any mix of one-line and pretty-printed records, cut into any blocks, comes out
+        /// as the same records; and after every block, `fed - pending` is the end of a
+        /// record, so a checkpoint never lands inside one.
+        #[test]
+        fn records_survive_any_cutting(
+            kinds in proptest::collection::vec(0u8..3, 1..12),
+            cuts in proptest::collection::vec(1usize..40, 1..60),
+        ) {
+            let records: Vec<String> = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, k)| match k {
+                    0 => format!("{{\"id\":\"{i}\",\"status\":\"SUCCEEDED\"}}"),
+                    1 => pretty(&i.to_string()),
+                    _ => format!("{{\"id\":\"{i}\"}}   "),
+                })
+                .collect();
+            let log: String = records.iter().map(|r| format!("{r}\n")).collect();
+            let mut ends: Vec<usize> = Vec::new();
+            let mut at = 0;
+            for r in &records {
+                at += r.len() + 1;
+                ends.push(at);
+            }
+            let mut s = LineSplitter::new(1 << 16);
+            let mut out = Vec::new();
+            let (mut fed, mut c) = (0usize, 0usize);
+            while fed < log.len() {
+                let n = cuts[c % cuts.len()].min(log.len() - fed);
+                c += 1;
+                s.feed(&log.as_bytes()[fed..fed + n], |l| match l {
+                    Line::Complete(l) => out.push(String::from_utf8_lossy(l).into_owned()),
+                    Line::TooLong(_) => out.push("<too long>".into()),
+                });
+                fed += n;
+                let checkpoint = fed - s.pending();
+                proptest::prop_assert!(
+                    checkpoint == 0 || ends.contains(&checkpoint),
+                    "checkpoint {} inside a record", checkpoint
+                );
+            }
+            proptest::prop_assert_eq!(out, records);
+            proptest::prop_assert_eq!(s.pending(), 0);
+        }
     }
 
     #[test]
