@@ -143,9 +143,20 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
         sum(&m, "runway_tasks_total", &["status=\"CANCELLED\""]),
         1.0
     );
-    // The model and duration from the task list reach the counters and the estimate.
+    // The model and duration from the task list reach the counters and the estimate
+    // (these answers have no cost, like the API's before it reported one).
     assert_eq!(
-        sample(&m, "runway_credits_charged_total{model=\"gen4_turbo\"}"),
+        sample(
+            &m,
+            "runway_credits_charged_total{model=\"gen4_turbo\",status=\"SUCCEEDED\"}"
+        ),
+        Some(50.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "runway_credits_estimated_total{model=\"gen4_turbo\",status=\"SUCCEEDED\"}"
+        ),
         Some(50.0)
     );
     assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0));
@@ -489,4 +500,155 @@ fn the_requests_in_flight_are_capped() {
         mock.max_concurrent() >= 2,
         "requests should overlap up to the cap"
     );
+}
+
+#[test]
+fn the_api_reports_costs_estimates_limits_and_usage() {
+    use Step::*;
+    let running = Json(
+        r#"{"id":"c-cancel","createdAt":"2026-12-01T00:00:00Z","status":"RUNNING","progress":0.5,"estimatedCost":{"credits":30}}"#,
+    );
+    let mut cancel = vec![running; 15];
+    cancel.push(Json(
+        r#"{"id":"c-cancel","createdAt":"2026-12-01T00:00:00Z","status":"CANCELLED","cost":{"credits":50}}"#,
+    ));
+    let timelines = vec![
+        (
+            "c-ok".to_string(),
+            vec![
+                Json(r#"{"id":"c-ok","status":"PENDING","estimatedCost":{"credits":100}}"#),
+                Json(
+                    r#"{"id":"c-ok","status":"SUCCEEDED","output":["https://x/y.mp4"],"cost":{"credits":75}}"#,
+                ),
+            ],
+        ),
+        ("c-cancel".to_string(), cancel),
+        (
+            "c-internal".to_string(),
+            vec![Json(
+                r#"{"id":"c-internal","status":"FAILED","failure":"x","failureCode":"INTERNAL","cost":{"credits":20}}"#,
+            )],
+        ),
+        (
+            "c-absurd".to_string(),
+            vec![Json(
+                r#"{"id":"c-absurd","status":"SUCCEEDED","cost":{"credits":1e308}}"#,
+            )],
+        ),
+    ];
+    let mock = MockApi::start(KEY, timelines);
+    let dir = tempfile::tempdir().unwrap();
+    // c-ok would be estimated at 50 (10 s of gen4_turbo): the API says 75.
+    append(
+        &dir.path().join("tasks.list"),
+        b"{\"id\":\"c-ok\",\"model\":\"gen4_turbo\",\"duration\":10}\nc-cancel\nc-internal\nc-absurd\n",
+    );
+    let d = Daemon::start_env(
+        dir.path(),
+        &api_config(dir.path(), &mock, "usage_interval = \"200ms\"\n"),
+        &[],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+    // While c-cancel runs, its estimate is in flight.
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sample(m, "runway_api_credits_in_flight") == Some(30.0)
+    });
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(1.0));
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 4.0
+            && sample(m, "runway_organization_daily_credits_used{model=\"veo3\"}").is_some()
+    });
+    assert_eq!(records(&m, "api", "counted"), 4.0);
+    assert_eq!(sample(&m, "runway_api_credits_in_flight"), Some(0.0));
+    let charged = |status: &str, model: &str| {
+        sample(
+            &m,
+            &format!("runway_credits_charged_total{{model=\"{model}\",status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(
+        charged("SUCCEEDED", "gen4_turbo"),
+        Some(75.0),
+        "the cost, not the estimate"
+    );
+    assert_eq!(charged("CANCELLED", "unknown"), Some(50.0));
+    assert_eq!(charged("FAILED", "unknown"), Some(20.0));
+    assert_eq!(
+        charged("SUCCEEDED", "unknown"),
+        Some(0.0),
+        "1e308 is ignored"
+    );
+    assert_eq!(
+        sample(&m, "runway_exporter_invalid_numbers_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sum(&m, "runway_credits_estimated_total", &[]),
+        0.0,
+        "every cost was reported"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "runway_credits_lost_total{failure_code=\"INTERNAL\",model=\"unknown\"}"
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "runway_task_cost_mismatches_total{credits=\"refunded\",failure_code=\"INTERNAL\"}"
+        ),
+        Some(1.0)
+    );
+    // Organization: a null limit has no sample, never 0; the monthly cap; today's usage.
+    assert_eq!(
+        sample(
+            &m,
+            "runway_organization_max_daily_generations{model=\"gen4_turbo\"}"
+        ),
+        Some(200.0)
+    );
+    for family in [
+        "runway_organization_max_daily_generations",
+        "runway_organization_max_concurrent_generations",
+    ] {
+        assert_eq!(
+            sample(&m, &format!("{family}{{model=\"veo3\"}}")),
+            None,
+            "{family}"
+        );
+    }
+    assert_eq!(
+        sample(&m, "runway_organization_max_monthly_credit_spend"),
+        Some(100000.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "runway_organization_daily_credits_used{model=\"gen4_turbo\"}"
+        ),
+        Some(150.0)
+    );
+    assert_eq!(
+        sample(&m, "runway_organization_daily_credits_used{model=\"veo3\"}"),
+        Some(-40.0)
+    );
+    // The usage request asks for the current UTC day only.
+    let body = &mock.usage_bodies()[0];
+    let (start, before) = (
+        body["startDate"].as_str().unwrap(),
+        body["beforeDate"].as_str().unwrap(),
+    );
+    assert_eq!((start.len(), before.len()), (10, 10), "{body}");
+    assert!(start < before, "{body}");
+    assert!(
+        sample(
+            &m,
+            "runway_exporter_api_requests_total{code=\"200\",endpoint=\"organization_usage\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    promtool_check_metrics(&m);
 }

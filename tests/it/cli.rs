@@ -101,7 +101,33 @@ fn scan_fixture_gives_exact_counts_and_matches_the_golden_file() {
         Some(75.0)
     );
     assert_eq!(sum(&out, "runway_credits_lost_total", &[]), 300.0);
-    assert_eq!(sum(&out, "runway_credits_charged_total", &[]), 115.0);
+    // Charged: SUCCEEDED tasks' credits, and the FAILED ones' that were lost; none of
+    // these records reports its own cost, so the estimated part is counted apart.
+    assert_eq!(
+        sum(
+            &out,
+            "runway_credits_charged_total",
+            &["status=\"SUCCEEDED\""]
+        ),
+        115.0
+    );
+    assert_eq!(
+        sum(&out, "runway_credits_charged_total", &["status=\"FAILED\""]),
+        300.0
+    );
+    assert_eq!(
+        sum(
+            &out,
+            "runway_credits_charged_total",
+            &["status=\"CANCELLED\""]
+        ),
+        0.0
+    );
+    assert!(sum(&out, "runway_credits_estimated_total", &[]) > 0.0);
+    assert!(
+        sum(&out, "runway_credits_estimated_total", &[])
+            < sum(&out, "runway_credits_charged_total", &[])
+    );
     assert_eq!(
         sample(
             &out,

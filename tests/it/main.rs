@@ -9,5 +9,6 @@ mod harness;
 mod hostile;
 mod mock_api;
 mod ops;
+mod sdk;
 mod tailer_model;
 mod web;

@@ -15,8 +15,11 @@ use hyper_util::rt::TokioIo;
 /// One answer of a task's timeline.
 #[derive(Debug, Clone)]
 pub enum Step {
-    /// 200 with the task in this status (and failure code, for FAILED).
+    /// 200 with the task in this status (and failure code, for FAILED), in the older
+    /// shape without `cost`.
     Task(&'static str, Option<&'static str>),
+    /// 200 with this body, as it is.
+    Json(&'static str),
     /// An error status with `{"error": ...}`.
     Status(u16),
     /// 429 with `Retry-After: secs`.
@@ -36,6 +39,8 @@ struct State {
     served: HashMap<String, usize>,
     /// Every request: path, when, the Authorization header as sent.
     requests: Vec<(String, Instant, String)>,
+    /// Bodies of the usage requests.
+    usage_bodies: Vec<serde_json::Value>,
     /// Requests being answered now, and the most at once.
     active: usize,
     max_active: usize,
@@ -65,23 +70,44 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
+/// What `GET /v1/organization` answers: one model with limits, one without (`null`).
+pub const ORGANIZATION: &str = r#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200},"veo3":{"maxConcurrentGenerations":null,"maxDailyGenerations":null}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#;
+
+/// `POST /v1/organization/usage` for the day asked (`startDate`): gen4_turbo used 150
+/// credits, veo3 was refunded 40 more than it was charged, and the day before is there too.
+fn usage_answer(body: &serde_json::Value) -> String {
+    let day = body["startDate"].as_str().unwrap_or("");
+    format!(
+        r#"{{"models":["gen4_turbo","veo3"],"results":[{{"date":"1999-01-01","usedCredits":[{{"model":"gen4_turbo","amount":999}}]}},{{"date":"{day}","usedCredits":[{{"model":"gen4_turbo","amount":150}},{{"model":"veo3","amount":-40}}]}}]}}"#
+    )
+}
+
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let path = req.uri().path().to_string();
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let version = req
-        .headers()
-        .get("x-runway-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (auth, version) = (header("authorization"), header("x-runway-version"));
+    let usage_body = if path == "/v1/organization/usage" {
+        use http_body_util::BodyExt;
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        Some(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    } else {
+        None
+    };
+
     let _active = {
         let mut s = state.lock().unwrap();
         s.active += 1;
@@ -105,7 +131,12 @@ async fn handle(
             ));
         }
         if path == "/v1/organization" {
-            return Ok(json(StatusCode::OK, r#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#.into()));
+            return Ok(json(StatusCode::OK, ORGANIZATION.into()));
+        }
+        if let Some(body) = usage_body {
+            let answer = usage_answer(&body);
+            s.usage_bodies.push(body);
+            return Ok(json(StatusCode::OK, answer));
         }
         let Some(id) = path.strip_prefix("/v1/tasks/").map(str::to_string) else {
             return Ok(json(
@@ -138,6 +169,7 @@ async fn handle(
     };
     Ok(match step {
         Step::Task(status, code) => task(status, code),
+        Step::Json(body) => json(StatusCode::OK, body.into()),
         Step::Status(code) => json(
             StatusCode::from_u16(code).unwrap(),
             r#"{"error":"Injected."}"#.into(),
@@ -226,6 +258,11 @@ impl MockApi {
             .iter()
             .filter(|(p, _, _)| p == "/v1/organization")
             .count()
+    }
+
+    /// The bodies of the usage requests, in order.
+    pub fn usage_bodies(&self) -> Vec<serde_json::Value> {
+        self.state.lock().unwrap().usage_bodies.clone()
     }
 
     /// The most requests answered at once.
