@@ -39,10 +39,17 @@ impl Feed {
         self.seed
     }
 
-    /// `n` lines: unique terminal tasks, some duplicates and non-terminal records.
+    /// `n` records, one line each or (a tenth) pretty-printed over several lines as
+    /// the SDKs' `to_json()` writes them: unique terminal tasks, some duplicates and
+    /// non-terminal records.
     fn lines(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n * 100);
+        self.records(n).concat()
+    }
+
+    fn records(&mut self, n: usize) -> Vec<Vec<u8>> {
+        let mut records = Vec::with_capacity(n);
         for _ in 0..n {
+            let mut out = Vec::with_capacity(100);
             let r = self.rand() % 100;
             let id = self.next;
             if r < 5 && !self.terminal.is_empty() {
@@ -55,6 +62,7 @@ impl Feed {
                 )
                 .unwrap();
                 self.duplicate += 1;
+                records.push(out);
                 continue;
             }
             self.next += 1;
@@ -70,13 +78,20 @@ impl Feed {
                 writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"FAILED\",\"failureCode\":\"SAFETY.INPUT.TEXT\",\"model\":\"gen4_turbo\",\"duration\":5}}").unwrap();
                 self.counted += 1;
                 self.safety += 1;
+            } else if r < 40 {
+                // Pretty-printed, with the cost it reports (the estimate would be 25).
+                self.terminal.push(id);
+                writeln!(out, "{{\n  \"id\": \"t{id}\",\n  \"status\": \"FAILED\",\n  \"failureCode\": \"SAFETY.INPUT.TEXT\",\n  \"cost\": {{\n    \"credits\": 25\n  }},\n  \"model\": \"gen4_turbo\"\n}}").unwrap();
+                self.counted += 1;
+                self.safety += 1;
             } else {
                 self.terminal.push(id);
                 writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\",\"duration\":5}}").unwrap();
                 self.counted += 1;
             }
+            records.push(out);
         }
-        out
+        records
     }
 
     fn total(&self) -> u64 {
@@ -197,6 +212,26 @@ fn sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         d.signal("KILL");
         d.wait_exit(Duration::from_secs(10));
         kills += 1;
+        d = Daemon::start(dir.path(), &cfg, &[]);
+    }
+    // Killed while a pretty-printed object is half written and held: after the restart
+    // it is read again from its first byte, once.
+    for _ in 0..3 {
+        let before = feed.total();
+        let records = feed.records(200);
+        let k = records.iter().rposition(|r| r.starts_with(b"{\n")).unwrap();
+        let half = records[k].len() / 2;
+        f.write_all(&records[..k].concat()).unwrap();
+        f.write_all(&records[k][..half]).unwrap();
+        let held = before + k as u64;
+        d.scrape_until(Duration::from_secs(30), |m| {
+            sum(m, "runway_exporter_records_total", &[]) as u64 >= held
+        });
+        d.signal("KILL");
+        d.wait_exit(Duration::from_secs(10));
+        kills += 1;
+        f.write_all(&records[k][half..]).unwrap();
+        f.write_all(&records[k + 1..].concat()).unwrap();
         d = Daemon::start(dir.path(), &cfg, &[]);
     }
     let m = wait_counted(&d, &feed, &mut mono);

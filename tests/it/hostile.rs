@@ -63,6 +63,13 @@ fn hostile_log_is_counted_capped_and_survived() {
         b"{\"id\":\"good\",\"status\":\"FAILED\",\"failureCode\":\"ASSET.INVALID\"}\n",
         1,
     );
+    // An object opened over several lines and never closed: 2.5 MB of its lines (with
+    // brackets in strings), one rejected record, then a record read as usual.
+    w(b"{\n", 0);
+    for _ in 0..100_000 {
+        w(b"  \"k\": [1, {\"a\": \"}]\"}],\n", 0);
+    }
+    w(b"{\"id\":\"after-open\",\"status\":\"SUCCEEDED\"}\n", 2);
     drop(f);
 
     let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
@@ -86,10 +93,14 @@ fn hostile_log_is_counted_capped_and_survived() {
         "unterminated objects and NUL bytes"
     );
     assert_eq!(err("invalid_utf8"), 100.0);
-    assert_eq!(err("line_too_long"), 1.0);
+    assert_eq!(
+        err("line_too_long"),
+        2.0,
+        "the 10 MB line and the open object"
+    );
     assert_eq!(
         sum(&m, "runway_exporter_records_total", &["result=\"counted\""]),
-        5001.0
+        5002.0
     );
     assert_eq!(
         sum(
@@ -135,7 +146,8 @@ fn hostile_log_is_counted_capped_and_survived() {
         Some(5000.0)
     );
 
-    // Memory stayed bounded: the 10 MB line was not held (max_line_bytes is 1 MiB).
+    // Memory stayed bounded: neither the 10 MB line nor the open object was held
+    // (max_line_bytes is 1 MiB).
     let grown = d.peak_rss().saturating_sub(before);
     assert!(grown < 8 * 1024 * 1024, "peak RSS grew by {grown} bytes");
 

@@ -1,6 +1,7 @@
 //! Property test of the tailer against a model: random interleavings of appends,
 //! partial writes, rotations, truncations, deletions, restarts and crashes; every
-//! complete line written is counted exactly once.
+//! complete record written (a line, or an object pretty-printed over several lines) is
+//! counted exactly once.
 //!
 //! The tailer runs in-process and is driven by hand (no timers): `poll` is one round
 //! of reading, `commit` one commit of the state file. Two assumptions of the real
@@ -57,9 +58,9 @@ struct World {
     settings: Settings,
     pipeline: Arc<Pipeline>,
     tailer: Tailer,
-    /// Complete lines written so far (each a distinct task).
+    /// Complete records written so far (each a distinct task).
     complete: u64,
-    /// The line being written, and how much of it is in the file.
+    /// The record being written, and how much of it is in the file.
     partial: Option<(String, usize)>,
     next_id: u64,
 }
@@ -115,14 +116,24 @@ impl World {
             .unwrap();
     }
 
+    /// The next record: one line, or (every third) a task pretty-printed over several
+    /// lines as the SDKs' `to_json()` writes it, so that partial writes, crashes,
+    /// commits and rotations also fall inside multi-line objects.
     fn line(&mut self) -> String {
         self.next_id += 1;
-        // Padding makes lines of different lengths.
-        format!(
-            "{{\"id\":\"task-{}\",\"status\":\"CANCELLED\",\"pad\":\"{}\"}}\n",
-            self.next_id,
-            "x".repeat((self.next_id % 17) as usize)
-        )
+        // Padding makes records of different lengths.
+        let pad = "x".repeat((self.next_id % 17) as usize);
+        if self.next_id % 3 == 0 {
+            format!(
+                "{{\n  \"id\": \"task-{}\",\n  \"status\": \"CANCELLED\",\n  \"cost\": {{\n    \"credits\": 0\n  }},\n  \"pad\": \"{pad}\"\n}}\n",
+                self.next_id
+            )
+        } else {
+            format!(
+                "{{\"id\":\"task-{}\",\"status\":\"CANCELLED\",\"pad\":\"{pad}\"}}\n",
+                self.next_id
+            )
+        }
     }
 
     fn append(&mut self, n: u8) {
