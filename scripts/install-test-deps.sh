@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the machine lacks, from Debian's packages:
 #   promtool (package prometheus): checks every /metrics exposition and the alert rules;
-#   systemd-analyze (package systemd): verifies and rates the systemd unit.
+#   systemd-analyze (package systemd): verifies and rates the systemd unit;
+#   python3 with venv and node with npm: scripts/sdk-fixtures/run.sh installs the pinned
+#   Runway SDKs from PyPI and npm into a scratch dir and runs them.
 # Idempotent: installs nothing when everything is there.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -24,6 +29,6 @@ $sudo apt-get update -qq
 # The prometheus package's post-install may try to start the service; where there is no
 # init system that is harmless, and the tests start their own instances anyway.
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-for tool in promtool systemd-analyze; do
+for tool in promtool systemd-analyze node npm; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing after install" >&2; exit 1; }
 done

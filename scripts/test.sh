@@ -12,5 +12,7 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --all-targets
+echo "== SDK fixtures: tests/fixtures/sdk is what the pinned Runway SDKs write"
+scripts/sdk-fixtures/run.sh --check
 echo "== Debian package"
 scripts/deb-check.sh
