@@ -50,18 +50,28 @@ class Board:
             self.x = 0
             self.y += 8
 
-    def panel(self, kind, title, targets, unit="short", width=12, description="", **extra):
+    def panel(self, kind, title, targets, unit="short", width=12, description="", instant=False, stack=False,
+              defaults=None, **extra):
+        """A panel; tables, and panels with instant=True, query only the end of the time range."""
         if self.x + width > 24:
             self.newline()
+        if kind == "table":
+            query_type = {"instant": True, "format": "table"}
+        elif instant:
+            query_type = {"instant": True, "range": False}
+        else:
+            query_type = {}
+        field_defaults = {"unit": unit, **(defaults or {})}
+        if stack:
+            field_defaults["custom"] = {"stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 30}
         p = {
             "type": kind, "title": title, "description": description, "id": self.next_id, "datasource": DS,
             "gridPos": {"h": 8, "w": width, "x": self.x, "y": self.y},
             "targets": [
-                {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": chr(ord("A") + i),
-                 **({"instant": True, "format": "table"} if kind == "table" else {})}
+                {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": chr(ord("A") + i), **query_type}
                 for i, (expr, legend) in enumerate(targets)
             ],
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "fieldConfig": {"defaults": field_defaults, "overrides": []},
             "options": {},
         }
         p.update(extra)
@@ -108,20 +118,55 @@ def overview():
     b.panel("table", "Top failure codes", [(f"topk(10, sum by (failure_code, category, retry, credits) (increase(runway_task_failures_total{{{MSEL}}}[$__range])))", "")],
             width=24, description="The ten failure codes seen most in the selected time range.")
     b.row("Credits")
+    b.panel("timeseries", "Credits charged per hour by status", [
+        (f"sum by (status) (rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) * 3600", "{{status}}"),
+    ], stack=True, description="Credits every terminal task was charged, stacked by status: a FAILED or CANCELLED "
+                               "task can be charged too. The task's reported cost, else the log's credits field, else an estimate.")
+    b.panel("timeseries", "Exact vs estimated credits per hour", [
+        (f"(sum(rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) - (sum(rate(runway_credits_estimated_total{{{MSEL}}}[{RI}])) or vector(0))) * 3600", "exact (reported)"),
+        (f"sum(rate(runway_credits_estimated_total{{{MSEL}}}[{RI}])) * 3600", "estimated (pricing table)"),
+    ], stack=True, description="Charged credits as the tasks or the log reported them, and those estimated from the "
+                               "pricing table (no cost in the record). A large estimated share: keep config/pricing.toml current.")
     b.panel("timeseries", "Credits per hour: charged vs lost", [
-        (f"sum(rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) * 3600", "charged"),
+        (f"sum(rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) * 3600", "charged (all statuses)"),
         (f"sum(rate(runway_credits_lost_total{{{MSEL}}}[{RI}])) * 3600", "lost on failures"),
-    ], description="Credits of SUCCEEDED tasks, and of FAILED tasks Runway does not refund.")
+    ], description="Credits charged to every terminal task, and the part charged to FAILED tasks: paid for, nothing produced.")
     b.panel("timeseries", "USD per hour: charged vs lost", [
-        (f"sum(rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) * 3600 * 0.01", "charged"),
+        (f"sum(rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) * 3600 * 0.01", "charged (all statuses)"),
         (f"sum(rate(runway_credits_lost_total{{{MSEL}}}[{RI}])) * 3600 * 0.01", "lost on failures"),
     ], unit="currencyUSD", description="At USD 0.01 per credit.")
-    b.panel("stat", "Organization credit balance", [(f"sum by (instance) (runway_organization_credit_balance{{{SEL}}})", "{{instance}}")],
-            width=8, description="From GET /v1/organization (only with the API source).")
+    b.panel("table", "Cost-rule mismatches by code", [
+        (f"sort_desc(sum by (failure_code, credits) (increase(runway_task_cost_mismatches_total{{{SEL}}}[$__range])))", ""),
+    ], width=24, description="FAILED tasks in the time range whose reported cost contradicts the failure-code table: "
+                             "credits=lost but charged 0, or credits=refunded but charged. Refunded codes that were "
+                             "charged are worth a word with Runway support; a lost code charged 0 means the table is out of date.")
+    b.row("Organization (Runway's accounting; API source only)")
+    b.panel("stat", "Organization credit balance", [(f"max(runway_organization_credit_balance{{{SEL}}})", "balance")],
+            width=6, description="From GET /v1/organization. Every exporter with the API source reports the same organization: max, not sum.")
+    b.panel("stat", "Spend vs monthly cap", [
+        (f"sum(increase(runway_credits_charged_total{{{SEL}}}[30d]))", "charged, last 30 days"),
+        (f"max(runway_organization_max_monthly_credit_spend{{{SEL}}})", "monthly cap"),
+    ], width=9, instant=True, description="Credits the exporters counted over the last 30 days (all instances: select them all), "
+                                          "beside the tier's maxMonthlyCreditSpend. Needs 30 days of retention (Prometheus keeps 15 by default).")
+    b.panel("gauge", "Monthly cap used", [
+        (f"sum(increase(runway_credits_charged_total{{{SEL}}}[30d])) / max(runway_organization_max_monthly_credit_spend{{{SEL}}})", "of the cap"),
+    ], unit="percentunit", width=9, instant=True,
+        defaults={"min": 0, "max": 1, "thresholds": {"mode": "absolute", "steps": [
+            {"color": "green", "value": None}, {"color": "orange", "value": 0.8}, {"color": "red", "value": 0.95}]}},
+        description="Credits counted over the last 30 days as a share of the monthly cap; no data for an unlimited tier.")
+    b.panel("timeseries", "Runway's daily usage vs counted credits today (UTC)", [
+        (f'sum(max by (model) (runway_organization_daily_credits_used{{{SEL},model=~"$model"}}))', "Runway's usage"),
+        (f"sum((runway_credits_charged_total{{{MSEL}}} - last_over_time(runway_credits_charged_total{{{MSEL}}}[1d:1d]) >= 0)"
+         f" or runway_credits_charged_total{{{MSEL}}})", "counted by the exporters"),
+        (f"sum(runway_api_credits_in_flight{{{SEL}}})", "in flight (estimated)"),
+    ], description="Both since 00:00 UTC, resetting at midnight UTC: Runway's own accounting (max across instances), and "
+                   "every counter's growth since its value at the last midnight (a 1d subquery step falls on 00:00 UTC), summed "
+                   "over instances: select them all. Tasks still being polled are counted when they end. "
+                   "The alert RunwayCreditsUnaccounted compares whole days.")
     b.panel("timeseries", "Daily generations vs limit", [
-        (f'sum by (model) (runway_organization_daily_generations{{{SEL},model=~"$model"}})', "{{model}} today"),
-        (f'sum by (model) (runway_organization_max_daily_generations{{{SEL},model=~"$model"}})', "{{model}} limit"),
-    ], width=16, description="From GET /v1/organization (only with the API source).")
+        (f'max by (model) (runway_organization_daily_generations{{{SEL},model=~"$model"}})', "{{model}} today"),
+        (f'max by (model) (runway_organization_max_daily_generations{{{SEL},model=~"$model"}})', "{{model}} limit"),
+    ], description="From GET /v1/organization; no limit line for a model without a daily limit.")
     return dashboard("runway-overview", "Runway task outcomes", "Runway tasks by outcome, failure code, retry advice and credits (runway-exporter).", b, True)
 
 
