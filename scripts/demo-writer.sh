@@ -11,11 +11,14 @@ while true; do
   n=$((n + 1))
   id="demo-$$-$n"
   model=${models[RANDOM % ${#models[@]}]}
+  # Today's task type states its cost: moderated failures are charged, others refunded.
   if (( RANDOM % 10 < 8 )); then
-    printf '{"id":"%s","status":"SUCCEEDED","model":"%s","duration":5}\n' "$id" "$model"
+    printf '{"id":"%s","status":"SUCCEEDED","cost":{"credits":25},"model":"%s","duration":5}\n' "$id" "$model"
   else
     code=${codes[RANDOM % ${#codes[@]}]}
-    printf '{"id":"%s","status":"FAILED","failureCode":"%s","model":"%s","duration":5}\n' "$id" "$code" "$model"
+    cost=0
+    [[ $code == SAFETY.* ]] && cost=25
+    printf '{"id":"%s","status":"FAILED","failureCode":"%s","cost":{"credits":%d},"model":"%s","duration":5}\n' "$id" "$code" "$cost" "$model"
   fi >> demo/live.log
   sleep 0.5
 done
