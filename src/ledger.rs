@@ -562,8 +562,8 @@ pub struct Ledger {
     models: Interner,
     pub tasks: FxHashMap<(Status, u32), u64>,
     pub failures: FxHashMap<FailureKey, u64>,
-    pub credits_charged: FxHashMap<(Status, u32), f64>,
-    pub credits_estimated: FxHashMap<(Status, u32), f64>,
+    /// Credits of counted tasks by `(status, model)`.
+    pub credits: FxHashMap<(Status, u32), Credits>,
     pub credits_lost: FxHashMap<(u32, u32), f64>,
     /// `(code, the code's credit rule)`: see the module doc.
     pub cost_mismatches: FxHashMap<(u32, CreditRule), u64>,
@@ -610,8 +610,7 @@ impl Ledger {
             models,
             tasks: FxHashMap::default(),
             failures: FxHashMap::default(),
-            credits_charged: FxHashMap::default(),
-            credits_estimated: FxHashMap::default(),
+            credits: FxHashMap::default(),
             credits_lost: FxHashMap::default(),
             cost_mismatches: FxHashMap::default(),
             invalid_numbers: 0,
@@ -656,8 +655,7 @@ impl Ledger {
         let model = self.models.ids[UNKNOWN_MODEL];
         for status in Status::TERMINAL {
             self.tasks.entry((status, model)).or_default();
-            self.credits_charged.entry((status, model)).or_default();
-            self.credits_estimated.entry((status, model)).or_default();
+            self.credits.entry((status, model)).or_default();
         }
         for (code, info) in self.code_info.iter().enumerate() {
             if info.label == OTHER {
@@ -903,10 +901,11 @@ impl Ledger {
     pub fn totals(&self) -> Totals {
         let model = |id: &u32| self.model_name(*id).to_string();
         let code = |id: &u32| self.code_info(*id).label.clone();
-        let by_status = |m: &FxHashMap<(Status, u32), f64>| {
-            let mut v: Vec<(String, String, f64)> = m
+        let by_status = |which: fn(&Credits) -> f64| {
+            let mut v: Vec<(String, String, f64)> = self
+                .credits
                 .iter()
-                .map(|((s, id), v)| (s.as_str().to_string(), model(id), *v))
+                .map(|((s, id), c)| (s.as_str().to_string(), model(id), which(c)))
                 .collect();
             v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
             v
@@ -929,8 +928,8 @@ impl Ledger {
                     value: *v,
                 })
                 .collect(),
-            credits_charged: by_status(&self.credits_charged),
-            credits_estimated: by_status(&self.credits_estimated),
+            credits_charged: by_status(|c| c.charged),
+            credits_estimated: by_status(|c| c.estimated),
             credits_lost: self
                 .credits_lost
                 .iter()
@@ -998,15 +997,17 @@ impl Ledger {
             };
             *self.failures.entry(key).or_default() += f.value;
         }
-        for (which, saved) in [
-            (&mut self.credits_charged, &t.credits_charged),
-            (&mut self.credits_estimated, &t.credits_estimated),
-        ] {
-            for (status, model, v) in saved {
-                let s = Status::parse(status)
-                    .filter(|s| s.is_terminal())
-                    .ok_or_else(|| bad("status", status))?;
-                *which.entry((s, self.models.force(model))).or_default() += v;
+        let estimated = t.credits_estimated.iter().map(|e| (e, true));
+        for ((status, model, v), is_estimate) in
+            t.credits_charged.iter().map(|e| (e, false)).chain(estimated)
+        {
+            let s = Status::parse(status)
+                .filter(|s| s.is_terminal())
+                .ok_or_else(|| bad("status", status))?;
+            let c = self.credits.entry((s, self.models.force(model))).or_default();
+            match is_estimate {
+                true => c.estimated += v,
+                false => c.charged += v,
             }
         }
         for (code, rule, v) in &t.cost_mismatches {
@@ -1080,15 +1081,10 @@ impl Ledger {
                 0.0
             }
         };
-        *self
-            .credits_charged
-            .entry((record.status, model))
-            .or_default() += credits;
-        if let Price::Estimated(c) = price {
-            *self
-                .credits_estimated
-                .entry((record.status, model))
-                .or_default() += c;
+        let c = self.credits.entry((record.status, model)).or_default();
+        c.charged += credits;
+        if let Price::Estimated(e) = price {
+            c.estimated += e;
         }
         if let Some((code, rule)) = failure {
             if credits > 0.0 {
@@ -1159,6 +1155,14 @@ impl Ledger {
             _ => Price::Unknown,
         }
     }
+}
+
+/// Credits charged to the counted tasks of one `(status, model)`, and the part of them
+/// that was estimated.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Credits {
+    pub charged: f64,
+    pub estimated: f64,
 }
 
 /// Where a counted task's credits came from.
@@ -1268,30 +1272,31 @@ mod tests {
         ] {
             assert_eq!(feed(&mut l, s, &p, line), LineResult::Counted);
         }
-        let m = |name: &str| (Status::Succeeded, l.models.ids[name]);
-        assert_eq!(l.credits_charged[&m("gen4_turbo")], 75.0);
-        assert_eq!(l.credits_estimated[&m("gen4_turbo")], 50.0);
-        assert_eq!(l.credits_charged[&m("gen4_image")], 5.0);
-        assert_eq!(l.credits_estimated[&m("gen4_image")], 5.0);
-        assert_eq!(l.credits_charged.get(&m("mystery")), Some(&0.0));
+        let m = |name: &str| l.credits[&(Status::Succeeded, l.models.ids[name])];
+        let credits = |charged, estimated| Credits { charged, estimated };
+        assert_eq!(m("gen4_turbo"), credits(75.0, 50.0));
+        assert_eq!(m("gen4_image"), credits(5.0, 5.0));
+        assert_eq!(m("mystery"), credits(0.0, 0.0));
         assert_eq!(l.credits_unpriced, [2, 1]);
         // Refunded failures lose nothing.
         assert!(l.credits_lost.values().all(|v| *v == 0.0));
-        let failed: f64 = l
-            .credits_charged
-            .iter()
-            .filter(|((s, _), _)| *s == Status::Failed)
-            .map(|(_, v)| v)
-            .sum();
-        assert_eq!(failed, 0.0);
+        assert_eq!(charged(&l, Status::Failed), 0.0);
     }
 
-    /// Sums a `(status, model)` credit map for one status.
-    fn by_status(m: &FxHashMap<(Status, u32), f64>, status: Status) -> f64 {
-        m.iter()
+    fn credits_of(l: &Ledger, status: Status, which: fn(&Credits) -> f64) -> f64 {
+        l.credits
+            .iter()
             .filter(|((s, _), _)| *s == status)
-            .map(|(_, v)| v)
+            .map(|(_, c)| which(c))
             .sum()
+    }
+
+    fn charged(l: &Ledger, status: Status) -> f64 {
+        credits_of(l, status, |c| c.charged)
+    }
+
+    fn estimated(l: &Ledger, status: Status) -> f64 {
+        credits_of(l, status, |c| c.estimated)
     }
 
     fn lost(l: &Ledger, code: &str) -> f64 {
@@ -1330,14 +1335,14 @@ mod tests {
         ] {
             feed(&mut l, s, &p, line);
         }
-        assert_eq!(by_status(&l.credits_charged, Status::Succeeded), 75.0);
-        assert_eq!(by_status(&l.credits_charged, Status::Cancelled), 50.0);
+        assert_eq!(charged(&l, Status::Succeeded), 75.0);
+        assert_eq!(charged(&l, Status::Cancelled), 50.0);
         assert_eq!(
-            by_status(&l.credits_charged, Status::Failed),
+            charged(&l, Status::Failed),
             20.0 + 40.0 + 3.0 + 10.0
         );
-        assert_eq!(by_status(&l.credits_estimated, Status::Failed), 10.0);
-        assert_eq!(by_status(&l.credits_estimated, Status::Succeeded), 0.0);
+        assert_eq!(estimated(&l, Status::Failed), 10.0);
+        assert_eq!(estimated(&l, Status::Succeeded), 0.0);
         // Lost: whatever FAILED tasks were charged, whatever the table's rule says.
         assert_eq!(lost(&l, "INTERNAL"), 20.0);
         assert_eq!(lost(&l, "SAFETY.INPUT.TEXT"), 0.0);

@@ -304,6 +304,15 @@ impl LineSplitter {
         while let Some(i) = memchr(b'\n', &block[pos..]) {
             let end = pos + i;
             let line = &block[pos..end];
+            // The usual line: no object open (so none started here) and none opened.
+            if self.open.is_none() && !opens_object(line) {
+                match line.len() > max {
+                    true => lines.push(Line::TooLong(&line[..max])),
+                    false => lines.push(Line::Complete(line)),
+                }
+                pos = end + 1;
+                continue;
+            }
             loop {
                 let skip = self.open.is_some_and(|o| o.skip);
                 match step(&mut self.open, line) {
