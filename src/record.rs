@@ -530,31 +530,21 @@ pub(crate) fn trim(s: &str) -> &str {
     }
 }
 
-/// A number field's value: absent, a number in range, or there but unusable.
-enum Number {
-    Absent,
-    Valid(f64),
-    Invalid,
-}
-
+/// A number field's value, when it is there and from 0 to `max`; a value that is there
+/// but not such a number sets `invalid`.
 #[inline]
-fn number(v: Option<Scalar<'_>>, max: f64) -> Number {
+fn number(v: &Option<Scalar<'_>>, max: f64, invalid: &mut bool) -> Option<f64> {
     let n = match v {
-        None | Some(Scalar::Null) => return Number::Absent,
-        Some(Scalar::Num(n)) => n,
-        Some(Scalar::Str(s)) if trim(&s).is_empty() => return Number::Absent,
-        Some(Scalar::Str(s)) => match trim(&s).parse::<f64>() {
-            Ok(n) => n,
-            Err(_) => return Number::Invalid,
-        },
-        Some(Scalar::Other) => return Number::Invalid,
+        None | Some(Scalar::Null) => return None,
+        Some(Scalar::Num(n)) => *n,
+        Some(Scalar::Str(s)) if trim(s).is_empty() => return None,
+        Some(Scalar::Str(s)) => trim(s).parse::<f64>().unwrap_or(f64::NAN),
+        Some(Scalar::Other) => f64::NAN,
     };
     // NaN fails both comparisons.
-    if (0.0..=max).contains(&n) {
-        Number::Valid(n)
-    } else {
-        Number::Invalid
-    }
+    let valid = (0.0..=max).contains(&n);
+    *invalid |= !valid;
+    valid.then_some(n)
 }
 
 fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, ParseError> {
@@ -572,18 +562,10 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
         }
     };
     let mut invalid_number = false;
-    let mut take = |v: Option<Scalar<'a>>, max: f64| match number(v, max) {
-        Number::Absent => None,
-        Number::Valid(n) => Some(n),
-        Number::Invalid => {
-            invalid_number = true;
-            None
-        }
-    };
-    let credits = take(credits, MAX_CREDITS);
-    let duration = take(duration, MAX_DURATION);
-    let cost = take(cost, MAX_CREDITS);
-    let estimated_cost = take(estimated_cost, MAX_CREDITS);
+    let credits = number(&credits, MAX_CREDITS, &mut invalid_number);
+    let duration = number(&duration, MAX_DURATION, &mut invalid_number);
+    let cost = number(&cost, MAX_CREDITS, &mut invalid_number);
+    let estimated_cost = number(&estimated_cost, MAX_CREDITS, &mut invalid_number);
     let failure_code = match code {
         None | Some(Scalar::Null) => RawCode::Missing,
         Some(Scalar::Str(s)) if trim(&s).is_empty() => RawCode::Missing,
