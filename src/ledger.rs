@@ -998,13 +998,19 @@ impl Ledger {
             *self.failures.entry(key).or_default() += f.value;
         }
         let estimated = t.credits_estimated.iter().map(|e| (e, true));
-        for ((status, model, v), is_estimate) in
-            t.credits_charged.iter().map(|e| (e, false)).chain(estimated)
+        for ((status, model, v), is_estimate) in t
+            .credits_charged
+            .iter()
+            .map(|e| (e, false))
+            .chain(estimated)
         {
             let s = Status::parse(status)
                 .filter(|s| s.is_terminal())
                 .ok_or_else(|| bad("status", status))?;
-            let c = self.credits.entry((s, self.models.force(model))).or_default();
+            let c = self
+                .credits
+                .entry((s, self.models.force(model)))
+                .or_default();
             match is_estimate {
                 true => c.estimated += v,
                 false => c.charged += v,
@@ -1337,10 +1343,7 @@ mod tests {
         }
         assert_eq!(charged(&l, Status::Succeeded), 75.0);
         assert_eq!(charged(&l, Status::Cancelled), 50.0);
-        assert_eq!(
-            charged(&l, Status::Failed),
-            20.0 + 40.0 + 3.0 + 10.0
-        );
+        assert_eq!(charged(&l, Status::Failed), 20.0 + 40.0 + 3.0 + 10.0);
         assert_eq!(estimated(&l, Status::Failed), 10.0);
         assert_eq!(estimated(&l, Status::Succeeded), 0.0);
         // Lost: whatever FAILED tasks were charged, whatever the table's rule says.

@@ -401,6 +401,56 @@ fn a_file_rewritten_in_place_or_recreated_while_stopped_is_read_from_its_start()
     feed.check(&wait_counted(&d, &feed, &mut mono));
 }
 
+/// A state file committed by the release before credits had a status (commit 671c388,
+/// following tests/fixtures/tasks.log and polling one task and the organization): its
+/// counters, charged credits (all SUCCEEDED), organization and tracked task are read by
+/// this one, which goes on counting on top of them.
+#[test]
+fn a_state_file_written_before_costs_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    std::fs::copy(
+        fixture("state-before-costs/runway-exporter.state"),
+        dir.path().join("state/runway-exporter.state"),
+    )
+    .unwrap();
+    append(&dir.path().join("app.log"), b"");
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sum(m, "runway_tasks_total", &[]) > 0.0
+    });
+    let charged = |m: &str, model: &str, status: &str| {
+        sample(
+            m,
+            &format!("runway_credits_charged_total{{model=\"{model}\",status=\"{status}\"}}"),
+        )
+    };
+    // What the old release showed: 24 tasks, 115 credits of SUCCEEDED tasks, 300 lost.
+    assert_eq!(sum(&m, "runway_tasks_total", &[]), 24.0);
+    assert_eq!(charged(&m, "gen4_turbo", "SUCCEEDED"), Some(50.0));
+    assert_eq!(charged(&m, "gen4.5", "SUCCEEDED"), Some(60.0));
+    assert_eq!(sum(&m, "runway_credits_charged_total", &[]), 115.0);
+    assert_eq!(sum(&m, "runway_credits_lost_total", &[]), 300.0);
+    let moved_aside = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains("corrupt")
+        })
+        .count();
+    assert_eq!(moved_aside, 0, "the old file was read, not moved aside");
+    // And counting goes on from there, with today's costs.
+    append(
+        &dir.path().join("app.log"),
+        b"{\"id\":\"new-1\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\",\"cost\":{\"credits\":25}}\n",
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sum(m, "runway_tasks_total", &[]) >= 25.0
+    });
+    assert_eq!(charged(&m, "gen4_turbo", "SUCCEEDED"), Some(75.0));
+    assert_eq!(sum(&m, "runway_tasks_total", &[]), 25.0);
+}
+
 #[test]
 fn a_corrupt_state_file_is_moved_aside_and_the_daemon_starts_fresh() {
     let dir = tempfile::tempdir().unwrap();

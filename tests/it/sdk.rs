@@ -7,17 +7,20 @@ use std::collections::BTreeMap;
 
 use crate::harness::*;
 
+/// One fixture's counts (counts and credits alike as numbers).
 #[derive(serde::Deserialize)]
 struct Expected {
     task_pointer: String,
-    records: BTreeMap<String, u64>,
-    tasks: BTreeMap<String, u64>,
-    failures: BTreeMap<String, u64>,
-    credits_charged: BTreeMap<String, f64>,
-    credits_lost: BTreeMap<String, f64>,
-    cost_mismatches: BTreeMap<String, u64>,
+    records: Counts,
+    tasks: Counts,
+    failures: Counts,
+    credits_charged: Counts,
+    credits_lost: Counts,
+    cost_mismatches: Counts,
     model: String,
 }
+
+type Counts = BTreeMap<String, f64>;
 
 /// Every sample of a family as `(labels, value)`.
 fn samples<'a>(text: &'a str, family: &str) -> Vec<(&'a str, f64)> {
@@ -46,17 +49,11 @@ fn by_label(text: &str, family: &str, label: &str) -> BTreeMap<String, f64> {
     out
 }
 
-fn floats(m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+/// Without the zeroes, as [`by_label`] gives them.
+fn nonzero(m: &Counts) -> Counts {
     m.iter()
+        .filter(|(_, v)| **v != 0.0)
         .map(|(k, v)| (k.clone(), *v))
-        .filter(|(_, v)| *v != 0.0)
-        .collect()
-}
-
-fn u64s(m: &BTreeMap<String, u64>) -> BTreeMap<String, f64> {
-    m.iter()
-        .map(|(k, v)| (k.clone(), *v as f64))
-        .filter(|(_, v)| *v != 0.0)
         .collect()
 }
 
@@ -77,34 +74,34 @@ fn every_sdk_log_shape_is_counted_exactly() {
         }
         let (code, out, err) = run_env(&["scan", path.to_str().unwrap()], &env);
         assert_eq!(code, 0, "{name}: {err}");
-        let records: BTreeMap<String, f64> =
-            by_label(&out, "runway_exporter_records_total", "result");
-        assert_eq!(records, u64s(&want.records), "{name}: records by result");
-        assert_eq!(
-            by_label(&out, "runway_tasks_total", "status"),
-            u64s(&want.tasks),
-            "{name}: tasks by status"
-        );
-        assert_eq!(
-            by_label(&out, "runway_task_failures_total", "failure_code"),
-            u64s(&want.failures),
-            "{name}: failures by code (a code under a spelling not read would show as none)"
-        );
-        assert_eq!(
-            by_label(&out, "runway_credits_charged_total", "status"),
-            floats(&want.credits_charged),
-            "{name}: credits charged by status"
-        );
-        assert_eq!(
-            by_label(&out, "runway_credits_lost_total", "failure_code"),
-            floats(&want.credits_lost),
-            "{name}: credits lost by code"
-        );
-        assert_eq!(
-            by_label(&out, "runway_task_cost_mismatches_total", "failure_code"),
-            u64s(&want.cost_mismatches),
-            "{name}: cost-rule mismatches by code"
-        );
+        let checks = [
+            ("runway_exporter_records_total", "result", &want.records),
+            ("runway_tasks_total", "status", &want.tasks),
+            // A code under a spelling that was not read would show as "none" here.
+            ("runway_task_failures_total", "failure_code", &want.failures),
+            (
+                "runway_credits_charged_total",
+                "status",
+                &want.credits_charged,
+            ),
+            (
+                "runway_credits_lost_total",
+                "failure_code",
+                &want.credits_lost,
+            ),
+            (
+                "runway_task_cost_mismatches_total",
+                "failure_code",
+                &want.cost_mismatches,
+            ),
+        ];
+        for (family, label, counts) in checks {
+            assert_eq!(
+                by_label(&out, family, label),
+                nonzero(counts),
+                "{name}: {family} by {label}"
+            );
+        }
         // Every credit was reported by the task itself: nothing estimated or unpriced.
         assert!(
             by_label(&out, "runway_credits_estimated_total", "status").is_empty(),

@@ -123,7 +123,7 @@ impl World {
         self.next_id += 1;
         // Padding makes records of different lengths.
         let pad = "x".repeat((self.next_id % 17) as usize);
-        if self.next_id % 3 == 0 {
+        if self.next_id.is_multiple_of(3) {
             format!(
                 "{{\n  \"id\": \"task-{}\",\n  \"status\": \"CANCELLED\",\n  \"cost\": {{\n    \"credits\": 0\n  }},\n  \"pad\": \"{pad}\"\n}}\n",
                 self.next_id
