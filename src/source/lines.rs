@@ -161,9 +161,10 @@ impl LineSplitter {
         self.skipping = true;
     }
 
-    /// Ends the stream: a held partial line or object is reported as a complete line.
+    /// Ends the stream: a held partial line or object is reported as a complete line
+    /// (the end of an over-long object being skipped was reported already).
     pub fn finish(&mut self, mut f: impl FnMut(Line<'_>)) {
-        if !self.carry.is_empty() {
+        if !self.carry.is_empty() && !self.open.is_some_and(|o| o.skip) {
             f(Line::Complete(&self.carry));
         }
         self.reset();
@@ -527,6 +528,12 @@ mod tests {
                 "block {block}"
             );
         }
+        // A file that ends in the middle of the skipped object: nothing more to report.
+        let mut s = LineSplitter::new(limit);
+        let mut reported = 0;
+        s.feed(&log[..log.len() / 2], |_| reported += 1);
+        s.finish(|_| reported += 1);
+        assert_eq!(reported, 1, "the object once, as too long");
         // A record in the first column ends the skipping too.
         let mut log = b"{\n".to_vec();
         log.extend_from_slice(&b"  \"k\": 1,\n".repeat(100));
