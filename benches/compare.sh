@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end comparison on one deterministic corpus: runway-exporter `scan` against mtail
 # (Debian's package, --one_shot, benches/runway.mtail) and, when VECTOR_BIN is set,
-# Vector (benches/runway.vector.toml, stdin source; not run on this project's machines,
-# which have no Vector). Checks runway-exporter's counts against what the generator
+# Vector (benches/runway.vector.toml, stdin source; ../shared/tools has a Vector 0.58.0
+# binary: gunzip -c ../shared/tools/vector-0.58.0.gz > target/vector). Checks runway-exporter's counts against what the generator
 # wrote (exact, also on hostile lines) and, on a clean corpus, that mtail counts the
 # same; then prints lines per CPU-second, wall time and peak RSS of each, and the ratios
 # to mtail and to `wc -l` (the distance to the I/O limit), all measured in this run.
