@@ -32,11 +32,63 @@ pub enum Line<'a> {
     TooLong(&'a [u8]),
 }
 
-/// An open multi-line object: how deep its brackets are, and whether it went over the
-/// bound and its lines are being skipped.
+/// Bracket depth of a JSON text read a piece at a time, with what it needs to know to
+/// leave brackets in strings out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Brackets {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Brackets {
+    /// A new line begins: a string never spans lines in valid JSON, so a line always
+    /// starts outside one (and a stray quote cannot turn the rest of an object around).
+    fn new_line(&mut self) {
+        self.in_string = false;
+        self.escaped = false;
+    }
+
+    /// Reads the next bytes of the current line; true as soon as the outermost bracket
+    /// closes (the rest is not looked at).
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            if self.in_string {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Reads a line in parts; true when the outermost bracket closed in it.
+    fn line(&mut self, parts: &[&[u8]]) -> bool {
+        self.new_line();
+        parts.iter().any(|p| self.feed(p))
+    }
+}
+
+/// An open multi-line object, and whether it went over the bound and its lines are
+/// being skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Open {
-    depth: u32,
+    brackets: Brackets,
     skip: bool,
 }
 
@@ -63,44 +115,17 @@ fn opens_object(line: &[u8]) -> bool {
     line[end] != b'}'
 }
 
-/// The bracket depth after a line (given in `parts`), starting at `depth`; brackets in
-/// strings do not count. A string never spans lines in valid JSON, so each line starts
-/// outside one.
-fn nesting(parts: &[&[u8]], mut depth: u32) -> u32 {
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in parts.iter().flat_map(|p| p.iter()) {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    return 0;
-                }
-            }
-            _ => {}
-        }
-    }
-    depth
-}
-
 /// Moves the object state on by one complete line.
 fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
     match open {
         None => {
             if opens_object(line) {
-                let depth = nesting(&[line], 0);
-                if depth > 0 {
-                    *open = Some(Open { depth, skip: false });
+                let mut brackets = Brackets::default();
+                if !brackets.line(&[line]) {
+                    *open = Some(Open {
+                        brackets,
+                        skip: false,
+                    });
                     return Step::Hold;
                 }
             }
@@ -111,8 +136,7 @@ fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
             Step::Restart
         }
         Some(o) => {
-            o.depth = nesting(&[line], o.depth);
-            if o.depth == 0 {
+            if o.brackets.line(&[line]) {
                 *open = None;
                 Step::Emit
             } else {
@@ -122,14 +146,38 @@ fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
     }
 }
 
+/// The record at hand went over the bound (and was reported): from now on its rest is
+/// skipped. `line` is what is at hand of its current line, which has ended when
+/// `complete`. An object (or a line that opens one) is skipped until its brackets
+/// balance, or a record starts in the first column; returns whether the rest of the
+/// current line is to be skipped up to its newline.
+fn skip_rest(open: &mut Option<Open>, line: &[&[u8]], complete: bool) -> bool {
+    let first = line.iter().find_map(|p| p.first());
+    let o = match open {
+        Some(o) => o,
+        None if first == Some(&b'{') => open.insert(Open {
+            brackets: Brackets::default(),
+            skip: true,
+        }),
+        None => return !complete,
+    };
+    o.skip = true;
+    if o.brackets.line(line) {
+        *open = None;
+    }
+    !complete
+}
+
 /// Splits a stream of blocks into records.
 #[derive(Debug)]
 pub struct LineSplitter {
-    /// The record held: a partial line, or an open object's lines so far.
+    /// The record held: a partial line, or an open object's lines so far (each with its
+    /// newline) and its partial line.
     carry: Vec<u8>,
     /// Where the last (partial) line starts in `carry`.
     line_start: usize,
     max_line_bytes: usize,
+    /// Skipping up to the next newline (the rest of an over-long line).
     skipping: bool,
     open: Option<Open>,
 }
@@ -162,10 +210,15 @@ impl LineSplitter {
     }
 
     /// Ends the stream: a held partial line or object is reported as a complete line
-    /// (the end of an over-long object being skipped was reported already).
+    /// (apart, when the last line started a new record; not at all when it is the end
+    /// of an over-long object, reported already).
     pub fn finish(&mut self, mut f: impl FnMut(Line<'_>)) {
+        self.cut_short(&[], &mut f);
         if !self.carry.is_empty() && !self.open.is_some_and(|o| o.skip) {
-            f(Line::Complete(&self.carry));
+            // An object's lines are held with their newlines; the last is not its.
+            f(Line::Complete(
+                self.carry.strip_suffix(b"\n").unwrap_or(&self.carry),
+            ));
         }
         self.reset();
     }
@@ -188,8 +241,8 @@ impl LineSplitter {
     }
 
     /// Feeds one block: its own records are appended to `lines`, in order (they borrow
-    /// the block, so a caller can hold several at once); `f` gets only the record
-    /// completed from what was held, which comes before all of them.
+    /// the block, so a caller can hold several at once); `f` gets only the records
+    /// completed from what was held, which come before all of them.
     pub fn split<'b>(
         &mut self,
         block: &'b [u8],
@@ -198,7 +251,14 @@ impl LineSplitter {
     ) {
         let mut rest = block;
         if self.skipping {
-            match memchr(b'\n', rest) {
+            let newline = memchr(b'\n', rest);
+            let skipped = &rest[..newline.unwrap_or(rest.len())];
+            if let Some(o) = &mut self.open {
+                if o.brackets.feed(skipped) {
+                    self.open = None;
+                }
+            }
+            match newline {
                 Some(i) => {
                     rest = &rest[i + 1..];
                     self.skipping = false;
@@ -216,28 +276,6 @@ impl LineSplitter {
             self.complete_held(line, &mut f);
         }
         self.split_block(block, block.len() - rest.len(), lines);
-    }
-
-    /// Keeps the start of a line (or object) that continues in the next block, within
-    /// the bound.
-    fn hold_partial(&mut self, part: &[u8], f: &mut impl FnMut(Line<'_>)) {
-        self.cut_short(part, f);
-        if self.carry.len() + part.len() <= self.max_line_bytes {
-            self.carry.extend_from_slice(part);
-            return;
-        }
-        if !self.open.is_some_and(|o| o.skip) {
-            match self.carry.is_empty() {
-                true => f(Line::TooLong(&part[..self.max_line_bytes])),
-                false => f(Line::TooLong(&self.carry)),
-            }
-        }
-        if let Some(o) = &mut self.open {
-            o.skip = true;
-        }
-        self.carry.clear();
-        self.line_start = 0;
-        self.skipping = true;
     }
 
     /// When the line after an open object's held lines starts a new record (`{` in its
@@ -258,21 +296,45 @@ impl LineSplitter {
         self.open = None;
     }
 
+    /// Keeps the start of a line (or the rest of an object) that continues in the next
+    /// block, within the bound.
+    fn hold_partial(&mut self, part: &[u8], f: &mut impl FnMut(Line<'_>)) {
+        self.cut_short(part, f);
+        if part.is_empty() {
+            return;
+        }
+        if self.carry.len() + part.len() <= self.max_line_bytes {
+            self.carry.extend_from_slice(part);
+            return;
+        }
+        if !self.open.is_some_and(|o| o.skip) {
+            match self.carry.is_empty() {
+                true => f(Line::TooLong(&part[..self.max_line_bytes])),
+                false => f(Line::TooLong(&self.carry)),
+            }
+        }
+        let line = [&self.carry[self.line_start..], part];
+        self.skipping = skip_rest(&mut self.open, &line, false);
+        self.carry.clear();
+        self.line_start = 0;
+    }
+
     /// The held record gets one more complete line (`line` is its part in this block).
     fn complete_held(&mut self, line: &[u8], f: &mut impl FnMut(Line<'_>)) {
         self.cut_short(line, f);
         let skip = self.open.is_some_and(|o| o.skip);
         if self.carry.len() + line.len() > self.max_line_bytes {
             if !skip {
-                f(Line::TooLong(&self.carry));
-            }
-            if let Some(o) = &mut self.open {
-                o.skip = true;
-                o.depth = nesting(&[&self.carry[self.line_start..], line], o.depth);
-                if o.depth == 0 {
-                    self.open = None;
+                match self.carry.is_empty() {
+                    true => f(Line::TooLong(&line[..self.max_line_bytes])),
+                    false => f(Line::TooLong(&self.carry)),
                 }
             }
+            skip_rest(
+                &mut self.open,
+                &[&self.carry[self.line_start..], line],
+                true,
+            );
             self.carry.clear();
             self.line_start = 0;
             return;
@@ -346,28 +408,38 @@ impl LineSplitter {
             }
             pos = end + 1;
         }
-        let from = start.unwrap_or(pos);
-        self.line_start = pos - from;
-        self.hold_tail(&block[from..], lines);
+        // A partial line that starts a new record cuts an open object short too.
+        if self.open.is_some() && block.get(pos) == Some(&b'{') {
+            if let Some(s) = start.take() {
+                lines.push(Line::Complete(&block[s..pos - 1]));
+            }
+            self.open = None;
+        }
+        self.hold_tail(block, start.unwrap_or(pos), pos, lines);
     }
 
-    /// Holds what follows the block's last complete record, within the bound.
-    fn hold_tail<'b>(&mut self, tail: &'b [u8], lines: &mut Vec<Line<'b>>) {
-        if tail.len() <= self.max_line_bytes {
+    /// Holds what follows the block's last complete record (from `from`; its partial
+    /// line from `pos`), within the bound: the size of an open object held does not
+    /// count the newline after its last complete line.
+    fn hold_tail<'b>(
+        &mut self,
+        block: &'b [u8],
+        from: usize,
+        pos: usize,
+        lines: &mut Vec<Line<'b>>,
+    ) {
+        let (tail, partial) = (&block[from..], &block[pos..]);
+        let size = tail.len() - usize::from(partial.is_empty() && !tail.is_empty());
+        if size <= self.max_line_bytes {
             self.carry.extend_from_slice(tail);
-            if self.carry.is_empty() {
-                self.line_start = 0;
-            }
+            self.line_start = pos - from;
             return;
         }
         if !self.open.is_some_and(|o| o.skip) {
             lines.push(Line::TooLong(&tail[..self.max_line_bytes]));
         }
-        if let Some(o) = &mut self.open {
-            o.skip = true;
-        }
+        self.skipping = skip_rest(&mut self.open, &[partial], partial.is_empty());
         self.line_start = 0;
-        self.skipping = true;
     }
 }
 
@@ -480,7 +552,7 @@ mod tests {
         s.finish(|l| out.push(format!("{l:?}")));
         assert_eq!(
             out,
-            vec![format!("{:?}", Line::Complete(b"{\n  \"id\": 1,\n"))]
+            vec![format!("{:?}", Line::Complete(b"{\n  \"id\": 1,"))]
         );
     }
 
@@ -544,6 +616,74 @@ mod tests {
         );
     }
 
+    /// A record of the bounded-splitting property test, and what must come out of it.
+    fn bounded_record(kind: u8, i: usize, size: usize) -> (String, String) {
+        let pad = "p".repeat(size);
+        match kind {
+            // One line, within the bound.
+            0 => {
+                let r = format!("{{\"id\":\"{i}\",\"s\":\"{}\"}}", &pad[..size.min(20)]);
+                (r.clone(), r)
+            }
+            // One line over the bound.
+            1 => (format!("{{\"id\":\"{i}\",\"s\":\"{pad}{pad}\"}}"), "<too long>".into()),
+            // Pretty-printed within the bound (a quote and brackets in a string).
+            2 => {
+                let r = format!("{{\n  \"id\": \"{i}\",\n  \"s\": \"[{{\\\"\",\n  \"cost\": {{\n    \"credits\": 1\n  }}\n}}");
+                (r.clone(), r)
+            }
+            // Pretty-printed over the bound: skipped until it balances.
+            3 => (
+                format!("{{\n  \"id\": \"{i}\",\n  \"a\": [\n    \"{pad}\",\n    \"{pad}\"\n  ],\n  \"b\": \"}}\"\n}}"),
+                "<too long>".into(),
+            ),
+            // Cut short by the next record: handed over as it is.
+            _ => {
+                let r = format!("{{\n  \"id\": \"{i}\",\n  \"s\": \"x\",");
+                (r.clone(), r)
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// With a bound small enough to be passed, any mix of records (within it, over
+        /// it, pretty-printed, cut short) cut into any blocks comes out as each record
+        /// whole, or once as too long, and the next record is never lost; what is held
+        /// stays within the bound.
+        #[test]
+        fn bounded_records_survive_any_cutting(
+            kinds in proptest::collection::vec(0u8..5, 1..10),
+            cuts in proptest::collection::vec(1usize..90, 1..80),
+        ) {
+            let limit = 100;
+            let (records, want): (Vec<String>, Vec<String>) = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, k)| bounded_record(*k, i, 60))
+                .unzip();
+            let log: String = records.iter().map(|r| format!("{r}\n")).collect();
+            let mut s = LineSplitter::new(limit);
+            let mut out = Vec::new();
+            let (mut fed, mut c) = (0usize, 0usize);
+            while fed < log.len() {
+                let n = cuts[c % cuts.len()].min(log.len() - fed);
+                c += 1;
+                s.feed(&log.as_bytes()[fed..fed + n], |l| match l {
+                    Line::Complete(l) => out.push(String::from_utf8_lossy(l).into_owned()),
+                    Line::TooLong(_) => out.push("<too long>".into()),
+                });
+                fed += n;
+                proptest::prop_assert!(s.pending() <= limit + 1, "held {}", s.pending());
+            }
+            // A record cut short at the very end is complete only when the file ends.
+            s.finish(|l| match l {
+                Line::Complete(l) => out.push(String::from_utf8_lossy(l).into_owned()),
+                Line::TooLong(_) => out.push("<too long at the end>".into()),
+            });
+            proptest::prop_assert_eq!(out, want);
+        }
+    }
+
     proptest::proptest! {
         /// Any mix of one-line and pretty-printed records, cut into any blocks, comes out
         /// as the same records; and after every block, `fed - pending` is the end of a
@@ -588,6 +728,75 @@ mod tests {
             }
             proptest::prop_assert_eq!(out, records);
             proptest::prop_assert_eq!(s.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn the_reviewers_cases() {
+        let collect = |limit: usize, blocks: &[&[u8]], finish: bool| {
+            let mut s = LineSplitter::new(limit);
+            let mut out = Vec::new();
+            let mut push = |l: Line<'_>| {
+                out.push(match l {
+                    Line::Complete(l) => String::from_utf8_lossy(l).into_owned(),
+                    Line::TooLong(_) => "<too long>".into(),
+                })
+            };
+            for b in blocks {
+                s.feed(b, &mut push);
+            }
+            if finish {
+                s.finish(&mut push);
+            }
+            out
+        };
+        // An unclosed object near the bound, then a record that crosses the block end:
+        // the record is read whatever the cut.
+        let object = format!("{{\n{}", "  \"k\": 1,\n".repeat(7));
+        let record = "{\"id\":\"r1\",\"status\":\"FAILED\"}";
+        let log = format!("{object}{record}\n");
+        for cut in 0..=log.len() {
+            let (a, b) = log.as_bytes().split_at(cut);
+            let out = collect(100, &[a, b], false);
+            assert_eq!(
+                out.last().map(String::as_str),
+                Some(record),
+                "cut {cut}: {out:?}"
+            );
+        }
+        // An object exactly at the bound, the block ending right after its newline.
+        let object = format!("{{\n{}", "  \"k\": 1,\n".repeat(9));
+        let limit = object.len() - 1;
+        let log = format!("{object}{record}\n");
+        for cut in 0..=log.len() {
+            let (a, b) = log.as_bytes().split_at(cut);
+            let out = collect(limit, &[a, b], false);
+            assert_eq!(
+                out.last().map(String::as_str),
+                Some(record),
+                "cut {cut}: {out:?}"
+            );
+        }
+        // At the end of a file, a cut-short object and a last record without newline.
+        let out = collect(1000, &[b"{\n  \"id\": \"x\",\n{\"id\":\"y\"}"], true);
+        assert_eq!(out, vec!["{\n  \"id\": \"x\",", "{\"id\":\"y\"}"]);
+        // Brackets in the skipped rest of an over-long line of an over-long object count:
+        // the object ends where it ends, not before or after.
+        let big = "x".repeat(300);
+        let log =
+            format!("{{\n  \"a\": {{\"b\": \"{big}\",\n  \"c\": 1}}\n}}\n  {{\"id\":\"z\"}}\n");
+        for block in [1, 7, 64, log.len()] {
+            let blocks: Vec<&[u8]> = log.as_bytes().chunks(block).collect();
+            let out = collect(100, &blocks, false);
+            assert_eq!(out, vec!["<too long>", "  {\"id\":\"z\"}"], "block {block}");
+        }
+        // A first line over the bound that opens an object: the object is skipped whole,
+        // whatever the cut.
+        let log = format!("{{\"a\": \"{big}\",\n  \"b\": 1\n}}\n{record}\n");
+        for block in [1, 7, 64, log.len()] {
+            let blocks: Vec<&[u8]> = log.as_bytes().chunks(block).collect();
+            let out = collect(100, &blocks, false);
+            assert_eq!(out, vec!["<too long>", record], "block {block}");
         }
     }
 
