@@ -12,9 +12,9 @@
 //!   `non_terminal`, `rejected`), and every rejected line has one parse-error reason, so
 //!   the results add up to the lines read.
 //! - *Credits.* A counted task's *charged* credits are its own reported cost
-//!   (`cost.credits`) when the record has it, for every terminal status; else the event's
-//!   credits field or an *estimate* from the pricing table (SUCCEEDED tasks, and FAILED
-//!   ones whose code's documented rule is `lost`); else the task is *unpriced*. What
+//!   (`cost.credits`) when the record has it, else the event's credits field, for every
+//!   terminal status; else an *estimate* from the pricing table (SUCCEEDED tasks, and
+//!   FAILED ones whose code's documented rule is `lost`); else the task is *unpriced*. What
 //!   FAILED tasks were charged is also *lost* (paid for, nothing produced). Estimates are
 //!   counted apart as well, so exact and estimated credits can be told apart. A reported
 //!   cost that contradicts the code's rule (a `lost` code that cost 0, a `refunded` one
@@ -1137,24 +1137,26 @@ impl Ledger {
         (code_id, credits)
     }
 
-    /// The credits of a terminal task that reports no cost: the event's credits field or
-    /// an estimate, for a SUCCEEDED task and a FAILED one whose code loses its credits.
-    /// Refunded failures and cancelled tasks were charged nothing, as far as can be told.
+    /// The credits of a terminal task that reports no cost: the event's credits field
+    /// (what the application says the task was charged), whatever its status; else an
+    /// estimate, for a SUCCEEDED task and a FAILED one whose code loses its credits.
+    /// Refunded failures and cancelled tasks are not estimated: as far as the table can
+    /// tell, they were charged nothing.
     fn price_without_cost(
         &self,
         record: &TaskRecord<'_>,
         model: &str,
         rule: Option<CreditRule>,
     ) -> Price {
+        if let Some(c) = record.credits {
+            return Price::Reported(c);
+        }
         let charged = match rule {
             None => record.status == Status::Succeeded,
             Some(rule) => rule == CreditRule::Lost,
         };
         if !charged {
             return Price::Nothing;
-        }
-        if let Some(c) = record.credits {
-            return Price::Reported(c);
         }
         match self.pricing.estimate(model, record.duration) {
             Some(c) if (0.0..=crate::record::MAX_CREDITS).contains(&c) => Price::Estimated(c),
@@ -1275,6 +1277,10 @@ mod tests {
             r#"{"id":"5","status":"SUCCEEDED","model":"gen4_image"}"#,
             r#"{"id":"6","status":"FAILED","failureCode":"INTERNAL","model":"gen4_turbo","credits":25}"#,
             r#"{"id":"7","status":"FAILED","failureCode":"SAFETY.OUTPUT.VIDEO","model":"veo3"}"#,
+            r#"{"id":"8","status":"FAILED","failureCode":"INTERNAL","model":"gen4_turbo","duration":10}"#,
+            r#"{"id":"9","status":"CANCELLED","model":"gen4_turbo","credits":5}"#,
+            r#"{"id":"10","status":"CANCELLED","model":"gen4_turbo","duration":10}"#,
+            r#"{"id":"11","status":"FAILED","failureCode":"NEW.CODE","credits":7}"#,
         ] {
             assert_eq!(feed(&mut l, s, &p, line), LineResult::Counted);
         }
@@ -1284,9 +1290,16 @@ mod tests {
         assert_eq!(m("gen4_image"), credits(5.0, 5.0));
         assert_eq!(m("mystery"), credits(0.0, 0.0));
         assert_eq!(l.credits_unpriced, [2, 1]);
-        // Refunded failures lose nothing.
-        assert!(l.credits_lost.values().all(|v| *v == 0.0));
-        assert_eq!(charged(&l, Status::Failed), 0.0);
+        // The event's credits field is what the application says a task was charged,
+        // whatever its status (and, without a cost from Runway, no evidence against the
+        // table); refunded failures and cancelled tasks are never estimated.
+        assert_eq!(lost(&l, "INTERNAL"), 25.0);
+        assert_eq!(lost(&l, "NEW.CODE"), 7.0);
+        assert_eq!(charged(&l, Status::Failed), 32.0);
+        assert_eq!(estimated(&l, Status::Failed), 0.0);
+        assert_eq!(charged(&l, Status::Cancelled), 5.0);
+        assert_eq!(estimated(&l, Status::Cancelled), 0.0);
+        assert_eq!(mismatches(&l, "INTERNAL"), 0);
     }
 
     fn credits_of(l: &Ledger, status: Status, which: fn(&Credits) -> f64) -> f64 {

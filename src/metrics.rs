@@ -153,7 +153,11 @@ impl ApiGauges {
         }
         if let Some(usage) = &t.usage {
             self.daily_credits_used.reset();
-            for (model, credits) in &usage.models {
+            // "Today" only while it is: a usage answer of an earlier day (the poll failing
+            // across midnight, or a restart on another day) has no sample.
+            let today = crate::source::api::utc_day(std::time::SystemTime::now());
+            let current = usage.date == today;
+            for (model, credits) in usage.models.iter().filter(|_| current) {
                 self.daily_credits_used
                     .with_label_values(&[model])
                     .set(*credits);
@@ -434,4 +438,49 @@ pub fn render_json(registry: &Registry) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Array(families)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Organization, Usage};
+
+    fn rendered(t: &Totals) -> String {
+        let registry = Registry::new();
+        let mut m = Metrics::new(&registry, true).unwrap();
+        m.publish(t);
+        render(&registry)
+    }
+
+    #[test]
+    fn usage_of_another_day_and_null_limits_have_no_sample() {
+        let today = crate::source::api::utc_day(std::time::SystemTime::now());
+        let usage = |date: &str| Usage {
+            date: date.into(),
+            models: vec![("gen4_turbo".into(), 150.0)],
+        };
+        let t = Totals {
+            usage: Some(usage("1999-01-01")),
+            organization: Some(Organization {
+                credit_balance: 10.0,
+                models: vec![("veo3".into(), 3.0, None, Some(2.0))],
+                max_monthly_credit_spend: None,
+            }),
+            ..Totals::default()
+        };
+        let text = rendered(&t);
+        assert!(
+            !text.contains("runway_organization_daily_credits_used{"),
+            "{text}"
+        );
+        assert!(!text.contains("runway_organization_max_daily_generations{"));
+        assert!(!text.contains("runway_organization_max_monthly_credit_spend "));
+        assert!(text.contains("runway_organization_max_concurrent_generations{model=\"veo3\"} 2"));
+        let t = Totals {
+            usage: Some(usage(&today)),
+            ..t
+        };
+        assert!(rendered(&t)
+            .contains("runway_organization_daily_credits_used{model=\"gen4_turbo\"} 150"));
+    }
 }

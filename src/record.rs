@@ -18,8 +18,11 @@
 //!   `failure_code`, `estimated_cost`). Every task-field pointer is also looked up in its
 //!   snake_case spelling (`/failureCode` -> `/failure_code`); and with no `task_pointer`,
 //!   a task under `taskDetails` or `task_details` (the SDKs' `TaskFailedError`) is read
-//!   too. The configured spelling at the configured place wins over an *alias*, and a
-//!   value wins over a `null`, so a code is never lost to a spelling not looked at.
+//!   too: a record that has them is a wrapper around its task, so the task under them
+//!   comes first, and every task field is taken from the object the status came from
+//!   (never one from the wrapper, one from its task). The configured spelling wins over
+//!   its snake_case *alias*, and a value wins over a `null`, so a code is never lost to a
+//!   spelling not looked at.
 //! - **Regex**: a regular expression with named captures `status` (required), `id`,
 //!   `failure_code`, `model`, `credits`, `duration` for plain-text logs.
 //!
@@ -373,24 +376,24 @@ fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// Adds a task field's aliases: its snake_case spelling at the configured task root, and
-/// both spellings under the other roots, each a rank further. An alias that overlaps a
-/// configured pointer is left out: what the operator configured wins.
+/// The rank of a task field found under the `root`th task root in the `spelling`th
+/// spelling (0 as configured, 1 snake_case): the root is `rank / 2`.
+fn rank(root: usize, spelling: usize) -> Rank {
+    (root * 2 + spelling) as Rank
+}
+
+/// Adds a task field's aliases: its snake_case spelling at each task root, and the
+/// configured spelling at the roots other than the last (the configured one). An alias
+/// that overlaps a configured pointer is left out: what the operator configured wins.
 fn insert_aliases(root: &mut Node, task_roots: &[Vec<String>], tokens: &[String], field: Field) {
     let snake: Vec<String> = tokens.iter().map(|t| snake_case(t)).collect();
-    let spellings: &[&[String]] = if snake == tokens {
-        &[tokens]
-    } else {
-        &[tokens, &snake]
-    };
-    let mut rank: Rank = 0;
+    let configured_root = task_roots.len() - 1;
     for (r, task) in task_roots.iter().enumerate() {
-        for (s, spelling) in spellings.iter().enumerate() {
-            if r == 0 && s == 0 {
-                continue; // the configured pointer itself
+        for (s, spelling) in [tokens, &snake].into_iter().enumerate() {
+            if (r == configured_root && s == 0) || (s == 1 && snake == tokens) {
+                continue; // the configured pointer itself, or no other spelling
             }
-            rank += 1;
-            let _ = root.insert(&[task.as_slice(), spelling].concat(), field, rank);
+            let _ = root.insert(&[task.as_slice(), spelling].concat(), field, rank(r, s));
         }
     }
 }
@@ -413,12 +416,17 @@ impl RecordParser {
         match map.format {
             LineFormat::Json => {
                 let task = pointer_tokens(&map.task_pointer).map_err(|p| err("task_pointer", p))?;
-                // Where a task may be, nearest first: the configured place, then (with
-                // none configured) the SDK errors' `taskDetails` / `task_details`.
-                let mut task_roots = vec![task];
+                // Where a task may be, first choice first: with no task_pointer, the SDK
+                // errors' `taskDetails` / `task_details` (a bare task has neither, so a
+                // record that does is a wrapper around its task), then the configured
+                // place, last.
+                let mut task_roots = Vec::new();
                 if map.task_pointer.is_empty() {
                     task_roots.extend(TASK_DETAILS.iter().filter_map(|p| pointer_tokens(p).ok()));
                 }
+                task_roots.push(task);
+                let configured_root = task_roots.len() - 1;
+                let defaults = FieldMap::default();
                 let mut root = Node::default();
                 let mut aliases = Vec::new();
                 let fields: [(&'static str, &str, Field, bool); FIELDS] = [
@@ -428,6 +436,9 @@ impl RecordParser {
                     ("model", &map.model, Field::Model, false),
                     ("credits", &map.credits, Field::Credits, false),
                     ("duration", &map.duration, Field::Duration, false),
+                    // Last, and at their defaults giving way where they overlap: a field
+                    // map written before they existed (say credits = "/cost/credits")
+                    // stays valid.
                     ("cost", &map.cost, Field::Cost, true),
                     (
                         "estimated_cost",
@@ -437,6 +448,8 @@ impl RecordParser {
                     ),
                 ];
                 for (key, pointer, field, in_task) in fields {
+                    let gives_way = (field == Field::Cost && *pointer == defaults.cost)
+                        || (field == Field::EstimatedCost && *pointer == defaults.estimated_cost);
                     if pointer.is_empty() {
                         if field == Field::Status {
                             return Err(err(key, "the status pointer is required".into()));
@@ -444,13 +457,18 @@ impl RecordParser {
                         continue; // an empty pointer turns an optional field off
                     }
                     let tokens = pointer_tokens(pointer).map_err(|p| err(key, p))?;
-                    let configured = if in_task {
-                        [task_roots[0].as_slice(), &tokens].concat()
-                    } else {
-                        tokens.clone()
+                    let (configured, rank) = match in_task {
+                        true => (
+                            [task_roots[configured_root].as_slice(), &tokens].concat(),
+                            rank(configured_root, 0),
+                        ),
+                        false => (tokens.clone(), 0),
                     };
-                    root.insert(&configured, field, 0)
-                        .map_err(|p| err(key, format!("{pointer:?} {p}")))?;
+                    match root.insert(&configured, field, rank) {
+                        Ok(()) => {}
+                        Err(_) if gives_way => continue,
+                        Err(p) => return Err(err(key, format!("{pointer:?} {p}"))),
+                    }
                     if in_task {
                         aliases.push((tokens, field));
                     }
@@ -515,7 +533,7 @@ impl RecordParser {
                 }
             }
         }
-        build(fields.values)
+        build(fields.one_task())
     }
 }
 
@@ -590,6 +608,29 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
 struct Captures<'de> {
     values: [Option<Scalar<'de>>; FIELDS],
     ranks: [Rank; FIELDS],
+}
+
+/// The fields of the task itself (the others are the event's).
+const TASK_FIELDS: [Field; 4] = [
+    Field::Id,
+    Field::FailureCode,
+    Field::Cost,
+    Field::EstimatedCost,
+];
+
+impl<'de> Captures<'de> {
+    /// The values, the task fields only from the task root the status came from: a
+    /// wrapper's own `id`, `status` or `cost` never mix with its task's.
+    fn one_task(mut self) -> [Option<Scalar<'de>>; FIELDS] {
+        let root = |f: Field| self.ranks[f as usize] / 2;
+        let status_root = root(Field::Status);
+        for f in TASK_FIELDS {
+            if root(f) != status_root {
+                self.values[f as usize] = None;
+            }
+        }
+        self.values
+    }
 }
 
 /// Walks one JSON value along the path tree, capturing the leaves and skipping the rest.
@@ -996,6 +1037,66 @@ mod tests {
             nested().parse(br#"{"taskDetails":{"status":"FAILED"}}"#),
             Err(ParseError::MissingStatus)
         );
+    }
+
+    #[test]
+    fn a_wrapper_and_its_task_details_never_mix() {
+        let p = json();
+        let r = p
+            .parse(br#"{"id":"req-1","taskDetails":{"id":"t2","status":"FAILED","failureCode":"ASSET.INVALID"}}"#)
+            .unwrap();
+        assert_eq!((r.id.as_deref(), r.status), (Some("t2"), Status::Failed));
+        let r = p
+            .parse(br#"{"status":"error","task_details":{"id":"t3","status":"FAILED","failure_code":"SAFETY.INPUT.TEXT"}}"#)
+            .unwrap();
+        assert_eq!((r.id.as_deref(), r.status), (Some("t3"), Status::Failed));
+        assert_eq!(r.failure_code, RawCode::Str("SAFETY.INPUT.TEXT".into()));
+        let r = p
+            .parse(br#"{"cost":{"credits":999},"taskDetails":{"id":"t4","status":"FAILED","cost":{"credits":0}}}"#)
+            .unwrap();
+        assert_eq!(r.cost, Some(0.0));
+        // The task under taskDetails has no id: the wrapper's is not taken for it.
+        let r = p
+            .parse(br#"{"id":"req-5","failureCode":"INTERNAL","taskDetails":{"status":"FAILED"}}"#)
+            .unwrap();
+        assert_eq!((r.id, r.failure_code), (None, RawCode::Missing));
+        // A record with a status of its own whose taskDetails has none: the status is the
+        // wrapper's, and the fields the details also have are left out rather than
+        // taken from the other object (one value per field is kept while reading, the
+        // nearer root's).
+        let r = p
+            .parse(br#"{"id":"t6","status":"SUCCEEDED","taskDetails":{"id":"x","cost":{"credits":3}}}"#)
+            .unwrap();
+        assert_eq!((r.status, r.id, r.cost), (Status::Succeeded, None, None));
+    }
+
+    #[test]
+    fn a_field_map_from_before_costs_stays_valid() {
+        // credits = "/cost/credits" was how today's task type was read before `cost`
+        // existed: the default cost pointer gives way to it instead of refusing the map.
+        let p = RecordParser::new(&FieldMap {
+            credits: "/cost/credits".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let r = p
+            .parse(br#"{"status":"SUCCEEDED","cost":{"credits":7}}"#)
+            .unwrap();
+        assert_eq!((r.credits, r.cost), (Some(7.0), None));
+        let p = RecordParser::new(&FieldMap {
+            model: "/estimatedCost".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        assert!(p.parse(br#"{"status":"RUNNING"}"#).is_ok());
+        // A cost pointer set on purpose that overlaps is still an error, naming the key.
+        let e = RecordParser::new(&FieldMap {
+            credits: "/spend".into(),
+            cost: "/spend/credits".into(),
+            ..FieldMap::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "cost");
     }
 
     #[test]

@@ -490,14 +490,18 @@ fn organization(body: &[u8]) -> Option<Organization> {
 /// Models taken from one organization or usage answer at most.
 const MAX_MODELS: usize = 100;
 
+/// Largest organization number taken from the API (a balance, a limit, a day's usage):
+/// whole numbers of credits are exact in an f64 up to 2^53, about 9e15.
+const MAX_ORGANIZATION_NUMBER: f64 = 1e15;
+
 /// A number of credits (or generations) from the API: finite and not absurd; usage
 /// amounts may be negative (refunds).
 fn credits(v: &serde_json::Value) -> Option<f64> {
-    v.as_f64().filter(|n| n.abs() <= crate::record::MAX_CREDITS)
+    v.as_f64().filter(|n| n.abs() <= MAX_ORGANIZATION_NUMBER)
 }
 
 /// The UTC day of `t`, `YYYY-MM-DD`.
-fn utc_day(t: std::time::SystemTime) -> String {
+pub(crate) fn utc_day(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
 }
 
@@ -645,7 +649,7 @@ mod tests {
 
     #[test]
     fn organization_body() {
-        let body = br#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200},"veo3":{"maxConcurrentGenerations":null,"maxDailyGenerations":null},"gen4.5":{"maxConcurrentGenerations":1e308,"maxDailyGenerations":-1e300},"bad model":{"maxConcurrentGenerations":1,"maxDailyGenerations":1}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#;
+        let body = br#"{"creditBalance":12345,"tier":{"maxMonthlyCreditSpend":100000,"models":{"gen4_turbo":{"maxConcurrentGenerations":2,"maxDailyGenerations":200},"veo3":{"maxConcurrentGenerations":null,"maxDailyGenerations":null},"gen4.5":{"maxConcurrentGenerations":1e308,"maxDailyGenerations":-1e300},"big":{"maxDailyGenerations":5e12},"bad model":{"maxConcurrentGenerations":1,"maxDailyGenerations":1}}},"usage":{"models":{"gen4_turbo":{"dailyGenerations":17}}}}"#;
         let org = organization(body).unwrap();
         assert_eq!(org.credit_balance, 12345.0);
         assert_eq!(org.max_monthly_credit_spend, Some(100000.0));
@@ -655,6 +659,12 @@ mod tests {
         // null is no limit, and so is a number no tier has.
         assert!(org.models.contains(&("veo3".into(), 0.0, None, None)));
         assert!(org.models.contains(&("gen4.5".into(), 0.0, None, None)));
+        assert!(org.models.contains(&("big".into(), 0.0, Some(5e12), None)));
+        let rich = organization(br#"{"creditBalance":2500000000}"#).unwrap();
+        assert_eq!(
+            rich.credit_balance, 2.5e9,
+            "a balance past a task's bound is read"
+        );
         assert!(org.models.iter().any(|m| m.0 == "invalid"));
         let unlimited =
             organization(br#"{"creditBalance":1,"tier":{"maxMonthlyCreditSpend":null}}"#).unwrap();
