@@ -451,12 +451,7 @@ mod tests {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
         for b in blocks {
-            s.feed(b, |l| {
-                out.push(match l {
-                    Line::Complete(l) => String::from_utf8_lossy(l).into_owned(),
-                    Line::TooLong(_) => "<too long>".into(),
-                })
-            });
+            s.feed(b, |l| out.push(text(l)));
         }
         (out, s.pending())
     }
@@ -586,12 +581,7 @@ mod tests {
             let mut s = LineSplitter::new(limit);
             let mut out = Vec::new();
             for b in &blocks {
-                s.feed(b, |l| {
-                    out.push(match l {
-                        Line::Complete(l) => String::from_utf8_lossy(l).into_owned(),
-                        Line::TooLong(_) => "<too long>".into(),
-                    })
-                });
+                s.feed(b, |l| out.push(text(l)));
                 assert!(s.pending() <= limit, "block {block}: {}", s.pending());
             }
             assert_eq!(
@@ -614,6 +604,36 @@ mod tests {
             split(limit, &[&log]),
             (vec!["<too long>".into(), "{\"id\":\"next\"}".into()], 0)
         );
+    }
+
+    fn text(l: Line<'_>) -> String {
+        match l {
+            Line::Complete(l) => String::from_utf8_lossy(l).into_owned(),
+            Line::TooLong(_) => "<too long>".into(),
+        }
+    }
+
+    /// Feeds `log` to a new splitter in blocks of the sizes `cuts` gives in turn, calling
+    /// `each(bytes fed, bytes held)` after every block; what came out, and the splitter.
+    fn feed_in_blocks(
+        limit: usize,
+        log: &[u8],
+        cuts: &[usize],
+        mut each: impl FnMut(usize, usize),
+    ) -> (Vec<String>, LineSplitter) {
+        let mut s = LineSplitter::new(limit);
+        let mut out = Vec::new();
+        let mut fed = 0;
+        for n in cuts.iter().cycle() {
+            if fed == log.len() {
+                break;
+            }
+            let n = (*n).min(log.len() - fed);
+            s.feed(&log[fed..fed + n], |l| out.push(text(l)));
+            fed += n;
+            each(fed, s.pending());
+        }
+        (out, s)
     }
 
     /// A record of the bounded-splitting property test, and what must come out of it.
@@ -662,24 +682,11 @@ mod tests {
                 .map(|(i, k)| bounded_record(*k, i, 60))
                 .unzip();
             let log: String = records.iter().map(|r| format!("{r}\n")).collect();
-            let mut s = LineSplitter::new(limit);
-            let mut out = Vec::new();
-            let (mut fed, mut c) = (0usize, 0usize);
-            while fed < log.len() {
-                let n = cuts[c % cuts.len()].min(log.len() - fed);
-                c += 1;
-                s.feed(&log.as_bytes()[fed..fed + n], |l| match l {
-                    Line::Complete(l) => out.push(String::from_utf8_lossy(l).into_owned()),
-                    Line::TooLong(_) => out.push("<too long>".into()),
-                });
-                fed += n;
-                proptest::prop_assert!(s.pending() <= limit + 1, "held {}", s.pending());
-            }
-            // A record cut short at the very end is complete only when the file ends.
-            s.finish(|l| match l {
-                Line::Complete(l) => out.push(String::from_utf8_lossy(l).into_owned()),
-                Line::TooLong(_) => out.push("<too long at the end>".into()),
+            let (mut out, mut s) = feed_in_blocks(limit, log.as_bytes(), &cuts, |_, held| {
+                assert!(held <= limit + 1, "held {held}");
             });
+            // A record cut short at the very end is complete only when the file ends.
+            s.finish(|l| out.push(text(l)));
             proptest::prop_assert_eq!(out, want);
         }
     }
@@ -709,23 +716,13 @@ mod tests {
                 at += r.len() + 1;
                 ends.push(at);
             }
-            let mut s = LineSplitter::new(1 << 16);
-            let mut out = Vec::new();
-            let (mut fed, mut c) = (0usize, 0usize);
-            while fed < log.len() {
-                let n = cuts[c % cuts.len()].min(log.len() - fed);
-                c += 1;
-                s.feed(&log.as_bytes()[fed..fed + n], |l| match l {
-                    Line::Complete(l) => out.push(String::from_utf8_lossy(l).into_owned()),
-                    Line::TooLong(_) => out.push("<too long>".into()),
-                });
-                fed += n;
-                let checkpoint = fed - s.pending();
-                proptest::prop_assert!(
+            let (out, s) = feed_in_blocks(1 << 16, log.as_bytes(), &cuts, |fed, held| {
+                let checkpoint = fed - held;
+                assert!(
                     checkpoint == 0 || ends.contains(&checkpoint),
-                    "checkpoint {} inside a record", checkpoint
+                    "checkpoint {checkpoint} inside a record"
                 );
-            }
+            });
             proptest::prop_assert_eq!(out, records);
             proptest::prop_assert_eq!(s.pending(), 0);
         }
@@ -736,12 +733,7 @@ mod tests {
         let collect = |limit: usize, blocks: &[&[u8]], finish: bool| {
             let mut s = LineSplitter::new(limit);
             let mut out = Vec::new();
-            let mut push = |l: Line<'_>| {
-                out.push(match l {
-                    Line::Complete(l) => String::from_utf8_lossy(l).into_owned(),
-                    Line::TooLong(_) => "<too long>".into(),
-                })
-            };
+            let mut push = |l: Line<'_>| out.push(text(l));
             for b in blocks {
                 s.feed(b, &mut push);
             }
