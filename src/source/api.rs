@@ -558,8 +558,9 @@ pub async fn run_organization(
         "organization",
         &pipeline,
         &token,
-        || async move { client.get("/v1/organization").await },
-        |l, body| organization(body).map(|org| l.set_organization(org)),
+        || async move { (client.get("/v1/organization").await, ()) },
+        |body, ()| organization(body),
+        crate::ledger::Ledger::set_organization,
     )
     .await;
 }
@@ -572,8 +573,6 @@ pub async fn run_usage(
     token: CancellationToken,
 ) {
     let client = &client;
-    let today = std::sync::Mutex::new(String::new());
-    let today = &today;
     poll_every(
         settings.usage_interval,
         "organization_usage",
@@ -581,34 +580,36 @@ pub async fn run_usage(
         &token,
         || async move {
             let now = std::time::SystemTime::now();
-            let date = utc_day(now);
+            let today = utc_day(now);
             let body = serde_json::json!({
-                "startDate": date,
+                "startDate": today,
                 "beforeDate": utc_day(now + Duration::from_secs(86_400)),
             });
-            *today.lock().unwrap_or_else(|e| e.into_inner()) = date;
-            client.post_json("/v1/organization/usage", &body).await
+            (
+                client.post_json("/v1/organization/usage", &body).await,
+                today,
+            )
         },
-        |l, body| {
-            let date = today.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            usage(body, &date).map(|u| l.set_usage(u))
-        },
+        |body, today| usage(body, &today),
+        crate::ledger::Ledger::set_usage,
     )
     .await;
 }
 
-/// Asks `request` every `interval` (0: never) until cancelled, counts each request under
-/// `endpoint`, and hands a 200's body to `take`, which says whether it could read it.
-async fn poll_every<F, Fut>(
+/// Asks `request` every `interval` (0: never) until cancelled and counts each request
+/// under `endpoint`; a 200's body is `read` (with what the request said of itself), and
+/// what could be read is stored in the ledger.
+async fn poll_every<C, T, F, Fut>(
     interval: Duration,
     endpoint: &str,
     pipeline: &Pipeline,
     token: &CancellationToken,
     request: F,
-    take: impl Fn(&mut crate::ledger::Ledger, &[u8]) -> Option<()>,
+    read: impl Fn(&[u8], C) -> Option<T>,
+    store: impl Fn(&mut crate::ledger::Ledger, T),
 ) where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Answer>,
+    Fut: std::future::Future<Output = (Answer, C)>,
 {
     if interval.is_zero() {
         return;
@@ -621,19 +622,23 @@ async fn poll_every<F, Fut>(
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let answer = tokio::select! {
+        let (answer, context) = tokio::select! {
             _ = token.cancelled() => return,
             a = request() => a,
         };
         let code = answer.code_label().into_owned();
-        let ok = pipeline.with_ledger(|l| {
+        let value = match &answer {
+            Answer::Ok(body) => read(body, context),
+            _ => None,
+        };
+        let ok = value.is_some();
+        pipeline.with_ledger(|l| {
             *l.api_requests
                 .entry((endpoint.to_string(), code.clone()))
                 .or_default() += 1;
             l.touch();
-            match &answer {
-                Answer::Ok(body) => take(l, body).is_some(),
-                _ => false,
+            if let Some(v) = value {
+                store(l, v);
             }
         });
         if !ok && !failing {
