@@ -24,7 +24,8 @@
 //!   its snake_case *alias*, and a value wins over a `null`, so a code is never lost to a
 //!   spelling not looked at.
 //! - **Regex**: a regular expression with named captures `status` (required), `id`,
-//!   `failure_code`, `model`, `credits`, `duration` for plain-text logs.
+//!   `failure_code`, `cost`, `estimated_cost`, `model`, `credits`, `duration` for
+//!   plain-text logs.
 //!
 //! A line that yields no record ends as a [`ParseError`], whose [`ParseError::reason`] is
 //! the `reason` label of `runway_exporter_parse_errors_total`.
