@@ -303,6 +303,9 @@ impl Pipeline {
             self.with_ledger(|l| {
                 l.dead_letter[0] += written;
                 l.dead_letter[1] += failed;
+                // A committed counter: without this, a commit that came first would leave
+                // these unpublished (and lost to a kill -9) until something else changed.
+                l.touch();
             });
         }
     }
@@ -350,18 +353,21 @@ impl Pipeline {
         Ok(Some(totals))
     }
 
-    /// Logs and counts what happened to a source's files.
+    /// Logs and counts what happened to a source's files. Only an event that changes a
+    /// committed or published value marks the ledger changed: the periodic ones of an
+    /// idle source (a rescan that finds the same files) must not cause a commit.
     pub fn event(&self, source: SourceId, event: SourceEvent<'_>) {
         let mut ledger = lock(&self.ledger);
-        let s = ledger.source_mut(source);
-        let name = s.name.clone();
-        match event {
+        let name = ledger.sources[source.0].name.clone();
+        let changed = match event {
             SourceEvent::Opened { path, offset } => {
                 tracing::info!(source = %name, path = %path.display(), offset, "Following file.");
+                false
             }
             SourceEvent::Rotated { path } => {
-                s.rotations += 1;
+                ledger.sources[source.0].rotations += 1;
                 tracing::info!(source = %name, path = %path.display(), "File rotated; reading the new file from the start.");
+                true
             }
             SourceEvent::Truncated {
                 key,
@@ -375,24 +381,39 @@ impl Pipeline {
                     p.offset = 0;
                     p.skipping = false;
                 }
-                ledger.source_mut(source).truncations += 1;
+                ledger.sources[source.0].truncations += 1;
                 tracing::warn!(source = %name, path = %path.display(), size, offset, "File truncated; reading from the start.");
+                true
             }
             SourceEvent::Removed { path } => {
                 tracing::info!(source = %name, path = %path.display(), "File removed; stopped following it.");
+                false
             }
             SourceEvent::Lost { path, offset } => {
                 tracing::warn!(source = %name, path = %path.display(), offset, "Checkpointed file not found: it was rotated away or deleted while the exporter was stopped, and lines after the offset were not read. Add its rotated name to file.rotated to read them.");
+                false
             }
             SourceEvent::FileLimit { path, max_files } => {
-                s.file_limit_hits += 1;
+                ledger.sources[source.0].file_limit_hits += 1;
                 tracing::warn!(source = %name, path = %path.display(), max_files, "Too many matching files; not following this one. Raise max_files or narrow the paths.");
+                true
             }
             SourceEvent::ReadError { path, error } => {
                 tracing::warn!(source = %name, path = %path.display(), error = %error, "Cannot read file; will retry.");
+                false
             }
-            SourceEvent::Tracked { files } => s.files_tracked = files as u64,
-            SourceEvent::Up(up) => s.up = up,
+            SourceEvent::Tracked { files } => {
+                let s = &mut ledger.sources[source.0];
+                let before = std::mem::replace(&mut s.files_tracked, files as u64);
+                before != files as u64
+            }
+            SourceEvent::Up(up) => {
+                let s = &mut ledger.sources[source.0];
+                std::mem::replace(&mut s.up, up) != up
+            }
+        };
+        if changed {
+            ledger.touch();
         }
     }
 }
@@ -446,5 +467,13 @@ mod tests {
             assert_eq!(l.sources[source.0].results[..4], [5000, 0, 0, 5000]);
             assert_eq!(l.sources[source.0].read_bytes, block.len() as u64);
         });
+        // The dead-letter counts are added after the lines' own counts, outside their
+        // lock: a commit that came in between must still see them as a change.
+        let state = tempfile::tempdir().unwrap();
+        assert!(p.commit(state.path()).unwrap().is_some());
+        assert!(p.commit(state.path()).unwrap().is_none(), "nothing changed");
+        p.report_rejected(source, &[(ParseError::InvalidJson, b"x".to_vec(), 1)]);
+        let totals = p.commit(state.path()).unwrap().expect("a change to commit");
+        assert_eq!(totals.dead_letter, [5001, 0]);
     }
 }

@@ -451,6 +451,46 @@ fn a_state_file_written_before_costs_is_read() {
     assert_eq!(sum(&m, "runway_tasks_total", &[]), 25.0);
 }
 
+/// Once caught up, an idle exporter writes nothing: its glob rescans (every 100 ms here)
+/// find the same files, and no commit follows; a new line is committed at once.
+#[test]
+fn an_idle_exporter_does_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = durable_config(dir.path(), "");
+    let mut feed = Feed::new(11);
+    let mut mono = Monotonic::default();
+    let d = Daemon::start(dir.path(), &cfg, &[]);
+    append(&log, &feed.lines(500));
+    let m = wait_counted(&d, &feed, &mut mono);
+    feed.check(&m);
+    // The commit that holds the last lines may still be on its way: take the state as
+    // it stands once a commit has published them.
+    let committed = |m: &str| sample(m, "runway_exporter_last_commit_timestamp_seconds");
+    let state = dir.path().join("state/runway-exporter.state");
+    let modified = || std::fs::metadata(&state).unwrap().modified().unwrap();
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| committed(m).is_some());
+    let (at, written) = (committed(&m), modified());
+    // An observation window of 15 glob intervals and commit intervals, not a wait for
+    // something to happen.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_millis(1500) {
+        let m = d.metrics();
+        assert_eq!(committed(&m), at, "an idle exporter committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        modified(),
+        written,
+        "an idle exporter rewrote its state file"
+    );
+    append(&log, &feed.lines(1));
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| committed(m) != at);
+    assert_ne!(committed(&m), at, "a new line is committed");
+    assert_ne!(modified(), written);
+}
+
 #[test]
 fn a_corrupt_state_file_is_moved_aside_and_the_daemon_starts_fresh() {
     let dir = tempfile::tempdir().unwrap();
