@@ -53,6 +53,21 @@ pub fn build_pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::new(parser, ledger, dead_letter))
 }
 
+/// The API key, when the API source is on (`api.task_list`): a missing or unusable key is
+/// a configuration error, for `run` and `check-config` alike. The error never holds the
+/// key.
+pub fn api_key(settings: &Settings) -> Result<Option<api::ApiKey>, ConfigError> {
+    if settings.api.task_list.is_none() {
+        return Ok(None);
+    }
+    api::ApiKey::load(&settings.api)
+        .map(Some)
+        .map_err(|problem| ConfigError::Invalid {
+            key: "api",
+            problem,
+        })
+}
+
 /// `scan`: reads the files from the start through the pipeline and renders the metrics.
 pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyhow::Result<String> {
     let pipeline = build_pipeline(settings)?;
@@ -361,14 +376,8 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
     }
     // The API source needs its key before anything starts: a missing key is a
     // configuration error (exit 64), and the error never holds the key.
-    let api = match &settings.api.task_list {
-        Some(_) => {
-            let key = api::ApiKey::load(&settings.api).map_err(|problem| ConfigError::Invalid {
-                key: "api",
-                problem,
-            })?;
-            Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?)
-        }
+    let api = match api_key(&settings)? {
+        Some(key) => Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let mut restored = restore(&pipeline, &settings.state.dir);

@@ -463,10 +463,10 @@ impl Settings {
         for p in self.file.paths.iter().chain(&self.file.rotated) {
             glob::Pattern::new(p).map_err(|e| invalid("file.paths", format!("{p:?}: {e}")))?;
         }
-        if self.ledger.dedupe_window > 100_000_000 {
+        if !(1..=100_000_000).contains(&self.ledger.dedupe_window) {
             return Err(invalid(
                 "ledger.dedupe_window",
-                "at most 100000000 (about 2.6 GB)",
+                "from 1 (0 would count every repeated record again) to 100000000 (about 1.9 GB)",
             ));
         }
         if self.dead_letter.path.is_some() && self.dead_letter.max_bytes < 4096 {
@@ -491,8 +491,22 @@ impl Settings {
         if api.min_poll_interval < Duration::from_millis(10) {
             return Err(invalid("api.min_poll_interval", "must be at least 10ms"));
         }
-        if !(api.requests_per_second > 0.0 && api.requests_per_second.is_finite()) {
-            return Err(invalid("api.requests_per_second", "must be more than 0"));
+        if !(0.01..=1000.0).contains(&api.requests_per_second) {
+            return Err(invalid(
+                "api.requests_per_second",
+                "from 0.01 to 1000 (a request every 100 s at least)",
+            ));
+        }
+        if api.request_timeout < Duration::from_millis(100) {
+            return Err(invalid("api.request_timeout", "must be at least 100ms"));
+        }
+        for (key, every) in [
+            ("api.organization_interval", api.organization_interval),
+            ("api.usage_interval", api.usage_interval),
+        ] {
+            if !every.is_zero() && every < Duration::from_millis(100) {
+                return Err(invalid(key, "0s (off) or at least 100ms"));
+            }
         }
         if api.max_in_flight == 0 || api.max_tracked == 0 {
             return Err(invalid(
@@ -704,6 +718,25 @@ mod tests {
                 "state.commit_interval",
             ),
             ("not toml at all [", "config"),
+            ("[ledger]\ndedupe_window = 0", "ledger.dedupe_window"),
+            (
+                "[api]\nrequests_per_second = 1e-300",
+                "api.requests_per_second",
+            ),
+            (
+                "[api]\nrequests_per_second = 1e300",
+                "api.requests_per_second",
+            ),
+            (
+                "[api]\nrequests_per_second = -1.0",
+                "api.requests_per_second",
+            ),
+            ("[api]\nrequest_timeout = \"1ns\"", "api.request_timeout"),
+            ("[api]\nusage_interval = \"1ns\"", "api.usage_interval"),
+            (
+                "[api]\norganization_interval = \"1ms\"",
+                "api.organization_interval",
+            ),
         ];
         for (text, key) in cases {
             let err = load(text, &[], Overrides::default())

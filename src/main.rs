@@ -112,6 +112,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run(o)) => run(o),
         Some(Command::CheckConfig(o)) => {
             let settings = Settings::load(&o)?;
+            // What `run` would refuse, `check-config` refuses too.
+            app::api_key(&settings)?;
             print!("{}", settings.to_toml());
             Ok(())
         }

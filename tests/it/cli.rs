@@ -292,6 +292,27 @@ fn check_config_prints_the_effective_config_or_exits_64() {
     std::fs::write(&cfg, "[ledger]\nmax_models = 7\n").unwrap();
     let (code, _, err) = run(&["--config", c, "--web.listen-address", "nope"], b"");
     assert_eq!(code, 64, "{err}");
+    // The API source without a key: check-config fails exactly as run does, and with
+    // the key it passes without printing it.
+    std::fs::write(
+        &cfg,
+        format!("[api]\ntask_list = \"{}/ids\"\n", dir.path().display()),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check-config", "--config", c], b"");
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("api") && err.contains("RUNWAYML_API_SECRET"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--config", c], b"");
+    assert_eq!(code, 64, "{err}");
+    let (code, out, err) = run_env(
+        &["check-config", "--config", c],
+        &[("RUNWAYML_API_SECRET", "key_check_9f2e")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("key_check_9f2e") && !err.contains("key_check_9f2e"));
 }
 
 #[test]
