@@ -77,10 +77,16 @@ impl ApiKey {
     }
 }
 
+/// Largest answer body read from the API: a task, the organization or a month of usage
+/// is a few KB; a bigger body is refused as it arrives, so memory stays bounded.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
 /// What one request came back with.
 #[derive(Debug)]
 enum Answer {
     Ok(Vec<u8>),
+    /// A 200 whose body passed [`MAX_BODY_BYTES`].
+    TooLarge,
     Status {
         code: u16,
         retry_after: Option<Duration>,
@@ -93,6 +99,7 @@ impl Answer {
     fn code_label(&self) -> Cow<'static, str> {
         match self {
             Answer::Ok(_) => "200".into(),
+            Answer::TooLarge => "too_large".into(),
             Answer::Status { code, .. } => code.to_string().into(),
             Answer::Timeout => "timeout".into(),
             Answer::Failed => "error".into(),
@@ -168,17 +175,34 @@ impl Client {
             .header(reqwest::header::AUTHORIZATION, self.key.bearer())
             .header("X-Runway-Version", &self.version);
         match request.send().await {
-            Ok(r) if r.status().is_success() => match r.bytes().await {
-                Ok(body) => Answer::Ok(body.to_vec()),
-                Err(e) if e.is_timeout() => Answer::Timeout,
-                Err(_) => Answer::Failed,
-            },
+            Ok(r) if r.status().is_success() => read_capped(r).await,
             Ok(r) => Answer::Status {
                 code: r.status().as_u16(),
                 retry_after: retry_after(r.headers()),
             },
             Err(e) if e.is_timeout() => Answer::Timeout,
             Err(_) => Answer::Failed,
+        }
+    }
+}
+
+/// A 200's body, read a chunk at a time up to [`MAX_BODY_BYTES`].
+async fn read_capped(mut r: reqwest::Response) -> Answer {
+    if r.content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Answer::TooLarge;
+    }
+    let mut body = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_BODY_BYTES => {
+                return Answer::TooLarge
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Answer::Ok(body),
+            Err(e) if e.is_timeout() => return Answer::Timeout,
+            Err(_) => return Answer::Failed,
         }
     }
 }
@@ -381,6 +405,12 @@ impl Poller {
                     self.hold_until = self.hold_until.max(now + h);
                 }
                 retry(&mut s, self, hold);
+            }
+            Answer::TooLarge => {
+                let e = crate::record::ParseError::LineTooLong;
+                self.pipeline.with_ledger(|l| l.reject(source, e));
+                tracing::warn!(task = %id, max_bytes = MAX_BODY_BYTES, "The API answered with a body too large to read; retrying.");
+                retry(&mut s, self, None);
             }
             Answer::Status { .. } | Answer::Timeout | Answer::Failed => retry(&mut s, self, None),
         }

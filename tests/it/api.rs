@@ -652,3 +652,79 @@ fn the_api_reports_costs_estimates_limits_and_usage() {
     );
     promtool_check_metrics(&m);
 }
+
+/// An API that answers every request with an endless chunked body (no Content-Length):
+/// the body is refused once it passes the cap, counted and retried like a malformed
+/// answer, and memory stays bounded.
+#[test]
+fn an_oversized_api_body_is_refused_as_it_arrives() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // At most 40 connections, each fed at most 32 MiB: bounded in count and time.
+        for stream in listener.incoming().take(40) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    if stream.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+                for _ in 0..512 {
+                    let sent = write!(stream, "{:x}\r\n", chunk.len())
+                        .and_then(|_| stream.write_all(&chunk))
+                        .and_then(|_| stream.write_all(b"\r\n"));
+                    if sent.is_err() {
+                        return; // the exporter hung up
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"big-1\nbig-2\nbig-3\n");
+    let cfg = format!(
+        "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\n\
+         [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\
+         backoff_base = \"50ms\"\nbackoff_max = \"200ms\"\norganization_interval = \"200ms\"\nusage_interval = \"200ms\"\n",
+        state = dir.path().join("state").display(),
+        list = dir.path().join("tasks.list").display(),
+    );
+    let d = Daemon::start_env(dir.path(), &cfg, &[], &[("RUNWAYML_API_SECRET", KEY)]);
+    let before = d.peak_rss();
+    let too_large = |m: &str, endpoint: &str| {
+        sample(
+            m,
+            &format!(
+                "runway_exporter_api_requests_total{{code=\"too_large\",endpoint=\"{endpoint}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        too_large(m, "tasks") >= 6.0 && too_large(m, "organization") >= 1.0
+    });
+    assert!(too_large(&m, "tasks") >= 6.0, "{m}");
+    assert!(too_large(&m, "organization") >= 1.0);
+    assert!(
+        sample(
+            &m,
+            "runway_exporter_parse_errors_total{reason=\"line_too_long\",source=\"api\"}"
+        )
+        .unwrap_or(0.0)
+            >= 6.0
+    );
+    assert_eq!(
+        sample(&m, "runway_api_tasks_tracked"),
+        Some(3.0),
+        "still polled"
+    );
+    let grown = d.peak_rss().saturating_sub(before);
+    assert!(grown < 24 * 1024 * 1024, "peak RSS grew by {grown} bytes");
+}
