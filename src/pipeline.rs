@@ -41,8 +41,13 @@ pub enum SourceEvent<'a> {
     Removed { path: &'a Path },
     /// A checkpointed file was found neither by the patterns nor by `rotated`.
     Lost { path: &'a Path, offset: u64 },
-    /// A matching file was not followed: `max_files` are followed already.
-    FileLimit { path: &'a Path, max_files: usize },
+    /// Matching files were not followed (`files` more than before, `first` among
+    /// them): `max_files` are followed already.
+    FileLimit {
+        first: &'a Path,
+        files: usize,
+        max_files: usize,
+    },
     /// A file could not be read.
     ReadError {
         path: &'a Path,
@@ -393,9 +398,13 @@ impl Pipeline {
                 tracing::warn!(source = %name, path = %path.display(), offset, "Checkpointed file not found: it was rotated away or deleted while the exporter was stopped, and lines after the offset were not read. Add its rotated name to file.rotated to read them.");
                 false
             }
-            SourceEvent::FileLimit { path, max_files } => {
-                ledger.sources[source.0].file_limit_hits += 1;
-                tracing::warn!(source = %name, path = %path.display(), max_files, "Too many matching files; not following this one. Raise max_files or narrow the paths.");
+            SourceEvent::FileLimit {
+                first,
+                files,
+                max_files,
+            } => {
+                ledger.sources[source.0].file_limit_hits += files as u64;
+                tracing::warn!(source = %name, first = %first.display(), files, max_files, "Too many matching files; not following these. Raise max_files or narrow the paths.");
                 true
             }
             SourceEvent::ReadError { path, error } => {

@@ -398,7 +398,7 @@ impl Poller {
                 s.next = (now + self.settings.auth_retry_interval).max(earliest);
             }
             Answer::Status {
-                code: 429,
+                code: 429 | 503,
                 retry_after: hold,
             } => {
                 if let Some(h) = hold {

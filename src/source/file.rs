@@ -173,21 +173,32 @@ fn end_of_last_line(file: &mut File, len: u64) -> std::io::Result<(u64, bool)> {
 
 /// Expands the patterns: every existing regular file that matches, sorted.
 pub fn expand(patterns: &[String]) -> Vec<PathBuf> {
+    expand_all(patterns).0
+}
+
+/// The paths that match `patterns`, sorted: the regular files (following links), and
+/// the rest (directories, FIFOs, devices), which are never opened: a FIFO would block
+/// the reader in `open`.
+pub fn expand_all(patterns: &[String]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut out = Vec::new();
     for p in patterns {
         match glob::glob(p) {
-            Ok(paths) => out.extend(paths.flatten().filter(|p| p.is_file())),
-            Err(_) => {
-                let path = PathBuf::from(p);
-                if path.is_file() {
-                    out.push(path);
-                }
-            }
+            Ok(paths) => out.extend(paths.flatten()),
+            Err(_) => out.push(PathBuf::from(p)),
         }
     }
     out.sort();
     out.dedup();
-    out
+    let mut other = Vec::new();
+    out.retain(|p| match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            other.push(p.clone());
+            false
+        }
+        Err(_) => false,
+    });
+    (out, other)
 }
 
 /// What a restart knows from the state file.
@@ -227,6 +238,9 @@ pub struct Tailer {
     started: bool,
     last_glob: Option<Instant>,
     refused: usize,
+    /// Matching paths that could not be opened or are not regular files, said once each
+    /// until they can be.
+    unreadable: std::collections::HashSet<PathBuf>,
     /// Checkpointed files not found yet; looked for in the first round only.
     checkpoint: Option<Checkpoint>,
 }
@@ -259,6 +273,7 @@ impl Tailer {
             started: false,
             last_glob: None,
             refused: 0,
+            unreadable: Default::default(),
             checkpoint,
         }
     }
@@ -424,13 +439,37 @@ impl Tailer {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let mut refused = 0;
-        for path in expand(&self.settings.paths) {
+        let mut refused = Vec::new();
+        let (paths, passed_over) = expand_all(&self.settings.paths);
+        for path in passed_over {
+            // Once per path, like a file that cannot be opened.
+            if self.unreadable.insert(path.clone()) {
+                tracing::warn!(source = %self.name, path = %path.display(), "Matches file.paths but is not a regular file (a directory, FIFO or device); not followed.");
+            }
+        }
+        for path in paths {
             if self.files.contains_key(&path) {
                 continue;
             }
-            let Ok(file) = File::open(&path) else {
-                continue;
+            let file = match File::open(&path) {
+                Ok(file) => {
+                    self.unreadable.remove(&path);
+                    file
+                }
+                Err(error) => {
+                    // Once per path until it can be opened: a rescan every few seconds
+                    // must not repeat it.
+                    if self.unreadable.insert(path.clone()) {
+                        self.pipeline.event(
+                            self.source,
+                            SourceEvent::ReadError {
+                                path: &path,
+                                error: &error,
+                            },
+                        );
+                    }
+                    continue;
+                }
             };
             let Ok(meta) = file.metadata() else { continue };
             let id = identity(&meta);
@@ -445,16 +484,7 @@ impl Tailer {
                 continue;
             }
             if self.files.len() >= self.settings.max_files {
-                refused += 1;
-                if refused > self.refused {
-                    self.pipeline.event(
-                        self.source,
-                        SourceEvent::FileLimit {
-                            path: &path,
-                            max_files: self.settings.max_files,
-                        },
-                    );
-                }
+                refused.push(path);
                 continue;
             }
             let start = self.checkpointed(&file, id);
@@ -471,7 +501,18 @@ impl Tailer {
         if !self.started {
             self.resume_rotated();
         }
-        self.refused = refused;
+        // Counted once for each file refused beyond the last rescan's, and said once.
+        if refused.len() > self.refused {
+            self.pipeline.event(
+                self.source,
+                SourceEvent::FileLimit {
+                    first: &refused[0],
+                    files: refused.len() - self.refused,
+                    max_files: self.settings.max_files,
+                },
+            );
+        }
+        self.refused = refused.len();
         self.started = true;
         self.last_glob = Some(Instant::now());
         // Not a change worth a commit by itself: a file found by this expansion is

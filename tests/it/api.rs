@@ -52,6 +52,10 @@ fn timelines() -> Vec<(String, Vec<Step>)> {
             "t-retry-after".into(),
             vec![RetryAfter(1), Task("SUCCEEDED", None)],
         ),
+        (
+            "t-503-retry-after".into(),
+            vec![UnavailableRetryAfter(1), Task("SUCCEEDED", None)],
+        ),
         ("t-429".into(), vec![Status(429), Task("SUCCEEDED", None)]),
         (
             "t-5xx".into(),
@@ -102,11 +106,11 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
     );
 
     let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
-        records(m, "api", "counted") + records(m, "api", "not_found") >= 11.0
+        records(m, "api", "counted") + records(m, "api", "not_found") >= 12.0
     });
-    assert_eq!(records(&m, "api", "counted"), 10.0);
+    assert_eq!(records(&m, "api", "counted"), 11.0);
     assert_eq!(records(&m, "api", "not_found"), 1.0);
-    assert_eq!(records(&m, "task_list", "tracked"), 11.0);
+    assert_eq!(records(&m, "task_list", "tracked"), 12.0);
     assert_eq!(records(&m, "task_list", "duplicate"), 1.0);
     assert_eq!(
         sample(
@@ -137,7 +141,7 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
     );
     assert_eq!(
         sum(&m, "runway_tasks_total", &["status=\"SUCCEEDED\""]),
-        6.0
+        7.0
     );
     assert_eq!(
         sum(&m, "runway_tasks_total", &["status=\"CANCELLED\""]),
@@ -229,10 +233,12 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
         .auth_headers()
         .iter()
         .all(|a| a == &format!("Bearer {KEY}")));
-    // Retry-After: 1 held the task back for a second.
-    let held = &mock.task_requests()["t-retry-after"];
-    let gap = held[1].duration_since(held[0]);
-    assert!(gap >= Duration::from_millis(950), "{gap:?}");
+    // Retry-After: 1 held the task back for a second, after a 429 and after a 503.
+    for id in ["t-retry-after", "t-503-retry-after"] {
+        let held = &mock.task_requests()[id];
+        let gap = held[1].duration_since(held[0]);
+        assert!(gap >= Duration::from_millis(950), "{id}: {gap:?}");
+    }
 
     // The key never reaches the logs, the metrics or check-config.
     d.signal("TERM");

@@ -634,11 +634,14 @@ fn five_million_distinct_ids_keep_memory_and_state_within_the_bounds() {
 #[test]
 fn the_number_of_followed_files_is_capped() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["a.log", "b.log", "c.log"] {
-        append(&dir.path().join(name), b"{\"status\":\"CANCELLED\"}\n");
+    for i in 0..40 {
+        append(
+            &dir.path().join(format!("f{i:02}.log")),
+            b"{\"status\":\"CANCELLED\"}\n",
+        );
     }
     let cfg = config(dir.path(), "max_files = 2\nstart_at = \"beginning\"\n");
-    let d = Daemon::start(dir.path(), &cfg, &[]);
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
     let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
         sum(m, "runway_tasks_total", &["CANCELLED"]) >= 2.0
     });
@@ -646,6 +649,76 @@ fn the_number_of_followed_files_is_capped() {
         sample(&m, "runway_exporter_files_tracked{source=\"file\"}"),
         Some(2.0)
     );
-    assert!(sample(&m, "runway_exporter_file_limit_hits_total{source=\"file\"}").unwrap() >= 1.0);
     assert_eq!(sum(&m, "runway_tasks_total", &["CANCELLED"]), 2.0);
+    // Each refused file counted once, and said in one line, over many rescans (every
+    // 200 ms here): a wait for a state, and then a window in which nothing may change.
+    let hits = |m: &str| sample(m, "runway_exporter_file_limit_hits_total{source=\"file\"}");
+    d.scrape_until(Duration::from_secs(5), |m| hits(m) == Some(38.0));
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_millis(1000) {
+        assert_eq!(hits(&d.metrics()), Some(38.0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let warned = d
+        .logs()
+        .iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Too many matching files")
+        })
+        .count();
+    assert_eq!(warned, 1, "one line for the 38 refused files");
+}
+
+/// A directory and a FIFO that match `file.paths` are not followed and never block the
+/// reader (opening a FIFO waits for a writer); each is said once, and the regular file
+/// beside them is read.
+#[test]
+fn paths_that_are_not_regular_files_are_passed_over_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("app.log"), b"{\"status\":\"CANCELLED\"}\n");
+    std::fs::create_dir(dir.path().join("dir.log")).unwrap();
+    let fifo = dir.path().join("pipe.log");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cfg = config(dir.path(), "start_at = \"beginning\"\n");
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
+        sum(m, "runway_tasks_total", &["CANCELLED"]) >= 1.0
+    });
+    assert_eq!(sum(&m, "runway_tasks_total", &["CANCELLED"]), 1.0);
+    assert_eq!(
+        sample(&m, "runway_exporter_files_tracked{source=\"file\"}"),
+        Some(1.0)
+    );
+    let said = d.wait_log(
+        "Matches file.paths but is not a regular file (a directory, FIFO or device); not followed.",
+        Duration::from_secs(5),
+    );
+    assert!(
+        said.to_string().contains("pipe.log") || said.to_string().contains("dir.log"),
+        "{said}"
+    );
+    // Still reading after many rescans, and each passed-over path said once.
+    append(&dir.path().join("app.log"), b"{\"status\":\"CANCELLED\"}\n");
+    let (m, _) = d.scrape_until(Duration::from_secs(5), |m| {
+        sum(m, "runway_tasks_total", &["CANCELLED"]) >= 2.0
+    });
+    assert_eq!(sum(&m, "runway_tasks_total", &["CANCELLED"]), 2.0);
+    let said = d
+        .logs()
+        .iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Matches file.paths")
+        })
+        .count();
+    assert_eq!(said, 2, "the directory and the FIFO, once each");
 }

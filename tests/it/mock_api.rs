@@ -24,6 +24,8 @@ pub enum Step {
     Status(u16),
     /// 429 with `Retry-After: secs`.
     RetryAfter(u64),
+    /// 503 with `Retry-After: secs`.
+    UnavailableRetryAfter(u64),
     /// 200 with a body that is not JSON.
     Malformed,
     /// The connection is closed without an answer.
@@ -174,11 +176,12 @@ async fn handle(
             StatusCode::from_u16(code).unwrap(),
             r#"{"error":"Injected."}"#.into(),
         ),
-        Step::RetryAfter(secs) => {
-            let mut r = json(
-                StatusCode::TOO_MANY_REQUESTS,
-                r#"{"error":"Too many requests."}"#.into(),
-            );
+        Step::RetryAfter(secs) | Step::UnavailableRetryAfter(secs) => {
+            let status = match step {
+                Step::RetryAfter(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut r = json(status, r#"{"error":"Not now."}"#.into());
             r.headers_mut()
                 .insert("retry-after", secs.to_string().parse().unwrap());
             r
