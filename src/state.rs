@@ -118,6 +118,15 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
         dedupe: ledger.dedupe().len() as u64,
         dedupe_checksum: checksum.digest(),
     };
+    // The writer refuses what the reader would refuse (JSON has no infinity: a
+    // non-finite number is written as null and not read back), so a commit can never
+    // replace a good state file with one that would be moved aside at the next start.
+    let head = serde_json::to_vec(&header).map_err(|e| werr(e.into()))?;
+    if let Err(e) = serde_json::from_slice::<Header>(&head) {
+        return Err(werr(std::io::Error::other(format!(
+            "the state would not read back ({e}); the last good state file is kept"
+        ))));
+    }
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -125,7 +134,7 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
         .open(dir.join(TMP_NAME))
         .map_err(werr)?;
     let mut out = BufWriter::with_capacity(256 * 1024, file);
-    serde_json::to_writer(&mut out, &header).map_err(|e| werr(e.into()))?;
+    out.write_all(&head).map_err(werr)?;
     out.write_all(b"\n").map_err(werr)?;
     for h in ledger.dedupe().hashes() {
         out.write_all(&h.to_le_bytes()).map_err(werr)?;
@@ -157,6 +166,18 @@ impl Pending {
 /// Reads the state file; `Ok(None)` when there is none.
 pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
     let path = dir.join(FILE_NAME);
+    // Only a regular file (or a link to one) is opened: opening a FIFO would block
+    // start-up, and a directory there would make every commit fail.
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => {
+            return Err(StateError::Corrupt {
+                path,
+                problem: "not a regular file (a directory, FIFO or device)".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -372,6 +393,98 @@ mod tests {
                 bytes,
                 "{name}: kept as it was"
             );
+        }
+    }
+
+    #[test]
+    fn a_state_that_would_not_read_back_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = filled();
+        begin(dir.path(), &l).unwrap().finish().unwrap();
+        let good = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        // No input reaches this (numbers are bounded where they are read), but if a bug
+        // ever let one through, the commit fails instead of writing null.
+        l.credits
+            .values_mut()
+            .for_each(|c| c.charged = f64::INFINITY);
+        let e = begin(dir.path(), &l).err().expect("refused");
+        assert!(e.to_string().contains("would not read back"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), good);
+        assert!(read(dir.path()).unwrap().is_some());
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..Default::default() })]
+        /// Whatever numbers the records carry (huge, negative, non-finite, not numbers),
+        /// what is committed reads back and restores to the same totals.
+        #[test]
+        fn any_ledger_round_trips_through_a_commit(
+            values in proptest::collection::vec(
+                prop_oneof![
+                    proptest::num::f64::ANY.prop_map(|v| format!("{v:e}")),
+                    proptest::num::u64::ANY.prop_map(|v| v.to_string()),
+                    proptest::num::i64::ANY.prop_map(|v| v.to_string()),
+                    Just("\"NaN\"".to_string()),
+                    Just("\"-inf\"".to_string()),
+                    Just("1e308".to_string()),
+                    Just("null".to_string()),
+                ],
+                1..40,
+            ),
+        ) {
+            let mut l = ledger();
+            let s = l.add_source("file");
+            let p = RecordParser::new(&FieldMap::default()).unwrap();
+            for (i, v) in values.iter().enumerate() {
+                let status = ["SUCCEEDED", "FAILED", "CANCELLED"][i % 3];
+                let line = format!(
+                    r#"{{"id":"t{i}","status":"{status}","failureCode":"SAFETY.INPUT.TEXT","model":"veo3","credits":{v},"duration":{v},"cost":{{"credits":{v}}}}}"#
+                );
+                match p.parse(line.as_bytes()) {
+                    Ok(r) => l.count(s, &r),
+                    Err(e) => l.reject(s, e),
+                };
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let published = begin(dir.path(), &l).unwrap().finish().unwrap();
+            let state = read(dir.path()).unwrap().unwrap();
+            proptest::prop_assert_eq!(&state.totals, &published);
+            let mut restored = ledger();
+            restored.restore(&state.totals, state.dedupe.iter().copied()).unwrap();
+            proptest::prop_assert_eq!(restored.totals(), l.totals());
+        }
+    }
+
+    #[test]
+    fn a_state_path_that_is_not_a_file_is_moved_aside_without_blocking() {
+        for kind in ["directory", "fifo"] {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join(FILE_NAME);
+            match kind {
+                "directory" => {
+                    std::fs::create_dir(&path).unwrap();
+                    std::fs::write(path.join("inside"), b"x").unwrap();
+                }
+                _ => assert!(std::process::Command::new("mkfifo")
+                    .arg(&path)
+                    .status()
+                    .unwrap()
+                    .success()),
+            }
+            // Opening a FIFO blocks until a writer comes: load must not open it.
+            let dir = d.path().to_path_buf();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(load(&dir).map_err(|e| e.to_string())));
+            let loaded = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{kind}: load blocked"));
+            assert_eq!(loaded.unwrap(), None, "{kind}");
+            assert!(!path.exists(), "{kind}: moved aside");
+            // And a commit can take its place.
+            begin(d.path(), &ledger()).unwrap().finish().unwrap();
+            assert!(read(d.path()).unwrap().is_some(), "{kind}");
         }
     }
 
