@@ -476,11 +476,13 @@ mod tests {
             // Opening a FIFO blocks until a writer comes: load must not open it.
             let dir = d.path().to_path_buf();
             let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || tx.send(load(&dir).map_err(|e| e.to_string())));
-            let loaded = rx
+            std::thread::spawn(move || {
+                tx.send(load(&dir).map(|s| s.is_none()).map_err(|e| e.to_string()))
+            });
+            let fresh = rx
                 .recv_timeout(std::time::Duration::from_secs(10))
                 .unwrap_or_else(|_| panic!("{kind}: load blocked"));
-            assert_eq!(loaded.unwrap(), None, "{kind}");
+            assert_eq!(fresh, Ok(true), "{kind}: a fresh start");
             assert!(!path.exists(), "{kind}: moved aside");
             // And a commit can take its place.
             begin(d.path(), &ledger()).unwrap().finish().unwrap();

@@ -8,9 +8,9 @@
 //! whatever the input.
 //!
 //! A *multi-line object* is what Python's `task.to_json()` and Node's
-//! `JSON.stringify(task, null, 2)` write: a line that starts with `{` in its first column
-//! and does not close it opens an object, and the lines after it belong to it until its
-//! braces and brackets balance (counted outside strings). It is handed over as one
+//! `JSON.stringify(task, null, 2)` write: a line holding only `{` opens an object, and the
+//! lines after it belong to it until its braces and brackets balance (counted outside
+//! strings). It is handed over as one
 //! [`Line::Complete`] spanning those lines, and held like a partial line until it is
 //! complete, so a checkpoint (the read position less what is held) never lands inside
 //! it. Its bound is `max_line_bytes` too: an object that grows past it is reported once
@@ -18,8 +18,8 @@
 //! starting with `{` in the first column inside an open object (pretty-printers indent
 //! everything but the outer braces) means the object was cut short: what was held is
 //! handed over as it is (and rejected by the parser), and the new line starts afresh.
-//! A single-line record ends with `}`: it is told apart by its last byte, so one-line
-//! logs pay nothing for this.
+//! A one-line record never opens an object, whole or cut short, so one-line logs are
+//! split exactly as lines (and pay one look at a line's second byte).
 
 use memchr::memchr;
 
@@ -103,34 +103,26 @@ enum Step {
     Restart,
 }
 
-/// Whether a line opens an object it does not close (its last non-blank byte is not `}`).
+/// Whether a line opens a pretty-printed object: the opening brace alone, as every
+/// pretty-printer writes it. A one-line record (`{"id":...`) never does, whole or cut
+/// short, so one-line logs are split exactly as lines.
 fn opens_object(line: &[u8]) -> bool {
-    if line.first() != Some(&b'{') || line.last() == Some(&b'}') {
-        return false;
-    }
-    let end = line
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .unwrap_or(0);
-    line[end] != b'}'
+    line.first() == Some(&b'{') && line[1..].iter().all(u8::is_ascii_whitespace)
 }
 
 /// Moves the object state on by one complete line.
 fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
     match open {
-        None => {
-            if opens_object(line) {
-                let mut brackets = Brackets::default();
-                if !brackets.line(&[line]) {
-                    *open = Some(Open {
-                        brackets,
-                        skip: false,
-                    });
-                    return Step::Hold;
-                }
-            }
-            Step::Emit
+        None if opens_object(line) => {
+            let mut brackets = Brackets::default();
+            brackets.line(&[line]);
+            *open = Some(Open {
+                brackets,
+                skip: false,
+            });
+            Step::Hold
         }
+        None => Step::Emit,
         Some(_) if line.first() == Some(&b'{') => {
             *open = None;
             Step::Restart
@@ -148,18 +140,12 @@ fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
 
 /// The record at hand went over the bound (and was reported): from now on its rest is
 /// skipped. `line` is what is at hand of its current line, which has ended when
-/// `complete`. An object (or a line that opens one) is skipped until its brackets
-/// balance, or a record starts in the first column; returns whether the rest of the
-/// current line is to be skipped up to its newline.
+/// `complete`. An open object is skipped until its brackets balance, or a record starts
+/// in the first column; returns whether the rest of the current line is to be skipped up
+/// to its newline.
 fn skip_rest(open: &mut Option<Open>, line: &[&[u8]], complete: bool) -> bool {
-    let first = line.iter().find_map(|p| p.first());
-    let o = match open {
-        Some(o) => o,
-        None if first == Some(&b'{') => open.insert(Open {
-            brackets: Brackets::default(),
-            skip: true,
-        }),
-        None => return !complete,
+    let Some(o) = open else {
+        return !complete;
     };
     o.skip = true;
     if o.brackets.line(line) {
@@ -782,13 +768,17 @@ mod tests {
             let out = collect(100, &blocks, false);
             assert_eq!(out, vec!["<too long>", "  {\"id\":\"z\"}"], "block {block}");
         }
-        // A first line over the bound that opens an object: the object is skipped whole,
-        // whatever the cut.
-        let log = format!("{{\"a\": \"{big}\",\n  \"b\": 1\n}}\n{record}\n");
+        // A line that starts like a record is a line, however long and whatever follows
+        // it: only a brace alone opens an object.
+        let log = format!("{{\"a\": \"{big}\",\n  \"b\": 1\n{record}\n");
         for block in [1, 7, 64, log.len()] {
             let blocks: Vec<&[u8]> = log.as_bytes().chunks(block).collect();
             let out = collect(100, &blocks, false);
-            assert_eq!(out, vec!["<too long>", record], "block {block}");
+            assert_eq!(
+                out,
+                vec!["<too long>", "  \"b\": 1", record],
+                "block {block}"
+            );
         }
     }
 
