@@ -661,16 +661,7 @@ fn the_number_of_followed_files_is_capped() {
         assert_eq!(hits(&d.metrics()), Some(38.0));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let warned = d
-        .logs()
-        .iter()
-        .filter(|v| {
-            v["message"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("Too many matching files")
-        })
-        .count();
+    let warned = d.count_logs("Too many matching files");
     assert_eq!(warned, 1, "one line for the 38 refused files");
 }
 
@@ -712,15 +703,6 @@ fn paths_that_are_not_regular_files_are_passed_over_and_said() {
         sum(m, "runway_tasks_total", &["CANCELLED"]) >= 2.0
     });
     assert_eq!(sum(&m, "runway_tasks_total", &["CANCELLED"]), 2.0);
-    let said = d
-        .logs()
-        .iter()
-        .filter(|v| {
-            v["message"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("Matches file.paths")
-        })
-        .count();
+    let said = d.count_logs("Matches file.paths");
     assert_eq!(said, 2, "the directory and the FIFO, once each");
 }

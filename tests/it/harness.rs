@@ -233,6 +233,14 @@ impl Daemon {
     }
 
     /// Log lines received so far.
+    /// How many log lines so far have a message starting with `prefix`.
+    pub fn count_logs(&mut self, prefix: &str) -> usize {
+        self.logs()
+            .iter()
+            .filter(|v| v["message"].as_str().unwrap_or("").starts_with(prefix))
+            .count()
+    }
+
     pub fn logs(&mut self) -> &[serde_json::Value] {
         while let Ok(v) = self.logs.try_recv() {
             self.seen.push(v);
