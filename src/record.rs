@@ -160,10 +160,12 @@ pub enum ParseError {
     LineTooLong,
     #[error("task-list line has no valid task id")]
     InvalidTaskId,
+    #[error("JSON nested deeper than MAX_DEPTH")]
+    TooDeep,
 }
 
 impl ParseError {
-    pub const ALL: [ParseError; 8] = [
+    pub const ALL: [ParseError; 9] = [
         ParseError::EmptyLine,
         ParseError::InvalidUtf8,
         ParseError::InvalidJson,
@@ -172,6 +174,7 @@ impl ParseError {
         ParseError::RegexMismatch,
         ParseError::LineTooLong,
         ParseError::InvalidTaskId,
+        ParseError::TooDeep,
     ];
 
     /// The `reason` label value.
@@ -185,6 +188,7 @@ impl ParseError {
             ParseError::RegexMismatch => "regex_mismatch",
             ParseError::LineTooLong => "line_too_long",
             ParseError::InvalidTaskId => "invalid_task_id",
+            ParseError::TooDeep => "too_deep",
         }
     }
 }
@@ -513,6 +517,9 @@ impl RecordParser {
         // SIMD validation (sonic-rs's own choice for byte input): a third of the cost of
         // `str::from_utf8` on a 330-byte line.
         let text = simdutf8::basic::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
+        if matches!(self.kind, Kind::Json(_)) && too_deep(line) {
+            return Err(ParseError::TooDeep);
+        }
         let mut fields = Captures::default();
         match &self.kind {
             Kind::Json(root) => {
@@ -536,6 +543,44 @@ impl RecordParser {
         }
         build(fields.one_task())
     }
+}
+
+/// Deepest JSON nesting parsed. The parser walks a value it skips one stack frame per
+/// level: a line nested 200,000 deep (400 KB) overflowed even the main thread's stack,
+/// and a tokio worker's at a tenth of that, in a crash loop at the same offset.
+pub const MAX_DEPTH: usize = 512;
+
+/// Whether `line` nests brackets deeper than [`MAX_DEPTH`] (outside strings). A line
+/// shorter than `2 x MAX_DEPTH` bytes cannot, and one with fewer opening brackets than
+/// that is passed after one SIMD count: the usual line costs one comparison.
+fn too_deep(line: &[u8]) -> bool {
+    if line.len() < 2 * MAX_DEPTH || memchr::memchr2_iter(b'[', b'{', line).count() <= MAX_DEPTH {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in line {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `str::trim`, with a fast path for the usual value that starts and ends with a
@@ -1098,6 +1143,52 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.key, "cost");
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_before_the_parser_sees_it() {
+        let deep = |d: usize, key: &str| {
+            format!(
+                r#"{{"id":"d","status":"SUCCEEDED","{key}":{}1{}}}"#,
+                "[".repeat(d),
+                "]".repeat(d)
+            )
+        };
+        // On a thread with a small stack (a tokio worker has 2 MiB): nothing overflows.
+        let lines: Vec<String> = vec![
+            deep(200_000, "x"),
+            deep(MAX_DEPTH + 1, "taskDetails"),
+            deep(MAX_DEPTH + 1, "cost"),
+            format!(
+                r#"{{"status":"SUCCEEDED","x":{}1{}}}"#,
+                "{\"a\":".repeat(300_000),
+                "}".repeat(300_000)
+            ),
+            // At the cap, the parser's own recursion fits a small stack too.
+            deep(MAX_DEPTH - 1, "x"),
+        ];
+        let results = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                let p = json();
+                lines
+                    .iter()
+                    .map(|l| p.parse(l.as_bytes()).map(|r| r.status))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let mut want = vec![Err(ParseError::TooDeep); 4];
+        want.push(Ok(Status::Succeeded));
+        assert_eq!(results, want);
+        // Brackets inside strings do not count.
+        let p = json();
+        let in_string = format!(r#"{{"status":"SUCCEEDED","x":"{}"}}"#, "[".repeat(5000));
+        assert_eq!(
+            p.parse(in_string.as_bytes()).map(|r| r.status),
+            Ok(Status::Succeeded)
+        );
     }
 
     #[test]

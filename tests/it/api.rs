@@ -734,3 +734,48 @@ fn an_oversized_api_body_is_refused_as_it_arrives() {
     let grown = d.peak_rss().saturating_sub(before);
     assert!(grown < 24 * 1024 * 1024, "peak RSS grew by {grown} bytes");
 }
+
+/// A task body nested far too deep is a rejected answer, retried; the poller goes on and
+/// counts the task when it answers sanely.
+#[test]
+fn a_deeply_nested_api_body_is_rejected_not_a_crash() {
+    use Step::*;
+    let deep: &'static str = Box::leak(
+        format!(
+            r#"{{"id":"deep-1","status":"RUNNING","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        )
+        .into_boxed_str(),
+    );
+    let mock = MockApi::start(
+        KEY,
+        vec![(
+            "deep-1".to_string(),
+            vec![
+                Json(deep),
+                Json(r#"{"id":"deep-1","status":"SUCCEEDED","cost":{"credits":5}}"#),
+            ],
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"deep-1\n");
+    let d = Daemon::start_env(
+        dir.path(),
+        &api_config(dir.path(), &mock, ""),
+        &[],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 1.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "runway_exporter_parse_errors_total{reason=\"too_deep\",source=\"api\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(get(d.addr, "/-/healthy").unwrap().0, 200);
+}

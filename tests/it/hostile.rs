@@ -63,6 +63,17 @@ fn hostile_log_is_counted_capped_and_survived() {
         b"{\"id\":\"good\",\"status\":\"FAILED\",\"failureCode\":\"ASSET.INVALID\"}\n",
         1,
     );
+    // A line nested 100,000 deep (200 KB, under max_line_bytes): rejected, not a stack
+    // overflow and a crash loop at the same offset.
+    w(
+        format!(
+            "{{\"id\":\"deep\",\"status\":\"SUCCEEDED\",\"x\":{}{}}}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        )
+        .as_bytes(),
+        1,
+    );
     // An object opened over several lines and never closed: 2.5 MB of its lines (with
     // brackets in strings), one rejected record, then a record read as usual.
     w(b"{\n", 0);
@@ -98,6 +109,7 @@ fn hostile_log_is_counted_capped_and_survived() {
         2.0,
         "the 10 MB line and the open object"
     );
+    assert_eq!(err("too_deep"), 1.0);
     assert_eq!(
         sum(&m, "runway_exporter_records_total", &["result=\"counted\""]),
         5002.0
