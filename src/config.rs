@@ -520,8 +520,112 @@ impl Settings {
                 "must be more than 0 and at most api.backoff_max",
             ));
         }
+        self.check_ranges()?;
         self.failure_table()?;
         self.pricing()?;
+        Ok(())
+    }
+
+    /// The bounds of the settings not checked above: each in a range that works, so
+    /// that a typo (a lost unit, a zero too many) is refused with the key named instead
+    /// of hanging, spinning or exhausting memory.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let ms = Duration::from_millis;
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let durations = [
+            (
+                "web.header_read_timeout",
+                self.web.header_read_timeout,
+                ms(100),
+                hours(1),
+            ),
+            (
+                "state.commit_interval",
+                self.state.commit_interval,
+                ms(10),
+                hours(1),
+            ),
+            (
+                "state.shutdown_grace",
+                self.state.shutdown_grace,
+                ms(100),
+                hours(1),
+            ),
+            (
+                "file.poll_interval",
+                self.file.poll_interval,
+                ms(10),
+                hours(1),
+            ),
+            (
+                "file.glob_interval",
+                self.file.glob_interval,
+                ms(10),
+                hours(24),
+            ),
+            ("file.rotate_wait", self.file.rotate_wait, ms(0), hours(24)),
+            (
+                "api.poll_interval",
+                self.api.poll_interval,
+                ms(10),
+                hours(24),
+            ),
+            ("api.backoff_max", self.api.backoff_max, ms(1), hours(24)),
+            (
+                "api.auth_retry_interval",
+                self.api.auth_retry_interval,
+                ms(10),
+                hours(24),
+            ),
+            (
+                "api.max_task_age",
+                self.api.max_task_age,
+                ms(1000),
+                hours(24 * 90),
+            ),
+            (
+                "api.request_timeout",
+                self.api.request_timeout,
+                ms(100),
+                hours(1),
+            ),
+        ];
+        for (key, value, min, max) in durations {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value:?} is not from {min:?} to {max:?}"),
+                ));
+            }
+        }
+        let counts = [
+            ("web.max_connections", self.web.max_connections, 1, 100_000),
+            ("file.max_line_bytes", self.file.max_line_bytes, 64, 1 << 30),
+            ("file.max_files", self.file.max_files, 1, 100_000),
+            (
+                "ledger.max_failure_codes",
+                self.ledger.max_failure_codes,
+                0,
+                100_000,
+            ),
+            ("ledger.max_models", self.ledger.max_models, 0, 100_000),
+            (
+                "dead_letter.max_line_bytes",
+                self.dead_letter.max_line_bytes,
+                1,
+                1 << 30,
+            ),
+            ("api.max_in_flight", self.api.max_in_flight, 1, 10_000),
+            ("api.max_tracked", self.api.max_tracked, 1, 100_000_000),
+        ];
+        for (key, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key, format!("{value} is not from {min} to {max}")));
+            }
+        }
+        if self.dead_letter.max_bytes > 1 << 40 {
+            return Err(invalid("dead_letter.max_bytes", "at most 1 TiB"));
+        }
         Ok(())
     }
 
@@ -736,6 +840,22 @@ mod tests {
             (
                 "[api]\norganization_interval = \"1ms\"",
                 "api.organization_interval",
+            ),
+            (
+                "[web]\nheader_read_timeout = \"0s\"",
+                "web.header_read_timeout",
+            ),
+            ("[web]\nmax_connections = 10000000", "web.max_connections"),
+            ("[state]\nshutdown_grace = \"100d\"", "state.shutdown_grace"),
+            (
+                "[file]\nmax_line_bytes = 10000000000000",
+                "file.max_line_bytes",
+            ),
+            ("[ledger]\nmax_models = 1000000000", "ledger.max_models"),
+            ("[api]\nmax_task_age = \"0s\"", "api.max_task_age"),
+            (
+                "[dead_letter]\nmax_line_bytes = 0",
+                "dead_letter.max_line_bytes",
             ),
         ];
         for (text, key) in cases {
