@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Api;
 use crate::ledger::{LineResult, Organization, SourceId, Usage};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, SourceEvent};
 use crate::record::{FieldMap, RecordParser};
 
 /// The source name of the poller, the `source` label of its metrics.
@@ -308,7 +308,7 @@ impl Poller {
         if self.down == up {
             self.down = !up;
             let source = self.source;
-            self.pipeline.with_ledger(|l| l.source_mut(source).up = up);
+            self.pipeline.event(source, SourceEvent::Up(up));
             if up {
                 tracing::info!("The Runway API accepts the requests again.");
             }
@@ -446,7 +446,7 @@ pub async fn run(mut p: Poller, token: CancellationToken) {
     // How often tracked tasks are looked for when nothing else wakes the loop.
     let resync = p.settings.min_poll_interval.min(Duration::from_millis(500));
     let source = p.source;
-    p.pipeline.with_ledger(|l| l.source_mut(source).up = true);
+    p.pipeline.event(source, SourceEvent::Up(true));
     loop {
         let now = Instant::now();
         p.sync(now);
@@ -479,7 +479,7 @@ pub async fn run(mut p: Poller, token: CancellationToken) {
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
-    p.pipeline.with_ledger(|l| l.source_mut(source).up = false);
+    p.pipeline.event(source, SourceEvent::Up(false));
 }
 
 /// The part of `GET /v1/organization` that becomes gauges. A limit that is `null` (or
