@@ -12,13 +12,12 @@
 //! ```
 //!
 //! Unknown keys are refused rather than ignored: a security setting the exporter does
-//! not understand must not be silently dropped. Basic auth applies to every path. A
-//! password checked once is remembered (by a hash of user, password and bcrypt hash),
-//! so a scrape every few seconds does not pay bcrypt's cost each time.
+//! not understand must not be silently dropped. Basic auth applies to every path; a bcrypt
+//! cost above [`MAX_BCRYPT_COST`] is refused.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine;
 use rustls::pki_types::pem::PemObject;
@@ -52,56 +51,46 @@ struct TlsFile {
     client_ca_file: Option<PathBuf>,
 }
 
-/// Basic-auth users and the passwords already checked.
+/// Basic-auth users and their bcrypt hashes. Checking a password is
+/// [`crate::http`]'s: bcrypt is slow on purpose and runs on threads of its own.
+#[derive(Debug)]
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
-    verified: Mutex<HashSet<u64>>,
 }
 
-/// At most this many checked credentials are remembered.
-const MAX_VERIFIED: usize = 1024;
+/// The highest bcrypt cost a web config may use. Each wrong password costs one bcrypt
+/// check: at cost 12 that is about a quarter of a second of one core, and every step up
+/// doubles it (cost 31 is days), which would let a few requests freeze the endpoint.
+pub const MAX_BCRYPT_COST: u32 = 12;
 
 impl BasicAuth {
-    /// Whether an `Authorization` header holds a user's right password. bcrypt is
-    /// slow on purpose: call this off the async workers.
-    pub fn check(&self, header: Option<&str>) -> bool {
-        let Some((user, password)) = header
-            .and_then(|h| h.strip_prefix("Basic "))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|s| {
-                s.split_once(':')
-                    .map(|(u, p)| (u.to_string(), p.to_string()))
-            })
-        else {
-            return false;
-        };
-        let Some(hash) = self.users.get(&user) else {
-            return false;
-        };
-        let key = xxhash_rust::xxh3::xxh3_64(format!("{user}\0{password}\0{hash}").as_bytes());
-        if self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key)
-        {
-            return true;
-        }
-        let ok = bcrypt::verify(&password, hash).unwrap_or(false);
-        if ok {
-            let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if v.len() >= MAX_VERIFIED {
-                v.clear();
-            }
-            v.insert(key);
-        }
-        ok
+    /// The user and password of an `Authorization: Basic` header.
+    pub fn credentials(header: Option<&str>) -> Option<(String, String)> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(header?.strip_prefix("Basic ")?.trim())
+            .ok()?;
+        let (user, password) = String::from_utf8(raw)
+            .ok()?
+            .split_once(':')
+            .map(|(u, p)| (u.to_string(), p.to_string()))?;
+        Some((user, password))
     }
+
+    /// A user's bcrypt hash.
+    pub fn hash(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(String::as_str)
+    }
+}
+
+/// The cost of a bcrypt hash (`$2y$10$...` is 10), when it is one.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    let rest = ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .find_map(|p| hash.strip_prefix(p))?;
+    let (cost, salted) = rest.split_once('$')?;
+    (cost.len() == 2 && salted.len() == 53)
+        .then(|| cost.parse().ok())
+        .flatten()
 }
 
 /// What the endpoint enforces.
@@ -138,14 +127,19 @@ impl WebSecurity {
         }
         let file: File = serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
         for (user, hash) in &file.basic_auth_users {
-            if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
-                return Err(err(format!("basic_auth_users.{user}: not a bcrypt hash")));
+            match bcrypt_cost(hash) {
+                None => return Err(err(format!("basic_auth_users.{user}: not a bcrypt hash"))),
+                Some(cost) if cost > MAX_BCRYPT_COST => {
+                    return Err(err(format!(
+                        "basic_auth_users.{user}: bcrypt cost {cost} is above the limit of {MAX_BCRYPT_COST} (every wrong password costs one check; make the hash with htpasswd -nBC {MAX_BCRYPT_COST} or lower)"
+                    )))
+                }
+                Some(_) => {}
             }
         }
         let auth = (!file.basic_auth_users.is_empty()).then(|| {
             Arc::new(BasicAuth {
                 users: file.basic_auth_users,
-                verified: Mutex::new(HashSet::new()),
             })
         });
         let tls = match file.tls_server_config {
@@ -214,23 +208,51 @@ mod tests {
     }
 
     #[test]
-    fn basic_auth_checks_bcrypt_and_remembers() {
+    fn basic_auth_reads_users_and_headers() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let w = load(&format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
         let auth = w.auth.unwrap();
-        let header = |u: &str, p: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-            )
-        };
-        assert!(auth.check(Some(&header("alice", "s3cret"))));
-        assert!(auth.check(Some(&header("alice", "s3cret"))), "remembered");
-        assert!(!auth.check(Some(&header("alice", "wrong"))));
-        assert!(!auth.check(Some(&header("bob", "s3cret"))));
-        assert!(!auth.check(Some("Bearer x")));
-        assert!(!auth.check(None));
+        assert_eq!(auth.hash("alice"), Some(hash.as_str()));
+        assert_eq!(auth.hash("bob"), None);
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:pa:ss")
+        );
+        assert_eq!(
+            BasicAuth::credentials(Some(&header)),
+            Some(("alice".into(), "pa:ss".into()))
+        );
+        for bad in [
+            None,
+            Some("Bearer x"),
+            Some("Basic !!!"),
+            Some("Basic YWxpY2U="),
+        ] {
+            assert_eq!(BasicAuth::credentials(bad), None, "{bad:?}");
+        }
         assert!(w.tls.is_none());
+    }
+
+    #[test]
+    fn a_bcrypt_cost_above_the_ceiling_is_refused() {
+        let salt = "a".repeat(53);
+        for cost in [4, 10, MAX_BCRYPT_COST] {
+            let text = format!("basic_auth_users:\n  alice: '$2y${cost:02}${salt}'\n");
+            assert!(load(&text).is_ok(), "cost {cost}");
+        }
+        for cost in [MAX_BCRYPT_COST + 1, 31] {
+            let text = format!("basic_auth_users:\n  alice: '$2y${cost:02}${salt}'\n");
+            let e = load(&text).err().expect("refused").to_string();
+            assert!(
+                e.contains(&format!("bcrypt cost {cost} is above the limit of 12")),
+                "{e}"
+            );
+        }
+        for malformed in ["$2y$1$x", "$2y$xx$", "$2y$10$short"] {
+            let text = format!("basic_auth_users:\n  alice: '{malformed}'\n");
+            let e = load(&text).err().expect("refused").to_string();
+            assert!(e.contains("not a bcrypt hash"), "{e}");
+        }
     }
 
     #[test]

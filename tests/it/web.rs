@@ -306,3 +306,250 @@ fn sighup_reloads_the_web_config() {
     );
     assert_eq!(get_with_auth(d.addr, &basic("prometheus", "two")), 200);
 }
+
+/// A slowloris client: a connection that sends the start of a request, then one header
+/// line at a time, and never finishes.
+struct Dripper {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    /// Times the server closed it.
+    closed: usize,
+}
+
+impl Dripper {
+    fn open(addr: SocketAddr) -> Dripper {
+        let mut d = Dripper {
+            addr,
+            stream: None,
+            closed: 0,
+        };
+        d.reconnect();
+        d
+    }
+
+    fn reconnect(&mut self) {
+        self.stream = TcpStream::connect(self.addr).ok().and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").ok()?;
+            Some(s)
+        });
+    }
+
+    /// One more header line; a connection the server closed is opened again, as an
+    /// attacker would.
+    fn drip(&mut self) {
+        let sent = self
+            .stream
+            .as_mut()
+            .is_some_and(|s| s.write_all(b"X-Drip: 1\r\n").is_ok());
+        if !sent {
+            self.closed += 1;
+            self.reconnect();
+        }
+    }
+}
+
+#[test]
+fn two_hundred_slowloris_connections_do_not_delay_a_scrape() {
+    // The README's claim, with its defaults: web.max_connections 64,
+    // web.header_read_timeout 10 s.
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    let mut drippers: Vec<Dripper> = (0..200).map(|_| Dripper::open(d.addr)).collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        drippers.iter_mut().for_each(Dripper::drip);
+        let t = Instant::now();
+        let (status, body) = get(d.addr, "/metrics").unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(status, 200);
+        assert!(body.contains("runway_tasks_total"));
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a scrape took {slowest:?} beside 200 slowloris connections"
+    );
+    // They were really there: the server had to close some of them to make room.
+    let closed: usize = drippers.iter().map(|d| d.closed).sum();
+    assert!(closed >= 100, "only {closed} slow connections were closed");
+}
+
+#[test]
+fn the_tls_handshake_and_the_first_headers_share_one_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let cert = write(dir.path(), "server.crt", &pki.server.0);
+    let key = write(dir.path(), "server.key", &pki.server.1);
+    let web = write(
+        dir.path(),
+        "web.yml",
+        &format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"),
+    );
+    let cfg =
+        config(dir.path(), "").replace("[state]", "[web]\nheader_read_timeout = \"2s\"\n[state]");
+    let d = Daemon::start(dir.path(), &cfg, &["--web.config.file", &web]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        let connected = Instant::now();
+        // The attack: most of the deadline spent before the handshake starts...
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let name = ServerName::IpAddress(d.addr.ip().into());
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        // ...then headers that never end.
+        tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let end = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await;
+        assert!(end.is_ok(), "the connection was never closed");
+        connected.elapsed()
+    });
+    // One deadline: closed 2 s after the accept. Two in a row would be 1.5 + 2 s.
+    assert!(
+        held < Duration::from_millis(3000),
+        "a slow handshake and slow headers held the connection {held:?}"
+    );
+    assert!(held >= Duration::from_millis(1500));
+}
+
+#[test]
+fn a_flood_of_wrong_passwords_starves_neither_scrapes_nor_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Cost 10, what htpasswd -B makes: about 50-100 ms of a core per check.
+    let hash = bcrypt::hash("right-pass", 10).unwrap();
+    let web = write(
+        dir.path(),
+        "web.yml",
+        &format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
+    );
+    let d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), ""),
+        &["--web.config.file", &web],
+    );
+    let right = format!("Authorization: {}\r\n", basic("prometheus", "right-pass"));
+    let scrape = || {
+        let t = Instant::now();
+        let (head, body) = get_raw(d.addr, "/metrics", &right).unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        (String::from_utf8(body).unwrap(), t.elapsed())
+    };
+    // The scraper is known before the flood, as a Prometheus scraping for a while is.
+    scrape();
+    let log = dir.path().join("app.log");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood_for = Duration::from_secs(10);
+    let flooders: Vec<_> = (0..8)
+        .map(|t| {
+            let (addr, stop) = (d.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut answers = std::collections::BTreeMap::<String, u32>::new();
+                let started = Instant::now();
+                // Up to 100 requests a second each, 800 in all: more than three times
+                // the flood that froze the daemon before (3,000 in 13 s), without the
+                // flooders themselves taking the two cores the daemon runs on.
+                for i in 0..1_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || started.elapsed() > flood_for
+                    {
+                        break;
+                    }
+                    let due = started + Duration::from_millis(10) * i;
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let wrong = format!(
+                        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+                        basic("prometheus", &format!("guess-{t}-{i}"))
+                    );
+                    // Half the flooders hang up at once, half wait 100 ms for an answer.
+                    let status = flood_once(addr, &wrong, t % 2 == 0);
+                    *answers.entry(status).or_default() += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut slowest_scrape, mut slowest_count, mut rounds) = (Duration::ZERO, Duration::ZERO, 0);
+    while started.elapsed() < flood_for - Duration::from_secs(1) {
+        rounds += 1;
+        append(
+            &log,
+            format!("{{\"id\":\"t{rounds}\",\"status\":\"SUCCEEDED\"}}\n").as_bytes(),
+        );
+        let appended = Instant::now();
+        loop {
+            let (m, took) = scrape();
+            slowest_scrape = slowest_scrape.max(took);
+            if sum(&m, "runway_tasks_total", &["status=\"SUCCEEDED\""]) == rounds as f64 {
+                break;
+            }
+            assert!(
+                appended.elapsed() < Duration::from_secs(5),
+                "a line appended during the flood was not counted within 5 s"
+            );
+        }
+        slowest_count = slowest_count.max(appended.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = std::collections::BTreeMap::<String, u32>::new();
+    for f in flooders {
+        for (status, n) in f.join().unwrap() {
+            *answers.entry(status).or_default() += n;
+        }
+    }
+    let refused =
+        answers.get("401").copied().unwrap_or(0) + answers.get("429").copied().unwrap_or(0);
+    assert!(
+        refused >= 500,
+        "the flood was too weak to show anything: {answers:?}"
+    );
+    assert_eq!(
+        answers.get("200"),
+        None,
+        "a wrong password got in: {answers:?}"
+    );
+    assert!(rounds >= 5, "{rounds} rounds");
+    assert!(
+        slowest_scrape < Duration::from_secs(1),
+        "a right-password scrape took {slowest_scrape:?} during the flood ({answers:?})"
+    );
+    assert!(
+        slowest_count < Duration::from_secs(2),
+        "counting a line took {slowest_count:?} during the flood ({answers:?})"
+    );
+}
+
+/// Sends one request; the status answered, or why there is none.
+fn flood_once(addr: SocketAddr, request: &str, hang_up: bool) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return "connect failed".into();
+    };
+    if s.write_all(request.as_bytes()).is_err() {
+        return "write failed".into();
+    }
+    if hang_up {
+        return "hung up".into();
+    }
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    match s.read_exact(&mut head) {
+        Ok(()) => String::from_utf8_lossy(&head[9..12]).into_owned(),
+        Err(_) => "gave up".into(),
+    }
+}

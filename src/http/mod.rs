@@ -1,16 +1,17 @@
 //! The HTTP endpoints, on hyper 1.x: the metrics, `/` (a landing page), `/-/healthy` and
 //! `/-/ready` (503 until the sources are running).
 //!
-//! Connections are bounded (`max_connections`, further ones wait to be accepted) and a
-//! client must send its request headers within `header_read_timeout`, so a slow client
-//! cannot hold the endpoint. On shutdown the listener closes and open connections are
-//! given the grace period to finish.
+//! The connections themselves (limits, TLS, basic auth) are [`server`]'s; bcrypt checks
+//! run on [`passwords`]' own threads.
+
+mod passwords;
+mod server;
+
+pub use server::{serve, Limits};
 
 use std::convert::Infallible;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,11 +20,7 @@ use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 /// What the endpoints serve.
 pub struct HttpState {
@@ -196,7 +193,7 @@ impl hyper::body::Body for Chunks {
     }
 }
 
-fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Chunks>,
@@ -266,132 +263,5 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
             "text/plain; charset=utf-8",
             "Not found.\n",
         ),
-    }
-}
-
-/// Limits on clients.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub grace: Duration,
-}
-
-/// Serves until `token` is cancelled, then lets open connections finish within the
-/// grace period. With TLS, the handshake must also finish within
-/// `header_read_timeout`; with basic auth, every path needs the password.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<HttpState>,
-    limits: Limits,
-    token: CancellationToken,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let permit = tokio::select! {
-            _ = token.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            _ = token.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little instead of spinning.
-                    tracing::warn!(error = %e, "Cannot accept a connection.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let security = state
-            .security
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let state = state.clone();
-        let auth = security.auth.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (state, auth) = (state.clone(), auth.clone());
-            async move {
-                if let Some(auth) = auth {
-                    let header = req
-                        .headers()
-                        .get(hyper::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    // bcrypt is slow on purpose: off the async workers.
-                    let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
-                        .await
-                        .unwrap_or(false);
-                    if !ok {
-                        let mut r = respond(
-                            StatusCode::UNAUTHORIZED,
-                            "text/plain; charset=utf-8",
-                            "Unauthorized.\n",
-                        );
-                        r.headers_mut().insert(
-                            hyper::header::WWW_AUTHENTICATE,
-                            HeaderValue::from_static("Basic realm=\"runway-exporter\""),
-                        );
-                        return Ok::<_, Infallible>(r);
-                    }
-                }
-                Ok::<_, Infallible>(handle(&state, &req))
-            }
-        });
-        let builder = {
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(64 * 1024);
-            b
-        };
-        match security.tls.clone() {
-            None => {
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error.");
-                    }
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                let watcher = graceful.watcher();
-                let handshake_timeout = limits.header_read_timeout;
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed.");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(peer = %peer, "TLS handshake too slow; connection closed.");
-                            return;
-                        }
-                    };
-                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
-                    if let Err(e) = conn.await {
-                        tracing::debug!(peer = %peer, error = %e, "HTTPS connection ended with an error.");
-                    }
-                    drop(permit);
-                });
-            }
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(limits.grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("HTTP connections still open after the grace period; closing them.");
     }
 }
