@@ -551,11 +551,62 @@ pub(crate) fn model_label(model: Option<&str>) -> &str {
 }
 
 /// Counters of task outcomes and of the exporter itself, as plain numbers.
+///
+/// What a commit holds is in [`Committed`], behind [`Tracked`]: read through `Deref`
+/// (`ledger.positions`), changed only through [`Ledger::committed_mut`] and the
+/// methods here, every one of which goes through `Tracked`'s `DerefMut`. So every
+/// change marks the ledger changed by construction, and a field added to `Committed`
+/// is covered without a line more. A value kept outside it is not committed, with one
+/// documented exception, `scanned_at`, which rides along with the next commit. A debug
+/// build checks at every commit it skips that the state is indeed unchanged
+/// ([`crate::pipeline::Pipeline::commit`]), so a test that changes a committed value
+/// some other way fails.
 #[derive(Debug)]
 pub struct Ledger {
     table: Arc<Table>,
     pricing: Arc<Pricing>,
     limits: Limits,
+    book: Tracked<Committed>,
+    /// When the file patterns were last expanded (Unix seconds): a file not among the
+    /// positions was not there then. Committed with the rest but never a reason for a
+    /// commit: a rescan that finds the same files changes nothing that matters.
+    scanned_at: std::collections::BTreeMap<String, f64>,
+}
+
+/// A value whose every mutable borrow counts as a change: [`Tracked::generation`]
+/// grows with each `deref_mut`, so no writer can forget to say it changed something. A
+/// writer that wants a no-op to stay one reads first (through `Deref`).
+#[derive(Debug, Default)]
+pub struct Tracked<T> {
+    value: T,
+    generation: u64,
+}
+
+impl<T> Tracked<T> {
+    /// A number that grows with every mutable borrow.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl<T> std::ops::Deref for Tracked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Tracked<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.generation = self.generation.wrapping_add(1);
+        &mut self.value
+    }
+}
+
+/// Everything the ledger commits (but `scanned_at`): counters, label interning, the
+/// dedupe window, file positions, the API source's tasks.
+#[derive(Debug)]
+pub struct Committed {
     dedupe: DedupeWindow,
     codes: Interner,
     code_info: Vec<CodeInfo>,
@@ -579,17 +630,19 @@ pub struct Ledger {
     pub sources: Vec<SourceTotals>,
     /// Followed files and how far they are counted.
     pub positions: std::collections::BTreeMap<FileKey, Position>,
-    /// When the file patterns were last expanded (Unix seconds): a file not among
-    /// the positions was not there then.
-    pub scanned_at: std::collections::BTreeMap<String, f64>,
     /// Tasks the API source polls, by id.
     pub api_tasks: std::collections::BTreeMap<String, ApiTask>,
     /// Requests to the Runway API by `(endpoint, code)`.
     pub api_requests: std::collections::BTreeMap<(String, String), u64>,
     pub organization: Option<Organization>,
     pub usage: Option<Usage>,
-    /// Grows with every change, so that an unchanged ledger need not be committed.
-    generation: u64,
+}
+
+impl std::ops::Deref for Ledger {
+    type Target = Committed;
+    fn deref(&self) -> &Committed {
+        &self.book
+    }
 }
 
 impl Ledger {
@@ -601,31 +654,35 @@ impl Ledger {
         );
         let models = Interner::with_exempt([UNKNOWN_MODEL, INVALID_MODEL, OTHER]);
         let mut ledger = Ledger {
-            dedupe: DedupeWindow::new(limits.dedupe_window),
             table,
             pricing,
             limits,
-            codes,
-            code_info: Vec::new(),
-            models,
-            tasks: FxHashMap::default(),
-            failures: FxHashMap::default(),
-            credits: FxHashMap::default(),
-            credits_lost: FxHashMap::default(),
-            cost_mismatches: FxHashMap::default(),
-            invalid_numbers: 0,
-            credits_unpriced: [0; 2],
-            unknown_failure_codes: 0,
-            label_overflow: [0; 2],
-            dead_letter: [0; 2],
-            sources: Vec::new(),
-            positions: Default::default(),
+            book: Tracked {
+                value: Committed {
+                    dedupe: DedupeWindow::new(limits.dedupe_window),
+                    codes,
+                    code_info: Vec::new(),
+                    models,
+                    tasks: FxHashMap::default(),
+                    failures: FxHashMap::default(),
+                    credits: FxHashMap::default(),
+                    credits_lost: FxHashMap::default(),
+                    cost_mismatches: FxHashMap::default(),
+                    invalid_numbers: 0,
+                    credits_unpriced: [0; 2],
+                    unknown_failure_codes: 0,
+                    label_overflow: [0; 2],
+                    dead_letter: [0; 2],
+                    sources: Vec::new(),
+                    positions: Default::default(),
+                    api_tasks: Default::default(),
+                    api_requests: Default::default(),
+                    organization: None,
+                    usage: None,
+                },
+                generation: 0,
+            },
             scanned_at: Default::default(),
-            api_tasks: Default::default(),
-            api_requests: Default::default(),
-            organization: None,
-            usage: None,
-            generation: 0,
         };
         ledger.sync_code_info();
         ledger.export_zeroes();
@@ -634,13 +691,14 @@ impl Ledger {
 
     /// Classifies interned codes that have no info yet.
     fn sync_code_info(&mut self) {
-        for label in &self.codes.names[self.code_info.len()..] {
+        let book = &mut *self.book;
+        for label in &book.codes.names[book.code_info.len()..] {
             let class = if label == OTHER || label == crate::classify::INVALID {
                 self.table.classify(&NormalizedCode::Invalid)
             } else {
                 self.table.classify_code(label)
             };
-            self.code_info.push(CodeInfo {
+            book.code_info.push(CodeInfo {
                 label: label.clone(),
                 category: class.category,
                 retry: class.retry,
@@ -652,12 +710,13 @@ impl Ledger {
     /// Every known status and failure code at 0, with `model="unknown"`, so that `rate()`
     /// and alerts work before the first task.
     fn export_zeroes(&mut self) {
-        let model = self.models.ids[UNKNOWN_MODEL];
+        let book = &mut *self.book;
+        let model = book.models.ids[UNKNOWN_MODEL];
         for status in Status::TERMINAL {
-            self.tasks.entry((status, model)).or_default();
-            self.credits.entry((status, model)).or_default();
+            book.tasks.entry((status, model)).or_default();
+            book.credits.entry((status, model)).or_default();
         }
-        for (code, info) in self.code_info.iter().enumerate() {
+        for (code, info) in book.code_info.iter().enumerate() {
             if info.label == OTHER {
                 continue;
             }
@@ -668,12 +727,12 @@ impl Ledger {
                 credits: info.credits,
                 model,
             };
-            self.failures.entry(key).or_default();
+            book.failures.entry(key).or_default();
             if info.credits == CreditRule::Lost {
-                self.credits_lost.entry((code as u32, model)).or_default();
+                book.credits_lost.entry((code as u32, model)).or_default();
             }
             if info.credits != CreditRule::Unknown {
-                self.cost_mismatches
+                book.cost_mismatches
                     .entry((code as u32, info.credits))
                     .or_default();
             }
@@ -690,64 +749,81 @@ impl Ledger {
         self.table = table;
         self.pricing = pricing;
         self.limits = limits;
-        self.dedupe.set_capacity(limits.dedupe_window);
-        self.code_info.clear();
+        self.book.dedupe.set_capacity(limits.dedupe_window);
+        self.book.code_info.clear();
         self.sync_code_info();
         for code in self.table.known_codes().to_vec() {
-            self.codes.force(&code);
+            self.book.codes.force(&code);
         }
         self.sync_code_info();
         self.export_zeroes();
-        self.generation += 1;
     }
 
     /// Registers a source; its totals start at 0 and `up` false.
     pub fn add_source(&mut self, name: &str) -> SourceId {
-        if let Some(i) = self.sources.iter().position(|s| s.name == name) {
+        if let Some(i) = self.book.sources.iter().position(|s| s.name == name) {
             return SourceId(i);
         }
-        self.sources.push(SourceTotals {
+        self.book.sources.push(SourceTotals {
             name: name.to_string(),
             ..Default::default()
         });
-        SourceId(self.sources.len() - 1)
+        SourceId(self.book.sources.len() - 1)
     }
 
     pub fn source_mut(&mut self, id: SourceId) -> &mut SourceTotals {
-        self.generation += 1;
-        &mut self.sources[id.0]
+        &mut self.book.sources[id.0]
     }
 
-    /// A number that changes whenever the ledger does.
+    /// The committed values, to change: the ledger counts as changed from then on.
+    /// A caller that may find nothing to change reads first (`Deref`), so that a no-op
+    /// does not cause a commit.
+    pub fn committed_mut(&mut self) -> &mut Committed {
+        &mut self.book
+    }
+
+    /// The committed values, changed without the ledger seeing it: for the test of the
+    /// check that catches it.
+    #[cfg(test)]
+    pub(crate) fn committed_unmarked(&mut self) -> &mut Committed {
+        &mut self.book.value
+    }
+
+    /// A number that changes whenever a committed value may have.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.book.generation()
     }
 
-    /// Marks the ledger changed (positions are changed through the public map).
-    pub fn touch(&mut self) {
-        self.generation += 1;
+    /// When each source's file patterns were last expanded.
+    pub fn scanned_at(&self) -> &std::collections::BTreeMap<String, f64> {
+        &self.scanned_at
+    }
+
+    /// Notes a source's pattern expansion: committed with the next commit, but not a
+    /// reason for one (see the field).
+    pub fn note_scan(&mut self, source: &str, at: f64) {
+        self.scanned_at.insert(source.to_string(), at);
     }
 
     pub fn dedupe(&self) -> &DedupeWindow {
-        &self.dedupe
+        &self.book.dedupe
     }
 
     pub fn code_info(&self, id: u32) -> &CodeInfo {
-        &self.code_info[id as usize]
+        &self.book.code_info[id as usize]
     }
 
     pub fn model_name(&self, id: u32) -> &str {
-        &self.models.names[id as usize]
+        &self.book.models.names[id as usize]
     }
 
     pub fn dedupe_len(&self) -> usize {
-        self.dedupe.len()
+        self.book.dedupe.len()
     }
 
     /// Records a result that is not a parsed line's (task-list and API outcomes).
     pub fn record_result(&mut self, source: SourceId, result: LineResult) -> LineResult {
-        self.generation += 1;
-        self.sources[source.0].results[result.index()] += 1;
+        self.book.sources[source.0].results[result.index()] += 1;
         result
     }
 
@@ -762,9 +838,9 @@ impl Ledger {
     ) -> LineResult {
         let result = if xxhash_rust::xxh3::xxh3_64(entry.id.as_bytes()) % shard.1 != shard.0 {
             LineResult::OtherShard
-        } else if self.api_tasks.contains_key(&entry.id) || self.seen(&entry.id) {
+        } else if self.book.api_tasks.contains_key(&entry.id) || self.seen(&entry.id) {
             LineResult::Duplicate
-        } else if self.api_tasks.len() >= max_tracked {
+        } else if self.book.api_tasks.len() >= max_tracked {
             LineResult::OverLimit
         } else {
             let task = ApiTask {
@@ -774,7 +850,7 @@ impl Ledger {
                 duration: entry.duration,
                 estimated_cost: None,
             };
-            self.api_tasks.insert(entry.id, task);
+            self.book.api_tasks.insert(entry.id, task);
             LineResult::Tracked
         };
         self.record_result(source, result)
@@ -788,7 +864,7 @@ impl Ledger {
         id: &str,
         outcome: Result<&TaskRecord<'_>, LineResult>,
     ) -> LineResult {
-        if self.api_tasks.remove(id).is_none() {
+        if self.book.api_tasks.remove(id).is_none() {
             return LineResult::Duplicate;
         }
         match outcome {
@@ -800,39 +876,49 @@ impl Ledger {
     /// Notes what the API estimates a polled task will cost; a change only when it is
     /// new, so an unchanged estimate never causes a commit.
     pub fn set_api_estimate(&mut self, id: &str, estimate: Option<f64>) {
-        if let Some(task) = self.api_tasks.get_mut(id) {
-            if task.estimated_cost != estimate {
+        let unchanged = self
+            .book
+            .api_tasks
+            .get(id)
+            .is_none_or(|t| t.estimated_cost == estimate);
+        if !unchanged {
+            if let Some(task) = self.book.api_tasks.get_mut(id) {
                 task.estimated_cost = estimate;
-                self.generation += 1;
             }
         }
     }
 
     /// Takes what `GET /v1/organization` said; a change only when it differs.
     pub fn set_organization(&mut self, org: Organization) {
-        if self.organization.as_ref() != Some(&org) {
-            self.organization = Some(org);
-            self.generation += 1;
+        if self.book.organization.as_ref() != Some(&org) {
+            self.book.organization = Some(org);
         }
     }
 
     /// Takes what `POST /v1/organization/usage` said; a change only when it differs.
     pub fn set_usage(&mut self, usage: Usage) {
-        if self.usage.as_ref() != Some(&usage) {
-            self.usage = Some(usage);
-            self.generation += 1;
+        if self.book.usage.as_ref() != Some(&usage) {
+            self.book.usage = Some(usage);
         }
+    }
+
+    /// Counts a request to the Runway API by endpoint and answer code.
+    pub fn count_api_request(&mut self, endpoint: &str, code: &str) {
+        *self
+            .book
+            .api_requests
+            .entry((endpoint.to_string(), code.to_string()))
+            .or_default() += 1;
     }
 
     /// Whether a task id was counted recently (it is in the dedupe window).
     pub fn seen(&self, id: &str) -> bool {
-        self.dedupe.contains(id)
+        self.book.dedupe.contains(id)
     }
 
     /// Records a line that yielded no record.
     pub fn reject(&mut self, source: SourceId, error: ParseError) -> LineResult {
-        self.generation += 1;
-        let s = &mut self.sources[source.0];
+        let s = &mut self.book.sources[source.0];
         let reason = ParseError::ALL
             .iter()
             .position(|e| *e == error)
@@ -870,7 +956,7 @@ impl Ledger {
                 }) = r
                 {
                     if status.is_terminal() {
-                        *f = self.dedupe.insert(id);
+                        *f = self.book.dedupe.insert(id);
                     }
                 }
             }
@@ -891,9 +977,8 @@ impl Ledger {
         record: &TaskRecord<'_>,
         fresh: Option<bool>,
     ) -> LineResult {
-        self.generation += 1;
         let result = self.count_record(record, fresh);
-        self.sources[source.0].results[result.index()] += 1;
+        self.book.sources[source.0].results[result.index()] += 1;
         result
     }
 
@@ -940,21 +1025,21 @@ impl Ledger {
                 .iter()
                 .map(|((c, rule), v)| (code(c), rule.as_str().to_string(), *v))
                 .collect(),
-            invalid_numbers: self.invalid_numbers,
-            credits_unpriced: self.credits_unpriced,
-            unknown_failure_codes: self.unknown_failure_codes,
-            label_overflow: self.label_overflow,
-            dead_letter: self.dead_letter,
-            sources: self.sources.clone(),
-            dedupe_ids: self.dedupe.len() as u64,
+            invalid_numbers: self.book.invalid_numbers,
+            credits_unpriced: self.book.credits_unpriced,
+            unknown_failure_codes: self.book.unknown_failure_codes,
+            label_overflow: self.book.label_overflow,
+            dead_letter: self.book.dead_letter,
+            sources: self.book.sources.clone(),
+            dedupe_ids: self.book.dedupe.len() as u64,
             api_requests: self
                 .api_requests
                 .iter()
                 .map(|((e, c), v)| (e.clone(), c.clone(), *v))
                 .collect(),
-            api_tasks_tracked: self.api_tasks.len() as u64,
-            organization: self.organization.clone(),
-            usage: self.usage.clone(),
+            api_tasks_tracked: self.book.api_tasks.len() as u64,
+            organization: self.book.organization.clone(),
+            usage: self.book.usage.clone(),
             api_credits_in_flight: self
                 .api_tasks
                 .values()
@@ -979,23 +1064,24 @@ impl Ledger {
         dedupe: impl IntoIterator<Item = u64>,
     ) -> Result<(), RestoreError> {
         let bad = |what: &str, v: &str| RestoreError(format!("{what} {v:?}"));
+        let book = &mut *self.book;
         for (status, model, v) in &t.tasks {
             let s = Status::parse(status)
                 .filter(|s| s.is_terminal())
                 .ok_or_else(|| bad("status", status))?;
-            let m = self.models.force(model);
-            *self.tasks.entry((s, m)).or_default() += v;
+            let m = book.models.force(model);
+            *book.tasks.entry((s, m)).or_default() += v;
         }
         for f in &t.failures {
             let key = FailureKey {
-                code: self.codes.force(&f.failure_code),
+                code: book.codes.force(&f.failure_code),
                 category: Category::parse(&f.category)
                     .ok_or_else(|| bad("category", &f.category))?,
                 retry: Retry::parse(&f.retry).ok_or_else(|| bad("retry", &f.retry))?,
                 credits: CreditRule::parse(&f.credits).ok_or_else(|| bad("credits", &f.credits))?,
-                model: self.models.force(&f.model),
+                model: book.models.force(&f.model),
             };
-            *self.failures.entry(key).or_default() += f.value;
+            *book.failures.entry(key).or_default() += f.value;
         }
         let estimated = t.credits_estimated.iter().map(|e| (e, true));
         for ((status, model, v), is_estimate) in t
@@ -1007,9 +1093,9 @@ impl Ledger {
             let s = Status::parse(status)
                 .filter(|s| s.is_terminal())
                 .ok_or_else(|| bad("status", status))?;
-            let c = self
+            let c = book
                 .credits
-                .entry((s, self.models.force(model)))
+                .entry((s, book.models.force(model)))
                 .or_default();
             match is_estimate {
                 true => c.estimated += v,
@@ -1018,25 +1104,25 @@ impl Ledger {
         }
         for (code, rule, v) in &t.cost_mismatches {
             let rule = CreditRule::parse(rule).ok_or_else(|| bad("credits", rule))?;
-            *self
+            *book
                 .cost_mismatches
-                .entry((self.codes.force(code), rule))
+                .entry((book.codes.force(code), rule))
                 .or_default() += v;
         }
-        self.invalid_numbers += t.invalid_numbers;
+        book.invalid_numbers += t.invalid_numbers;
         for (code, model, v) in &t.credits_lost {
-            let key = (self.codes.force(code), self.models.force(model));
-            *self.credits_lost.entry(key).or_default() += v;
+            let key = (book.codes.force(code), book.models.force(model));
+            *book.credits_lost.entry(key).or_default() += v;
         }
         self.sync_code_info();
         let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        add(&mut self.credits_unpriced, &t.credits_unpriced);
-        add(&mut self.label_overflow, &t.label_overflow);
-        add(&mut self.dead_letter, &t.dead_letter);
-        self.unknown_failure_codes += t.unknown_failure_codes;
+        add(&mut self.book.credits_unpriced, &t.credits_unpriced);
+        add(&mut self.book.label_overflow, &t.label_overflow);
+        add(&mut self.book.dead_letter, &t.dead_letter);
+        self.book.unknown_failure_codes += t.unknown_failure_codes;
         for saved in &t.sources {
             let id = self.add_source(&saved.name);
-            let s = &mut self.sources[id.0];
+            let s = &mut self.book.sources[id.0];
             add(&mut s.results, &saved.results);
             add(&mut s.parse_errors, &saved.parse_errors);
             s.read_bytes += saved.read_bytes;
@@ -1046,33 +1132,33 @@ impl Ledger {
         }
         for (endpoint, code, v) in &t.api_requests {
             *self
+                .book
                 .api_requests
                 .entry((endpoint.clone(), code.clone()))
                 .or_default() += v;
         }
-        self.organization = t.organization.clone();
-        self.usage = t.usage.clone();
+        self.book.organization = t.organization.clone();
+        self.book.usage = t.usage.clone();
         for h in dedupe {
-            self.dedupe.insert_hash(h);
+            self.book.dedupe.insert_hash(h);
         }
-        self.generation += 1;
         Ok(())
     }
 
     fn count_record(&mut self, record: &TaskRecord<'_>, fresh: Option<bool>) -> LineResult {
-        self.invalid_numbers += record.invalid_number as u64;
+        self.book.invalid_numbers += record.invalid_number as u64;
         if !record.status.is_terminal() {
             return LineResult::NonTerminal;
         }
         if let Some(id) = &record.id {
-            if !fresh.unwrap_or_else(|| self.dedupe.insert(id)) {
+            if !fresh.unwrap_or_else(|| self.book.dedupe.insert(id)) {
                 return LineResult::Duplicate;
             }
         }
         let model_name = model_label(record.model.as_deref());
-        let (model, folded) = self.models.get(model_name, self.limits.max_models);
-        self.label_overflow[1] += folded as u64;
-        *self.tasks.entry((record.status, model)).or_default() += 1;
+        let (model, folded) = self.book.models.get(model_name, self.limits.max_models);
+        self.book.label_overflow[1] += folded as u64;
+        *self.book.tasks.entry((record.status, model)).or_default() += 1;
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
         let rule = failure.map(|(_, rule)| rule);
         let price = match record.cost {
@@ -1083,18 +1169,18 @@ impl Ledger {
             Price::Reported(c) | Price::Estimated(c) => c,
             Price::Nothing => 0.0,
             Price::Unknown => {
-                self.credits_unpriced[(record.status == Status::Failed) as usize] += 1;
+                self.book.credits_unpriced[(record.status == Status::Failed) as usize] += 1;
                 0.0
             }
         };
-        let c = self.credits.entry((record.status, model)).or_default();
+        let c = self.book.credits.entry((record.status, model)).or_default();
         c.charged += credits;
         if let Price::Estimated(e) = price {
             c.estimated += e;
         }
         if let Some((code, rule)) = failure {
             if credits > 0.0 {
-                *self.credits_lost.entry((code, model)).or_default() += credits;
+                *self.book.credits_lost.entry((code, model)).or_default() += credits;
             }
             let contradicts = match rule {
                 CreditRule::Lost => record.cost == Some(0.0),
@@ -1102,7 +1188,7 @@ impl Ledger {
                 CreditRule::Unknown => false,
             };
             if contradicts {
-                *self.cost_mismatches.entry((code, rule)).or_default() += 1;
+                *self.book.cost_mismatches.entry((code, rule)).or_default() += 1;
             }
         }
         LineResult::Counted
@@ -1111,9 +1197,12 @@ impl Ledger {
     /// Counts a FAILED task by its code; returns the code's id and credit rule.
     fn count_failure(&mut self, record: &TaskRecord<'_>, model: u32) -> (u32, CreditRule) {
         let code = record.failure_code.normalize();
-        let (code_id, folded) = self.codes.get(code.as_str(), self.limits.max_failure_codes);
-        self.label_overflow[0] += folded as u64;
-        if code_id as usize >= self.code_info.len() {
+        let (code_id, folded) = self
+            .book
+            .codes
+            .get(code.as_str(), self.limits.max_failure_codes);
+        self.book.label_overflow[0] += folded as u64;
+        if code_id as usize >= self.book.code_info.len() {
             self.sync_code_info();
         }
         // The interned code's classification is cached; a code folded into "other"
@@ -1122,10 +1211,10 @@ impl Ledger {
             let class = self.table.classify(&code);
             (class.category, class.retry, class.credits)
         } else {
-            let info = &self.code_info[code_id as usize];
+            let info = &self.book.code_info[code_id as usize];
             (info.category, info.retry, info.credits)
         };
-        self.unknown_failure_codes += (category == Category::Unknown) as u64;
+        self.book.unknown_failure_codes += (category == Category::Unknown) as u64;
         let key = FailureKey {
             code: code_id,
             category,
@@ -1133,7 +1222,7 @@ impl Ledger {
             credits,
             model,
         };
-        *self.failures.entry(key).or_default() += 1;
+        *self.book.failures.entry(key).or_default() += 1;
         (code_id, credits)
     }
 

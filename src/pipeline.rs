@@ -65,6 +65,16 @@ struct WarnState {
     suppressed: [u64; ParseError::ALL.len()],
 }
 
+/// Panics when a commit would hold other than `held` though the ledger says nothing
+/// changed.
+fn assert_unchanged(held: crate::state::Digest, ledger: &Ledger) {
+    let now = crate::state::digest(ledger);
+    assert!(
+        now == held,
+        "a committed value changed without the ledger seeing it (it would be neither committed nor published): committed {held:?}, now {now:?}. Change committed values only through Ledger::committed_mut or its methods."
+    );
+}
+
 /// The shared part of every source: parser, ledger, dead letter.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -72,8 +82,9 @@ pub struct Pipeline {
     ledger: Mutex<Ledger>,
     dead_letter: Option<Mutex<DeadLetter>>,
     warn: Mutex<WarnState>,
-    /// The ledger generation of the last successful commit.
-    committed_generation: Mutex<Option<u64>>,
+    /// The ledger generation of the last successful commit, and in a debug build what
+    /// it held.
+    committed: Mutex<Option<(u64, Option<crate::state::Digest>)>>,
     /// The task-list source, whose lines are task ids to poll.
     task_list: std::sync::OnceLock<TaskListRules>,
     next_file_key: std::sync::atomic::AtomicU64,
@@ -107,7 +118,7 @@ impl Pipeline {
             ledger: Mutex::new(ledger),
             dead_letter: dead_letter.map(Mutex::new),
             warn: Mutex::new(WarnState::default()),
-            committed_generation: Mutex::new(None),
+            committed: Mutex::new(None),
             task_list: std::sync::OnceLock::new(),
             next_file_key: Default::default(),
         }
@@ -255,7 +266,7 @@ impl Pipeline {
                 s.last_record_unix = unix_now();
             }
             if let Some((key, read)) = cursor {
-                if let Some(p) = ledger.positions.get_mut(&key) {
+                if let Some(p) = ledger.committed_mut().positions.get_mut(&key) {
                     p.offset = read - splitter.pending() as u64;
                     p.skipping = splitter.skipping();
                 }
@@ -306,73 +317,87 @@ impl Pipeline {
                 tracing::debug!(error = %err, "Cannot flush the dead-letter file.");
             }
             self.with_ledger(|l| {
-                l.dead_letter[0] += written;
-                l.dead_letter[1] += failed;
-                // A committed counter: without this, a commit that came first would leave
-                // these unpublished (and lost to a kill -9) until something else changed.
-                l.touch();
+                let c = l.committed_mut();
+                c.dead_letter[0] += written;
+                c.dead_letter[1] += failed;
             });
         }
     }
 
     /// Starts tracking a file's position.
     pub fn track(&self, key: FileKey, position: Position) {
-        let mut l = lock(&self.ledger);
-        l.positions.insert(key, position);
-        l.touch();
+        lock(&self.ledger)
+            .committed_mut()
+            .positions
+            .insert(key, position);
     }
 
     /// Stops tracking a file's position.
     pub fn untrack(&self, key: FileKey) {
         let mut l = lock(&self.ledger);
-        l.positions.remove(&key);
-        l.touch();
+        if l.positions.contains_key(&key) {
+            l.committed_mut().positions.remove(&key);
+        }
     }
 
     /// Updates a tracked file's fingerprint (it grows with a young file).
     pub fn set_fingerprint(&self, key: FileKey, fp_len: u32, fp: u64) {
         let mut l = lock(&self.ledger);
-        if let Some(p) = l.positions.get_mut(&key) {
-            p.fp_len = fp_len;
-            p.fp = fp;
+        let stale = l
+            .positions
+            .get(&key)
+            .is_some_and(|p| (p.fp_len, p.fp) != (fp_len, fp));
+        if stale {
+            if let Some(p) = l.committed_mut().positions.get_mut(&key) {
+                p.fp_len = fp_len;
+                p.fp = fp;
+            }
         }
-        l.touch();
     }
 
     /// Commits the ledger to the state file in `dir` when it changed since the last
     /// commit; returns the committed totals to publish, or `None` when unchanged.
+    ///
+    /// A debug build checks, at every commit it skips, that what a commit would hold
+    /// is what the last one held: a committed value changed other than through the
+    /// ledger's tracking panics here, so any test that changes it fails.
     pub fn commit(&self, dir: &Path) -> Result<Option<Totals>, crate::state::StateError> {
         let pending = {
             let ledger = lock(&self.ledger);
-            let mut last = lock(&self.committed_generation);
-            if *last == Some(ledger.generation()) {
-                return Ok(None);
+            let mut last = lock(&self.committed);
+            if let Some((generation, held)) = *last {
+                if generation == ledger.generation() {
+                    if let Some(held) = held {
+                        assert_unchanged(held, &ledger);
+                    }
+                    return Ok(None);
+                }
             }
             let pending = crate::state::begin(dir, &ledger)?;
             *last = None;
-            (pending, ledger.generation())
+            let held = cfg!(debug_assertions).then(|| crate::state::digest(&ledger));
+            (pending, (ledger.generation(), held))
         };
-        let (pending, generation) = pending;
+        let (pending, committed) = pending;
         let totals = pending.finish()?;
-        *lock(&self.committed_generation) = Some(generation);
+        *lock(&self.committed) = Some(committed);
         Ok(Some(totals))
     }
 
     /// Logs and counts what happened to a source's files. Only an event that changes a
-    /// committed or published value marks the ledger changed: the periodic ones of an
-    /// idle source (a rescan that finds the same files) must not cause a commit.
+    /// committed value touches it (a change by construction, see [`Ledger`]): the
+    /// periodic ones of an idle source (a rescan that finds the same files) must not
+    /// cause a commit.
     pub fn event(&self, source: SourceId, event: SourceEvent<'_>) {
         let mut ledger = lock(&self.ledger);
         let name = ledger.sources[source.0].name.clone();
-        let changed = match event {
+        match event {
             SourceEvent::Opened { path, offset } => {
                 tracing::info!(source = %name, path = %path.display(), offset, "Following file.");
-                false
             }
             SourceEvent::Rotated { path } => {
-                ledger.sources[source.0].rotations += 1;
+                ledger.source_mut(source).rotations += 1;
                 tracing::info!(source = %name, path = %path.display(), "File rotated; reading the new file from the start.");
-                true
             }
             SourceEvent::Truncated {
                 key,
@@ -382,47 +407,40 @@ impl Pipeline {
             } => {
                 // The position goes back to 0 under the same lock as the count, so a
                 // commit never holds one without the other.
-                if let Some(p) = ledger.positions.get_mut(&key) {
+                if let Some(p) = ledger.committed_mut().positions.get_mut(&key) {
                     p.offset = 0;
                     p.skipping = false;
                 }
-                ledger.sources[source.0].truncations += 1;
+                ledger.source_mut(source).truncations += 1;
                 tracing::warn!(source = %name, path = %path.display(), size, offset, "File truncated; reading from the start.");
-                true
             }
             SourceEvent::Removed { path } => {
                 tracing::info!(source = %name, path = %path.display(), "File removed; stopped following it.");
-                false
             }
             SourceEvent::Lost { path, offset } => {
                 tracing::warn!(source = %name, path = %path.display(), offset, "Checkpointed file not found: it was rotated away or deleted while the exporter was stopped, and lines after the offset were not read. Add its rotated name to file.rotated to read them.");
-                false
             }
             SourceEvent::FileLimit {
                 first,
                 files,
                 max_files,
             } => {
-                ledger.sources[source.0].file_limit_hits += files as u64;
+                ledger.source_mut(source).file_limit_hits += files as u64;
                 tracing::warn!(source = %name, first = %first.display(), files, max_files, "Too many matching files; not following these. Raise max_files or narrow the paths.");
-                true
             }
             SourceEvent::ReadError { path, error } => {
                 tracing::warn!(source = %name, path = %path.display(), error = %error, "Cannot read file; will retry.");
-                false
             }
             SourceEvent::Tracked { files } => {
-                let s = &mut ledger.sources[source.0];
-                let before = std::mem::replace(&mut s.files_tracked, files as u64);
-                before != files as u64
+                if ledger.sources[source.0].files_tracked != files as u64 {
+                    ledger.source_mut(source).files_tracked = files as u64;
+                }
             }
             SourceEvent::Up(up) => {
-                let s = &mut ledger.sources[source.0];
-                std::mem::replace(&mut s.up, up) != up
+                if ledger.sources[source.0].up != up {
+                    ledger.source_mut(source).up = up;
+                }
             }
-        };
-        if changed {
-            ledger.touch();
         }
     }
 }
@@ -484,5 +502,54 @@ mod tests {
         p.report_rejected(source, &[(ParseError::InvalidJson, b"x".to_vec(), 1)]);
         let totals = p.commit(state.path()).unwrap().expect("a change to commit");
         assert_eq!(totals.dead_letter, [5001, 0]);
+    }
+
+    #[test]
+    fn a_committed_value_changed_behind_the_ledgers_back_fails_the_commit() {
+        let ledger = Ledger::new(
+            Arc::new(Table::builtin()),
+            Arc::new(Pricing::builtin()),
+            Limits::default(),
+        );
+        let p = Pipeline::new(
+            RecordParser::new(&FieldMap::default()).unwrap(),
+            ledger,
+            None,
+        );
+        let source = p.add_source("file");
+        let state = tempfile::tempdir().unwrap();
+        assert!(p.commit(state.path()).unwrap().is_some());
+        // Through the ledger: committed. Reading it, or a no-op event: nothing to commit.
+        p.with_ledger(|l| l.committed_mut().dead_letter[1] += 1);
+        assert_eq!(p.commit(state.path()).unwrap().unwrap().dead_letter, [0, 1]);
+        p.with_ledger(|l| assert_eq!(l.dead_letter, [0, 1]));
+        p.event(source, SourceEvent::Up(false));
+        p.event(source, SourceEvent::Tracked { files: 0 });
+        assert!(p.commit(state.path()).unwrap().is_none());
+        // Behind its back (what a counter added outside `Committed`, or changed through
+        // interior mutability, would do): the skipped commit says so.
+        p.with_ledger(|l| l.committed_unmarked().dead_letter[0] += 1);
+        let caught =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.commit(state.path())));
+        let message = caught.expect_err("the check must catch it");
+        let message = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            message.contains("a committed value changed without the ledger seeing it"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_mutable_borrow_of_a_tracked_value_counts_as_a_change() {
+        let mut t = crate::ledger::Tracked::<Vec<u32>>::default();
+        assert_eq!(t.generation(), 0);
+        assert!(t.is_empty());
+        assert_eq!(t.generation(), 0, "reading is not a change");
+        t.push(1);
+        t[0] += 1;
+        assert_eq!(t.generation(), 2);
     }
 }

@@ -96,28 +96,61 @@ pub struct Pending {
     pub totals: Totals,
 }
 
+fn dedupe_checksum(ledger: &Ledger) -> u64 {
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    for h in ledger.dedupe().hashes() {
+        checksum.update(&h.to_le_bytes());
+    }
+    checksum.digest()
+}
+
+fn header(ledger: &Ledger, written_at: f64) -> Header {
+    Header {
+        format: FORMAT.into(),
+        version: VERSION,
+        written_at,
+        totals: ledger.totals(),
+        positions: ledger.positions.values().cloned().collect(),
+        scanned_at: ledger.scanned_at().clone(),
+        api_tasks: ledger.api_tasks.values().cloned().collect(),
+        dedupe: ledger.dedupe().len() as u64,
+        dedupe_checksum: dedupe_checksum(ledger),
+    }
+}
+
+/// What a commit of the ledger would hold, a hash per part, leaving out what may change
+/// without being a reason for a commit (the time of writing, `scanned_at`): equal
+/// digests, equal commits but for those. For the debug-build check that the ledger's
+/// generation sees every change ([`crate::pipeline::Pipeline::commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    pub totals: u64,
+    pub positions: u64,
+    pub api_tasks: u64,
+    pub dedupe: u64,
+}
+
+pub fn digest(ledger: &Ledger) -> Digest {
+    // A value that cannot be written hashes as nothing (the commit refuses it anyway).
+    fn hash(value: &impl Serialize) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(value).unwrap_or_default())
+    }
+    let header = header(ledger, 0.0);
+    Digest {
+        totals: hash(&header.totals),
+        positions: hash(&header.positions),
+        api_tasks: hash(&header.api_tasks),
+        dedupe: header.dedupe_checksum ^ header.dedupe,
+    }
+}
+
 /// First half of a commit, under the ledger's lock: writes the temporary file.
 pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
     let werr = |source| StateError::Write {
         dir: dir.to_path_buf(),
         source,
     };
-    let totals = ledger.totals();
-    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
-    for h in ledger.dedupe().hashes() {
-        checksum.update(&h.to_le_bytes());
-    }
-    let header = Header {
-        format: FORMAT.into(),
-        version: VERSION,
-        written_at: unix_now(),
-        totals,
-        positions: ledger.positions.values().cloned().collect(),
-        scanned_at: ledger.scanned_at.clone(),
-        api_tasks: ledger.api_tasks.values().cloned().collect(),
-        dedupe: ledger.dedupe().len() as u64,
-        dedupe_checksum: checksum.digest(),
-    };
+    let header = header(ledger, unix_now());
     // The writer refuses what the reader would refuse (JSON has no infinity: a
     // non-finite number is written as null and not read back), so a commit can never
     // replace a good state file with one that would be moved aside at the next start.
@@ -300,7 +333,7 @@ mod tests {
             l.count(s, &r);
         }
         l.reject(s, crate::record::ParseError::InvalidJson);
-        l.positions.insert(
+        l.committed_mut().positions.insert(
             7,
             Position {
                 source: "file".into(),
@@ -404,7 +437,7 @@ mod tests {
         let good = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         // No input reaches this (numbers are bounded where they are read), but if a bug
         // ever let one through, the commit fails instead of writing null.
-        l.credits
+        l.committed_mut().credits
             .values_mut()
             .for_each(|c| c.charged = f64::INFINITY);
         let e = begin(dir.path(), &l).err().expect("refused");

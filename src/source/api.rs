@@ -317,12 +317,8 @@ impl Poller {
 
     fn count_request(&self, endpoint: &str, answer: &Answer) {
         let code = answer.code_label().into_owned();
-        self.pipeline.with_ledger(|l| {
-            *l.api_requests
-                .entry((endpoint.to_string(), code))
-                .or_default() += 1;
-            l.touch();
-        });
+        self.pipeline
+            .with_ledger(|l| l.count_api_request(endpoint, &code));
     }
 
     /// Handles the answer for one task.
@@ -663,10 +659,7 @@ async fn poll_every<C, T, F, Fut>(
         };
         let ok = value.is_some();
         pipeline.with_ledger(|l| {
-            *l.api_requests
-                .entry((endpoint.to_string(), code.clone()))
-                .or_default() += 1;
-            l.touch();
+            l.count_api_request(endpoint, &code);
             if let Some(v) = value {
                 store(l, v);
             }

@@ -519,7 +519,7 @@ impl Tailer {
         // tracked, and that is one.
         let name = self.name.clone();
         self.pipeline.with_ledger(|l| {
-            l.scanned_at.insert(name, scan_started);
+            l.note_scan(&name, scan_started);
         });
         self.pipeline.event(
             self.source,
