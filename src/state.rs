@@ -437,7 +437,8 @@ mod tests {
         let good = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         // No input reaches this (numbers are bounded where they are read), but if a bug
         // ever let one through, the commit fails instead of writing null.
-        l.committed_mut().credits
+        l.committed_mut()
+            .credits
             .values_mut()
             .for_each(|c| c.charged = f64::INFINITY);
         let e = begin(dir.path(), &l).err().expect("refused");

@@ -56,12 +56,17 @@ struct TlsFile {
 #[derive(Debug)]
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
+    /// A hash of the users' highest cost, of a random password: what a user that does
+    /// not exist is checked against, so that it costs what a real one does.
+    unknown_user: String,
 }
 
 /// The highest bcrypt cost a web config may use. Each wrong password costs one bcrypt
 /// check: at cost 12 that is about a quarter of a second of one core, and every step up
 /// doubles it (cost 31 is days), which would let a few requests freeze the endpoint.
 pub const MAX_BCRYPT_COST: u32 = 12;
+/// The lowest cost bcrypt takes.
+const MIN_BCRYPT_COST: u32 = 4;
 
 impl BasicAuth {
     /// The user and password of an `Authorization: Basic` header.
@@ -80,6 +85,11 @@ impl BasicAuth {
     pub fn hash(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(String::as_str)
     }
+
+    /// The hash a user that does not exist is checked against (never to let it in).
+    pub fn unknown_user_hash(&self) -> &str {
+        &self.unknown_user
+    }
 }
 
 /// The cost of a bcrypt hash (`$2y$10$...` is 10), when it is one.
@@ -88,9 +98,9 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
         .iter()
         .find_map(|p| hash.strip_prefix(p))?;
     let (cost, salted) = rest.split_once('$')?;
-    (cost.len() == 2 && salted.len() == 53)
-        .then(|| cost.parse().ok())
-        .flatten()
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'/';
+    let cost: u32 = cost.parse().ok().filter(|_| cost.len() == 2)?;
+    (cost >= MIN_BCRYPT_COST && salted.len() == 53 && salted.bytes().all(alphabet)).then_some(cost)
 }
 
 /// What the endpoint enforces.
@@ -126,6 +136,7 @@ impl WebSecurity {
             return Ok(WebSecurity::default());
         }
         let file: File = serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut highest = MIN_BCRYPT_COST;
         for (user, hash) in &file.basic_auth_users {
             match bcrypt_cost(hash) {
                 None => return Err(err(format!("basic_auth_users.{user}: not a bcrypt hash"))),
@@ -134,14 +145,20 @@ impl WebSecurity {
                         "basic_auth_users.{user}: bcrypt cost {cost} is above the limit of {MAX_BCRYPT_COST} (every wrong password costs one check; make the hash with htpasswd -nBC {MAX_BCRYPT_COST} or lower)"
                     )))
                 }
-                Some(_) => {}
+                Some(cost) => highest = highest.max(cost),
             }
         }
-        let auth = (!file.basic_auth_users.is_empty()).then(|| {
-            Arc::new(BasicAuth {
+        let auth = if file.basic_auth_users.is_empty() {
+            None
+        } else {
+            let secret: [u8; 16] = rand::random();
+            let unknown_user = bcrypt::hash(secret, highest)
+                .map_err(|e| err(format!("cannot make a bcrypt hash: {e}")))?;
+            Some(Arc::new(BasicAuth {
                 users: file.basic_auth_users,
-            })
-        });
+                unknown_user,
+            }))
+        };
         let tls = match file.tls_server_config {
             None => None,
             Some(t) => Some(Self::acceptor(&t).map_err(err)?),
@@ -248,7 +265,14 @@ mod tests {
                 "{e}"
             );
         }
-        for malformed in ["$2y$1$x", "$2y$xx$", "$2y$10$short"] {
+        let bad_salt = "!".repeat(53);
+        for malformed in [
+            "$2y$1$x".to_string(),
+            "$2y$xx$".into(),
+            "$2y$10$short".into(),
+            format!("$2y$03${salt}"),
+            format!("$2y$10${bad_salt}"),
+        ] {
             let text = format!("basic_auth_users:\n  alice: '{malformed}'\n");
             let e = load(&text).err().expect("refused").to_string();
             assert!(e.contains("not a bcrypt hash"), "{e}");
