@@ -637,3 +637,23 @@ fn a_connect_flood_does_not_shut_out_a_client_that_sends_its_request_late() {
     );
     assert_eq!(answered, 10, "beside {connects} bare connections");
 }
+
+#[test]
+fn a_client_still_sending_its_headers_does_not_hold_up_shutdown() {
+    // Defaults: a 10 s header deadline and a 10 s grace period.
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    let mut slow = TcpStream::connect(d.addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // The server has the connection (a request on another one is answered after it).
+    assert_eq!(get(d.addr, "/-/healthy").unwrap().0, 200);
+    let t = Instant::now();
+    d.signal("TERM");
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?} for a client sending its headers",
+        t.elapsed()
+    );
+}
