@@ -316,6 +316,38 @@ fn check_config_prints_the_effective_config_or_exits_64() {
 }
 
 #[test]
+fn check_config_refuses_a_bcrypt_cost_above_the_ceiling_as_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[web]\nconfig_file = \"{}\"\n", web.display()),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let salt = "a".repeat(53);
+    for (cost, expect) in [(12, 0), (13, 64), (31, 64)] {
+        std::fs::write(
+            &web,
+            format!("basic_auth_users:\n  prometheus: '$2y${cost}${salt}'\n"),
+        )
+        .unwrap();
+        let (code, _, err) = run(&["check-config", "--config", c], b"");
+        assert_eq!(code, expect, "cost {cost}: {err}");
+        if expect == 64 {
+            assert!(
+                err.contains("web.config_file")
+                    && err.contains(&format!("bcrypt cost {cost} is above the limit of 12")),
+                "{err}"
+            );
+            let (code, _, err) = run(&["--config", c], b"");
+            assert_eq!(code, 64, "run must refuse it too: {err}");
+        }
+    }
+}
+
+#[test]
 fn version_flag() {
     let (code, out, _) = run(&["--version"], b"");
     assert_eq!(code, 0);
