@@ -706,3 +706,37 @@ fn paths_that_are_not_regular_files_are_passed_over_and_said() {
     let said = d.count_logs("Matches file.paths");
     assert_eq!(said, 2, "the directory and the FIFO, once each");
 }
+
+/// A version-1 state file (tests/fixtures/state-v1, every part of the state filled in)
+/// restores to exactly the samples the code that wrote it published.
+#[test]
+fn a_version_1_state_file_restores_to_the_same_metrics() {
+    use runway_exporter::{classify, ledger, pipeline, pricing, record};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("state-v1/runway-exporter.state"),
+        dir.path().join("runway-exporter.state"),
+    )
+    .unwrap();
+    let ledger = ledger::Ledger::new(
+        Arc::new(classify::Table::builtin()),
+        Arc::new(pricing::Pricing::builtin()),
+        ledger::Limits::default(),
+    );
+    let parser = record::RecordParser::new(&record::FieldMap::default()).unwrap();
+    let p = pipeline::Pipeline::new(parser, ledger, None);
+    let restored = runway_exporter::app::restore(&p, dir.path());
+    assert!(restored.restored, "the file was not restored");
+    let registry = prometheus::Registry::new();
+    let mut metrics = runway_exporter::metrics::Metrics::new(&registry, true).unwrap();
+    p.publish(&mut metrics);
+    let text = runway_exporter::metrics::render(&registry);
+    let got: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("runway") && !l.starts_with("runway_exporter_build_info"))
+        .collect();
+    let want = std::fs::read_to_string(fixture("state-v1/metrics.prom")).unwrap();
+    let want: Vec<&str> = want.lines().collect();
+    assert_eq!(got, want);
+}
