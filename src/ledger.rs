@@ -112,12 +112,19 @@ pub struct ApiTask {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Organization {
     pub credit_balance: f64,
-    /// `(model, daily generations, max daily generations, max concurrent generations)`;
-    /// a limit of `None` is no limit (the API's `null`).
-    pub models: Vec<(String, f64, Option<f64>, Option<f64>)>,
+    pub models: Vec<ModelLimits>,
     /// The tier's `maxMonthlyCreditSpend`.
-    #[serde(default)]
     pub max_monthly_credit_spend: Option<f64>,
+}
+
+/// One model's generations today and its tier's limits; a limit of `None` is no limit
+/// (the API's `null`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelLimits {
+    pub model: String,
+    pub daily_generations: f64,
+    pub max_daily_generations: Option<f64>,
+    pub max_concurrent_generations: Option<f64>,
 }
 
 /// What `POST /v1/organization/usage` said last: Runway's own count of the credits used
@@ -126,8 +133,14 @@ pub struct Organization {
 pub struct Usage {
     /// The UTC day, `YYYY-MM-DD`.
     pub date: String,
-    /// `(model, credits)`.
-    pub models: Vec<(String, f64)>,
+    pub models: Vec<ModelUsage>,
+}
+
+/// Credits one model used.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelUsage {
+    pub model: String,
+    pub credits: f64,
 }
 
 /// How many records [`Ledger::count_batch`] looks up in the dedupe window at once.
@@ -352,69 +365,115 @@ pub struct FailureSeries {
 }
 
 /// Every counter of the ledger with its labels resolved: what is committed to the
-/// state file, what is published, and what a restart restores.
+/// state file (version 2 writes it as it is), what is published, and what a restart
+/// restores. Every count has a name: no tuples, no positional arrays.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
-    /// `(status, model, value)`.
-    pub tasks: Vec<(String, String, u64)>,
+    pub tasks: Vec<TaskSeries>,
     pub failures: Vec<FailureSeries>,
-    /// `(status, model, credits)`. Files written before credits had a status hold
-    /// `(model, credits)` of SUCCEEDED tasks: read as such.
-    #[serde(deserialize_with = "charged_serde::deserialize")]
-    pub credits_charged: Vec<(String, String, f64)>,
-    /// The estimated part of `credits_charged`: `(status, model, credits)`.
-    #[serde(default)]
-    pub credits_estimated: Vec<(String, String, f64)>,
-    /// `(failure_code, model, credits)`.
-    pub credits_lost: Vec<(String, String, f64)>,
-    /// FAILED tasks whose reported cost contradicts their code's credit rule:
-    /// `(failure_code, rule, tasks)`.
-    #[serde(default)]
-    pub cost_mismatches: Vec<(String, String, u64)>,
+    /// Credits charged to the counted tasks, and the estimated part of them.
+    pub credits: Vec<CreditSeries>,
+    pub credits_lost: Vec<LostSeries>,
+    /// FAILED tasks whose reported cost contradicts their code's credit rule.
+    pub cost_mismatches: Vec<MismatchSeries>,
     /// Records with a credits, cost or duration field that was not a number in range.
-    #[serde(default)]
     pub invalid_numbers: u64,
-    pub credits_unpriced: [u64; 2],
+    pub credits_unpriced: Unpriced,
     pub unknown_failure_codes: u64,
-    pub label_overflow: [u64; 2],
-    pub dead_letter: [u64; 2],
+    pub label_overflow: LabelOverflow,
+    pub dead_letter: DeadLetters,
     pub sources: Vec<SourceTotals>,
     pub dedupe_ids: u64,
-    /// `(endpoint, code, requests)`.
-    #[serde(default)]
-    pub api_requests: Vec<(String, String, u64)>,
-    #[serde(default)]
+    pub api_requests: Vec<RequestSeries>,
     pub api_tasks_tracked: u64,
-    #[serde(default)]
     pub organization: Option<Organization>,
-    #[serde(default)]
     pub usage: Option<Usage>,
     /// Sum of the estimated costs of the tasks being polled.
-    #[serde(default)]
     pub api_credits_in_flight: f64,
 }
 
-/// `credits_charged` in both its shapes.
-mod charged_serde {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Entry {
-        ByStatus(String, String, f64),
-        /// Before credits had a status: SUCCEEDED tasks only.
-        Succeeded(String, f64),
-    }
+/// Counted tasks of one status and model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSeries {
+    pub status: String,
+    pub model: String,
+    pub tasks: u64,
+}
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(String, String, f64)>, D::Error> {
-        let entries: Vec<Entry> = serde::Deserialize::deserialize(d)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| match e {
-                Entry::ByStatus(s, m, v) => (s, m, v),
-                Entry::Succeeded(m, v) => ("SUCCEEDED".into(), m, v),
-            })
-            .collect())
+/// Credits charged to the counted tasks of one status and model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CreditSeries {
+    pub status: String,
+    pub model: String,
+    pub charged: f64,
+    /// The part of `charged` estimated from the pricing table.
+    pub estimated: f64,
+}
+
+/// Credits FAILED tasks of one code and model were charged.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LostSeries {
+    pub failure_code: String,
+    pub model: String,
+    pub credits: f64,
+}
+
+/// FAILED tasks of one code whose cost contradicts the code's credit rule (`credits`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct MismatchSeries {
+    pub failure_code: String,
+    pub credits: String,
+    pub tasks: u64,
+}
+
+/// Requests to the Runway API of one endpoint answered with one code.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RequestSeries {
+    pub endpoint: String,
+    pub code: String,
+    pub requests: u64,
+}
+
+/// Terminal tasks whose credits neither the record nor the pricing table gave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unpriced {
+    pub succeeded: u64,
+    /// FAILED tasks whose code loses its credits.
+    pub failed: u64,
+}
+
+/// Records whose label value was folded into `other`, by label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabelOverflow {
+    pub failure_code: u64,
+    pub model: u64,
+}
+
+/// Rejected lines written to the dead-letter file, or that could not be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetters {
+    pub written: u64,
+    pub failed: u64,
+}
+
+impl Unpriced {
+    fn add(&mut self, o: &Unpriced) {
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+    }
+}
+
+impl LabelOverflow {
+    fn add(&mut self, o: &LabelOverflow) {
+        self.failure_code += o.failure_code;
+        self.model += o.model;
+    }
+}
+
+impl DeadLetters {
+    fn add(&mut self, o: &DeadLetters) {
+        self.written += o.written;
+        self.failed += o.failed;
     }
 }
 
@@ -619,14 +678,10 @@ pub struct Committed {
     /// `(code, the code's credit rule)`: see the module doc.
     pub cost_mismatches: FxHashMap<(u32, CreditRule), u64>,
     pub invalid_numbers: u64,
-    /// Terminal tasks whose credits neither the record nor the pricing table gave:
-    /// `[SUCCEEDED, FAILED with credits lost]`.
-    pub credits_unpriced: [u64; 2],
+    pub credits_unpriced: Unpriced,
     pub unknown_failure_codes: u64,
-    /// `[failure_code, model]`.
-    pub label_overflow: [u64; 2],
-    /// Dead-letter entries `[written, failed]`.
-    pub dead_letter: [u64; 2],
+    pub label_overflow: LabelOverflow,
+    pub dead_letter: DeadLetters,
     pub sources: Vec<SourceTotals>,
     /// Followed files and how far they are counted.
     pub positions: std::collections::BTreeMap<FileKey, Position>,
@@ -669,10 +724,10 @@ impl Ledger {
                     credits_lost: FxHashMap::default(),
                     cost_mismatches: FxHashMap::default(),
                     invalid_numbers: 0,
-                    credits_unpriced: [0; 2],
+                    credits_unpriced: Unpriced::default(),
                     unknown_failure_codes: 0,
-                    label_overflow: [0; 2],
-                    dead_letter: [0; 2],
+                    label_overflow: LabelOverflow::default(),
+                    dead_letter: DeadLetters::default(),
                     sources: Vec::new(),
                     positions: Default::default(),
                     api_tasks: Default::default(),
@@ -986,20 +1041,15 @@ impl Ledger {
     pub fn totals(&self) -> Totals {
         let model = |id: &u32| self.model_name(*id).to_string();
         let code = |id: &u32| self.code_info(*id).label.clone();
-        let by_status = |which: fn(&Credits) -> f64| {
-            let mut v: Vec<(String, String, f64)> = self
-                .credits
-                .iter()
-                .map(|((s, id), c)| (s.as_str().to_string(), model(id), which(c)))
-                .collect();
-            v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-            v
-        };
         let mut t = Totals {
             tasks: self
                 .tasks
                 .iter()
-                .map(|((s, m), v)| (s.as_str().to_string(), model(m), *v))
+                .map(|((s, m), v)| TaskSeries {
+                    status: s.as_str().into(),
+                    model: model(m),
+                    tasks: *v,
+                })
                 .collect(),
             failures: self
                 .failures
@@ -1013,46 +1063,69 @@ impl Ledger {
                     value: *v,
                 })
                 .collect(),
-            credits_charged: by_status(|c| c.charged),
-            credits_estimated: by_status(|c| c.estimated),
+            credits: self
+                .credits
+                .iter()
+                .map(|((s, m), c)| CreditSeries {
+                    status: s.as_str().into(),
+                    model: model(m),
+                    charged: c.charged,
+                    estimated: c.estimated,
+                })
+                .collect(),
             credits_lost: self
                 .credits_lost
                 .iter()
-                .map(|((c, m), v)| (code(c), model(m), *v))
+                .map(|((c, m), v)| LostSeries {
+                    failure_code: code(c),
+                    model: model(m),
+                    credits: *v,
+                })
                 .collect(),
             cost_mismatches: self
                 .cost_mismatches
                 .iter()
-                .map(|((c, rule), v)| (code(c), rule.as_str().to_string(), *v))
+                .map(|((c, rule), v)| MismatchSeries {
+                    failure_code: code(c),
+                    credits: rule.as_str().into(),
+                    tasks: *v,
+                })
                 .collect(),
-            invalid_numbers: self.book.invalid_numbers,
-            credits_unpriced: self.book.credits_unpriced,
-            unknown_failure_codes: self.book.unknown_failure_codes,
-            label_overflow: self.book.label_overflow,
-            dead_letter: self.book.dead_letter,
-            sources: self.book.sources.clone(),
-            dedupe_ids: self.book.dedupe.len() as u64,
+            invalid_numbers: self.invalid_numbers,
+            credits_unpriced: self.credits_unpriced,
+            unknown_failure_codes: self.unknown_failure_codes,
+            label_overflow: self.label_overflow,
+            dead_letter: self.dead_letter,
+            sources: self.sources.clone(),
+            dedupe_ids: self.dedupe.len() as u64,
             api_requests: self
                 .api_requests
                 .iter()
-                .map(|((e, c), v)| (e.clone(), c.clone(), *v))
+                .map(|((e, c), v)| RequestSeries {
+                    endpoint: e.clone(),
+                    code: c.clone(),
+                    requests: *v,
+                })
                 .collect(),
-            api_tasks_tracked: self.book.api_tasks.len() as u64,
-            organization: self.book.organization.clone(),
-            usage: self.book.usage.clone(),
+            api_tasks_tracked: self.api_tasks.len() as u64,
+            organization: self.organization.clone(),
+            usage: self.usage.clone(),
             api_credits_in_flight: self
                 .api_tasks
                 .values()
                 .filter_map(|t| t.estimated_cost)
                 .fold(0.0, |a, b| a + b),
         };
-        t.tasks.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        t.tasks
+            .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
         t.failures.sort_by(|a, b| {
             (&a.failure_code, &a.model, &a.category).cmp(&(&b.failure_code, &b.model, &b.category))
         });
+        t.credits
+            .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
         t.cost_mismatches.sort();
         t.credits_lost
-            .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            .sort_by(|a, b| (&a.failure_code, &a.model).cmp(&(&b.failure_code, &b.model)));
         t
     }
 
@@ -1064,13 +1137,15 @@ impl Ledger {
         dedupe: impl IntoIterator<Item = u64>,
     ) -> Result<(), RestoreError> {
         let bad = |what: &str, v: &str| RestoreError(format!("{what} {v:?}"));
-        let book = &mut *self.book;
-        for (status, model, v) in &t.tasks {
-            let s = Status::parse(status)
+        let status = |s: &str| {
+            Status::parse(s)
                 .filter(|s| s.is_terminal())
-                .ok_or_else(|| bad("status", status))?;
-            let m = book.models.force(model);
-            *book.tasks.entry((s, m)).or_default() += v;
+                .ok_or_else(|| bad("status", s))
+        };
+        let book = &mut *self.book;
+        for series in &t.tasks {
+            let key = (status(&series.status)?, book.models.force(&series.model));
+            *book.tasks.entry(key).or_default() += series.tasks;
         }
         for f in &t.failures {
             let key = FailureKey {
@@ -1083,43 +1158,41 @@ impl Ledger {
             };
             *book.failures.entry(key).or_default() += f.value;
         }
-        let estimated = t.credits_estimated.iter().map(|e| (e, true));
-        for ((status, model, v), is_estimate) in t
-            .credits_charged
-            .iter()
-            .map(|e| (e, false))
-            .chain(estimated)
-        {
-            let s = Status::parse(status)
-                .filter(|s| s.is_terminal())
-                .ok_or_else(|| bad("status", status))?;
-            let c = book
-                .credits
-                .entry((s, book.models.force(model)))
-                .or_default();
-            match is_estimate {
-                true => c.estimated += v,
-                false => c.charged += v,
-            }
+        for series in &t.credits {
+            let key = (status(&series.status)?, book.models.force(&series.model));
+            let c = book.credits.entry(key).or_default();
+            c.charged += series.charged;
+            c.estimated += series.estimated;
         }
-        for (code, rule, v) in &t.cost_mismatches {
-            let rule = CreditRule::parse(rule).ok_or_else(|| bad("credits", rule))?;
-            *book
-                .cost_mismatches
-                .entry((book.codes.force(code), rule))
-                .or_default() += v;
+        for series in &t.cost_mismatches {
+            let rule = CreditRule::parse(&series.credits)
+                .ok_or_else(|| bad("credits", &series.credits))?;
+            let key = (book.codes.force(&series.failure_code), rule);
+            *book.cost_mismatches.entry(key).or_default() += series.tasks;
         }
         book.invalid_numbers += t.invalid_numbers;
-        for (code, model, v) in &t.credits_lost {
-            let key = (book.codes.force(code), book.models.force(model));
-            *book.credits_lost.entry(key).or_default() += v;
+        for series in &t.credits_lost {
+            let key = (
+                book.codes.force(&series.failure_code),
+                book.models.force(&series.model),
+            );
+            *book.credits_lost.entry(key).or_default() += series.credits;
+        }
+        book.credits_unpriced.add(&t.credits_unpriced);
+        book.label_overflow.add(&t.label_overflow);
+        book.dead_letter.add(&t.dead_letter);
+        book.unknown_failure_codes += t.unknown_failure_codes;
+        for series in &t.api_requests {
+            let key = (series.endpoint.clone(), series.code.clone());
+            *book.api_requests.entry(key).or_default() += series.requests;
+        }
+        book.organization = t.organization.clone();
+        book.usage = t.usage.clone();
+        for h in dedupe {
+            book.dedupe.insert_hash(h);
         }
         self.sync_code_info();
         let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        add(&mut self.book.credits_unpriced, &t.credits_unpriced);
-        add(&mut self.book.label_overflow, &t.label_overflow);
-        add(&mut self.book.dead_letter, &t.dead_letter);
-        self.book.unknown_failure_codes += t.unknown_failure_codes;
         for saved in &t.sources {
             let id = self.add_source(&saved.name);
             let s = &mut self.book.sources[id.0];
@@ -1129,18 +1202,6 @@ impl Ledger {
             s.rotations += saved.rotations;
             s.truncations += saved.truncations;
             s.file_limit_hits += saved.file_limit_hits;
-        }
-        for (endpoint, code, v) in &t.api_requests {
-            *self
-                .book
-                .api_requests
-                .entry((endpoint.clone(), code.clone()))
-                .or_default() += v;
-        }
-        self.book.organization = t.organization.clone();
-        self.book.usage = t.usage.clone();
-        for h in dedupe {
-            self.book.dedupe.insert_hash(h);
         }
         Ok(())
     }
@@ -1157,7 +1218,7 @@ impl Ledger {
         }
         let model_name = model_label(record.model.as_deref());
         let (model, folded) = self.book.models.get(model_name, self.limits.max_models);
-        self.book.label_overflow[1] += folded as u64;
+        self.book.label_overflow.model += folded as u64;
         *self.book.tasks.entry((record.status, model)).or_default() += 1;
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
         let rule = failure.map(|(_, rule)| rule);
@@ -1169,7 +1230,11 @@ impl Ledger {
             Price::Reported(c) | Price::Estimated(c) => c,
             Price::Nothing => 0.0,
             Price::Unknown => {
-                self.book.credits_unpriced[(record.status == Status::Failed) as usize] += 1;
+                let unpriced = &mut self.book.credits_unpriced;
+                match record.status {
+                    Status::Failed => unpriced.failed += 1,
+                    _ => unpriced.succeeded += 1,
+                }
                 0.0
             }
         };
@@ -1201,7 +1266,7 @@ impl Ledger {
             .book
             .codes
             .get(code.as_str(), self.limits.max_failure_codes);
-        self.book.label_overflow[0] += folded as u64;
+        self.book.label_overflow.failure_code += folded as u64;
         if code_id as usize >= self.book.code_info.len() {
             self.sync_code_info();
         }
@@ -1378,7 +1443,13 @@ mod tests {
         assert_eq!(m("gen4_turbo"), credits(75.0, 50.0));
         assert_eq!(m("gen4_image"), credits(5.0, 5.0));
         assert_eq!(m("mystery"), credits(0.0, 0.0));
-        assert_eq!(l.credits_unpriced, [2, 1]);
+        assert_eq!(
+            l.credits_unpriced,
+            Unpriced {
+                succeeded: 2,
+                failed: 1
+            }
+        );
         // The event's credits field is what the application says a task was charged,
         // whatever its status (and, without a cost from Runway, no evidence against the
         // table); refunded failures and cancelled tasks are never estimated.
@@ -1464,18 +1535,26 @@ mod tests {
             0,
             "an unknown rule cannot be contradicted"
         );
-        assert_eq!(l.credits_unpriced, [0, 0]);
+        assert_eq!(l.credits_unpriced, Unpriced::default());
         // The totals carry them with their labels, and a restore brings them back.
         let t = l.totals();
-        assert!(t
-            .credits_charged
-            .contains(&("CANCELLED".into(), "gen4_turbo".into(), 50.0)));
+        assert!(t.credits.contains(&CreditSeries {
+            status: "CANCELLED".into(),
+            model: "gen4_turbo".into(),
+            charged: 50.0,
+            estimated: 0.0
+        }));
+        let mismatch = |code: &str, rule: &str| MismatchSeries {
+            failure_code: code.into(),
+            credits: rule.into(),
+            tasks: 1,
+        };
         assert!(t
             .cost_mismatches
-            .contains(&("INTERNAL".into(), "refunded".into(), 1)));
+            .contains(&mismatch("INTERNAL", "refunded")));
         assert!(t
             .cost_mismatches
-            .contains(&("SAFETY.INPUT.TEXT".into(), "lost".into(), 1)));
+            .contains(&mismatch("SAFETY.INPUT.TEXT", "lost")));
         let (mut again, _, _) = ledger(Limits::default());
         again.restore(&t, l.dedupe.hashes()).unwrap();
         assert_eq!(again.totals(), t);
@@ -1504,35 +1583,24 @@ mod tests {
         }
         let t = l.totals();
         assert!(
-            t.credits_charged
+            t.credits
                 .iter()
-                .all(|(_, _, v)| v.is_finite() && *v == 0.0),
+                .all(|c| c.charged.is_finite() && c.charged == 0.0),
             "{:?}",
-            t.credits_charged
+            t.credits
         );
         assert_eq!(t.invalid_numbers, 15);
-        assert_eq!(t.credits_unpriced, [10, 5]);
+        assert_eq!(
+            t.credits_unpriced,
+            Unpriced {
+                succeeded: 10,
+                failed: 5
+            }
+        );
         // The state file's header is JSON, where an infinite number would be written as
         // null and not read back: the totals must survive the round trip.
         let back: Totals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
         assert_eq!(back, t);
-    }
-
-    #[test]
-    fn state_written_before_credits_had_a_status_is_read() {
-        let old = r#"{"tasks":[],"failures":[],"credits_charged":[["gen4_turbo",75.0],["unknown",0.0]],"credits_lost":[],"credits_unpriced":[1,2],"unknown_failure_codes":0,"label_overflow":[0,0],"dead_letter":[0,0],"sources":[],"dedupe_ids":0,"organization":{"credit_balance":5.0,"models":[["gen4_turbo",17.0,200.0,2.0]]}}"#;
-        let t: Totals = serde_json::from_str(old).unwrap();
-        assert_eq!(
-            t.credits_charged,
-            vec![
-                ("SUCCEEDED".into(), "gen4_turbo".into(), 75.0),
-                ("SUCCEEDED".into(), "unknown".into(), 0.0)
-            ]
-        );
-        assert_eq!(
-            t.organization.unwrap().models,
-            vec![("gen4_turbo".into(), 17.0, Some(200.0), Some(2.0))]
-        );
     }
 
     #[test]
@@ -1578,7 +1646,13 @@ mod tests {
         );
         assert_eq!(failures(&l, OTHER, OTHER), 7);
         assert_eq!(failures(&l, "ASSET.INVALID", "m0"), 1);
-        assert_eq!(l.label_overflow, [7, 8]);
+        assert_eq!(
+            l.label_overflow,
+            LabelOverflow {
+                failure_code: 7,
+                model: 8
+            }
+        );
         assert_eq!(l.unknown_failure_codes, 10);
         let distinct_codes: rustc_hash::FxHashSet<_> = l.failures.keys().map(|k| k.code).collect();
         assert!(distinct_codes.len() <= Table::builtin().known_codes().len() + 3 + 3);

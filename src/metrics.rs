@@ -132,16 +132,20 @@ impl ApiGauges {
             ] {
                 vec.reset();
             }
-            for (model, daily, max_daily, max_concurrent) in &org.models {
+            for m in &org.models {
+                let model = [m.model.as_str()];
                 self.daily_generations
-                    .with_label_values(&[model])
-                    .set(*daily);
+                    .with_label_values(&model)
+                    .set(m.daily_generations);
                 for (vec, limit) in [
-                    (&self.max_daily_generations, max_daily),
-                    (&self.max_concurrent_generations, max_concurrent),
+                    (&self.max_daily_generations, m.max_daily_generations),
+                    (
+                        &self.max_concurrent_generations,
+                        m.max_concurrent_generations,
+                    ),
                 ] {
                     if let Some(v) = limit {
-                        vec.with_label_values(&[model]).set(*v);
+                        vec.with_label_values(&model).set(v);
                     }
                 }
             }
@@ -157,10 +161,10 @@ impl ApiGauges {
             // across midnight, or a restart on another day) has no sample.
             let today = crate::source::api::utc_day(std::time::SystemTime::now());
             let current = usage.date == today;
-            for (model, credits) in usage.models.iter().filter(|_| current) {
+            for m in usage.models.iter().filter(|_| current) {
                 self.daily_credits_used
-                    .with_label_values(&[model])
-                    .set(*credits);
+                    .with_label_values(&[m.model.as_str()])
+                    .set(m.credits);
             }
         }
     }
@@ -271,8 +275,9 @@ impl Metrics {
     /// Brings every published series up to `t`: the totals of the last commit.
     pub fn publish(&mut self, t: &Totals) {
         let p = &mut self.published;
-        for (status, model, v) in &t.tasks {
-            sync(&mut p.ints, 0, &self.tasks, &[status, model], *v);
+        for series in &t.tasks {
+            let labels = [series.status.as_str(), &series.model];
+            sync(&mut p.ints, 0, &self.tasks, &labels, series.tasks);
         }
         for f in &t.failures {
             let labels = [
@@ -284,36 +289,58 @@ impl Metrics {
             ];
             sync(&mut p.ints, 1, &self.task_failures, &labels, f.value);
         }
-        for (status, model, v) in &t.credits_charged {
+        for series in &t.credits {
+            let labels = [series.status.as_str(), &series.model];
             sync(
                 &mut p.floats,
                 2,
                 &self.credits_charged,
-                &[status, model],
-                *v,
+                &labels,
+                series.charged,
             );
-        }
-        for (status, model, v) in &t.credits_estimated {
+            let estimated = series.estimated;
             sync(
                 &mut p.floats,
                 14,
                 &self.credits_estimated,
-                &[status, model],
-                *v,
+                &labels,
+                estimated,
             );
         }
-        for (code, rule, v) in &t.cost_mismatches {
-            sync(&mut p.ints, 15, &self.cost_mismatches, &[code, rule], *v);
+        for series in &t.cost_mismatches {
+            let labels = [series.failure_code.as_str(), &series.credits];
+            sync(
+                &mut p.ints,
+                15,
+                &self.cost_mismatches,
+                &labels,
+                series.tasks,
+            );
         }
         let inc = t.invalid_numbers.saturating_sub(self.invalid_numbers.get());
         self.invalid_numbers.inc_by(inc);
-        for (code, model, v) in &t.credits_lost {
-            sync(&mut p.floats, 3, &self.credits_lost, &[code, model], *v);
+        for series in &t.credits_lost {
+            let labels = [series.failure_code.as_str(), &series.model];
+            sync(
+                &mut p.floats,
+                3,
+                &self.credits_lost,
+                &labels,
+                series.credits,
+            );
         }
-        for (status, v) in ["SUCCEEDED", "FAILED"].iter().zip(t.credits_unpriced) {
+        let unpriced = &t.credits_unpriced;
+        for (status, v) in [
+            ("SUCCEEDED", unpriced.succeeded),
+            ("FAILED", unpriced.failed),
+        ] {
             sync(&mut p.ints, 4, &self.credits_unpriced, &[status], v);
         }
-        for (label, v) in ["failure_code", "model"].iter().zip(t.label_overflow) {
+        let overflow = &t.label_overflow;
+        for (label, v) in [
+            ("failure_code", overflow.failure_code),
+            ("model", overflow.model),
+        ] {
             sync(&mut p.ints, 5, &self.label_overflow, &[label], v);
         }
         let inc = t
@@ -360,11 +387,19 @@ impl Metrics {
             }
         }
         self.dedupe_ids.set(t.dedupe_ids as i64);
-        for (result, v) in ["written", "failed"].iter().zip(t.dead_letter) {
+        let dead = &t.dead_letter;
+        for (result, v) in [("written", dead.written), ("failed", dead.failed)] {
             sync(&mut p.ints, 12, &self.dead_letter_lines, &[result], v);
         }
-        for (endpoint, code, v) in &t.api_requests {
-            sync(&mut p.ints, 13, &self.api_requests, &[endpoint, code], *v);
+        for series in &t.api_requests {
+            let labels = [series.endpoint.as_str(), &series.code];
+            sync(
+                &mut p.ints,
+                13,
+                &self.api_requests,
+                &labels,
+                series.requests,
+            );
         }
         if let Some(api) = &self.api {
             api.publish(t);
@@ -457,13 +492,21 @@ mod tests {
         let today = crate::source::api::utc_day(std::time::SystemTime::now());
         let usage = |date: &str| Usage {
             date: date.into(),
-            models: vec![("gen4_turbo".into(), 150.0)],
+            models: vec![crate::ledger::ModelUsage {
+                model: "gen4_turbo".into(),
+                credits: 150.0,
+            }],
         };
         let t = Totals {
             usage: Some(usage("1999-01-01")),
             organization: Some(Organization {
                 credit_balance: 10.0,
-                models: vec![("veo3".into(), 3.0, None, Some(2.0))],
+                models: vec![crate::ledger::ModelLimits {
+                    model: "veo3".into(),
+                    daily_generations: 3.0,
+                    max_daily_generations: None,
+                    max_concurrent_generations: Some(2.0),
+                }],
                 max_monthly_credit_spend: None,
             }),
             ..Totals::default()

@@ -318,8 +318,8 @@ impl Pipeline {
             }
             self.with_ledger(|l| {
                 let c = l.committed_mut();
-                c.dead_letter[0] += written;
-                c.dead_letter[1] += failed;
+                c.dead_letter.written += written;
+                c.dead_letter.failed += failed;
             });
         }
     }
@@ -450,7 +450,7 @@ mod tests {
     use super::*;
     use crate::classify::Table;
     use crate::deadletter::DeadLetterConfig;
-    use crate::ledger::Limits;
+    use crate::ledger::{DeadLetters, Limits};
     use crate::pricing::Pricing;
     use crate::record::FieldMap;
     use std::sync::Arc;
@@ -490,7 +490,13 @@ mod tests {
             (Some("not json"), Some(10))
         );
         p.with_ledger(|l| {
-            assert_eq!(l.dead_letter, [5000, 0]);
+            assert_eq!(
+                l.dead_letter,
+                DeadLetters {
+                    written: 5000,
+                    failed: 0
+                }
+            );
             assert_eq!(l.sources[source.0].results[..4], [5000, 0, 0, 5000]);
             assert_eq!(l.sources[source.0].read_bytes, block.len() as u64);
         });
@@ -501,7 +507,7 @@ mod tests {
         assert!(p.commit(state.path()).unwrap().is_none(), "nothing changed");
         p.report_rejected(source, &[(ParseError::InvalidJson, b"x".to_vec(), 1)]);
         let totals = p.commit(state.path()).unwrap().expect("a change to commit");
-        assert_eq!(totals.dead_letter, [5001, 0]);
+        assert_eq!(totals.dead_letter.written, 5001);
     }
 
     #[test]
@@ -520,15 +526,16 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         assert!(p.commit(state.path()).unwrap().is_some());
         // Through the ledger: committed. Reading it, or a no-op event: nothing to commit.
-        p.with_ledger(|l| l.committed_mut().dead_letter[1] += 1);
-        assert_eq!(p.commit(state.path()).unwrap().unwrap().dead_letter, [0, 1]);
-        p.with_ledger(|l| assert_eq!(l.dead_letter, [0, 1]));
+        p.with_ledger(|l| l.committed_mut().dead_letter.failed += 1);
+        let committed = p.commit(state.path()).unwrap().unwrap();
+        assert_eq!(committed.dead_letter.failed, 1);
+        p.with_ledger(|l| assert_eq!(l.dead_letter.failed, 1));
         p.event(source, SourceEvent::Up(false));
         p.event(source, SourceEvent::Tracked { files: 0 });
         assert!(p.commit(state.path()).unwrap().is_none());
         // Behind its back (what a counter added outside `Committed`, or changed through
         // interior mutability, would do): the skipped commit says so.
-        p.with_ledger(|l| l.committed_unmarked().dead_letter[0] += 1);
+        p.with_ledger(|l| l.committed_unmarked().dead_letter.written += 1);
         let caught =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.commit(state.path())));
         let message = caught.expect_err("the check must catch it");

@@ -10,7 +10,9 @@
 //!
 //! Format (versioned): one line of JSON (the header: format name, `version`, time,
 //! totals, positions, the number of dedupe hashes and their checksum), then the dedupe
-//! window as little-endian u64 hashes, oldest first. Its size is bounded by the
+//! window as little-endian u64 hashes, oldest first. Version 2 names every count
+//! (`{"status":"SUCCEEDED","model":"gen4_turbo","tasks":3}`); version 1 held tuples and
+//! arrays and is still read ([`v1`]). Its size is bounded by the
 //! configuration: `8 x dedupe_window` plus the capped label series and `max_files`
 //! positions. A file that cannot be read back (truncated, garbage, another format or
 //! a newer version) is *corrupt*: [`load`] moves it aside as
@@ -30,7 +32,7 @@ pub const FILE_NAME: &str = "runway-exporter.state";
 const TMP_NAME: &str = ".runway-exporter.state.tmp";
 const FORMAT: &str = "runway-exporter-state";
 /// The version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest header accepted when reading (the header holds only capped series).
 const MAX_HEADER_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -241,14 +243,17 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
     if v.format != FORMAT {
         return Err(corrupt(format!("format {:?} is not {FORMAT:?}", v.format)));
     }
-    if v.version != VERSION {
-        return Err(corrupt(format!(
-            "version {} (this build reads version {VERSION}; was it written by a newer release?)",
-            v.version
-        )));
-    }
-    let header: Header =
-        serde_json::from_slice(&line).map_err(|e| corrupt(format!("header: {e}")))?;
+    let header: Header = match v.version {
+        1 => serde_json::from_slice::<v1::Header>(&line)
+            .map(Header::from)
+            .map_err(|e| corrupt(format!("version 1 header: {e}")))?,
+        VERSION => serde_json::from_slice(&line).map_err(|e| corrupt(format!("header: {e}")))?,
+        newer => {
+            return Err(corrupt(format!(
+                "version {newer} (this build reads versions 1 to {VERSION}; was it written by a newer release?)"
+            )))
+        }
+    };
     let mut dedupe = Vec::with_capacity(header.dedupe.min(100_000_000) as usize);
     let mut checksum = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = [0u8; 8];
@@ -299,6 +304,251 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
             Ok(None)
         }
         other => other,
+    }
+}
+
+/// Version 1 of the state file, read and turned into today's: its counts were tuples
+/// (`["SUCCEEDED","gen4_turbo",3]`) and arrays (`credits_unpriced: [succeeded, failed]`).
+/// The oldest version-1 files hold `credits_charged` as `(model, credits)` of
+/// SUCCEEDED tasks, from before credits had a status.
+mod v1 {
+    use serde::Deserialize;
+
+    use crate::ledger::{self, ApiTask, FailureSeries, Position, SourceTotals};
+
+    #[derive(Deserialize)]
+    pub struct Header {
+        format: String,
+        written_at: f64,
+        totals: Totals,
+        positions: Vec<Position>,
+        #[serde(default)]
+        scanned_at: std::collections::BTreeMap<String, f64>,
+        #[serde(default)]
+        api_tasks: Vec<ApiTask>,
+        dedupe: u64,
+        dedupe_checksum: u64,
+    }
+
+    #[derive(Deserialize)]
+    struct Totals {
+        tasks: Vec<(String, String, u64)>,
+        failures: Vec<FailureSeries>,
+        #[serde(deserialize_with = "charged")]
+        credits_charged: Vec<(String, String, f64)>,
+        #[serde(default)]
+        credits_estimated: Vec<(String, String, f64)>,
+        credits_lost: Vec<(String, String, f64)>,
+        #[serde(default)]
+        cost_mismatches: Vec<(String, String, u64)>,
+        #[serde(default)]
+        invalid_numbers: u64,
+        credits_unpriced: [u64; 2],
+        unknown_failure_codes: u64,
+        label_overflow: [u64; 2],
+        dead_letter: [u64; 2],
+        sources: Vec<SourceTotals>,
+        dedupe_ids: u64,
+        #[serde(default)]
+        api_requests: Vec<(String, String, u64)>,
+        #[serde(default)]
+        api_tasks_tracked: u64,
+        #[serde(default)]
+        organization: Option<Organization>,
+        #[serde(default)]
+        usage: Option<Usage>,
+        #[serde(default)]
+        api_credits_in_flight: f64,
+    }
+
+    #[derive(Deserialize)]
+    struct Organization {
+        credit_balance: f64,
+        models: Vec<(String, f64, Option<f64>, Option<f64>)>,
+        #[serde(default)]
+        max_monthly_credit_spend: Option<f64>,
+    }
+
+    #[derive(Deserialize)]
+    struct Usage {
+        date: String,
+        models: Vec<(String, f64)>,
+    }
+
+    /// `credits_charged` in both its shapes.
+    fn charged<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String, f64)>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            ByStatus(String, String, f64),
+            /// Before credits had a status: SUCCEEDED tasks only.
+            Succeeded(String, f64),
+        }
+        let entries: Vec<Entry> = Deserialize::deserialize(d)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::ByStatus(s, m, v) => (s, m, v),
+                Entry::Succeeded(m, v) => ("SUCCEEDED".into(), m, v),
+            })
+            .collect())
+    }
+
+    impl From<Header> for super::Header {
+        fn from(h: Header) -> Self {
+            super::Header {
+                format: h.format,
+                version: super::VERSION,
+                written_at: h.written_at,
+                totals: h.totals.into(),
+                positions: h.positions,
+                scanned_at: h.scanned_at,
+                api_tasks: h.api_tasks,
+                dedupe: h.dedupe,
+                dedupe_checksum: h.dedupe_checksum,
+            }
+        }
+    }
+
+    impl From<Totals> for ledger::Totals {
+        fn from(t: Totals) -> Self {
+            // Charged and estimated credits were two lists of the same keys.
+            let mut credits = std::collections::BTreeMap::<(String, String), (f64, f64)>::new();
+            for (status, model, v) in t.credits_charged {
+                credits.entry((status, model)).or_default().0 += v;
+            }
+            for (status, model, v) in t.credits_estimated {
+                credits.entry((status, model)).or_default().1 += v;
+            }
+            ledger::Totals {
+                tasks: t
+                    .tasks
+                    .into_iter()
+                    .map(|(status, model, tasks)| ledger::TaskSeries {
+                        status,
+                        model,
+                        tasks,
+                    })
+                    .collect(),
+                failures: t.failures,
+                credits: credits
+                    .into_iter()
+                    .map(
+                        |((status, model), (charged, estimated))| ledger::CreditSeries {
+                            status,
+                            model,
+                            charged,
+                            estimated,
+                        },
+                    )
+                    .collect(),
+                credits_lost: t
+                    .credits_lost
+                    .into_iter()
+                    .map(|(failure_code, model, credits)| ledger::LostSeries {
+                        failure_code,
+                        model,
+                        credits,
+                    })
+                    .collect(),
+                cost_mismatches: t
+                    .cost_mismatches
+                    .into_iter()
+                    .map(|(failure_code, credits, tasks)| ledger::MismatchSeries {
+                        failure_code,
+                        credits,
+                        tasks,
+                    })
+                    .collect(),
+                invalid_numbers: t.invalid_numbers,
+                credits_unpriced: ledger::Unpriced {
+                    succeeded: t.credits_unpriced[0],
+                    failed: t.credits_unpriced[1],
+                },
+                unknown_failure_codes: t.unknown_failure_codes,
+                label_overflow: ledger::LabelOverflow {
+                    failure_code: t.label_overflow[0],
+                    model: t.label_overflow[1],
+                },
+                dead_letter: ledger::DeadLetters {
+                    written: t.dead_letter[0],
+                    failed: t.dead_letter[1],
+                },
+                sources: t.sources,
+                dedupe_ids: t.dedupe_ids,
+                api_requests: t
+                    .api_requests
+                    .into_iter()
+                    .map(|(endpoint, code, requests)| ledger::RequestSeries {
+                        endpoint,
+                        code,
+                        requests,
+                    })
+                    .collect(),
+                api_tasks_tracked: t.api_tasks_tracked,
+                organization: t.organization.map(|o| ledger::Organization {
+                    credit_balance: o.credit_balance,
+                    models: o
+                        .models
+                        .into_iter()
+                        .map(
+                            |(model, daily, max_daily, max_concurrent)| ledger::ModelLimits {
+                                model,
+                                daily_generations: daily,
+                                max_daily_generations: max_daily,
+                                max_concurrent_generations: max_concurrent,
+                            },
+                        )
+                        .collect(),
+                    max_monthly_credit_spend: o.max_monthly_credit_spend,
+                }),
+                usage: t.usage.map(|u| ledger::Usage {
+                    date: u.date,
+                    models: u
+                        .models
+                        .into_iter()
+                        .map(|(model, credits)| ledger::ModelUsage { model, credits })
+                        .collect(),
+                }),
+                api_credits_in_flight: t.api_credits_in_flight,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn totals_written_before_credits_had_a_status_are_read() {
+            let old = r#"{"tasks":[],"failures":[],"credits_charged":[["gen4_turbo",75.0],["unknown",0.0]],"credits_lost":[],"credits_unpriced":[1,2],"unknown_failure_codes":0,"label_overflow":[0,0],"dead_letter":[0,0],"sources":[],"dedupe_ids":0,"organization":{"credit_balance":5.0,"models":[["gen4_turbo",17.0,200.0,2.0]]}}"#;
+            let t: crate::ledger::Totals =
+                serde_json::from_str::<super::Totals>(old).unwrap().into();
+            let charged: Vec<_> = t
+                .credits
+                .iter()
+                .map(|c| (c.status.as_str(), c.model.as_str(), c.charged))
+                .collect();
+            assert_eq!(
+                charged,
+                [
+                    ("SUCCEEDED", "gen4_turbo", 75.0),
+                    ("SUCCEEDED", "unknown", 0.0)
+                ]
+            );
+            assert_eq!(t.credits_unpriced.succeeded, 1);
+            assert_eq!(t.credits_unpriced.failed, 2);
+            let m = &t.organization.unwrap().models[0];
+            assert_eq!(
+                (
+                    m.model.as_str(),
+                    m.daily_generations,
+                    m.max_daily_generations,
+                    m.max_concurrent_generations
+                ),
+                ("gen4_turbo", 17.0, Some(200.0), Some(2.0))
+            );
+        }
     }
 }
 
@@ -382,6 +632,40 @@ mod tests {
     }
 
     #[test]
+    fn version_2_names_every_count() {
+        let dir = tempfile::tempdir().unwrap();
+        begin(dir.path(), &filled()).unwrap().finish().unwrap();
+        let text = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let end = text.iter().position(|b| *b == b'\n').unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&text[..end]).unwrap();
+        assert_eq!(header["version"], 2);
+        let totals = &header["totals"];
+        for list in [
+            "tasks",
+            "failures",
+            "credits",
+            "credits_lost",
+            "cost_mismatches",
+        ] {
+            let entries = totals[list].as_array().unwrap();
+            assert!(
+                entries.iter().all(serde_json::Value::is_object),
+                "{list}: {entries:?}"
+            );
+        }
+        for counts in ["credits_unpriced", "label_overflow", "dead_letter"] {
+            assert!(totals[counts].is_object(), "{counts}: {}", totals[counts]);
+        }
+        assert!(totals["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["status"] == "FAILED"
+                && t["model"] == "m1"
+                && t["tasks"].as_u64() > Some(0)));
+    }
+
+    #[test]
     fn corrupt_files_are_moved_aside_never_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let good = {
@@ -389,8 +673,17 @@ mod tests {
             std::fs::read(dir.path().join(FILE_NAME)).unwrap()
         };
         let header_end = good.iter().position(|b| *b == b'\n').unwrap();
-        let newer =
-            String::from_utf8_lossy(&good[..header_end]).replace("\"version\":1", "\"version\":2");
+        let this = format!("\"version\":{VERSION}");
+        let header = String::from_utf8_lossy(&good[..header_end]);
+        assert!(header.contains(&this));
+        // The whole file as it was, but for a version this build does not know.
+        let newer = [
+            header
+                .replace(&this, &format!("\"version\":{}", VERSION + 1))
+                .as_bytes(),
+            &good[header_end..],
+        ]
+        .concat();
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -398,7 +691,7 @@ mod tests {
             ("truncated dedupe", good[..good.len() - 3].to_vec()),
             ("garbage", b"\x00\x01garbage\n".to_vec()),
             ("empty", Vec::new()),
-            ("newer version", format!("{newer}\n").into_bytes()),
+            ("newer version", newer),
             (
                 "foreign json",
                 b"{\"format\":\"other\",\"version\":1}\n".to_vec(),

@@ -499,12 +499,12 @@ fn organization(body: &[u8]) -> Option<Organization> {
                 .and_then(|m| m.get(key))
                 .and_then(credits)
         };
-        models.push((
-            crate::ledger::model_label(Some(name)).to_string(),
-            num(usage, "dailyGenerations").unwrap_or(0.0),
-            num(limits, "maxDailyGenerations"),
-            num(limits, "maxConcurrentGenerations"),
-        ));
+        models.push(crate::ledger::ModelLimits {
+            model: crate::ledger::model_label(Some(name)).to_string(),
+            daily_generations: num(usage, "dailyGenerations").unwrap_or(0.0),
+            max_daily_generations: num(limits, "maxDailyGenerations"),
+            max_concurrent_generations: num(limits, "maxConcurrentGenerations"),
+        });
     }
     Some(Organization {
         credit_balance,
@@ -567,7 +567,10 @@ fn usage(body: &[u8], date: &str) -> Option<Usage> {
     }
     Some(Usage {
         date: date.to_string(),
-        models: used.into_iter().collect(),
+        models: used
+            .into_iter()
+            .map(|(model, credits)| crate::ledger::ModelUsage { model, credits })
+            .collect(),
     })
 }
 
@@ -681,19 +684,29 @@ mod tests {
         let org = organization(body).unwrap();
         assert_eq!(org.credit_balance, 12345.0);
         assert_eq!(org.max_monthly_credit_spend, Some(100000.0));
-        assert!(org
+        let models: Vec<_> = org
             .models
-            .contains(&("gen4_turbo".into(), 17.0, Some(200.0), Some(2.0))));
+            .iter()
+            .map(|m| {
+                (
+                    m.model.as_str(),
+                    m.daily_generations,
+                    m.max_daily_generations,
+                    m.max_concurrent_generations,
+                )
+            })
+            .collect();
+        assert!(models.contains(&("gen4_turbo", 17.0, Some(200.0), Some(2.0))));
         // null is no limit, and so is a number no tier has.
-        assert!(org.models.contains(&("veo3".into(), 0.0, None, None)));
-        assert!(org.models.contains(&("gen4.5".into(), 0.0, None, None)));
-        assert!(org.models.contains(&("big".into(), 0.0, Some(5e12), None)));
+        assert!(models.contains(&("veo3", 0.0, None, None)));
+        assert!(models.contains(&("gen4.5", 0.0, None, None)));
+        assert!(models.contains(&("big", 0.0, Some(5e12), None)));
         let rich = organization(br#"{"creditBalance":2500000000}"#).unwrap();
         assert_eq!(
             rich.credit_balance, 2.5e9,
             "a balance past a task's bound is read"
         );
-        assert!(org.models.iter().any(|m| m.0 == "invalid"));
+        assert!(org.models.iter().any(|m| m.model == "invalid"));
         let unlimited =
             organization(br#"{"creditBalance":1,"tier":{"maxMonthlyCreditSpend":null}}"#).unwrap();
         assert_eq!(unlimited.max_monthly_credit_spend, None);
@@ -709,18 +722,23 @@ mod tests {
             {"date":"2026-12-01","usedCredits":[{"model":"gen4_turbo","amount":150},{"model":"veo3","amount":-40},{"model":"x y","amount":5},{"model":"veo3","amount":1e300},{"amount":3}]}]}"#;
         let u = usage(body, "2026-12-01").unwrap();
         assert_eq!(u.date, "2026-12-01");
+        let models: Vec<_> = u
+            .models
+            .iter()
+            .map(|m| (m.model.as_str(), m.credits))
+            .collect();
         assert_eq!(
-            u.models,
-            vec![
-                ("gen4_image".into(), 0.0),
-                ("gen4_turbo".into(), 150.0),
-                ("invalid".into(), 5.0),
-                ("veo3".into(), -40.0),
+            models,
+            [
+                ("gen4_image", 0.0),
+                ("gen4_turbo", 150.0),
+                ("invalid", 5.0),
+                ("veo3", -40.0),
             ]
         );
         // A day without usage: every listed model at 0.
         let u = usage(body, "2026-12-02").unwrap();
-        assert!(u.models.iter().all(|(_, v)| *v == 0.0) && u.models.len() == 3);
+        assert!(u.models.iter().all(|m| m.credits == 0.0) && u.models.len() == 3);
         assert_eq!(usage(b"{}", "2026-12-01"), None);
         assert_eq!(usage(b"[]", "2026-12-01"), None);
         let many: Vec<String> = (0..500).map(|i| format!("\"m{i}\"")).collect();
