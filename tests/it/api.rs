@@ -555,11 +555,14 @@ fn the_api_reports_costs_estimates_limits_and_usage() {
         &[],
         &[("RUNWAYML_API_SECRET", KEY)],
     );
-    // While c-cancel runs, its estimate is in flight.
+    // While c-cancel runs (15 polls) and the others have ended, its estimate alone is
+    // in flight. (Before the others' first answers the sum can be 30 too: wait for both.)
     let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
-        sample(m, "runway_api_credits_in_flight") == Some(30.0)
+        sample(m, "runway_api_tasks_tracked") == Some(1.0)
+            && sample(m, "runway_api_credits_in_flight") == Some(30.0)
     });
     assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(1.0));
+    assert_eq!(sample(&m, "runway_api_credits_in_flight"), Some(30.0));
     let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
         records(m, "api", "counted") >= 4.0
             && sample(m, "runway_organization_daily_credits_used{model=\"veo3\"}").is_some()
