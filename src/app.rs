@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::Registry;
@@ -97,12 +97,7 @@ pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyho
     })
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use crate::clock::unix_now;
 
 /// Commits the ledger every `interval` and publishes what each commit holds; once
 /// more when cancelled. A failed commit is counted and makes the exporter not ready;

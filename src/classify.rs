@@ -12,7 +12,6 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -61,29 +60,7 @@ pub enum CreditRule {
     Unknown,
 }
 
-macro_rules! label_enum {
-    ($ty:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
-        impl $ty {
-            /// Every value, in export order.
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-            /// The label value.
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $s),+ }
-            }
-            /// The value of a label value.
-            pub fn parse(s: &str) -> Option<$ty> {
-                match s { $($s => Some($ty::$variant),)+ _ => None }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-label_enum!(Category {
+crate::labels::label_enum!(Category {
     SafetyInput => "safety_input",
     SafetyOutput => "safety_output",
     SafetyPreprocessing => "safety_preprocessing",
@@ -94,13 +71,13 @@ label_enum!(Category {
     Internal => "internal",
     Unknown => "unknown",
 });
-label_enum!(Retry {
+crate::labels::label_enum!(Retry {
     Never => "never",
     AfterDelay => "after_delay",
     Unlikely => "unlikely",
     Unknown => "unknown",
 });
-label_enum!(CreditRule {
+crate::labels::label_enum!(CreditRule {
     Lost => "lost",
     Refunded => "refunded",
     Unknown => "unknown",
@@ -168,7 +145,7 @@ pub fn normalize_code(raw: Option<&str>) -> NormalizedCode<'_> {
     let Some(raw) = raw else {
         return NormalizedCode::None;
     };
-    let trimmed = crate::record::trim(raw);
+    let trimmed = crate::labels::trim(raw);
     if trimmed.is_empty() {
         return NormalizedCode::None;
     }

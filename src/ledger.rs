@@ -34,14 +34,7 @@ use crate::classify::{Category, CreditRule, NormalizedCode, Retry, Table};
 use crate::pricing::Pricing;
 use crate::record::{ParseError, Status, TaskRecord};
 
-/// Label value for values folded away by a cardinality cap.
-pub const OTHER: &str = "other";
-/// Label value for a record without a model.
-pub const UNKNOWN_MODEL: &str = "unknown";
-/// Label value for a model name that is not a plausible model name.
-pub const INVALID_MODEL: &str = "invalid";
-/// Longest model name kept as a label value.
-pub const MAX_MODEL_BYTES: usize = 64;
+pub use crate::labels::{model_label, INVALID_MODEL, MAX_MODEL_BYTES, OTHER, UNKNOWN_MODEL};
 
 /// What became of one line. Label values of `runway_exporter_records_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -589,23 +582,6 @@ impl Interner {
             return (self.ids[OTHER], true);
         }
         (self.force(value), false)
-    }
-}
-
-pub(crate) fn model_label(model: Option<&str>) -> &str {
-    let Some(m) = model.map(crate::record::trim) else {
-        return UNKNOWN_MODEL;
-    };
-    let ok = !m.is_empty()
-        && m.len() <= MAX_MODEL_BYTES
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':' | b'/'));
-    if ok {
-        m
-    } else if m.is_empty() {
-        UNKNOWN_MODEL
-    } else {
-        INVALID_MODEL
     }
 }
 

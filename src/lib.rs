@@ -3,7 +3,7 @@
 //! The architecture in ten lines:
 //!
 //! 1. A *source* produces lines: [`source::file`] tails task logs (and `scan` reads them once).
-//! 2. [`source::lines`] splits blocks into lines without copying, bounding line length.
+//! 2. [`lines`] splits blocks into lines without copying, bounding line length.
 //! 3. [`record`] turns one line into a [`record::TaskRecord`], looking only at a few fields.
 //! 4. [`classify`] maps the failure code to category, retry advice and credit rule (a table).
 //! 5. [`ledger`] counts: first terminal record per task id, bounded dedupe, capped labels,
@@ -16,10 +16,13 @@
 
 pub mod app;
 pub mod classify;
+pub mod clock;
 pub mod config;
 pub mod deadletter;
 pub mod http;
+pub mod labels;
 pub mod ledger;
+pub mod lines;
 pub mod metrics;
 pub mod pipeline;
 pub mod pricing;

@@ -17,7 +17,7 @@ use prometheus::{
 use crate::ledger::{LineResult, Totals};
 use crate::record::ParseError;
 
-/// The Runway API version the exporter speaks, the failure-code table's.
+/// The exporter's own version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision the binary was built from, when the build could tell.
 pub const REVISION: &str = match option_env!("RUNWAY_EXPORTER_REVISION") {
@@ -159,7 +159,7 @@ impl ApiGauges {
             self.daily_credits_used.reset();
             // "Today" only while it is: a usage answer of an earlier day (the poll failing
             // across midnight, or a restart on another day) has no sample.
-            let today = crate::source::api::utc_day(std::time::SystemTime::now());
+            let today = crate::clock::utc_day(std::time::SystemTime::now());
             let current = usage.date == today;
             for m in usage.models.iter().filter(|_| current) {
                 self.daily_credits_used
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn usage_of_another_day_and_null_limits_have_no_sample() {
-        let today = crate::source::api::utc_day(std::time::SystemTime::now());
+        let today = crate::clock::utc_day(std::time::SystemTime::now());
         let usage = |date: &str| Usage {
             date: date.into(),
             models: vec![crate::ledger::ModelUsage {

@@ -8,13 +8,13 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::deadletter::DeadLetter;
 use crate::ledger::{FileKey, Ledger, LineResult, Position, SourceId, Totals, BATCH};
+use crate::lines::{Line, LineSplitter};
 use crate::metrics::Metrics;
 use crate::record::{ParseError, RecordParser};
-use crate::source::lines::{Line, LineSplitter};
 
 /// Without a dead-letter file, rejected lines of one block that are looked at for
 /// logging (which is rate-limited anyway); the rest are only counted.
@@ -98,12 +98,7 @@ pub struct TaskListRules {
     pub max_tracked: usize,
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use crate::clock::unix_now;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while counting cannot leave the plain counters half-written in a way

@@ -1,7 +1,7 @@
 //! One line -> [`TaskRecord`]: pure, zero-copy where the line allows it.
 //!
 //! A *task record* is one JSON value (a line, or an object pretty-printed over several
-//! lines, which [`crate::source::lines`] hands over as one) that yields a `status`, and
+//! lines, which [`crate::lines`] hands over as one) that yields a `status`, and
 //! optionally `id`, `failureCode`, `cost.credits`, `estimatedCost.credits`, `model`,
 //! `credits` and `duration`. Two formats:
 //!
@@ -34,6 +34,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::labels::trim;
 
 /// A task's status as Runway reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -581,17 +583,6 @@ fn too_deep(line: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// `str::trim`, with a fast path for the usual value that starts and ends with a
-/// printable ASCII character (`str::trim` decodes a char at each end first).
-pub(crate) fn trim(s: &str) -> &str {
-    let edge = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !char::from(b).is_whitespace());
-    if edge(s.as_bytes().first()) && edge(s.as_bytes().last()) {
-        s
-    } else {
-        s.trim()
-    }
 }
 
 /// A number field's value, when it is there and from 0 to `max`; a value that is there

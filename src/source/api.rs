@@ -229,12 +229,7 @@ pub struct Poller {
     down: bool,
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use crate::clock::unix_now;
 
 impl Poller {
     pub fn new(settings: Api, client: Client, pipeline: Arc<Pipeline>) -> Poller {
@@ -526,11 +521,6 @@ fn credits(v: &serde_json::Value) -> Option<f64> {
     v.as_f64().filter(|n| n.abs() <= MAX_ORGANIZATION_NUMBER)
 }
 
-/// The UTC day of `t`, `YYYY-MM-DD`.
-pub(crate) fn utc_day(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()
-}
-
 /// The part of `POST /v1/organization/usage` for the day `date`: the credits used by
 /// each model, and 0 for the models the answer lists without usage that day.
 fn usage(body: &[u8], date: &str) -> Option<Usage> {
@@ -609,10 +599,10 @@ pub async fn run_usage(
         &token,
         || async move {
             let now = std::time::SystemTime::now();
-            let today = utc_day(now);
+            let today = crate::clock::utc_day(now);
             let body = serde_json::json!({
                 "startDate": today,
-                "beforeDate": utc_day(now + Duration::from_secs(86_400)),
+                "beforeDate": crate::clock::utc_day(now + Duration::from_secs(86_400)),
             });
             (
                 client.post_json("/v1/organization/usage", &body).await,
@@ -747,13 +737,6 @@ mod tests {
             usage(body.as_bytes(), "2026-12-01").unwrap().models.len(),
             MAX_MODELS
         );
-    }
-
-    #[test]
-    fn utc_days() {
-        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_764_633_600); // 2025-12-02T00:00:00Z
-        assert_eq!(utc_day(t), "2025-12-02");
-        assert_eq!(utc_day(t - Duration::from_secs(1)), "2025-12-01");
     }
 
     #[test]

@@ -36,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FileSettings, StartAt};
 use crate::ledger::{FileKey, Position, SourceId, FINGERPRINT_BYTES};
+use crate::lines::LineSplitter;
 use crate::pipeline::{Pipeline, SourceEvent};
-use crate::source::lines::LineSplitter;
 
 /// The source name of the file tailer, the `source` label of its metrics.
 pub const SOURCE: &str = "file";

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, real files, real sockets on 127.0.0.1.
 
 mod api;
+mod architecture;
 mod cli;
 mod daemon;
 mod dashboards;
