@@ -78,12 +78,7 @@ pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyho
         settings.file.read_block_bytes,
     )?;
     // A one-shot run has no "last record time" worth exporting: keep the output stable.
-    pipeline.with_ledger(|l| {
-        l.committed_mut()
-            .sources
-            .iter_mut()
-            .for_each(|s| s.last_record_unix = 0.0)
-    });
+    pipeline.with_ledger(|l| l.own_mut().forget_last_records());
     let registry = Registry::new();
     let mut metrics = Metrics::new(&registry, false)?;
     pipeline.publish(&mut metrics);
@@ -195,11 +190,7 @@ pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
         Ok(Some(saved)) => {
             let restored = pipeline.with_ledger(|l| {
                 l.restore(&saved.totals, saved.dedupe.iter().copied())?;
-                l.committed_mut().api_tasks = saved
-                    .api_tasks
-                    .iter()
-                    .map(|t| (t.id.clone(), t.clone()))
-                    .collect();
+                l.restore_api_tasks(saved.api_tasks.iter().cloned());
                 Ok::<_, crate::ledger::RestoreError>(())
             });
             match restored {

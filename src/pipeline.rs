@@ -255,16 +255,12 @@ impl Pipeline {
                     count += batch.len() as u64;
                 }
             }
-            let s = ledger.source_mut(source);
-            s.read_bytes += bytes;
-            if count > 0 {
-                s.last_record_unix = unix_now();
-            }
+            ledger.own_mut().read(source, bytes, count, unix_now());
             if let Some((key, read)) = cursor {
-                if let Some(p) = ledger.committed_mut().positions.get_mut(&key) {
-                    p.offset = read - splitter.pending() as u64;
-                    p.skipping = splitter.skipping();
-                }
+                let offset = read - splitter.pending() as u64;
+                ledger
+                    .checkpoints_mut()
+                    .advance(key, offset, splitter.skipping());
             }
         }
         if !rejected.is_empty() {
@@ -273,7 +269,7 @@ impl Pipeline {
     }
 
     fn report_rejected(&self, source: SourceId, rejected: &[(ParseError, Vec<u8>, usize)]) {
-        let name = self.with_ledger(|l| l.sources[source.0].name.clone());
+        let name = self.with_ledger(|l| l.own.source(source).name.clone());
         {
             let mut w = lock(&self.warn);
             let now = Instant::now();
@@ -312,26 +308,21 @@ impl Pipeline {
                 tracing::debug!(error = %err, "Cannot flush the dead-letter file.");
             }
             self.with_ledger(|l| {
-                let c = l.committed_mut();
-                c.dead_letter.written += written;
-                c.dead_letter.failed += failed;
+                l.own_mut().dead_letters(written, failed);
             });
         }
     }
 
     /// Starts tracking a file's position.
     pub fn track(&self, key: FileKey, position: Position) {
-        lock(&self.ledger)
-            .committed_mut()
-            .positions
-            .insert(key, position);
+        lock(&self.ledger).checkpoints_mut().track(key, position);
     }
 
     /// Stops tracking a file's position.
     pub fn untrack(&self, key: FileKey) {
         let mut l = lock(&self.ledger);
-        if l.positions.contains_key(&key) {
-            l.committed_mut().positions.remove(&key);
+        if l.checkpoints.get(key).is_some() {
+            l.checkpoints_mut().untrack(key);
         }
     }
 
@@ -339,14 +330,11 @@ impl Pipeline {
     pub fn set_fingerprint(&self, key: FileKey, fp_len: u32, fp: u64) {
         let mut l = lock(&self.ledger);
         let stale = l
-            .positions
-            .get(&key)
+            .checkpoints
+            .get(key)
             .is_some_and(|p| (p.fp_len, p.fp) != (fp_len, fp));
         if stale {
-            if let Some(p) = l.committed_mut().positions.get_mut(&key) {
-                p.fp_len = fp_len;
-                p.fp = fp;
-            }
+            l.checkpoints_mut().set_fingerprint(key, fp_len, fp);
         }
     }
 
@@ -385,13 +373,13 @@ impl Pipeline {
     /// cause a commit.
     pub fn event(&self, source: SourceId, event: SourceEvent<'_>) {
         let mut ledger = lock(&self.ledger);
-        let name = ledger.sources[source.0].name.clone();
+        let name = ledger.own.source(source).name.clone();
         match event {
             SourceEvent::Opened { path, offset } => {
                 tracing::info!(source = %name, path = %path.display(), offset, "Following file.");
             }
             SourceEvent::Rotated { path } => {
-                ledger.source_mut(source).rotations += 1;
+                ledger.own_mut().rotated(source);
                 tracing::info!(source = %name, path = %path.display(), "File rotated; reading the new file from the start.");
             }
             SourceEvent::Truncated {
@@ -402,11 +390,8 @@ impl Pipeline {
             } => {
                 // The position goes back to 0 under the same lock as the count, so a
                 // commit never holds one without the other.
-                if let Some(p) = ledger.committed_mut().positions.get_mut(&key) {
-                    p.offset = 0;
-                    p.skipping = false;
-                }
-                ledger.source_mut(source).truncations += 1;
+                ledger.checkpoints_mut().rewind(key);
+                ledger.own_mut().truncated(source);
                 tracing::warn!(source = %name, path = %path.display(), size, offset, "File truncated; reading from the start.");
             }
             SourceEvent::Removed { path } => {
@@ -420,20 +405,20 @@ impl Pipeline {
                 files,
                 max_files,
             } => {
-                ledger.source_mut(source).file_limit_hits += files as u64;
+                ledger.own_mut().files_refused(source, files as u64);
                 tracing::warn!(source = %name, first = %first.display(), files, max_files, "Too many matching files; not following these. Raise max_files or narrow the paths.");
             }
             SourceEvent::ReadError { path, error } => {
                 tracing::warn!(source = %name, path = %path.display(), error = %error, "Cannot read file; will retry.");
             }
             SourceEvent::Tracked { files } => {
-                if ledger.sources[source.0].files_tracked != files as u64 {
-                    ledger.source_mut(source).files_tracked = files as u64;
+                if ledger.own.source(source).files_tracked != files as u64 {
+                    ledger.own_mut().set_files_tracked(source, files as u64);
                 }
             }
             SourceEvent::Up(up) => {
-                if ledger.sources[source.0].up != up {
-                    ledger.source_mut(source).up = up;
+                if ledger.own.source(source).up != up {
+                    ledger.own_mut().set_up(source, up);
                 }
             }
         }
@@ -486,14 +471,14 @@ mod tests {
         );
         p.with_ledger(|l| {
             assert_eq!(
-                l.dead_letter,
+                l.own.dead_letter(),
                 DeadLetters {
                     written: 5000,
                     failed: 0
                 }
             );
-            assert_eq!(l.sources[source.0].results[..4], [5000, 0, 0, 5000]);
-            assert_eq!(l.sources[source.0].read_bytes, block.len() as u64);
+            assert_eq!(l.own.source(source).results[..4], [5000, 0, 0, 5000]);
+            assert_eq!(l.own.source(source).read_bytes, block.len() as u64);
         });
         // The dead-letter counts are added after the lines' own counts, outside their
         // lock: a commit that came in between must still see them as a change.
@@ -521,16 +506,16 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         assert!(p.commit(state.path()).unwrap().is_some());
         // Through the ledger: committed. Reading it, or a no-op event: nothing to commit.
-        p.with_ledger(|l| l.committed_mut().dead_letter.failed += 1);
+        p.with_ledger(|l| l.own_mut().dead_letters(0, 1));
         let committed = p.commit(state.path()).unwrap().unwrap();
         assert_eq!(committed.dead_letter.failed, 1);
-        p.with_ledger(|l| assert_eq!(l.dead_letter.failed, 1));
+        p.with_ledger(|l| assert_eq!(l.own.dead_letter().failed, 1));
         p.event(source, SourceEvent::Up(false));
         p.event(source, SourceEvent::Tracked { files: 0 });
         assert!(p.commit(state.path()).unwrap().is_none());
         // Behind its back (what a counter added outside `Committed`, or changed through
         // interior mutability, would do): the skipped commit says so.
-        p.with_ledger(|l| l.committed_unmarked().dead_letter.written += 1);
+        p.with_ledger(|l| l.committed_unmarked().own.dead_letters(1, 0));
         let caught =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.commit(state.path())));
         let message = caught.expect_err("the check must catch it");

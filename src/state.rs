@@ -106,9 +106,9 @@ fn header(ledger: &Ledger, written_at: f64) -> Header {
         version: VERSION,
         written_at,
         totals: ledger.totals(),
-        positions: ledger.positions.values().cloned().collect(),
+        positions: ledger.checkpoints.positions().cloned().collect(),
         scanned_at: ledger.scanned_at().clone(),
-        api_tasks: ledger.api_tasks.values().cloned().collect(),
+        api_tasks: ledger.api.tasks().cloned().collect(),
         dedupe: ledger.dedupe().len() as u64,
         dedupe_checksum: dedupe_checksum(ledger),
     }
@@ -577,7 +577,7 @@ mod tests {
             l.count(s, &r);
         }
         l.reject(s, crate::record::ParseError::InvalidJson);
-        l.committed_mut().positions.insert(
+        l.checkpoints_mut().track(
             7,
             Position {
                 source: "file".into(),
@@ -603,7 +603,7 @@ mod tests {
         assert_eq!(state.totals, l.totals());
         assert_eq!(
             state.positions,
-            l.positions.values().cloned().collect::<Vec<_>>()
+            l.checkpoints.positions().cloned().collect::<Vec<_>>()
         );
         assert_eq!(state.dedupe, l.dedupe().hashes().collect::<Vec<_>>());
         // Restored into a new ledger, the totals are the same and the ids are known.
@@ -724,10 +724,16 @@ mod tests {
         let good = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         // No input reaches this (numbers are bounded where they are read), but if a bug
         // ever let one through, the commit fails instead of writing null.
-        l.committed_mut()
-            .credits
-            .values_mut()
-            .for_each(|c| c.charged = f64::INFINITY);
+        let infinite = Totals {
+            credits: vec![crate::ledger::CreditSeries {
+                status: "SUCCEEDED".into(),
+                model: "m1".into(),
+                charged: f64::INFINITY,
+                estimated: 0.0,
+            }],
+            ..Totals::default()
+        };
+        l.restore(&infinite, []).unwrap();
         let e = begin(dir.path(), &l).err().expect("refused");
         assert!(e.to_string().contains("would not read back"), "{e}");
         assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), good);

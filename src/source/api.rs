@@ -274,15 +274,18 @@ impl Poller {
         let source = self.source;
         let (tracked, expired) = self.pipeline.with_ledger(|l| {
             let expired: Vec<String> = l
-                .api_tasks
-                .values()
+                .api
+                .tasks()
                 .filter(|t| unix - t.added_at > max_age)
                 .map(|t| t.id.clone())
                 .collect();
             for id in &expired {
                 l.end_api_task(source, id, Err(LineResult::Expired));
             }
-            (l.api_tasks.keys().cloned().collect::<Vec<_>>(), expired)
+            (
+                l.api.tasks().map(|t| t.id.clone()).collect::<Vec<_>>(),
+                expired,
+            )
         });
         for id in expired {
             tracing::info!(task = %id, "Task still not finished after max_task_age; no longer polled (expired).");
@@ -339,7 +342,7 @@ impl Poller {
                 match self.parser.parse(&body) {
                     Ok(mut record) if record.status.is_terminal() => {
                         let ended = self.pipeline.with_ledger(|l| {
-                            let task = l.api_tasks.get(&id).cloned();
+                            let task = l.api.task(&id).cloned();
                             if let Some(t) = &task {
                                 if record.model.is_none() {
                                     record.model = t.model.clone().map(Cow::Owned);

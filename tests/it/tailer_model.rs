@@ -235,7 +235,8 @@ impl World {
     /// `[counted, duplicate, non_terminal, rejected]` of the file source.
     fn results(&self) -> [u64; 4] {
         let r = self.pipeline.with_ledger(|l| {
-            l.sources
+            l.own
+                .sources()
                 .iter()
                 .find(|s| s.name == "file")
                 .map(|s| s.results)

@@ -26,6 +26,14 @@
 //! The ledger is plain data: the metrics module publishes its totals; it never touches
 //! Prometheus itself.
 
+mod api_book;
+mod checkpoints;
+mod own;
+
+pub use api_book::ApiBook;
+pub use checkpoints::Checkpoints;
+pub use own::OwnCounters;
+
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -638,35 +646,37 @@ impl<T> std::ops::DerefMut for Tracked<T> {
     }
 }
 
-/// Everything the ledger commits (but `scanned_at`): counters, label interning, the
-/// dedupe window, file positions, the API source's tasks.
+/// Everything the ledger commits (but `scanned_at`), in its owned parts: each part's
+/// fields are private and change only through its methods.
 #[derive(Debug)]
 pub struct Committed {
+    outcomes: Outcomes,
+    /// The exporter's own counters: per source, and the dead-letter file's.
+    pub own: OwnCounters,
+    /// The followed files' positions.
+    pub checkpoints: Checkpoints,
+    /// The API source's tasks, requests and organization.
+    pub api: ApiBook,
+}
+
+/// Task outcomes: the counters, the label interning behind them and the dedupe window.
+#[derive(Debug)]
+struct Outcomes {
     dedupe: DedupeWindow,
     codes: Interner,
     code_info: Vec<CodeInfo>,
     models: Interner,
-    pub tasks: FxHashMap<(Status, u32), u64>,
-    pub failures: FxHashMap<FailureKey, u64>,
+    tasks: FxHashMap<(Status, u32), u64>,
+    failures: FxHashMap<FailureKey, u64>,
     /// Credits of counted tasks by `(status, model)`.
-    pub credits: FxHashMap<(Status, u32), Credits>,
-    pub credits_lost: FxHashMap<(u32, u32), f64>,
+    credits: FxHashMap<(Status, u32), Credits>,
+    credits_lost: FxHashMap<(u32, u32), f64>,
     /// `(code, the code's credit rule)`: see the module doc.
-    pub cost_mismatches: FxHashMap<(u32, CreditRule), u64>,
-    pub invalid_numbers: u64,
-    pub credits_unpriced: Unpriced,
-    pub unknown_failure_codes: u64,
-    pub label_overflow: LabelOverflow,
-    pub dead_letter: DeadLetters,
-    pub sources: Vec<SourceTotals>,
-    /// Followed files and how far they are counted.
-    pub positions: std::collections::BTreeMap<FileKey, Position>,
-    /// Tasks the API source polls, by id.
-    pub api_tasks: std::collections::BTreeMap<String, ApiTask>,
-    /// Requests to the Runway API by `(endpoint, code)`.
-    pub api_requests: std::collections::BTreeMap<(String, String), u64>,
-    pub organization: Option<Organization>,
-    pub usage: Option<Usage>,
+    cost_mismatches: FxHashMap<(u32, CreditRule), u64>,
+    invalid_numbers: u64,
+    credits_unpriced: Unpriced,
+    unknown_failure_codes: u64,
+    label_overflow: LabelOverflow,
 }
 
 impl std::ops::Deref for Ledger {
@@ -690,26 +700,24 @@ impl Ledger {
             limits,
             book: Tracked {
                 value: Committed {
-                    dedupe: DedupeWindow::new(limits.dedupe_window),
-                    codes,
-                    code_info: Vec::new(),
-                    models,
-                    tasks: FxHashMap::default(),
-                    failures: FxHashMap::default(),
-                    credits: FxHashMap::default(),
-                    credits_lost: FxHashMap::default(),
-                    cost_mismatches: FxHashMap::default(),
-                    invalid_numbers: 0,
-                    credits_unpriced: Unpriced::default(),
-                    unknown_failure_codes: 0,
-                    label_overflow: LabelOverflow::default(),
-                    dead_letter: DeadLetters::default(),
-                    sources: Vec::new(),
-                    positions: Default::default(),
-                    api_tasks: Default::default(),
-                    api_requests: Default::default(),
-                    organization: None,
-                    usage: None,
+                    outcomes: Outcomes {
+                        dedupe: DedupeWindow::new(limits.dedupe_window),
+                        codes,
+                        code_info: Vec::new(),
+                        models,
+                        tasks: FxHashMap::default(),
+                        failures: FxHashMap::default(),
+                        credits: FxHashMap::default(),
+                        credits_lost: FxHashMap::default(),
+                        cost_mismatches: FxHashMap::default(),
+                        invalid_numbers: 0,
+                        credits_unpriced: Unpriced::default(),
+                        unknown_failure_codes: 0,
+                        label_overflow: LabelOverflow::default(),
+                    },
+                    own: OwnCounters::default(),
+                    checkpoints: Checkpoints::default(),
+                    api: ApiBook::default(),
                 },
                 generation: 0,
             },
@@ -723,13 +731,13 @@ impl Ledger {
     /// Classifies interned codes that have no info yet.
     fn sync_code_info(&mut self) {
         let book = &mut *self.book;
-        for label in &book.codes.names[book.code_info.len()..] {
+        for label in &book.outcomes.codes.names[book.outcomes.code_info.len()..] {
             let class = if label == OTHER || label == crate::classify::INVALID {
                 self.table.classify(&NormalizedCode::Invalid)
             } else {
                 self.table.classify_code(label)
             };
-            book.code_info.push(CodeInfo {
+            book.outcomes.code_info.push(CodeInfo {
                 label: label.clone(),
                 category: class.category,
                 retry: class.retry,
@@ -742,12 +750,12 @@ impl Ledger {
     /// and alerts work before the first task.
     fn export_zeroes(&mut self) {
         let book = &mut *self.book;
-        let model = book.models.ids[UNKNOWN_MODEL];
+        let model = book.outcomes.models.ids[UNKNOWN_MODEL];
         for status in Status::TERMINAL {
-            book.tasks.entry((status, model)).or_default();
-            book.credits.entry((status, model)).or_default();
+            book.outcomes.tasks.entry((status, model)).or_default();
+            book.outcomes.credits.entry((status, model)).or_default();
         }
-        for (code, info) in book.code_info.iter().enumerate() {
+        for (code, info) in book.outcomes.code_info.iter().enumerate() {
             if info.label == OTHER {
                 continue;
             }
@@ -758,12 +766,16 @@ impl Ledger {
                 credits: info.credits,
                 model,
             };
-            book.failures.entry(key).or_default();
+            book.outcomes.failures.entry(key).or_default();
             if info.credits == CreditRule::Lost {
-                book.credits_lost.entry((code as u32, model)).or_default();
+                book.outcomes
+                    .credits_lost
+                    .entry((code as u32, model))
+                    .or_default();
             }
             if info.credits != CreditRule::Unknown {
-                book.cost_mismatches
+                book.outcomes
+                    .cost_mismatches
                     .entry((code as u32, info.credits))
                     .or_default();
             }
@@ -780,11 +792,11 @@ impl Ledger {
         self.table = table;
         self.pricing = pricing;
         self.limits = limits;
-        self.book.dedupe.set_capacity(limits.dedupe_window);
-        self.book.code_info.clear();
+        self.book.outcomes.dedupe.set_capacity(limits.dedupe_window);
+        self.book.outcomes.code_info.clear();
         self.sync_code_info();
         for code in self.table.known_codes().to_vec() {
-            self.book.codes.force(&code);
+            self.book.outcomes.codes.force(&code);
         }
         self.sync_code_info();
         self.export_zeroes();
@@ -792,25 +804,29 @@ impl Ledger {
 
     /// Registers a source; its totals start at 0 and `up` false.
     pub fn add_source(&mut self, name: &str) -> SourceId {
-        if let Some(i) = self.book.sources.iter().position(|s| s.name == name) {
-            return SourceId(i);
+        match self.own.sources().iter().position(|s| s.name == name) {
+            Some(i) => SourceId(i),
+            None => self.book.own.add_source(name),
         }
-        self.book.sources.push(SourceTotals {
-            name: name.to_string(),
-            ..Default::default()
-        });
-        SourceId(self.book.sources.len() - 1)
     }
 
-    pub fn source_mut(&mut self, id: SourceId) -> &mut SourceTotals {
-        &mut self.book.sources[id.0]
+    /// The exporter's own counters, to change: the ledger counts as changed from then
+    /// on. A caller that may find nothing to change reads first (`ledger.own`), so that
+    /// a no-op does not cause a commit.
+    pub fn own_mut(&mut self) -> &mut OwnCounters {
+        &mut self.book.own
     }
 
-    /// The committed values, to change: the ledger counts as changed from then on.
-    /// A caller that may find nothing to change reads first (`Deref`), so that a no-op
-    /// does not cause a commit.
-    pub fn committed_mut(&mut self) -> &mut Committed {
-        &mut self.book
+    /// The file checkpoints, to change (as [`Ledger::own_mut`]).
+    pub fn checkpoints_mut(&mut self) -> &mut Checkpoints {
+        &mut self.book.checkpoints
+    }
+
+    /// Takes the polled tasks of a restored state.
+    pub fn restore_api_tasks(&mut self, tasks: impl IntoIterator<Item = ApiTask>) {
+        for task in tasks {
+            self.book.api.insert(task);
+        }
     }
 
     /// The committed values, changed without the ledger seeing it: for the test of the
@@ -837,24 +853,24 @@ impl Ledger {
     }
 
     pub fn dedupe(&self) -> &DedupeWindow {
-        &self.book.dedupe
+        &self.book.outcomes.dedupe
     }
 
     pub fn code_info(&self, id: u32) -> &CodeInfo {
-        &self.book.code_info[id as usize]
+        &self.book.outcomes.code_info[id as usize]
     }
 
     pub fn model_name(&self, id: u32) -> &str {
-        &self.book.models.names[id as usize]
+        &self.book.outcomes.models.names[id as usize]
     }
 
     pub fn dedupe_len(&self) -> usize {
-        self.book.dedupe.len()
+        self.book.outcomes.dedupe.len()
     }
 
     /// Records a result that is not a parsed line's (task-list and API outcomes).
     pub fn record_result(&mut self, source: SourceId, result: LineResult) -> LineResult {
-        self.book.sources[source.0].results[result.index()] += 1;
+        self.book.own.result(source, result);
         result
     }
 
@@ -869,19 +885,18 @@ impl Ledger {
     ) -> LineResult {
         let result = if xxhash_rust::xxh3::xxh3_64(entry.id.as_bytes()) % shard.1 != shard.0 {
             LineResult::OtherShard
-        } else if self.book.api_tasks.contains_key(&entry.id) || self.seen(&entry.id) {
+        } else if self.api.task(&entry.id).is_some() || self.seen(&entry.id) {
             LineResult::Duplicate
-        } else if self.book.api_tasks.len() >= max_tracked {
+        } else if self.api.len() >= max_tracked {
             LineResult::OverLimit
         } else {
-            let task = ApiTask {
-                id: entry.id.clone(),
+            self.book.api.insert(ApiTask {
+                id: entry.id,
                 added_at: now,
                 model: entry.model,
                 duration: entry.duration,
                 estimated_cost: None,
-            };
-            self.book.api_tasks.insert(entry.id, task);
+            });
             LineResult::Tracked
         };
         self.record_result(source, result)
@@ -895,9 +910,10 @@ impl Ledger {
         id: &str,
         outcome: Result<&TaskRecord<'_>, LineResult>,
     ) -> LineResult {
-        if self.book.api_tasks.remove(id).is_none() {
+        if self.api.task(id).is_none() {
             return LineResult::Duplicate;
         }
+        self.book.api.remove(id);
         match outcome {
             Ok(record) => self.count(source, record),
             Err(result) => self.record_result(source, result),
@@ -908,56 +924,41 @@ impl Ledger {
     /// new, so an unchanged estimate never causes a commit.
     pub fn set_api_estimate(&mut self, id: &str, estimate: Option<f64>) {
         let unchanged = self
-            .book
-            .api_tasks
-            .get(id)
+            .api
+            .task(id)
             .is_none_or(|t| t.estimated_cost == estimate);
         if !unchanged {
-            if let Some(task) = self.book.api_tasks.get_mut(id) {
-                task.estimated_cost = estimate;
-            }
+            self.book.api.set_estimate(id, estimate);
         }
     }
 
     /// Takes what `GET /v1/organization` said; a change only when it differs.
     pub fn set_organization(&mut self, org: Organization) {
-        if self.book.organization.as_ref() != Some(&org) {
-            self.book.organization = Some(org);
+        if self.api.organization() != Some(&org) {
+            self.book.api.set_organization(Some(org));
         }
     }
 
     /// Takes what `POST /v1/organization/usage` said; a change only when it differs.
     pub fn set_usage(&mut self, usage: Usage) {
-        if self.book.usage.as_ref() != Some(&usage) {
-            self.book.usage = Some(usage);
+        if self.api.usage() != Some(&usage) {
+            self.book.api.set_usage(Some(usage));
         }
     }
 
     /// Counts a request to the Runway API by endpoint and answer code.
     pub fn count_api_request(&mut self, endpoint: &str, code: &str) {
-        *self
-            .book
-            .api_requests
-            .entry((endpoint.to_string(), code.to_string()))
-            .or_default() += 1;
+        self.book.api.count_requests(endpoint, code, 1);
     }
 
     /// Whether a task id was counted recently (it is in the dedupe window).
     pub fn seen(&self, id: &str) -> bool {
-        self.book.dedupe.contains(id)
+        self.book.outcomes.dedupe.contains(id)
     }
 
     /// Records a line that yielded no record.
     pub fn reject(&mut self, source: SourceId, error: ParseError) -> LineResult {
-        let s = &mut self.book.sources[source.0];
-        let reason = ParseError::ALL
-            .iter()
-            .position(|e| *e == error)
-            .unwrap_or(0);
-        s.parse_errors[reason] += 1;
-        let result = LineResult::Rejected(error);
-        s.results[result.index()] += 1;
-        result
+        self.book.own.reject(source, error)
     }
 
     /// Counts one record, by the semantics in the module doc.
@@ -987,7 +988,7 @@ impl Ledger {
                 }) = r
                 {
                     if status.is_terminal() {
-                        *f = self.book.dedupe.insert(id);
+                        *f = self.book.outcomes.dedupe.insert(id);
                     }
                 }
             }
@@ -1009,7 +1010,7 @@ impl Ledger {
         fresh: Option<bool>,
     ) -> LineResult {
         let result = self.count_record(record, fresh);
-        self.book.sources[source.0].results[result.index()] += 1;
+        self.book.own.result(source, result);
         result
     }
 
@@ -1019,6 +1020,8 @@ impl Ledger {
         let code = |id: &u32| self.code_info(*id).label.clone();
         let mut t = Totals {
             tasks: self
+                .book
+                .outcomes
                 .tasks
                 .iter()
                 .map(|((s, m), v)| TaskSeries {
@@ -1028,6 +1031,8 @@ impl Ledger {
                 })
                 .collect(),
             failures: self
+                .book
+                .outcomes
                 .failures
                 .iter()
                 .map(|(k, v)| FailureSeries {
@@ -1040,6 +1045,8 @@ impl Ledger {
                 })
                 .collect(),
             credits: self
+                .book
+                .outcomes
                 .credits
                 .iter()
                 .map(|((s, m), c)| CreditSeries {
@@ -1050,6 +1057,8 @@ impl Ledger {
                 })
                 .collect(),
             credits_lost: self
+                .book
+                .outcomes
                 .credits_lost
                 .iter()
                 .map(|((c, m), v)| LostSeries {
@@ -1059,6 +1068,8 @@ impl Ledger {
                 })
                 .collect(),
             cost_mismatches: self
+                .book
+                .outcomes
                 .cost_mismatches
                 .iter()
                 .map(|((c, rule), v)| MismatchSeries {
@@ -1067,30 +1078,26 @@ impl Ledger {
                     tasks: *v,
                 })
                 .collect(),
-            invalid_numbers: self.invalid_numbers,
-            credits_unpriced: self.credits_unpriced,
-            unknown_failure_codes: self.unknown_failure_codes,
-            label_overflow: self.label_overflow,
-            dead_letter: self.dead_letter,
-            sources: self.sources.clone(),
-            dedupe_ids: self.dedupe.len() as u64,
+            invalid_numbers: self.book.outcomes.invalid_numbers,
+            credits_unpriced: self.book.outcomes.credits_unpriced,
+            unknown_failure_codes: self.book.outcomes.unknown_failure_codes,
+            label_overflow: self.book.outcomes.label_overflow,
+            dead_letter: self.own.dead_letter(),
+            sources: self.own.sources().to_vec(),
+            dedupe_ids: self.book.outcomes.dedupe.len() as u64,
             api_requests: self
-                .api_requests
-                .iter()
+                .api
+                .requests()
                 .map(|((e, c), v)| RequestSeries {
                     endpoint: e.clone(),
                     code: c.clone(),
                     requests: *v,
                 })
                 .collect(),
-            api_tasks_tracked: self.api_tasks.len() as u64,
-            organization: self.organization.clone(),
-            usage: self.usage.clone(),
-            api_credits_in_flight: self
-                .api_tasks
-                .values()
-                .filter_map(|t| t.estimated_cost)
-                .fold(0.0, |a, b| a + b),
+            api_tasks_tracked: self.api.len() as u64,
+            organization: self.api.organization().cloned(),
+            usage: self.api.usage().cloned(),
+            api_credits_in_flight: self.api.in_flight(),
         };
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
@@ -1120,82 +1127,87 @@ impl Ledger {
         };
         let book = &mut *self.book;
         for series in &t.tasks {
-            let key = (status(&series.status)?, book.models.force(&series.model));
-            *book.tasks.entry(key).or_default() += series.tasks;
+            let key = (
+                status(&series.status)?,
+                book.outcomes.models.force(&series.model),
+            );
+            *book.outcomes.tasks.entry(key).or_default() += series.tasks;
         }
         for f in &t.failures {
             let key = FailureKey {
-                code: book.codes.force(&f.failure_code),
+                code: book.outcomes.codes.force(&f.failure_code),
                 category: Category::parse(&f.category)
                     .ok_or_else(|| bad("category", &f.category))?,
                 retry: Retry::parse(&f.retry).ok_or_else(|| bad("retry", &f.retry))?,
                 credits: CreditRule::parse(&f.credits).ok_or_else(|| bad("credits", &f.credits))?,
-                model: book.models.force(&f.model),
+                model: book.outcomes.models.force(&f.model),
             };
-            *book.failures.entry(key).or_default() += f.value;
+            *book.outcomes.failures.entry(key).or_default() += f.value;
         }
         for series in &t.credits {
-            let key = (status(&series.status)?, book.models.force(&series.model));
-            let c = book.credits.entry(key).or_default();
+            let key = (
+                status(&series.status)?,
+                book.outcomes.models.force(&series.model),
+            );
+            let c = book.outcomes.credits.entry(key).or_default();
             c.charged += series.charged;
             c.estimated += series.estimated;
         }
         for series in &t.cost_mismatches {
             let rule = CreditRule::parse(&series.credits)
                 .ok_or_else(|| bad("credits", &series.credits))?;
-            let key = (book.codes.force(&series.failure_code), rule);
-            *book.cost_mismatches.entry(key).or_default() += series.tasks;
+            let key = (book.outcomes.codes.force(&series.failure_code), rule);
+            *book.outcomes.cost_mismatches.entry(key).or_default() += series.tasks;
         }
-        book.invalid_numbers += t.invalid_numbers;
+        book.outcomes.invalid_numbers += t.invalid_numbers;
         for series in &t.credits_lost {
             let key = (
-                book.codes.force(&series.failure_code),
-                book.models.force(&series.model),
+                book.outcomes.codes.force(&series.failure_code),
+                book.outcomes.models.force(&series.model),
             );
-            *book.credits_lost.entry(key).or_default() += series.credits;
+            *book.outcomes.credits_lost.entry(key).or_default() += series.credits;
         }
-        book.credits_unpriced.add(&t.credits_unpriced);
-        book.label_overflow.add(&t.label_overflow);
-        book.dead_letter.add(&t.dead_letter);
-        book.unknown_failure_codes += t.unknown_failure_codes;
+        book.outcomes.credits_unpriced.add(&t.credits_unpriced);
+        book.outcomes.label_overflow.add(&t.label_overflow);
+
+        book.outcomes.unknown_failure_codes += t.unknown_failure_codes;
         for series in &t.api_requests {
             let key = (series.endpoint.clone(), series.code.clone());
-            *book.api_requests.entry(key).or_default() += series.requests;
+            book.api.count_requests(&key.0, &key.1, series.requests);
         }
-        book.organization = t.organization.clone();
-        book.usage = t.usage.clone();
+        book.api.set_organization(t.organization.clone());
+        book.api.set_usage(t.usage.clone());
         for h in dedupe {
-            book.dedupe.insert_hash(h);
+            book.outcomes.dedupe.insert_hash(h);
         }
         self.sync_code_info();
-        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        for saved in &t.sources {
-            let id = self.add_source(&saved.name);
-            let s = &mut self.book.sources[id.0];
-            add(&mut s.results, &saved.results);
-            add(&mut s.parse_errors, &saved.parse_errors);
-            s.read_bytes += saved.read_bytes;
-            s.rotations += saved.rotations;
-            s.truncations += saved.truncations;
-            s.file_limit_hits += saved.file_limit_hits;
-        }
+        self.book.own.restore(&t.sources, &t.dead_letter);
         Ok(())
     }
 
     fn count_record(&mut self, record: &TaskRecord<'_>, fresh: Option<bool>) -> LineResult {
-        self.book.invalid_numbers += record.invalid_number as u64;
+        self.book.outcomes.invalid_numbers += record.invalid_number as u64;
         if !record.status.is_terminal() {
             return LineResult::NonTerminal;
         }
         if let Some(id) = &record.id {
-            if !fresh.unwrap_or_else(|| self.book.dedupe.insert(id)) {
+            if !fresh.unwrap_or_else(|| self.book.outcomes.dedupe.insert(id)) {
                 return LineResult::Duplicate;
             }
         }
         let model_name = model_label(record.model.as_deref());
-        let (model, folded) = self.book.models.get(model_name, self.limits.max_models);
-        self.book.label_overflow.model += folded as u64;
-        *self.book.tasks.entry((record.status, model)).or_default() += 1;
+        let (model, folded) = self
+            .book
+            .outcomes
+            .models
+            .get(model_name, self.limits.max_models);
+        self.book.outcomes.label_overflow.model += folded as u64;
+        *self
+            .book
+            .outcomes
+            .tasks
+            .entry((record.status, model))
+            .or_default() += 1;
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
         let rule = failure.map(|(_, rule)| rule);
         let price = match record.cost {
@@ -1206,7 +1218,7 @@ impl Ledger {
             Price::Reported(c) | Price::Estimated(c) => c,
             Price::Nothing => 0.0,
             Price::Unknown => {
-                let unpriced = &mut self.book.credits_unpriced;
+                let unpriced = &mut self.book.outcomes.credits_unpriced;
                 match record.status {
                     Status::Failed => unpriced.failed += 1,
                     _ => unpriced.succeeded += 1,
@@ -1214,14 +1226,24 @@ impl Ledger {
                 0.0
             }
         };
-        let c = self.book.credits.entry((record.status, model)).or_default();
+        let c = self
+            .book
+            .outcomes
+            .credits
+            .entry((record.status, model))
+            .or_default();
         c.charged += credits;
         if let Price::Estimated(e) = price {
             c.estimated += e;
         }
         if let Some((code, rule)) = failure {
             if credits > 0.0 {
-                *self.book.credits_lost.entry((code, model)).or_default() += credits;
+                *self
+                    .book
+                    .outcomes
+                    .credits_lost
+                    .entry((code, model))
+                    .or_default() += credits;
             }
             let contradicts = match rule {
                 CreditRule::Lost => record.cost == Some(0.0),
@@ -1229,7 +1251,12 @@ impl Ledger {
                 CreditRule::Unknown => false,
             };
             if contradicts {
-                *self.book.cost_mismatches.entry((code, rule)).or_default() += 1;
+                *self
+                    .book
+                    .outcomes
+                    .cost_mismatches
+                    .entry((code, rule))
+                    .or_default() += 1;
             }
         }
         LineResult::Counted
@@ -1240,10 +1267,11 @@ impl Ledger {
         let code = record.failure_code.normalize();
         let (code_id, folded) = self
             .book
+            .outcomes
             .codes
             .get(code.as_str(), self.limits.max_failure_codes);
-        self.book.label_overflow.failure_code += folded as u64;
-        if code_id as usize >= self.book.code_info.len() {
+        self.book.outcomes.label_overflow.failure_code += folded as u64;
+        if code_id as usize >= self.book.outcomes.code_info.len() {
             self.sync_code_info();
         }
         // The interned code's classification is cached; a code folded into "other"
@@ -1252,10 +1280,10 @@ impl Ledger {
             let class = self.table.classify(&code);
             (class.category, class.retry, class.credits)
         } else {
-            let info = &self.book.code_info[code_id as usize];
+            let info = &self.book.outcomes.code_info[code_id as usize];
             (info.category, info.retry, info.credits)
         };
-        self.book.unknown_failure_codes += (category == Category::Unknown) as u64;
+        self.book.outcomes.unknown_failure_codes += (category == Category::Unknown) as u64;
         let key = FailureKey {
             code: code_id,
             category,
@@ -1263,7 +1291,7 @@ impl Ledger {
             credits,
             model,
         };
-        *self.book.failures.entry(key).or_default() += 1;
+        *self.book.outcomes.failures.entry(key).or_default() += 1;
         (code_id, credits)
     }
 
@@ -1339,7 +1367,9 @@ mod tests {
     }
 
     fn failures(l: &Ledger, code: &str, model: &str) -> u64 {
-        l.failures
+        l.book
+            .outcomes
+            .failures
             .iter()
             .filter(|(k, _)| l.code_info(k.code).label == code && l.model_name(k.model) == model)
             .map(|(_, v)| *v)
@@ -1347,7 +1377,9 @@ mod tests {
     }
 
     fn tasks(l: &Ledger, status: Status) -> u64 {
-        l.tasks
+        l.book
+            .outcomes
+            .tasks
             .iter()
             .filter(|((s, _), _)| *s == status)
             .map(|(_, v)| *v)
@@ -1387,13 +1419,13 @@ mod tests {
         assert_eq!(tasks(&l, Status::Failed), 1);
         assert_eq!(tasks(&l, Status::Cancelled), 2);
         assert_eq!(tasks(&l, Status::Succeeded), 0);
-        let src = &l.sources[s.0];
+        let src = l.own.source(s);
         assert_eq!(src.results[..4], [3, 2, 3, 1]);
         assert_eq!(src.results.iter().sum::<u64>(), lines.len() as u64);
         // SAFETY credits are lost: 5 credits/s x 10 s estimated from the pricing table.
-        let model = l.models.ids["gen4_turbo"];
-        let code = l.codes.ids["SAFETY.INPUT.TEXT"];
-        assert_eq!(l.credits_lost[&(code, model)], 50.0);
+        let model = l.book.outcomes.models.ids["gen4_turbo"];
+        let code = l.book.outcomes.codes.ids["SAFETY.INPUT.TEXT"];
+        assert_eq!(l.book.outcomes.credits_lost[&(code, model)], 50.0);
     }
 
     #[test]
@@ -1414,13 +1446,15 @@ mod tests {
         ] {
             assert_eq!(feed(&mut l, s, &p, line), LineResult::Counted);
         }
-        let m = |name: &str| l.credits[&(Status::Succeeded, l.models.ids[name])];
+        let m = |name: &str| {
+            l.book.outcomes.credits[&(Status::Succeeded, l.book.outcomes.models.ids[name])]
+        };
         let credits = |charged, estimated| Credits { charged, estimated };
         assert_eq!(m("gen4_turbo"), credits(75.0, 50.0));
         assert_eq!(m("gen4_image"), credits(5.0, 5.0));
         assert_eq!(m("mystery"), credits(0.0, 0.0));
         assert_eq!(
-            l.credits_unpriced,
+            l.book.outcomes.credits_unpriced,
             Unpriced {
                 succeeded: 2,
                 failed: 1
@@ -1439,7 +1473,9 @@ mod tests {
     }
 
     fn credits_of(l: &Ledger, status: Status, which: fn(&Credits) -> f64) -> f64 {
-        l.credits
+        l.book
+            .outcomes
+            .credits
             .iter()
             .filter(|((s, _), _)| *s == status)
             .map(|(_, c)| which(c))
@@ -1455,7 +1491,9 @@ mod tests {
     }
 
     fn lost(l: &Ledger, code: &str) -> f64 {
-        l.credits_lost
+        l.book
+            .outcomes
+            .credits_lost
             .iter()
             .filter(|((c, _), _)| l.code_info(*c).label == code)
             .map(|(_, v)| v)
@@ -1463,7 +1501,9 @@ mod tests {
     }
 
     fn mismatches(l: &Ledger, code: &str) -> u64 {
-        l.cost_mismatches
+        l.book
+            .outcomes
+            .cost_mismatches
             .iter()
             .filter(|((c, _), _)| l.code_info(*c).label == code)
             .map(|(_, v)| v)
@@ -1511,7 +1551,7 @@ mod tests {
             0,
             "an unknown rule cannot be contradicted"
         );
-        assert_eq!(l.credits_unpriced, Unpriced::default());
+        assert_eq!(l.book.outcomes.credits_unpriced, Unpriced::default());
         // The totals carry them with their labels, and a restore brings them back.
         let t = l.totals();
         assert!(t.credits.contains(&CreditSeries {
@@ -1532,7 +1572,7 @@ mod tests {
             .cost_mismatches
             .contains(&mismatch("SAFETY.INPUT.TEXT", "lost")));
         let (mut again, _, _) = ledger(Limits::default());
-        again.restore(&t, l.dedupe.hashes()).unwrap();
+        again.restore(&t, l.book.outcomes.dedupe.hashes()).unwrap();
         assert_eq!(again.totals(), t);
     }
 
@@ -1585,14 +1625,20 @@ mod tests {
         for code in Table::builtin().known_codes() {
             assert_eq!(failures(&l, code, UNKNOWN_MODEL), 0);
             assert!(
-                l.failures
+                l.book
+                    .outcomes
+                    .failures
                     .keys()
                     .any(|k| &l.code_info(k.code).label == code),
                 "{code}"
             );
         }
         for status in Status::TERMINAL {
-            assert!(l.tasks.contains_key(&(status, l.models.ids[UNKNOWN_MODEL])));
+            assert!(l
+                .book
+                .outcomes
+                .tasks
+                .contains_key(&(status, l.book.outcomes.models.ids[UNKNOWN_MODEL])));
         }
     }
 
@@ -1623,14 +1669,15 @@ mod tests {
         assert_eq!(failures(&l, OTHER, OTHER), 7);
         assert_eq!(failures(&l, "ASSET.INVALID", "m0"), 1);
         assert_eq!(
-            l.label_overflow,
+            l.book.outcomes.label_overflow,
             LabelOverflow {
                 failure_code: 7,
                 model: 8
             }
         );
-        assert_eq!(l.unknown_failure_codes, 10);
-        let distinct_codes: rustc_hash::FxHashSet<_> = l.failures.keys().map(|k| k.code).collect();
+        assert_eq!(l.book.outcomes.unknown_failure_codes, 10);
+        let distinct_codes: rustc_hash::FxHashSet<_> =
+            l.book.outcomes.failures.keys().map(|k| k.code).collect();
         assert!(distinct_codes.len() <= Table::builtin().known_codes().len() + 3 + 3);
     }
 
