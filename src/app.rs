@@ -397,11 +397,11 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
                 pipeline.clone(),
                 restored.checkpoint(api::TASK_LIST_SOURCE),
             );
-            pipeline.set_task_list(crate::pipeline::TaskListRules {
-                source: t.source(),
+            let handler = crate::source::task_list::TaskList {
                 shard: settings.api.shard()?,
                 max_tracked: settings.api.max_tracked,
-            });
+            };
+            pipeline.set_handler(t.source(), std::sync::Arc::new(handler));
             Some(t)
         }
         _ => None,

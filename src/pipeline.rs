@@ -1,7 +1,10 @@
-//! One path for every source: blocks of bytes -> lines -> records -> the ledger.
+//! One path for every source: blocks of bytes -> lines -> the source's [`Handler`] ->
+//! the ledger.
 //!
 //! A source calls [`Pipeline::process`] with each block it reads; the ledger is locked
-//! once per block, not per line. Rejected lines are counted in the ledger, logged at
+//! once per block, not per line, and the block's lines go to the source's handler in
+//! one call: a task log's ([`TaskLog`], the default) parses and counts them
+//! [`BATCH`] at a time; the task list's (`source::task_list`) tracks the ids. Rejected lines are counted in the ledger, logged at
 //! most once per reason every [`WARN_EVERY`], and written to the dead-letter file when
 //! one is configured. Sources report what happens to their files through
 //! [`Pipeline::event`], the one place that both logs and counts it.
@@ -22,6 +25,54 @@ const MAX_LOGGED_PER_BLOCK: usize = 64;
 
 /// How often each kind of rejected line is logged at most.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What a source's lines are: counts a block's lines under the ledger's lock, pushing
+/// one result per line (a rejected line counted as such in the ledger).
+pub trait Handler: Send + Sync + std::fmt::Debug {
+    fn count(
+        &self,
+        ledger: &mut Ledger,
+        source: SourceId,
+        lines: &[Line<'_>],
+        results: &mut Vec<LineResult>,
+    );
+}
+
+/// The lines of a task log: records parsed with the configured field map and counted.
+#[derive(Debug)]
+pub struct TaskLog {
+    parser: std::sync::RwLock<RecordParser>,
+}
+
+impl TaskLog {
+    pub fn new(parser: RecordParser) -> TaskLog {
+        TaskLog {
+            parser: std::sync::RwLock::new(parser),
+        }
+    }
+}
+
+impl Handler for TaskLog {
+    /// Parses and counts [`BATCH`] lines at a time ([`Ledger::count_batch`]).
+    fn count(
+        &self,
+        ledger: &mut Ledger,
+        source: SourceId,
+        lines: &[Line<'_>],
+        results: &mut Vec<LineResult>,
+    ) {
+        let parser = self.parser.read().unwrap_or_else(|e| e.into_inner());
+        let mut records = Vec::with_capacity(BATCH.min(lines.len()));
+        for batch in lines.chunks(BATCH) {
+            records.clear();
+            records.extend(batch.iter().map(|line| match line {
+                Line::Complete(l) => parser.parse(l),
+                Line::TooLong(_) => Err(ParseError::LineTooLong),
+            }));
+            ledger.count_batch(source, &records, results);
+        }
+    }
+}
 
 /// Something that happened to a source's files.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +116,43 @@ struct WarnState {
     suppressed: [u64; ParseError::ALL.len()],
 }
 
+/// The rejected lines of a block, kept for logging and the dead-letter file: with a
+/// dead-letter file every one, cut to what it keeps (at most the block plus one
+/// over-long line's prefix is held); without, the first few, by length only.
+struct Rejected {
+    keep: Option<usize>,
+    lines: Vec<(ParseError, Vec<u8>, usize)>,
+}
+
+impl Rejected {
+    fn new(keep: Option<usize>) -> Rejected {
+        Rejected {
+            keep,
+            lines: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, lines: &[Line<'_>], results: &[LineResult]) {
+        for (line, result) in lines.iter().zip(results) {
+            let (LineResult::Rejected(e), Line::Complete(text) | Line::TooLong(text)) =
+                (result, line)
+            else {
+                continue;
+            };
+            match self.keep {
+                Some(cut) => {
+                    self.lines
+                        .push((*e, text[..text.len().min(cut)].to_vec(), text.len()))
+                }
+                None if self.lines.len() < MAX_LOGGED_PER_BLOCK => {
+                    self.lines.push((*e, Vec::new(), text.len()))
+                }
+                None => {}
+            }
+        }
+    }
+}
+
 /// Panics when a commit would hold other than `held` though the ledger says nothing
 /// changed.
 fn assert_unchanged(held: crate::state::Digest, ledger: &Ledger) {
@@ -78,24 +166,16 @@ fn assert_unchanged(held: crate::state::Digest, ledger: &Ledger) {
 /// The shared part of every source: parser, ledger, dead letter.
 #[derive(Debug)]
 pub struct Pipeline {
-    parser: std::sync::RwLock<RecordParser>,
+    task_log: std::sync::Arc<TaskLog>,
+    /// Each source's handler, by [`SourceId`]: the task log's unless set otherwise.
+    handlers: std::sync::RwLock<Vec<std::sync::Arc<dyn Handler>>>,
     ledger: Mutex<Ledger>,
     dead_letter: Option<Mutex<DeadLetter>>,
     warn: Mutex<WarnState>,
     /// The ledger generation of the last successful commit, and in a debug build what
     /// it held.
     committed: Mutex<Option<(u64, Option<crate::state::Digest>)>>,
-    /// The task-list source, whose lines are task ids to poll.
-    task_list: std::sync::OnceLock<TaskListRules>,
     next_file_key: std::sync::atomic::AtomicU64,
-}
-
-/// How task ids from the task list are taken.
-#[derive(Debug, Clone, Copy)]
-pub struct TaskListRules {
-    pub source: SourceId,
-    pub shard: (u64, u64),
-    pub max_tracked: usize,
 }
 
 use crate::clock::unix_now;
@@ -109,19 +189,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Pipeline {
     pub fn new(parser: RecordParser, ledger: Ledger, dead_letter: Option<DeadLetter>) -> Self {
         Pipeline {
-            parser: std::sync::RwLock::new(parser),
+            task_log: std::sync::Arc::new(TaskLog::new(parser)),
+            handlers: Default::default(),
             ledger: Mutex::new(ledger),
             dead_letter: dead_letter.map(Mutex::new),
             warn: Mutex::new(WarnState::default()),
             committed: Mutex::new(None),
-            task_list: std::sync::OnceLock::new(),
             next_file_key: Default::default(),
         }
     }
 
-    /// Makes `rules.source` the task list: its lines are task ids to poll.
-    pub fn set_task_list(&self, rules: TaskListRules) {
-        let _ = self.task_list.set(rules);
+    /// Gives `source` its own handler (the task list's).
+    pub fn set_handler(&self, source: SourceId, handler: std::sync::Arc<dyn Handler>) {
+        let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
+        if handlers.len() <= source.0 {
+            handlers.resize(source.0 + 1, self.task_log.clone());
+        }
+        handlers[source.0] = handler;
+    }
+
+    fn handler(&self, source: SourceId) -> std::sync::Arc<dyn Handler> {
+        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+        match handlers.get(source.0) {
+            Some(h) => h.clone(),
+            None => self.task_log.clone(),
+        }
     }
 
     /// A key for a followed file, unique across sources.
@@ -132,7 +224,11 @@ impl Pipeline {
 
     /// Replaces the record parser (a reload); counters are untouched.
     pub fn set_parser(&self, parser: RecordParser) {
-        *self.parser.write().unwrap_or_else(|e| e.into_inner()) = parser;
+        *self
+            .task_log
+            .parser
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = parser;
     }
 
     /// Registers a source with the ledger.
@@ -183,8 +279,8 @@ impl Pipeline {
     }
 
     /// Counts the lines `split` yields: the one completed from a held partial line
-    /// through the callback, then the block's own, in order. The block's lines of a
-    /// task log go to the ledger [`BATCH`] at a time ([`Ledger::count_batch`]).
+    /// through the callback, then the block's own, in order, each through the source's
+    /// [`Handler`].
     fn count_lines<'b>(
         &self,
         source: SourceId,
@@ -193,68 +289,29 @@ impl Pipeline {
         cursor: Option<(FileKey, u64)>,
         split: impl FnOnce(&mut LineSplitter, &mut dyn FnMut(Line<'_>), &mut Vec<Line<'b>>),
     ) {
-        let mut rejected: Vec<(ParseError, Vec<u8>, usize)> = Vec::new();
-        // With a dead-letter file every rejected line is kept, cut to what it keeps:
-        // at most the block (plus one over-long line's prefix) is held.
-        let keep = self.dead_letter.as_ref().map(|d| lock(d).max_line_bytes());
-        let mut note_rejected = |e: ParseError, text: &[u8]| match keep {
-            Some(cut) => rejected.push((e, text[..text.len().min(cut)].to_vec(), text.len())),
-            None if rejected.len() < MAX_LOGGED_PER_BLOCK => {
-                rejected.push((e, Vec::new(), text.len()))
-            }
-            None => {}
-        };
+        let handler = self.handler(source);
+        let mut rejected =
+            Rejected::new(self.dead_letter.as_ref().map(|d| lock(d).max_line_bytes()));
         {
             let mut ledger = lock(&self.ledger);
+            let mut results = Vec::new();
             let mut count = 0u64;
-            let task_list = self.task_list.get().filter(|t| t.source == source).copied();
-            let now = unix_now();
-            let parser = self.parser.read().unwrap_or_else(|e| e.into_inner());
             let mut block_lines = Vec::new();
-            let mut one = |line: Line<'_>| {
-                count += 1;
-                let (result, text) = match (line, task_list) {
-                    (Line::Complete(l), Some(t)) => (
-                        crate::record::parse_task_list_line(l)
-                            .map(|e| ledger.track_api_task(source, e, t.shard, t.max_tracked, now)),
-                        l,
-                    ),
-                    (Line::Complete(l), None) => {
-                        (parser.parse(l).map(|r| ledger.count(source, &r)), l)
-                    }
-                    (Line::TooLong(prefix), _) => (Err(ParseError::LineTooLong), prefix),
-                };
-                if let Err(e) = result {
-                    ledger.reject(source, e);
-                    note_rejected(e, text);
-                }
-            };
-            split(splitter, &mut one, &mut block_lines);
-            if task_list.is_some() {
-                block_lines.into_iter().for_each(one);
-            } else {
-                let mut records = Vec::with_capacity(BATCH);
-                let mut results = Vec::with_capacity(BATCH);
-                for batch in block_lines.chunks(BATCH) {
-                    records.clear();
-                    records.extend(batch.iter().map(|line| match line {
-                        Line::Complete(l) => parser.parse(l),
-                        Line::TooLong(_) => Err(ParseError::LineTooLong),
-                    }));
+            split(
+                splitter,
+                &mut |line| {
+                    count += 1;
+                    let lines = [line];
                     results.clear();
-                    ledger.count_batch(source, &records, &mut results);
-                    for (line, result) in batch.iter().zip(&results) {
-                        if let (
-                            LineResult::Rejected(e),
-                            Line::Complete(text) | Line::TooLong(text),
-                        ) = (result, line)
-                        {
-                            note_rejected(*e, text);
-                        }
-                    }
-                    count += batch.len() as u64;
-                }
-            }
+                    handler.count(&mut ledger, source, &lines, &mut results);
+                    rejected.note(&lines, &results);
+                },
+                &mut block_lines,
+            );
+            results.clear();
+            handler.count(&mut ledger, source, &block_lines, &mut results);
+            rejected.note(&block_lines, &results);
+            count += block_lines.len() as u64;
             ledger.own_mut().read(source, bytes, count, unix_now());
             if let Some((key, read)) = cursor {
                 let offset = read - splitter.pending() as u64;
@@ -263,8 +320,8 @@ impl Pipeline {
                     .advance(key, offset, splitter.skipping());
             }
         }
-        if !rejected.is_empty() {
-            self.report_rejected(source, &rejected);
+        if !rejected.lines.is_empty() {
+            self.report_rejected(source, &rejected.lines);
         }
     }
 

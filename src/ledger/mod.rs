@@ -878,25 +878,18 @@ impl Ledger {
     pub fn track_api_task(
         &mut self,
         source: SourceId,
-        entry: crate::record::TaskListEntry,
+        task: ApiTask,
         shard: (u64, u64),
         max_tracked: usize,
-        now: f64,
     ) -> LineResult {
-        let result = if xxhash_rust::xxh3::xxh3_64(entry.id.as_bytes()) % shard.1 != shard.0 {
+        let result = if xxhash_rust::xxh3::xxh3_64(task.id.as_bytes()) % shard.1 != shard.0 {
             LineResult::OtherShard
-        } else if self.api.task(&entry.id).is_some() || self.seen(&entry.id) {
+        } else if self.api.task(&task.id).is_some() || self.seen(&task.id) {
             LineResult::Duplicate
         } else if self.api.len() >= max_tracked {
             LineResult::OverLimit
         } else {
-            self.book.api.insert(ApiTask {
-                id: entry.id,
-                added_at: now,
-                model: entry.model,
-                duration: entry.duration,
-                estimated_cost: None,
-            });
+            self.book.api.insert(task);
             LineResult::Tracked
         };
         self.record_result(source, result)

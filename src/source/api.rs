@@ -3,8 +3,8 @@
 //!
 //! Runway has no endpoint that lists tasks and no webhooks, so the application lists
 //! the ids of the tasks it creates in a *task list*, which the file source follows
-//! (see [`crate::pipeline::TaskListRules`]): an id read from it becomes a tracked task
-//! in the ledger, committed with the list's position. This module polls
+//! ([`super::task_list`]): an id read from it becomes a tracked task in the ledger,
+//! committed with the list's position. This module polls
 //! `GET /v1/tasks/{id}` for each tracked task and feeds the answer to the same parser,
 //! classifier and ledger as a task log; a task *ends* when it is terminal (counted),
 //! unknown to the API (404, `not_found`) or older than `max_task_age` (`expired`), and

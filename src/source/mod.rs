@@ -3,3 +3,4 @@
 
 pub mod api;
 pub mod file;
+pub mod task_list;

@@ -1,0 +1,139 @@
+//! The task list: the file in which the application writes the id of every task it
+//! creates (the file source follows it), and the [`Handler`] that turns its lines into
+//! tasks the API source polls ([`super::api`]). An id read from it becomes a tracked
+//! task in the ledger, committed with the list's position, unless it is another
+//! shard's, already counted or tracked, or over `max_tracked`.
+
+use crate::clock::unix_now;
+use crate::ledger::{ApiTask, Ledger, LineResult, SourceId};
+use crate::lines::Line;
+use crate::pipeline::Handler;
+use crate::record::ParseError;
+
+/// The task list's handler: how its ids are taken.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskList {
+    /// `(index, count)`: this instance polls the ids whose hash is `index` mod `count`.
+    pub shard: (u64, u64),
+    pub max_tracked: usize,
+}
+
+impl Handler for TaskList {
+    fn count(
+        &self,
+        ledger: &mut Ledger,
+        source: SourceId,
+        lines: &[Line<'_>],
+        results: &mut Vec<LineResult>,
+    ) {
+        let now = unix_now();
+        for line in lines {
+            let entry = match line {
+                Line::Complete(l) => parse_task_list_line(l),
+                Line::TooLong(_) => Err(ParseError::LineTooLong),
+            };
+            results.push(match entry {
+                Ok(e) => {
+                    let task = ApiTask {
+                        id: e.id,
+                        added_at: now,
+                        model: e.model,
+                        duration: e.duration,
+                        estimated_cost: None,
+                    };
+                    ledger.track_api_task(source, task, self.shard, self.max_tracked)
+                }
+                Err(e) => ledger.reject(source, e),
+            });
+        }
+    }
+}
+
+/// One line of the task list: a task id, and what the application knows of it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct TaskListEntry {
+    pub id: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub duration: Option<f64>,
+}
+
+/// Longest task id accepted from the task list.
+pub const MAX_TASK_ID_BYTES: usize = 128;
+
+/// Parses a task-list line: a bare task id, or a JSON object with `id` (and
+/// optionally `model` and `duration`). An id is 1 to 128 of `[A-Za-z0-9_-]`, so that
+/// it is safe in a URL path.
+pub fn parse_task_list_line(line: &[u8]) -> Result<TaskListEntry, ParseError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line)
+        .map_err(|_| ParseError::InvalidUtf8)?
+        .trim();
+    if text.is_empty() {
+        return Err(ParseError::EmptyLine);
+    }
+    let entry = if text.starts_with('{') {
+        serde_json::from_str::<TaskListEntry>(text).map_err(|_| ParseError::InvalidJson)?
+    } else {
+        TaskListEntry {
+            id: text.to_string(),
+            model: None,
+            duration: None,
+        }
+    };
+    let ok = !entry.id.is_empty()
+        && entry.id.len() <= MAX_TASK_ID_BYTES
+        && entry
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(entry)
+    } else {
+        Err(ParseError::InvalidTaskId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_list_lines() {
+        assert_eq!(
+            parse_task_list_line(b"17f20503-6c24-4c16-946b-35dbbce2af2f\r")
+                .unwrap()
+                .id,
+            "17f20503-6c24-4c16-946b-35dbbce2af2f"
+        );
+        let e =
+            parse_task_list_line(br#"{"id":"abc","model":"gen4_turbo","duration":10,"other":1}"#)
+                .unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.model.as_deref(), e.duration),
+            ("abc", Some("gen4_turbo"), Some(10.0))
+        );
+        for (line, err) in [
+            (&b""[..], ParseError::EmptyLine),
+            (b"  ", ParseError::EmptyLine),
+            (b"../etc/passwd", ParseError::InvalidTaskId),
+            (b"a b", ParseError::InvalidTaskId),
+            (b"{\"id\":\"x/y\"}", ParseError::InvalidTaskId),
+            (b"{\"id\":", ParseError::InvalidJson),
+            (b"{\"model\":\"m\"}", ParseError::InvalidJson),
+            (b"\xff", ParseError::InvalidUtf8),
+        ] {
+            assert_eq!(
+                parse_task_list_line(line),
+                Err(err),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            parse_task_list_line(&[b'a'; 129]),
+            Err(ParseError::InvalidTaskId)
+        );
+    }
+}
