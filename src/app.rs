@@ -335,21 +335,172 @@ async fn shutdown_signal(reloader: &mut Reloader) -> anyhow::Result<&'static str
 }
 
 /// The daemon: runs until SIGTERM or SIGINT.
+/// The daemon: build the pieces, start them, run until a signal, shut down.
 pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()> {
-    let pipeline = Arc::new(build_pipeline(&settings)?);
-    let registry = Registry::new();
-    let mut metrics = Metrics::new(&registry, settings.api.task_list.is_some())
-        .context("cannot register the metrics")?;
-    let security = settings.web_security()?;
-    let addr = settings.web.listen_address.clone();
-    let listener = TcpListener::bind(&addr)
+    let built = Built::new(&settings).await?;
+    let mut running = built.start(&settings, overrides).await?;
+    let signal = running.until_signal().await?;
+    running
+        .shut_down(signal, settings.state.shutdown_grace)
+        .await;
+    Ok(())
+}
+
+/// Everything the daemon is made of, before any task runs.
+struct Built {
+    pipeline: Arc<Pipeline>,
+    metrics: Metrics,
+    http: Arc<HttpState>,
+    listener: TcpListener,
+    /// The file source, and with the API source its client and task list.
+    tailer: file::Tailer,
+    api: Option<(api::Client, file::Tailer)>,
+}
+
+impl Built {
+    async fn new(settings: &Settings) -> anyhow::Result<Built> {
+        let pipeline = Arc::new(build_pipeline(settings)?);
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry, settings.api.task_list.is_some())
+            .context("cannot register the metrics")?;
+        let http = http_state(settings, registry)?;
+        let addr = settings.web.listen_address.clone();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
+        if settings.file.paths.is_empty() {
+            tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
+        }
+        // The API source needs its key before anything starts: a missing key is a
+        // configuration error (exit 64), and the error never holds the key.
+        let client = match api_key(settings)? {
+            Some(key) => Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let mut restored = restore(&pipeline, &settings.state.dir);
+        let tailer = file::Tailer::new(
+            settings.file.clone(),
+            pipeline.clone(),
+            restored.checkpoint(file::SOURCE),
+        );
+        let api = match (client, &settings.api.task_list) {
+            (Some(client), Some(path)) => {
+                let list = task_list(settings, path, &pipeline, &mut restored)?;
+                Some((client, list))
+            }
+            _ => None,
+        };
+        Ok(Built {
+            pipeline,
+            metrics,
+            http,
+            listener,
+            tailer,
+            api,
+        })
+    }
+
+    /// Claims the start positions and commits them before reading a line (see
+    /// `Tailer::start`), serves what was restored, and starts every task.
+    async fn start(mut self, settings: &Settings, overrides: Overrides) -> anyhow::Result<Running> {
+        let (p, dir) = (self.pipeline.clone(), settings.state.dir.clone());
+        let (mut tailer, mut api) = (self.tailer, self.api);
+        let (tailer, api, first) = tokio::task::spawn_blocking(move || {
+            tailer.start();
+            if let Some((_, list)) = api.as_mut() {
+                list.start();
+            }
+            let first = p.commit(&dir);
+            (tailer, api, first)
+        })
         .await
-        .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
-    let local = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
-    // The process metrics are live, the rest changes only at a commit (and is rendered
-    // once per commit): two registries.
+        .context("the start-up commit task failed")?;
+        if let Err(e) = first {
+            tracing::error!(error = %e, "Cannot commit the state at start-up; not ready until a commit succeeds.");
+            self.metrics.commit_errors.inc();
+            self.http.committing.store(false, Ordering::Release);
+        }
+        // What was restored is what the last commit held: serve it from the start.
+        self.pipeline.publish(&mut self.metrics);
+        let local = self
+            .listener
+            .local_addr()
+            .context("cannot read the listening address")?;
+
+        // Sources stop first, then the last commit, then the HTTP server.
+        let tokens = Tokens::default();
+        let tracker = TaskTracker::new();
+        let limits = http::Limits {
+            max_connections: settings.web.max_connections,
+            header_read_timeout: settings.web.header_read_timeout,
+            grace: settings.state.shutdown_grace,
+        };
+        tracker.spawn(http::serve(
+            self.listener,
+            self.http.clone(),
+            limits,
+            tokens.http.child_token(),
+        ));
+        let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
+        let (file_settings, file_settings_rx) = tokio::sync::watch::channel(settings.file.clone());
+        let file_task = tracker.spawn(file::run(
+            tailer,
+            tokens.sources.clone(),
+            Some(first_poll_tx),
+            Some(file_settings_rx),
+        ));
+        if let Some((client, list)) = api {
+            spawn_api(
+                &tracker,
+                settings,
+                client,
+                list,
+                &self.pipeline,
+                &tokens.sources,
+            );
+        }
+        let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64));
+        let commit_task = tracker.spawn(committer(
+            self.pipeline.clone(),
+            self.metrics,
+            settings.state.dir.clone(),
+            settings.state.commit_interval,
+            self.http.clone(),
+            heartbeat.clone(),
+            tokens.commits.clone(),
+        ));
+        if let Some(period) = sd_notify::watchdog_enabled() {
+            let stale = settings.state.commit_interval * 2 + Duration::from_secs(5);
+            tracker.spawn(watchdog(
+                period,
+                heartbeat,
+                stale,
+                tokens.http.child_token(),
+            ));
+        }
+        tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
+        let reloader = Reloader {
+            http: self.http.clone(),
+            overrides,
+            current: settings.clone(),
+            pipeline: self.pipeline,
+            file_settings,
+        };
+        Ok(Running {
+            http: self.http,
+            tracker,
+            tokens,
+            file_task,
+            commit_task,
+            first_poll,
+            reloader,
+        })
+    }
+}
+
+/// The HTTP endpoints' state: the committed metrics, rendered once per commit, and the
+/// live process metrics (two registries).
+fn http_state(settings: &Settings, registry: Registry) -> anyhow::Result<Arc<HttpState>> {
     let process_registry = Registry::new();
     #[cfg(target_os = "linux")]
     process_registry
@@ -357,7 +508,7 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .context("cannot register the process metrics")?;
-    let state = Arc::new(HttpState {
+    Ok(Arc::new(HttpState {
         registry,
         process_registry: Some(process_registry),
         published_generation: Default::default(),
@@ -367,142 +518,94 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
         sources_ready: Default::default(),
         committing: std::sync::atomic::AtomicBool::new(true),
         publishing: Default::default(),
-        security: std::sync::RwLock::new(security),
-    });
-    if settings.file.paths.is_empty() {
-        tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
-    }
-    // The API source needs its key before anything starts: a missing key is a
-    // configuration error (exit 64), and the error never holds the key.
-    let api = match api_key(&settings)? {
-        Some(key) => Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?),
-        None => None,
+        security: std::sync::RwLock::new(settings.web_security()?),
+    }))
+}
+
+/// The task list's follower, its lines handled as task ids to poll.
+fn task_list(
+    settings: &Settings,
+    path: &Path,
+    pipeline: &Arc<Pipeline>,
+    restored: &mut Restored,
+) -> anyhow::Result<file::Tailer> {
+    let list_settings = crate::config::FileSettings {
+        paths: vec![path.display().to_string()],
+        rotated: Vec::new(),
+        ..settings.file.clone()
     };
-    let mut restored = restore(&pipeline, &settings.state.dir);
-    let mut tailer = file::Tailer::new(
-        settings.file.clone(),
+    let list = file::Tailer::for_source(
+        api::TASK_LIST_SOURCE,
+        list_settings,
         pipeline.clone(),
-        restored.checkpoint(file::SOURCE),
+        restored.checkpoint(api::TASK_LIST_SOURCE),
     );
-    let task_list = match (&api, &settings.api.task_list) {
-        (Some(_), Some(path)) => {
-            let list_settings = crate::config::FileSettings {
-                paths: vec![path.display().to_string()],
-                rotated: Vec::new(),
-                ..settings.file.clone()
-            };
-            let t = file::Tailer::for_source(
-                api::TASK_LIST_SOURCE,
-                list_settings,
-                pipeline.clone(),
-                restored.checkpoint(api::TASK_LIST_SOURCE),
-            );
-            let handler = crate::source::task_list::TaskList {
-                shard: settings.api.shard()?,
-                max_tracked: settings.api.max_tracked,
-            };
-            pipeline.set_handler(t.source(), std::sync::Arc::new(handler));
-            Some(t)
-        }
-        _ => None,
+    let handler = crate::source::task_list::TaskList {
+        shard: settings.api.shard()?,
+        max_tracked: settings.api.max_tracked,
     };
-    // Claim the start positions and commit them before reading a line (see
-    // Tailer::start). The committer publishes the restored totals right away.
-    let (tailer, task_list, first) = {
-        let (p, dir) = (pipeline.clone(), settings.state.dir.clone());
-        let mut task_list = task_list;
-        tokio::task::spawn_blocking(move || {
-            tailer.start();
-            if let Some(t) = task_list.as_mut() {
-                t.start();
-            }
-            let first = p.commit(&dir);
-            (tailer, task_list, first)
-        })
-        .await
-        .context("the start-up commit task failed")?
-    };
-    if let Err(e) = first {
-        tracing::error!(error = %e, "Cannot commit the state at start-up; not ready until a commit succeeds.");
-        metrics.commit_errors.inc();
-        state.committing.store(false, Ordering::Release);
-    }
-    // What was restored is what the last commit held: serve it from the start.
-    pipeline.publish(&mut metrics);
+    pipeline.set_handler(list.source(), Arc::new(handler));
+    Ok(list)
+}
 
-    // Sources stop first, then the last commit, then the HTTP server.
-    let token = CancellationToken::new();
-    let sources = CancellationToken::new();
-    let commits = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let limits = http::Limits {
-        max_connections: settings.web.max_connections,
-        header_read_timeout: settings.web.header_read_timeout,
-        grace: settings.state.shutdown_grace,
-    };
-    tracker.spawn(http::serve(
-        listener,
-        state.clone(),
-        limits,
-        token.child_token(),
-    ));
-    let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
-    let (file_settings_tx, file_settings_rx) = tokio::sync::watch::channel(settings.file.clone());
-    let file_task = tracker.spawn(file::run(
-        tailer,
-        sources.clone(),
-        Some(first_poll_tx),
-        Some(file_settings_rx),
-    ));
-    if let (Some(client), Some(list)) = (api, task_list) {
-        tracker.spawn(file::run(list, sources.clone(), None, None));
-        let poller = api::Poller::new(settings.api.clone(), client.clone(), pipeline.clone());
-        tracker.spawn(api::run(poller, sources.clone()));
-        tracker.spawn(api::run_organization(
-            settings.api.clone(),
-            client.clone(),
-            pipeline.clone(),
-            sources.clone(),
-        ));
-        tracker.spawn(api::run_usage(
-            settings.api.clone(),
-            client,
-            pipeline.clone(),
-            sources.clone(),
-        ));
-    }
-    let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64));
-    let commit_task = tracker.spawn(committer(
+/// The API source's tasks: the task list's follower, the poller, the organization and
+/// usage pollers.
+fn spawn_api(
+    tracker: &TaskTracker,
+    settings: &Settings,
+    client: api::Client,
+    list: file::Tailer,
+    pipeline: &Arc<Pipeline>,
+    sources: &CancellationToken,
+) {
+    tracker.spawn(file::run(list, sources.clone(), None, None));
+    let poller = api::Poller::new(settings.api.clone(), client.clone(), pipeline.clone());
+    tracker.spawn(api::run(poller, sources.clone()));
+    tracker.spawn(api::run_organization(
+        settings.api.clone(),
+        client.clone(),
         pipeline.clone(),
-        metrics,
-        settings.state.dir.clone(),
-        settings.state.commit_interval,
-        state.clone(),
-        heartbeat.clone(),
-        commits.clone(),
+        sources.clone(),
     ));
-    if let Some(period) = sd_notify::watchdog_enabled() {
-        let stale = settings.state.commit_interval * 2 + Duration::from_secs(5);
-        tracker.spawn(watchdog(period, heartbeat, stale, token.child_token()));
-    }
-    tracing::info!(address = %local, telemetry_path = %settings.web.telemetry_path, version = crate::metrics::VERSION, "Listening.");
+    tracker.spawn(api::run_usage(
+        settings.api.clone(),
+        client,
+        pipeline.clone(),
+        sources.clone(),
+    ));
+}
 
-    let mut reloader = Reloader {
-        http: state.clone(),
-        overrides,
-        current: settings.clone(),
-        pipeline: pipeline.clone(),
-        file_settings: file_settings_tx,
-    };
-    let signal = tokio::select! {
-        s = shutdown_signal(&mut reloader) => Some(s?),
-        _ = first_poll => None,
-    };
-    let signal = match signal {
-        Some(s) => s,
-        None => {
+/// What stops what, in order: the sources, then the last commit, then the rest.
+#[derive(Default)]
+struct Tokens {
+    sources: CancellationToken,
+    commits: CancellationToken,
+    http: CancellationToken,
+}
+
+/// The running daemon.
+struct Running {
+    http: Arc<HttpState>,
+    tracker: TaskTracker,
+    tokens: Tokens,
+    file_task: tokio::task::JoinHandle<()>,
+    commit_task: tokio::task::JoinHandle<()>,
+    /// Sent once the files are open at their start positions.
+    first_poll: tokio::sync::oneshot::Receiver<()>,
+    reloader: Reloader,
+}
+
+impl Running {
+    /// Becomes ready once the files are open, reloads on SIGHUP, and returns the signal
+    /// that stops it.
+    async fn until_signal(&mut self) -> anyhow::Result<&'static str> {
+        let started = tokio::select! {
+            s = shutdown_signal(&mut self.reloader) => return s,
+            _ = &mut self.first_poll => true,
+        };
+        if started {
             // The files are open at their start positions: appended lines are counted.
-            state.sources_ready.store(true, Ordering::Release);
+            self.http.sources_ready.store(true, Ordering::Release);
             tracing::info!("Ready.");
             // Type=notify: systemd considers the service started now.
             if let Err(e) = sd_notify::notify(&[
@@ -511,24 +614,27 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
             ]) {
                 tracing::warn!(error = %e, "Cannot notify systemd (NOTIFY_SOCKET).");
             }
-            shutdown_signal(&mut reloader).await?
         }
-    };
-    tracing::info!(signal, "Shutting down.");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    state.sources_ready.store(false, Ordering::Release);
-    tracker.close();
-    let grace = settings.state.shutdown_grace;
-    let stop = async {
-        sources.cancel();
-        let _ = file_task.await;
-        commits.cancel();
-        let _ = commit_task.await;
-        token.cancel();
-        tracker.wait().await;
-    };
-    if tokio::time::timeout(grace, stop).await.is_err() {
-        tracing::warn!(grace = ?settings.state.shutdown_grace, "Tasks still running after the grace period; exiting anyway.");
+        shutdown_signal(&mut self.reloader).await
     }
-    Ok(())
+
+    /// Stops the sources, makes the last commit, then stops the rest, within `grace`.
+    async fn shut_down(self, signal: &'static str, grace: Duration) {
+        tracing::info!(signal, "Shutting down.");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.http.sources_ready.store(false, Ordering::Release);
+        self.tracker.close();
+        let (tokens, tracker) = (self.tokens, self.tracker);
+        let stop = async {
+            tokens.sources.cancel();
+            let _ = self.file_task.await;
+            tokens.commits.cancel();
+            let _ = self.commit_task.await;
+            tokens.http.cancel();
+            tracker.wait().await;
+        };
+        if tokio::time::timeout(grace, stop).await.is_err() {
+            tracing::warn!(grace = ?grace, "Tasks still running after the grace period; exiting anyway.");
+        }
+    }
 }
