@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +38,7 @@ use crate::config::{FileSettings, StartAt};
 use crate::ledger::{FileKey, Position, SourceId, FINGERPRINT_BYTES};
 use crate::lines::LineSplitter;
 use crate::pipeline::{Pipeline, SourceEvent};
+use crate::source::identity::FileId;
 
 /// The source name of the file tailer, the `source` label of its metrics.
 pub const SOURCE: &str = "file";
@@ -51,11 +52,9 @@ struct Retired {
 struct Followed {
     key: FileKey,
     file: File,
-    identity: (u64, u64),
+    id: FileId,
     /// Bytes read from the file (the splitter may hold the last few, a partial line).
     read: u64,
-    fp_len: u32,
-    fp: u64,
     splitter: LineSplitter,
 }
 
@@ -69,7 +68,7 @@ impl Followed {
         buf: &mut [u8],
         guarded: bool,
     ) -> std::io::Result<Drained> {
-        let guard = guarded.then_some((self.fp_len, self.fp));
+        let guard = guarded.then_some(self.id);
         let d = drain(
             pipeline,
             source,
@@ -88,22 +87,6 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
-/// The fingerprint of a file's first `len` bytes, or `None` when it is shorter.
-fn fingerprint(file: &File, len: usize) -> std::io::Result<Option<u64>> {
-    let mut buf = [0u8; FINGERPRINT_BYTES];
-    let buf = &mut buf[..len.min(FINGERPRINT_BYTES)];
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], got as u64) {
-            Ok(0) => return Ok(None),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Some(xxhash_rust::xxh3::xxh3_64(buf)))
-}
-
 /// What [`drain`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
@@ -116,7 +99,7 @@ pub struct Drained {
 
 /// Reads `file` from its current position to its end through the pipeline. With a
 /// `key`, the file's committed position follows (`read` is how far the file was read
-/// before). With a `guard` (the fingerprint's length and value), every block is
+/// before). With a `guard` (the file's identity when it was opened), every block is
 /// counted only if the file still starts with the same bytes after it was read, so a
 /// block read across a truncation is never counted.
 pub fn drain(
@@ -126,7 +109,7 @@ pub fn drain(
     splitter: &mut LineSplitter,
     buf: &mut [u8],
     key: Option<(FileKey, u64)>,
-    guard: Option<(u32, u64)>,
+    guard: Option<FileId>,
 ) -> std::io::Result<Drained> {
     let mut total = 0u64;
     loop {
@@ -141,8 +124,8 @@ pub fn drain(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if let Some((fp_len, fp)) = guard.filter(|(len, _)| *len > 0) {
-            if fingerprint(file, fp_len as usize)? != Some(fp) {
+        if let Some(id) = guard {
+            if !id.matches_or_err(file)? {
                 return Ok(Drained {
                     bytes: total,
                     replaced: true,
@@ -330,7 +313,7 @@ impl Tailer {
             return Start::Fresh;
         };
         let p = cp.positions.swap_remove(i);
-        if p.fp_len == 0 || fingerprint(file, p.fp_len as usize).ok().flatten() == Some(p.fp) {
+        if FileId::of_position(&p).matches(file) {
             Start::Resume(p)
         } else {
             cp.replaced.push(p);
@@ -384,17 +367,16 @@ impl Tailer {
             splitter.skip_to_newline();
         }
         file.seek(SeekFrom::Start(offset))?;
-        let fp_len = meta.len().min(FINGERPRINT_BYTES as u64) as u32;
-        let fp = fingerprint(&file, fp_len as usize)?.unwrap_or(0);
+        let id = FileId::of(&file)?;
         self.pipeline.track(
             key,
             Position {
                 source: self.name.clone(),
                 path: path.display().to_string(),
-                dev: meta.dev(),
-                ino: meta.ino(),
-                fp_len,
-                fp,
+                dev: id.dev,
+                ino: id.ino,
+                fp_len: id.fp_len,
+                fp: id.fp,
                 offset,
                 skipping,
             },
@@ -415,10 +397,8 @@ impl Tailer {
         let followed = Followed {
             key,
             file,
-            identity: identity(&meta),
+            id,
             read: offset,
-            fp_len,
-            fp,
             splitter,
         };
         if retire {
@@ -475,12 +455,16 @@ impl Tailer {
             let id = identity(&meta);
             // A retired file that shows up under a matching name (app.log -> app.log.1
             // with a pattern that matches both) goes on from where it was.
-            if let Some(i) = self.retired.iter().position(|r| r.followed.identity == id) {
+            if let Some(i) = self
+                .retired
+                .iter()
+                .position(|r| r.followed.id.inode() == id)
+            {
                 let r = self.retired.swap_remove(i);
                 self.files.insert(path, r.followed);
                 continue;
             }
-            if self.files.values().any(|f| f.identity == id) {
+            if self.files.values().any(|f| f.id.inode() == id) {
                 continue;
             }
             if self.files.len() >= self.settings.max_files {
@@ -541,7 +525,7 @@ impl Tailer {
             };
             let Ok(meta) = file.metadata() else { continue };
             let id = identity(&meta);
-            if self.files.values().any(|f| f.identity == id) {
+            if self.files.values().any(|f| f.id.inode() == id) {
                 continue;
             }
             let start = match self.checkpointed(&file, id) {
@@ -591,9 +575,8 @@ impl Tailer {
     fn copy_of_checkpointed(&mut self, file: &File, len: u64) -> Option<Position> {
         let cp = self.checkpoint.as_mut()?;
         let matches = |p: &Position| {
-            p.fp_len > 0
-                && len >= p.offset
-                && fingerprint(file, p.fp_len as usize).ok().flatten() == Some(p.fp)
+            let id = FileId::of_position(p);
+            id.fingerprinted() && len >= p.offset && id.matches(file)
         };
         if let Some(i) = cp.replaced.iter().position(matches) {
             return Some(cp.replaced.swap_remove(i));
@@ -663,7 +646,7 @@ impl Tailer {
     /// Whether the file's content was replaced in place (copytruncate, then written
     /// past the old offset before this poll): its first bytes changed.
     fn replaced_in_place(f: &Followed) -> bool {
-        f.fp_len > 0 && fingerprint(&f.file, f.fp_len as usize).ok().flatten() != Some(f.fp)
+        !f.id.matches(&f.file)
     }
 
     /// Truncation: the open file is shorter than what was read, or its first bytes are
@@ -674,17 +657,17 @@ impl Tailer {
         let m = f.file.metadata().ok()?;
         // Shorter than what was read, or than the bytes fingerprinted (which may not
         // have been read yet), or starting with other bytes now.
-        let shorter = m.len() < f.read.max(f.fp_len as u64);
+        let shorter = m.len() < f.read.max(f.id.fp_len as u64);
         if !(force || shorter || Self::replaced_in_place(f)) {
             return None;
         }
         let before = Position {
             source: self.name.clone(),
             path: path.display().to_string(),
-            dev: f.identity.0,
-            ino: f.identity.1,
-            fp_len: f.fp_len,
-            fp: f.fp,
+            dev: f.id.dev,
+            ino: f.id.ino,
+            fp_len: f.id.fp_len,
+            fp: f.id.fp,
             offset: f.read - f.splitter.pending() as u64,
             skipping: f.splitter.skipping(),
         };
@@ -699,7 +682,7 @@ impl Tailer {
         );
         f.read = 0;
         f.splitter.reset();
-        f.fp_len = 0;
+        f.id.fp_len = 0;
         if let Err(error) = f.file.seek(SeekFrom::Start(0)) {
             self.pipeline.event(
                 self.source,
@@ -717,7 +700,8 @@ impl Tailer {
     /// read from the copy. Only lines written between the copy and the truncation are
     /// then lost, in neither file.
     fn finish_from_copy(&mut self, before: Position) {
-        if before.fp_len == 0 {
+        let before_id = FileId::of_position(&before);
+        if !before_id.fingerprinted() {
             return;
         }
         for path in expand(&self.settings.rotated) {
@@ -726,13 +710,13 @@ impl Tailer {
             };
             let Ok(meta) = file.metadata() else { continue };
             let id = identity(&meta);
-            let known = id == (before.dev, before.ino)
-                || self.files.values().any(|f| f.identity == id)
-                || self.retired.iter().any(|r| r.followed.identity == id);
+            let known = id == before_id.inode()
+                || self.files.values().any(|f| f.id.inode() == id)
+                || self.retired.iter().any(|r| r.followed.id.inode() == id);
             if known || meta.len() < before.offset {
                 continue;
             }
-            if fingerprint(&file, before.fp_len as usize).ok().flatten() == Some(before.fp) {
+            if before_id.matches(&file) {
                 let resume = Position {
                     dev: id.0,
                     ino: id.1,
@@ -787,18 +771,16 @@ impl Tailer {
             return false;
         };
         // A young file's fingerprint grows with it, up to FINGERPRINT_BYTES.
-        if (f.fp_len as usize) < FINGERPRINT_BYTES && f.read > f.fp_len as u64 {
+        if (f.id.fp_len as usize) < FINGERPRINT_BYTES && f.read > f.id.fp_len as u64 {
             let len = f.read.min(FINGERPRINT_BYTES as u64) as u32;
-            if let Ok(Some(fp)) = fingerprint(&f.file, len as usize) {
-                f.fp_len = len;
-                f.fp = fp;
-                self.pipeline.set_fingerprint(f.key, len, fp);
+            if f.id.grow(&f.file, len) {
+                self.pipeline.set_fingerprint(f.key, len, f.id.fp);
             }
         }
         // Rotation or removal: the path no longer names the open file. What was
         // appended to the old file before it was replaced has just been read.
         let replaced = match std::fs::metadata(path) {
-            Ok(m) => identity(&m) != f.identity,
+            Ok(m) => identity(&m) != f.id.inode(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(_) => false,
         };

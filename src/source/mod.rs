@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod file;
+pub mod identity;
 pub mod task_list;
