@@ -1,22 +1,21 @@
-//! The metric families, on a caller-supplied [`Registry`] (no globals), and the
-//! publishing of the ledger's totals into them.
+//! The metric families, on a caller-supplied [`Registry`] (no globals).
 //!
-//! *Publishing* copies the ledger's plain totals into the Prometheus counters, by
-//! adding what each series gained since the last publish. The ledger only ever grows,
-//! so published counters never go backwards, and `/metrics` shows exactly the values of
-//! the last publish. Child counters are kept in a map instead of being looked up by
-//! their labels every time.
+//! What a commit holds is exported from an immutable *snapshot* of the ledger's totals
+//! ([`Snapshot`], a collector in the const-metrics way of node_exporter): a publish
+//! swaps the snapshot, and a scrape renders the families from it. There is no second
+//! set of counters to keep in step with the ledger, and `/metrics` shows exactly the
+//! last publish. The committer's own gauges (last commit, state file size, commit
+//! errors) and `build_info` are plain metrics beside it.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
-use prometheus::core::{Atomic, GenericCounter, GenericCounterVec, Number};
-use prometheus::{
-    CounterVec, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, Opts, Registry};
 
 use crate::ledger::{LineResult, Totals};
 use crate::record::ParseError;
-
 /// The exporter's own version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision the binary was built from, when the build could tell.
@@ -25,194 +24,393 @@ pub const REVISION: &str = match option_env!("RUNWAY_EXPORTER_REVISION") {
     None => "unknown",
 };
 
-/// Gauges of the API source.
-pub struct ApiGauges {
-    pub credit_balance: Gauge,
-    pub daily_generations: GaugeVec,
-    pub max_daily_generations: GaugeVec,
-    pub max_concurrent_generations: GaugeVec,
-    /// No labels: a vector only so that an unlimited tier can have no sample.
-    pub max_monthly_credit_spend: GaugeVec,
-    pub daily_credits_used: GaugeVec,
-    pub tasks_tracked: IntGauge,
-    pub credits_in_flight: Gauge,
+/// One exported family: its name, help, type and label names.
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
 }
 
-impl ApiGauges {
-    fn new(r: &Registry) -> prometheus::Result<ApiGauges> {
-        Ok(ApiGauges {
-            credit_balance: register(
-                r,
-                Gauge::with_opts(opts(
-                    "runway_organization_credit_balance",
-                    "Credits left in the Runway organization (GET /v1/organization).",
-                ))?,
-            )?,
-            daily_generations: register(
-                r,
-                GaugeVec::new(
-                    opts(
-                        "runway_organization_daily_generations",
-                        "Generations today, by model.",
-                    ),
-                    &["model"],
-                )?,
-            )?,
-            max_daily_generations: register(
-                r,
-                GaugeVec::new(
-                    opts(
-                        "runway_organization_max_daily_generations",
-                        "The tier's daily generation limit, by model; no sample when unlimited.",
-                    ),
-                    &["model"],
-                )?,
-            )?,
-            max_concurrent_generations: register(
-                r,
-                GaugeVec::new(
-                    opts(
-                        "runway_organization_max_concurrent_generations",
-                        "The tier's concurrent generation limit, by model; no sample when unlimited.",
-                    ),
-                    &["model"],
-                )?,
-            )?,
-            max_monthly_credit_spend: register(
-                r,
-                GaugeVec::new(
-                    opts(
-                        "runway_organization_max_monthly_credit_spend",
-                        "The tier's monthly credit spend limit (tier.maxMonthlyCreditSpend); no sample when unlimited.",
-                    ),
-                    &[],
-                )?,
-            )?,
-            daily_credits_used: register(
-                r,
-                GaugeVec::new(
-                    opts(
-                        "runway_organization_daily_credits_used",
-                        "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage).",
-                    ),
-                    &["model"],
-                )?,
-            )?,
-            credits_in_flight: register(
-                r,
-                Gauge::with_opts(opts(
-                    "runway_api_credits_in_flight",
-                    "Estimated credits (estimatedCost) of the tasks still being polled.",
-                ))?,
-            )?,
-            tasks_tracked: register(
-                r,
-                IntGauge::with_opts(opts(
-                    "runway_api_tasks_tracked",
-                    "Tasks from the task list being polled until they end.",
-                ))?,
-            )?,
+const fn counter(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Def {
+    Def {
+        name,
+        help,
+        kind: MetricType::COUNTER,
+        labels,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Def {
+    Def {
+        name,
+        help,
+        kind: MetricType::GAUGE,
+        labels,
+    }
+}
+
+const TASKS: Def = counter(
+    "runway_tasks_total",
+    "Terminal task outcomes, counted once per task id.",
+    &["status", "model"],
+);
+const FAILURES: Def = counter(
+    "runway_task_failures_total",
+    "FAILED tasks by failure code; category, retry and credits come from the failure-code table.",
+    &["failure_code", "category", "retry", "credits", "model"],
+);
+const CHARGED: Def = counter("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table.", &["status", "model"]);
+const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total estimated from the pricing table (the task reported no cost).", &["status", "model"]);
+const LOST: Def = counter("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost.", &["failure_code", "model"]);
+const MISMATCHES: Def = counter("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0).", &["failure_code", "credits"]);
+const INVALID_NUMBERS: Def = counter("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored.", &[]);
+const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record nor the pricing table gave; their credits are not in the credit counters.", &["status"]);
+const RECORDS: Def = counter(
+    "runway_exporter_records_total",
+    "Lines read, by what became of them: counted, duplicate, non_terminal or rejected.",
+    &["source", "result"],
+);
+const READ_BYTES: Def = counter(
+    "runway_exporter_read_bytes_total",
+    "Bytes of complete lines read.",
+    &["source"],
+);
+const PARSE_ERRORS: Def = counter(
+    "runway_exporter_parse_errors_total",
+    "Rejected lines by reason.",
+    &["source", "reason"],
+);
+const UNKNOWN_CODES: Def = counter(
+    "runway_exporter_unknown_failure_codes_total",
+    "FAILED tasks whose failure code the failure-code table does not know.",
+    &[],
+);
+const OVERFLOW: Def = counter(
+    "runway_exporter_label_overflow_total",
+    "Records whose label value was folded into \"other\" by a cardinality cap.",
+    &["label"],
+);
+const ROTATIONS: Def = counter(
+    "runway_exporter_file_rotations_total",
+    "Files replaced by a new file at the same path.",
+    &["source"],
+);
+const TRUNCATIONS: Def = counter(
+    "runway_exporter_file_truncations_total",
+    "Files found shorter than the position read; read again from the start.",
+    &["source"],
+);
+const FILES_TRACKED: Def = gauge(
+    "runway_exporter_files_tracked",
+    "Files currently followed.",
+    &["source"],
+);
+const FILE_LIMIT: Def = counter(
+    "runway_exporter_file_limit_hits_total",
+    "Matching files not followed because max_files was reached.",
+    &["source"],
+);
+const API_REQUESTS: Def = counter(
+    "runway_exporter_api_requests_total",
+    "Requests to the Runway API by endpoint and HTTP status code.",
+    &["endpoint", "code"],
+);
+const LAST_RECORD: Def = gauge(
+    "runway_exporter_last_record_timestamp_seconds",
+    "Unix time a line was last read from the source.",
+    &["source"],
+);
+const SOURCE_UP: Def = gauge(
+    "runway_exporter_source_up",
+    "1 when the source is running and can read its input.",
+    &["source"],
+);
+const DEDUPE_IDS: Def = gauge(
+    "runway_exporter_dedupe_ids",
+    "Task ids remembered in the dedupe window.",
+    &[],
+);
+const DEAD_LETTER: Def = counter(
+    "runway_exporter_dead_letter_lines_total",
+    "Rejected lines written to, or dropped from, the dead-letter file.",
+    &["result"],
+);
+const CREDIT_BALANCE: Def = gauge(
+    "runway_organization_credit_balance",
+    "Credits left in the Runway organization (GET /v1/organization).",
+    &[],
+);
+const DAILY_GENERATIONS: Def = gauge(
+    "runway_organization_daily_generations",
+    "Generations today, by model.",
+    &["model"],
+);
+const MAX_DAILY: Def = gauge(
+    "runway_organization_max_daily_generations",
+    "The tier's daily generation limit, by model; no sample when unlimited.",
+    &["model"],
+);
+const MAX_CONCURRENT: Def = gauge(
+    "runway_organization_max_concurrent_generations",
+    "The tier's concurrent generation limit, by model; no sample when unlimited.",
+    &["model"],
+);
+const MAX_MONTHLY: Def = gauge(
+    "runway_organization_max_monthly_credit_spend",
+    "The tier's monthly credit spend limit (tier.maxMonthlyCreditSpend); no sample when unlimited.",
+    &[],
+);
+const DAILY_CREDITS: Def = gauge("runway_organization_daily_credits_used", "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage).", &["model"]);
+const IN_FLIGHT: Def = gauge(
+    "runway_api_credits_in_flight",
+    "Estimated credits (estimatedCost) of the tasks still being polled.",
+    &[],
+);
+const API_TASKS: Def = gauge(
+    "runway_api_tasks_tracked",
+    "Tasks from the task list being polled until they end.",
+    &[],
+);
+
+/// The families of every snapshot.
+const FAMILIES: &[&Def] = &[
+    &TASKS,
+    &FAILURES,
+    &CHARGED,
+    &ESTIMATED,
+    &LOST,
+    &MISMATCHES,
+    &INVALID_NUMBERS,
+    &UNPRICED,
+    &RECORDS,
+    &READ_BYTES,
+    &PARSE_ERRORS,
+    &UNKNOWN_CODES,
+    &OVERFLOW,
+    &ROTATIONS,
+    &TRUNCATIONS,
+    &FILES_TRACKED,
+    &FILE_LIMIT,
+    &API_REQUESTS,
+    &LAST_RECORD,
+    &SOURCE_UP,
+    &DEDUPE_IDS,
+    &DEAD_LETTER,
+];
+/// The API source's families, with it only.
+const API_FAMILIES: &[&Def] = &[
+    &CREDIT_BALANCE,
+    &DAILY_GENERATIONS,
+    &MAX_DAILY,
+    &MAX_CONCURRENT,
+    &MAX_MONTHLY,
+    &DAILY_CREDITS,
+    &IN_FLIGHT,
+    &API_TASKS,
+];
+
+/// Families being filled from a snapshot.
+#[derive(Default)]
+struct Families(HashMap<&'static str, MetricFamily>);
+
+impl Families {
+    /// One sample; label values in the order of the family's label names.
+    fn add(&mut self, def: &'static Def, values: &[&str], value: f64) {
+        let family = self.0.entry(def.name).or_insert_with(|| {
+            let mut f = MetricFamily::default();
+            f.set_name(def.name.to_string());
+            f.set_help(def.help.to_string());
+            f.set_field_type(def.kind);
+            f
+        });
+        let mut labels: Vec<LabelPair> = def
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.to_string());
+                pair.set_value(value.to_string());
+                pair
+            })
+            .collect();
+        labels.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut metric = Metric::from_label(labels);
+        match def.kind {
+            MetricType::COUNTER => {
+                let mut c = prometheus::proto::Counter::default();
+                c.set_value(value);
+                metric.set_counter(c);
+            }
+            _ => {
+                let mut g = prometheus::proto::Gauge::default();
+                g.set_value(value);
+                metric.set_gauge(g);
+            }
+        }
+        family.mut_metric().push(metric);
+    }
+}
+
+/// The families of a snapshot of the totals.
+fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
+    let mut f = Families::default();
+    for s in &t.tasks {
+        f.add(&TASKS, &[&s.status, &s.model], s.tasks as f64);
+    }
+    for s in &t.failures {
+        let labels = [
+            s.failure_code.as_str(),
+            &s.category,
+            &s.retry,
+            &s.credits,
+            &s.model,
+        ];
+        f.add(&FAILURES, &labels, s.value as f64);
+    }
+    for s in &t.credits {
+        f.add(&CHARGED, &[&s.status, &s.model], s.charged);
+        f.add(&ESTIMATED, &[&s.status, &s.model], s.estimated);
+    }
+    for s in &t.credits_lost {
+        f.add(&LOST, &[&s.failure_code, &s.model], s.credits);
+    }
+    for s in &t.cost_mismatches {
+        f.add(&MISMATCHES, &[&s.failure_code, &s.credits], s.tasks as f64);
+    }
+    f.add(&INVALID_NUMBERS, &[], t.invalid_numbers as f64);
+    let unpriced = &t.credits_unpriced;
+    f.add(&UNPRICED, &["SUCCEEDED"], unpriced.succeeded as f64);
+    f.add(&UNPRICED, &["FAILED"], unpriced.failed as f64);
+    let overflow = &t.label_overflow;
+    f.add(&OVERFLOW, &["failure_code"], overflow.failure_code as f64);
+    f.add(&OVERFLOW, &["model"], overflow.model as f64);
+    f.add(&UNKNOWN_CODES, &[], t.unknown_failure_codes as f64);
+    for s in &t.sources {
+        let name = s.name.as_str();
+        for (i, (result, v)) in LineResult::RESULTS.iter().zip(s.results).enumerate() {
+            // The four results every line can have, and the others once they occur.
+            if i < 4 || v > 0 {
+                f.add(&RECORDS, &[name, result], v as f64);
+            }
+        }
+        for (e, v) in ParseError::ALL.iter().zip(s.parse_errors) {
+            f.add(&PARSE_ERRORS, &[name, e.reason()], v as f64);
+        }
+        f.add(&READ_BYTES, &[name], s.read_bytes as f64);
+        f.add(&ROTATIONS, &[name], s.rotations as f64);
+        f.add(&TRUNCATIONS, &[name], s.truncations as f64);
+        f.add(&FILE_LIMIT, &[name], s.file_limit_hits as f64);
+        f.add(&FILES_TRACKED, &[name], s.files_tracked as f64);
+        f.add(&SOURCE_UP, &[name], if s.up { 1.0 } else { 0.0 });
+        if s.last_record_unix > 0.0 {
+            f.add(&LAST_RECORD, &[name], s.last_record_unix);
+        }
+    }
+    f.add(&DEDUPE_IDS, &[], t.dedupe_ids as f64);
+    let dead = &t.dead_letter;
+    f.add(&DEAD_LETTER, &["written"], dead.written as f64);
+    f.add(&DEAD_LETTER, &["failed"], dead.failed as f64);
+    for s in &t.api_requests {
+        f.add(&API_REQUESTS, &[&s.endpoint, &s.code], s.requests as f64);
+    }
+    if api {
+        api_families(&mut f, t);
+    }
+    f.0.into_values().collect()
+}
+
+/// What the API said last. A limit that is `null` (none) has no sample; so has a usage
+/// answer of another day than today (UTC): the poll failing across midnight, or a
+/// restart on another day.
+fn api_families(f: &mut Families, t: &Totals) {
+    f.add(&API_TASKS, &[], t.api_tasks_tracked as f64);
+    f.add(&IN_FLIGHT, &[], t.api_credits_in_flight);
+    let org = t.organization.as_ref();
+    f.add(&CREDIT_BALANCE, &[], org.map_or(0.0, |o| o.credit_balance));
+    for m in org.iter().flat_map(|o| &o.models) {
+        let model = [m.model.as_str()];
+        f.add(&DAILY_GENERATIONS, &model, m.daily_generations);
+        if let Some(v) = m.max_daily_generations {
+            f.add(&MAX_DAILY, &model, v);
+        }
+        if let Some(v) = m.max_concurrent_generations {
+            f.add(&MAX_CONCURRENT, &model, v);
+        }
+    }
+    if let Some(cap) = org.and_then(|o| o.max_monthly_credit_spend) {
+        f.add(&MAX_MONTHLY, &[], cap);
+    }
+    let today = crate::clock::utc_day(std::time::SystemTime::now());
+    for usage in t.usage.iter().filter(|u| u.date == today) {
+        for m in &usage.models {
+            f.add(&DAILY_CREDITS, &[m.model.as_str()], m.credits);
+        }
+    }
+}
+
+/// The last published totals, as a collector: each gather renders them.
+pub struct Snapshot {
+    totals: Arc<RwLock<Arc<Totals>>>,
+    api: bool,
+    descs: Vec<Desc>,
+}
+
+impl Snapshot {
+    fn new(api: bool) -> prometheus::Result<Snapshot> {
+        let defs = FAMILIES.iter().chain(API_FAMILIES.iter().filter(|_| api));
+        let descs = defs
+            .map(|d| {
+                let labels = d.labels.iter().map(|l| l.to_string()).collect();
+                Desc::new(
+                    d.name.to_string(),
+                    d.help.to_string(),
+                    labels,
+                    HashMap::new(),
+                )
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Snapshot {
+            totals: Arc::default(),
+            api,
+            descs,
         })
     }
-}
 
-impl ApiGauges {
-    /// Sets the gauges to what the API said last. A limit that is `null` (none) has no
-    /// sample, and one that went away since the last publish loses its sample.
-    fn publish(&self, t: &Totals) {
-        self.tasks_tracked.set(t.api_tasks_tracked as i64);
-        self.credits_in_flight.set(t.api_credits_in_flight);
-        if let Some(org) = &t.organization {
-            self.credit_balance.set(org.credit_balance);
-            for vec in [
-                &self.daily_generations,
-                &self.max_daily_generations,
-                &self.max_concurrent_generations,
-                &self.max_monthly_credit_spend,
-            ] {
-                vec.reset();
-            }
-            for m in &org.models {
-                let model = [m.model.as_str()];
-                self.daily_generations
-                    .with_label_values(&model)
-                    .set(m.daily_generations);
-                for (vec, limit) in [
-                    (&self.max_daily_generations, m.max_daily_generations),
-                    (
-                        &self.max_concurrent_generations,
-                        m.max_concurrent_generations,
-                    ),
-                ] {
-                    if let Some(v) = limit {
-                        vec.with_label_values(&model).set(v);
-                    }
-                }
-            }
-            if let Some(cap) = org.max_monthly_credit_spend {
-                self.max_monthly_credit_spend
-                    .with_label_values(&[] as &[&str])
-                    .set(cap);
-            }
-        }
-        if let Some(usage) = &t.usage {
-            self.daily_credits_used.reset();
-            // "Today" only while it is: a usage answer of an earlier day (the poll failing
-            // across midnight, or a restart on another day) has no sample.
-            let today = crate::clock::utc_day(std::time::SystemTime::now());
-            let current = usage.date == today;
-            for m in usage.models.iter().filter(|_| current) {
-                self.daily_credits_used
-                    .with_label_values(&[m.model.as_str()])
-                    .set(m.credits);
-            }
+    fn handle(&self) -> Snapshot {
+        Snapshot {
+            totals: self.totals.clone(),
+            api: self.api,
+            descs: self.descs.clone(),
         }
     }
 }
 
-/// Every metric family of the exporter.
-pub struct Metrics {
-    pub tasks: IntCounterVec,
-    pub task_failures: IntCounterVec,
-    pub credits_charged: CounterVec,
-    pub credits_estimated: CounterVec,
-    pub credits_lost: CounterVec,
-    pub cost_mismatches: IntCounterVec,
-    pub invalid_numbers: IntCounter,
-    pub credits_unpriced: IntCounterVec,
-    pub build_info: GaugeVec,
-    pub records: IntCounterVec,
-    pub read_bytes: IntCounterVec,
-    pub parse_errors: IntCounterVec,
-    pub unknown_failure_codes: IntCounter,
-    pub label_overflow: IntCounterVec,
-    pub file_rotations: IntCounterVec,
-    pub file_truncations: IntCounterVec,
-    pub files_tracked: GaugeVec,
-    pub file_limit_hits: IntCounterVec,
-    pub api_requests: IntCounterVec,
-    pub commit_errors: IntCounter,
-    pub last_commit_timestamp: Gauge,
-    pub last_record_timestamp: GaugeVec,
-    pub source_up: GaugeVec,
-    pub dedupe_ids: IntGauge,
-    pub last_commit_duration: Gauge,
-    pub state_file_bytes: IntGauge,
-    /// The API source's gauges, registered only when it is on.
-    pub api: Option<ApiGauges>,
-    pub dead_letter_lines: IntCounterVec,
-    published: Published,
+impl Collector for Snapshot {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let totals = self
+            .totals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        families(&totals, self.api)
+    }
 }
 
-/// A published series: its family's index and its label values.
-type SeriesKey = (usize, Vec<String>);
-/// Child counters already looked up, with the value last published into each.
-type Handles<P> = HashMap<SeriesKey, (GenericCounter<P>, <P as Atomic>::T)>;
-
-#[derive(Default)]
-struct Published {
-    ints: Handles<prometheus::core::AtomicU64>,
-    floats: Handles<prometheus::core::AtomicF64>,
+/// The exporter's metrics: the snapshot of the committed totals, and the committer's
+/// own.
+pub struct Metrics {
+    snapshot: Snapshot,
+    pub build_info: GaugeVec,
+    pub commit_errors: IntCounter,
+    pub last_commit_timestamp: Gauge,
+    pub last_commit_duration: Gauge,
+    pub state_file_bytes: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -228,39 +426,51 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
-    /// Registers every family on `registry` (the API gauges when `api`).
+    /// Registers every family on `registry` (the API source's when `api`).
     pub fn new(registry: &Registry, api: bool) -> prometheus::Result<Metrics> {
         let r = registry;
+        let snapshot = Snapshot::new(api)?;
+        r.register(Box::new(snapshot.handle()))?;
         let m = Metrics {
-            tasks: register(r, IntCounterVec::new(opts("runway_tasks_total", "Terminal task outcomes, counted once per task id."), &["status", "model"])?)?,
-            task_failures: register(r, IntCounterVec::new(opts("runway_task_failures_total", "FAILED tasks by failure code; category, retry and credits come from the failure-code table."), &["failure_code", "category", "retry", "credits", "model"])?)?,
-            credits_charged: register(r, CounterVec::new(opts("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table."), &["status", "model"])?)?,
-            credits_estimated: register(r, CounterVec::new(opts("runway_credits_estimated_total", "The part of runway_credits_charged_total estimated from the pricing table (the task reported no cost)."), &["status", "model"])?)?,
-            credits_lost: register(r, CounterVec::new(opts("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost."), &["failure_code", "model"])?)?,
-            cost_mismatches: register(r, IntCounterVec::new(opts("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0)."), &["failure_code", "credits"])?)?,
-            invalid_numbers: register(r, IntCounter::with_opts(opts("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored."))?)?,
-            credits_unpriced: register(r, IntCounterVec::new(opts("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record nor the pricing table gave; their credits are not in the credit counters."), &["status"])?)?,
-            build_info: register(r, GaugeVec::new(opts("runway_exporter_build_info", "Build information; the value is always 1."), &["version", "revision", "api_version"])?)?,
-            records: register(r, IntCounterVec::new(opts("runway_exporter_records_total", "Lines read, by what became of them: counted, duplicate, non_terminal or rejected."), &["source", "result"])?)?,
-            read_bytes: register(r, IntCounterVec::new(opts("runway_exporter_read_bytes_total", "Bytes of complete lines read."), &["source"])?)?,
-            parse_errors: register(r, IntCounterVec::new(opts("runway_exporter_parse_errors_total", "Rejected lines by reason."), &["source", "reason"])?)?,
-            unknown_failure_codes: register(r, IntCounter::with_opts(opts("runway_exporter_unknown_failure_codes_total", "FAILED tasks whose failure code the failure-code table does not know."))?)?,
-            label_overflow: register(r, IntCounterVec::new(opts("runway_exporter_label_overflow_total", "Records whose label value was folded into \"other\" by a cardinality cap."), &["label"])?)?,
-            file_rotations: register(r, IntCounterVec::new(opts("runway_exporter_file_rotations_total", "Files replaced by a new file at the same path."), &["source"])?)?,
-            file_truncations: register(r, IntCounterVec::new(opts("runway_exporter_file_truncations_total", "Files found shorter than the position read; read again from the start."), &["source"])?)?,
-            files_tracked: register(r, GaugeVec::new(opts("runway_exporter_files_tracked", "Files currently followed."), &["source"])?)?,
-            file_limit_hits: register(r, IntCounterVec::new(opts("runway_exporter_file_limit_hits_total", "Matching files not followed because max_files was reached."), &["source"])?)?,
-            api_requests: register(r, IntCounterVec::new(opts("runway_exporter_api_requests_total", "Requests to the Runway API by endpoint and HTTP status code."), &["endpoint", "code"])?)?,
-            commit_errors: register(r, IntCounter::with_opts(opts("runway_exporter_commit_errors_total", "Failed commits of the state file."))?)?,
-            last_commit_timestamp: register(r, Gauge::with_opts(opts("runway_exporter_last_commit_timestamp_seconds", "Unix time of the last successful commit (or publish, without a state file)."))?)?,
-            last_record_timestamp: register(r, GaugeVec::new(opts("runway_exporter_last_record_timestamp_seconds", "Unix time a line was last read from the source."), &["source"])?)?,
-            source_up: register(r, GaugeVec::new(opts("runway_exporter_source_up", "1 when the source is running and can read its input."), &["source"])?)?,
-            dedupe_ids: register(r, IntGauge::with_opts(opts("runway_exporter_dedupe_ids", "Task ids remembered in the dedupe window."))?)?,
-            last_commit_duration: register(r, Gauge::with_opts(opts("runway_exporter_last_commit_duration_seconds", "How long the last successful commit of the state file took."))?)?,
-            state_file_bytes: register(r, IntGauge::with_opts(opts("runway_exporter_state_file_bytes", "Size of the state file after the last successful commit."))?)?,
-            dead_letter_lines: register(r, IntCounterVec::new(opts("runway_exporter_dead_letter_lines_total", "Rejected lines written to, or dropped from, the dead-letter file."), &["result"])?)?,
-            published: Published::default(),
-            api: if api { Some(ApiGauges::new(r)?) } else { None },
+            snapshot,
+            build_info: register(
+                r,
+                GaugeVec::new(
+                    opts(
+                        "runway_exporter_build_info",
+                        "Build information; the value is always 1.",
+                    ),
+                    &["version", "revision", "api_version"],
+                )?,
+            )?,
+            commit_errors: register(
+                r,
+                IntCounter::with_opts(opts(
+                    "runway_exporter_commit_errors_total",
+                    "Failed commits of the state file.",
+                ))?,
+            )?,
+            last_commit_timestamp: register(
+                r,
+                Gauge::with_opts(opts(
+                    "runway_exporter_last_commit_timestamp_seconds",
+                    "Unix time of the last successful commit (or publish, without a state file).",
+                ))?,
+            )?,
+            last_commit_duration: register(
+                r,
+                Gauge::with_opts(opts(
+                    "runway_exporter_last_commit_duration_seconds",
+                    "How long the last successful commit of the state file took.",
+                ))?,
+            )?,
+            state_file_bytes: register(
+                r,
+                IntGauge::with_opts(opts(
+                    "runway_exporter_state_file_bytes",
+                    "Size of the state file after the last successful commit.",
+                ))?,
+            )?,
         };
         m.build_info
             .with_label_values(&[
@@ -272,161 +482,13 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Brings every published series up to `t`: the totals of the last commit.
+    /// Publishes `t`, the totals of the last commit: the next gather renders them.
     pub fn publish(&mut self, t: &Totals) {
-        let p = &mut self.published;
-        for series in &t.tasks {
-            let labels = [series.status.as_str(), &series.model];
-            sync(&mut p.ints, 0, &self.tasks, &labels, series.tasks);
-        }
-        for f in &t.failures {
-            let labels = [
-                f.failure_code.as_str(),
-                &f.category,
-                &f.retry,
-                &f.credits,
-                &f.model,
-            ];
-            sync(&mut p.ints, 1, &self.task_failures, &labels, f.value);
-        }
-        for series in &t.credits {
-            let labels = [series.status.as_str(), &series.model];
-            sync(
-                &mut p.floats,
-                2,
-                &self.credits_charged,
-                &labels,
-                series.charged,
-            );
-            let estimated = series.estimated;
-            sync(
-                &mut p.floats,
-                14,
-                &self.credits_estimated,
-                &labels,
-                estimated,
-            );
-        }
-        for series in &t.cost_mismatches {
-            let labels = [series.failure_code.as_str(), &series.credits];
-            sync(
-                &mut p.ints,
-                15,
-                &self.cost_mismatches,
-                &labels,
-                series.tasks,
-            );
-        }
-        let inc = t.invalid_numbers.saturating_sub(self.invalid_numbers.get());
-        self.invalid_numbers.inc_by(inc);
-        for series in &t.credits_lost {
-            let labels = [series.failure_code.as_str(), &series.model];
-            sync(
-                &mut p.floats,
-                3,
-                &self.credits_lost,
-                &labels,
-                series.credits,
-            );
-        }
-        let unpriced = &t.credits_unpriced;
-        for (status, v) in [
-            ("SUCCEEDED", unpriced.succeeded),
-            ("FAILED", unpriced.failed),
-        ] {
-            sync(&mut p.ints, 4, &self.credits_unpriced, &[status], v);
-        }
-        let overflow = &t.label_overflow;
-        for (label, v) in [
-            ("failure_code", overflow.failure_code),
-            ("model", overflow.model),
-        ] {
-            sync(&mut p.ints, 5, &self.label_overflow, &[label], v);
-        }
-        let inc = t
-            .unknown_failure_codes
-            .saturating_sub(self.unknown_failure_codes.get());
-        self.unknown_failure_codes.inc_by(inc);
-        for s in &t.sources {
-            let name = s.name.as_str();
-            for (i, (result, v)) in LineResult::RESULTS.iter().zip(s.results).enumerate() {
-                // The four results every line can have, and the others once they occur.
-                if i < 4 || v > 0 {
-                    sync(&mut p.ints, 6, &self.records, &[name, result], v);
-                }
-            }
-            for (e, v) in ParseError::ALL.iter().zip(s.parse_errors) {
-                sync(&mut p.ints, 7, &self.parse_errors, &[name, e.reason()], v);
-            }
-            sync(&mut p.ints, 8, &self.read_bytes, &[name], s.read_bytes);
-            sync(&mut p.ints, 9, &self.file_rotations, &[name], s.rotations);
-            sync(
-                &mut p.ints,
-                10,
-                &self.file_truncations,
-                &[name],
-                s.truncations,
-            );
-            sync(
-                &mut p.ints,
-                11,
-                &self.file_limit_hits,
-                &[name],
-                s.file_limit_hits,
-            );
-            self.files_tracked
-                .with_label_values(&[name])
-                .set(s.files_tracked as f64);
-            self.source_up
-                .with_label_values(&[name])
-                .set(if s.up { 1.0 } else { 0.0 });
-            if s.last_record_unix > 0.0 {
-                self.last_record_timestamp
-                    .with_label_values(&[name])
-                    .set(s.last_record_unix);
-            }
-        }
-        self.dedupe_ids.set(t.dedupe_ids as i64);
-        let dead = &t.dead_letter;
-        for (result, v) in [("written", dead.written), ("failed", dead.failed)] {
-            sync(&mut p.ints, 12, &self.dead_letter_lines, &[result], v);
-        }
-        for series in &t.api_requests {
-            let labels = [series.endpoint.as_str(), &series.code];
-            sync(
-                &mut p.ints,
-                13,
-                &self.api_requests,
-                &labels,
-                series.requests,
-            );
-        }
-        if let Some(api) = &self.api {
-            api.publish(t);
-        }
-    }
-}
-
-/// Adds to the series what it gained since the last publish.
-fn sync<P: Atomic>(
-    cache: &mut Handles<P>,
-    family: usize,
-    vec: &GenericCounterVec<P>,
-    labels: &[&str],
-    total: P::T,
-) where
-    P::T: std::ops::Sub<Output = P::T> + PartialOrd + Copy,
-{
-    let key = (
-        family,
-        labels.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    );
-    let (counter, last) = cache
-        .entry(key)
-        .or_insert_with(|| (vec.with_label_values(labels), P::T::from_i64(0)));
-    if total > *last {
-        counter.inc_by(total - *last);
-        *last = total;
+        *self
+            .snapshot
+            .totals
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(t.clone());
     }
 }
 
