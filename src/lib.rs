@@ -1,17 +1,24 @@
 //! runway-exporter: Runway task outcomes as Prometheus counters.
 //!
-//! The architecture in ten lines:
+//! The architecture in ten lines (ARCHITECTURE.md has the rest):
 //!
-//! 1. A *source* produces lines: [`source::file`] tails task logs (and `scan` reads them once).
+//! 1. A *source* reads blocks: [`source::file`] tails task logs and the task list (and
+//!    `scan` reads files once); [`source::api`] polls the Runway API.
 //! 2. [`lines`] splits blocks into lines without copying, bounding line length.
-//! 3. [`record`] turns one line into a [`record::TaskRecord`], looking only at a few fields.
-//! 4. [`classify`] maps the failure code to category, retry advice and credit rule (a table).
-//! 5. [`ledger`] counts: first terminal record per task id, bounded dedupe, capped labels,
-//!    credits from the record or the [`pricing`] table; every line ends in one result.
-//! 6. [`metrics`] owns the Prometheus families on a caller-supplied registry; the ledger
-//!    publishes its totals into them, so `/metrics` shows only published values.
-//! 7. [`http`] serves `/metrics`, `/`, `/-/healthy`, `/-/ready`.
-//! 8. [`app`] builds the pieces from [`config`] and owns the tasks and their shutdown.
+//! 3. [`pipeline`] hands a source's lines to its [`pipeline::Handler`] under the
+//!    ledger's lock: a task log's parses them with [`record`] and counts them; the task
+//!    list's ([`source::task_list`]) tracks the task ids.
+//! 4. [`classify`] maps the failure code to category, retry advice and credit rule (a
+//!    table); [`pricing`] estimates credits a record does not report.
+//! 5. [`ledger`] owns the committed state in parts (outcomes, its own counters, file
+//!    checkpoints, the API book); every change bumps its generation by construction.
+//! 6. [`state`] commits it (two-phase, fsync'd) and restores it; only committed totals
+//!    are published, as a snapshot [`metrics`] renders.
+//! 7. [`http`] serves `/metrics`, `/`, `/-/healthy`, `/-/ready`, with TLS and basic auth.
+//! 8. [`app`] builds the pieces from [`config`], starts them, and shuts them down.
+//!
+//! Leaves ([`clock`], [`labels`], [`lines`]) import nothing of the crate; every module
+//! imports only lower layers (`tests/it/architecture.rs`).
 #![forbid(unsafe_code)]
 
 pub mod app;

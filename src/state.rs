@@ -12,7 +12,7 @@
 //! totals, positions, the number of dedupe hashes and their checksum), then the dedupe
 //! window as little-endian u64 hashes, oldest first. Version 2 names every count
 //! (`{"status":"SUCCEEDED","model":"gen4_turbo","tasks":3}`); version 1 held tuples and
-//! arrays and is still read ([`v1`]). Its size is bounded by the
+//! arrays and is still read (module `v1`). Its size is bounded by the
 //! configuration: `8 x dedupe_window` plus the capped label series and `max_files`
 //! positions. A file that cannot be read back (truncated, garbage, another format or
 //! a newer version) is *corrupt*: [`load`] moves it aside as

@@ -1,8 +1,8 @@
 //! The HTTP endpoints, on hyper 1.x: the metrics, `/` (a landing page), `/-/healthy` and
 //! `/-/ready` (503 until the sources are running).
 //!
-//! The connections themselves (TLS, basic auth) are [`server`]'s, who may hold one is
-//! [`places`]', and bcrypt checks run on [`passwords`]' own threads.
+//! The connections themselves (TLS, basic auth) are `server`'s, who may hold one is
+//! `places`', and bcrypt checks run on `passwords`' own threads.
 
 mod passwords;
 mod places;

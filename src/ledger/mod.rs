@@ -351,7 +351,7 @@ fn default_position_source() -> String {
 /// Bytes at the start of a file that make its fingerprint.
 pub const FINGERPRINT_BYTES: usize = 256;
 
-/// Identifies a followed file in [`Ledger::positions`].
+/// Identifies a followed file in [`Checkpoints`].
 pub type FileKey = u64;
 
 /// A failure series with its labels resolved.
@@ -595,11 +595,11 @@ impl Interner {
 
 /// Counters of task outcomes and of the exporter itself, as plain numbers.
 ///
-/// What a commit holds is in [`Committed`], behind [`Tracked`]: read through `Deref`
-/// (`ledger.positions`), changed only through [`Ledger::committed_mut`] and the
-/// methods here, every one of which goes through `Tracked`'s `DerefMut`. So every
-/// change marks the ledger changed by construction, and a field added to `Committed`
-/// is covered without a line more. A value kept outside it is not committed, with one
+/// What a commit holds is in [`Committed`]'s parts, behind [`Tracked`]: read through
+/// `Deref` (`ledger.checkpoints`), changed only through [`Ledger::own_mut`],
+/// [`Ledger::checkpoints_mut`] and the methods here, every one of which goes through
+/// `Tracked`'s `DerefMut`. So every change marks the ledger changed by construction,
+/// and a part added to `Committed` is covered without a line more. A value kept outside it is not committed, with one
 /// documented exception, `scanned_at`, which rides along with the next commit. A debug
 /// build checks at every commit it skips that the state is indeed unchanged
 /// ([`crate::pipeline::Pipeline::commit`]), so a test that changes a committed value
