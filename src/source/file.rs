@@ -27,11 +27,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FileSettings, StartAt};
@@ -39,6 +38,7 @@ use crate::ledger::{FileKey, Position, SourceId, FINGERPRINT_BYTES};
 use crate::lines::LineSplitter;
 use crate::pipeline::{Pipeline, SourceEvent};
 use crate::source::identity::FileId;
+use crate::source::watch::Watch;
 
 /// The source name of the file tailer, the `source` label of its metrics.
 pub const SOURCE: &str = "file";
@@ -808,34 +808,6 @@ impl Tailer {
     }
 }
 
-/// The directories to watch for change notifications: the parent of each pattern's
-/// literal prefix that exists.
-fn watch_dirs(patterns: &[String]) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = patterns
-        .iter()
-        .filter_map(|p| {
-            let literal: PathBuf = Path::new(p)
-                .components()
-                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
-                .collect();
-            let dir = if literal.as_os_str() == p.as_str() {
-                literal.parent()?.to_path_buf()
-            } else {
-                literal
-            };
-            let dir = if dir.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                dir
-            };
-            dir.is_dir().then_some(dir)
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
-}
-
 /// Follows the configured files until `token` is cancelled.
 /// `first_poll` is sent once the files found at start-up are open at their start
 /// positions, so that from then on every appended line is counted.
@@ -846,41 +818,8 @@ pub async fn run(
     mut first_poll: Option<tokio::sync::oneshot::Sender<()>>,
     mut reload: Option<tokio::sync::watch::Receiver<FileSettings>>,
 ) {
-    let wake = Arc::new(Notify::new());
-    let glob_now = Arc::new(AtomicBool::new(false));
-    let _watcher = if !tailer.settings.notify {
-        None
-    } else {
-        let (wake, glob_now) = (wake.clone(), glob_now.clone());
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res {
-                if matches!(
-                    event.kind,
-                    notify::EventKind::Create(_)
-                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
-                        | notify::EventKind::Remove(_)
-                ) {
-                    glob_now.store(true, Ordering::Relaxed);
-                }
-                wake.notify_one();
-            }
-        });
-        match watcher {
-            Ok(mut w) => {
-                use notify::Watcher;
-                for dir in watch_dirs(&tailer.settings.paths) {
-                    if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch directory; polling it instead.");
-                    }
-                }
-                Some(w)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "File change notifications unavailable; polling instead.");
-                None
-            }
-        }
-    };
+    let mut watch = Watch::new(tailer.settings.notify);
+    let (wake, glob_now) = (watch.wake.clone(), watch.glob_now.clone());
     let pipeline = tailer.pipeline.clone();
     let source = tailer.source;
     pipeline.event(source, SourceEvent::Up(true));
@@ -895,12 +834,17 @@ pub async fn run(
             if let Some(s) = new_settings {
                 tailer.reconfigure(s);
             }
+            // Directories of patterns added by a reload, or created since the last round.
+            watch.follow(&tailer.settings.paths);
             tailer.poll(force);
-            tailer
+            (tailer, watch)
         })
         .await
         {
-            Ok(t) => t,
+            Ok((t, w)) => {
+                watch = w;
+                t
+            }
             Err(e) => {
                 tracing::error!(error = %e, "The file reader panicked; the file source stops.");
                 pipeline.event(source, SourceEvent::Up(false));
@@ -974,7 +918,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        let got = watch_dirs(&[
+        let got = crate::source::watch::watch_dirs(&[
             format!("{d}/app.log"),
             format!("{d}/sub/*.log"),
             format!("{d}/nope/x.log"),

@@ -5,3 +5,4 @@ pub mod api;
 pub mod file;
 pub mod identity;
 pub mod task_list;
+pub mod watch;

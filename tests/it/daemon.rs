@@ -1,5 +1,6 @@
 //! The daemon: following files, the endpoints, shutdown.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -424,4 +425,52 @@ fn scrapes_are_gzipped_for_clients_that_ask() {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
     assert_eq!(safety(&text), 2.0);
+}
+
+/// With notifications, a file created in a directory that a reload added is found at
+/// once: the watcher follows the new pattern's directory (it was watched only at start,
+/// so such a file waited for the next glob, a minute here).
+#[test]
+fn a_reload_adds_its_directories_to_the_watched_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, added) = (dir.path().join("first"), dir.path().join("added"));
+    std::fs::create_dir(&first).unwrap();
+    std::fs::create_dir(&added).unwrap();
+    let cfg = |paths: &str| {
+        format!(
+            "[state]\ndir = \"{}\"\ncommit_interval = \"100ms\"\n[file]\npaths = [{paths}]\nstart_at = \"beginning\"\nnotify = true\npoll_interval = \"60s\"\nglob_interval = \"60s\"\n",
+            dir.path().join("state").display()
+        )
+    };
+    let pattern = |d: &Path| format!("\"{}/*.log\"", d.display());
+    let mut d = Daemon::start(dir.path(), &cfg(&pattern(&first)), &[]);
+    std::fs::write(
+        dir.path().join("runway-exporter.toml"),
+        cfg(&format!("{}, {}", pattern(&first), pattern(&added))),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_log(
+        "Configuration reloaded; counters kept.",
+        Duration::from_secs(10),
+    );
+    // Found by the round that applies the reload, or through the watcher.
+    append(&added.join("one.log"), failed("one").as_bytes());
+    let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+        sum(m, "runway_exporter_records_total", &["counted"]) >= 1.0
+    });
+    assert_eq!(sum(&m, "runway_exporter_records_total", &["counted"]), 1.0);
+    // A file created there later is found through the watcher, not the 60 s glob.
+    let t = std::time::Instant::now();
+    append(&added.join("two.log"), failed("two").as_bytes());
+    let (m, took) = d.scrape_until(Duration::from_secs(30), |m| {
+        sum(m, "runway_exporter_records_total", &["counted"]) >= 2.0
+    });
+    assert_eq!(sum(&m, "runway_exporter_records_total", &["counted"]), 2.0);
+    assert!(
+        took < Duration::from_secs(10),
+        "a new file in the added directory waited {:?} ({:?} since written)",
+        took,
+        t.elapsed()
+    );
 }

@@ -1,0 +1,147 @@
+//! Change notifications for the file tailer: the directories of the configured patterns
+//! are watched (inotify through `notify`), so that an append or a new file wakes the
+//! reader before its next poll. The directories follow the patterns: [`Watch::follow`]
+//! watches those of patterns added by a reload, or created since, and stops watching
+//! those no pattern names any more.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use notify::Watcher;
+use tokio::sync::Notify;
+
+/// The watcher and what it wakes.
+pub struct Watch {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: BTreeSet<PathBuf>,
+    /// Notified at every change.
+    pub wake: Arc<Notify>,
+    /// Set when a file was created, renamed or removed: the patterns are to be expanded.
+    pub glob_now: Arc<AtomicBool>,
+}
+
+impl Watch {
+    /// Notifications when `enabled` and the platform has them; else polling only.
+    pub fn new(enabled: bool) -> Watch {
+        let wake = Arc::new(Notify::new());
+        let glob_now = Arc::new(AtomicBool::new(false));
+        let watcher = enabled.then(|| watcher(&wake, &glob_now)).flatten();
+        Watch {
+            watcher,
+            watched: BTreeSet::new(),
+            wake,
+            glob_now,
+        }
+    }
+
+    /// Watches the directories of `patterns` that exist and are not watched yet, and
+    /// stops watching the others.
+    pub fn follow(&mut self, patterns: &[String]) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        let wanted: BTreeSet<PathBuf> = watch_dirs(patterns).into_iter().collect();
+        for gone in self.watched.difference(&wanted) {
+            let _ = w.unwatch(gone);
+        }
+        self.watched.retain(|d| wanted.contains(d));
+        for dir in wanted {
+            if self.watched.contains(&dir) {
+                continue;
+            }
+            match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch directory; polling it instead.");
+                }
+            }
+        }
+    }
+
+    /// The directories watched.
+    pub fn watched(&self) -> impl Iterator<Item = &Path> {
+        self.watched.iter().map(PathBuf::as_path)
+    }
+}
+
+fn watcher(wake: &Arc<Notify>, glob_now: &Arc<AtomicBool>) -> Option<notify::RecommendedWatcher> {
+    let (wake, glob_now) = (wake.clone(), glob_now.clone());
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res {
+            if matches!(
+                event.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                    | notify::EventKind::Remove(_)
+            ) {
+                glob_now.store(true, Ordering::Relaxed);
+            }
+            wake.notify_one();
+        }
+    });
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "File change notifications unavailable; polling instead.");
+            None
+        }
+    }
+}
+
+/// The directories to watch for change notifications: the parent of each pattern's
+/// literal prefix that exists.
+pub fn watch_dirs(patterns: &[String]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = patterns
+        .iter()
+        .filter_map(|p| {
+            let literal: PathBuf = Path::new(p)
+                .components()
+                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                .collect();
+            let dir = if literal.as_os_str() == p.as_str() {
+                literal.parent()?.to_path_buf()
+            } else {
+                literal
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
+            dir.is_dir().then_some(dir)
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watched_directories_follow_the_patterns() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        let pattern = |d: &Path| format!("{}/*.log", d.display());
+        let mut w = Watch::new(true);
+        w.follow(&[pattern(&a), pattern(&b)]);
+        assert_eq!(
+            w.watched().collect::<Vec<_>>(),
+            [a.as_path()],
+            "b does not exist yet"
+        );
+        std::fs::create_dir(&b).unwrap();
+        w.follow(&[pattern(&a), pattern(&b)]);
+        assert_eq!(w.watched().collect::<Vec<_>>(), [a.as_path(), b.as_path()]);
+        // A reload drops a's pattern.
+        w.follow(&[pattern(&b)]);
+        assert_eq!(w.watched().collect::<Vec<_>>(), [b.as_path()]);
+    }
+}
