@@ -11,9 +11,18 @@ pub const INVALID_MODEL: &str = "invalid";
 /// Longest model name kept as a label value.
 pub const MAX_MODEL_BYTES: usize = 64;
 
-/// Implements `ALL`, `as_str`, `parse` and `Display` for an enum of label values.
+/// Implements `ALL`, `as_str`, `parse` and `Display` for an enum of label values
+/// (`no_display` leaves `Display` to the enum, an error type's message).
 macro_rules! label_enum {
     ($ty:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $crate::labels::label_enum!($ty, no_display { $($variant => $s),+ });
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    ($ty:ident, no_display { $($variant:ident => $s:literal),+ $(,)? }) => {
         impl $ty {
             /// Every value, in export order.
             pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
@@ -24,11 +33,6 @@ macro_rules! label_enum {
             /// The value of a label value.
             pub fn parse(s: &str) -> Option<$ty> {
                 match s { $($s => Some($ty::$variant),)+ _ => None }
-            }
-        }
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
             }
         }
     };

@@ -14,7 +14,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, Opts, Registry};
 
-use crate::ledger::{LineResult, Totals};
+use crate::ledger::{ResultKind, Totals};
 use crate::record::ParseError;
 /// The exporter's own version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -289,10 +289,10 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     f.add(&UNKNOWN_CODES, &[], t.unknown_failure_codes as f64);
     for s in &t.sources {
         let name = s.name.as_str();
-        for (i, (result, v)) in LineResult::RESULTS.iter().zip(s.results).enumerate() {
+        for (i, (result, v)) in ResultKind::ALL.iter().zip(s.results).enumerate() {
             // The four results every line can have, and the others once they occur.
             if i < 4 || v > 0 {
-                f.add(&RECORDS, &[name, result], v as f64);
+                f.add(&RECORDS, &[name, result.as_str()], v as f64);
             }
         }
         for (e, v) in ParseError::ALL.iter().zip(s.parse_errors) {

@@ -48,51 +48,33 @@ pub enum Status {
     Cancelled,
 }
 
+crate::labels::label_enum!(Status {
+    Pending => "PENDING",
+    Throttled => "THROTTLED",
+    Running => "RUNNING",
+    Succeeded => "SUCCEEDED",
+    Failed => "FAILED",
+    Cancelled => "CANCELLED",
+});
+
 impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Pending,
-        Status::Throttled,
-        Status::Running,
-        Status::Succeeded,
-        Status::Failed,
-        Status::Cancelled,
-    ];
     /// The terminal statuses, the `status` label values of `runway_tasks_total`.
     pub const TERMINAL: [Status; 3] = [Status::Succeeded, Status::Failed, Status::Cancelled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "PENDING",
-            Status::Throttled => "THROTTLED",
-            Status::Running => "RUNNING",
-            Status::Succeeded => "SUCCEEDED",
-            Status::Failed => "FAILED",
-            Status::Cancelled => "CANCELLED",
-        }
-    }
 
     /// Whether a task in this status is finished; its first terminal record is counted.
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
     }
 
-    /// Parses Runway's status string, ignoring ASCII case.
-    pub fn parse(s: &str) -> Option<Status> {
-        // Runway writes them upper-case: the exact match first.
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .or_else(|| {
-                Status::ALL
-                    .into_iter()
-                    .find(|st| st.as_str().eq_ignore_ascii_case(s))
-            })
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    /// Reads Runway's status string, ignoring ASCII case (Runway writes them upper-case:
+    /// the exact match first).
+    pub fn read(s: &str) -> Option<Status> {
+        Status::parse(s).or_else(|| {
+            Status::ALL
+                .iter()
+                .copied()
+                .find(|st| st.as_str().eq_ignore_ascii_case(s))
+        })
     }
 }
 
@@ -166,32 +148,22 @@ pub enum ParseError {
     TooDeep,
 }
 
-impl ParseError {
-    pub const ALL: [ParseError; 9] = [
-        ParseError::EmptyLine,
-        ParseError::InvalidUtf8,
-        ParseError::InvalidJson,
-        ParseError::MissingStatus,
-        ParseError::UnknownStatus,
-        ParseError::RegexMismatch,
-        ParseError::LineTooLong,
-        ParseError::InvalidTaskId,
-        ParseError::TooDeep,
-    ];
+crate::labels::label_enum!(ParseError, no_display {
+    EmptyLine => "empty_line",
+    InvalidUtf8 => "invalid_utf8",
+    InvalidJson => "invalid_json",
+    MissingStatus => "missing_status",
+    UnknownStatus => "unknown_status",
+    RegexMismatch => "regex_mismatch",
+    LineTooLong => "line_too_long",
+    InvalidTaskId => "invalid_task_id",
+    TooDeep => "too_deep",
+});
 
+impl ParseError {
     /// The `reason` label value.
     pub fn reason(self) -> &'static str {
-        match self {
-            ParseError::EmptyLine => "empty_line",
-            ParseError::InvalidUtf8 => "invalid_utf8",
-            ParseError::InvalidJson => "invalid_json",
-            ParseError::MissingStatus => "missing_status",
-            ParseError::UnknownStatus => "unknown_status",
-            ParseError::RegexMismatch => "regex_mismatch",
-            ParseError::LineTooLong => "line_too_long",
-            ParseError::InvalidTaskId => "invalid_task_id",
-            ParseError::TooDeep => "too_deep",
-        }
+        self.as_str()
     }
 }
 
@@ -605,7 +577,7 @@ fn number(v: &Option<Scalar<'_>>, max: f64, invalid: &mut bool) -> Option<f64> {
 fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, ParseError> {
     let [id, status, code, model, credits, duration, cost, estimated_cost] = fields;
     let status = match status {
-        Some(Scalar::Str(s)) => Status::parse(trim(&s)).ok_or(ParseError::UnknownStatus)?,
+        Some(Scalar::Str(s)) => Status::read(trim(&s)).ok_or(ParseError::UnknownStatus)?,
         None | Some(Scalar::Null) => return Err(ParseError::MissingStatus),
         Some(_) => return Err(ParseError::UnknownStatus),
     };

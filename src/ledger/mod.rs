@@ -63,34 +63,53 @@ pub enum LineResult {
     OverLimit,
 }
 
-/// Number of [`LineResult`] kinds.
-pub const RESULT_KINDS: usize = 9;
+/// What became of a line, without the reason of a rejection: the `result` label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResultKind {
+    Counted,
+    Duplicate,
+    NonTerminal,
+    Rejected,
+    Tracked,
+    OtherShard,
+    NotFound,
+    Expired,
+    OverLimit,
+}
+
+crate::labels::label_enum!(ResultKind {
+    Counted => "counted",
+    Duplicate => "duplicate",
+    NonTerminal => "non_terminal",
+    Rejected => "rejected",
+    Tracked => "tracked",
+    OtherShard => "other_shard",
+    NotFound => "not_found",
+    Expired => "expired",
+    OverLimit => "over_limit",
+});
+
+/// Number of [`ResultKind`]s.
+pub const RESULT_KINDS: usize = ResultKind::ALL.len();
 
 impl LineResult {
-    pub const RESULTS: [&'static str; RESULT_KINDS] = [
-        "counted",
-        "duplicate",
-        "non_terminal",
-        "rejected",
-        "tracked",
-        "other_shard",
-        "not_found",
-        "expired",
-        "over_limit",
-    ];
-
-    pub fn index(self) -> usize {
+    pub fn kind(self) -> ResultKind {
         match self {
-            LineResult::Counted => 0,
-            LineResult::Duplicate => 1,
-            LineResult::NonTerminal => 2,
-            LineResult::Rejected(_) => 3,
-            LineResult::Tracked => 4,
-            LineResult::OtherShard => 5,
-            LineResult::NotFound => 6,
-            LineResult::Expired => 7,
-            LineResult::OverLimit => 8,
+            LineResult::Counted => ResultKind::Counted,
+            LineResult::Duplicate => ResultKind::Duplicate,
+            LineResult::NonTerminal => ResultKind::NonTerminal,
+            LineResult::Rejected(_) => ResultKind::Rejected,
+            LineResult::Tracked => ResultKind::Tracked,
+            LineResult::OtherShard => ResultKind::OtherShard,
+            LineResult::NotFound => ResultKind::NotFound,
+            LineResult::Expired => ResultKind::Expired,
+            LineResult::OverLimit => ResultKind::OverLimit,
         }
+    }
+
+    /// The kind's place in [`ResultKind::ALL`] (and in `SourceTotals::results`).
+    pub fn index(self) -> usize {
+        self.kind() as usize
     }
 }
 
@@ -527,19 +546,20 @@ mod parse_errors_serde {
 
 /// Line results by name.
 mod results_serde {
-    use super::{LineResult, RESULT_KINDS};
+    use super::{ResultKind, RESULT_KINDS};
 
     pub fn serialize<S: serde::Serializer>(
         r: &[u64; RESULT_KINDS],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        super::to_named(LineResult::RESULTS.iter().copied(), r, s)
+        super::to_named(ResultKind::ALL.iter().map(|k| k.as_str()), r, s)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<[u64; RESULT_KINDS], D::Error> {
-        super::from_named(&LineResult::RESULTS, d)
+        let names: Vec<&str> = ResultKind::ALL.iter().map(|k| k.as_str()).collect();
+        super::from_named(&names, d)
     }
 }
 
