@@ -492,6 +492,17 @@ mod tests {
     use crate::record::FieldMap;
     use std::sync::Arc;
 
+    /// A pipeline over a new ledger with the built-in tables.
+    fn pipeline(dead_letter: Option<DeadLetter>) -> Pipeline {
+        let ledger = Ledger::new(
+            Arc::new(Table::builtin()),
+            Arc::new(Pricing::builtin()),
+            Limits::default(),
+        );
+        let parser = RecordParser::new(&FieldMap::default()).unwrap();
+        Pipeline::new(parser, ledger, dead_letter)
+    }
+
     #[test]
     fn every_rejected_line_reaches_the_dead_letter_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -502,16 +513,7 @@ mod tests {
             max_line_bytes: 8,
         })
         .unwrap();
-        let ledger = Ledger::new(
-            Arc::new(Table::builtin()),
-            Arc::new(Pricing::builtin()),
-            Limits::default(),
-        );
-        let p = Pipeline::new(
-            RecordParser::new(&FieldMap::default()).unwrap(),
-            ledger,
-            Some(dl),
-        );
+        let p = pipeline(Some(dl));
         let source = p.add_source("file");
         let mut block = Vec::new();
         for i in 0..5000 {
@@ -549,16 +551,7 @@ mod tests {
 
     #[test]
     fn a_committed_value_changed_behind_the_ledgers_back_fails_the_commit() {
-        let ledger = Ledger::new(
-            Arc::new(Table::builtin()),
-            Arc::new(Pricing::builtin()),
-            Limits::default(),
-        );
-        let p = Pipeline::new(
-            RecordParser::new(&FieldMap::default()).unwrap(),
-            ledger,
-            None,
-        );
+        let p = pipeline(None);
         let source = p.add_source("file");
         let state = tempfile::tempdir().unwrap();
         assert!(p.commit(state.path()).unwrap().is_some());
