@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::unix_now;
 use crate::config::{ConfigError, Overrides, Settings};
 use crate::deadletter::{DeadLetter, DeadLetterConfig};
 use crate::http::{self, HttpState};
@@ -92,8 +93,6 @@ pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyho
     })
 }
 
-use crate::clock::unix_now;
-
 /// Commits the ledger every `interval` and publishes what each commit holds; once
 /// more when cancelled. A failed commit is counted and makes the exporter not ready;
 /// reading goes on, and the next successful commit holds everything read meanwhile.
@@ -129,7 +128,7 @@ async fn committer(
                         if let Ok(size) = size {
                             metrics.state_file_bytes.set(size as i64);
                         }
-                        metrics.publish(&totals);
+                        metrics.publish(totals);
                         metrics.last_commit_timestamp.set(unix_now());
                     });
                 }
@@ -334,7 +333,6 @@ async fn shutdown_signal(reloader: &mut Reloader) -> anyhow::Result<&'static str
     }
 }
 
-/// The daemon: runs until SIGTERM or SIGINT.
 /// The daemon: build the pieces, start them, run until a signal, shut down.
 pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()> {
     let built = Built::new(&settings).await?;
@@ -599,21 +597,19 @@ impl Running {
     /// Becomes ready once the files are open, reloads on SIGHUP, and returns the signal
     /// that stops it.
     async fn until_signal(&mut self) -> anyhow::Result<&'static str> {
-        let started = tokio::select! {
+        tokio::select! {
             s = shutdown_signal(&mut self.reloader) => return s,
-            _ = &mut self.first_poll => true,
-        };
-        if started {
-            // The files are open at their start positions: appended lines are counted.
-            self.http.sources_ready.store(true, Ordering::Release);
-            tracing::info!("Ready.");
-            // Type=notify: systemd considers the service started now.
-            if let Err(e) = sd_notify::notify(&[
-                sd_notify::NotifyState::Ready,
-                sd_notify::NotifyState::Status("Following task logs."),
-            ]) {
-                tracing::warn!(error = %e, "Cannot notify systemd (NOTIFY_SOCKET).");
-            }
+            _ = &mut self.first_poll => {}
+        }
+        // The files are open at their start positions: appended lines are counted.
+        self.http.sources_ready.store(true, Ordering::Release);
+        tracing::info!("Ready.");
+        // Type=notify: systemd considers the service started now.
+        if let Err(e) = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("Following task logs."),
+        ]) {
+            tracing::warn!(error = %e, "Cannot notify systemd (NOTIFY_SOCKET).");
         }
         shutdown_signal(&mut self.reloader).await
     }

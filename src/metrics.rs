@@ -483,12 +483,12 @@ impl Metrics {
     }
 
     /// Publishes `t`, the totals of the last commit: the next gather renders them.
-    pub fn publish(&mut self, t: &Totals) {
+    pub fn publish(&mut self, t: Totals) {
         *self
             .snapshot
             .totals
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(t.clone());
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
     }
 }
 
@@ -545,7 +545,7 @@ mod tests {
     fn rendered(t: &Totals) -> String {
         let registry = Registry::new();
         let mut m = Metrics::new(&registry, true).unwrap();
-        m.publish(t);
+        m.publish(t.clone());
         render(&registry)
     }
 

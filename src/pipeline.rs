@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::clock::unix_now;
 use crate::deadletter::DeadLetter;
 use crate::ledger::{FileKey, Ledger, LineResult, Position, SourceId, Totals, BATCH};
 use crate::lines::{Line, LineSplitter};
@@ -178,8 +179,6 @@ pub struct Pipeline {
     next_file_key: std::sync::atomic::AtomicU64,
 }
 
-use crate::clock::unix_now;
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while counting cannot leave the plain counters half-written in a way
     // worth dying for: keep serving what is there.
@@ -245,7 +244,7 @@ impl Pipeline {
     /// as `scan` does).
     pub fn publish(&self, metrics: &mut Metrics) {
         let totals = lock(&self.ledger).totals();
-        metrics.publish(&totals);
+        metrics.publish(totals);
     }
 
     /// Splits, parses and counts one block read from `source`. With a `cursor` (the
@@ -377,22 +376,12 @@ impl Pipeline {
 
     /// Stops tracking a file's position.
     pub fn untrack(&self, key: FileKey) {
-        let mut l = lock(&self.ledger);
-        if l.checkpoints.get(key).is_some() {
-            l.checkpoints_mut().untrack(key);
-        }
+        lock(&self.ledger).untrack(key);
     }
 
     /// Updates a tracked file's fingerprint (it grows with a young file).
     pub fn set_fingerprint(&self, key: FileKey, fp_len: u32, fp: u64) {
-        let mut l = lock(&self.ledger);
-        let stale = l
-            .checkpoints
-            .get(key)
-            .is_some_and(|p| (p.fp_len, p.fp) != (fp_len, fp));
-        if stale {
-            l.checkpoints_mut().set_fingerprint(key, fp_len, fp);
-        }
+        lock(&self.ledger).set_fingerprint(key, fp_len, fp);
     }
 
     /// Commits the ledger to the state file in `dir` when it changed since the last
@@ -469,14 +458,10 @@ impl Pipeline {
                 tracing::warn!(source = %name, path = %path.display(), error = %error, "Cannot read file; will retry.");
             }
             SourceEvent::Tracked { files } => {
-                if ledger.own.source(source).files_tracked != files as u64 {
-                    ledger.own_mut().set_files_tracked(source, files as u64);
-                }
+                ledger.set_files_tracked(source, files as u64);
             }
             SourceEvent::Up(up) => {
-                if ledger.own.source(source).up != up {
-                    ledger.own_mut().set_up(source, up);
-                }
+                ledger.set_source_up(source, up);
             }
         }
     }

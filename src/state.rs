@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
 use crate::ledger::{Ledger, Position, Totals};
 
 /// The state file's name in the state directory.
@@ -81,8 +82,6 @@ pub struct State {
     /// Dedupe hashes, oldest first.
     pub dedupe: Vec<u64>,
 }
-
-use crate::clock::unix_now;
 
 /// A commit whose temporary file is written but not yet durable.
 pub struct Pending {

@@ -35,12 +35,12 @@ impl Checkpoints {
     }
 
     /// Stops tracking a file.
-    pub fn untrack(&mut self, key: FileKey) {
+    pub(super) fn untrack(&mut self, key: FileKey) {
         self.positions.remove(&key);
     }
 
     /// A young file's fingerprint grew.
-    pub fn set_fingerprint(&mut self, key: FileKey, fp_len: u32, fp: u64) {
+    pub(super) fn set_fingerprint(&mut self, key: FileKey, fp_len: u32, fp: u64) {
         if let Some(p) = self.positions.get_mut(&key) {
             p.fp_len = fp_len;
             p.fp = fp;

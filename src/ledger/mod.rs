@@ -842,6 +842,38 @@ impl Ledger {
         &mut self.book.checkpoints
     }
 
+    /// Whether a source runs; a change only when it differs (no commit for a no-op).
+    pub fn set_source_up(&mut self, source: SourceId, up: bool) {
+        if self.own.source(source).up != up {
+            self.book.own.set_up(source, up);
+        }
+    }
+
+    /// How many files a source follows; a change only when it differs.
+    pub fn set_files_tracked(&mut self, source: SourceId, files: u64) {
+        if self.own.source(source).files_tracked != files {
+            self.book.own.set_files_tracked(source, files);
+        }
+    }
+
+    /// Stops tracking a file's position; a change only when it was tracked.
+    pub fn untrack(&mut self, key: FileKey) {
+        if self.checkpoints.get(key).is_some() {
+            self.book.checkpoints.untrack(key);
+        }
+    }
+
+    /// A young file's fingerprint grew; a change only when it differs.
+    pub fn set_fingerprint(&mut self, key: FileKey, fp_len: u32, fp: u64) {
+        let stale = self
+            .checkpoints
+            .get(key)
+            .is_some_and(|p| (p.fp_len, p.fp) != (fp_len, fp));
+        if stale {
+            self.book.checkpoints.set_fingerprint(key, fp_len, fp);
+        }
+    }
+
     /// Takes the polled tasks of a restored state.
     pub fn restore_api_tasks(&mut self, tasks: impl IntoIterator<Item = ApiTask>) {
         for task in tasks {
@@ -1134,7 +1166,7 @@ impl Ledger {
     ) -> Result<(), RestoreError> {
         let bad = |what: &str, v: &str| RestoreError(format!("{what} {v:?}"));
         let status = |s: &str| {
-            Status::parse(s)
+            Status::read(s)
                 .filter(|s| s.is_terminal())
                 .ok_or_else(|| bad("status", s))
         };

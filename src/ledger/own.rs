@@ -36,7 +36,7 @@ impl OwnCounters {
     }
 
     /// What became of one line or task id.
-    pub fn result(&mut self, id: SourceId, result: LineResult) {
+    pub(super) fn result(&mut self, id: SourceId, result: LineResult) {
         self.sources[id.0].results[result.index()] += 1;
     }
 
@@ -73,11 +73,11 @@ impl OwnCounters {
         self.sources[id.0].file_limit_hits += files;
     }
 
-    pub fn set_files_tracked(&mut self, id: SourceId, files: u64) {
+    pub(super) fn set_files_tracked(&mut self, id: SourceId, files: u64) {
         self.sources[id.0].files_tracked = files;
     }
 
-    pub fn set_up(&mut self, id: SourceId, up: bool) {
+    pub(super) fn set_up(&mut self, id: SourceId, up: bool) {
         self.sources[id.0].up = up;
     }
 

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::unix_now;
 use crate::config::Api;
 use crate::ledger::{LineResult, Organization, SourceId, Usage};
 use crate::pipeline::{Pipeline, SourceEvent};
@@ -228,8 +229,6 @@ pub struct Poller {
     hold_until: Instant,
     down: bool,
 }
-
-use crate::clock::unix_now;
 
 impl Poller {
     pub fn new(settings: Api, client: Client, pipeline: Arc<Pipeline>) -> Poller {

@@ -4,7 +4,8 @@
 //! watches those of patterns added by a reload, or created since, and stops watching
 //! those no pattern names any more.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,11 +16,17 @@ use tokio::sync::Notify;
 /// The watcher and what it wakes.
 pub struct Watch {
     watcher: Option<notify::RecommendedWatcher>,
-    watched: BTreeSet<PathBuf>,
+    /// Watched directories, with the device and inode watched: a directory removed and
+    /// created again is another one, whose watch the kernel dropped with the old.
+    watched: BTreeMap<PathBuf, (u64, u64)>,
     /// Notified at every change.
     pub wake: Arc<Notify>,
     /// Set when a file was created, renamed or removed: the patterns are to be expanded.
     pub glob_now: Arc<AtomicBool>,
+    /// Set when a directory was removed: it may have been a watched one, whose watch
+    /// the kernel dropped (a directory created again under its name, even on the same
+    /// inode, is not watched): everything is watched afresh.
+    rewatch: Arc<AtomicBool>,
 }
 
 impl Watch {
@@ -27,33 +34,51 @@ impl Watch {
     pub fn new(enabled: bool) -> Watch {
         let wake = Arc::new(Notify::new());
         let glob_now = Arc::new(AtomicBool::new(false));
-        let watcher = enabled.then(|| watcher(&wake, &glob_now)).flatten();
+        let rewatch = Arc::new(AtomicBool::new(false));
+        let watcher = enabled
+            .then(|| watcher(&wake, &glob_now, &rewatch))
+            .flatten();
         Watch {
             watcher,
-            watched: BTreeSet::new(),
+            watched: BTreeMap::new(),
             wake,
             glob_now,
+            rewatch,
         }
     }
 
-    /// Watches the directories of `patterns` that exist and are not watched yet, and
-    /// stops watching the others.
+    /// Watches the directories of `patterns` that exist and are not watched yet (or
+    /// were created again since), and stops watching the others.
     pub fn follow(&mut self, patterns: &[String]) {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
-        let wanted: BTreeSet<PathBuf> = watch_dirs(patterns).into_iter().collect();
-        for gone in self.watched.difference(&wanted) {
-            let _ = w.unwatch(gone);
+        if self.rewatch.swap(false, Ordering::Relaxed) {
+            for dir in std::mem::take(&mut self.watched).into_keys() {
+                let _ = w.unwatch(&dir);
+            }
         }
-        self.watched.retain(|d| wanted.contains(d));
-        for dir in wanted {
-            if self.watched.contains(&dir) {
+        let wanted: BTreeMap<PathBuf, (u64, u64)> = watch_dirs(patterns)
+            .into_iter()
+            .filter_map(|d| {
+                let m = std::fs::metadata(&d).ok()?;
+                Some((d, (m.dev(), m.ino())))
+            })
+            .collect();
+        self.watched.retain(|dir, id| {
+            let keep = wanted.get(dir) == Some(id);
+            if !keep {
+                let _ = w.unwatch(dir);
+            }
+            keep
+        });
+        for (dir, id) in wanted {
+            if self.watched.contains_key(&dir) {
                 continue;
             }
             match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    self.watched.insert(dir);
+                    self.watched.insert(dir, id);
                 }
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch directory; polling it instead.");
@@ -64,14 +89,25 @@ impl Watch {
 
     /// The directories watched.
     pub fn watched(&self) -> impl Iterator<Item = &Path> {
-        self.watched.iter().map(PathBuf::as_path)
+        self.watched.keys().map(PathBuf::as_path)
     }
 }
 
-fn watcher(wake: &Arc<Notify>, glob_now: &Arc<AtomicBool>) -> Option<notify::RecommendedWatcher> {
-    let (wake, glob_now) = (wake.clone(), glob_now.clone());
+fn watcher(
+    wake: &Arc<Notify>,
+    glob_now: &Arc<AtomicBool>,
+    rewatch: &Arc<AtomicBool>,
+) -> Option<notify::RecommendedWatcher> {
+    let (wake, glob_now, rewatch) = (wake.clone(), glob_now.clone(), rewatch.clone());
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
+            if matches!(
+                event.kind,
+                notify::EventKind::Remove(notify::event::RemoveKind::Folder)
+                    | notify::EventKind::Remove(notify::event::RemoveKind::Any)
+            ) {
+                rewatch.store(true, Ordering::Relaxed);
+            }
             if matches!(
                 event.kind,
                 notify::EventKind::Create(_)
@@ -143,5 +179,33 @@ mod tests {
         // A reload drops a's pattern.
         w.follow(&[pattern(&b)]);
         assert_eq!(w.watched().collect::<Vec<_>>(), [b.as_path()]);
+        // b removed and created again: the new directory is watched (a file created in
+        // it wakes the reader), even when it has the old one's inode.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let wake = w.wake.clone();
+        let wait_for = |flag: &AtomicBool| {
+            rt.block_on(async {
+                let set = async {
+                    while !flag.load(Ordering::Relaxed) {
+                        wake.notified().await;
+                    }
+                };
+                tokio::time::timeout(std::time::Duration::from_secs(10), set).await
+            })
+        };
+        std::fs::remove_dir(&b).unwrap();
+        let (rewatch, glob_now) = (w.rewatch.clone(), w.glob_now.clone());
+        assert!(wait_for(&rewatch).is_ok(), "the removal was not noticed");
+        std::fs::create_dir(&b).unwrap();
+        w.follow(&[pattern(&b)]);
+        glob_now.store(false, Ordering::Relaxed);
+        std::fs::write(b.join("new.log"), b"x\n").unwrap();
+        assert!(
+            wait_for(&glob_now).is_ok(),
+            "no notification from the re-created directory"
+        );
     }
 }
