@@ -691,6 +691,22 @@ mod tests {
             ),
             ("bit flip in dedupe", flipped),
             ("trailing data", [good.clone(), b"x".to_vec()].concat()),
+            (
+                "version 1 with a negative count",
+                br#"{"format":"runway-exporter-state","version":1,"written_at":0,"totals":{"tasks":[["SUCCEEDED","m",-1]],"failures":[],"credits_charged":[],"credits_lost":[],"credits_unpriced":[0,0],"unknown_failure_codes":0,"label_overflow":[0,0],"dead_letter":[0,0],"sources":[],"dedupe_ids":0},"positions":[],"dedupe":0,"dedupe_checksum":0}"#
+                    .iter()
+                    .chain(b"\n")
+                    .copied()
+                    .collect(),
+            ),
+            (
+                "version 1 with arrays of the wrong length",
+                br#"{"format":"runway-exporter-state","version":1,"written_at":0,"totals":{"tasks":[],"failures":[],"credits_charged":[],"credits_lost":[],"credits_unpriced":[1e308,"x"],"unknown_failure_codes":0,"label_overflow":[0],"dead_letter":[0,0],"sources":[],"dedupe_ids":0},"positions":[],"dedupe":0,"dedupe_checksum":0}"#
+                    .iter()
+                    .chain(b"\n")
+                    .copied()
+                    .collect(),
+            ),
         ];
         for (name, bytes) in cases {
             let d = tempfile::tempdir().unwrap();
