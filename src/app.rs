@@ -27,6 +27,9 @@ use crate::record::RecordParser;
 use crate::source::{api, file};
 use crate::state;
 
+mod commit;
+use commit::{Committer, Publisher};
+
 /// The output formats of `scan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScanFormat {
@@ -91,74 +94,6 @@ pub fn scan(settings: &Settings, paths: &[PathBuf], format: ScanFormat) -> anyho
             s
         }
     })
-}
-
-/// Commits the ledger every `interval` and publishes what each commit holds; once
-/// more when cancelled. A failed commit is counted and makes the exporter not ready;
-/// reading goes on, and the next successful commit holds everything read meanwhile.
-async fn committer(
-    pipeline: Arc<Pipeline>,
-    mut metrics: Metrics,
-    dir: PathBuf,
-    interval: Duration,
-    health: Arc<HttpState>,
-    heartbeat: Arc<std::sync::atomic::AtomicU64>,
-    token: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        let stop = tokio::select! {
-            _ = token.cancelled() => true,
-            _ = tick.tick() => false,
-        };
-        heartbeat.store(unix_now() as u64, Ordering::Relaxed);
-        let (p, d) = (pipeline.clone(), dir.clone());
-        let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || p.commit(&d)).await;
-        match result {
-            Ok(Ok(committed)) => {
-                if let Some(totals) = committed {
-                    let size = std::fs::metadata(dir.join(state::FILE_NAME)).map(|m| m.len());
-                    health.update_metrics(|| {
-                        metrics
-                            .last_commit_duration
-                            .set(started.elapsed().as_secs_f64());
-                        if let Ok(size) = size {
-                            metrics.state_file_bytes.set(size as i64);
-                        }
-                        metrics.publish(totals);
-                        metrics.last_commit_timestamp.set(unix_now());
-                    });
-                }
-                if failing {
-                    tracing::info!(dir = %dir.display(), "Commits succeed again.");
-                    failing = false;
-                }
-                health.committing.store(true, Ordering::Release);
-            }
-            Ok(Err(e)) => {
-                health.update_metrics(|| metrics.commit_errors.inc());
-                health.committing.store(false, Ordering::Release);
-                if !failing {
-                    tracing::error!(error = %e, "Cannot commit the state; not ready until a commit succeeds. Lines are still read and will be committed then. Check that the state directory is writable and not full.");
-                    failing = true;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "The commit task failed.");
-                // A debug build (the tests') stops at a bug a commit found, such as a
-                // committed value changed behind the ledger's back.
-                if cfg!(debug_assertions) && e.is_panic() {
-                    std::process::abort();
-                }
-            }
-        }
-        if stop {
-            return;
-        }
-    }
 }
 
 /// What a restart knows: the saved state, split by source.
@@ -347,7 +282,7 @@ pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()>
 /// Everything the daemon is made of, before any task runs.
 struct Built {
     pipeline: Arc<Pipeline>,
-    metrics: Metrics,
+    publisher: Publisher,
     http: Arc<HttpState>,
     listener: TcpListener,
     /// The file source, and with the API source its client and task list.
@@ -361,7 +296,8 @@ impl Built {
         let registry = Registry::new();
         let metrics = Metrics::new(&registry, settings.api.task_list.is_some())
             .context("cannot register the metrics")?;
-        let http = http_state(settings, registry)?;
+        let http = http_state(settings)?;
+        let publisher = Publisher::new(registry, metrics, http.clone());
         let addr = settings.web.listen_address.clone();
         let listener = TcpListener::bind(&addr)
             .await
@@ -390,7 +326,7 @@ impl Built {
         };
         Ok(Built {
             pipeline,
-            metrics,
+            publisher,
             http,
             listener,
             tailer,
@@ -413,13 +349,12 @@ impl Built {
         })
         .await
         .context("the start-up commit task failed")?;
-        if let Err(e) = first {
+        if let Err(e) = &first {
             tracing::error!(error = %e, "Cannot commit the state at start-up; not ready until a commit succeeds.");
-            self.metrics.commit_errors.inc();
-            self.http.committing.store(false, Ordering::Release);
         }
+        self.publisher.commit_result(first.is_ok());
         // What was restored is what the last commit held: serve it from the start.
-        self.pipeline.publish(&mut self.metrics);
+        self.publisher.restored(&self.pipeline);
         let local = self
             .listener
             .local_addr()
@@ -458,15 +393,14 @@ impl Built {
             );
         }
         let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64));
-        let commit_task = tracker.spawn(committer(
-            self.pipeline.clone(),
-            self.metrics,
-            settings.state.dir.clone(),
-            settings.state.commit_interval,
-            self.http.clone(),
-            heartbeat.clone(),
-            tokens.commits.clone(),
-        ));
+        let committer = Committer {
+            pipeline: self.pipeline.clone(),
+            publisher: self.publisher,
+            dir: settings.state.dir.clone(),
+            interval: settings.state.commit_interval,
+            heartbeat: heartbeat.clone(),
+        };
+        let commit_task = tracker.spawn(committer.run(tokens.commits.clone()));
         if let Some(period) = sd_notify::watchdog_enabled() {
             let stale = settings.state.commit_interval * 2 + Duration::from_secs(5);
             tracker.spawn(watchdog(
@@ -497,8 +431,8 @@ impl Built {
 }
 
 /// The HTTP endpoints' state: the committed metrics, rendered once per commit, and the
-/// live process metrics (two registries).
-fn http_state(settings: &Settings, registry: Registry) -> anyhow::Result<Arc<HttpState>> {
+/// live process metrics (a registry of their own, rendered at each scrape).
+fn http_state(settings: &Settings) -> anyhow::Result<Arc<HttpState>> {
     let process_registry = Registry::new();
     #[cfg(target_os = "linux")]
     process_registry
@@ -507,15 +441,10 @@ fn http_state(settings: &Settings, registry: Registry) -> anyhow::Result<Arc<Htt
         ))
         .context("cannot register the process metrics")?;
     Ok(Arc::new(HttpState {
-        registry,
-        process_registry: Some(process_registry),
-        published_generation: Default::default(),
-        rendered: Default::default(),
-        gzipped: Default::default(),
+        exposition: http::Exposition::new(Some(process_registry)),
         telemetry_path: settings.web.telemetry_path.clone(),
         sources_ready: Default::default(),
         committing: std::sync::atomic::AtomicBool::new(true),
-        publishing: Default::default(),
         security: std::sync::RwLock::new(settings.web_security()?),
     }))
 }

@@ -11,7 +11,8 @@ pub const INVALID_MODEL: &str = "invalid";
 /// Longest model name kept as a label value.
 pub const MAX_MODEL_BYTES: usize = 64;
 
-/// Implements `ALL`, `as_str`, `parse` and `Display` for an enum of label values
+/// Implements `ALL`, `index`, `as_str`, `parse` and `Display` for a fieldless enum of
+/// label values, listed in the order they are declared (a compile-time check)
 /// (`no_display` leaves `Display` to the enum, an error type's message).
 macro_rules! label_enum {
     ($ty:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
@@ -26,6 +27,10 @@ macro_rules! label_enum {
         impl $ty {
             /// Every value, in export order.
             pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+            /// The value's place in [`Self::ALL`].
+            pub const fn index(self) -> usize {
+                self as usize
+            }
             /// The label value.
             pub fn as_str(self) -> &'static str {
                 match self { $($ty::$variant => $s),+ }
@@ -35,6 +40,13 @@ macro_rules! label_enum {
                 match s { $($s => Some($ty::$variant),)+ _ => None }
             }
         }
+        const _: () = {
+            let mut i = 0;
+            while i < $ty::ALL.len() {
+                assert!($ty::ALL[i] as usize == i, "label_enum!: list the values in declaration order");
+                i += 1;
+            }
+        };
     };
 }
 pub(crate) use label_enum;

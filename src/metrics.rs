@@ -296,7 +296,7 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
             }
         }
         for (e, v) in ParseError::ALL.iter().zip(s.parse_errors) {
-            f.add(&PARSE_ERRORS, &[name, e.reason()], v as f64);
+            f.add(&PARSE_ERRORS, &[name, e.as_str()], v as f64);
         }
         f.add(&READ_BYTES, &[name], s.read_bytes as f64);
         f.add(&ROTATIONS, &[name], s.rotations as f64);

@@ -160,7 +160,7 @@ fn assert_unchanged(held: crate::state::Digest, ledger: &Ledger) {
     let now = crate::state::digest(ledger);
     assert!(
         now == held,
-        "a committed value changed without the ledger seeing it (it would be neither committed nor published): committed {held:?}, now {now:?}. Change committed values only through Ledger::committed_mut or its methods."
+        "a committed value changed without the ledger seeing it (it would be neither committed nor published): committed {held:?}, now {now:?}. Change committed values only through the ledger's methods (own_mut, checkpoints_mut and the others), which track every change."
     );
 }
 
@@ -168,8 +168,8 @@ fn assert_unchanged(held: crate::state::Digest, ledger: &Ledger) {
 #[derive(Debug)]
 pub struct Pipeline {
     task_log: std::sync::Arc<TaskLog>,
-    /// Each source's handler, by [`SourceId`]: the task log's unless set otherwise.
-    handlers: std::sync::RwLock<Vec<std::sync::Arc<dyn Handler>>>,
+    /// The handlers of the sources whose lines are not a task log, by [`SourceId`].
+    handlers: std::sync::RwLock<std::collections::BTreeMap<usize, std::sync::Arc<dyn Handler>>>,
     ledger: Mutex<Ledger>,
     dead_letter: Option<Mutex<DeadLetter>>,
     warn: Mutex<WarnState>,
@@ -201,15 +201,12 @@ impl Pipeline {
     /// Gives `source` its own handler (the task list's).
     pub fn set_handler(&self, source: SourceId, handler: std::sync::Arc<dyn Handler>) {
         let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
-        if handlers.len() <= source.0 {
-            handlers.resize(source.0 + 1, self.task_log.clone());
-        }
-        handlers[source.0] = handler;
+        handlers.insert(source.0, handler);
     }
 
     fn handler(&self, source: SourceId) -> std::sync::Arc<dyn Handler> {
         let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
-        match handlers.get(source.0) {
+        match handlers.get(&source.0) {
             Some(h) => h.clone(),
             None => self.task_log.clone(),
         }
@@ -330,7 +327,7 @@ impl Pipeline {
             let mut w = lock(&self.warn);
             let now = Instant::now();
             for (e, _, len) in rejected {
-                let i = ParseError::ALL.iter().position(|x| x == e).unwrap_or(0);
+                let i = e.index();
                 match w.last[i] {
                     Some(t) if now.duration_since(t) < WARN_EVERY => w.suppressed[i] += 1,
                     _ => {
@@ -338,7 +335,7 @@ impl Pipeline {
                         w.last[i] = Some(now);
                         tracing::warn!(
                             source = %name,
-                            reason = e.reason(),
+                            reason = e.as_str(),
                             line_bytes = len,
                             suppressed_since_last = suppressed,
                             "Line rejected; counted in runway_exporter_parse_errors_total."
@@ -352,7 +349,7 @@ impl Pipeline {
             let mut written = 0u64;
             let mut failed = 0u64;
             for (e, sample, len) in rejected {
-                match dl.write(&name, e.reason(), sample, *len) {
+                match dl.write(&name, e.as_str(), sample, *len) {
                     Ok(()) => written += 1,
                     Err(err) => {
                         failed += 1;
@@ -404,7 +401,7 @@ impl Pipeline {
             }
             let pending = crate::state::begin(dir, &ledger)?;
             *last = None;
-            let held = cfg!(debug_assertions).then(|| crate::state::digest(&ledger));
+            let held = pending.digest;
             (pending, (ledger.generation(), held))
         };
         let (pending, committed) = pending;

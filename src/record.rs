@@ -160,13 +160,6 @@ crate::labels::label_enum!(ParseError, no_display {
     TooDeep => "too_deep",
 });
 
-impl ParseError {
-    /// The `reason` label value.
-    pub fn reason(self) -> &'static str {
-        self.as_str()
-    }
-}
-
 /// Where the fields of a record are, as the `[record]` configuration says.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -89,6 +89,8 @@ pub struct Pending {
     file: BufWriter<File>,
     /// The totals the commit holds, to publish once it is durable.
     pub totals: Totals,
+    /// In a debug build, the digest of what the commit holds.
+    pub digest: Option<Digest>,
 }
 
 fn dedupe_checksum(ledger: &Ledger) -> u64 {
@@ -125,18 +127,24 @@ pub struct Digest {
     pub dedupe: u64,
 }
 
+impl Digest {
+    fn of(header: &Header) -> Digest {
+        // A value that cannot be written hashes as nothing (the commit refuses it anyway).
+        fn hash(value: &impl Serialize) -> u64 {
+            xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(value).unwrap_or_default())
+        }
+        Digest {
+            totals: hash(&header.totals),
+            positions: hash(&header.positions),
+            api_tasks: hash(&header.api_tasks),
+            dedupe: header.dedupe_checksum ^ header.dedupe,
+        }
+    }
+}
+
+/// What a commit of `ledger` now would hold.
 pub fn digest(ledger: &Ledger) -> Digest {
-    // A value that cannot be written hashes as nothing (the commit refuses it anyway).
-    fn hash(value: &impl Serialize) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(value).unwrap_or_default())
-    }
-    let header = header(ledger, 0.0);
-    Digest {
-        totals: hash(&header.totals),
-        positions: hash(&header.positions),
-        api_tasks: hash(&header.api_tasks),
-        dedupe: header.dedupe_checksum ^ header.dedupe,
-    }
+    Digest::of(&header(ledger, 0.0))
 }
 
 /// First half of a commit, under the ledger's lock: writes the temporary file.
@@ -170,6 +178,7 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
     Ok(Pending {
         dir: dir.to_path_buf(),
         file: out,
+        digest: cfg!(debug_assertions).then(|| Digest::of(&header)),
         totals: header.totals,
     })
 }

@@ -4,16 +4,16 @@
 //! The connections themselves (TLS, basic auth) are `server`'s, who may hold one is
 //! `places`', and bcrypt checks run on `passwords`' own threads.
 
+mod exposition;
 mod passwords;
 mod places;
 mod server;
 
+pub use exposition::Exposition;
 pub use server::{serve, Limits};
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -21,100 +21,26 @@ use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use prometheus::Registry;
 
 /// What the endpoints serve.
 pub struct HttpState {
-    /// Everything but the process metrics: changes only through [`HttpState::update_metrics`].
-    pub registry: Registry,
-    /// The process metrics, rendered at every scrape.
-    pub process_registry: Option<Registry>,
-    /// Grows with every change to `registry`.
-    pub published_generation: std::sync::atomic::AtomicU64,
-    /// `registry` rendered, and the generation it was rendered at.
-    pub rendered: std::sync::Mutex<Option<(u64, Bytes)>>,
-    /// The whole scrape body gzipped, with the generation and the time it was made.
-    pub gzipped: std::sync::Mutex<Option<(u64, Instant, Bytes)>>,
+    /// The metrics: the last published page, then the live process metrics.
+    pub exposition: Exposition,
     pub telemetry_path: String,
     /// The sources have opened their files at their start positions.
     pub sources_ready: AtomicBool,
     /// The last commit succeeded (or none was tried yet).
     pub committing: AtomicBool,
-    /// Held for writing while a commit is published, for reading while a scrape is
-    /// gathered: a scrape shows one commit whole, never half of the next.
-    pub publishing: std::sync::RwLock<()>,
     /// TLS and basic auth; a reload replaces them for the connections that follow.
     pub security: std::sync::RwLock<crate::webconfig::WebSecurity>,
 }
 
 impl HttpState {
-    /// Changes `registry` (a publish): under the write gate, so that no scrape sees
-    /// half of it, and marks the rendered text stale.
-    pub fn update_metrics(&self, f: impl FnOnce()) {
-        let _gate = self.publishing.write().unwrap_or_else(|e| e.into_inner());
-        f();
-        self.published_generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// The metrics text: `registry` rendered once per change (scrapes between two
-    /// commits share it, as it is: never copied), then the live process metrics.
-    pub fn render_metrics(&self) -> Chunks {
-        let main = {
-            let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-            let current = self.published_generation.load(Ordering::Acquire);
-            match cache.as_ref() {
-                Some((generation, text)) if *generation == current => text.clone(),
-                _ => {
-                    let _gate = self.publishing.read().unwrap_or_else(|e| e.into_inner());
-                    let generation = self.published_generation.load(Ordering::Acquire);
-                    let text = Bytes::from(crate::metrics::render(&self.registry));
-                    *cache = Some((generation, text.clone()));
-                    text
-                }
-            }
-        };
-        let mut body = Chunks::from(main);
-        if let Some(process) = &self.process_registry {
-            body.push(Bytes::from(crate::metrics::render(process)));
-        }
-        body
-    }
-
-    /// The scrape body gzipped (Prometheus asks for it). It is compressed once per
-    /// publish and shared, like the text, but also at least every [`GZIP_MAX_AGE`], as it
-    /// carries the process metrics, which change between publishes.
-    pub fn render_metrics_gzip(&self) -> Chunks {
-        let mut cache = self.gzipped.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.published_generation.load(Ordering::Acquire);
-        if let Some((generation, at, body)) = cache.as_ref() {
-            if *generation == current && at.elapsed() < GZIP_MAX_AGE {
-                return Chunks::from(body.clone());
-            }
-        }
-        let text = self.render_metrics();
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(text.len() as usize / 8),
-            flate2::Compression::fast(),
-        );
-        // Writing to a Vec cannot fail.
-        let written = text.0.iter().try_for_each(|chunk| gz.write_all(chunk));
-        let body = match written.and_then(|()| gz.finish()) {
-            Ok(body) => Bytes::from(body),
-            Err(_) => return text,
-        };
-        // `current` was read before rendering: at worst the next scrape compresses again.
-        *cache = Some((current, Instant::now(), body.clone()));
-        Chunks::from(body)
-    }
-
     /// Ready: sources running and the state being committed.
     pub fn ready(&self) -> bool {
         self.sources_ready.load(Ordering::Acquire) && self.committing.load(Ordering::Acquire)
     }
 }
-
-/// How long a compressed scrape body is shared at most when nothing was published.
-pub const GZIP_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Whether the client takes a gzip body (`Accept-Encoding: gzip`, not with `q=0`).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -233,12 +159,12 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
     let path = req.uri().path();
     if path == state.telemetry_path {
         let mut r = if accepts_gzip(req.headers()) {
-            let mut r = respond(StatusCode::OK, TEXT_FORMAT, state.render_metrics_gzip());
+            let mut r = respond(StatusCode::OK, TEXT_FORMAT, state.exposition.gzip());
             r.headers_mut()
                 .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             r
         } else {
-            respond(StatusCode::OK, TEXT_FORMAT, state.render_metrics())
+            respond(StatusCode::OK, TEXT_FORMAT, state.exposition.text())
         };
         r.headers_mut()
             .insert(VARY, HeaderValue::from_static("Accept-Encoding"));

@@ -535,11 +535,11 @@ mod parse_errors_serde {
     const N: usize = ParseError::ALL.len();
 
     pub fn serialize<S: serde::Serializer>(r: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
-        super::to_named(ParseError::ALL.iter().map(|e| e.reason()), r, s)
+        super::to_named(ParseError::ALL.iter().map(|e| e.as_str()), r, s)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
-        let names: Vec<&str> = ParseError::ALL.iter().map(|e| e.reason()).collect();
+        let names: Vec<&str> = ParseError::ALL.iter().map(|e| e.as_str()).collect();
         super::from_named(&names, d)
     }
 }

@@ -42,11 +42,7 @@ impl OwnCounters {
 
     /// A line rejected for `error`.
     pub(super) fn reject(&mut self, id: SourceId, error: ParseError) -> LineResult {
-        let reason = ParseError::ALL
-            .iter()
-            .position(|e| *e == error)
-            .unwrap_or(0);
-        self.sources[id.0].parse_errors[reason] += 1;
+        self.sources[id.0].parse_errors[error.index()] += 1;
         let result = LineResult::Rejected(error);
         self.result(id, result);
         result

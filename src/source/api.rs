@@ -366,7 +366,7 @@ impl Poller {
                     }
                     Err(e) => {
                         self.pipeline.with_ledger(|l| l.reject(source, e));
-                        tracing::warn!(task = %id, reason = e.reason(), "The API answered with a task that cannot be read; retrying.");
+                        tracing::warn!(task = %id, reason = e.as_str(), "The API answered with a task that cannot be read; retrying.");
                         retry(&mut s, self, None);
                     }
                 }

@@ -9,6 +9,22 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use crate::ledger::{Position, FINGERPRINT_BYTES};
 
+/// Device and inode: which file a path names, without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Inode {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Inode {
+    pub fn of(meta: &std::fs::Metadata) -> Inode {
+        Inode {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
 /// Device, inode and fingerprint of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {
@@ -45,8 +61,11 @@ impl FileId {
     }
 
     /// Device and inode.
-    pub fn inode(&self) -> (u64, u64) {
-        (self.dev, self.ino)
+    pub fn inode(&self) -> Inode {
+        Inode {
+            dev: self.dev,
+            ino: self.ino,
+        }
     }
 
     /// Whether any bytes were fingerprinted.

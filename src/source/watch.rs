@@ -4,8 +4,8 @@
 //! watches those of patterns added by a reload, or created since, and stops watching
 //! those no pattern names any more.
 
+use crate::source::identity::Inode;
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub struct Watch {
     watcher: Option<notify::RecommendedWatcher>,
     /// Watched directories, with the device and inode watched: a directory removed and
     /// created again is another one, whose watch the kernel dropped with the old.
-    watched: BTreeMap<PathBuf, (u64, u64)>,
+    watched: BTreeMap<PathBuf, Inode>,
     /// Notified at every change.
     pub wake: Arc<Notify>,
     /// Set when a file was created, renamed or removed: the patterns are to be expanded.
@@ -58,11 +58,11 @@ impl Watch {
                 let _ = w.unwatch(&dir);
             }
         }
-        let wanted: BTreeMap<PathBuf, (u64, u64)> = watch_dirs(patterns)
+        let wanted: BTreeMap<PathBuf, Inode> = watch_dirs(patterns)
             .into_iter()
             .filter_map(|d| {
                 let m = std::fs::metadata(&d).ok()?;
-                Some((d, (m.dev(), m.ino())))
+                Some((d, Inode::of(&m)))
             })
             .collect();
         self.watched.retain(|dir, id| {

@@ -7,7 +7,8 @@ use std::time::{Instant, UNIX_EPOCH};
 
 use crate::pipeline::SourceEvent;
 
-use super::{identity, Tailer};
+use super::Tailer;
+use crate::source::identity::Inode;
 
 /// Expands the patterns: every existing regular file that matches, sorted.
 pub fn expand(patterns: &[String]) -> Vec<PathBuf> {
@@ -79,7 +80,7 @@ impl Tailer {
                 }
             };
             let Ok(meta) = file.metadata() else { continue };
-            let id = identity(&meta);
+            let id = Inode::of(&meta);
             // A retired file that shows up under a matching name (app.log -> app.log.1
             // with a pattern that matches both) goes on from where it was.
             if let Some(i) = self

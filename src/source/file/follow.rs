@@ -11,9 +11,9 @@ use crate::config::StartAt;
 use crate::ledger::{FileKey, Position, FINGERPRINT_BYTES};
 use crate::lines::LineSplitter;
 use crate::pipeline::{Pipeline, SourceEvent};
-use crate::source::identity::FileId;
+use crate::source::identity::{FileId, Inode};
 
-use super::{drain, end_of_last_line, identity, Drained, Start, Tailer};
+use super::{drain, end_of_last_line, Drained, Start, Tailer};
 use crate::ledger::SourceId;
 
 pub(super) struct Retired {
@@ -256,7 +256,7 @@ impl Tailer {
         // Rotation or removal: the path no longer names the open file. What was
         // appended to the old file before it was replaced has just been read.
         let replaced = match std::fs::metadata(path) {
-            Ok(m) => identity(&m) != f.id.inode(),
+            Ok(m) => Inode::of(&m) != f.id.inode(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(_) => false,
         };

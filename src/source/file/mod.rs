@@ -31,7 +31,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -57,10 +56,6 @@ use recovery::Start;
 
 /// The source name of the file tailer, the `source` label of its metrics.
 pub const SOURCE: &str = "file";
-
-fn identity(m: &std::fs::Metadata) -> (u64, u64) {
-    (m.dev(), m.ino())
-}
 
 /// What [`drain`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,10 +221,7 @@ impl Tailer {
     /// One round: find new files when due (or `force_glob`), then read every followed
     /// file to its end, handling rotation, removal and truncation.
     pub fn poll(&mut self, force_glob: bool) {
-        let due = self
-            .last_glob
-            .is_none_or(|t| t.elapsed() >= self.settings.glob_interval);
-        if force_glob || due {
+        if self.rescan_due(force_glob) {
             self.rescan();
         }
         // Retired files hold older lines than the files that replaced them: read them
@@ -244,6 +236,17 @@ impl Tailer {
             // A rotated path may already have its new file: follow it now.
             self.rescan();
         }
+    }
+}
+
+impl Tailer {
+    /// Whether the next [`Tailer::poll`] expands the patterns again: when forced (a file
+    /// was created, renamed or removed) or every `glob_interval`.
+    pub fn rescan_due(&self, force_glob: bool) -> bool {
+        force_glob
+            || self
+                .last_glob
+                .is_none_or(|t| t.elapsed() >= self.settings.glob_interval)
     }
 }
 
@@ -270,11 +273,16 @@ pub async fn run(
             .filter(|r| r.has_changed().unwrap_or(false))
             .map(|r| r.borrow_and_update().clone());
         tailer = match tokio::task::spawn_blocking(move || {
+            let reloaded = new_settings.is_some();
             if let Some(s) = new_settings {
                 tailer.reconfigure(s);
             }
-            // Directories of patterns added by a reload, or created since the last round.
-            watch.follow(&tailer.settings.paths);
+            // Directories of patterns added by a reload, or created since: looked for
+            // when the patterns are, and before them, so that no file created in a new
+            // directory after the rescan goes unnoticed.
+            if reloaded || tailer.rescan_due(force) {
+                watch.follow(&tailer.settings.paths);
+            }
             tailer.poll(force);
             (tailer, watch)
         })

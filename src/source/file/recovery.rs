@@ -8,9 +8,9 @@ use std::time::UNIX_EPOCH;
 
 use crate::ledger::Position;
 use crate::pipeline::SourceEvent;
-use crate::source::identity::FileId;
+use crate::source::identity::{FileId, Inode};
 
-use super::{expand, identity, Tailer};
+use super::{expand, Tailer};
 
 /// What a restart knows from the state file.
 #[derive(Debug, Clone, Default)]
@@ -40,11 +40,15 @@ impl Tailer {
     /// is the same file (same device and inode, and the same first bytes); its start
     /// when only the inode is the same (a new file on a reused inode, or a file
     /// truncated and written again while the exporter was stopped).
-    pub(super) fn checkpointed(&mut self, file: &File, id: (u64, u64)) -> Start {
+    pub(super) fn checkpointed(&mut self, file: &File, id: Inode) -> Start {
         let Some(cp) = self.checkpoint.as_mut() else {
             return Start::Fresh;
         };
-        let Some(i) = cp.positions.iter().position(|p| (p.dev, p.ino) == id) else {
+        let Some(i) = cp
+            .positions
+            .iter()
+            .position(|p| FileId::of_position(p).inode() == id)
+        else {
             return Start::Fresh;
         };
         let p = cp.positions.swap_remove(i);
@@ -89,7 +93,7 @@ impl Tailer {
                 continue;
             };
             let Ok(meta) = file.metadata() else { continue };
-            let id = identity(&meta);
+            let id = Inode::of(&meta);
             if self.files.values().any(|f| f.id.inode() == id) {
                 continue;
             }
@@ -99,8 +103,8 @@ impl Tailer {
                 _ => match self.copy_of_checkpointed(&file, meta.len()) {
                     // A copy of a checkpointed file (copytruncate while stopped).
                     Some(p) => Some(Start::Resume(Position {
-                        dev: id.0,
-                        ino: id.1,
+                        dev: id.dev,
+                        ino: id.ino,
                         ..p
                     })),
                     // Created and rotated after the last commit: none of it is counted.
@@ -164,7 +168,7 @@ impl Tailer {
                 continue;
             };
             let Ok(meta) = file.metadata() else { continue };
-            let id = identity(&meta);
+            let id = Inode::of(&meta);
             let known = id == before_id.inode()
                 || self.files.values().any(|f| f.id.inode() == id)
                 || self.retired.iter().any(|r| r.followed.id.inode() == id);
@@ -173,8 +177,8 @@ impl Tailer {
             }
             if before_id.matches(&file) {
                 let resume = Position {
-                    dev: id.0,
-                    ino: id.1,
+                    dev: id.dev,
+                    ino: id.ino,
                     ..before
                 };
                 if let Err(error) = self.open(&path, Start::Resume(resume), true) {

@@ -1,0 +1,145 @@
+//! The commit loop and the publisher: every `state.commit_interval` the ledger is
+//! committed, and what the commit holds is rendered once and served until the next.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::unix_now;
+use crate::http::HttpState;
+use crate::ledger::Totals;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::state;
+
+/// The one writer of the metrics registry: after each commit it publishes the totals,
+/// renders the registry and hands the page to the endpoints. It also owns whether the
+/// exporter counts as committing (a readiness condition).
+pub(super) struct Publisher {
+    registry: Registry,
+    metrics: Metrics,
+    http: Arc<HttpState>,
+}
+
+impl Publisher {
+    pub(super) fn new(registry: Registry, metrics: Metrics, http: Arc<HttpState>) -> Publisher {
+        Publisher {
+            registry,
+            metrics,
+            http,
+        }
+    }
+
+    /// Serves the ledger's totals as they are (what was restored, at start-up).
+    pub(super) fn restored(&mut self, pipeline: &Pipeline) {
+        pipeline.publish(&mut self.metrics);
+        self.render();
+    }
+
+    /// A commit that holds `totals` succeeded, in `took`, leaving a state file of
+    /// `state_bytes`.
+    fn committed(&mut self, totals: Totals, took: Duration, state_bytes: Option<u64>) {
+        let m = &mut self.metrics;
+        m.last_commit_duration.set(took.as_secs_f64());
+        if let Some(size) = state_bytes {
+            m.state_file_bytes
+                .set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        m.publish(totals);
+        m.last_commit_timestamp.set(unix_now());
+        self.render();
+    }
+
+    /// Whether the last commit succeeded: a failure is counted and makes the exporter
+    /// not ready until one succeeds.
+    pub(super) fn commit_result(&mut self, ok: bool) {
+        if !ok {
+            self.metrics.commit_errors.inc();
+            self.render();
+        }
+        self.http.committing.store(ok, Ordering::Release);
+    }
+
+    fn render(&self) {
+        let text = crate::metrics::render(&self.registry);
+        self.http.exposition.publish(text);
+    }
+}
+
+/// Commits the ledger every `interval` and publishes what each commit holds; once more
+/// when cancelled. Reading goes on while commits fail, and the next successful commit
+/// holds everything read meanwhile.
+pub(super) struct Committer {
+    pub pipeline: Arc<Pipeline>,
+    pub publisher: Publisher,
+    pub dir: PathBuf,
+    pub interval: Duration,
+    /// The Unix time of the loop's last round, for the systemd watchdog.
+    pub heartbeat: Arc<AtomicU64>,
+}
+
+impl Committer {
+    pub(super) async fn run(mut self, token: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            let stop = tokio::select! {
+                _ = token.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            self.heartbeat.store(unix_now() as u64, Ordering::Relaxed);
+            match self.commit_once().await {
+                Ok(()) if failing => {
+                    tracing::info!(dir = %self.dir.display(), "Commits succeed again.");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::error!(error = %e, "Cannot commit the state; not ready until a commit succeeds. Lines are still read and will be committed then. Check that the state directory is writable and not full.");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// One commit off the runtime's threads, published when it held a change. A commit
+    /// that panicked (a bug) counts as failed.
+    async fn commit_once(&mut self) -> anyhow::Result<()> {
+        let (pipeline, dir) = (self.pipeline.clone(), self.dir.clone());
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || pipeline.commit(&dir)).await {
+            Ok(Ok(committed)) => {
+                if let Some(totals) = committed {
+                    let size = std::fs::metadata(self.dir.join(state::FILE_NAME)).map(|m| m.len());
+                    self.publisher
+                        .committed(totals, started.elapsed(), size.ok());
+                }
+                self.publisher.commit_result(true);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.publisher.commit_result(false);
+                Err(e.into())
+            }
+            Err(e) => {
+                // A debug build (the tests') stops at a bug a commit found, such as a
+                // committed value changed behind the ledger's back.
+                if cfg!(debug_assertions) && e.is_panic() {
+                    tracing::error!(error = %e, "The commit task failed.");
+                    std::process::abort();
+                }
+                self.publisher.commit_result(false);
+                Err(anyhow::Error::new(e).context("the commit task failed"))
+            }
+        }
+    }
+}
