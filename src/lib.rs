@@ -13,7 +13,8 @@
 //! 5. [`ledger`] owns the committed state in parts (outcomes, its own counters, file
 //!    checkpoints, the API book); every change bumps its generation by construction.
 //! 6. [`state`] commits it (two-phase, fsync'd) and restores it; only committed totals
-//!    are published, as a snapshot [`metrics`] renders.
+//!    are published: `app`'s committer renders each commit's snapshot ([`metrics`])
+//!    once, text and gzip, and [`http`] serves that page as bytes.
 //! 7. [`http`] serves `/metrics`, `/`, `/-/healthy`, `/-/ready`, with TLS and basic auth.
 //! 8. [`app`] builds the pieces from [`config`], starts them, and shuts them down.
 //!

@@ -27,7 +27,7 @@
 //!   `failure_code`, `cost`, `estimated_cost`, `model`, `credits`, `duration` for
 //!   plain-text logs.
 //!
-//! A line that yields no record ends as a [`ParseError`], whose [`ParseError::reason`] is
+//! A line that yields no record ends as a [`ParseError`], whose [`ParseError::as_str`] is
 //! the `reason` label of `runway_exporter_parse_errors_total`.
 
 use std::borrow::Cow;
@@ -124,7 +124,7 @@ pub const MAX_CREDITS: f64 = 1e9;
 /// Longest duration taken from a record, in seconds (a day of video).
 pub const MAX_DURATION: f64 = 86_400.0;
 
-/// Why a line yielded no record. The variants' [`reason`](ParseError::reason)s are
+/// Why a line yielded no record. The variants' [`as_str`](ParseError::as_str) values are
 /// label values and part of the metrics contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum ParseError {
