@@ -92,7 +92,7 @@ fn benches(c: &mut Criterion) {
             |data| {
                 let mut splitter = LineSplitter::new(1 << 20);
                 for chunk in data.chunks(256 * 1024) {
-                    p.process(source, &mut splitter, chunk, None);
+                    p.process(source, &mut splitter, chunk, None, None);
                 }
             },
             criterion::BatchSize::LargeInput,

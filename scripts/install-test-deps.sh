@@ -3,7 +3,8 @@
 #   promtool (package prometheus): checks every /metrics exposition and the alert rules;
 #   systemd-analyze (package systemd): verifies and rates the systemd unit;
 #   python3 with venv and node with npm: scripts/sdk-fixtures/run.sh installs the pinned
-#   Runway SDKs from PyPI and npm into a scratch dir and runs them.
+#   Runway SDKs from PyPI and npm into a scratch dir and runs them; scripts/dashboards.sh
+#   installs the pinned grafana-foundation-sdk from PyPI the same way.
 # Idempotent: installs nothing when everything is there.
 set -euo pipefail
 

@@ -14,5 +14,7 @@ echo "== cargo test"
 cargo test --locked --all-targets
 echo "== SDK fixtures: tests/fixtures/sdk is what the pinned Runway SDKs write"
 scripts/sdk-fixtures/run.sh --check
+echo "== Dashboards: dashboards/*.json is what dashboards/generate.py writes with the pinned SDK"
+scripts/dashboards.sh --check
 echo "== Debian package"
 scripts/deb-check.sh

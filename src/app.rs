@@ -124,6 +124,7 @@ pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
         Ok(Some(saved)) => {
             let restored = pipeline.with_ledger(|l| {
                 l.restore(&saved.totals, saved.dedupe.iter().copied())?;
+                l.restore_started(saved.started.iter().copied());
                 l.restore_api_tasks(saved.api_tasks.iter().cloned());
                 Ok::<_, crate::ledger::RestoreError>(())
             });
@@ -253,26 +254,43 @@ impl Reloader {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads the configuration.
-async fn shutdown_signal(reloader: &mut Reloader) -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => reloader.reload(),
+/// The signals the daemon handles, caught from before anything starts: a signal sent
+/// as soon as the port answers must not find its default action (SIGHUP's ends the
+/// process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; SIGHUP reloads the configuration.
+    async fn shutdown(&mut self, reloader: &mut Reloader) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => reloader.reload(),
+            }
         }
     }
 }
 
 /// The daemon: build the pieces, start them, run until a signal, shut down.
 pub async fn run(settings: Settings, overrides: Overrides) -> anyhow::Result<()> {
+    let mut signals = Signals::catch()?;
     let built = Built::new(&settings).await?;
     let mut running = built.start(&settings, overrides).await?;
-    let signal = running.until_signal().await?;
+    let signal = running.until_signal(&mut signals).await;
     running
         .shut_down(signal, settings.state.shutdown_grace)
         .await;
@@ -525,9 +543,9 @@ struct Running {
 impl Running {
     /// Becomes ready once the files are open, reloads on SIGHUP, and returns the signal
     /// that stops it.
-    async fn until_signal(&mut self) -> anyhow::Result<&'static str> {
+    async fn until_signal(&mut self, signals: &mut Signals) -> &'static str {
         tokio::select! {
-            s = shutdown_signal(&mut self.reloader) => return s,
+            s = signals.shutdown(&mut self.reloader) => return s,
             _ = &mut self.first_poll => {}
         }
         // The files are open at their start positions: appended lines are counted.
@@ -540,7 +558,7 @@ impl Running {
         ]) {
             tracing::warn!(error = %e, "Cannot notify systemd (NOTIFY_SOCKET).");
         }
-        shutdown_signal(&mut self.reloader).await
+        signals.shutdown(&mut self.reloader).await
     }
 
     /// Stops the sources, makes the last commit, then stops the rest, within `grace`.

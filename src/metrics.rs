@@ -14,7 +14,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, Opts, Registry};
 
-use crate::ledger::{ResultKind, Totals};
+use crate::ledger::{Histogram, ResultKind, Totals, DURATION_BUCKETS, QUEUE_BUCKETS};
 use crate::record::ParseError;
 /// The exporter's own version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -50,6 +50,15 @@ const fn gauge(name: &'static str, help: &'static str, labels: &'static [&'stati
     }
 }
 
+const fn histogram(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Def {
+    Def {
+        name,
+        help,
+        kind: MetricType::HISTOGRAM,
+        labels,
+    }
+}
+
 const TASKS: Def = counter(
     "runway_tasks_total",
     "Terminal task outcomes, counted once per task id.",
@@ -63,6 +72,9 @@ const FAILURES: Def = counter(
 const CHARGED: Def = counter("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table.", &["status", "model"]);
 const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total estimated from the pricing table (the task reported no cost).", &["status", "model"]);
 const LOST: Def = counter("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost.", &["failure_code", "model"]);
+const DURATION: Def = histogram("runway_task_duration_seconds", "Seconds from a task's createdAt to its terminal record (the record's own timestamp, else when it was read live or the API answered), once per task.", &["model", "status"]);
+const QUEUE: Def = histogram("runway_task_queue_seconds", "Seconds from a task's createdAt to its first RUNNING record: the time it waited for a concurrency slot, once per task.", &["model"]);
+const UNTIMED: Def = counter("runway_exporter_untimed_tasks_total", "Tasks not observed in runway_task_duration_seconds (measure=duration) or runway_task_queue_seconds (measure=queue) because their times could not be trusted, by reason.", &["measure", "reason"]);
 const MISMATCHES: Def = counter("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0).", &["failure_code", "credits"]);
 const INVALID_NUMBERS: Def = counter("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored.", &[]);
 const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record nor the pricing table gave; their credits are not in the credit counters.", &["status"]);
@@ -181,6 +193,9 @@ const FAMILIES: &[&Def] = &[
     &ESTIMATED,
     &LOST,
     &MISMATCHES,
+    &DURATION,
+    &QUEUE,
+    &UNTIMED,
     &INVALID_NUMBERS,
     &UNPRICED,
     &RECORDS,
@@ -215,8 +230,8 @@ const API_FAMILIES: &[&Def] = &[
 struct Families(HashMap<&'static str, MetricFamily>);
 
 impl Families {
-    /// One sample; label values in the order of the family's label names.
-    fn add(&mut self, def: &'static Def, values: &[&str], value: f64) {
+    /// A metric of `def`'s family, with label values in the order of its label names.
+    fn metric(&mut self, def: &'static Def, values: &[&str], fill: impl FnOnce(&mut Metric)) {
         let family = self.0.entry(def.name).or_insert_with(|| {
             let mut f = MetricFamily::default();
             f.set_name(def.name.to_string());
@@ -237,7 +252,36 @@ impl Families {
             .collect();
         labels.sort_by(|a, b| a.name().cmp(b.name()));
         let mut metric = Metric::from_label(labels);
-        match def.kind {
+        fill(&mut metric);
+        family.mut_metric().push(metric);
+    }
+
+    /// One histogram with the bucket bounds `bounds` (`+Inf` is the count).
+    fn histogram(&mut self, def: &'static Def, values: &[&str], h: &Histogram, bounds: &[f64]) {
+        self.metric(def, values, |metric| {
+            let mut cumulative = 0;
+            let buckets = bounds
+                .iter()
+                .zip(&h.buckets)
+                .map(|(bound, n)| {
+                    cumulative += n;
+                    let mut b = prometheus::proto::Bucket::default();
+                    b.set_upper_bound(*bound);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect();
+            let mut p = prometheus::proto::Histogram::default();
+            p.set_bucket(buckets);
+            p.set_sample_count(h.count());
+            p.set_sample_sum(h.sum);
+            metric.set_histogram(p);
+        });
+    }
+
+    /// One sample; label values in the order of the family's label names.
+    fn add(&mut self, def: &'static Def, values: &[&str], value: f64) {
+        self.metric(def, values, |metric| match def.kind {
             MetricType::COUNTER => {
                 let mut c = prometheus::proto::Counter::default();
                 c.set_value(value);
@@ -248,8 +292,7 @@ impl Families {
                 g.set_value(value);
                 metric.set_gauge(g);
             }
-        }
-        family.mut_metric().push(metric);
+        });
     }
 }
 
@@ -287,6 +330,16 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     f.add(&OVERFLOW, &["failure_code"], overflow.failure_code as f64);
     f.add(&OVERFLOW, &["model"], overflow.model as f64);
     f.add(&UNKNOWN_CODES, &[], t.unknown_failure_codes as f64);
+    for s in &t.durations {
+        let labels = [s.model.as_str(), &s.status];
+        f.histogram(&DURATION, &labels, &s.histogram, &DURATION_BUCKETS);
+    }
+    for s in &t.queues {
+        f.histogram(&QUEUE, &[&s.model], &s.histogram, &QUEUE_BUCKETS);
+    }
+    for s in &t.untimed {
+        f.add(&UNTIMED, &[&s.measure, &s.reason], s.tasks as f64);
+    }
     for s in &t.sources {
         let name = s.name.as_str();
         for (i, (result, v)) in ResultKind::ALL.iter().zip(s.results).enumerate() {

@@ -28,7 +28,8 @@ const MAX_LOGGED_PER_BLOCK: usize = 64;
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a source's lines are: counts a block's lines under the ledger's lock, pushing
-/// one result per line (a rejected line counted as such in the ledger).
+/// one result per line (a rejected line counted as such in the ledger). `seen_at`: when
+/// the lines were read, if they were read live (Unix seconds; `None` for a backlog).
 pub trait Handler: Send + Sync + std::fmt::Debug {
     fn count(
         &self,
@@ -36,6 +37,7 @@ pub trait Handler: Send + Sync + std::fmt::Debug {
         source: SourceId,
         lines: &[Line<'_>],
         results: &mut Vec<LineResult>,
+        seen_at: Option<f64>,
     );
 }
 
@@ -61,6 +63,7 @@ impl Handler for TaskLog {
         source: SourceId,
         lines: &[Line<'_>],
         results: &mut Vec<LineResult>,
+        seen_at: Option<f64>,
     ) {
         let parser = self.parser.read().unwrap_or_else(|e| e.into_inner());
         let mut records = Vec::with_capacity(BATCH.min(lines.len()));
@@ -70,7 +73,7 @@ impl Handler for TaskLog {
                 Line::Complete(l) => parser.parse(l),
                 Line::TooLong(_) => Err(ParseError::LineTooLong),
             }));
-            ledger.count_batch(source, &records, results);
+            ledger.count_batch(source, &records, results, seen_at);
         }
     }
 }
@@ -247,16 +250,18 @@ impl Pipeline {
     /// Splits, parses and counts one block read from `source`. With a `cursor` (the
     /// file's key and how far it is read after this block), the file's position moves
     /// with the counts, under the same lock, so a commit never separates them.
+    /// `seen_at`: when the block was read, if it was read live (see [`Handler`]).
     pub fn process(
         &self,
         source: SourceId,
         splitter: &mut LineSplitter,
         block: &[u8],
         cursor: Option<(FileKey, u64)>,
+        seen_at: Option<f64>,
     ) {
         self.count_lines(
             source,
-            block.len() as u64,
+            (block.len() as u64, seen_at),
             splitter,
             cursor,
             |sp, f, lines| sp.split(block, f, lines),
@@ -271,16 +276,16 @@ impl Pipeline {
         splitter: &mut LineSplitter,
         cursor: Option<(FileKey, u64)>,
     ) {
-        self.count_lines(source, 0, splitter, cursor, |sp, f, _| sp.finish(f));
+        self.count_lines(source, (0, None), splitter, cursor, |sp, f, _| sp.finish(f));
     }
 
-    /// Counts the lines `split` yields: the one completed from a held partial line
-    /// through the callback, then the block's own, in order, each through the source's
-    /// [`Handler`].
+    /// Counts the lines `split` yields from `bytes` read (`seen_at`, if live): the one
+    /// completed from a held partial line through the callback, then the block's own, in
+    /// order, each through the source's [`Handler`].
     fn count_lines<'b>(
         &self,
         source: SourceId,
-        bytes: u64,
+        (bytes, seen_at): (u64, Option<f64>),
         splitter: &mut LineSplitter,
         cursor: Option<(FileKey, u64)>,
         split: impl FnOnce(&mut LineSplitter, &mut dyn FnMut(Line<'_>), &mut Vec<Line<'b>>),
@@ -299,13 +304,13 @@ impl Pipeline {
                     count += 1;
                     let lines = [line];
                     results.clear();
-                    handler.count(&mut ledger, source, &lines, &mut results);
+                    handler.count(&mut ledger, source, &lines, &mut results, seen_at);
                     rejected.note(&lines, &results);
                 },
                 &mut block_lines,
             );
             results.clear();
-            handler.count(&mut ledger, source, &block_lines, &mut results);
+            handler.count(&mut ledger, source, &block_lines, &mut results, seen_at);
             rejected.note(&block_lines, &results);
             count += block_lines.len() as u64;
             ledger.own_mut().read(source, bytes, count, unix_now());
@@ -502,7 +507,7 @@ mod tests {
             block.extend(format!("not json {i}\n{{\"status\":\"CANCELLED\"}}\n").as_bytes());
         }
         let mut splitter = LineSplitter::new(1024);
-        p.process(source, &mut splitter, &block, None);
+        p.process(source, &mut splitter, &block, None, None);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 5000);
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

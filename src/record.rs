@@ -2,16 +2,19 @@
 //!
 //! A *task record* is one JSON value (a line, or an object pretty-printed over several
 //! lines, which [`crate::lines`] hands over as one) that yields a `status`, and
-//! optionally `id`, `failureCode`, `cost.credits`, `estimatedCost.credits`, `model`,
-//! `credits` and `duration`. Two formats:
+//! optionally `id`, `failureCode`, `cost.credits`, `estimatedCost.credits`,
+//! `createdAt`, `model`, `credits`, `duration` and the event's own time (`timestamp`).
+//! Two formats:
 //!
 //! - **JSON** (the default). The task itself is the bare object of `GET /v1/tasks/{id}`
 //!   (current or older flat shape, where absent fields are `null`), or nested in a log
 //!   event at `task_pointer` (`"/task"`). The *task fields* `id`, `status`,
-//!   `failure_code`, `cost` and `estimated_cost` are JSON pointers relative to the task;
-//!   the *event fields* `model`, `credits` and `duration` are pointers from the line's
-//!   root, because Runway's task object has none of them and the application adds them
-//!   to its event. Only those few paths are looked at: everything else is skipped by the
+//!   `failure_code`, `cost`, `estimated_cost` and `created_at` are JSON pointers
+//!   relative to the task; the *event fields* `model`, `credits`, `duration` and
+//!   `timestamp` are pointers from the line's root, because Runway's task object has
+//!   none of them and the application adds them to its event. At its default, the
+//!   event's time is looked for at `/timestamp`, `/time` and `/ts` (the names loggers
+//!   use), in that order. Times are read only when a task is timed ([`RawTime`]). Only those few paths are looked at: everything else is skipped by the
 //!   parser without being built, and strings without escapes are borrowed from the line.
 //! - *Spellings.* The SDKs write a task in camelCase (the API's JSON, Python's
 //!   `to_json`, Node's `JSON.stringify`) or in snake_case (pydantic's `model_dump*`:
@@ -24,8 +27,8 @@
 //!   its snake_case *alias*, and a value wins over a `null`, so a code is never lost to a
 //!   spelling not looked at.
 //! - **Regex**: a regular expression with named captures `status` (required), `id`,
-//!   `failure_code`, `cost`, `estimated_cost`, `model`, `credits`, `duration` for
-//!   plain-text logs.
+//!   `failure_code`, `cost`, `estimated_cost`, `model`, `credits`, `duration`,
+//!   `created_at`, `timestamp` for plain-text logs.
 //!
 //! A line that yields no record ends as a [`ParseError`], whose [`ParseError::as_str`] is
 //! the `reason` label of `runway_exporter_parse_errors_total`.
@@ -99,6 +102,28 @@ impl RawCode<'_> {
     }
 }
 
+/// A time as a record wrote it, read only when a task is timed: text (RFC 3339, or a
+/// number in a regex capture) or a JSON number (Unix seconds, milliseconds or
+/// microseconds: [`crate::clock::time_from_number`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawTime<'a> {
+    Text(Cow<'a, str>),
+    Number(f64),
+}
+
+impl RawTime<'_> {
+    /// The time in Unix seconds; `None` when it is not a time with a known offset.
+    pub fn unix(&self) -> Option<f64> {
+        match self {
+            RawTime::Text(t) => crate::clock::parse_time(t).or_else(|| {
+                let n = t.trim().parse::<f64>().ok()?;
+                crate::clock::time_from_number(n)
+            }),
+            RawTime::Number(n) => crate::clock::time_from_number(*n),
+        }
+    }
+}
+
 /// What one record says about one task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord<'a> {
@@ -113,6 +138,10 @@ pub struct TaskRecord<'a> {
     pub cost: Option<f64>,
     /// What Runway estimates a task still running will cost (`estimatedCost.credits`).
     pub estimated_cost: Option<f64>,
+    /// When the task was created (`createdAt`).
+    pub created_at: Option<RawTime<'a>>,
+    /// When the event was written, by the application's clock (`timestamp`).
+    pub timestamp: Option<RawTime<'a>>,
     /// A credits, cost or duration field was there but not a number from 0 to
     /// [`MAX_CREDITS`] (or [`MAX_DURATION`]): it is ignored, and the ledger counts it.
     pub invalid_number: bool,
@@ -178,6 +207,10 @@ pub struct FieldMap {
     pub model: String,
     pub credits: String,
     pub duration: String,
+    /// Task field: when the task was created.
+    pub created_at: String,
+    /// Event field: when the event was written; at the default, `/time` and `/ts` too.
+    pub timestamp: String,
     /// With `format = "regex"`: the expression, with named captures.
     pub regex: String,
 }
@@ -202,6 +235,8 @@ impl Default for FieldMap {
             model: "/model".into(),
             credits: "/credits".into(),
             duration: "/duration".into(),
+            created_at: "/createdAt".into(),
+            timestamp: "/timestamp".into(),
             regex: String::new(),
         }
     }
@@ -225,8 +260,10 @@ enum Field {
     Duration,
     Cost,
     EstimatedCost,
+    CreatedAt,
+    Timestamp,
 }
-const FIELDS: usize = 8;
+const FIELDS: usize = 10;
 /// The regex capture names, in [`Field`] order.
 const FIELD_NAMES: [&str; FIELDS] = [
     "id",
@@ -237,7 +274,13 @@ const FIELD_NAMES: [&str; FIELDS] = [
     "duration",
     "cost",
     "estimated_cost",
+    "created_at",
+    "timestamp",
 ];
+
+/// Where the event's time is also looked for when `timestamp` is at its default, after
+/// it: the names loggers give it.
+const TIMESTAMP_ALIASES: [&str; 2] = ["/time", "/ts"];
 
 /// Where the task may be found when no `task_pointer` is configured, besides the root:
 /// the SDKs' `TaskFailedError` carries it as `taskDetails` (Node) or `task_details`
@@ -418,10 +461,17 @@ impl RecordParser {
                         Field::EstimatedCost,
                         true,
                     ),
+                    ("created_at", &map.created_at, Field::CreatedAt, true),
+                    ("timestamp", &map.timestamp, Field::Timestamp, false),
                 ];
                 for (key, pointer, field, in_task) in fields {
-                    let gives_way = (field == Field::Cost && *pointer == defaults.cost)
-                        || (field == Field::EstimatedCost && *pointer == defaults.estimated_cost);
+                    let gives_way = match field {
+                        Field::Cost => *pointer == defaults.cost,
+                        Field::EstimatedCost => *pointer == defaults.estimated_cost,
+                        Field::CreatedAt => *pointer == defaults.created_at,
+                        Field::Timestamp => *pointer == defaults.timestamp,
+                        _ => false,
+                    };
                     if pointer.is_empty() {
                         if field == Field::Status {
                             return Err(err(key, "the status pointer is required".into()));
@@ -443,6 +493,11 @@ impl RecordParser {
                     }
                     if in_task {
                         aliases.push((tokens, field));
+                    } else if field == Field::Timestamp && gives_way {
+                        for (rank, alias) in (1..).zip(TIMESTAMP_ALIASES) {
+                            let tokens = pointer_tokens(alias).unwrap_or_default();
+                            let _ = root.insert(&tokens, field, rank);
+                        }
                     }
                 }
                 // After every configured pointer, so that those win where they overlap.
@@ -568,7 +623,8 @@ fn number(v: &Option<Scalar<'_>>, max: f64, invalid: &mut bool) -> Option<f64> {
 }
 
 fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, ParseError> {
-    let [id, status, code, model, credits, duration, cost, estimated_cost] = fields;
+    let [id, status, code, model, credits, duration, cost, estimated_cost, created_at, timestamp] =
+        fields;
     let status = match status {
         Some(Scalar::Str(s)) => Status::read(trim(&s)).ok_or(ParseError::UnknownStatus)?,
         None | Some(Scalar::Null) => return Err(ParseError::MissingStatus),
@@ -592,6 +648,11 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
         Some(Scalar::Str(s)) => RawCode::Str(s),
         Some(_) => RawCode::NotAString,
     };
+    let time = |v: Option<Scalar<'a>>| match v {
+        Some(Scalar::Str(s)) => Some(RawTime::Text(s)),
+        Some(Scalar::Num(n)) => Some(RawTime::Number(n)),
+        _ => None,
+    };
     Ok(TaskRecord {
         id: text(id),
         status,
@@ -601,6 +662,8 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
         duration,
         cost,
         estimated_cost,
+        created_at: time(created_at),
+        timestamp: time(timestamp),
         invalid_number,
     })
 }
@@ -613,11 +676,12 @@ struct Captures<'de> {
 }
 
 /// The fields of the task itself (the others are the event's).
-const TASK_FIELDS: [Field; 4] = [
+const TASK_FIELDS: [Field; 5] = [
     Field::Id,
     Field::FailureCode,
     Field::Cost,
     Field::EstimatedCost,
+    Field::CreatedAt,
 ];
 
 impl<'de> Captures<'de> {
@@ -1039,6 +1103,105 @@ mod tests {
             nested().parse(br#"{"taskDetails":{"status":"FAILED"}}"#),
             Err(ParseError::MissingStatus)
         );
+    }
+
+    /// The record's times in Unix seconds.
+    fn times(r: &TaskRecord<'_>) -> (Option<f64>, Option<f64>) {
+        let unix = |t: &Option<RawTime<'_>>| t.as_ref().and_then(RawTime::unix);
+        (unix(&r.created_at), unix(&r.timestamp))
+    }
+
+    #[test]
+    fn times_are_found_in_every_shape_the_sdks_and_loggers_write() {
+        const T: f64 = 1_730_894_401.0; // 2024-11-06T12:00:01Z
+        type Case<'a> = (&'a RecordParser, &'a str, (Option<f64>, Option<f64>));
+        let (json, nested) = (&json(), &nested());
+        let cases: [Case<'_>; 9] = [
+            (
+                json,
+                r#"{"id":"a","createdAt":"2024-11-06T12:00:01.000Z","status":"SUCCEEDED"}"#,
+                (Some(T), None),
+            ),
+            (
+                json,
+                r#"{"id":"a","created_at":"2024-11-06T12:00:01Z","status":"SUCCEEDED","ts":1730894461}"#,
+                (Some(T), Some(T + 60.0)),
+            ),
+            (
+                json,
+                r#"{"id":"a","createdAt":"2024-11-06T12:00:01Z","status":"RUNNING","time":1730894461500}"#,
+                (Some(T), Some(T + 60.5)),
+            ),
+            // The configured name first, then /time, then /ts.
+            (
+                json,
+                r#"{"ts":1,"time":"2024-11-06T12:00:02Z","timestamp":"2024-11-06T13:00:01+01:00","status":"FAILED"}"#,
+                (None, Some(T)),
+            ),
+            (
+                json,
+                r#"{"ts":1730894401,"time":null,"status":"FAILED"}"#,
+                (None, Some(T)),
+            ),
+            // An SDK error: the task's own createdAt, the event's time.
+            (
+                json,
+                r#"{"createdAt":"1999-01-01T00:00:00Z","taskDetails":{"id":"e","createdAt":"2024-11-06T12:00:01Z","status":"FAILED"},"timestamp":"2024-11-06T12:00:11Z"}"#,
+                (Some(T), Some(T + 10.0)),
+            ),
+            (
+                nested,
+                r#"{"event":"runway_task","time":"2024-11-06T12:00:31Z","task":{"id":"n","created_at":"2024-11-06T12:00:01Z","status":"FAILED"}}"#,
+                (Some(T), Some(T + 30.0)),
+            ),
+            // Not times: a naive time, a boolean, an object, a negative number.
+            (
+                json,
+                r#"{"createdAt":"2024-11-06T12:00:01","timestamp":true,"status":"FAILED"}"#,
+                (None, None),
+            ),
+            (
+                json,
+                r#"{"createdAt":{"at":1},"timestamp":-5,"status":"FAILED"}"#,
+                (None, None),
+            ),
+        ];
+        for (p, line, want) in cases {
+            assert_eq!(times(&p.parse(line.as_bytes()).unwrap()), want, "{line}");
+        }
+        // A configured timestamp pointer is the only one looked at; an empty one none.
+        for (pointer, want) in [("/at", Some(T)), ("", None)] {
+            let p = RecordParser::new(&FieldMap {
+                timestamp: pointer.into(),
+                ..FieldMap::default()
+            })
+            .unwrap();
+            let r = p
+                .parse(br#"{"at":1730894401,"ts":5,"time":5,"status":"FAILED"}"#)
+                .unwrap();
+            assert_eq!(times(&r).1, want, "{pointer:?}");
+        }
+        // A field map that already uses /time for something else stays valid.
+        let p = RecordParser::new(&FieldMap {
+            model: "/time".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let r = p
+            .parse(br#"{"time":"gen4","ts":1730894401,"status":"FAILED"}"#)
+            .unwrap();
+        assert_eq!((r.model.as_deref(), times(&r).1), (Some("gen4"), Some(T)));
+        // Regex captures.
+        let p = RecordParser::new(&FieldMap {
+            format: LineFormat::Regex,
+            regex: r"(?P<timestamp>\S+) (?P<status>\w+) created=(?P<created_at>\S+)".into(),
+            ..FieldMap::default()
+        })
+        .unwrap();
+        let r = p
+            .parse(b"1730894461 SUCCEEDED created=2024-11-06T12:00:01Z")
+            .unwrap();
+        assert_eq!(times(&r), (Some(T), Some(T + 60.0)));
     }
 
     #[test]

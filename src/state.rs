@@ -9,12 +9,14 @@
 //! with the committed counters: no line counted twice, no complete line lost.
 //!
 //! Format (versioned): one line of JSON (the header: format name, `version`, time,
-//! totals, positions, the number of dedupe hashes and their checksum), then the dedupe
-//! window as little-endian u64 hashes, oldest first. Version 2 names every count
+//! totals, positions, the number of hashes in each window and their checksums), then
+//! the dedupe window, then the window of ids whose queue time was observed, each as
+//! little-endian u64 hashes, oldest first. Version 2 names every count
 //! (`{"status":"SUCCEEDED","model":"gen4_turbo","tasks":3}`); version 1 held tuples and
-//! arrays and is still read (module `v1`). Its size is bounded by the
-//! configuration: `8 x dedupe_window` plus the capped label series and `max_files`
-//! positions. A file that cannot be read back (truncated, garbage, another format or
+//! arrays and is still read (module `v1`). Version 3 adds the duration and queue
+//! histograms, the untimed counts and the second window; a version-2 file is read as
+//! one without them. Its size is bounded by the configuration: `16 x dedupe_window`
+//! plus the capped label series and `max_files` positions. A file that cannot be read back (truncated, garbage, another format or
 //! a newer version) is *corrupt*: [`load`] moves it aside as
 //! `runway-exporter.state.corrupt-<unix time>` and the exporter starts fresh.
 
@@ -31,8 +33,8 @@ use crate::ledger::{Ledger, Position, Totals};
 pub const FILE_NAME: &str = "runway-exporter.state";
 const TMP_NAME: &str = ".runway-exporter.state.tmp";
 const FORMAT: &str = "runway-exporter-state";
-/// The version this build writes and reads.
-pub const VERSION: u32 = 2;
+/// The version this build writes; it reads every version from 1.
+pub const VERSION: u32 = 3;
 /// Largest header accepted when reading (the header holds only capped series).
 const MAX_HEADER_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -67,6 +69,25 @@ struct Header {
     api_tasks: Vec<crate::ledger::ApiTask>,
     dedupe: u64,
     dedupe_checksum: u64,
+    /// Ids whose queue time was observed (version 3).
+    #[serde(default)]
+    started: u64,
+    #[serde(default = "empty_checksum")]
+    started_checksum: u64,
+}
+
+/// The checksum of a window of no hashes.
+fn empty_checksum() -> u64 {
+    checksum([])
+}
+
+/// The checksum of a window's hashes, as written.
+fn checksum(hashes: impl IntoIterator<Item = u64>) -> u64 {
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    for h in hashes {
+        checksum.update(&h.to_le_bytes());
+    }
+    checksum.digest()
 }
 
 /// What a state file holds.
@@ -81,6 +102,8 @@ pub struct State {
     pub api_tasks: Vec<crate::ledger::ApiTask>,
     /// Dedupe hashes, oldest first.
     pub dedupe: Vec<u64>,
+    /// Hashes of the ids whose queue time was observed, oldest first.
+    pub started: Vec<u64>,
 }
 
 /// A commit whose temporary file is written but not yet durable.
@@ -93,14 +116,6 @@ pub struct Pending {
     pub digest: Option<Digest>,
 }
 
-fn dedupe_checksum(ledger: &Ledger) -> u64 {
-    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
-    for h in ledger.dedupe().hashes() {
-        checksum.update(&h.to_le_bytes());
-    }
-    checksum.digest()
-}
-
 fn header(ledger: &Ledger, written_at: f64) -> Header {
     Header {
         format: FORMAT.into(),
@@ -111,7 +126,9 @@ fn header(ledger: &Ledger, written_at: f64) -> Header {
         scanned_at: ledger.scanned_at().clone(),
         api_tasks: ledger.api.tasks().cloned().collect(),
         dedupe: ledger.dedupe().len() as u64,
-        dedupe_checksum: dedupe_checksum(ledger),
+        dedupe_checksum: checksum(ledger.dedupe().hashes()),
+        started: ledger.started_ids().len() as u64,
+        started_checksum: checksum(ledger.started_ids().hashes()),
     }
 }
 
@@ -125,6 +142,7 @@ pub struct Digest {
     pub positions: u64,
     pub api_tasks: u64,
     pub dedupe: u64,
+    pub started: u64,
 }
 
 impl Digest {
@@ -138,6 +156,7 @@ impl Digest {
             positions: hash(&header.positions),
             api_tasks: hash(&header.api_tasks),
             dedupe: header.dedupe_checksum ^ header.dedupe,
+            started: header.started_checksum ^ header.started,
         }
     }
 }
@@ -172,7 +191,11 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
     let mut out = BufWriter::with_capacity(256 * 1024, file);
     out.write_all(&head).map_err(werr)?;
     out.write_all(b"\n").map_err(werr)?;
-    for h in ledger.dedupe().hashes() {
+    for h in ledger
+        .dedupe()
+        .hashes()
+        .chain(ledger.started_ids().hashes())
+    {
         out.write_all(&h.to_le_bytes()).map_err(werr)?;
     }
     Ok(Pending {
@@ -249,35 +272,26 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         1 => serde_json::from_slice::<v1::Header>(&line)
             .map(Header::from)
             .map_err(|e| corrupt(format!("version 1 header: {e}")))?,
-        VERSION => serde_json::from_slice(&line).map_err(|e| corrupt(format!("header: {e}")))?,
+        2 | VERSION => {
+            serde_json::from_slice(&line).map_err(|e| corrupt(format!("header: {e}")))?
+        }
         newer => {
             return Err(corrupt(format!(
                 "version {newer} (this build reads versions 1 to {VERSION}; was it written by a newer release?)"
             )))
         }
     };
-    let mut dedupe = Vec::with_capacity(header.dedupe.min(100_000_000) as usize);
-    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = [0u8; 8];
-    for _ in 0..header.dedupe {
-        r.read_exact(&mut buf).map_err(|_| {
-            corrupt(format!(
-                "dedupe window shorter than its {} ids",
-                header.dedupe
-            ))
-        })?;
-        checksum.update(&buf);
-        dedupe.push(u64::from_le_bytes(buf));
-    }
-    if checksum.digest() != header.dedupe_checksum {
-        return Err(corrupt("dedupe window checksum does not match".into()));
-    }
+    let dedupe = read_window(&mut r, header.dedupe, header.dedupe_checksum)
+        .map_err(|p| corrupt(format!("dedupe window {p}")))?;
+    let started = read_window(&mut r, header.started, header.started_checksum)
+        .map_err(|p| corrupt(format!("window of started ids {p}")))?;
+    let mut buf = [0u8; 1];
     if r.read(&mut buf).map_err(|source| StateError::Read {
         path: path.clone(),
         source,
     })? != 0
     {
-        return Err(corrupt("data after the dedupe window".into()));
+        return Err(corrupt("data after the windows".into()));
     }
     Ok(Some(State {
         written_at: header.written_at,
@@ -286,7 +300,24 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         scanned_at: header.scanned_at,
         api_tasks: header.api_tasks,
         dedupe,
+        started,
     }))
+}
+
+/// Reads a window of `count` hashes that must have `checksum`; the error says what is
+/// wrong with it.
+fn read_window(r: &mut impl Read, count: u64, want: u64) -> Result<Vec<u64>, String> {
+    let mut hashes = Vec::with_capacity(count.min(100_000_000) as usize);
+    let mut buf = [0u8; 8];
+    for _ in 0..count {
+        r.read_exact(&mut buf)
+            .map_err(|_| format!("shorter than its {count} ids"))?;
+        hashes.push(u64::from_le_bytes(buf));
+    }
+    if checksum(hashes.iter().copied()) != want {
+        return Err("checksum does not match".into());
+    }
+    Ok(hashes)
 }
 
 /// Reads the state file, moving a corrupt one aside (logged once at ERROR) so that
@@ -410,6 +441,8 @@ mod v1 {
                 api_tasks: h.api_tasks,
                 dedupe: h.dedupe,
                 dedupe_checksum: h.dedupe_checksum,
+                started: 0,
+                started_checksum: super::empty_checksum(),
             }
         }
     }
@@ -490,6 +523,9 @@ mod v1 {
                     })
                     .collect(),
                 api_tasks_tracked: t.api_tasks_tracked,
+                durations: Vec::new(),
+                queues: Vec::new(),
+                untimed: Vec::new(),
                 organization: t.organization.map(|o| ledger::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -575,14 +611,27 @@ mod tests {
         let mut l = ledger();
         let s = l.add_source("file");
         let p = RecordParser::new(&FieldMap::default()).unwrap();
+        // Half the tasks timed (from 2024-11-06T12:00:00Z), half not; ten started.
         for i in 0..100 {
             let line = format!(
-                r#"{{"id":"t{i}","status":"FAILED","failureCode":"SAFETY.INPUT.C{}","model":"m{}","credits":1.5}}"#,
+                r#"{{"id":"t{i}","status":"FAILED","failureCode":"SAFETY.INPUT.C{}","model":"m{}","credits":1.5,"createdAt":"2024-11-06T12:00:00Z","ts":{}}}"#,
                 i % 7,
-                i % 3
+                i % 3,
+                if i % 2 == 0 {
+                    format!("{}", 1_730_894_400 + 3 * i)
+                } else {
+                    "null".into()
+                }
             );
             let r = p.parse(line.as_bytes()).unwrap();
             l.count(s, &r);
+        }
+        for i in 100..110 {
+            let line = format!(
+                r#"{{"id":"t{i}","status":"RUNNING","model":"m1","createdAt":"2024-11-06T12:00:00Z","ts":"2024-11-06T12:00:0{}Z"}}"#,
+                i % 10
+            );
+            l.count(s, &p.parse(line.as_bytes()).unwrap());
         }
         l.reject(s, crate::record::ParseError::InvalidJson);
         l.checkpoints_mut().track(
@@ -614,16 +663,24 @@ mod tests {
             l.checkpoints.positions().cloned().collect::<Vec<_>>()
         );
         assert_eq!(state.dedupe, l.dedupe().hashes().collect::<Vec<_>>());
+        assert_eq!(state.started, l.started_ids().hashes().collect::<Vec<_>>());
+        assert_eq!(state.started.len(), 10);
+        assert!(!state.totals.durations.is_empty() && !state.totals.queues.is_empty());
         // Restored into a new ledger, the totals are the same and the ids are known.
         let mut restored = ledger();
         restored
             .restore(&state.totals, state.dedupe.iter().copied())
             .unwrap();
+        restored.restore_started(state.started.iter().copied());
         assert_eq!(restored.totals(), l.totals());
         let s = restored.add_source("file");
         let p = RecordParser::new(&FieldMap::default()).unwrap();
         let r = p.parse(br#"{"id":"t5","status":"FAILED"}"#).unwrap();
         assert_eq!(restored.count(s, &r), crate::ledger::LineResult::Duplicate);
+        // A started task's next RUNNING record is not timed again.
+        let running = br#"{"id":"t101","status":"RUNNING","model":"m1","createdAt":"2024-11-06T12:00:00Z","ts":"2024-11-06T12:00:09Z"}"#;
+        restored.count(s, &p.parse(running).unwrap());
+        assert_eq!(restored.totals().queues, l.totals().queues);
         assert!(!dir.path().join(TMP_NAME).exists());
     }
 
@@ -634,13 +691,13 @@ mod tests {
     }
 
     #[test]
-    fn version_2_names_every_count() {
+    fn every_count_has_a_name() {
         let dir = tempfile::tempdir().unwrap();
         begin(dir.path(), &filled()).unwrap().finish().unwrap();
         let text = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         let end = text.iter().position(|b| *b == b'\n').unwrap();
         let header: serde_json::Value = serde_json::from_slice(&text[..end]).unwrap();
-        assert_eq!(header["version"], 2);
+        assert_eq!(header["version"], VERSION);
         let totals = &header["totals"];
         for list in [
             "tasks",
@@ -648,6 +705,9 @@ mod tests {
             "credits",
             "credits_lost",
             "cost_mismatches",
+            "durations",
+            "queues",
+            "untimed",
         ] {
             let entries = totals[list].as_array().unwrap();
             assert!(
@@ -737,6 +797,78 @@ mod tests {
                 bytes,
                 "{name}: kept as it was"
             );
+        }
+    }
+
+    /// The good file's header as JSON, and the rest of it.
+    fn split(good: &[u8]) -> (serde_json::Value, Vec<u8>) {
+        let end = good.iter().position(|b| *b == b'\n').unwrap();
+        let header = serde_json::from_slice(&good[..end]).unwrap();
+        (header, good[end + 1..].to_vec())
+    }
+
+    fn joined(header: &serde_json::Value, rest: &[u8]) -> Vec<u8> {
+        let mut out = serde_json::to_vec(header).unwrap();
+        out.push(b'\n');
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn a_version_2_file_is_read_as_one_without_timings() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = filled();
+        begin(dir.path(), &l).unwrap().finish().unwrap();
+        let (mut header, rest) = split(&std::fs::read(dir.path().join(FILE_NAME)).unwrap());
+        // What version 2 wrote: no timings, no second window.
+        header["version"] = 2.into();
+        let h = header.as_object_mut().unwrap();
+        h.remove("started");
+        h.remove("started_checksum");
+        let totals = h["totals"].as_object_mut().unwrap();
+        for key in ["durations", "queues", "untimed"] {
+            totals.remove(key);
+        }
+        let dedupe = 8 * l.dedupe().len();
+        std::fs::write(dir.path().join(FILE_NAME), joined(&header, &rest[..dedupe])).unwrap();
+        let state = read(dir.path()).unwrap().unwrap();
+        assert_eq!(state.dedupe, l.dedupe().hashes().collect::<Vec<_>>());
+        assert!(state.started.is_empty());
+        let want = Totals {
+            durations: Vec::new(),
+            queues: Vec::new(),
+            untimed: Vec::new(),
+            ..l.totals()
+        };
+        assert_eq!(state.totals, want);
+    }
+
+    #[test]
+    fn saved_histograms_that_do_not_fit_are_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        begin(dir.path(), &filled()).unwrap().finish().unwrap();
+        let good = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        type Edit = (&'static str, fn(&mut serde_json::Value));
+        let edits: [Edit; 5] = [
+            ("too few buckets", |t| {
+                t["durations"][0]["buckets"] = serde_json::json!([1])
+            }),
+            ("a huge sum", |t| t["durations"][0]["sum"] = 1e308.into()),
+            ("a negative sum", |t| t["queues"][0]["sum"] = (-1.0).into()),
+            ("a status that never ends", |t| {
+                t["durations"][0]["status"] = "RUNNING".into()
+            }),
+            ("an unknown reason", |t| {
+                t["untimed"][0]["reason"] = "bored".into()
+            }),
+        ];
+        for (name, edit) in edits {
+            let (mut header, rest) = split(&good);
+            edit(&mut header["totals"]);
+            std::fs::write(dir.path().join(FILE_NAME), joined(&header, &rest)).unwrap();
+            let state = read(dir.path()).unwrap().unwrap();
+            let mut l = ledger();
+            assert!(l.restore(&state.totals, []).is_err(), "{name}");
         }
     }
 

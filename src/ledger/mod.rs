@@ -29,10 +29,15 @@
 mod api_book;
 mod checkpoints;
 mod own;
+mod timing;
 
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use own::OwnCounters;
+pub use timing::{
+    DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
+    DURATION_BUCKETS, MAX_SECONDS, QUEUE_BUCKETS,
+};
 
 use std::sync::Arc;
 
@@ -40,7 +45,8 @@ use rustc_hash::FxHashMap;
 
 use crate::classify::{Category, CreditRule, NormalizedCode, Retry, Table};
 use crate::pricing::Pricing;
-use crate::record::{ParseError, Status, TaskRecord};
+use crate::record::{ParseError, RawTime, Status, TaskRecord};
+use timing::Timings;
 
 pub use crate::labels::{model_label, INVALID_MODEL, MAX_MODEL_BYTES, OTHER, UNKNOWN_MODEL};
 
@@ -410,6 +416,15 @@ pub struct Totals {
     pub usage: Option<Usage>,
     /// Sum of the estimated costs of the tasks being polled.
     pub api_credits_in_flight: f64,
+    /// How long tasks took, from `createdAt` to their terminal record.
+    #[serde(default)]
+    pub durations: Vec<DurationSeries>,
+    /// How long tasks waited, from `createdAt` to their first `RUNNING` record.
+    #[serde(default)]
+    pub queues: Vec<QueueSeries>,
+    /// Tasks not timed, by measure and reason.
+    #[serde(default)]
+    pub untimed: Vec<UntimedSeries>,
 }
 
 /// Counted tasks of one status and model.
@@ -697,6 +712,8 @@ struct Outcomes {
     credits_unpriced: Unpriced,
     unknown_failure_codes: u64,
     label_overflow: LabelOverflow,
+    /// How long the counted tasks took.
+    timing: Timings,
 }
 
 impl std::ops::Deref for Ledger {
@@ -734,6 +751,7 @@ impl Ledger {
                         credits_unpriced: Unpriced::default(),
                         unknown_failure_codes: 0,
                         label_overflow: LabelOverflow::default(),
+                        timing: Timings::new(limits.dedupe_window),
                     },
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
@@ -813,6 +831,7 @@ impl Ledger {
         self.pricing = pricing;
         self.limits = limits;
         self.book.outcomes.dedupe.set_capacity(limits.dedupe_window);
+        self.book.outcomes.timing.set_window(limits.dedupe_window);
         self.book.outcomes.code_info.clear();
         self.sync_code_info();
         for code in self.table.known_codes().to_vec() {
@@ -954,13 +973,14 @@ impl Ledger {
         source: SourceId,
         id: &str,
         outcome: Result<&TaskRecord<'_>, LineResult>,
+        at: f64,
     ) -> LineResult {
         if self.api.task(id).is_none() {
             return LineResult::Duplicate;
         }
         self.book.api.remove(id);
         match outcome {
-            Ok(record) => self.count(source, record),
+            Ok(record) => self.count_seen(source, record, Some(at)),
             Err(result) => self.record_result(source, result),
         }
     }
@@ -1006,9 +1026,21 @@ impl Ledger {
         self.book.own.reject(source, error)
     }
 
-    /// Counts one record, by the semantics in the module doc.
+    /// Counts one record, by the semantics in the module doc, seen at an unknown time.
     pub fn count(&mut self, source: SourceId, record: &TaskRecord<'_>) -> LineResult {
-        self.count_with(source, record, None)
+        self.count_seen(source, record, None)
+    }
+
+    /// Counts one record seen at `at` (Unix seconds; `None`: unknown, as in a backlog):
+    /// the time of a record without a timestamp of its own.
+    pub fn count_seen(
+        &mut self,
+        source: SourceId,
+        record: &TaskRecord<'_>,
+        at: Option<f64>,
+    ) -> LineResult {
+        let seen = Seen::at(at);
+        self.count_with(source, record, None, seen)
     }
 
     /// Counts the parsed lines of a batch, in order, and records the rest as rejected:
@@ -1022,7 +1054,9 @@ impl Ledger {
         source: SourceId,
         records: &[Result<TaskRecord<'_>, ParseError>],
         results: &mut Vec<LineResult>,
+        at: Option<f64>,
     ) {
+        let seen = Seen::at(at);
         for batch in records.chunks(BATCH) {
             let mut fresh = [true; BATCH];
             for (f, r) in fresh.iter_mut().zip(batch) {
@@ -1039,7 +1073,7 @@ impl Ledger {
             }
             for (r, f) in batch.iter().zip(fresh) {
                 results.push(match r {
-                    Ok(r) => self.count_with(source, r, Some(f)),
+                    Ok(r) => self.count_with(source, r, Some(f), seen),
                     Err(e) => self.reject(source, *e),
                 });
             }
@@ -1053,8 +1087,9 @@ impl Ledger {
         source: SourceId,
         record: &TaskRecord<'_>,
         fresh: Option<bool>,
+        seen: Seen,
     ) -> LineResult {
-        let result = self.count_record(record, fresh);
+        let result = self.count_record(record, fresh, seen);
         self.book.own.result(source, result);
         result
     }
@@ -1143,7 +1178,15 @@ impl Ledger {
             organization: self.api.organization().cloned(),
             usage: self.api.usage().cloned(),
             api_credits_in_flight: self.api.in_flight(),
+            durations: Vec::new(),
+            queues: Vec::new(),
+            untimed: Vec::new(),
         };
+        (t.durations, t.queues, t.untimed) = self
+            .book
+            .outcomes
+            .timing
+            .totals(|m| self.model_name(m).to_string());
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
         t.failures.sort_by(|a, b| {
@@ -1216,6 +1259,11 @@ impl Ledger {
         book.outcomes.label_overflow.add(&t.label_overflow);
 
         book.outcomes.unknown_failure_codes += t.unknown_failure_codes;
+        let models = &mut book.outcomes.models;
+        book.outcomes
+            .timing
+            .restore(&t.durations, &t.queues, &t.untimed, |m| models.force(m))
+            .map_err(RestoreError)?;
         for series in &t.api_requests {
             let key = (series.endpoint.clone(), series.code.clone());
             book.api.count_requests(&key.0, &key.1, series.requests);
@@ -1230,9 +1278,17 @@ impl Ledger {
         Ok(())
     }
 
-    fn count_record(&mut self, record: &TaskRecord<'_>, fresh: Option<bool>) -> LineResult {
+    fn count_record(
+        &mut self,
+        record: &TaskRecord<'_>,
+        fresh: Option<bool>,
+        seen: Seen,
+    ) -> LineResult {
         self.book.outcomes.invalid_numbers += record.invalid_number as u64;
         if !record.status.is_terminal() {
+            if record.status == Status::Running {
+                self.time_start(record, seen);
+            }
             return LineResult::NonTerminal;
         }
         if let Some(id) = &record.id {
@@ -1253,6 +1309,11 @@ impl Ledger {
             .tasks
             .entry((record.status, model))
             .or_default() += 1;
+        let end = seen.of(record);
+        self.book
+            .outcomes
+            .timing
+            .ended(record, model, end, seen.now);
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
         let rule = failure.map(|(_, rule)| rule);
         let price = match record.cost {
@@ -1305,6 +1366,29 @@ impl Ledger {
             }
         }
         LineResult::Counted
+    }
+
+    /// Times the first `RUNNING` record of a task (its queue time).
+    fn time_start(&mut self, record: &TaskRecord<'_>, seen: Seen) {
+        let outcomes = &mut self.book.outcomes;
+        if !outcomes.timing.first_run(record) {
+            return;
+        }
+        let name = model_label(record.model.as_deref());
+        let (model, _) = outcomes.models.get(name, self.limits.max_models);
+        outcomes
+            .timing
+            .started(record, model, seen.of(record), seen.now);
+    }
+
+    /// Adds the saved ids whose queue time was observed, oldest first.
+    pub fn restore_started(&mut self, hashes: impl IntoIterator<Item = u64>) {
+        self.book.outcomes.timing.restore_started(hashes);
+    }
+
+    /// The ids whose queue time was observed.
+    pub fn started_ids(&self) -> &DedupeWindow {
+        self.outcomes.timing.started_ids()
     }
 
     /// Counts a FAILED task by its code; returns the code's id and credit rule.
@@ -1368,6 +1452,32 @@ impl Ledger {
     }
 }
 
+/// When a record was seen: `at`, the time a live line was read or the API answered
+/// (`None`: unknown, as in a backlog or a `scan`); `now`, this host's clock.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: Option<f64>,
+    now: f64,
+}
+
+impl Seen {
+    fn at(at: Option<f64>) -> Seen {
+        Seen {
+            at,
+            now: crate::clock::unix_now(),
+        }
+    }
+
+    /// The time of `record`: its own timestamp, else when it was seen.
+    fn of(self, record: &TaskRecord<'_>) -> Option<f64> {
+        record
+            .timestamp
+            .as_ref()
+            .and_then(RawTime::unix)
+            .or(self.at)
+    }
+}
+
 /// Credits charged to the counted tasks of one `(status, model)`, and the part of them
 /// that was estimated.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -1409,6 +1519,143 @@ mod tests {
             Ok(r) => l.count(s, &r),
             Err(e) => l.reject(s, e),
         }
+    }
+
+    /// Counts `line` seen at `at`.
+    fn seen(l: &mut Ledger, s: SourceId, p: &RecordParser, line: &str, at: Option<f64>) {
+        l.count_seen(s, &p.parse(line.as_bytes()).unwrap(), at);
+    }
+
+    /// (observations, sum) of the duration histogram of one status and model.
+    fn timed(l: &Ledger, status: &str, model: &str) -> (u64, f64) {
+        l.totals()
+            .durations
+            .iter()
+            .find(|d| d.status == status && d.model == model)
+            .map_or((0, 0.0), |d| (d.histogram.count(), d.histogram.sum))
+    }
+
+    fn queued(l: &Ledger, model: &str) -> (u64, f64) {
+        l.totals()
+            .queues
+            .iter()
+            .find(|d| d.model == model)
+            .map_or((0, 0.0), |d| (d.histogram.count(), d.histogram.sum))
+    }
+
+    fn untimed(l: &Ledger, measure: &str, reason: &str) -> u64 {
+        l.totals()
+            .untimed
+            .iter()
+            .find(|u| u.measure == measure && u.reason == reason)
+            .map_or(0, |u| u.tasks)
+    }
+
+    #[test]
+    fn each_task_is_timed_once_from_its_own_time_or_when_it_was_seen() {
+        let (mut l, s, p) = ledger(Limits::default());
+        let now = crate::clock::unix_now();
+        let created = |ago: f64| {
+            let t = jiff::Timestamp::from_millisecond(((now - ago) * 1000.0) as i64).unwrap();
+            t.to_string()
+        };
+        let c100 = created(100.0);
+        // Its own timestamp: 100 s before it, seen or not.
+        let own = format!(
+            r#"{{"id":"a","status":"SUCCEEDED","model":"m","createdAt":"{c100}","ts":{}}}"#,
+            now - 40.0
+        );
+        seen(&mut l, s, &p, &own, None);
+        // Seen live, without a timestamp: until it was seen.
+        let live = format!(r#"{{"id":"b","status":"SUCCEEDED","model":"m","createdAt":"{c100}"}}"#);
+        seen(&mut l, s, &p, &live, Some(now));
+        let (n, sum) = timed(&l, "SUCCEEDED", "m");
+        assert_eq!(n, 2);
+        assert!((sum - 160.0).abs() < 0.01, "{sum}");
+        // The same tasks again: counted once, timed once.
+        seen(&mut l, s, &p, &own, None);
+        seen(&mut l, s, &p, &live, Some(now));
+        assert_eq!(timed(&l, "SUCCEEDED", "m").0, 2);
+        // Not timed: a backlog line without a time, no createdAt, a future createdAt, an
+        // end before the start, more than a day.
+        let lines = [
+            (
+                format!(r#"{{"id":"c","status":"FAILED","createdAt":"{c100}"}}"#),
+                None,
+                "no_end",
+            ),
+            (
+                r#"{"id":"d","status":"FAILED","ts":5}"#.to_string(),
+                Some(now),
+                "no_start",
+            ),
+            (
+                format!(
+                    r#"{{"id":"e","status":"FAILED","createdAt":"{}"}}"#,
+                    created(-120.0)
+                ),
+                Some(now),
+                "future_start",
+            ),
+            (
+                format!(
+                    r#"{{"id":"f","status":"FAILED","createdAt":"{c100}","ts":{}}}"#,
+                    now - 200.0
+                ),
+                None,
+                "end_before_start",
+            ),
+            (
+                format!(
+                    r#"{{"id":"g","status":"FAILED","createdAt":"{}"}}"#,
+                    created(90_000.0)
+                ),
+                Some(now),
+                "too_long",
+            ),
+        ];
+        for (line, at, reason) in &lines {
+            seen(&mut l, s, &p, line, *at);
+            assert_eq!(untimed(&l, "duration", reason), 1, "{line}");
+        }
+        assert_eq!(timed(&l, "FAILED", "unknown").0, 0);
+        assert_eq!(l.totals().tasks.iter().map(|t| t.tasks).sum::<u64>(), 7);
+    }
+
+    #[test]
+    fn the_queue_time_is_taken_from_the_first_running_record_of_a_task() {
+        let (mut l, s, p) = ledger(Limits::default());
+        let now = crate::clock::unix_now();
+        let c = jiff::Timestamp::from_millisecond(((now - 30.0) * 1000.0) as i64).unwrap();
+        let running = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","status":"RUNNING","model":"m","createdAt":"{c}","progress":0.1}}"#
+            )
+        };
+        seen(
+            &mut l,
+            s,
+            &p,
+            &format!(r#"{{"id":"q","status":"PENDING","createdAt":"{c}"}}"#),
+            Some(now - 29.0),
+        );
+        seen(&mut l, s, &p, &running("q"), Some(now - 20.0));
+        seen(&mut l, s, &p, &running("q"), Some(now - 10.0));
+        seen(&mut l, s, &p, &running("q"), Some(now));
+        let (n, sum) = queued(&l, "m");
+        assert_eq!(n, 1);
+        assert!((sum - 10.0).abs() < 0.01, "{sum}");
+        // From a backlog: not timed, and once per task too.
+        seen(&mut l, s, &p, &running("r"), None);
+        seen(&mut l, s, &p, &running("r"), None);
+        assert_eq!(untimed(&l, "queue", "no_end"), 1);
+        // Without an id there is no telling records apart: each is timed.
+        let anonymous = format!(r#"{{"status":"RUNNING","model":"m","createdAt":"{c}"}}"#);
+        seen(&mut l, s, &p, &anonymous, Some(now));
+        seen(&mut l, s, &p, &anonymous, Some(now));
+        assert_eq!(queued(&l, "m").0, 3);
+        // Non-terminal records are still not counted as tasks.
+        assert_eq!(l.totals().tasks.iter().map(|t| t.tasks).sum::<u64>(), 0);
     }
 
     fn failures(l: &Ledger, code: &str, model: &str) -> u64 {
@@ -1818,7 +2065,7 @@ mod tests {
                     break;
                 }
                 let (batch, tail) = rest.split_at((*cut).min(rest.len()));
-                many.count_batch(s2, batch, &mut got);
+                many.count_batch(s2, batch, &mut got, None);
                 rest = tail;
             }
             proptest::prop_assert_eq!(got, expected);

@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_now;
 use crate::config::Api;
-use crate::ledger::{LineResult, Organization, SourceId, Usage};
+use crate::ledger::{Ledger, LineResult, Organization, SourceId, Usage};
 use crate::pipeline::{Pipeline, SourceEvent};
-use crate::record::{FieldMap, RecordParser};
+use crate::record::{FieldMap, RecordParser, TaskRecord};
 
 /// The source name of the poller, the `source` label of its metrics.
 pub const SOURCE: &str = "api";
@@ -279,7 +279,7 @@ impl Poller {
                 .map(|t| t.id.clone())
                 .collect();
             for id in &expired {
-                l.end_api_task(source, id, Err(LineResult::Expired));
+                l.end_api_task(source, id, Err(LineResult::Expired), unix);
             }
             (
                 l.api.tasks().map(|t| t.id.clone()).collect::<Vec<_>>(),
@@ -338,28 +338,24 @@ impl Poller {
         match answer {
             Answer::Ok(body) => {
                 self.set_up(true);
+                // The time of the answer is the record's: a task ended (or started
+                // running) at most one poll interval before it.
+                let at = unix_now();
                 match self.parser.parse(&body) {
                     Ok(mut record) if record.status.is_terminal() => {
                         let ended = self.pipeline.with_ledger(|l| {
-                            let task = l.api.task(&id).cloned();
-                            if let Some(t) = &task {
-                                if record.model.is_none() {
-                                    record.model = t.model.clone().map(Cow::Owned);
-                                }
-                                if record.duration.is_none() {
-                                    record.duration = t.duration;
-                                }
-                            }
-                            l.end_api_task(source, &id, Ok(&record))
+                            with_task_fields(l, &id, &mut record);
+                            l.end_api_task(source, &id, Ok(&record), at)
                         });
                         tracing::debug!(task = %id, result = ?ended, "Task ended.");
                         self.schedule.remove(&id);
                         return;
                     }
-                    Ok(record) => {
+                    Ok(mut record) => {
                         self.pipeline.with_ledger(|l| {
                             l.set_api_estimate(&id, record.estimated_cost);
-                            l.record_result(source, LineResult::NonTerminal)
+                            with_task_fields(l, &id, &mut record);
+                            l.count_seen(source, &record, Some(at))
                         });
                         s.failures = 0;
                         s.next = (now + self.interval()).max(earliest);
@@ -373,8 +369,9 @@ impl Poller {
             }
             Answer::Status { code: 404, .. } => {
                 self.set_up(true);
-                self.pipeline
-                    .with_ledger(|l| l.end_api_task(source, &id, Err(LineResult::NotFound)));
+                self.pipeline.with_ledger(|l| {
+                    l.end_api_task(source, &id, Err(LineResult::NotFound), unix_now())
+                });
                 tracing::info!(task = %id, "The API does not know the task (404); no longer polled.");
                 self.schedule.remove(&id);
                 return;
@@ -427,6 +424,17 @@ impl Poller {
             .map(|s| s.next)
             .min()
             .map(|t| t.max(self.hold_until))
+    }
+}
+
+/// Fills what the API's task has not and the task list said (model, duration).
+fn with_task_fields<'a>(l: &Ledger, id: &str, record: &mut TaskRecord<'a>) {
+    let Some(t) = l.api.task(id) else { return };
+    if record.model.is_none() {
+        record.model = t.model.clone().map(Cow::Owned);
+    }
+    if record.duration.is_none() {
+        record.duration = t.duration;
     }
 }
 

@@ -25,6 +25,7 @@ impl Handler for TaskList {
         source: SourceId,
         lines: &[Line<'_>],
         results: &mut Vec<LineResult>,
+        _: Option<f64>,
     ) {
         let now = unix_now();
         for line in lines {

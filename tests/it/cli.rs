@@ -136,6 +136,19 @@ fn scan_fixture_gives_exact_counts_and_matches_the_golden_file() {
         Some(2.0)
     );
 
+    // Every counted task is timed or counted as untimed, once.
+    assert_eq!(
+        sum(&out, "runway_task_duration_seconds_count", &[])
+            + sum(
+                &out,
+                "runway_exporter_untimed_tasks_total",
+                &["measure=\"duration\""]
+            ),
+        sum(&out, "runway_tasks_total", &[])
+    );
+    assert!(sum(&out, "runway_task_duration_seconds_count", &[]) >= 10.0);
+    assert!(sum(&out, "runway_task_queue_seconds_count", &[]) >= 5.0);
+
     let golden = fixture("tasks.prom");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, without_build_info(&out)).unwrap();

@@ -13,7 +13,7 @@ use crate::lines::LineSplitter;
 use crate::pipeline::{Pipeline, SourceEvent};
 use crate::source::identity::{FileId, Inode};
 
-use super::{drain, end_of_last_line, Drained, Start, Tailer};
+use super::{drain, end_of_last_line, Drained, Reading, Start, Tailer, LIVE_WINDOW};
 use crate::ledger::SourceId;
 
 pub(super) struct Retired {
@@ -29,6 +29,8 @@ pub(super) struct Followed {
     /// Bytes read from the file (the splitter may hold the last few, a partial line).
     pub(super) read: u64,
     pub(super) splitter: LineSplitter,
+    /// When a read last reached the file's end (see [`super::LIVE_WINDOW`]).
+    pub(super) caught_up: Option<Instant>,
 }
 
 impl Followed {
@@ -41,22 +43,41 @@ impl Followed {
         buf: &mut [u8],
         guarded: bool,
     ) -> std::io::Result<Drained> {
-        let guard = guarded.then_some(self.id);
+        let reading = Reading {
+            key: Some((self.key, self.read)),
+            guard: guarded.then_some(self.id),
+            caught_up: self.caught_up,
+        };
         let d = drain(
             pipeline,
             source,
             &mut self.file,
             &mut self.splitter,
             buf,
-            Some((self.key, self.read)),
-            guard,
+            reading,
         )?;
         self.read += d.bytes;
+        if !d.replaced {
+            self.caught_up = Some(Instant::now());
+        }
         Ok(d)
     }
 }
 
 impl Tailer {
+    /// For a file found while running: its lines are live from the start when it was
+    /// created within [`LIVE_WINDOW`] (a new log, or the new file after a rotation), as
+    /// if the reader had been at its end when it was created.
+    fn born_live(&self, meta: &std::fs::Metadata) -> Option<Instant> {
+        if !self.started {
+            return None;
+        }
+        let age = meta.created().ok()?.elapsed().unwrap_or_default();
+        (age <= LIVE_WINDOW)
+            .then(|| Instant::now().checked_sub(age))
+            .flatten()
+    }
+
     /// Opens a file and starts following it; `retire` puts it straight among the
     /// retired files (a rotated name found at start-up).
     pub(super) fn open(&mut self, path: &Path, start: Start, retire: bool) -> std::io::Result<()> {
@@ -114,6 +135,7 @@ impl Tailer {
             id,
             read: offset,
             splitter,
+            caught_up: self.born_live(&meta),
         };
         if retire {
             self.retired.push(Retired {

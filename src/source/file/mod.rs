@@ -67,20 +67,39 @@ pub struct Drained {
     pub replaced: bool,
 }
 
-/// Reads `file` from its current position to its end through the pipeline. With a
-/// `key`, the file's committed position follows (`read` is how far the file was read
-/// before). With a `guard` (the file's identity when it was opened), every block is
-/// counted only if the file still starts with the same bytes after it was read, so a
-/// block read across a truncation is never counted.
+/// How long after a reader last reached a file's end the lines it reads still count as
+/// *live*: written at most this long before they were read, so the time they were read
+/// is their time (to time a task whose record has no timestamp of its own).
+pub const LIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How [`drain`] reads a file. With a `key`, the file's committed position follows
+/// (`read` is how far the file was read before). With a `guard` (the file's identity
+/// when it was opened), every block is counted only if the file still starts with the
+/// same bytes after it was read, so a block read across a truncation is never counted.
+/// `caught_up`: when the reader last reached the file's end; the blocks read within
+/// [`LIVE_WINDOW`] of it are live.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    pub key: Option<(FileKey, u64)>,
+    pub guard: Option<FileId>,
+    pub caught_up: Option<Instant>,
+}
+
+/// Reads `file` from its current position to its end through the pipeline, as
+/// `reading` says.
 pub fn drain(
     pipeline: &Pipeline,
     source: SourceId,
     file: &mut File,
     splitter: &mut LineSplitter,
     buf: &mut [u8],
-    key: Option<(FileKey, u64)>,
-    guard: Option<FileId>,
+    reading: Reading,
 ) -> std::io::Result<Drained> {
+    let Reading {
+        key,
+        guard,
+        caught_up,
+    } = reading;
     let mut total = 0u64;
     loop {
         let n = match file.read(buf) {
@@ -104,7 +123,9 @@ pub fn drain(
         }
         total += n as u64;
         let cursor = key.map(|(k, read)| (k, read + total));
-        pipeline.process(source, splitter, &buf[..n], cursor);
+        let live = caught_up.is_some_and(|t| t.elapsed() <= LIVE_WINDOW);
+        let seen_at = live.then(crate::clock::unix_now);
+        pipeline.process(source, splitter, &buf[..n], cursor, seen_at);
     }
 }
 
@@ -346,8 +367,7 @@ pub fn scan(
             &mut file,
             &mut splitter,
             &mut buf,
-            None,
-            None,
+            Reading::default(),
         )
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         pipeline.finish(source, &mut splitter, None);
