@@ -2,6 +2,7 @@
 # Installs what the test suite needs and the machine lacks, from Debian's packages:
 #   promtool (package prometheus): checks every /metrics exposition and the alert rules;
 #   systemd-analyze (package systemd): verifies and rates the systemd unit;
+#   chromium: loads the status page headless and checks what a person would see;
 #   python3 with venv and node with npm: scripts/sdk-fixtures/run.sh installs the pinned
 #   Runway SDKs from PyPI and npm into a scratch dir and runs them; scripts/dashboards.sh
 #   installs the pinned grafana-foundation-sdk from PyPI the same way.
@@ -11,6 +12,7 @@ set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
@@ -30,6 +32,6 @@ $sudo apt-get update -qq
 # The prometheus package's post-install may try to start the service; where there is no
 # init system that is harmless, and the tests start their own instances anyway.
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-for tool in promtool systemd-analyze node npm; do
+for tool in promtool systemd-analyze chromium node npm; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing after install" >&2; exit 1; }
 done

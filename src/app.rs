@@ -152,7 +152,7 @@ pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "State file cannot be restored; starting fresh.");
+                    state::move_aside(dir, &e.to_string());
                     Restored::default()
                 }
             }

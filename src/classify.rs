@@ -27,7 +27,7 @@ pub const INVALID: &str = "invalid";
 pub const MAX_CODE_BYTES: usize = 64;
 
 /// What a failure says about the task, by the table's categories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     SafetyInput,
@@ -42,7 +42,7 @@ pub enum Category {
 }
 
 /// Whether a client should retry a task that failed with this code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Retry {
     Never,
@@ -52,7 +52,7 @@ pub enum Retry {
 }
 
 /// Whether Runway keeps the credits of a task that failed with this code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CreditRule {
     Lost,
@@ -82,6 +82,18 @@ crate::labels::label_enum!(CreditRule {
     Refunded => "refunded",
     Unknown => "unknown",
 });
+
+impl Retry {
+    /// The advice in words, for a person.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Retry::Never => "never retry",
+            Retry::AfterDelay => "retry after a delay",
+            Retry::Unlikely => "may retry, unlikely to succeed",
+            Retry::Unknown => "unknown",
+        }
+    }
+}
 
 /// What the table says about one code.
 #[derive(Debug, Clone, PartialEq, Eq)]

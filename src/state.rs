@@ -14,8 +14,8 @@
 //! little-endian u64 hashes, oldest first. Version 2 names every count
 //! (`{"status":"SUCCEEDED","model":"gen4_turbo","tasks":3}`); version 1 held tuples and
 //! arrays and is still read (module `v1`). Version 3 adds the duration and queue
-//! histograms, the untimed counts and the second window; a version-2 file is read as
-//! one without them. Its size is bounded by the configuration: `16 x dedupe_window`
+//! histograms, the untimed counts, the recent failures of each code and the second
+//! window; a version-2 file is read as one without them. Its size is bounded by the configuration: `16 x dedupe_window`
 //! plus the capped label series and `max_files` positions. A file that cannot be read back (truncated, garbage, another format or
 //! a newer version) is *corrupt*: [`load`] moves it aside as
 //! `runway-exporter.state.corrupt-<unix time>` and the exporter starts fresh.
@@ -307,7 +307,8 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
 /// Reads a window of `count` hashes that must have `checksum`; the error says what is
 /// wrong with it.
 fn read_window(r: &mut impl Read, count: u64, want: u64) -> Result<Vec<u64>, String> {
-    let mut hashes = Vec::with_capacity(count.min(100_000_000) as usize);
+    // Grown as read: a made-up count must not reserve gigabytes up front.
+    let mut hashes = Vec::with_capacity(count.min(1 << 16) as usize);
     let mut buf = [0u8; 8];
     for _ in 0..count {
         r.read_exact(&mut buf)
@@ -324,20 +325,28 @@ fn read_window(r: &mut impl Read, count: u64, want: u64) -> Result<Vec<u64>, Str
 /// the exporter starts fresh instead of failing again at every start.
 pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
     match read(dir) {
-        Err(StateError::Corrupt { path, problem }) => {
-            let aside = dir.join(format!("{FILE_NAME}.corrupt-{}", unix_now() as u64));
-            let moved = std::fs::rename(&path, &aside);
-            tracing::error!(
-                path = %path.display(),
-                moved_to = %aside.display(),
-                move_error = moved.err().map(|e| e.to_string()),
-                problem = %problem,
-                "State file is corrupt; starting fresh according to start_at. Counters restart from 0 (Prometheus handles the reset); keep the moved file for a bug report."
-            );
+        Err(StateError::Corrupt { problem, .. }) => {
+            move_aside(dir, &problem);
             Ok(None)
         }
         other => other,
     }
+}
+
+/// Moves a state file that cannot be used aside as `runway-exporter.state.corrupt-<unix
+/// time>`, logged once at ERROR, so that the exporter starts fresh instead of failing
+/// on it again at every start.
+pub fn move_aside(dir: &Path, problem: &str) {
+    let path = dir.join(FILE_NAME);
+    let aside = dir.join(format!("{FILE_NAME}.corrupt-{}", unix_now() as u64));
+    let moved = std::fs::rename(&path, &aside);
+    tracing::error!(
+        path = %path.display(),
+        moved_to = %aside.display(),
+        move_error = moved.err().map(|e| e.to_string()),
+        problem = %problem,
+        "State file is corrupt; starting fresh according to start_at. Counters restart from 0 (Prometheus handles the reset); keep the moved file for a bug report."
+    );
 }
 
 /// Version 1 of the state file, read and turned into today's: its counts were tuples
@@ -526,6 +535,7 @@ mod v1 {
                 durations: Vec::new(),
                 queues: Vec::new(),
                 untimed: Vec::new(),
+                recent: Vec::new(),
                 organization: t.organization.map(|o| ledger::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -826,7 +836,7 @@ mod tests {
         h.remove("started");
         h.remove("started_checksum");
         let totals = h["totals"].as_object_mut().unwrap();
-        for key in ["durations", "queues", "untimed"] {
+        for key in ["durations", "queues", "untimed", "recent"] {
             totals.remove(key);
         }
         let dedupe = 8 * l.dedupe().len();
@@ -838,6 +848,7 @@ mod tests {
             durations: Vec::new(),
             queues: Vec::new(),
             untimed: Vec::new(),
+            recent: Vec::new(),
             ..l.totals()
         };
         assert_eq!(state.totals, want);
@@ -869,6 +880,8 @@ mod tests {
             let state = read(dir.path()).unwrap().unwrap();
             let mut l = ledger();
             assert!(l.restore(&state.totals, []).is_err(), "{name}");
+            // All or nothing: the ledger is as new (and its totals can be read).
+            assert_eq!(l.totals(), ledger().totals(), "{name}");
         }
     }
 

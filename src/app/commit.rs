@@ -22,6 +22,8 @@ use crate::state;
 pub(super) struct Publisher {
     registry: Registry,
     metrics: Metrics,
+    /// The recent failures of the last publish, served with every page after it.
+    recent: Arc<Vec<crate::ledger::RecentFailures>>,
     http: Arc<HttpState>,
 }
 
@@ -30,14 +32,15 @@ impl Publisher {
         Publisher {
             registry,
             metrics,
+            recent: Arc::default(),
             http,
         }
     }
 
     /// Serves the ledger's totals as they are (what was restored, at start-up).
     pub(super) fn restored(&mut self, pipeline: &Pipeline) {
-        pipeline.publish(&mut self.metrics);
-        self.render();
+        let totals = pipeline.with_ledger(|l| l.totals());
+        self.publish(totals);
     }
 
     /// A commit that holds `totals` succeeded, in `took`, leaving a state file of
@@ -49,9 +52,8 @@ impl Publisher {
             m.state_file_bytes
                 .set(i64::try_from(size).unwrap_or(i64::MAX));
         }
-        m.publish(totals);
         m.last_commit_timestamp.set(unix_now());
-        self.render();
+        self.publish(totals);
     }
 
     /// Whether the last commit succeeded: a failure is counted and makes the exporter
@@ -64,9 +66,17 @@ impl Publisher {
         self.http.committing.store(ok, Ordering::Release);
     }
 
+    /// Publishes `totals` and serves them.
+    fn publish(&mut self, mut totals: Totals) {
+        self.recent = Arc::new(std::mem::take(&mut totals.recent));
+        self.metrics.publish(totals);
+        self.render();
+    }
+
+    /// Renders the registry once, and serves it with the recent failures.
     fn render(&self) {
         let text = crate::metrics::render(&self.registry);
-        self.http.exposition.publish(text);
+        self.http.exposition.publish(text, self.recent.clone());
     }
 }
 

@@ -1,5 +1,6 @@
 //! What `/metrics` serves: the last published page, rendered and compressed once per
-//! publish, followed by the live process metrics.
+//! publish, followed by the live process metrics. The page also holds the publish's
+//! recent failures, for the status page.
 //!
 //! A **page** is one publish's metrics text, with the same text deflated up to a sync
 //! flush. A gzip scrape body is then a single gzip member made of the page's deflated
@@ -18,6 +19,7 @@ use flate2::Compression;
 use prometheus::Registry;
 
 use super::Chunks;
+use crate::ledger::RecentFailures;
 
 /// A gzip member's header: magic, deflate, no flags, no time, no extra flags, unknown OS.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -29,10 +31,11 @@ struct Page {
     /// `text` deflated and sync-flushed: byte-aligned, not final.
     deflated: Bytes,
     crc: crc32fast::Hasher,
+    recent: Arc<Vec<RecentFailures>>,
 }
 
 impl Page {
-    fn new(text: String) -> Page {
+    fn new(text: String, recent: Arc<Vec<RecentFailures>>) -> Page {
         let mut encoder = deflater(text.len() / 8);
         // Writing to a Vec cannot fail.
         let _ = encoder.write_all(text.as_bytes());
@@ -45,6 +48,7 @@ impl Page {
             text: Bytes::from(text),
             deflated,
             crc,
+            recent,
         }
     }
 
@@ -80,14 +84,14 @@ impl Exposition {
     /// An empty page, and the process metrics to follow every page.
     pub fn new(process: Option<Registry>) -> Exposition {
         Exposition {
-            page: RwLock::new(Arc::new(Page::new(String::new()))),
+            page: RwLock::new(Arc::new(Page::new(String::new(), Arc::default()))),
             process,
         }
     }
 
-    /// Serves `text` from now on, compressed once here.
-    pub fn publish(&self, text: String) {
-        let page = Arc::new(Page::new(text));
+    /// Serves `text` and `recent` from now on, compressed once here.
+    pub fn publish(&self, text: String, recent: Arc<Vec<RecentFailures>>) {
+        let page = Arc::new(Page::new(text, recent));
         *self.page.write().unwrap_or_else(|e| e.into_inner()) = page;
     }
 
@@ -100,6 +104,11 @@ impl Exposition {
             .as_ref()
             .map(crate::metrics::render)
             .unwrap_or_default()
+    }
+
+    /// `f` of the published recent failures.
+    pub fn with_recent<R>(&self, f: impl FnOnce(&[RecentFailures]) -> R) -> R {
+        f(&self.current().recent)
     }
 
     /// The scrape body: the page as it is (never copied), then the process metrics.
@@ -142,7 +151,7 @@ mod tests {
         let texts = [String::new(), "a 1\n".to_string(), big, binary];
         let tails: [&[u8]; 3] = [b"", b"process_open_fds 7\n", &[0xff; 5000]];
         for text in &texts {
-            let page = Page::new(text.clone());
+            let page = Page::new(text.clone(), Arc::default());
             for tail in tails {
                 let body = bytes(page.gzip(tail));
                 let mut want = text.as_bytes().to_vec();
@@ -160,7 +169,7 @@ mod tests {
 
     #[test]
     fn scrapes_of_one_page_reuse_its_compressed_bytes() {
-        let page = Page::new("runway_tasks_total 3\n".repeat(1000));
+        let page = Page::new("runway_tasks_total 3\n".repeat(1000), Arc::default());
         let (a, b) = (bytes(page.gzip(b"x 1\n")), bytes(page.gzip(b"x 22\n")));
         let shared = GZIP_HEADER.len() + page.deflated.len();
         assert_eq!(a[..shared], b[..shared]);
@@ -177,7 +186,7 @@ mod tests {
         else {
             panic!("gzip is part of every Debian system");
         };
-        let page = Page::new("runway_tasks_total 3\n".repeat(100));
+        let page = Page::new("runway_tasks_total 3\n".repeat(100), Arc::default());
         let body = bytes(page.gzip(b"process_open_fds 7\n"));
         child.stdin.take().unwrap().write_all(&body).unwrap();
         let out = child.wait_with_output().unwrap();
@@ -190,8 +199,8 @@ mod tests {
     fn a_scrape_sees_the_page_published_last() {
         let exposition = Exposition::new(None);
         assert_eq!(bytes(exposition.text()), b"");
-        exposition.publish("a 1\n".into());
-        exposition.publish("a 2\n".into());
+        exposition.publish("a 1\n".into(), Arc::default());
+        exposition.publish("a 2\n".into(), Arc::default());
         assert_eq!(bytes(exposition.text()), b"a 2\n");
         assert_eq!(gunzip(&bytes(exposition.gzip())), b"a 2\n");
     }

@@ -1,5 +1,6 @@
-//! The HTTP endpoints, on hyper 1.x: the metrics, `/` (a landing page), `/-/healthy` and
-//! `/-/ready` (503 until the sources are running).
+//! The HTTP endpoints, on hyper 1.x: the metrics, `/` (the status page of recent
+//! failures, `status`), `/api/v1/failures` (its JSON), `/-/healthy` and `/-/ready` (503
+//! until the sources are running).
 //!
 //! The connections themselves (TLS, basic auth) are `server`'s, who may hold one is
 //! `places`', and bcrypt checks run on `passwords`' own threads.
@@ -8,6 +9,7 @@ mod exposition;
 mod passwords;
 mod places;
 mod server;
+mod status;
 
 pub use exposition::Exposition;
 pub use server::{serve, Limits};
@@ -132,18 +134,6 @@ pub(crate) fn respond(
     r
 }
 
-fn landing_page(state: &HttpState) -> String {
-    let path = &state.telemetry_path;
-    format!(
-        "<!DOCTYPE html>\n<html><head><title>runway-exporter</title></head><body>\n\
-         <h1>runway-exporter</h1>\n<p>Runway task outcomes as Prometheus metrics. Version {} (revision {}).</p>\n\
-         <ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
-         <li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
-        crate::metrics::VERSION,
-        crate::metrics::REVISION,
-    )
-}
-
 /// Answers one request.
 pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -171,11 +161,20 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
         return r;
     }
     match path {
-        "/" => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            landing_page(state),
-        ),
+        "/" => {
+            let now = crate::clock::unix_now();
+            let page = state
+                .exposition
+                .with_recent(|r| status::page(r, now, &state.telemetry_path));
+            respond(StatusCode::OK, "text/html; charset=utf-8", page)
+        }
+        "/api/v1/failures" => {
+            let now = crate::clock::unix_now();
+            let json = state.exposition.with_recent(|r| status::json(r, now));
+            let mut body = serde_json::to_vec_pretty(&json).unwrap_or_default();
+            body.push(b'\n');
+            respond(StatusCode::OK, "application/json", body)
+        }
         "/-/healthy" => respond(StatusCode::OK, "text/plain; charset=utf-8", "Healthy.\n"),
         "/-/ready" if state.ready() => {
             respond(StatusCode::OK, "text/plain; charset=utf-8", "Ready.\n")

@@ -29,11 +29,13 @@
 mod api_book;
 mod checkpoints;
 mod own;
+mod recent;
 mod timing;
 
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use own::OwnCounters;
+pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
     DURATION_BUCKETS, MAX_SECONDS, QUEUE_BUCKETS,
@@ -46,6 +48,7 @@ use rustc_hash::FxHashMap;
 use crate::classify::{Category, CreditRule, NormalizedCode, Retry, Table};
 use crate::pricing::Pricing;
 use crate::record::{ParseError, RawTime, Status, TaskRecord};
+use recent::Recent;
 use timing::Timings;
 
 pub use crate::labels::{model_label, INVALID_MODEL, MAX_MODEL_BYTES, OTHER, UNKNOWN_MODEL};
@@ -248,6 +251,9 @@ impl DedupeWindow {
 
     /// Changes how many ids are remembered; the oldest go first when it shrinks.
     pub fn set_capacity(&mut self, capacity: usize) {
+        if capacity.min(Self::MAX_CAPACITY) == self.capacity {
+            return;
+        }
         let kept: Vec<u64> = self.hashes().collect();
         let mut window = DedupeWindow::new(capacity);
         for h in &kept[kept.len().saturating_sub(window.capacity)..] {
@@ -425,6 +431,9 @@ pub struct Totals {
     /// Tasks not timed, by measure and reason.
     #[serde(default)]
     pub untimed: Vec<UntimedSeries>,
+    /// The last failed tasks of each failure code (the status page's).
+    #[serde(default)]
+    pub recent: Vec<RecentFailures>,
 }
 
 /// Counted tasks of one status and model.
@@ -714,6 +723,8 @@ struct Outcomes {
     label_overflow: LabelOverflow,
     /// How long the counted tasks took.
     timing: Timings,
+    /// The last failed tasks of each code.
+    recent: Recent,
 }
 
 impl std::ops::Deref for Ledger {
@@ -752,6 +763,7 @@ impl Ledger {
                         unknown_failure_codes: 0,
                         label_overflow: LabelOverflow::default(),
                         timing: Timings::new(limits.dedupe_window),
+                        recent: Recent::default(),
                     },
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
@@ -973,16 +985,33 @@ impl Ledger {
         source: SourceId,
         id: &str,
         outcome: Result<&TaskRecord<'_>, LineResult>,
-        at: f64,
+        at: Option<f64>,
     ) -> LineResult {
         if self.api.task(id).is_none() {
             return LineResult::Duplicate;
         }
         self.book.api.remove(id);
         match outcome {
-            Ok(record) => self.count_seen(source, record, Some(at)),
+            Ok(record) => self.count_seen(source, record, at),
             Err(result) => self.record_result(source, result),
         }
+    }
+
+    /// Takes a polled task's answer that it has not ended, seen at `at` (`None`: it may
+    /// have changed long before): its estimated cost, and its queue time when it is the
+    /// task's first `RUNNING` answer.
+    pub fn api_answer(
+        &mut self,
+        source: SourceId,
+        id: &str,
+        record: &TaskRecord<'_>,
+        at: Option<f64>,
+    ) -> LineResult {
+        self.set_api_estimate(id, record.estimated_cost);
+        if record.status == Status::Running {
+            self.time_start(record, None, Seen::at(at));
+        }
+        self.record_result(source, LineResult::NonTerminal)
     }
 
     /// Notes what the API estimates a polled task will cost; a change only when it is
@@ -1066,8 +1095,12 @@ impl Ledger {
                     ..
                 }) = r
                 {
+                    // A terminal record: whether it is its task's first. A RUNNING one:
+                    // whether its task was not counted yet, at its place in the batch.
                     if status.is_terminal() {
                         *f = self.book.outcomes.dedupe.insert(id);
+                    } else if *status == Status::Running {
+                        *f = !self.book.outcomes.dedupe.contains(id);
                     }
                 }
             }
@@ -1181,6 +1214,15 @@ impl Ledger {
             durations: Vec::new(),
             queues: Vec::new(),
             untimed: Vec::new(),
+            recent: self.outcomes.recent.totals(|c| {
+                let info = self.code_info(c);
+                let class = CodeClass {
+                    category: info.category,
+                    retry: info.retry,
+                    credits: info.credits,
+                };
+                (info.label.clone(), class)
+            }),
         };
         (t.durations, t.queues, t.untimed) = self
             .book
@@ -1200,9 +1242,26 @@ impl Ledger {
         t
     }
 
-    /// Adds saved counters and a saved dedupe window (oldest first) to a new ledger.
-    /// Saved label values are kept even past a cap lowered since they were saved.
+    /// Restores saved counters and a saved dedupe window (oldest first) into this new
+    /// ledger, all or nothing: on an error it is left as it was. Saved label values are
+    /// kept even past a cap lowered since they were saved.
     pub fn restore(
+        &mut self,
+        t: &Totals,
+        dedupe: impl IntoIterator<Item = u64>,
+    ) -> Result<(), RestoreError> {
+        let mut next = Ledger::new(self.table.clone(), self.pricing.clone(), self.limits);
+        // Sources registered already keep their ids.
+        for s in self.own.sources() {
+            next.add_source(&s.name);
+        }
+        next.add_saved(t, dedupe)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Adds saved counters to this ledger; stops at the first that is not valid.
+    fn add_saved(
         &mut self,
         t: &Totals,
         dedupe: impl IntoIterator<Item = u64>,
@@ -1259,11 +1318,18 @@ impl Ledger {
         book.outcomes.label_overflow.add(&t.label_overflow);
 
         book.outcomes.unknown_failure_codes += t.unknown_failure_codes;
-        let models = &mut book.outcomes.models;
+        // Timed models and recent failures' codes are those of the restored counters,
+        // or fold under the caps: a saved file cannot grow them past what counting can.
+        let (models, max_models) = (&mut book.outcomes.models, self.limits.max_models);
         book.outcomes
             .timing
-            .restore(&t.durations, &t.queues, &t.untimed, |m| models.force(m))
+            .restore(&t.durations, &t.queues, &t.untimed, |m| {
+                models.get(m, max_models).0
+            })
             .map_err(RestoreError)?;
+        let codes = &book.outcomes.codes;
+        let known = |c: &str| codes.ids.get(c).copied();
+        book.outcomes.recent.restore(&t.recent, known);
         for series in &t.api_requests {
             let key = (series.endpoint.clone(), series.code.clone());
             book.api.count_requests(&key.0, &key.1, series.requests);
@@ -1287,7 +1353,7 @@ impl Ledger {
         self.book.outcomes.invalid_numbers += record.invalid_number as u64;
         if !record.status.is_terminal() {
             if record.status == Status::Running {
-                self.time_start(record, seen);
+                self.time_start(record, fresh, seen);
             }
             return LineResult::NonTerminal;
         }
@@ -1315,6 +1381,10 @@ impl Ledger {
             .timing
             .ended(record, model, end, seen.now);
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
+        if let Some((code, _)) = failure {
+            let (id, outcomes) = (record.id.as_deref(), &mut self.book.outcomes);
+            outcomes.recent.failed(code, id, model_name, end, seen.now);
+        }
         let rule = failure.map(|(_, rule)| rule);
         let price = match record.cost {
             Some(cost) => Price::Reported(cost),
@@ -1368,10 +1438,17 @@ impl Ledger {
         LineResult::Counted
     }
 
-    /// Times the first `RUNNING` record of a task (its queue time).
-    fn time_start(&mut self, record: &TaskRecord<'_>, seen: Seen) {
+    /// Times the first `RUNNING` record of a task (its queue time): once per task id,
+    /// so never for a record without one, nor for a task already counted as ended
+    /// (`not_counted`: whether it was not, when the caller looked already).
+    fn time_start(&mut self, record: &TaskRecord<'_>, not_counted: Option<bool>, seen: Seen) {
         let outcomes = &mut self.book.outcomes;
-        if !outcomes.timing.first_run(record) {
+        let Some(id) = record.id.as_deref() else {
+            outcomes.timing.untimed(Measure::Queue, Untimed::NoId);
+            return;
+        };
+        let counted = !not_counted.unwrap_or_else(|| !outcomes.dedupe.contains(id));
+        if counted || !outcomes.timing.first_run(id) {
             return;
         }
         let name = model_label(record.model.as_deref());
@@ -1468,12 +1545,17 @@ impl Seen {
         }
     }
 
-    /// The time of `record`: its own timestamp, else when it was seen.
+    /// The time of `record`: its own timestamp, else when it was seen. A timestamp
+    /// before 2000 or ahead of the clock (a field of that name that holds something
+    /// else, or a wrong clock) is taken as none.
     fn of(self, record: &TaskRecord<'_>) -> Option<f64> {
+        const Y2000: f64 = 946_684_800.0;
+        let plausible = Y2000..=self.now + CLOCK_SKEW;
         record
             .timestamp
             .as_ref()
             .and_then(RawTime::unix)
+            .filter(|t| plausible.contains(t))
             .or(self.at)
     }
 }
@@ -1649,13 +1731,19 @@ mod tests {
         seen(&mut l, s, &p, &running("r"), None);
         seen(&mut l, s, &p, &running("r"), None);
         assert_eq!(untimed(&l, "queue", "no_end"), 1);
-        // Without an id there is no telling records apart: each is timed.
+        // Without an id there is no telling a task's first: not timed, said why.
         let anonymous = format!(r#"{{"status":"RUNNING","model":"m","createdAt":"{c}"}}"#);
         seen(&mut l, s, &p, &anonymous, Some(now));
         seen(&mut l, s, &p, &anonymous, Some(now));
-        assert_eq!(queued(&l, "m").0, 3);
-        // Non-terminal records are still not counted as tasks.
-        assert_eq!(l.totals().tasks.iter().map(|t| t.tasks).sum::<u64>(), 0);
+        assert_eq!(queued(&l, "m").0, 1);
+        assert_eq!(untimed(&l, "queue", "no_id"), 2);
+        // A RUNNING record after its task ended (out of order): not timed.
+        let ended = format!(r#"{{"id":"z","status":"SUCCEEDED","createdAt":"{c}"}}"#);
+        seen(&mut l, s, &p, &ended, Some(now));
+        seen(&mut l, s, &p, &running("z"), Some(now));
+        assert_eq!(queued(&l, "m").0, 1);
+        // Non-terminal records are still not counted as tasks: only z's end is.
+        assert_eq!(l.totals().tasks.iter().map(|t| t.tasks).sum::<u64>(), 1);
     }
 
     fn failures(l: &Ledger, code: &str, model: &str) -> u64 {

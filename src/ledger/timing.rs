@@ -46,6 +46,8 @@ pub enum Untimed {
     EndBeforeStart,
     /// More than [`MAX_SECONDS`].
     TooLong,
+    /// A `RUNNING` record without a task id: there is no telling its task's first.
+    NoId,
 }
 
 crate::labels::label_enum!(Untimed {
@@ -54,6 +56,7 @@ crate::labels::label_enum!(Untimed {
     FutureStart => "future_start",
     EndBeforeStart => "end_before_start",
     TooLong => "too_long",
+    NoId => "no_id",
 });
 
 /// What is timed: the `measure` label of the untimed counts.
@@ -85,13 +88,13 @@ impl Histogram {
 
     fn observe(&mut self, bounds: &[f64], seconds: f64) {
         let i = bounds.partition_point(|b| *b < seconds);
-        self.buckets[i] += 1;
+        self.buckets[i] = self.buckets[i].saturating_add(1);
         self.sum += seconds;
     }
 
     /// Observations in all.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.buckets.iter().fold(0, |a, b| a.saturating_add(*b))
     }
 
     /// Whether a saved histogram has the shape of `bounds` and a possible sum.
@@ -104,7 +107,7 @@ impl Histogram {
 
     fn add(&mut self, other: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
         self.sum += other.sum;
     }
@@ -132,7 +135,8 @@ pub fn interval(created: Option<&RawTime<'_>>, end: Option<f64>, now: f64) -> Re
 pub(super) struct Timings {
     durations: FxHashMap<(Status, u32), Histogram>,
     queues: FxHashMap<u32, Histogram>,
-    untimed: FxHashMap<(Measure, Untimed), u64>,
+    /// By [`Measure::index`] and [`Untimed::index`].
+    untimed: [[u64; Untimed::ALL.len()]; Measure::ALL.len()],
     /// Ids whose first `RUNNING` record was seen.
     started: DedupeWindow,
 }
@@ -165,7 +169,7 @@ impl Timings {
         Timings {
             durations: FxHashMap::default(),
             queues: FxHashMap::default(),
-            untimed: FxHashMap::default(),
+            untimed: Default::default(),
             started: DedupeWindow::new(window),
         }
     }
@@ -184,13 +188,19 @@ impl Timings {
                 .entry((record.status, model))
                 .or_insert_with(|| Histogram::new(&DURATION_BUCKETS))
                 .observe(&DURATION_BUCKETS, s),
-            Err(reason) => *self.untimed.entry((Measure::Duration, reason)).or_default() += 1,
+            Err(reason) => self.untimed(Measure::Duration, reason),
         }
     }
 
-    /// Whether a `RUNNING` record is the first of its task (always, without an id).
-    pub(super) fn first_run(&mut self, record: &TaskRecord<'_>) -> bool {
-        record.id.as_ref().is_none_or(|id| self.started.insert(id))
+    /// Whether a `RUNNING` record of task `id` is its first.
+    pub(super) fn first_run(&mut self, id: &str) -> bool {
+        self.started.insert(id)
+    }
+
+    /// A task not timed for `reason`.
+    pub(super) fn untimed(&mut self, measure: Measure, reason: Untimed) {
+        let n = &mut self.untimed[measure.index()][reason.index()];
+        *n = n.saturating_add(1);
     }
 
     /// Times the first `RUNNING` record of a task, seen at `start`.
@@ -207,7 +217,7 @@ impl Timings {
                 .entry(model)
                 .or_insert_with(|| Histogram::new(&QUEUE_BUCKETS))
                 .observe(&QUEUE_BUCKETS, s),
-            Err(reason) => *self.untimed.entry((Measure::Queue, reason)).or_default() += 1,
+            Err(reason) => self.untimed(Measure::Queue, reason),
         }
     }
 
@@ -243,15 +253,19 @@ impl Timings {
             })
             .collect();
         queues.sort_by(|a, b| a.model.cmp(&b.model));
-        let mut untimed: Vec<UntimedSeries> = self
-            .untimed
-            .iter()
-            .map(|((m, r), v)| UntimedSeries {
-                measure: m.as_str().into(),
-                reason: r.as_str().into(),
-                tasks: *v,
-            })
-            .collect();
+        let mut untimed = Vec::new();
+        for m in Measure::ALL {
+            for r in Untimed::ALL {
+                let tasks = self.untimed[m.index()][r.index()];
+                if tasks > 0 {
+                    untimed.push(UntimedSeries {
+                        measure: m.as_str().into(),
+                        reason: r.as_str().into(),
+                        tasks,
+                    });
+                }
+            }
+        }
         untimed.sort();
         (durations, queues, untimed)
     }
@@ -286,10 +300,11 @@ impl Timings {
                 .add(&s.histogram);
         }
         for s in untimed {
-            let key = Measure::parse(&s.measure)
+            let (m, r) = Measure::parse(&s.measure)
                 .zip(Untimed::parse(&s.reason))
                 .ok_or_else(|| format!("untimed {:?} {:?}", s.measure, s.reason))?;
-            *self.untimed.entry(key).or_default() += s.tasks;
+            let n = &mut self.untimed[m.index()][r.index()];
+            *n = n.saturating_add(s.tasks);
         }
         Ok(())
     }

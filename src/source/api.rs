@@ -38,7 +38,7 @@ use crate::clock::unix_now;
 use crate::config::Api;
 use crate::ledger::{Ledger, LineResult, Organization, SourceId, Usage};
 use crate::pipeline::{Pipeline, SourceEvent};
-use crate::record::{FieldMap, RecordParser, TaskRecord};
+use crate::record::{FieldMap, RecordParser, Status, TaskRecord};
 
 /// The source name of the poller, the `source` label of its metrics.
 pub const SOURCE: &str = "api";
@@ -215,6 +215,8 @@ struct Schedule {
     last_start: Option<Instant>,
     failures: u32,
     in_flight: bool,
+    /// The task's last answer in this process: when, and its status.
+    last_answer: Option<(Instant, Status)>,
 }
 
 /// The poller's state; [`run`] drives it.
@@ -279,7 +281,7 @@ impl Poller {
                 .map(|t| t.id.clone())
                 .collect();
             for id in &expired {
-                l.end_api_task(source, id, Err(LineResult::Expired), unix);
+                l.end_api_task(source, id, Err(LineResult::Expired), None);
             }
             (
                 l.api.tasks().map(|t| t.id.clone()).collect::<Vec<_>>(),
@@ -297,6 +299,7 @@ impl Poller {
                 last_start: None,
                 failures: 0,
                 in_flight: false,
+                last_answer: None,
             });
         }
     }
@@ -316,6 +319,28 @@ impl Poller {
         let code = answer.code_label().into_owned();
         self.pipeline
             .with_ledger(|l| l.count_api_request(endpoint, &code));
+    }
+
+    /// The time of an answer with `status` that follows `last` (the task's answer
+    /// before it in this process): now, when `last` was recent (two poll intervals)
+    /// and still in the status before (not ended, for a terminal answer; `PENDING` or
+    /// `THROTTLED`, for a `RUNNING` one). The change happened between the two, so the
+    /// time is at most that late. After a restart, a backoff or a first answer, the
+    /// change may be long past: no time.
+    fn answer_time(
+        &self,
+        last: Option<(Instant, Status)>,
+        status: Status,
+        now: Instant,
+    ) -> Option<f64> {
+        let (at, before) = last?;
+        let recent = now.duration_since(at) <= self.settings.poll_interval * 2;
+        let was_before = match status {
+            Status::Running => matches!(before, Status::Pending | Status::Throttled),
+            s if s.is_terminal() => !before.is_terminal(),
+            _ => false,
+        };
+        (recent && was_before).then(unix_now)
     }
 
     /// Handles the answer for one task.
@@ -338,11 +363,9 @@ impl Poller {
         match answer {
             Answer::Ok(body) => {
                 self.set_up(true);
-                // The time of the answer is the record's: a task ended (or started
-                // running) at most one poll interval before it.
-                let at = unix_now();
                 match self.parser.parse(&body) {
                     Ok(mut record) if record.status.is_terminal() => {
+                        let at = self.answer_time(s.last_answer, record.status, now);
                         let ended = self.pipeline.with_ledger(|l| {
                             with_task_fields(l, &id, &mut record);
                             l.end_api_task(source, &id, Ok(&record), at)
@@ -352,11 +375,12 @@ impl Poller {
                         return;
                     }
                     Ok(mut record) => {
+                        let at = self.answer_time(s.last_answer, record.status, now);
                         self.pipeline.with_ledger(|l| {
-                            l.set_api_estimate(&id, record.estimated_cost);
                             with_task_fields(l, &id, &mut record);
-                            l.count_seen(source, &record, Some(at))
+                            l.api_answer(source, &id, &record, at)
                         });
+                        s.last_answer = Some((now, record.status));
                         s.failures = 0;
                         s.next = (now + self.interval()).max(earliest);
                     }
@@ -369,9 +393,8 @@ impl Poller {
             }
             Answer::Status { code: 404, .. } => {
                 self.set_up(true);
-                self.pipeline.with_ledger(|l| {
-                    l.end_api_task(source, &id, Err(LineResult::NotFound), unix_now())
-                });
+                self.pipeline
+                    .with_ledger(|l| l.end_api_task(source, &id, Err(LineResult::NotFound), None));
                 tracing::info!(task = %id, "The API does not know the task (404); no longer polled.");
                 self.schedule.remove(&id);
                 return;
@@ -427,8 +450,12 @@ impl Poller {
     }
 }
 
-/// Fills what the API's task has not and the task list said (model, duration).
-fn with_task_fields<'a>(l: &Ledger, id: &str, record: &mut TaskRecord<'a>) {
+/// Fills what the API's task has not and the task list said (model, duration), and the
+/// id it was polled by when the answer has none.
+fn with_task_fields<'a>(l: &Ledger, id: &'a str, record: &mut TaskRecord<'a>) {
+    if record.id.is_none() {
+        record.id = Some(Cow::Borrowed(id));
+    }
     let Some(t) = l.api.task(id) else { return };
     if record.model.is_none() {
         record.model = t.model.clone().map(Cow::Owned);

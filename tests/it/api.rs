@@ -782,3 +782,49 @@ fn a_deeply_nested_api_body_is_rejected_not_a_crash() {
     );
     assert_eq!(get(d.addr, "/-/healthy").unwrap().0, 200);
 }
+
+/// A task's times come from the answers that saw it change: its duration from the
+/// first terminal answer after a non-terminal one, its queue time from the first
+/// RUNNING answer after a PENDING one. A task already ended (or running) at its first
+/// answer, or first answered after a restart, changed at an unknown time: not timed.
+#[test]
+fn api_tasks_are_timed_only_by_answers_that_saw_them_change() {
+    use Step::*;
+    let dir = tempfile::tempdir().unwrap();
+    let timed = vec![
+        Task("PENDING", None),
+        Task("THROTTLED", None),
+        Task("RUNNING", None),
+        Task("RUNNING", None),
+        Task("SUCCEEDED", None),
+    ];
+    let mock = MockApi::start(
+        KEY,
+        vec![
+            ("t-timed".into(), timed),
+            ("t-ended".into(), vec![Task("FAILED", Some("INTERNAL"))]),
+        ],
+    );
+    mock.created_ago("t-timed", Duration::from_secs(30));
+    append(&dir.path().join("tasks.list"), b"t-timed\nt-ended\n");
+    let cfg = api_config(dir.path(), &mock, "");
+    let env = [("RUNWAYML_API_SECRET", KEY)];
+    let d = Daemon::start_env(dir.path(), &cfg, &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 2.0
+    });
+    assert_eq!(sum(&m, "runway_task_duration_seconds_count", &[]), 1.0);
+    let took = sum(&m, "runway_task_duration_seconds_sum", &[]);
+    assert!((30.0..40.0).contains(&took), "{took}");
+    assert_eq!(sum(&m, "runway_task_queue_seconds_count", &[]), 1.0);
+    let waited = sum(&m, "runway_task_queue_seconds_sum", &[]);
+    assert!((30.0..took).contains(&waited), "{waited} {took}");
+    assert_eq!(
+        sample(
+            &m,
+            "runway_exporter_untimed_tasks_total{measure=\"duration\",reason=\"no_end\"}"
+        ),
+        Some(1.0),
+        "t-ended was over at its first answer"
+    );
+}

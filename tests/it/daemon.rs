@@ -474,3 +474,62 @@ fn a_reload_adds_its_directories_to_the_watched_ones() {
         t.elapsed()
     );
 }
+
+/// RFC 3339 for `ago` seconds before now.
+fn rfc3339_ago(ago: f64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    jiff::Timestamp::from_millisecond(((now - ago) * 1000.0) as i64)
+        .unwrap()
+        .to_string()
+}
+
+/// A record without a timestamp of its own has the time it was read, when it was read
+/// live; a backlog's has none (it would be read long after it was written).
+#[test]
+fn live_lines_are_timed_when_read_and_a_backlog_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let line = |id: &str, status: &str, ago: f64| {
+        format!(
+            r#"{{"id":"{id}","status":"{status}","model":"gen4_turbo","createdAt":"{}"}}"#,
+            rfc3339_ago(ago)
+        ) + "\n"
+    };
+    append(&log, line("backlog", "SUCCEEDED", 100.0).as_bytes());
+    let d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), "start_at = \"beginning\"\n"),
+        &[],
+    );
+    let untimed = |m: &str| {
+        sum(
+            m,
+            "runway_exporter_untimed_tasks_total",
+            &["measure=\"duration\"", "reason=\"no_end\""],
+        )
+    };
+    d.scrape_until(Duration::from_secs(10), |m| untimed(m) == 1.0);
+    // Appended now: created 50 s ago, ended when read (within a poll, 100 ms here).
+    append(&log, line("live", "SUCCEEDED", 50.0).as_bytes());
+    append(&log, line("queued", "RUNNING", 20.0).as_bytes());
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sum(m, "runway_task_duration_seconds_count", &[]) == 1.0
+            && sum(m, "runway_task_queue_seconds_count", &[]) == 1.0
+    });
+    let took = sum(&m, "runway_task_duration_seconds_sum", &[]);
+    assert!((50.0..55.0).contains(&took), "{took}");
+    let waited = sum(&m, "runway_task_queue_seconds_sum", &[]);
+    assert!((20.0..25.0).contains(&waited), "{waited}");
+    assert_eq!(
+        sample(
+            &m,
+            "runway_task_duration_seconds_bucket{model=\"gen4_turbo\",status=\"SUCCEEDED\",le=\"60\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(untimed(&m), 1.0);
+    promtool_check_metrics(&m);
+}

@@ -1,49 +1,11 @@
 //! The Grafana dashboards against a real Prometheus: every panel's query (with the
 //! Grafana variables substituted) parses and returns data from a real exporter.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use crate::mock_api::{MockApi, Step};
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn query(prom: SocketAddr, q: &str) -> serde_json::Value {
-    let (status, body) = get(prom, &format!("/api/v1/query?query={}", encode(q))).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|_| serde_json::json!({"raw": body}));
-    assert_eq!(status, 200, "query {q:?}: {v}");
-    v
-}
 
 /// Grafana's variables as a dashboard sees them with everything selected.
 fn substitute(expr: &str) -> String {
@@ -57,7 +19,6 @@ fn substitute(expr: &str) -> String {
 
 #[test]
 fn every_panel_query_returns_data_from_a_real_prometheus() {
-    let prometheus_bin = require_tool("prometheus");
     let dir = tempfile::tempdir().unwrap();
     // A real exporter: the fixture log, and the API source against the mock.
     let key = "key_dash_1";
@@ -79,27 +40,11 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     );
     let d = Daemon::start_env(dir.path(), &cfg, &[], &[("RUNWAYML_API_SECRET", key)]);
 
-    let prom_addr = free_port();
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_cfg,
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: runway-exporter\n    static_configs:\n      - targets: [\"{}\"]\n", d.addr),
-    )
-    .unwrap();
-    let _prom = Prometheus(
-        Command::new(prometheus_bin)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let prom = Prometheus::start(
+        dir.path(),
+        &format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: runway-exporter\n    static_configs:\n      - targets: [\"{}\"]\n", d.addr),
     );
+    let prom_addr = prom.addr;
     // Wait for enough scrapes for rate() over a minute: five, after the API task ended.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

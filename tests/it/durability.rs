@@ -17,7 +17,15 @@ struct Feed {
     duplicate: u64,
     non_terminal: u64,
     safety: u64,
+    /// Seconds the timed tasks took, and waited, in all.
+    took: u64,
+    waited: u64,
 }
+
+/// Every task was created at 2024-11-06T12:00:00Z; its records say when they were
+/// written (`ts`), a few seconds or minutes later.
+const CREATED: &str = "2024-11-06T12:00:00Z";
+const CREATED_UNIX: u64 = 1_730_894_400;
 
 impl Feed {
     fn new(seed: u64) -> Feed {
@@ -29,6 +37,8 @@ impl Feed {
             duplicate: 0,
             non_terminal: 0,
             safety: 0,
+            took: 0,
+            waited: 0,
         }
     }
 
@@ -53,12 +63,13 @@ impl Feed {
             let r = self.rand() % 100;
             let id = self.next;
             if r < 5 && !self.terminal.is_empty() {
-                // A duplicate terminal record of an earlier task.
+                // A duplicate terminal record of an earlier task, later: not timed again.
                 let pick = (self.rand() % self.terminal.len() as u64) as usize;
                 let old = self.terminal[pick];
                 writeln!(
                     out,
-                    "{{\"id\":\"t{old}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\"}}"
+                    "{{\"id\":\"t{old}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\",\"createdAt\":\"{CREATED}\",\"ts\":{}}}",
+                    CREATED_UNIX + 7000
                 )
                 .unwrap();
                 self.duplicate += 1;
@@ -66,27 +77,35 @@ impl Feed {
                 continue;
             }
             self.next += 1;
+            // Whole seconds: their sums are exact.
+            let (took, ts) = (id % 600, CREATED_UNIX + id % 600);
             if r < 15 {
+                let waited = id % 90;
                 writeln!(
                     out,
-                    "{{\"id\":\"p{id}\",\"status\":\"RUNNING\",\"progress\":0.5}}"
+                    "{{\"id\":\"p{id}\",\"status\":\"RUNNING\",\"progress\":0.5,\"createdAt\":\"{CREATED}\",\"ts\":{}}}",
+                    CREATED_UNIX + waited
                 )
                 .unwrap();
                 self.non_terminal += 1;
+                self.waited += waited;
             } else if r < 30 {
                 self.terminal.push(id);
-                writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"FAILED\",\"failureCode\":\"SAFETY.INPUT.TEXT\",\"model\":\"gen4_turbo\",\"duration\":5}}").unwrap();
+                self.took += took;
+                writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"FAILED\",\"failureCode\":\"SAFETY.INPUT.TEXT\",\"model\":\"gen4_turbo\",\"duration\":5,\"createdAt\":\"{CREATED}\",\"ts\":{ts}}}").unwrap();
                 self.counted += 1;
                 self.safety += 1;
             } else if r < 40 {
                 // Pretty-printed, with the cost it reports (the estimate would be 25).
                 self.terminal.push(id);
-                writeln!(out, "{{\n  \"id\": \"t{id}\",\n  \"status\": \"FAILED\",\n  \"failureCode\": \"SAFETY.INPUT.TEXT\",\n  \"cost\": {{\n    \"credits\": 25\n  }},\n  \"model\": \"gen4_turbo\"\n}}").unwrap();
+                self.took += took;
+                writeln!(out, "{{\n  \"id\": \"t{id}\",\n  \"status\": \"FAILED\",\n  \"failureCode\": \"SAFETY.INPUT.TEXT\",\n  \"cost\": {{\n    \"credits\": 25\n  }},\n  \"createdAt\": \"{CREATED}\",\n  \"ts\": \"{}\",\n  \"model\": \"gen4_turbo\"\n}}", jiff::Timestamp::from_second(ts as i64).unwrap()).unwrap();
                 self.counted += 1;
                 self.safety += 1;
             } else {
                 self.terminal.push(id);
-                writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\",\"duration\":5}}").unwrap();
+                self.took += took;
+                writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\",\"duration\":5,\"createdAt\":\"{CREATED}\",\"ts\":{ts}}}").unwrap();
                 self.counted += 1;
             }
             records.push(out);
@@ -124,6 +143,13 @@ impl Feed {
             sum(m, "runway_credits_lost_total", &[]) as u64,
             self.safety * 25
         );
+        // Every task timed once, exactly: its duration and its queue time.
+        let timed = |family: &str| sum(m, family, &[]) as u64;
+        assert_eq!(timed("runway_task_duration_seconds_count"), self.counted);
+        assert_eq!(timed("runway_task_duration_seconds_sum"), self.took);
+        assert_eq!(timed("runway_task_queue_seconds_count"), self.non_terminal);
+        assert_eq!(timed("runway_task_queue_seconds_sum"), self.waited);
+        assert_eq!(timed("runway_exporter_untimed_tasks_total"), 0);
     }
 }
 
@@ -134,7 +160,10 @@ fn counters(m: &str) -> BTreeMap<String, f64> {
         .filter_map(|l| l.rsplit_once(' '))
         .filter(|(series, _)| {
             let name = series.split('{').next().unwrap();
-            name.ends_with("_total") && !name.starts_with("process_")
+            let counter = ["_total", "_count", "_sum", "_bucket"]
+                .iter()
+                .any(|end| name.ends_with(end));
+            counter && !name.starts_with("process_")
         })
         .map(|(s, v)| (s.to_string(), v.parse().unwrap()))
         .collect()
@@ -739,4 +768,54 @@ fn a_version_1_state_file_restores_to_the_same_metrics() {
     let want = std::fs::read_to_string(fixture("state-v1/metrics.prom")).unwrap();
     let want: Vec<&str> = want.lines().collect();
     assert_eq!(got, want);
+}
+
+/// A state file that reads but whose counts cannot be restored (here a duration
+/// histogram of another shape, as a release with other buckets would have written) is
+/// moved aside like a corrupt one: the exporter starts fresh, never half restored (a
+/// failure code unknown to the table, restored without its classification, made every
+/// start crash).
+#[test]
+fn a_state_file_that_cannot_be_restored_is_moved_aside_not_half_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let cfg = durable_config(dir.path(), "start_at = \"beginning\"\n");
+    append(
+        &log,
+        b"{\"id\":\"w1\",\"status\":\"FAILED\",\"failureCode\":\"WEIRD.NEW_CODE\",\"createdAt\":\"2024-11-06T12:00:00Z\",\"ts\":1730894430}\n",
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    d.scrape_until(Duration::from_secs(10), |m| {
+        sum(m, "runway_task_duration_seconds_count", &[]) == 1.0
+    });
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    let path = dir.path().join("state/runway-exporter.state");
+    let file = std::fs::read(&path).unwrap();
+    let end = file.iter().position(|b| *b == b'\n').unwrap();
+    let mut header: serde_json::Value = serde_json::from_slice(&file[..end]).unwrap();
+    header["totals"]["durations"][0]["buckets"] = serde_json::json!([1, 0, 0]);
+    let mut edited = serde_json::to_vec(&header).unwrap();
+    edited.extend_from_slice(&file[end..]);
+    std::fs::write(&path, edited).unwrap();
+
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    let errors = d.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0]["problem"]
+        .as_str()
+        .unwrap()
+        .contains("duration histogram"));
+    let aside = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .count();
+    assert_eq!(aside, 1);
+    // Fresh, from the beginning: the one task counted once, the ledger whole.
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sum(m, "runway_tasks_total", &[]) >= 1.0
+    });
+    assert_eq!(sum(&m, "runway_tasks_total", &[]), 1.0);
+    assert_eq!(get(d.addr, "/-/ready").unwrap().0, 200);
 }

@@ -352,3 +352,135 @@ pub fn config(dir: &Path, extra: &str) -> String {
         dir.display()
     )
 }
+
+/// A real Prometheus (the `prometheus` binary) on a free loopback port, with its
+/// configuration and TSDB in a test's directory; killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Prometheus {
+    /// Writes `config` as `dir/prometheus.yml`, starts Prometheus on it and waits until
+    /// it is ready.
+    pub fn start(dir: &Path, config: &str) -> Prometheus {
+        let bin = require_tool("prometheus");
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Prometheus { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !get(addr, "/-/ready").is_ok_and(|(s, _)| s == 200) {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus not ready within 30 s"
+            );
+            // A poll interval while another process starts, not a synchronisation.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    /// An instant query at the current time; panics unless Prometheus answers 200.
+    pub fn query(&self, q: &str) -> serde_json::Value {
+        query(self.addr, q)
+    }
+
+    /// An instant query at `time` (Unix seconds).
+    pub fn query_at(&self, q: &str, time: f64) -> serde_json::Value {
+        query_path(self.addr, q, &format!("&time={time:.3}"))
+    }
+
+    /// The value of a query whose answer is one sample (an aggregation without `by`),
+    /// or `None` when it has none.
+    pub fn value(&self, q: &str) -> Option<f64> {
+        single_value(q, &self.query(q))
+    }
+
+    /// [`Prometheus::value`] at `time`.
+    pub fn value_at(&self, q: &str, time: f64) -> Option<f64> {
+        single_value(q, &self.query_at(q, time))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn single_value(q: &str, v: &serde_json::Value) -> Option<f64> {
+    let result = v["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{q}: {v}"));
+    assert!(result.len() <= 1, "{q}: more than one series: {v}");
+    result
+        .first()
+        .map(|s| s["value"][1].as_str().unwrap().parse().unwrap())
+}
+
+/// Percent-encodes a query parameter.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// An instant query to the Prometheus at `prom`; panics unless it answers 200.
+pub fn query(prom: SocketAddr, q: &str) -> serde_json::Value {
+    query_path(prom, q, "")
+}
+
+fn query_path(prom: SocketAddr, q: &str, extra: &str) -> serde_json::Value {
+    let path = format!("/api/v1/query?query={}{extra}", encode(q));
+    let (head, mut body) = get_raw(prom, &path, "").unwrap();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    if head.contains("\r\ntransfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    let body = String::from_utf8_lossy(&body);
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| serde_json::json!({"raw": body}));
+    assert_eq!(status, 200, "query {q:?}: {v}");
+    v
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Prometheus chunks the larger ones).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let at = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = std::str::from_utf8(&raw[..at]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[at + 2..at + 2 + size]);
+        raw = &raw[at + 2 + size + 2..];
+    }
+}

@@ -11,5 +11,7 @@ mod hostile;
 mod mock_api;
 mod ops;
 mod sdk;
+mod shards;
+mod status;
 mod tailer_model;
 mod web;

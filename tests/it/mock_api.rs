@@ -46,6 +46,9 @@ struct State {
     /// Requests being answered now, and the most at once.
     active: usize,
     max_active: usize,
+    /// When the mock started: every task's `createdAt`, less its age if it has one.
+    started: jiff::Timestamp,
+    created_ago: HashMap<String, Duration>,
 }
 
 /// Counts a request as being answered until dropped.
@@ -155,9 +158,15 @@ async fn handle(
         let n = s.served.entry(id.clone()).or_default();
         let step = timeline[(*n).min(timeline.len() - 1)].clone();
         *n += 1;
-        (id, step)
+        let ago = s.created_ago.get(&id).copied().unwrap_or_default();
+        let created = s.started - ago;
+        (
+            id,
+            step,
+            created.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        )
     };
-    let (id, step) = step;
+    let (id, step, created) = step;
     let task = |status: &str, code: Option<&str>| {
         let code = code
             .map(|c| format!("\"{c}\""))
@@ -165,7 +174,7 @@ async fn handle(
         json(
             StatusCode::OK,
             format!(
-                r#"{{"id":"{id}","createdAt":"2024-11-06T12:00:00.000Z","status":"{status}","failure":"x","failureCode":{code}}}"#
+                r#"{{"id":"{id}","createdAt":"{created}","status":"{status}","failure":"x","failureCode":{code}}}"#
             ),
         )
     };
@@ -200,6 +209,7 @@ impl MockApi {
         let state = Arc::new(Mutex::new(State {
             key: key.to_string(),
             timelines: timelines.into_iter().collect(),
+            started: jiff::Timestamp::now(),
             ..State::default()
         }));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -235,6 +245,15 @@ impl MockApi {
             state,
             _stop: stop_tx,
         }
+    }
+
+    /// Makes a task's `createdAt` this much earlier than the mock's start (its default).
+    pub fn created_ago(&self, id: &str, ago: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .created_ago
+            .insert(id.to_string(), ago);
     }
 
     pub fn url(&self) -> String {

@@ -13,7 +13,7 @@ use crate::lines::LineSplitter;
 use crate::pipeline::{Pipeline, SourceEvent};
 use crate::source::identity::{FileId, Inode};
 
-use super::{drain, end_of_last_line, Drained, Reading, Start, Tailer, LIVE_WINDOW};
+use super::{drain, end_of_last_line, Drained, Reading, Start, Tailer};
 use crate::ledger::SourceId;
 
 pub(super) struct Retired {
@@ -29,7 +29,8 @@ pub(super) struct Followed {
     /// Bytes read from the file (the splitter may hold the last few, a partial line).
     pub(super) read: u64,
     pub(super) splitter: LineSplitter,
-    /// When a read last reached the file's end (see [`super::LIVE_WINDOW`]).
+    /// When a read last reached the file's end (see [`super::LIVE_WINDOW`]); for a
+    /// file opened before its first read, see [`Tailer::born_live`].
     pub(super) caught_up: Option<Instant>,
 }
 
@@ -42,11 +43,12 @@ impl Followed {
         source: SourceId,
         buf: &mut [u8],
         guarded: bool,
+        live_window: std::time::Duration,
     ) -> std::io::Result<Drained> {
         let reading = Reading {
             key: Some((self.key, self.read)),
             guard: guarded.then_some(self.id),
-            caught_up: self.caught_up,
+            live_until: self.caught_up.map(|t| t + live_window),
         };
         let d = drain(
             pipeline,
@@ -65,15 +67,17 @@ impl Followed {
 }
 
 impl Tailer {
-    /// For a file found while running: its lines are live from the start when it was
-    /// created within [`LIVE_WINDOW`] (a new log, or the new file after a rotation), as
-    /// if the reader had been at its end when it was created.
+    /// Whether what a file holds when it is opened is live: only for a file found while
+    /// running that was created within the live window (a new log, or the new file of a
+    /// rotation), as if the reader had been at its end when it was created. (A file
+    /// copied into the patterns that recently is taken as live too: backfill old logs
+    /// under a name the patterns do not match, or with their timestamps.)
     fn born_live(&self, meta: &std::fs::Metadata) -> Option<Instant> {
         if !self.started {
             return None;
         }
         let age = meta.created().ok()?.elapsed().unwrap_or_default();
-        (age <= LIVE_WINDOW)
+        (age <= self.live_window())
             .then(|| Instant::now().checked_sub(age))
             .flatten()
     }
@@ -152,13 +156,13 @@ impl Tailer {
     /// Reads retired files; forgets those quiet for `rotate_wait`, counting a last
     /// line left without its newline.
     pub(super) fn poll_retired(&mut self) {
-        let wait = self.settings.rotate_wait;
+        let (wait, window) = (self.settings.rotate_wait, self.live_window());
         let mut i = 0;
         while i < self.retired.len() {
             let r = &mut self.retired[i];
             match r
                 .followed
-                .drain(&self.pipeline, self.source, &mut self.buf, false)
+                .drain(&self.pipeline, self.source, &mut self.buf, false, window)
             {
                 Ok(Drained { bytes: 0, .. }) => {}
                 Ok(_) => r.last_data = Instant::now(),
@@ -239,6 +243,7 @@ impl Tailer {
     /// Reads one followed file; true when it stopped being followed.
     pub(super) fn poll_file(&mut self, path: &Path) -> bool {
         let mut replaced = false;
+        let window = self.live_window();
         // A file replaced under the reader is handled as a truncation and read again:
         // twice at most per round, the next round goes on.
         for _ in 0..2 {
@@ -248,7 +253,7 @@ impl Tailer {
             let Some(f) = self.files.get_mut(path) else {
                 return false;
             };
-            match f.drain(&self.pipeline, self.source, &mut self.buf, true) {
+            match f.drain(&self.pipeline, self.source, &mut self.buf, true, window) {
                 Ok(d) => replaced = d.replaced,
                 Err(error) => {
                     self.pipeline.event(

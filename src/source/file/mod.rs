@@ -69,20 +69,21 @@ pub struct Drained {
 
 /// How long after a reader last reached a file's end the lines it reads still count as
 /// *live*: written at most this long before they were read, so the time they were read
-/// is their time (to time a task whose record has no timestamp of its own).
+/// is their time (to time a task whose record has no timestamp of its own). At least
+/// this, and two poll intervals (see [`Tailer::live_window`]).
 pub const LIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How [`drain`] reads a file. With a `key`, the file's committed position follows
 /// (`read` is how far the file was read before). With a `guard` (the file's identity
 /// when it was opened), every block is counted only if the file still starts with the
 /// same bytes after it was read, so a block read across a truncation is never counted.
-/// `caught_up`: when the reader last reached the file's end; the blocks read within
-/// [`LIVE_WINDOW`] of it are live.
+/// `live_until`: the blocks read until then are live (the reader was at the file's end
+/// shortly before).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Reading {
     pub key: Option<(FileKey, u64)>,
     pub guard: Option<FileId>,
-    pub caught_up: Option<Instant>,
+    pub live_until: Option<Instant>,
 }
 
 /// Reads `file` from its current position to its end through the pipeline, as
@@ -98,7 +99,7 @@ pub fn drain(
     let Reading {
         key,
         guard,
-        caught_up,
+        live_until,
     } = reading;
     let mut total = 0u64;
     loop {
@@ -123,7 +124,7 @@ pub fn drain(
         }
         total += n as u64;
         let cursor = key.map(|(k, read)| (k, read + total));
-        let live = caught_up.is_some_and(|t| t.elapsed() <= LIVE_WINDOW);
+        let live = live_until.is_some_and(|t| Instant::now() <= t);
         let seen_at = live.then(crate::clock::unix_now);
         pipeline.process(source, splitter, &buf[..n], cursor, seen_at);
     }
@@ -263,6 +264,13 @@ impl Tailer {
 impl Tailer {
     /// Whether the next [`Tailer::poll`] expands the patterns again: when forced (a file
     /// was created, renamed or removed) or every `glob_interval`.
+    /// How long after reaching a file's end its reads are live: [`LIVE_WINDOW`], or two
+    /// poll intervals when they are longer (a poll then reads what was written since the
+    /// last, and no more than that late).
+    pub fn live_window(&self) -> std::time::Duration {
+        LIVE_WINDOW.max(self.settings.poll_interval * 2)
+    }
+
     pub fn rescan_due(&self, force_glob: bool) -> bool {
         force_glob
             || self

@@ -1,0 +1,329 @@
+//! Recent failures, for a person paged at night: per failure code, the last
+//! [`RECENT_TASKS`] failed tasks (id, model, time) and how many failed in each of the
+//! last 60 minutes and 24 hours. A part of the outcomes, counted with them (once per
+//! task) and committed with them, so the status page survives a restart.
+//!
+//! A failure's time is its record's (see `timing`); a backlog record without one has
+//! none: it is listed, but counted in no window (it may be from any time). A failure
+//! older than a day is listed but in no window either. An id that is not a plausible task id (more than
+//! [`MAX_ID_BYTES`], or not printable ASCII) is kept as `invalid`: whatever a log holds,
+//! the page shows only short, printable values.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use crate::classify::{Category, CreditRule, Retry};
+
+/// Failed tasks remembered per failure code.
+pub const RECENT_TASKS: usize = 10;
+/// Longest task id kept (Runway's are 36-character UUIDs).
+pub const MAX_ID_BYTES: usize = 64;
+const MINUTES: usize = 60;
+const HOURS: usize = 24;
+
+/// One failed task, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FailedTask {
+    pub id: String,
+    pub model: String,
+    /// Unix seconds; `None` when the record did not say and it was not read live.
+    pub at: Option<f64>,
+}
+
+/// What the failure-code table says about a code, as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CodeClass {
+    pub category: Category,
+    pub retry: Retry,
+    pub credits: CreditRule,
+}
+
+/// Failures in one minute (or hour): `slot` is minutes (or hours) since 1970.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Slot {
+    pub slot: u64,
+    pub tasks: u64,
+}
+
+/// What is remembered of one failure code: its last tasks, oldest first, and its
+/// failures by minute and by hour (only the slots that hold any).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecentFailures {
+    pub failure_code: String,
+    /// What the failure-code table in use says about the code (saved, but not
+    /// restored: the table in use says it again).
+    #[serde(default)]
+    pub class: Option<CodeClass>,
+    pub tasks: Vec<FailedTask>,
+    pub minutes: Vec<Slot>,
+    pub hours: Vec<Slot>,
+}
+
+impl RecentFailures {
+    /// Failures in the 60 minutes up to `now` (this minute and the 59 before).
+    pub fn last_hour(&self, now: f64) -> u64 {
+        within(&self.minutes, slot_of(now, 60.0), MINUTES)
+    }
+
+    /// Failures in the 24 hours up to `now` (this hour and the 23 before).
+    pub fn last_day(&self, now: f64) -> u64 {
+        within(&self.hours, slot_of(now, 3600.0), HOURS)
+    }
+}
+
+fn slot_of(at: f64, width: f64) -> u64 {
+    (at.max(0.0) / width) as u64
+}
+
+fn within(slots: &[Slot], current: u64, span: usize) -> u64 {
+    let first = current.saturating_sub(span as u64 - 1);
+    slots
+        .iter()
+        .filter(|s| (first..=current).contains(&s.slot))
+        .fold(0, |a, s| a.saturating_add(s.tasks))
+}
+
+/// A ring of `N` slots, each holding the count of the slot it was last used for.
+#[derive(Debug, Clone)]
+struct Ring<const N: usize>([Slot; N]);
+
+impl<const N: usize> Default for Ring<N> {
+    fn default() -> Self {
+        Ring([Slot::default(); N])
+    }
+}
+
+impl<const N: usize> Ring<N> {
+    /// Adds to `slot`, unless its place holds a newer slot: an old failure never wipes
+    /// out the counts of a newer one.
+    fn add(&mut self, slot: u64, tasks: u64) {
+        let s = &mut self.0[(slot % N as u64) as usize];
+        if slot > s.slot {
+            *s = Slot { slot, tasks: 0 };
+        }
+        if slot == s.slot {
+            s.tasks = s.tasks.saturating_add(tasks);
+        }
+    }
+
+    fn used(&self) -> Vec<Slot> {
+        let mut used: Vec<Slot> = self.0.iter().copied().filter(|s| s.tasks > 0).collect();
+        used.sort_by_key(|s| s.slot);
+        used
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Code {
+    tasks: VecDeque<FailedTask>,
+    minutes: Ring<MINUTES>,
+    hours: Ring<HOURS>,
+}
+
+impl Code {
+    fn add(&mut self, id: &str, model: &str, at: Option<f64>) {
+        // The oldest entry's strings are reused: no allocation once the ring is full.
+        let mut task = if self.tasks.len() == RECENT_TASKS {
+            self.tasks.pop_front().unwrap_or_else(empty)
+        } else {
+            empty()
+        };
+        task.id.clear();
+        task.id.push_str(id);
+        task.model.clear();
+        task.model.push_str(model);
+        task.at = at;
+        self.tasks.push_back(task);
+    }
+
+    fn count(&mut self, at: f64, tasks: u64) {
+        self.minutes.add(slot_of(at, 60.0), tasks);
+        self.hours.add(slot_of(at, 3600.0), tasks);
+    }
+}
+
+fn empty() -> FailedTask {
+    FailedTask {
+        id: String::new(),
+        model: String::new(),
+        at: None,
+    }
+}
+
+/// An id as the page may show it.
+fn shown_id(id: Option<&str>) -> &str {
+    match id {
+        None => "",
+        Some(id) if id.len() <= MAX_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic()) => id,
+        Some(_) => "invalid",
+    }
+}
+
+/// The recent failures of every code, by interned code id.
+#[derive(Debug, Default)]
+pub(super) struct Recent {
+    codes: FxHashMap<u32, Code>,
+}
+
+impl Recent {
+    /// A counted FAILED task of `code` (its model already a label value), at `at` (a
+    /// plausible time, see `Seen::of`), counted at `now`.
+    pub(super) fn failed(
+        &mut self,
+        code: u32,
+        id: Option<&str>,
+        model: &str,
+        at: Option<f64>,
+        now: f64,
+    ) {
+        let at = at.filter(|t| t.is_finite());
+        let c = self.codes.entry(code).or_default();
+        c.add(shown_id(id), model, at);
+        if let Some(at) = at.filter(|t| (now - 86_400.0..=now + super::CLOCK_SKEW).contains(t)) {
+            c.count(at, 1);
+        }
+    }
+
+    /// Every code's, sorted by code, named and classified by `label`.
+    pub(super) fn totals(&self, label: impl Fn(u32) -> (String, CodeClass)) -> Vec<RecentFailures> {
+        let mut all: Vec<RecentFailures> = self
+            .codes
+            .iter()
+            .map(|(code, c)| RecentFailures {
+                failure_code: label(*code).0,
+                class: Some(label(*code).1),
+                tasks: c.tasks.iter().cloned().collect(),
+                minutes: c.minutes.used(),
+                hours: c.hours.used(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.failure_code.cmp(&b.failure_code));
+        all
+    }
+
+    /// Adds what was saved, codes interned by `code`; keeps what fits the bounds of a
+    /// live one (the last tasks, the slots) and never more. A slot later than now (a
+    /// clock set back, or a file made up) is dropped: it would hold its place forever.
+    /// Codes `code` does not know are left out.
+    pub(super) fn restore(&mut self, saved: &[RecentFailures], code: impl Fn(&str) -> Option<u32>) {
+        let now = crate::clock::unix_now();
+        let (minute, hour) = (slot_of(now, 60.0), slot_of(now, 3600.0));
+        for r in saved {
+            let Some(id) = code(&r.failure_code) else {
+                continue;
+            };
+            let c = self.codes.entry(id).or_default();
+            let from = r.tasks.len().saturating_sub(RECENT_TASKS);
+            for t in &r.tasks[from..] {
+                let at = t.at.filter(|t| t.is_finite());
+                let model = crate::labels::model_label(Some(&t.model));
+                c.add(shown_id(Some(&t.id)), model, at);
+            }
+            for s in r.minutes.iter().filter(|s| s.slot <= minute) {
+                c.minutes.add(s.slot, s.tasks);
+            }
+            for s in r.hours.iter().filter(|s| s.slot <= hour) {
+                c.hours.add(s.slot, s.tasks);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: f64 = 1_730_894_400.0; // 2024-11-06T12:00:00Z, on an hour
+    const CLASS: CodeClass = CodeClass {
+        category: Category::Unknown,
+        retry: Retry::Unknown,
+        credits: CreditRule::Unknown,
+    };
+
+    #[test]
+    fn the_last_tasks_and_the_counts_of_the_last_hour_and_day() {
+        let mut r = Recent::default();
+        for i in 0..25u32 {
+            // One failure every 5 minutes, the newest now.
+            let at = NOW - 300.0 * f64::from(24 - i);
+            r.failed(7, Some(&format!("t{i}")), "gen4_turbo", Some(at), NOW);
+        }
+        r.failed(7, Some(&"x".repeat(65)), "m", Some(NOW), NOW);
+        r.failed(7, Some("with space"), "m", Some(NOW), NOW);
+        r.failed(7, None, "m", Some(f64::NAN), NOW);
+        // Times that would wipe out or block the counts: far past, far future, none.
+        r.failed(7, Some("old"), "m", Some(0.0), NOW);
+        r.failed(7, Some("future"), "m", Some(1e12), NOW);
+        r.failed(7, Some("backlog"), "m", None, NOW);
+        let all = r.totals(|c| (format!("code{c}"), CLASS));
+        assert_eq!(all.len(), 1);
+        let c = &all[0];
+        assert_eq!(c.failure_code, "code7");
+        let ids: Vec<&str> = c.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["t21", "t22", "t23", "t24", "invalid", "invalid", "", "old", "future", "backlog"]
+        );
+        assert_eq!((c.tasks[6].at, c.tasks[9].at), (None, None));
+        // Within the hour: the 12 at NOW-55min..NOW, and the two at NOW; those without
+        // a time, too old or ahead of the clock are in no window.
+        assert_eq!(c.last_hour(NOW), 14);
+        // The hour buckets: 2 hours (11:00-11:59 and 12:00): the 25 and the two.
+        assert_eq!(c.last_day(NOW), 27);
+        assert_eq!(c.last_hour(NOW + 3600.0), 0);
+        assert_eq!(c.last_day(NOW + 86_400.0 * 2.0), 0);
+    }
+
+    #[test]
+    fn a_restore_gives_back_what_was_saved_within_the_bounds() {
+        let mut r = Recent::default();
+        for i in 0..12 {
+            r.failed(
+                1,
+                Some(&format!("a{i}")),
+                "m",
+                Some(NOW + f64::from(i)),
+                NOW + 60.0,
+            );
+        }
+        let saved = r.totals(|_| ("SAFETY.INPUT.TEXT".into(), CLASS));
+        let mut back = Recent::default();
+        back.restore(&saved, |_| Some(1));
+        assert_eq!(back.totals(|_| ("SAFETY.INPUT.TEXT".into(), CLASS)), saved);
+        // A hostile saved entry: too many tasks, bad ids and models, absurd times.
+        let hostile = RecentFailures {
+            failure_code: "X".into(),
+            class: None,
+            tasks: (0..1000)
+                .map(|i| FailedTask {
+                    id: format!("<script>{i}"),
+                    model: "a b c".into(),
+                    at: Some(f64::INFINITY),
+                })
+                .collect(),
+            minutes: vec![
+                Slot {
+                    slot: u64::MAX,
+                    tasks: 5
+                };
+                500
+            ],
+            hours: vec![],
+        };
+        let mut r = Recent::default();
+        r.restore(&[hostile], |_| Some(2));
+        let t = r.totals(|_| ("X".into(), CLASS));
+        assert_eq!(t[0].tasks.len(), RECENT_TASKS);
+        assert_eq!(
+            t[0].tasks.last().unwrap().id,
+            "<script>999",
+            "escaped when shown"
+        );
+        assert!(t[0]
+            .tasks
+            .iter()
+            .all(|t| t.model == "invalid" && t.at.is_none()));
+        assert!(t[0].minutes.is_empty(), "a slot in the future is dropped");
+    }
+}

@@ -1,0 +1,217 @@
+//! The status page (`/`) and its JSON (`/api/v1/failures`): what a person paged at
+//! night opens, checked in a real headless Chromium, behind the web config, and across
+//! a `kill -9`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A known log: three SAFETY.INPUT.TEXT failures (one of them twice), one INTERNAL, one
+/// success.
+fn known_log() -> String {
+    let failed = |id: &str, code: &str| {
+        format!(r#"{{"id":"{id}","status":"FAILED","failureCode":"{code}","model":"gen4_turbo"}}"#)
+            + "\n"
+    };
+    [
+        failed("task-safety-1", "SAFETY.INPUT.TEXT"),
+        failed("task-safety-2", "SAFETY.INPUT.TEXT"),
+        failed("task-safety-2", "SAFETY.INPUT.TEXT"),
+        failed("task-internal-1", "INTERNAL"),
+        r#"{"id":"ok-1","status":"SUCCEEDED","model":"gen4_turbo"}"#.to_string() + "\n",
+        failed("task-safety-3", "SAFETY.INPUT.TEXT"),
+    ]
+    .concat()
+}
+
+fn counted(m: &str) -> bool {
+    sum(m, "runway_tasks_total", &[]) >= 5.0
+}
+
+/// The page as headless Chromium renders it (its DOM after load), and a screenshot.
+fn chromium(url: &str, work: &Path, screenshot: &Path) -> String {
+    let bin = require_tool("chromium");
+    // The flags a sandboxed CI machine needs: no sandbox as root, no GPU, and nothing
+    // that reaches for the network on its own.
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1100,900",
+    ];
+    let run = |extra: &str| {
+        let profile = tempfile::tempdir_in(work).unwrap();
+        let mut child = Command::new(&bin)
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(extra)
+            .arg(url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("chromium {extra} did not finish in 90 s");
+            }
+            // A poll interval for an external process, not a synchronisation.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&format!("--screenshot={}", screenshot.display()));
+    run("--dump-dom")
+}
+
+/// The text of the table row that holds `needle`.
+fn row<'a>(dom: &'a str, needle: &str) -> &'a str {
+    let at = dom
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not on the page:\n{dom}"));
+    let start = dom[..at].rfind("<tr").unwrap();
+    let end = at + dom[at..].find("</tr>").unwrap();
+    &dom[start..end]
+}
+
+#[test]
+fn the_status_page_shows_a_known_logs_failures_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    append(&dir.path().join("app.log"), known_log().as_bytes());
+    d.scrape_until(Duration::from_secs(20), counted);
+
+    let shot = dir.path().join("status.png");
+    let dom = chromium(&format!("http://{}/", d.addr), dir.path(), &shot);
+    assert!(
+        dom.contains("<title>runway-exporter: recent failures</title>"),
+        "{dom}"
+    );
+    // The summary: SAFETY.INPUT.TEXT first (most failures), then INTERNAL, each with the
+    // table's advice and its counts over the last hour and day (read live: now).
+    let safety = row(&dom, "<code>SAFETY.INPUT.TEXT</code></a>");
+    for want in [
+        "safety_input",
+        "never retry",
+        "lost",
+        "<td class=\"n\">3</td><td class=\"n\">3</td>",
+    ] {
+        assert!(safety.contains(want), "{want} not in {safety}");
+    }
+    let internal = row(&dom, "<code>INTERNAL</code></a>");
+    for want in [
+        "retry after a delay",
+        "refunded",
+        "<td class=\"n\">1</td><td class=\"n\">1</td>",
+    ] {
+        assert!(internal.contains(want), "{want} not in {internal}");
+    }
+    assert!(dom.find("SAFETY.INPUT.TEXT") < dom.find("<code>INTERNAL</code>"));
+    // The last failed tasks, newest first; the duplicate once; no success.
+    let s3 = dom.find("task-safety-3").unwrap();
+    let s1 = dom.find("task-safety-1").unwrap();
+    assert!(s3 < s1, "newest first");
+    assert_eq!(dom.matches("<code>task-safety-2</code>").count(), 1);
+    assert!(dom.contains("task-internal-1") && !dom.contains("ok-1"));
+    assert!(
+        !dom.contains("<script"),
+        "readable without JavaScript: there is none"
+    );
+    // What a person sees: a real picture, not an empty page.
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::copy(&shot, docs.join("status-page.png")).unwrap();
+    }
+}
+
+#[test]
+fn the_failures_json_honours_basic_auth_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("page-pass", 4).unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  oncall: '{hash}'\n")).unwrap();
+    let web = web.display().to_string();
+    let args = ["--web.config.file", web.as_str()];
+    let auth = format!(
+        "Authorization: Basic {}\r\n",
+        base64_encode(b"oncall:page-pass")
+    );
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &args);
+    append(&dir.path().join("app.log"), known_log().as_bytes());
+    let failures = |addr| {
+        let (head, body) = get_raw(addr, "/api/v1/failures", &auth).unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let json = loop {
+        let j = failures(d.addr);
+        if j["codes"].as_array().is_some_and(|c| c.len() == 2) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for path in ["/", "/api/v1/failures"] {
+        let (status, _) = get(d.addr, path).unwrap();
+        assert_eq!(status, 401, "{path} without credentials");
+        let (head, _) = get_raw(d.addr, path, "Authorization: Basic b25jYWxsOndyb25n\r\n").unwrap();
+        assert!(
+            head.starts_with("http/1.1 401"),
+            "{path} with a wrong password: {head}"
+        );
+    }
+    let codes = json["codes"].as_array().unwrap();
+    assert_eq!(codes[0]["failure_code"], "SAFETY.INPUT.TEXT");
+    assert_eq!(codes[0]["advice"], "never retry");
+    assert_eq!(
+        (
+            codes[0]["last_hour"].as_u64(),
+            codes[0]["last_day"].as_u64()
+        ),
+        (Some(3), Some(3))
+    );
+    let ids: Vec<&str> = codes[0]["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["task-safety-3", "task-safety-2", "task-safety-1"]);
+    assert_eq!(codes[1]["failure_code"], "INTERNAL");
+    assert_eq!(codes[1]["retry"], "after_delay");
+
+    // Committed with the counters: the same after kill -9 and a restart.
+    d.signal("KILL");
+    let mut d = d;
+    d.wait_exit(Duration::from_secs(10));
+    let again = Daemon::start(dir.path(), &config(dir.path(), ""), &args);
+    let after = failures(again.addr);
+    assert_eq!(after["codes"], json["codes"]);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
