@@ -44,9 +44,9 @@ fn class(r: &RecentFailures) -> CodeClass {
 
 /// A Unix time as `2024-11-06 12:00:01 UTC`; `unknown` for none.
 fn utc(at: Option<f64>) -> String {
-    match at.map(|at| jiff::Timestamp::from_second(at as i64)) {
-        Some(Ok(t)) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        _ => "unknown".into(),
+    match at.and_then(crate::clock::format_time) {
+        Some(t) => format!("{} UTC", t.replace('T', " ").trim_end_matches('Z')),
+        None => "unknown".into(),
     }
 }
 
