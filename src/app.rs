@@ -121,16 +121,20 @@ pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
         tracing::error!(dir = %dir.display(), error = %e, "Cannot create the state directory; counting goes on, but nothing is committed until it exists.");
     }
     match state::load(dir) {
-        Ok(Some(saved)) => {
+        Ok(Some(mut saved)) => {
+            let dedupe_ids = saved.dedupe.len();
+            let windows = crate::ledger::SavedWindows {
+                dedupe: std::mem::take(&mut saved.dedupe),
+                started: std::mem::take(&mut saved.started),
+            };
             let restored = pipeline.with_ledger(|l| {
-                l.restore(&saved.totals, saved.dedupe.iter().copied())?;
-                l.restore_started(saved.started.iter().copied());
+                l.restore(&saved.totals, windows)?;
                 l.restore_api_tasks(saved.api_tasks.iter().cloned());
                 Ok::<_, crate::ledger::RestoreError>(())
             });
             match restored {
                 Ok(()) => {
-                    tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids = saved.dedupe.len(), api_tasks = saved.api_tasks.len(), "State restored.");
+                    tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids, api_tasks = saved.api_tasks.len(), "State restored.");
                     let mut checkpoints =
                         std::collections::BTreeMap::<String, file::Checkpoint>::new();
                     for p in saved.positions {

@@ -603,6 +603,15 @@ mod v1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::SavedWindows;
+
+    /// The windows a state file holds, to restore.
+    fn windows(state: &State) -> SavedWindows {
+        SavedWindows {
+            dedupe: state.dedupe.clone(),
+            started: state.started.clone(),
+        }
+    }
     use crate::classify::Table;
     use crate::ledger::Limits;
     use crate::pricing::Pricing;
@@ -678,10 +687,7 @@ mod tests {
         assert!(!state.totals.durations.is_empty() && !state.totals.queues.is_empty());
         // Restored into a new ledger, the totals are the same and the ids are known.
         let mut restored = ledger();
-        restored
-            .restore(&state.totals, state.dedupe.iter().copied())
-            .unwrap();
-        restored.restore_started(state.started.iter().copied());
+        restored.restore(&state.totals, windows(&state)).unwrap();
         assert_eq!(restored.totals(), l.totals());
         let s = restored.add_source("file");
         let p = RecordParser::new(&FieldMap::default()).unwrap();
@@ -879,7 +885,10 @@ mod tests {
             std::fs::write(dir.path().join(FILE_NAME), joined(&header, &rest)).unwrap();
             let state = read(dir.path()).unwrap().unwrap();
             let mut l = ledger();
-            assert!(l.restore(&state.totals, []).is_err(), "{name}");
+            assert!(
+                l.restore(&state.totals, SavedWindows::default()).is_err(),
+                "{name}"
+            );
             // All or nothing: the ledger is as new (and its totals can be read).
             assert_eq!(l.totals(), ledger().totals(), "{name}");
         }
@@ -902,7 +911,7 @@ mod tests {
             }],
             ..Totals::default()
         };
-        l.restore(&infinite, []).unwrap();
+        l.restore(&infinite, SavedWindows::default()).unwrap();
         let e = begin(dir.path(), &l).err().expect("refused");
         assert!(e.to_string().contains("would not read back"), "{e}");
         assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), good);
@@ -948,7 +957,7 @@ mod tests {
             let state = read(dir.path()).unwrap().unwrap();
             proptest::prop_assert_eq!(&state.totals, &published);
             let mut restored = ledger();
-            restored.restore(&state.totals, state.dedupe.iter().copied()).unwrap();
+            restored.restore(&state.totals, windows(&state)).unwrap();
             proptest::prop_assert_eq!(restored.totals(), l.totals());
         }
     }

@@ -592,6 +592,14 @@ mod results_serde {
 #[error("saved counters are not valid: {0}")]
 pub struct RestoreError(String);
 
+/// The saved windows of hashes, oldest first: the dedupe window and the ids whose
+/// queue time was observed.
+#[derive(Debug, Default)]
+pub struct SavedWindows {
+    pub dedupe: Vec<u64>,
+    pub started: Vec<u64>,
+}
+
 /// Identifies a source registered with [`Ledger::add_source`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SourceId(pub usize);
@@ -1130,6 +1138,7 @@ impl Ledger {
     /// Every counter with its labels resolved, sorted.
     pub fn totals(&self) -> Totals {
         let model = |id: &u32| self.model_name(*id).to_string();
+        let model_id = |id: u32| self.model_name(id).to_string();
         let code = |id: &u32| self.code_info(*id).label.clone();
         let mut t = Totals {
             tasks: self
@@ -1211,9 +1220,9 @@ impl Ledger {
             organization: self.api.organization().cloned(),
             usage: self.api.usage().cloned(),
             api_credits_in_flight: self.api.in_flight(),
-            durations: Vec::new(),
-            queues: Vec::new(),
-            untimed: Vec::new(),
+            durations: self.outcomes.timing.durations(model_id),
+            queues: self.outcomes.timing.queues(model_id),
+            untimed: self.outcomes.timing.untimed_series(),
             recent: self.outcomes.recent.totals(|c| {
                 let info = self.code_info(c);
                 let class = CodeClass {
@@ -1224,11 +1233,6 @@ impl Ledger {
                 (info.label.clone(), class)
             }),
         };
-        (t.durations, t.queues, t.untimed) = self
-            .book
-            .outcomes
-            .timing
-            .totals(|m| self.model_name(m).to_string());
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
         t.failures.sort_by(|a, b| {
@@ -1245,27 +1249,23 @@ impl Ledger {
     /// Restores saved counters and a saved dedupe window (oldest first) into this new
     /// ledger, all or nothing: on an error it is left as it was. Saved label values are
     /// kept even past a cap lowered since they were saved.
-    pub fn restore(
-        &mut self,
-        t: &Totals,
-        dedupe: impl IntoIterator<Item = u64>,
-    ) -> Result<(), RestoreError> {
+    pub fn restore(&mut self, t: &Totals, windows: SavedWindows) -> Result<(), RestoreError> {
         let mut next = Ledger::new(self.table.clone(), self.pricing.clone(), self.limits);
         // Sources registered already keep their ids.
         for s in self.own.sources() {
             next.add_source(&s.name);
         }
-        next.add_saved(t, dedupe)?;
+        next.add_saved(t)?;
+        for h in windows.dedupe {
+            next.book.outcomes.dedupe.insert_hash(h);
+        }
+        next.book.outcomes.timing.restore_started(windows.started);
         *self = next;
         Ok(())
     }
 
     /// Adds saved counters to this ledger; stops at the first that is not valid.
-    fn add_saved(
-        &mut self,
-        t: &Totals,
-        dedupe: impl IntoIterator<Item = u64>,
-    ) -> Result<(), RestoreError> {
+    fn add_saved(&mut self, t: &Totals) -> Result<(), RestoreError> {
         let bad = |what: &str, v: &str| RestoreError(format!("{what} {v:?}"));
         let status = |s: &str| {
             Status::read(s)
@@ -1336,9 +1336,6 @@ impl Ledger {
         }
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
-        for h in dedupe {
-            book.outcomes.dedupe.insert_hash(h);
-        }
         self.sync_code_info();
         self.book.own.restore(&t.sources, &t.dead_letter);
         Ok(())
@@ -1456,11 +1453,6 @@ impl Ledger {
         outcomes
             .timing
             .started(record, model, seen.of(record), seen.now);
-    }
-
-    /// Adds the saved ids whose queue time was observed, oldest first.
-    pub fn restore_started(&mut self, hashes: impl IntoIterator<Item = u64>) {
-        self.book.outcomes.timing.restore_started(hashes);
     }
 
     /// The ids whose queue time was observed.
@@ -1952,7 +1944,16 @@ mod tests {
             .cost_mismatches
             .contains(&mismatch("SAFETY.INPUT.TEXT", "lost")));
         let (mut again, _, _) = ledger(Limits::default());
-        again.restore(&t, l.book.outcomes.dedupe.hashes()).unwrap();
+        let dedupe = l.book.outcomes.dedupe.hashes().collect();
+        again
+            .restore(
+                &t,
+                SavedWindows {
+                    dedupe,
+                    started: Vec::new(),
+                },
+            )
+            .unwrap();
         assert_eq!(again.totals(), t);
     }
 

@@ -229,11 +229,8 @@ impl Timings {
         self.started.set_capacity(window);
     }
 
-    /// The series, sorted, with the models named by `model`.
-    pub(super) fn totals(
-        &self,
-        model: impl Fn(u32) -> String,
-    ) -> (Vec<DurationSeries>, Vec<QueueSeries>, Vec<UntimedSeries>) {
+    /// The duration series, sorted, with the models named by `model`.
+    pub(super) fn durations(&self, model: impl Fn(u32) -> String) -> Vec<DurationSeries> {
         let mut durations: Vec<DurationSeries> = self
             .durations
             .iter()
@@ -244,6 +241,11 @@ impl Timings {
             })
             .collect();
         durations.sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
+        durations
+    }
+
+    /// The queue series, sorted, with the models named by `model`.
+    pub(super) fn queues(&self, model: impl Fn(u32) -> String) -> Vec<QueueSeries> {
         let mut queues: Vec<QueueSeries> = self
             .queues
             .iter()
@@ -253,6 +255,11 @@ impl Timings {
             })
             .collect();
         queues.sort_by(|a, b| a.model.cmp(&b.model));
+        queues
+    }
+
+    /// The untimed counts that are not 0, sorted.
+    pub(super) fn untimed_series(&self) -> Vec<UntimedSeries> {
         let mut untimed = Vec::new();
         for m in Measure::ALL {
             for r in Untimed::ALL {
@@ -267,7 +274,7 @@ impl Timings {
             }
         }
         untimed.sort();
-        (durations, queues, untimed)
+        untimed
     }
 
     /// Adds saved series (models interned by `model`); an error names what does not fit.
