@@ -247,6 +247,16 @@ impl DedupeWindow {
         self.contains_hash(Self::hash(id))
     }
 
+    /// Looks `hashes` up and forgets the answers: lookups that do not wait for each
+    /// other fetch their parts of the table together, where the same lookups inside
+    /// inserts would wait for one cache miss after another. A batch warmed first
+    /// then inserts into a table already in cache.
+    pub fn warm(&self, hashes: impl Iterator<Item = u64>) {
+        for h in hashes {
+            std::hint::black_box(self.contains_hash(h));
+        }
+    }
+
     fn contains_hash(&self, h: u64) -> bool {
         let ring = &self.ring;
         self.table.find(h, |&i| ring[i as usize] == h).is_some()
@@ -1121,20 +1131,30 @@ impl Ledger {
         let seen = Seen::at(at);
         for batch in records.chunks(BATCH) {
             let mut fresh = [true; BATCH];
-            for (f, r) in fresh.iter_mut().zip(batch) {
+            let mut hashes = [None; BATCH];
+            for (h, r) in hashes.iter_mut().zip(batch) {
                 if let Ok(TaskRecord {
                     id: Some(id),
                     status,
                     ..
                 }) = r
                 {
-                    // A terminal record: whether it is its task's first. A RUNNING one:
-                    // whether its task was not counted yet, at its place in the batch.
-                    if status.is_terminal() {
-                        *f = self.book.outcomes.dedupe.insert(id);
-                    } else if *status == Status::Running {
-                        *f = !self.book.outcomes.dedupe.contains(id);
+                    if status.is_terminal() || *status == Status::Running {
+                        *h = Some((DedupeWindow::hash(id), status.is_terminal()));
                     }
+                }
+            }
+            self.book
+                .outcomes
+                .dedupe
+                .warm(hashes.iter().flatten().map(|(h, _)| *h));
+            for (f, h) in fresh.iter_mut().zip(hashes) {
+                // A terminal record: whether it is its task's first. A RUNNING one:
+                // whether its task was not counted yet, at its place in the batch.
+                match h {
+                    Some((h, true)) => *f = self.book.outcomes.dedupe.insert_hash(h),
+                    Some((h, false)) => *f = !self.book.outcomes.dedupe.contains_hash(h),
+                    None => {}
                 }
             }
             for (r, f) in batch.iter().zip(fresh) {
