@@ -55,13 +55,21 @@ impl DedupeWindow {
         self.contains_hash(Self::hash(id))
     }
 
-    /// Looks `hashes` up and forgets the answers: lookups that do not wait for each
-    /// other fetch their parts of the table together, where the same lookups inside
-    /// inserts would wait for one cache miss after another. A batch warmed first
-    /// then inserts into a table already in cache.
+    /// Looks `hashes` up and forgets the answers, and so the oldest ids that as many
+    /// inserts would evict from a full window: lookups that do not wait for each other
+    /// fetch their parts of the table together, where the same lookups inside inserts
+    /// would wait for one cache miss after another. A batch warmed first then inserts
+    /// into (and evicts from) a table already in cache.
     pub fn warm(&self, hashes: impl Iterator<Item = u64>) {
+        let mut n = 0;
         for h in hashes {
             std::hint::black_box(self.contains_hash(h));
+            n += 1;
+        }
+        if self.ring.len() == self.capacity {
+            for h in self.hashes().take(n) {
+                std::hint::black_box(self.contains_hash(h));
+            }
         }
     }
 
