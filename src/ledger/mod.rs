@@ -975,7 +975,6 @@ impl Ledger {
     ) {
         let seen = Seen::at(at);
         for batch in records.chunks(BATCH) {
-            let mut fresh = [true; BATCH];
             let mut hashes = [None; BATCH];
             for (h, r) in hashes.iter_mut().zip(batch) {
                 if let Ok(TaskRecord {
@@ -985,23 +984,19 @@ impl Ledger {
                 }) = r
                 {
                     if status.is_terminal() || *status == Status::Running {
-                        *h = Some((DedupeWindow::hash(id), status.is_terminal()));
+                        *h = Some((DedupeWindow::hash(id), *status));
                     }
                 }
             }
-            self.book
-                .outcomes
-                .dedupe
-                .warm(hashes.iter().flatten().map(|(h, _)| *h));
-            for (f, h) in fresh.iter_mut().zip(hashes) {
-                // A terminal record: whether it is its task's first. A RUNNING one:
-                // whether its task was not counted yet, at its place in the batch.
-                match h {
-                    Some((h, true)) => *f = self.book.outcomes.dedupe.insert_hash(h),
-                    Some((h, false)) => *f = !self.book.outcomes.dedupe.contains_hash(h),
-                    None => {}
-                }
-            }
+            let dedupe = &mut self.book.outcomes.dedupe;
+            dedupe.warm(hashes.iter().flatten().map(|(h, _)| *h));
+            // A terminal record: whether it is its task's first. A RUNNING one: whether
+            // its task was not counted yet, at its place in the batch.
+            let fresh = hashes.map(|h| match h {
+                Some((h, status)) if status.is_terminal() => dedupe.insert_hash(h),
+                Some((h, _)) => !dedupe.contains_hash(h),
+                None => true,
+            });
             for (r, f) in batch.iter().zip(fresh) {
                 results.push(match r {
                     Ok(r) => self.count_with(source, r, Some(f), seen),
