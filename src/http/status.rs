@@ -199,20 +199,16 @@ mod tests {
                 at: Some(NOW - age),
             })
             .collect();
-        let minutes = ages
-            .iter()
-            .map(|age| Slot {
-                slot: ((NOW - age) / 60.0) as u64,
-                tasks: 1,
-            })
-            .collect();
-        let hours = ages
-            .iter()
-            .map(|age| Slot {
-                slot: ((NOW - age) / 3600.0) as u64,
-                tasks: 1,
-            })
-            .collect();
+        // One failure per age, in the slot of `width` seconds it fell in.
+        let slots = |width: f64| {
+            ages.iter()
+                .map(|age| Slot {
+                    slot: ((NOW - age) / width) as u64,
+                    tasks: 1,
+                })
+                .collect()
+        };
+        let (minutes, hours) = (slots(60.0), slots(3600.0));
         RecentFailures {
             failure_code: name.into(),
             class: Some(CodeClass {
