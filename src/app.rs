@@ -415,14 +415,15 @@ impl Built {
             );
         }
         let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64));
-        let committer = Committer {
-            pipeline: self.pipeline.clone(),
-            publisher: self.publisher,
-            dir: settings.state.dir.clone(),
-            interval: settings.state.commit_interval,
-            heartbeat: heartbeat.clone(),
-        };
-        let commit_task = tracker.spawn(committer.run(tokens.commits.clone()));
+        let committer = Committer::new(
+            self.pipeline.clone(),
+            self.publisher,
+            settings.state.dir.clone(),
+            settings.state.commit_interval,
+            heartbeat.clone(),
+        );
+        let (runtime, token) = (tokio::runtime::Handle::current(), tokens.commits.clone());
+        let commit_task = tracker.spawn_blocking(move || committer.run(runtime, token));
         if let Some(period) = sd_notify::watchdog_enabled() {
             let stale = settings.state.commit_interval * 2 + Duration::from_secs(5);
             tracker.spawn(watchdog(
@@ -582,6 +583,9 @@ impl Running {
         };
         if tokio::time::timeout(grace, stop).await.is_err() {
             tracing::warn!(grace = ?grace, "Tasks still running after the grace period; exiting anyway.");
+            // The commit loop's thread outlives the runtime's workers: it makes its last
+            // commit now, which the runtime waits for when it is dropped.
+            tokens.commits.cancel();
         }
     }
 }
