@@ -604,7 +604,6 @@ mod tests {
 
     #[test]
     fn usage_of_another_day_and_null_limits_have_no_sample() {
-        let today = crate::clock::utc_day(std::time::SystemTime::now());
         let usage = |date: &str| Usage {
             date: date.into(),
             models: vec![crate::ledger::ModelUsage {
@@ -634,11 +633,17 @@ mod tests {
         assert!(!text.contains("runway_organization_max_daily_generations{"));
         assert!(!text.contains("runway_organization_max_monthly_credit_spend "));
         assert!(text.contains("runway_organization_max_concurrent_generations{model=\"veo3\"} 2"));
-        let t = Totals {
-            usage: Some(usage(&today)),
-            ..t
+        // The render reads the clock itself: one that straddled a UTC midnight is redone.
+        let text = loop {
+            let today = crate::clock::utc_day(std::time::SystemTime::now());
+            let text = rendered(&Totals {
+                usage: Some(usage(&today)),
+                ..t.clone()
+            });
+            if crate::clock::utc_day(std::time::SystemTime::now()) == today {
+                break text;
+            }
         };
-        assert!(rendered(&t)
-            .contains("runway_organization_daily_credits_used{model=\"gen4_turbo\"} 150"));
+        assert!(text.contains("runway_organization_daily_credits_used{model=\"gen4_turbo\"} 150"));
     }
 }

@@ -33,7 +33,7 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     append(&dir.path().join("tasks.list"), b"d-1\n");
     let cfg = format!(
         "[state]\ndir = \"{s}\"\ncommit_interval = \"200ms\"\n[file]\npaths = [\"{d}/app.log\"]\nstart_at = \"beginning\"\n\
-         [api]\ntask_list = \"{d}/tasks.list\"\nbase_url = \"{u}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\norganization_interval = \"200ms\"\n",
+         [api]\ntask_list = \"{d}/tasks.list\"\nbase_url = \"{u}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\norganization_interval = \"200ms\"\nusage_interval = \"200ms\"\n",
         s = dir.path().join("state").display(),
         d = dir.path().display(),
         u = mock.url()

@@ -73,10 +73,24 @@ fn config(dir: &Path, list: &Path, mock: &MockApi, shard: &str) -> String {
 
 /// Waits until the query's single value is `want`; panics with the last answer.
 fn wait_value(prom: &Prometheus, q: &str, want: f64, deadline: Instant) {
+    wait_value_while(prom, q, want, deadline, || true);
+}
+
+/// [`wait_value`], given up (false) as soon as `valid` no longer holds.
+fn wait_value_while(
+    prom: &Prometheus,
+    q: &str,
+    want: f64,
+    deadline: Instant,
+    valid: impl Fn() -> bool,
+) -> bool {
     loop {
+        if !valid() {
+            return false;
+        }
         let got = prom.value(q);
         if got == Some(want) {
-            return;
+            return true;
         }
         assert!(Instant::now() < deadline, "{q}: {got:?}, want {want}");
         // A poll interval while Prometheus scrapes, not a synchronisation.
@@ -255,16 +269,18 @@ fn two_shards_add_up_in_prometheus_with_the_recording_rules() {
         running as f64,
     );
     // The one recording rule that sums a counter as it is (before the first UTC midnight
-    // Prometheus has seen): the credits charged today, summed over the shards.
+    // Prometheus has seen): the credits charged today, summed over the shards. A
+    // midnight that passes while waiting restarts it from 0, and ends the check.
     if utc_day() == prom_day {
         let counted = both(&|m| sum(m, "runway_credits_charged_total", &[]));
         assert!(counted > 0.0);
         // Once evaluated after the last scrape.
-        wait_value(
+        wait_value_while(
             &prom,
             "sum(runway:credits_charged:utc_today)",
             counted,
             deadline,
+            || utc_day() == prom_day,
         );
     }
 
