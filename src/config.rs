@@ -469,7 +469,8 @@ impl Settings {
                 "from 1 (0 would count every repeated record again) to 100000000 (about 1.9 GB)",
             ));
         }
-        if self.dead_letter.path.is_some() && self.dead_letter.max_bytes < 4096 {
+        // Checked with or without a path: a reload that adds the path keeps the size.
+        if self.dead_letter.max_bytes < 4096 {
             return Err(invalid("dead_letter.max_bytes", "must be at least 4096"));
         }
         RecordParser::new(&self.record)?;
@@ -602,13 +603,14 @@ impl Settings {
             ("web.max_connections", self.web.max_connections, 1, 100_000),
             ("file.max_line_bytes", self.file.max_line_bytes, 64, 1 << 30),
             ("file.max_files", self.file.max_files, 1, 100_000),
+            // 0 would fold every code or model into "other": refused.
             (
                 "ledger.max_failure_codes",
                 self.ledger.max_failure_codes,
-                0,
+                1,
                 100_000,
             ),
-            ("ledger.max_models", self.ledger.max_models, 0, 100_000),
+            ("ledger.max_models", self.ledger.max_models, 1, 100_000),
             (
                 "dead_letter.max_line_bytes",
                 self.dead_letter.max_line_bytes,
@@ -857,6 +859,16 @@ mod tests {
                 "[dead_letter]\nmax_line_bytes = 0",
                 "dead_letter.max_line_bytes",
             ),
+            ("[dead_letter]\nmax_bytes = 0", "dead_letter.max_bytes"),
+            (
+                "[dead_letter]\npath = \"/tmp/d\"\nmax_bytes = 0",
+                "dead_letter.max_bytes",
+            ),
+            (
+                "[ledger]\nmax_failure_codes = 0",
+                "ledger.max_failure_codes",
+            ),
+            ("[ledger]\nmax_models = 0", "ledger.max_models"),
         ];
         for (text, key) in cases {
             let err = load(text, &[], Overrides::default())

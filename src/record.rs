@@ -175,6 +175,8 @@ pub enum ParseError {
     InvalidTaskId,
     #[error("JSON nested deeper than MAX_DEPTH")]
     TooDeep,
+    #[error("the API answered with another task's id")]
+    OtherTaskId,
 }
 
 crate::labels::label_enum!(ParseError, no_display {
@@ -187,6 +189,7 @@ crate::labels::label_enum!(ParseError, no_display {
     LineTooLong => "line_too_long",
     InvalidTaskId => "invalid_task_id",
     TooDeep => "too_deep",
+    OtherTaskId => "other_task_id",
 });
 
 /// Where the fields of a record are, as the `[record]` configuration says.
@@ -556,14 +559,32 @@ impl RecordParser {
             }
             Kind::Regex(re, groups) => {
                 let caps = re.captures(text).ok_or(ParseError::RegexMismatch)?;
-                for (slot, group) in fields.values.iter_mut().zip(groups) {
+                for (i, (slot, group)) in fields.values.iter_mut().zip(groups).enumerate() {
                     if let Some(m) = group.and_then(|g| caps.get(g)) {
-                        *slot = Some(Scalar::Str(Cow::Borrowed(m.as_str())));
+                        *slot = captured(i, m.as_str());
                     }
                 }
             }
         }
         build(fields.one_task())
+    }
+}
+
+/// A regex capture as the value of field number `field`: text, or for the number fields
+/// a number (text that is not one is invalid, and an empty capture is no value).
+fn captured(field: usize, text: &str) -> Option<Scalar<'_>> {
+    const NUMBERS: [usize; 4] = [
+        Field::Credits as usize,
+        Field::Duration as usize,
+        Field::Cost as usize,
+        Field::EstimatedCost as usize,
+    ];
+    if !NUMBERS.contains(&field) {
+        return Some(Scalar::Str(Cow::Borrowed(text)));
+    }
+    match trim(text) {
+        "" => None,
+        t => Some(t.parse().map_or(Scalar::Other, Scalar::Num)),
     }
 }
 
@@ -606,15 +627,16 @@ fn too_deep(line: &[u8]) -> bool {
 }
 
 /// A number field's value, when it is there and from 0 to `max`; a value that is there
-/// but not such a number sets `invalid`.
+/// but not such a number (a string among them) sets `invalid`.
 #[inline]
 fn number(v: &Option<Scalar<'_>>, max: f64, invalid: &mut bool) -> Option<f64> {
     let n = match v {
         None | Some(Scalar::Null) => return None,
         Some(Scalar::Num(n)) => *n,
+        // An empty string is no value, as null is; but in JSON a number is a number:
+        // `"12"` is not 12 (a regex's captures are read as numbers in `captured`).
         Some(Scalar::Str(s)) if trim(s).is_empty() => return None,
-        Some(Scalar::Str(s)) => trim(s).parse::<f64>().unwrap_or(f64::NAN),
-        Some(Scalar::Other) => f64::NAN,
+        Some(Scalar::Str(_) | Scalar::Other) => f64::NAN,
     };
     // NaN fails both comparisons.
     let valid = (0.0..=max).contains(&n);
@@ -923,7 +945,7 @@ mod tests {
 
     #[test]
     fn nested_task_and_event_fields() {
-        let line = br#"{"ts":"2024-11-06T00:00:00Z","model":"gen4.5","credits":"60","task":{"id":"n1","status":"failed","failureCode":"SAFETY.OUTPUT.VIDEO","model":"ignored"},"id":"outer"}"#;
+        let line = br#"{"ts":"2024-11-06T00:00:00Z","model":"gen4.5","credits":60,"task":{"id":"n1","status":"failed","failureCode":"SAFETY.OUTPUT.VIDEO","model":"ignored"},"id":"outer"}"#;
         let r = nested().parse(line).unwrap();
         assert_eq!(r.id.as_deref(), Some("n1"));
         assert_eq!(r.status, Status::Failed);
@@ -934,6 +956,45 @@ mod tests {
             nested().parse(br#"{"status":"FAILED"}"#),
             Err(ParseError::MissingStatus)
         );
+    }
+
+    #[test]
+    fn numbers_given_as_strings_are_invalid_not_read() {
+        for field in ["credits", "duration"] {
+            for v in [
+                r#""12""#,
+                r#""NaN""#,
+                r#"" 12 ""#,
+                r#""1e3""#,
+                "true",
+                "[12]",
+            ] {
+                let line = format!(r#"{{"id":"s1","status":"SUCCEEDED","{field}":{v}}}"#);
+                let r = json().parse(line.as_bytes()).unwrap();
+                assert_eq!((r.credits, r.duration), (None, None), "{line}");
+                assert!(r.invalid_number, "{line}");
+            }
+        }
+        let r = json()
+            .parse(br#"{"id":"s2","status":"FAILED","cost":{"credits":"12"},"estimatedCost":{"credits":"7"}}"#)
+            .unwrap();
+        assert_eq!(
+            (r.cost, r.estimated_cost, r.invalid_number),
+            (None, None, true)
+        );
+        // A regex captures text: its number fields are read as numbers.
+        let map = FieldMap {
+            format: LineFormat::Regex,
+            regex: r"status=(?P<status>\w+) credits=(?P<credits>\S*)".into(),
+            ..FieldMap::default()
+        };
+        let re = RecordParser::new(&map).unwrap();
+        let r = re.parse(b"status=SUCCEEDED credits=12.5").unwrap();
+        assert_eq!((r.credits, r.invalid_number), (Some(12.5), false));
+        let r = re.parse(b"status=SUCCEEDED credits=").unwrap();
+        assert_eq!((r.credits, r.invalid_number), (None, false));
+        let r = re.parse(b"status=SUCCEEDED credits=twelve").unwrap();
+        assert_eq!((r.credits, r.invalid_number), (None, true));
     }
 
     #[test]
@@ -987,10 +1048,9 @@ mod tests {
             let r = json().parse(line.as_bytes()).unwrap();
             assert_eq!((r.cost, r.invalid_number), (None, true), "{line}");
         }
-        // In range, as a number or a string; null and "" are simply absent.
+        // In range, as a number; null and "" are simply absent.
         for (good, want) in [
             ("1e9", Some(1e9)),
-            ("\" 7 \"", Some(7.0)),
             ("null", None),
             ("\"\"", None),
             ("0", Some(0.0)),

@@ -102,6 +102,12 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
 th{background:#f3f3f3}td.n{text-align:right}tr.hot td{background:#fde8e8}code{font-size:1.05em}";
 
+/// The page's Content-Security-Policy: nothing may load or run but its own inline style,
+/// named by its SHA-256 (checked against [`STYLE`] by a test), and no page may frame it.
+pub const POLICY: &str = "default-src 'none'; \
+    style-src 'sha256-ulLQRr+pMLUVuGJwS9LXZIx/an3soKT2OHfQfB6Aacc='; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// The landing page: links, then the recent failures.
 pub fn page(recent: &[RecentFailures], now: f64, telemetry_path: &str) -> String {
     let rows = rows(recent, now);
@@ -184,6 +190,24 @@ fn tasks(h: &mut String, i: usize, row: &Row<'_>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_policy_names_the_pages_own_style_and_nothing_else() {
+        let digest = ring::digest::digest(&ring::digest::SHA256, STYLE.as_bytes());
+        let hash = base64::engine::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            digest.as_ref(),
+        );
+        assert!(
+            POLICY.contains(&format!("style-src 'sha256-{hash}';")),
+            "{hash}"
+        );
+        assert!(POLICY.starts_with("default-src 'none';"));
+        let page = page(&[], 0.0, "/metrics");
+        assert_eq!(page.matches("<style>").count(), 1);
+        assert!(page.contains(&format!("<style>{STYLE}</style>")));
+        assert!(!page.contains("style=") && !page.contains("<script"));
+    }
+
     use super::*;
     use crate::ledger::Slot;
 

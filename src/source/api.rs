@@ -38,7 +38,7 @@ use crate::clock::unix_now;
 use crate::config::Api;
 use crate::ledger::{Ledger, LineResult, Organization, SourceId, Usage};
 use crate::pipeline::{Pipeline, SourceEvent};
-use crate::record::{FieldMap, RecordParser, Status, TaskRecord};
+use crate::record::{FieldMap, ParseError, RecordParser, Status, TaskRecord};
 
 /// The source name of the poller, the `source` label of its metrics.
 pub const SOURCE: &str = "api";
@@ -364,6 +364,14 @@ impl Poller {
             Answer::Ok(body) => {
                 self.set_up(true);
                 match self.parser.parse(&body) {
+                    // Counted for the task asked about or not at all: an answer naming
+                    // another task (a confused cache or proxy) says nothing about this one.
+                    Ok(record) if record.id.as_deref().is_some_and(|other| other != id) => {
+                        let e = ParseError::OtherTaskId;
+                        self.pipeline.with_ledger(|l| l.reject(source, e));
+                        tracing::warn!(task = %id, "The API answered with another task's id; not counted, retrying.");
+                        retry(&mut s, self, None);
+                    }
                     Ok(mut record) if record.status.is_terminal() => {
                         let at = self.answer_time(s.last_answer, record.status, now);
                         let ended = self.pipeline.with_ledger(|l| {
@@ -420,7 +428,7 @@ impl Poller {
                 retry(&mut s, self, hold);
             }
             Answer::TooLarge => {
-                let e = crate::record::ParseError::LineTooLong;
+                let e = ParseError::LineTooLong;
                 self.pipeline.with_ledger(|l| l.reject(source, e));
                 tracing::warn!(task = %id, max_bytes = MAX_BODY_BYTES, "The API answered with a body too large to read; retrying.");
                 retry(&mut s, self, None);

@@ -828,3 +828,48 @@ fn api_tasks_are_timed_only_by_answers_that_saw_them_change() {
         "t-ended was over at its first answer"
     );
 }
+
+/// An answer about another task (a confused cache or proxy in between) is not counted,
+/// for either task: it is rejected as `other_task_id` and the task asked about is polled
+/// again, and counted when its own answer comes.
+#[test]
+fn an_answer_naming_another_task_is_rejected_not_counted() {
+    use Step::*;
+    let mock = MockApi::start(
+        KEY,
+        vec![(
+            "mine-1".to_string(),
+            vec![
+                Json(
+                    r#"{"id":"theirs-9","status":"FAILED","failureCode":"SAFETY.INPUT.TEXT","cost":{"credits":40}}"#,
+                ),
+                Json(r#"{"id":"mine-1","status":"SUCCEEDED","cost":{"credits":5}}"#),
+            ],
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"mine-1\n");
+    let d = Daemon::start_env(
+        dir.path(),
+        &api_config(dir.path(), &mock, ""),
+        &[],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 1.0
+    });
+    assert_eq!(
+        sample(
+            &m,
+            "runway_exporter_parse_errors_total{reason=\"other_task_id\",source=\"api\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sum(&m, "runway_tasks_total", &[]), 1.0);
+    assert_eq!(
+        sum(&m, "runway_tasks_total", &["status=\"SUCCEEDED\""]),
+        1.0
+    );
+    assert_eq!(sum(&m, "runway_task_failures_total", &[]), 0.0);
+    assert_eq!(sum(&m, "runway_credits_charged_total", &[]), 5.0);
+}

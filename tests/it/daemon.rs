@@ -412,7 +412,7 @@ fn scrapes_are_gzipped_for_clients_that_ask() {
     assert_eq!(safety(&text), 1.0);
 
     // Refused with q=0, or not asked for: plain text.
-    for accept in ["gzip;q=0", "identity", "br"] {
+    for accept in ["gzip;q=0", "identity", "br", "gzip;q=NaN", "gzip;q=2"] {
         let (head, body) = get_encoded(d.addr, "/metrics", accept);
         assert!(!head.contains("content-encoding"), "{accept}: {head}");
         assert_eq!(stable(&String::from_utf8(body).unwrap()), stable(&plain));
@@ -532,4 +532,127 @@ fn live_lines_are_timed_when_read_and_a_backlog_is_not() {
     );
     assert_eq!(untimed(&m), 1.0);
     promtool_check_metrics(&m);
+}
+
+/// Issue 21: some pages' gzip bodies were cut short (the sync flush of the compressed
+/// page was left unfinished for some contents, 3 % of real pages). The page grows here
+/// from a few KB to about 600 KB, through the bands that broke, republished every 20 ms,
+/// while four threads scrape it with gzip: every body is one whole gzip member whose
+/// text is a whole exposition, and a sample of them passes promtool. (Which pages broke
+/// depends on their bytes: 350 pages of this daemon happened to miss them all, so the
+/// old flush is caught by the exposition's unit tests, on the bands that broke.)
+#[test]
+fn every_gzip_scrape_decodes_while_pages_grow_and_are_republished() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let extra = "[ledger]\nmax_failure_codes = 1000\nmax_models = 1000\n";
+    let cfg = config(dir.path(), extra).replace("\"200ms\"", "\"20ms\"");
+    let d = Daemon::start(dir.path(), &cfg, &[]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    // Every 50th body of each thread is kept for promtool, and the largest size seen.
+    let kept = std::sync::Mutex::new((Vec::new(), 0));
+    let scrape = || {
+        let mut scrapes = 0;
+        while !done.load(std::sync::atomic::Ordering::Acquire) && scrapes < 50_000 {
+            let (head, body) = get_encoded(d.addr, "/metrics", "gzip");
+            assert!(head.contains("content-encoding: gzip"), "{head}");
+            let mut text = String::new();
+            let read = std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&body[..]),
+                &mut text,
+            );
+            assert!(read.is_ok(), "scrape {scrapes}: {read:?}");
+            assert!(
+                text.ends_with('\n') && text.contains("process_"),
+                "cut short"
+            );
+            assert!(text.lines().all(|l| l.starts_with('#') || l.contains(' ')));
+            let mut kept = kept.lock().unwrap();
+            kept.1 = kept.1.max(text.len());
+            if scrapes % 50 == 0 {
+                kept.0.push(text);
+            }
+            scrapes += 1;
+        }
+    };
+    let mut task = 0;
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(scrape);
+        }
+        // 3,500 (code, model) pairs in 70 batches, each counted before the next.
+        for batch in 0..70 {
+            let lines: String = (0..50)
+                .map(|_| {
+                    task += 1;
+                    let (code, model) = (task % 997, task % 991);
+                    format!(
+                        "{{\"id\":\"t{task}\",\"status\":\"FAILED\",\"failureCode\":\"CODE_{code}\",\"model\":\"m{model}\"}}\n"
+                    )
+                })
+                .collect();
+            append(&log, lines.as_bytes());
+            let want = 50.0 * (batch + 1) as f64;
+            let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+                sum(m, "runway_tasks_total", &[]) >= want
+            });
+            assert_eq!(sum(&m, "runway_tasks_total", &[]), want);
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let (bodies, largest) = kept.into_inner().unwrap();
+    assert!(largest > 600_000, "the page grew to {largest} bytes only");
+    let step = (bodies.len() / 8).max(1);
+    for text in bodies.iter().step_by(step) {
+        promtool_check_metrics(text);
+    }
+}
+
+/// Every answer tells a browser not to sniff, keep, frame or run anything in it; the
+/// status page's policy allows only its own inline style; JSON says its charset.
+#[test]
+fn every_answer_carries_the_security_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    d.scrape_until(Duration::from_secs(10), |m| {
+        m.contains("runway_tasks_total")
+    });
+    let paths = [
+        "/",
+        "/metrics",
+        "/api/v1/failures",
+        "/-/healthy",
+        "/-/ready",
+        "/nope",
+    ];
+    for (path, encoding) in paths.iter().flat_map(|p| [(p, ""), (p, "gzip")]) {
+        let (head, _) = get_encoded(d.addr, path, encoding);
+        for header in [
+            "x-content-type-options: nosniff\r\n",
+            "cache-control: no-store\r\n",
+            "content-security-policy: default-src 'none'; ",
+        ] {
+            assert!(head.contains(header), "{path} {encoding}: {head}");
+        }
+        let policy = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-security-policy: "))
+            .unwrap();
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        // Only the page has a style, named by its hash.
+        assert_eq!(
+            policy.contains("style-src 'sha256-"),
+            *path == "/",
+            "{path}"
+        );
+    }
+    let (head, _) = get_encoded(d.addr, "/api/v1/failures", "");
+    assert!(
+        head.contains("content-type: application/json; charset=utf-8\r\n"),
+        "{head}"
+    );
 }

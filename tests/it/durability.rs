@@ -761,9 +761,12 @@ fn a_version_1_state_file_restores_to_the_same_metrics() {
     let mut metrics = runway_exporter::metrics::Metrics::new(&registry, true).unwrap();
     p.publish(&mut metrics);
     let text = runway_exporter::metrics::render(&registry);
+    // A reason added since version 1 (issue 21) shows at 0: not in what version 1 wrote.
+    let added_since = |l: &str| l.contains("reason=\"other_task_id\"") && l.ends_with("} 0");
     let got: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("runway") && !l.starts_with("runway_exporter_build_info"))
+        .filter(|l| !added_since(l))
         .collect();
     // The organization's usage is served only on its own UTC day (2026-12-01, when the
     // fixture was written): its restore is checked in the totals, its samples on that
