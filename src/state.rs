@@ -344,12 +344,17 @@ pub fn read_generation(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
     };
+    decode(&path, file).map(Some)
+}
+
+/// Reads a state file's contents from `file`; `path` names it in the errors.
+fn decode(path: &Path, file: impl Read) -> Result<State, StateError> {
     let corrupt = |problem: String| StateError::Corrupt {
-        path: path.clone(),
+        path: path.to_path_buf(),
         problem,
     };
     let rerr = |source| StateError::Read {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     // Every byte read from the file passes through the checksum.
@@ -398,7 +403,7 @@ pub fn read_generation(
     if summed && r.get_ref().crc() != CRC_RESIDUE {
         return Err(corrupt("checksum does not match (damaged)".into()));
     }
-    Ok(Some(State {
+    Ok(State {
         written_at: header.written_at,
         totals: header.totals,
         positions: header.positions,
@@ -406,7 +411,7 @@ pub fn read_generation(
         api_tasks: header.api_tasks,
         dedupe,
         started,
-    }))
+    })
 }
 
 /// Reads a window of `count` hashes that must have `checksum`; the error says what is
@@ -1207,8 +1212,8 @@ mod tests {
     /// Every damage to the current file is detected: a bit flipped at every byte (the
     /// bit rotating with the offset, and every bit of the first bytes of each region:
     /// the header, its counts and recent failure ids, each window and the checksum),
-    /// and every truncation. The damaged file is moved aside as it was, and the
-    /// previous generation is restored exactly.
+    /// and every truncation. A sample of them is loaded: the damaged file is moved aside
+    /// as it was, and the previous generation is restored exactly.
     #[test]
     fn every_damage_to_the_current_file_is_detected_and_the_previous_restored() {
         let dir = tempfile::tempdir().unwrap();
@@ -1251,18 +1256,23 @@ mod tests {
             cases.push((format!("truncated to {len}"), good[..len].to_vec()));
         }
         assert!(cases.len() > 2 * good.len());
-        for (name, bad) in cases {
-            std::fs::write(dir.path().join(FILE_NAME), &bad).unwrap();
+        let here = Path::new("test");
+        assert!(decode(here, &good[..]).is_ok());
+        for (i, (name, bad)) in cases.iter().enumerate() {
             assert!(
-                matches!(read(dir.path()), Err(StateError::Corrupt { .. })),
+                matches!(decode(here, &bad[..]), Err(StateError::Corrupt { .. })),
                 "{name}: not detected"
             );
+            if i % 97 != 0 {
+                continue;
+            }
+            std::fs::write(dir.path().join(FILE_NAME), bad).unwrap();
             assert_eq!(load(dir.path(), accept).as_ref(), Some(&prev), "{name}");
             let aside = others(dir.path());
             assert_eq!(aside.len(), 1, "{name}: {aside:?}");
             assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
             let path = dir.path().join(&aside[0]);
-            assert_eq!(std::fs::read(&path).unwrap(), bad, "{name}: kept as it was");
+            assert_eq!(&std::fs::read(&path).unwrap(), bad, "{name}: kept as it was");
             std::fs::remove_file(path).unwrap();
             assert!(!dir.path().join(FILE_NAME).exists(), "{name}");
             assert_eq!(
