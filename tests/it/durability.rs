@@ -855,6 +855,8 @@ fn seal(file: &mut [u8]) {
 struct Outcome {
     metrics: String,
     errors: Vec<serde_json::Value>,
+    /// Whether it said it restored the previous generation.
+    from_previous: bool,
     aside: BTreeMap<String, Vec<u8>>,
 }
 
@@ -871,6 +873,7 @@ fn start_on(dir: &Path, current: Option<&[u8]>, previous: Option<&[u8]>, feed: &
     let mut d = Daemon::start(dir, &durable_config(dir, ""), &[]);
     let metrics = wait_counted(&d, feed, &mut Monotonic::default());
     let errors = d.errors();
+    let from_previous = d.count_logs("State restored from the previous generation") == 1;
     drop(d);
     let aside = std::fs::read_dir(&state)
         .unwrap()
@@ -885,6 +888,7 @@ fn start_on(dir: &Path, current: Option<&[u8]>, previous: Option<&[u8]>, feed: &
     Outcome {
         metrics,
         errors,
+        from_previous,
         aside,
     }
 }
@@ -910,21 +914,25 @@ fn a_damaged_state_file_is_never_loaded_and_the_previous_generation_gives_exact_
     append(&log, b"");
     let cfg = durable_config(dir.path(), "");
     let mut feed = Feed::new(21);
-    // Two runs, so that the previous generation holds fewer lines than the current.
+    // Two runs; the state the first one left is the generation the second one started
+    // from: an earlier generation of the same history (the commits of the second run
+    // came after it), holding 1,500 lines fewer.
+    let state = dir.path().join("state");
+    let mut left = Vec::new();
     for _ in 0..2 {
         let mut d = Daemon::start(dir.path(), &cfg, &[]);
         append(&log, &feed.lines(1500));
         feed.check(&wait_counted(&d, &feed, &mut Monotonic::default()));
         d.signal("TERM");
         assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+        left.push(std::fs::read(state.join("runway-exporter.state")).unwrap());
     }
-    let state = dir.path().join("state");
-    let good = std::fs::read(state.join("runway-exporter.state")).unwrap();
-    let prev = std::fs::read(state.join("runway-exporter.state.prev")).unwrap();
+    let [prev, good] = <[Vec<u8>; 2]>::try_from(left).unwrap();
     assert!(first_offset(&prev) < first_offset(&good), "nothing to read again");
 
     let reference = start_on(dir.path(), Some(&good), Some(&prev), &feed);
     assert!(reference.errors.is_empty() && reference.aside.is_empty());
+    assert!(!reference.from_previous);
     feed.check(&reference.metrics);
     let want = counters(&reference.metrics);
 
@@ -977,6 +985,7 @@ fn a_damaged_state_file_is_never_loaded_and_the_previous_generation_gives_exact_
         assert_eq!(aside.len(), 1, "{name}");
         assert!(aside[0].0.starts_with("runway-exporter.state.corrupt-"));
         assert_eq!(aside[0].1, bad, "{name}: moved aside as it was");
+        assert!(got.from_previous, "{name}");
         feed.check(&got.metrics);
         assert_eq!(counters(&got.metrics), want, "{name}");
     }
