@@ -128,12 +128,13 @@ pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
             dedupe: std::mem::take(&mut saved.dedupe),
             started: std::mem::take(&mut saved.started),
         };
-        pipeline.with_ledger(|l| {
-            l.restore(&saved.totals, windows)?;
-            l.restore_api_tasks(saved.api_tasks.iter().cloned());
-            Ok::<_, crate::ledger::RestoreError>(())
-        })
-        .map_err(|e| e.to_string())
+        pipeline
+            .with_ledger(|l| {
+                l.restore(&saved.totals, windows)?;
+                l.restore_api_tasks(saved.api_tasks.iter().cloned());
+                Ok::<_, crate::ledger::RestoreError>(())
+            })
+            .map_err(|e| e.to_string())
     });
     let Some(saved) = loaded else {
         return Restored::default();

@@ -46,7 +46,7 @@ use crate::ledger::{Ledger, Position, Totals};
 /// The state file's name in the state directory.
 pub const FILE_NAME: &str = "runway-exporter.state";
 /// The previous generation: the state file the last commit replaced.
-pub const PREV_NAME: &str = "runway-exporter.state.prev";
+const PREV_NAME: &str = "runway-exporter.state.prev";
 const TMP_NAME: &str = ".runway-exporter.state.tmp";
 const FORMAT: &str = "runway-exporter-state";
 /// The version this build writes; it reads every version from 1.
@@ -59,7 +59,7 @@ const CRC_RESIDUE: u32 = 0x2144_DF1C;
 
 /// The generations of the state, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Generation {
+enum Generation {
     /// What the last commit wrote.
     Current,
     /// What the commit before it wrote.
@@ -67,10 +67,10 @@ pub enum Generation {
 }
 
 impl Generation {
-    pub const ALL: [Generation; 2] = [Generation::Current, Generation::Previous];
+    const ALL: [Generation; 2] = [Generation::Current, Generation::Previous];
 
     /// Its file's name in the state directory.
-    pub fn file_name(self) -> &'static str {
+    fn file_name(self) -> &'static str {
         match self {
             Generation::Current => FILE_NAME,
             Generation::Previous => PREV_NAME,
@@ -322,10 +322,7 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
 }
 
 /// Reads one generation of the state; `Ok(None)` when there is none.
-pub fn read_generation(
-    dir: &Path,
-    generation: Generation,
-) -> Result<Option<State>, StateError> {
+fn read_generation(dir: &Path, generation: Generation) -> Result<Option<State>, StateError> {
     let path = dir.join(generation.file_name());
     // Only a regular file (or a link to one) is opened: opening a FIFO would block
     // start-up, and a directory there would make every commit fail.
@@ -1272,7 +1269,11 @@ mod tests {
             assert_eq!(aside.len(), 1, "{name}: {aside:?}");
             assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
             let path = dir.path().join(&aside[0]);
-            assert_eq!(&std::fs::read(&path).unwrap(), bad, "{name}: kept as it was");
+            assert_eq!(
+                &std::fs::read(&path).unwrap(),
+                bad,
+                "{name}: kept as it was"
+            );
             std::fs::remove_file(path).unwrap();
             assert!(!dir.path().join(FILE_NAME).exists(), "{name}");
             assert_eq!(
@@ -1293,8 +1294,14 @@ mod tests {
             begin(dir.path(), &l).unwrap().finish().unwrap();
             written.push(std::fs::read(dir.path().join(FILE_NAME)).unwrap());
         }
-        assert_eq!(std::fs::read(dir.path().join(PREV_NAME)).unwrap(), written[1]);
-        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), written[2]);
+        assert_eq!(
+            std::fs::read(dir.path().join(PREV_NAME)).unwrap(),
+            written[1]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(FILE_NAME)).unwrap(),
+            written[2]
+        );
         assert_eq!(others(dir.path()), Vec::<String>::new());
         // A crash after the current file became the previous one and before the new
         // file took its name: the previous generation is restored.
@@ -1304,7 +1311,10 @@ mod tests {
         assert_eq!(load(dir.path(), accept), prev);
         // The next commit keeps that generation as the previous one.
         begin(dir.path(), &l).unwrap().finish().unwrap();
-        assert_eq!(std::fs::read(dir.path().join(PREV_NAME)).unwrap(), written[2]);
+        assert_eq!(
+            std::fs::read(dir.path().join(PREV_NAME)).unwrap(),
+            written[2]
+        );
         assert!(read(dir.path()).unwrap().is_some());
     }
 
@@ -1340,7 +1350,10 @@ mod tests {
         assert_eq!(aside.len(), 2, "{aside:?}");
         assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
         assert!(aside[1].starts_with("runway-exporter.state.prev.corrupt-"));
-        assert_eq!(std::fs::read(dir.path().join(&aside[0])).unwrap(), bad_current);
+        assert_eq!(
+            std::fs::read(dir.path().join(&aside[0])).unwrap(),
+            bad_current
+        );
         assert_eq!(std::fs::read(dir.path().join(&aside[1])).unwrap(), bad_prev);
         assert!(!dir.path().join(FILE_NAME).exists() && !dir.path().join(PREV_NAME).exists());
         // And commits start again.
@@ -1352,9 +1365,7 @@ mod tests {
     fn a_failed_commit_leaves_both_generations() {
         let dir = tempfile::tempdir().unwrap();
         two_generations(dir.path());
-        let files = |d: &Path| {
-            [FILE_NAME, PREV_NAME].map(|n| std::fs::read(d.join(n)).unwrap())
-        };
+        let files = |d: &Path| [FILE_NAME, PREV_NAME].map(|n| std::fs::read(d.join(n)).unwrap());
         let before = files(dir.path());
         // The temporary file cannot be written (as on a full or read-only disk).
         std::fs::create_dir(dir.path().join(TMP_NAME)).unwrap();
@@ -1367,14 +1378,20 @@ mod tests {
         std::fs::write(dir.path().join(PREV_NAME).join("inside"), b"x").unwrap();
         let e = begin(dir.path(), &ledger()).unwrap().finish();
         assert!(matches!(e, Err(StateError::Write { .. })));
-        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), before[0]);
+        assert_eq!(
+            std::fs::read(dir.path().join(FILE_NAME)).unwrap(),
+            before[0]
+        );
         // A start moves that directory aside, and commits work again.
         assert!(load(dir.path(), accept).is_some());
         assert!(others(dir.path())
             .iter()
             .any(|n| n.starts_with("runway-exporter.state.prev.corrupt-")));
         begin(dir.path(), &ledger()).unwrap().finish().unwrap();
-        assert_eq!(std::fs::read(dir.path().join(PREV_NAME)).unwrap(), before[0]);
+        assert_eq!(
+            std::fs::read(dir.path().join(PREV_NAME)).unwrap(),
+            before[0]
+        );
     }
 
     #[test]

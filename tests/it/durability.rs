@@ -865,7 +865,10 @@ fn start_on(dir: &Path, current: Option<&[u8]>, previous: Option<&[u8]>, feed: &
     for entry in std::fs::read_dir(&state).unwrap().flatten() {
         std::fs::remove_file(entry.path()).unwrap();
     }
-    for (name, bytes) in [("runway-exporter.state", current), ("runway-exporter.state.prev", previous)] {
+    for (name, bytes) in [
+        ("runway-exporter.state", current),
+        ("runway-exporter.state.prev", previous),
+    ] {
         if let Some(bytes) = bytes {
             std::fs::write(state.join(name), bytes).unwrap();
         }
@@ -928,7 +931,10 @@ fn a_damaged_state_file_is_never_loaded_and_the_previous_generation_gives_exact_
         left.push(std::fs::read(state.join("runway-exporter.state")).unwrap());
     }
     let [prev, good] = <[Vec<u8>; 2]>::try_from(left).unwrap();
-    assert!(first_offset(&prev) < first_offset(&good), "nothing to read again");
+    assert!(
+        first_offset(&prev) < first_offset(&good),
+        "nothing to read again"
+    );
 
     let reference = start_on(dir.path(), Some(&good), Some(&prev), &feed);
     assert!(reference.errors.is_empty() && reference.aside.is_empty());
@@ -971,7 +977,13 @@ fn a_damaged_state_file_is_never_loaded_and_the_previous_generation_gives_exact_
             (format!("bit {} of byte {at}", i % 8), bad)
         })
         .collect();
-    for len in [0, header_end / 2, header_end + 1, good.len() - 5, good.len() - 1] {
+    for len in [
+        0,
+        header_end / 2,
+        header_end + 1,
+        good.len() - 5,
+        good.len() - 1,
+    ] {
         cases.push((format!("truncated to {len}"), good[..len].to_vec()));
     }
     for (name, bad) in &cases {
