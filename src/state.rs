@@ -493,7 +493,7 @@ fn move_aside(dir: &Path, generation: Generation, problem: &str) {
         moved_to = %aside.display(),
         move_error = moved.err().map(|e| e.to_string()),
         problem = %problem,
-        "State file is corrupt or cannot be used; moved aside. The previous generation is restored if it is good, else the exporter starts fresh according to start_at. Keep the moved file for a bug report."
+        "State file is corrupt or cannot be used; moved aside. An older good generation is restored if there is one, else the exporter starts fresh according to start_at. Keep the moved file for a bug report."
     );
 }
 
@@ -1359,6 +1359,23 @@ mod tests {
         // And commits start again.
         begin(dir.path(), &filled()).unwrap().finish().unwrap();
         assert!(read(dir.path()).unwrap().is_some());
+    }
+
+    /// A current file that cannot be read (here a link to this process's memory, whose
+    /// first page is not mapped: reading it fails with EIO) is moved aside and the
+    /// previous generation restored.
+    #[test]
+    fn an_unreadable_current_file_falls_back_to_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (prev, _) = two_generations(dir.path());
+        let current = dir.path().join(FILE_NAME);
+        std::fs::remove_file(&current).unwrap();
+        std::os::unix::fs::symlink("/proc/self/mem", &current).unwrap();
+        assert!(matches!(read(dir.path()), Err(StateError::Read { .. })));
+        assert_eq!(load(dir.path(), accept), Some(prev));
+        let aside = others(dir.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
     }
 
     #[test]
