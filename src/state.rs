@@ -92,9 +92,11 @@ impl<T> Summed<T> {
         }
     }
 
-    /// The CRC-32 of the bytes so far.
-    fn crc(&self) -> u32 {
-        self.crc.clone().finalize()
+    /// The CRC-32 of the bytes so far, followed by `buffered` (bytes not yet through).
+    fn crc(&self, buffered: &[u8]) -> u32 {
+        let mut crc = self.crc.clone();
+        crc.update(buffered);
+        crc.finalize()
     }
 }
 
@@ -279,8 +281,7 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
     {
         out.write_all(&h.to_le_bytes()).map_err(werr)?;
     }
-    out.flush().map_err(werr)?;
-    let crc = out.get_ref().crc();
+    let crc = out.get_ref().crc(out.buffer());
     out.write_all(&crc.to_le_bytes()).map_err(werr)?;
     Ok(Pending {
         dir: dir.to_path_buf(),
@@ -397,7 +398,7 @@ fn decode(path: &Path, file: impl Read) -> Result<State, StateError> {
     if r.read(&mut [0u8; 1]).map_err(rerr)? != 0 {
         return Err(corrupt("data after the windows and checksum".into()));
     }
-    if summed && r.get_ref().crc() != CRC_RESIDUE {
+    if summed && r.get_ref().crc(&[]) != CRC_RESIDUE {
         return Err(corrupt("checksum does not match (damaged)".into()));
     }
     Ok(State {
