@@ -114,58 +114,49 @@ impl Restored {
     }
 }
 
-/// Loads the state file into the pipeline's ledger (counters, dedupe window, polled
-/// tasks); returns the sources' checkpoints.
+/// Loads the newest usable generation of the state into the pipeline's ledger
+/// (counters, dedupe window, polled tasks); returns the sources' checkpoints. A
+/// generation whose counts the ledger refuses is damaged like an unreadable one.
 pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
     if let Err(e) = std::fs::create_dir_all(dir) {
         tracing::error!(dir = %dir.display(), error = %e, "Cannot create the state directory; counting goes on, but nothing is committed until it exists.");
     }
-    match state::load(dir) {
-        Ok(Some(mut saved)) => {
-            let dedupe_ids = saved.dedupe.len();
-            let windows = crate::ledger::SavedWindows {
-                dedupe: std::mem::take(&mut saved.dedupe),
-                started: std::mem::take(&mut saved.started),
-            };
-            let restored = pipeline.with_ledger(|l| {
+    let mut dedupe_ids = 0;
+    let loaded = state::load(dir, |saved| {
+        dedupe_ids = saved.dedupe.len();
+        let windows = crate::ledger::SavedWindows {
+            dedupe: std::mem::take(&mut saved.dedupe),
+            started: std::mem::take(&mut saved.started),
+        };
+        pipeline
+            .with_ledger(|l| {
                 l.restore(&saved.totals, windows)?;
                 l.restore_api_tasks(saved.api_tasks.iter().cloned());
                 Ok::<_, crate::ledger::RestoreError>(())
-            });
-            match restored {
-                Ok(()) => {
-                    tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids, api_tasks = saved.api_tasks.len(), "State restored.");
-                    let mut checkpoints =
-                        std::collections::BTreeMap::<String, file::Checkpoint>::new();
-                    for p in saved.positions {
-                        checkpoints
-                            .entry(p.source.clone())
-                            .or_default()
-                            .positions
-                            .push(p);
-                    }
-                    for (source, at) in &saved.scanned_at {
-                        checkpoints.entry(source.clone()).or_default().scanned_at = *at;
-                    }
-                    for cp in checkpoints.values_mut() {
-                        cp.written_at = saved.written_at;
-                    }
-                    Restored {
-                        checkpoints,
-                        restored: true,
-                    }
-                }
-                Err(e) => {
-                    state::move_aside(dir, &e.to_string());
-                    Restored::default()
-                }
-            }
-        }
-        Ok(None) => Restored::default(),
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot read the state file; starting fresh without it.");
-            Restored::default()
-        }
+            })
+            .map_err(|e| e.to_string())
+    });
+    let Some(saved) = loaded else {
+        return Restored::default();
+    };
+    tracing::info!(dir = %dir.display(), files = saved.positions.len(), dedupe_ids, api_tasks = saved.api_tasks.len(), "State restored.");
+    let mut checkpoints = std::collections::BTreeMap::<String, file::Checkpoint>::new();
+    for p in saved.positions {
+        checkpoints
+            .entry(p.source.clone())
+            .or_default()
+            .positions
+            .push(p);
+    }
+    for (source, at) in &saved.scanned_at {
+        checkpoints.entry(source.clone()).or_default().scanned_at = *at;
+    }
+    for cp in checkpoints.values_mut() {
+        cp.written_at = saved.written_at;
+    }
+    Restored {
+        checkpoints,
+        restored: true,
     }
 }
 

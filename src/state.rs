@@ -2,23 +2,37 @@
 //!
 //! A *commit* writes all three, as they stand at one instant under the ledger's lock,
 //! to `<state dir>/.runway-exporter.state.tmp`, then (without the lock) fsyncs it,
-//! renames it over `runway-exporter.state` and fsyncs the directory. A crash at any
-//! point leaves either the old file or the new one, never a mix. Only the totals of a
-//! successful commit are published, so `/metrics` never shows a count that a crash
-//! could take back, and after a restart reading resumes at the committed positions
-//! with the committed counters: no line counted twice, no complete line lost.
+//! renames the current `runway-exporter.state` to `runway-exporter.state.prev` (the
+//! previous generation), renames the new file to `runway-exporter.state` and fsyncs the
+//! directory. Each rename replaces one file whole, and the new file is durable before
+//! either, so a crash at any point leaves at least one good generation: the new file,
+//! the one before it, or both. Only the totals of a successful commit are published, so
+//! `/metrics` never shows a count that a crash could take back, and after a restart
+//! reading resumes at the committed positions with the committed counters: no line
+//! counted twice, no complete line lost.
 //!
 //! Format (versioned): one line of JSON (the header: format name, `version`, time,
 //! totals, positions, the number of hashes in each window and their checksums), then
 //! the dedupe window, then the window of ids whose queue time was observed, each as
-//! little-endian u64 hashes, oldest first. Version 2 names every count
+//! little-endian u64 hashes, oldest first, then (version 4) the CRC-32 of every byte
+//! before it, little-endian: a flipped bit or a damaged burst of up to 32 bits anywhere
+//! in the file is always detected (any other damage but for one chance in 2^32), in the
+//! counts and ids of the header as in the windows. Version 2 names every count
 //! (`{"status":"SUCCEEDED","model":"gen4_turbo","tasks":3}`); version 1 held tuples and
 //! arrays and is still read (module `v1`). Version 3 adds the duration and queue
 //! histograms, the untimed counts, the recent failures of each code and the second
-//! window; a version-2 file is read as one without them. Its size is bounded by the configuration: `16 x dedupe_window`
-//! plus the capped label series and `max_files` positions. A file that cannot be read back (truncated, garbage, another format or
-//! a newer version) is *corrupt*: [`load`] moves it aside as
-//! `runway-exporter.state.corrupt-<unix time>` and the exporter starts fresh.
+//! window; a version-2 file is read as one without them. Version 4 adds the CRC-32 at
+//! the end and nothing else; versions 1 to 3 are read without it. Its size is bounded by
+//! the configuration: `16 x dedupe_window` plus the capped label series and `max_files`
+//! positions.
+//!
+//! A generation that cannot be used (truncated, a flipped bit, garbage, unreadable,
+//! another format or a newer version, or counts the ledger refuses to restore) is
+//! *damaged*: [`load`] moves it aside as `<its name>.corrupt-<unix time>` (logged at
+//! ERROR) and takes the previous generation. Its positions and counts were committed
+//! together, so reading again from its positions counts the lines since exactly once,
+//! as after a crash just before the damaged commit. Only when no generation is usable
+//! does the exporter start fresh.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -31,12 +45,80 @@ use crate::ledger::{Ledger, Position, Totals};
 
 /// The state file's name in the state directory.
 pub const FILE_NAME: &str = "runway-exporter.state";
+/// The previous generation: the state file the last commit replaced.
+const PREV_NAME: &str = "runway-exporter.state.prev";
 const TMP_NAME: &str = ".runway-exporter.state.tmp";
 const FORMAT: &str = "runway-exporter-state";
 /// The version this build writes; it reads every version from 1.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Largest header accepted when reading (the header holds only capped series).
 const MAX_HEADER_BYTES: u64 = 64 * 1024 * 1024;
+/// The CRC-32 of any data followed by its own CRC-32 (little-endian): a version-4 file
+/// is whole when the CRC-32 of all its bytes, its checksum included, is this.
+const CRC_RESIDUE: u32 = 0x2144_DF1C;
+
+/// The generations of the state, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generation {
+    /// What the last commit wrote.
+    Current,
+    /// What the commit before it wrote.
+    Previous,
+}
+
+impl Generation {
+    const ALL: [Generation; 2] = [Generation::Current, Generation::Previous];
+
+    /// Its file's name in the state directory.
+    fn file_name(self) -> &'static str {
+        match self {
+            Generation::Current => FILE_NAME,
+            Generation::Previous => PREV_NAME,
+        }
+    }
+}
+
+/// A reader or writer that computes the CRC-32 of the bytes passing through it.
+struct Summed<T> {
+    inner: T,
+    crc: crc32fast::Hasher,
+}
+
+impl<T> Summed<T> {
+    fn new(inner: T) -> Summed<T> {
+        Summed {
+            inner,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// The CRC-32 of the bytes so far, followed by `buffered` (bytes not yet through).
+    fn crc(&self, buffered: &[u8]) -> u32 {
+        let mut crc = self.crc.clone();
+        crc.update(buffered);
+        crc.finalize()
+    }
+}
+
+impl<R: Read> Read for Summed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Why the state could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +191,7 @@ pub struct State {
 /// A commit whose temporary file is written but not yet durable.
 pub struct Pending {
     dir: PathBuf,
-    file: BufWriter<File>,
+    file: BufWriter<Summed<File>>,
     /// The totals the commit holds, to publish once it is durable.
     pub totals: Totals,
     /// In a debug build, the digest of what the commit holds.
@@ -188,7 +270,8 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
         .truncate(true)
         .open(dir.join(TMP_NAME))
         .map_err(werr)?;
-    let mut out = BufWriter::with_capacity(256 * 1024, file);
+    // The checksum is computed on the buffer's flushes, as the bytes go to the file.
+    let mut out = BufWriter::with_capacity(256 * 1024, Summed::new(file));
     out.write_all(&head).map_err(werr)?;
     out.write_all(b"\n").map_err(werr)?;
     for h in ledger
@@ -198,6 +281,8 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
     {
         out.write_all(&h.to_le_bytes()).map_err(werr)?;
     }
+    let crc = out.get_ref().crc(out.buffer());
+    out.write_all(&crc.to_le_bytes()).map_err(werr)?;
     Ok(Pending {
         dir: dir.to_path_buf(),
         file: out,
@@ -207,7 +292,10 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
 }
 
 impl Pending {
-    /// Second half, without the lock: fsync, rename, fsync the directory.
+    /// Second half, without the lock: fsync, keep the current file as the previous
+    /// generation, rename, fsync the directory. Nothing is renamed before the new file
+    /// is durable, so a full or read-only disk fails the commit and leaves both
+    /// generations as they were.
     pub fn finish(self) -> Result<Totals, StateError> {
         let dir = self.dir;
         let werr = |source| StateError::Write {
@@ -215,17 +303,28 @@ impl Pending {
             source,
         };
         let file = self.file.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
+        file.inner.sync_all().map_err(werr)?;
         drop(file);
+        // No current file (the first commit, or the crash or failure of a commit
+        // between these two renames): the previous generation stays.
+        match std::fs::rename(dir.join(FILE_NAME), dir.join(PREV_NAME)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(werr(e)),
+            _ => {}
+        }
         std::fs::rename(dir.join(TMP_NAME), dir.join(FILE_NAME)).map_err(werr)?;
         File::open(&dir).and_then(|d| d.sync_all()).map_err(werr)?;
         Ok(self.totals)
     }
 }
 
-/// Reads the state file; `Ok(None)` when there is none.
+/// Reads the current state file; `Ok(None)` when there is none.
 pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
-    let path = dir.join(FILE_NAME);
+    read_generation(dir, Generation::Current)
+}
+
+/// Reads one generation of the state; `Ok(None)` when there is none.
+fn read_generation(dir: &Path, generation: Generation) -> Result<Option<State>, StateError> {
+    let path = dir.join(generation.file_name());
     // Only a regular file (or a link to one) is opened: opening a FIFO would block
     // start-up, and a directory there would make every commit fail.
     match std::fs::metadata(&path) {
@@ -243,19 +342,26 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
     };
+    decode(&path, file).map(Some)
+}
+
+/// Reads a state file's contents from `file`; `path` names it in the errors.
+fn decode(path: &Path, file: impl Read) -> Result<State, StateError> {
     let corrupt = |problem: String| StateError::Corrupt {
-        path: path.clone(),
+        path: path.to_path_buf(),
         problem,
     };
-    let mut r = BufReader::with_capacity(256 * 1024, file);
+    let rerr = |source| StateError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Every byte read from the file passes through the checksum.
+    let mut r = BufReader::with_capacity(256 * 1024, Summed::new(file));
     let mut line = Vec::new();
     r.by_ref()
         .take(MAX_HEADER_BYTES)
         .read_until(b'\n', &mut line)
-        .map_err(|source| StateError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(rerr)?;
     if line.last() != Some(&b'\n') {
         return Err(corrupt("no complete header line".into()));
     }
@@ -272,7 +378,7 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         1 => serde_json::from_slice::<v1::Header>(&line)
             .map(Header::from)
             .map_err(|e| corrupt(format!("version 1 header: {e}")))?,
-        2 | VERSION => {
+        2..=VERSION => {
             serde_json::from_slice(&line).map_err(|e| corrupt(format!("header: {e}")))?
         }
         newer => {
@@ -285,15 +391,17 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         .map_err(|p| corrupt(format!("dedupe window {p}")))?;
     let started = read_window(&mut r, header.started, header.started_checksum)
         .map_err(|p| corrupt(format!("window of started ids {p}")))?;
-    let mut buf = [0u8; 1];
-    if r.read(&mut buf).map_err(|source| StateError::Read {
-        path: path.clone(),
-        source,
-    })? != 0
-    {
-        return Err(corrupt("data after the windows".into()));
+    let summed = v.version >= 4;
+    if summed && r.read_exact(&mut [0u8; 4]).is_err() {
+        return Err(corrupt("no checksum after the windows".into()));
     }
-    Ok(Some(State {
+    if r.read(&mut [0u8; 1]).map_err(rerr)? != 0 {
+        return Err(corrupt("data after the windows and checksum".into()));
+    }
+    if summed && r.get_ref().crc(&[]) != CRC_RESIDUE {
+        return Err(corrupt("checksum does not match (damaged)".into()));
+    }
+    Ok(State {
         written_at: header.written_at,
         totals: header.totals,
         positions: header.positions,
@@ -301,7 +409,7 @@ pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
         api_tasks: header.api_tasks,
         dedupe,
         started,
-    }))
+    })
 }
 
 /// Reads a window of `count` hashes that must have `checksum`; the error says what is
@@ -321,31 +429,72 @@ fn read_window(r: &mut impl Read, count: u64, want: u64) -> Result<Vec<u64>, Str
     Ok(hashes)
 }
 
-/// Reads the state file, moving a corrupt one aside (logged once at ERROR) so that
-/// the exporter starts fresh instead of failing again at every start.
-pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
-    match read(dir) {
-        Err(StateError::Corrupt { problem, .. }) => {
-            move_aside(dir, &problem);
-            Ok(None)
+/// Restores the newest usable generation of the state with `restore` and returns it
+/// (`restore` may refuse a state, saying why, and must then leave what it restores into
+/// as it was). Each damaged generation met on the way is moved aside, logged once at
+/// ERROR, so that the exporter does not fail on it again at every start. `None` when no
+/// generation is usable: the exporter starts fresh.
+pub fn load(
+    dir: &Path,
+    mut restore: impl FnMut(&mut State) -> Result<(), String>,
+) -> Option<State> {
+    let mut damaged = false;
+    for generation in Generation::ALL {
+        let problem = match read_generation(dir, generation) {
+            Ok(None) => continue,
+            Ok(Some(mut state)) => match restore(&mut state) {
+                Ok(()) => {
+                    restored(dir, generation);
+                    return Some(state);
+                }
+                Err(problem) => problem,
+            },
+            Err(StateError::Corrupt { problem, .. }) => problem,
+            Err(e) => e.to_string(),
+        };
+        move_aside(dir, generation, &problem);
+        damaged = true;
+    }
+    if damaged {
+        tracing::warn!(dir = %dir.display(), "No usable state file; starting fresh according to start_at. Counters restart from 0 (Prometheus handles the reset).");
+    }
+    None
+}
+
+/// `generation` was restored.
+fn restored(dir: &Path, generation: Generation) {
+    match generation {
+        Generation::Previous => tracing::warn!(
+            path = %dir.join(PREV_NAME).display(),
+            "State restored from the previous generation; the lines since its commit are read again, and counted once."
+        ),
+        Generation::Current => {
+            // The next commit renames the current file over the previous one, which no
+            // rename can do over a directory.
+            let prev = dir.join(PREV_NAME);
+            if std::fs::symlink_metadata(prev).is_ok_and(|m| m.is_dir()) {
+                move_aside(dir, Generation::Previous, "a directory");
+            }
         }
-        other => other,
     }
 }
 
-/// Moves a state file that cannot be used aside as `runway-exporter.state.corrupt-<unix
-/// time>`, logged once at ERROR, so that the exporter starts fresh instead of failing
-/// on it again at every start.
-pub fn move_aside(dir: &Path, problem: &str) {
-    let path = dir.join(FILE_NAME);
-    let aside = dir.join(format!("{FILE_NAME}.corrupt-{}", unix_now() as u64));
+/// Moves a generation that cannot be used aside as `<its name>.corrupt-<unix time>`,
+/// logged once at ERROR.
+fn move_aside(dir: &Path, generation: Generation, problem: &str) {
+    let path = dir.join(generation.file_name());
+    let aside = dir.join(format!(
+        "{}.corrupt-{}",
+        generation.file_name(),
+        unix_now() as u64
+    ));
     let moved = std::fs::rename(&path, &aside);
     tracing::error!(
         path = %path.display(),
         moved_to = %aside.display(),
         move_error = moved.err().map(|e| e.to_string()),
         problem = %problem,
-        "State file is corrupt; starting fresh according to start_at. Counters restart from 0 (Prometheus handles the reset); keep the moved file for a bug report."
+        "State file is corrupt or cannot be used; moved aside. An older good generation is restored if there is one, else the exporter starts fresh according to start_at. Keep the moved file for a bug report."
     );
 }
 
@@ -700,10 +849,15 @@ mod tests {
         assert!(!dir.path().join(TMP_NAME).exists());
     }
 
+    /// A restore that takes any state.
+    fn accept(_: &mut State) -> Result<(), String> {
+        Ok(())
+    }
+
     #[test]
     fn no_file_is_no_state() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(dir.path()).unwrap(), None);
+        assert_eq!(load(dir.path(), accept), None);
     }
 
     #[test]
@@ -763,10 +917,11 @@ mod tests {
         ]
         .concat();
         let mut flipped = good.clone();
-        *flipped.last_mut().unwrap() ^= 1;
+        flipped[header_end + 1] ^= 1;
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("truncated header", good[..header_end / 2].to_vec()),
-            ("truncated dedupe", good[..good.len() - 3].to_vec()),
+            ("truncated dedupe", good[..header_end + 5].to_vec()),
+            ("truncated checksum", good[..good.len() - 3].to_vec()),
             ("garbage", b"\x00\x01garbage\n".to_vec()),
             ("empty", Vec::new()),
             ("newer version", newer),
@@ -800,7 +955,7 @@ mod tests {
                 matches!(read(d.path()), Err(StateError::Corrupt { .. })),
                 "{name}"
             );
-            assert_eq!(load(d.path()).unwrap(), None, "{name}");
+            assert_eq!(load(d.path(), accept), None, "{name}");
             assert!(!d.path().join(FILE_NAME).exists(), "{name}: moved aside");
             let aside: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
             assert_eq!(aside.len(), 1, "{name}");
@@ -816,17 +971,23 @@ mod tests {
         }
     }
 
-    /// The good file's header as JSON, and the rest of it.
+    /// The good file's header as JSON, and its windows (without the checksum).
     fn split(good: &[u8]) -> (serde_json::Value, Vec<u8>) {
         let end = good.iter().position(|b| *b == b'\n').unwrap();
         let header = serde_json::from_slice(&good[..end]).unwrap();
-        (header, good[end + 1..].to_vec())
+        (header, good[end + 1..good.len() - 4].to_vec())
     }
 
-    fn joined(header: &serde_json::Value, rest: &[u8]) -> Vec<u8> {
+    /// A file of `header` and `windows`, with a right checksum when its version has one
+    /// (as a hostile writer would make it).
+    fn joined(header: &serde_json::Value, windows: &[u8]) -> Vec<u8> {
         let mut out = serde_json::to_vec(header).unwrap();
         out.push(b'\n');
-        out.extend_from_slice(rest);
+        out.extend_from_slice(windows);
+        if header["version"].as_u64() >= Some(4) {
+            let crc = crc32fast::hash(&out);
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
         out
     }
 
@@ -981,13 +1142,11 @@ mod tests {
             // Opening a FIFO blocks until a writer comes: load must not open it.
             let dir = d.path().to_path_buf();
             let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                tx.send(load(&dir).map(|s| s.is_none()).map_err(|e| e.to_string()))
-            });
+            std::thread::spawn(move || tx.send(load(&dir, accept).is_none()));
             let fresh = rx
                 .recv_timeout(std::time::Duration::from_secs(10))
                 .unwrap_or_else(|_| panic!("{kind}: load blocked"));
-            assert_eq!(fresh, Ok(true), "{kind}: a fresh start");
+            assert!(fresh, "{kind}: a fresh start");
             assert!(!path.exists(), "{kind}: moved aside");
             // And a commit can take its place.
             begin(d.path(), &ledger()).unwrap().finish().unwrap();
@@ -1007,5 +1166,259 @@ mod tests {
             Err(StateError::Write { .. })
         ));
         assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), before);
+    }
+
+    /// `l` with `n` more failed tasks counted, with ids and recent failures.
+    fn more(mut l: Ledger, from: usize, n: usize) -> Ledger {
+        let s = l.add_source("file");
+        let p = RecordParser::new(&FieldMap::default()).unwrap();
+        for i in from..from + n {
+            let line = format!(
+                r#"{{"id":"later-{i}","status":"FAILED","failureCode":"SAFETY.INPUT.C{}","model":"m2","credits":2}}"#,
+                i % 4
+            );
+            l.count(s, &p.parse(line.as_bytes()).unwrap());
+        }
+        l
+    }
+
+    /// Two commits in a new directory: the previous generation's state and the
+    /// current file's bytes.
+    fn two_generations(dir: &Path) -> (State, Vec<u8>) {
+        let l = filled();
+        begin(dir, &l).unwrap().finish().unwrap();
+        let first = std::fs::read(dir.join(FILE_NAME)).unwrap();
+        let l = more(l, 0, 20);
+        begin(dir, &l).unwrap().finish().unwrap();
+        assert_eq!(std::fs::read(dir.join(PREV_NAME)).unwrap(), first);
+        let prev = read_generation(dir, Generation::Previous).unwrap().unwrap();
+        (prev, std::fs::read(dir.join(FILE_NAME)).unwrap())
+    }
+
+    /// The names in `dir` but for the two generations, sorted.
+    fn others(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != FILE_NAME && n != PREV_NAME)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every damage to the current file is detected: a bit flipped at every byte (the
+    /// bit rotating with the offset, and every bit of the first bytes of each region:
+    /// the header, its counts and recent failure ids, each window and the checksum),
+    /// and every truncation. A sample of them is loaded: the damaged file is moved aside
+    /// as it was, and the previous generation is restored exactly.
+    #[test]
+    fn every_damage_to_the_current_file_is_detected_and_the_previous_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (prev, good) = two_generations(dir.path());
+        let prev_bytes = std::fs::read(dir.path().join(PREV_NAME)).unwrap();
+        let text = String::from_utf8_lossy(&good);
+        let header_end = good.iter().position(|b| *b == b'\n').unwrap();
+        let windows = header_end + 1;
+        let (header, _) = split(&good);
+        let started = windows + 8 * header["dedupe"].as_u64().unwrap() as usize;
+        assert!(header["started"].as_u64() > Some(0));
+        // The first bytes of each region, every bit: the header's start, a count, a
+        // recent failure's id, a position, the window checksums, each window and the
+        // checksum at the end.
+        let starts = [
+            0,
+            text.find("\"model\":\"m1\",\"tasks\":").unwrap() + 20,
+            text.find("\"id\":\"later-").unwrap() + 8,
+            text.find("\"offset\":").unwrap() + 9,
+            text.find("\"dedupe_checksum\":").unwrap() + 18,
+            header_end,
+            windows,
+            started,
+            good.len() - 4,
+        ];
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        for at in 0..good.len() {
+            let bits: Vec<u8> = if starts.iter().any(|s| (*s..*s + 4).contains(&at)) {
+                (0..8).collect()
+            } else {
+                vec![(at % 8) as u8]
+            };
+            for bit in bits {
+                let mut bad = good.clone();
+                bad[at] ^= 1 << bit;
+                cases.push((format!("bit {bit} of byte {at}"), bad));
+            }
+        }
+        for len in 0..good.len() {
+            cases.push((format!("truncated to {len}"), good[..len].to_vec()));
+        }
+        assert!(cases.len() > 2 * good.len());
+        let here = Path::new("test");
+        assert!(decode(here, &good[..]).is_ok());
+        for (i, (name, bad)) in cases.iter().enumerate() {
+            assert!(
+                matches!(decode(here, &bad[..]), Err(StateError::Corrupt { .. })),
+                "{name}: not detected"
+            );
+            if i % 97 != 0 {
+                continue;
+            }
+            std::fs::write(dir.path().join(FILE_NAME), bad).unwrap();
+            assert_eq!(load(dir.path(), accept).as_ref(), Some(&prev), "{name}");
+            let aside = others(dir.path());
+            assert_eq!(aside.len(), 1, "{name}: {aside:?}");
+            assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
+            let path = dir.path().join(&aside[0]);
+            assert_eq!(
+                &std::fs::read(&path).unwrap(),
+                bad,
+                "{name}: kept as it was"
+            );
+            std::fs::remove_file(path).unwrap();
+            assert!(!dir.path().join(FILE_NAME).exists(), "{name}");
+            assert_eq!(
+                std::fs::read(dir.path().join(PREV_NAME)).unwrap(),
+                prev_bytes,
+                "{name}: the previous generation is untouched"
+            );
+        }
+    }
+
+    #[test]
+    fn a_commit_keeps_the_previous_generation_and_a_crash_between_renames_loses_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = filled();
+        let mut written = Vec::new();
+        for round in 0..3 {
+            l = more(l, 100 * round, 5);
+            begin(dir.path(), &l).unwrap().finish().unwrap();
+            written.push(std::fs::read(dir.path().join(FILE_NAME)).unwrap());
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join(PREV_NAME)).unwrap(),
+            written[1]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(FILE_NAME)).unwrap(),
+            written[2]
+        );
+        assert_eq!(others(dir.path()), Vec::<String>::new());
+        // A crash after the current file became the previous one and before the new
+        // file took its name: the previous generation is restored.
+        std::fs::rename(dir.path().join(FILE_NAME), dir.path().join(PREV_NAME)).unwrap();
+        let prev = read_generation(dir.path(), Generation::Previous).unwrap();
+        assert!(prev.is_some());
+        assert_eq!(load(dir.path(), accept), prev);
+        // The next commit keeps that generation as the previous one.
+        begin(dir.path(), &l).unwrap().finish().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(PREV_NAME)).unwrap(),
+            written[2]
+        );
+        assert!(read(dir.path()).unwrap().is_some());
+    }
+
+    /// A current file whose counts the ledger refuses (a valid checksum, hostile
+    /// content) is moved aside and the previous generation restored; when both are
+    /// damaged, both are moved aside and the exporter starts fresh.
+    #[test]
+    fn a_refused_or_damaged_generation_falls_back_and_both_damaged_start_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let (prev, good) = two_generations(dir.path());
+        let mut calls = 0;
+        let got = load(dir.path(), |_| {
+            calls += 1;
+            if calls == 1 {
+                Err("refused".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(got, Some(prev));
+        assert_eq!(others(dir.path()).len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        two_generations(dir.path());
+        let prev_bytes = std::fs::read(dir.path().join(PREV_NAME)).unwrap();
+        let mut bad_prev = prev_bytes.clone();
+        bad_prev[prev_bytes.len() / 2] ^= 0x10;
+        std::fs::write(dir.path().join(PREV_NAME), &bad_prev).unwrap();
+        let bad_current = &good[..good.len() - 1];
+        std::fs::write(dir.path().join(FILE_NAME), bad_current).unwrap();
+        assert_eq!(load(dir.path(), accept), None);
+        let aside = others(dir.path());
+        assert_eq!(aside.len(), 2, "{aside:?}");
+        assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
+        assert!(aside[1].starts_with("runway-exporter.state.prev.corrupt-"));
+        assert_eq!(
+            std::fs::read(dir.path().join(&aside[0])).unwrap(),
+            bad_current
+        );
+        assert_eq!(std::fs::read(dir.path().join(&aside[1])).unwrap(), bad_prev);
+        assert!(!dir.path().join(FILE_NAME).exists() && !dir.path().join(PREV_NAME).exists());
+        // And commits start again.
+        begin(dir.path(), &filled()).unwrap().finish().unwrap();
+        assert!(read(dir.path()).unwrap().is_some());
+    }
+
+    /// A current file that cannot be read (here a link to this process's memory, whose
+    /// first page is not mapped: reading it fails with EIO) is moved aside and the
+    /// previous generation restored.
+    #[test]
+    fn an_unreadable_current_file_falls_back_to_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (prev, _) = two_generations(dir.path());
+        let current = dir.path().join(FILE_NAME);
+        std::fs::remove_file(&current).unwrap();
+        std::os::unix::fs::symlink("/proc/self/mem", &current).unwrap();
+        assert!(matches!(read(dir.path()), Err(StateError::Read { .. })));
+        assert_eq!(load(dir.path(), accept), Some(prev));
+        let aside = others(dir.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_both_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        two_generations(dir.path());
+        let files = |d: &Path| [FILE_NAME, PREV_NAME].map(|n| std::fs::read(d.join(n)).unwrap());
+        let before = files(dir.path());
+        // The temporary file cannot be written (as on a full or read-only disk).
+        std::fs::create_dir(dir.path().join(TMP_NAME)).unwrap();
+        assert!(begin(dir.path(), &ledger()).is_err());
+        assert_eq!(files(dir.path()), before);
+        std::fs::remove_dir(dir.path().join(TMP_NAME)).unwrap();
+        // The current file cannot become the previous one: nothing is replaced.
+        std::fs::remove_file(dir.path().join(PREV_NAME)).unwrap();
+        std::fs::create_dir(dir.path().join(PREV_NAME)).unwrap();
+        std::fs::write(dir.path().join(PREV_NAME).join("inside"), b"x").unwrap();
+        let e = begin(dir.path(), &ledger()).unwrap().finish();
+        assert!(matches!(e, Err(StateError::Write { .. })));
+        assert_eq!(
+            std::fs::read(dir.path().join(FILE_NAME)).unwrap(),
+            before[0]
+        );
+        // A start moves that directory aside, and commits work again.
+        assert!(load(dir.path(), accept).is_some());
+        assert!(others(dir.path())
+            .iter()
+            .any(|n| n.starts_with("runway-exporter.state.prev.corrupt-")));
+        begin(dir.path(), &ledger()).unwrap().finish().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(PREV_NAME)).unwrap(),
+            before[0]
+        );
+    }
+
+    #[test]
+    fn the_checksum_covers_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        begin(dir.path(), &filled()).unwrap().finish().unwrap();
+        let file = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let (body, crc) = file.split_at(file.len() - 4);
+        assert_eq!(crc, crc32fast::hash(body).to_le_bytes());
+        assert_eq!(crc32fast::hash(&file), CRC_RESIDUE);
     }
 }

@@ -792,11 +792,12 @@ fn a_version_1_state_file_restores_to_the_same_metrics() {
     assert_eq!(got, want);
 }
 
-/// A state file that reads but whose counts cannot be restored (here a duration
-/// histogram of another shape, as a release with other buckets would have written) is
-/// moved aside like a corrupt one: the exporter starts fresh, never half restored (a
-/// failure code unknown to the table, restored without its classification, made every
-/// start crash).
+/// A state file that reads (its checksum right) but whose counts cannot be restored
+/// (here a duration histogram of another shape, as a release with other buckets would
+/// have written) is moved aside like a corrupt one, never half restored (a failure code
+/// unknown to the table, restored without its classification, made every start crash):
+/// the previous generation (the start-up commit, before the line was read) is restored
+/// and the line read again, once.
 #[test]
 fn a_state_file_that_cannot_be_restored_is_moved_aside_not_half_restored() {
     let dir = tempfile::tempdir().unwrap();
@@ -819,6 +820,8 @@ fn a_state_file_that_cannot_be_restored_is_moved_aside_not_half_restored() {
     header["totals"]["durations"][0]["buckets"] = serde_json::json!([1, 0, 0]);
     let mut edited = serde_json::to_vec(&header).unwrap();
     edited.extend_from_slice(&file[end..]);
+    // With its checksum made right again: hostile content, not damage.
+    seal(&mut edited);
     std::fs::write(&path, edited).unwrap();
 
     let mut d = Daemon::start(dir.path(), &cfg, &[]);
@@ -834,10 +837,199 @@ fn a_state_file_that_cannot_be_restored_is_moved_aside_not_half_restored() {
         .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
         .count();
     assert_eq!(aside, 1);
-    // Fresh, from the beginning: the one task counted once, the ledger whole.
+    // From the previous generation: the one task counted once, the ledger whole.
     let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
         sum(m, "runway_tasks_total", &[]) >= 1.0
     });
     assert_eq!(sum(&m, "runway_tasks_total", &[]), 1.0);
     assert_eq!(get(d.addr, "/-/ready").unwrap().0, 200);
+}
+
+/// Makes the CRC-32 at the end of a version-4 state file right for what precedes it.
+fn seal(file: &mut [u8]) {
+    let n = file.len() - 4;
+    let crc = crc32fast::hash(&file[..n]);
+    file[n..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// One start of the daemon on given state files (`None`: no such file): what it
+/// scraped once it had counted `feed`, its ERROR lines, and the files it moved aside
+/// with their contents.
+struct Outcome {
+    metrics: String,
+    errors: Vec<serde_json::Value>,
+    /// Whether it said it restored the previous generation.
+    from_previous: bool,
+    aside: BTreeMap<String, Vec<u8>>,
+}
+
+fn start_on(dir: &Path, current: Option<&[u8]>, previous: Option<&[u8]>, feed: &Feed) -> Outcome {
+    let state = dir.join("state");
+    for entry in std::fs::read_dir(&state).unwrap().flatten() {
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    for (name, bytes) in [
+        ("runway-exporter.state", current),
+        ("runway-exporter.state.prev", previous),
+    ] {
+        if let Some(bytes) = bytes {
+            std::fs::write(state.join(name), bytes).unwrap();
+        }
+    }
+    let mut d = Daemon::start(dir, &durable_config(dir, ""), &[]);
+    let metrics = wait_counted(&d, feed, &mut Monotonic::default());
+    let errors = d.errors();
+    let from_previous = d.count_logs("State restored from the previous generation") == 1;
+    drop(d);
+    let aside = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .map(|n| {
+            let bytes = std::fs::read(state.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+    Outcome {
+        metrics,
+        errors,
+        from_previous,
+        aside,
+    }
+}
+
+/// The first file position a state file holds.
+fn first_offset(file: &[u8]) -> u64 {
+    let end = file.iter().position(|b| *b == b'\n').unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&file[..end]).unwrap();
+    header["positions"][0]["offset"].as_u64().unwrap()
+}
+
+/// A state file the daemon wrote after counting a log, damaged: a bit flipped at a
+/// sample of offsets covering every region (the header's counts, a recent failure's id,
+/// a position, the window checksums, each window, the checksum at the end) or cut
+/// short. Every damage is detected: the file is moved aside as it was, logged once, the
+/// previous generation restored and the lines since its positions read again, ending
+/// with every counter exactly as a start from the undamaged file gives. Both
+/// generations damaged: both moved aside, and a fresh start.
+#[test]
+fn a_damaged_state_file_is_never_loaded_and_the_previous_generation_gives_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = durable_config(dir.path(), "");
+    let mut feed = Feed::new(21);
+    // Two runs; the state the first one left is the generation the second one started
+    // from: an earlier generation of the same history (the commits of the second run
+    // came after it), holding 1,500 lines fewer.
+    let state = dir.path().join("state");
+    let mut left = Vec::new();
+    for _ in 0..2 {
+        let mut d = Daemon::start(dir.path(), &cfg, &[]);
+        append(&log, &feed.lines(1500));
+        feed.check(&wait_counted(&d, &feed, &mut Monotonic::default()));
+        d.signal("TERM");
+        assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+        left.push(std::fs::read(state.join("runway-exporter.state")).unwrap());
+    }
+    let [prev, good] = <[Vec<u8>; 2]>::try_from(left).unwrap();
+    assert!(
+        first_offset(&prev) < first_offset(&good),
+        "nothing to read again"
+    );
+
+    let reference = start_on(dir.path(), Some(&good), Some(&prev), &feed);
+    assert!(reference.errors.is_empty() && reference.aside.is_empty());
+    assert!(!reference.from_previous);
+    feed.check(&reference.metrics);
+    let want = counters(&reference.metrics);
+
+    let text = String::from_utf8_lossy(&good);
+    let header_end = good.iter().position(|b| *b == b'\n').unwrap();
+    let find = |what: &str| text.find(what).unwrap() + what.len();
+    let mut offsets = vec![
+        0,
+        find("\"version\":"),
+        // A count, and a recent failure's id.
+        find("\"model\":\"gen4_turbo\",\"tasks\":") + 1,
+        find("\"failure_code\":\"SAFETY.INPUT.TEXT\""),
+        find("\"tasks\":[{\"id\":\"t") + 1,
+        find("\"offset\":"),
+        find("\"dedupe_checksum\":"),
+        find("\"started_checksum\":"),
+        header_end,
+        header_end + 1,
+        (header_end + good.len()) / 2,
+        good.len() - 6,
+        good.len() - 1,
+    ];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..5 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        offsets.push((seed % good.len() as u64) as usize);
+    }
+    let mut cases: Vec<(String, Vec<u8>)> = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let mut bad = good.clone();
+            bad[*at] ^= 1 << (i % 8);
+            (format!("bit {} of byte {at}", i % 8), bad)
+        })
+        .collect();
+    for len in [
+        0,
+        header_end / 2,
+        header_end + 1,
+        good.len() - 5,
+        good.len() - 1,
+    ] {
+        cases.push((format!("truncated to {len}"), good[..len].to_vec()));
+    }
+    for (name, bad) in &cases {
+        let got = start_on(dir.path(), Some(bad), Some(&prev), &feed);
+        assert_eq!(got.errors.len(), 1, "{name}: {:?}", got.errors);
+        assert!(got.errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("State file is corrupt"));
+        let aside: Vec<_> = got.aside.iter().collect();
+        assert_eq!(aside.len(), 1, "{name}");
+        assert!(aside[0].0.starts_with("runway-exporter.state.corrupt-"));
+        assert_eq!(aside[0].1, bad, "{name}: moved aside as it was");
+        assert!(got.from_previous, "{name}");
+        feed.check(&got.metrics);
+        assert_eq!(counters(&got.metrics), want, "{name}");
+    }
+
+    // Both damaged: both moved aside, and a fresh start (start_at = end).
+    let mut bad_prev = prev.clone();
+    bad_prev[prev.len() / 3] ^= 0x04;
+    let state_dir = &state;
+    for entry in std::fs::read_dir(state_dir).unwrap().flatten() {
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    std::fs::write(state.join("runway-exporter.state"), &cases[2].1).unwrap();
+    std::fs::write(state.join("runway-exporter.state.prev"), &bad_prev).unwrap();
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    append(&log, b"{\"id\":\"after\",\"status\":\"CANCELLED\"}\n");
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        sum(m, "runway_tasks_total", &[]) >= 1.0
+    });
+    assert_eq!(sum(&m, "runway_tasks_total", &[]), 1.0, "a fresh start");
+    assert_eq!(d.errors().len(), 2);
+    let mut aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    aside.sort();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    assert!(aside[0].starts_with("runway-exporter.state.corrupt-"));
+    assert!(aside[1].starts_with("runway-exporter.state.prev.corrupt-"));
+    assert_eq!(std::fs::read(state.join(&aside[1])).unwrap(), bad_prev);
 }
