@@ -153,6 +153,7 @@ impl<J: Abandoned> Turns<J> {
         before - self.queued.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queued.is_empty()
     }
