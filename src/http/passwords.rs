@@ -9,8 +9,8 @@
 //! first check. Which check runs next, and which is refused when the queue is full, is
 //! [`super::turns`]' decision: by client (address, or IPv6 /64), the one given the fewest
 //! wrong checks lately first, at most [`PER_CLIENT`] of one client queued or running. So
-//! neither one flooding client nor many leave a client they have not outspent waiting
-//! for more than the running checks. A request finding no room, or pushed out of the
+//! a flood, from one address or many, cannot keep a client that owes less than each
+//! flooding one waiting for more than the running checks. A request finding no room, or pushed out of the
 //! queue by a client with less debt, is answered at once ([`Verdict::Busy`]: 429), never
 //! with a thread of its own, and a queued check whose request was dropped (the client
 //! hung up and hyper saw it) is not run. A user that does not exist is checked like one

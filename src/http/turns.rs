@@ -8,9 +8,9 @@
 //! earliest). When the queue is full, a check that would score lower than the worst
 //! queued one takes its place, and that one is refused (429) at once; otherwise the new
 //! check is refused. So a client that has not been given a check lately waits only for
-//! the running checks and for clients as new as itself, however many addresses flood
-//! the queue, and a right password neither adds to a debt nor takes from it (alternating
-//! right and wrong buys nothing).
+//! the running checks and for clients as new as itself (an attacker needs a fresh
+//! address for every check to keep up with it), and a right password neither adds to a
+//! debt nor takes from it (alternating right and wrong buys nothing).
 //!
 //! The ledger of debts is bounded: a group's account goes when its debt falls below
 //! [`FORGET`] and it has nothing queued, and when `max_groups` are kept, the eighth with
