@@ -3,13 +3,15 @@
 //! until the sources are running).
 //!
 //! The connections themselves (TLS, basic auth) are `server`'s, who may hold one is
-//! `places`', and bcrypt checks run on `passwords`' own threads.
+//! `places`', and bcrypt checks run on `passwords`' own threads, in the order `turns`
+//! decides.
 
 mod exposition;
 mod passwords;
 mod places;
 mod server;
 mod status;
+mod turns;
 
 pub use exposition::Exposition;
 pub use server::{serve, Limits};

@@ -6,27 +6,37 @@
 //! hash forgets what was checked against the old one): a password checked before is let
 //! in or refused at once, on the async worker. Only a password not seen before goes to
 //! bcrypt, through a queue of [`QUEUE`] in front of [`threads`] threads, started at the
-//! first check; a client address has at most [`PER_CLIENT`] checks queued or running,
-//! so one flooding client leaves room for the others. A request finding no room is
-//! answered at once ([`Verdict::Busy`]: 429), never with a thread of its own, and a
-//! queued check whose request was dropped (the client hung up and hyper saw it) is not
-//! run. A user that does not exist is checked like one that does, against a hash of
-//! the same cost, so neither the time nor the answer tells which users exist.
+//! first check. Which check runs next, and which is refused when the queue is full, is
+//! [`super::turns`]' decision: by client (address, or IPv6 /64), the one given the fewest
+//! wrong checks lately first, at most [`PER_CLIENT`] of one client queued or running. So
+//! a flood, from one address or many, cannot keep a client that owes less than each
+//! flooding one waiting for more than the running checks. A request finding no room, or pushed out of the
+//! queue by a client with less debt, is answered at once ([`Verdict::Busy`]: 429), never
+//! with a thread of its own, and a queued check whose request was dropped (the client
+//! hung up and hyper saw it) is not run. A user that does not exist is checked like one
+//! that does, against a hash of the same cost, so neither the time nor the answer tells
+//! which users exist.
+//!
+//! Locks: the queue's and each memory's are taken one at a time, never nested, and never
+//! across bcrypt or an `.await`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::turns::{Abandoned, Ended, Group, Turns};
 use crate::webconfig::BasicAuth;
 
 /// Checks waiting for a thread, at most.
 pub const QUEUE: usize = 16;
-/// Checks of one client address queued or running, at most.
+/// Checks of one client (address, or IPv6 /64) queued or running, at most.
 pub const PER_CLIENT: usize = 2;
+/// Clients whose debts are kept, at most (about 1 MB).
+const MAX_CLIENTS: usize = 16_384;
 /// Right passwords remembered, at most (the memory starts over when full).
 const MAX_RIGHT: usize = 1024;
 /// Wrong passwords remembered, at most (the memory starts over when full).
@@ -68,39 +78,11 @@ struct Job {
     /// The user exists: without, the check runs all the same and fails.
     known: bool,
     reply: oneshot::Sender<bool>,
-    _ticket: Ticket,
 }
 
-/// One of a client's [`PER_CLIENT`] checks: given back when dropped.
-struct Ticket {
-    client: IpAddr,
-    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl Ticket {
-    fn take(pending: &Arc<Mutex<HashMap<IpAddr, usize>>>, client: IpAddr) -> Option<Ticket> {
-        let mut map = lock(pending);
-        let n = map.entry(client).or_default();
-        if *n >= PER_CLIENT {
-            return None;
-        }
-        *n += 1;
-        Some(Ticket {
-            client,
-            pending: pending.clone(),
-        })
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut map = lock(&self.pending);
-        if let Some(n) = map.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.client);
-            }
-        }
+impl Abandoned for Job {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
     }
 }
 
@@ -136,34 +118,110 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Jobs = Arc<Mutex<Receiver<Job>>>;
+/// The checks waiting, shared by the checker and its threads. A std `Mutex`: held for a
+/// scan of at most [`QUEUE`] jobs, never across bcrypt.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// A job was queued, or the checker is gone.
+    ready: Condvar,
+    stats: Arc<Stats>,
+}
+
+struct QueueState {
+    turns: Turns<Job>,
+    /// The checker is gone: the threads end when the queue is empty.
+    closed: bool,
+}
+
+impl Queue {
+    fn new(queue: usize, stats: Arc<Stats>) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                turns: Turns::new(queue, PER_CLIENT, MAX_CLIENTS),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            stats,
+        }
+    }
+
+    fn offer(&self, client: IpAddr, job: Job) -> Result<(), Job> {
+        let mut state = lock(&self.state);
+        self.drop_abandoned(&mut state);
+        state.turns.offer(client, job, Instant::now())?;
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, waiting for one; `None` once the checker is gone and the queue
+    /// is empty.
+    fn take(&self) -> Option<(Group, Job)> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(next) = self.try_take_locked(&mut state) {
+                return Some(next);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The next job, if one is queued.
+    #[cfg(test)]
+    fn try_take(&self) -> Option<(Group, Job)> {
+        self.try_take_locked(&mut lock(&self.state))
+    }
+
+    fn try_take_locked(&self, state: &mut QueueState) -> Option<(Group, Job)> {
+        self.drop_abandoned(state);
+        state.turns.next(Instant::now())
+    }
+
+    fn drop_abandoned(&self, state: &mut QueueState) {
+        let n = state.turns.drop_abandoned() as u64;
+        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn settle(&self, group: Group, ended: Ended) {
+        lock(&self.state).turns.settle(group, ended);
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_all();
+    }
+}
 
 /// The checker: its threads end when it is dropped.
 pub struct Passwords {
-    jobs: SyncSender<Job>,
-    /// Where the threads take jobs from.
-    rx: Jobs,
+    queue: Arc<Queue>,
     /// Threads still to start (at the first check).
     unstarted: Mutex<usize>,
     memory: Arc<Memory>,
-    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
     seed: u64,
     pub stats: Arc<Stats>,
+}
+
+impl Drop for Passwords {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl Passwords {
     /// A checker with `threads` threads (started at the first check) behind a queue of
     /// `queue`.
     pub fn start(threads: usize, queue: usize) -> Passwords {
-        let (jobs, rx) = sync_channel::<Job>(queue);
+        let stats = Arc::<Stats>::default();
         Passwords {
-            jobs,
-            rx: Arc::new(Mutex::new(rx)),
+            queue: Arc::new(Queue::new(queue, stats.clone())),
             unstarted: Mutex::new(threads),
             memory: Arc::default(),
-            pending: Arc::default(),
             seed: rand::random(),
-            stats: Arc::default(),
+            stats,
         }
     }
 
@@ -174,10 +232,11 @@ impl Passwords {
 
     fn spawn_threads(&self, threads: usize) {
         for i in 0..threads {
-            let (rx, memory, stats) = (self.rx.clone(), self.memory.clone(), self.stats.clone());
+            let (queue, memory, stats) =
+                (self.queue.clone(), self.memory.clone(), self.stats.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("password-check-{i}"))
-                .spawn(move || work(&rx, &memory, &stats));
+                .spawn(move || work(&queue, &memory, &stats));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "Cannot start a password-check thread.");
             }
@@ -200,9 +259,6 @@ impl Passwords {
         if let Some(right) = self.memory.recall(key) {
             return verdict(right && known);
         }
-        let Some(ticket) = Ticket::take(&self.pending, client) else {
-            return self.busy();
-        };
         self.start_threads();
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -211,12 +267,12 @@ impl Passwords {
             hash: hash.to_string(),
             known,
             reply,
-            _ticket: ticket,
         };
-        if self.jobs.try_send(job).is_err() {
+        if self.queue.offer(client, job).is_err() {
             return self.busy();
         }
-        // Dropped with the request: the thread then skips the job.
+        // Dropped with the request: the queue then drops the job. Pushed out of the
+        // queue for a client with less debt: busy.
         match answer.await {
             Ok(right) => verdict(right),
             Err(_) => self.busy(),
@@ -237,26 +293,32 @@ fn verdict(right: bool) -> Verdict {
     }
 }
 
-/// One checking thread: takes jobs until the checker is dropped.
-fn work(rx: &Mutex<Receiver<Job>>, memory: &Memory, stats: &Stats) {
-    loop {
-        let Ok(job) = lock(rx).recv() else { return };
-        if job.reply.is_closed() {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        // A password checked while this one waited in the queue.
-        let right = match memory.recall(job.key) {
-            Some(right) => right,
-            None => {
-                stats.checked.fetch_add(1, Ordering::Relaxed);
-                let right = bcrypt::verify(&job.password, &job.hash).unwrap_or(false) && job.known;
-                memory.remember(job.key, right);
-                right
-            }
-        };
-        let _ = job.reply.send(right);
+/// One checking thread: takes jobs until the checker is dropped and the queue is empty.
+fn work(queue: &Queue, memory: &Memory, stats: &Stats) {
+    while let Some((group, job)) = queue.take() {
+        run(queue, memory, stats, group, job);
     }
+}
+
+/// Runs one job taken from the queue, and settles its client's turn.
+fn run(queue: &Queue, memory: &Memory, stats: &Stats, group: Group, job: Job) {
+    if job.reply.is_closed() {
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        queue.settle(group, Ended::NotRun);
+        return;
+    }
+    // A password checked while this one waited in the queue.
+    let (right, ended) = match memory.recall(job.key) {
+        Some(right) => (right, Ended::NotRun),
+        None => {
+            stats.checked.fetch_add(1, Ordering::Relaxed);
+            let right = bcrypt::verify(&job.password, &job.hash).unwrap_or(false) && job.known;
+            memory.remember(job.key, right);
+            (right, if right { Ended::Right } else { Ended::Wrong })
+        }
+    };
+    queue.settle(group, ended);
+    let _ = job.reply.send(right);
 }
 
 #[cfg(test)]
@@ -352,39 +414,102 @@ mod tests {
         // No thread runs: what is queued stays queued.
         let p = Arc::new(Passwords::start(0, 4));
         rt().block_on(async {
-            // Two clients fill the queue, PER_CLIENT each.
+            // A client's own limit: no room for a third check of the first client.
             let mut queued = queue_checks(&p, &users, client(1), PER_CLIENT).await;
-            // Their own: no room for a third check of the first client.
             let more = header("alice", "one-more");
             assert_eq!(p.check(&users, client(1), Some(&more)).await, Verdict::Busy);
-            queued.extend(queue_checks(&p, &users, client(2), PER_CLIENT).await);
-            // The queue: no room for anybody.
+            // Two more clients, one check each: the queue is full.
+            queued.extend(queue_checks(&p, &users, client(2), 1).await);
+            queued.extend(queue_checks(&p, &users, client(3), 1).await);
+            // A fourth client pushes out a check of the first, which has two queued.
+            queued.extend(queue_checks(&p, &users, client(4), 1).await);
+            settle().await;
+            assert_eq!(p.stats.busy.load(Ordering::Relaxed), 2);
+            // A client that would score no less than any queued check finds no room.
             for i in 0..20 {
                 let wrong = header("alice", &format!("x{i}"));
                 assert_eq!(
-                    p.check(&users, client(3), Some(&wrong)).await,
+                    p.check(&users, client(5), Some(&wrong)).await,
                     Verdict::Busy
                 );
             }
-            assert_eq!(p.stats.busy.load(Ordering::Relaxed), 21);
+            assert_eq!(p.stats.busy.load(Ordering::Relaxed), 22);
             // The clients of the queued checks go away.
             for t in queued {
                 t.abort();
-                assert!(t.await.unwrap_err().is_cancelled());
+                let _ = t.await;
             }
         });
         // A thread takes the queue (here: this one, until the checker is gone).
-        let Passwords {
-            jobs,
-            rx,
-            memory,
-            stats,
-            ..
-        } = Arc::into_inner(p).unwrap();
-        drop(jobs);
-        work(&rx, &memory, &stats);
+        let (queue, memory, stats) = (p.queue.clone(), p.memory.clone(), p.stats.clone());
+        drop(Arc::into_inner(p).unwrap());
+        work(&queue, &memory, &stats);
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 4, "not run");
         assert_eq!(stats.checked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_new_right_password_goes_first_during_a_flood_from_many_addresses() {
+        let users = Arc::new(users("s3cret", 4));
+        let p = Arc::new(Passwords::start(0, QUEUE));
+        let (queue, memory, stats) = (p.queue.clone(), p.memory.clone(), p.stats.clone());
+        let run_next = || {
+            let (group, job) = queue.try_take().expect("a queued check");
+            run(&queue, &memory, &stats, group, job);
+        };
+        rt().block_on(async {
+            // 40 addresses, each given one wrong check already.
+            for n in 10..50 {
+                let (p, users) = (p.clone(), users.clone());
+                tokio::spawn(async move {
+                    let wrong = header("alice", &format!("before-{n}"));
+                    p.check(&users, client(n), Some(&wrong)).await
+                });
+                tokio::task::yield_now().await;
+                run_next();
+            }
+            // Then they fill the queue, two checks each; most are refused at once.
+            let mut flood = Vec::new();
+            for n in 10..50 {
+                flood.extend(queue_checks(&p, &users, client(n), PER_CLIENT).await);
+            }
+            settle().await;
+            assert_eq!(p.stats.busy.load(Ordering::Relaxed), 80 - QUEUE as u64);
+            // A right password not checked before, from another address: queued (one
+            // flooding check pushed out, answered busy), and run next.
+            let (p2, users2) = (p.clone(), users.clone());
+            let scraper = tokio::spawn(async move {
+                let right = header("alice", "s3cret");
+                p2.check(&users2, client(200), Some(&right)).await
+            });
+            settle().await;
+            assert_eq!(p.stats.busy.load(Ordering::Relaxed), 80 - QUEUE as u64 + 1);
+            run_next();
+            assert_eq!(scraper.await.unwrap(), Verdict::Right);
+            assert_eq!(stats.checked.load(Ordering::Relaxed), 41);
+            let pushed_out = futures_busy(flood).await;
+            assert_eq!(pushed_out, 80 - QUEUE + 1);
+        });
+    }
+
+    /// Lets the spawned checks run up to their waits (those answered: to their ends).
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// How many of `checks` (all finished or left queued) were answered busy.
+    async fn futures_busy(checks: Vec<tokio::task::JoinHandle<Verdict>>) -> usize {
+        let mut busy = 0;
+        for t in checks {
+            if t.is_finished() {
+                busy += usize::from(t.await.unwrap() == Verdict::Busy);
+            } else {
+                t.abort();
+            }
+        }
+        busy
     }
 
     #[test]

@@ -447,12 +447,7 @@ fn a_flood_of_wrong_passwords_starves_neither_scrapes_nor_counting() {
         &["--web.config.file", &web],
     );
     let right = format!("Authorization: {}\r\n", basic("prometheus", "right-pass"));
-    let scrape = || {
-        let t = Instant::now();
-        let (head, body) = get_raw(d.addr, "/metrics", &right).unwrap();
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        (String::from_utf8(body).unwrap(), t.elapsed())
-    };
+    let scrape = || timed_scrape(d.addr, &right);
     // The scraper is known before the flood, as a Prometheus scraping for a while is.
     scrape();
     let log = dir.path().join("app.log");
@@ -487,28 +482,8 @@ fn a_flood_of_wrong_passwords_starves_neither_scrapes_nor_counting() {
             })
         })
         .collect();
-    let started = Instant::now();
-    let (mut slowest_scrape, mut slowest_count, mut rounds) = (Duration::ZERO, Duration::ZERO, 0);
-    while started.elapsed() < flood_for - Duration::from_secs(1) {
-        rounds += 1;
-        append(
-            &log,
-            format!("{{\"id\":\"t{rounds}\",\"status\":\"SUCCEEDED\"}}\n").as_bytes(),
-        );
-        let appended = Instant::now();
-        loop {
-            let (m, took) = scrape();
-            slowest_scrape = slowest_scrape.max(took);
-            if sum(&m, "runway_tasks_total", &["status=\"SUCCEEDED\""]) == rounds as f64 {
-                break;
-            }
-            assert!(
-                appended.elapsed() < Duration::from_secs(5),
-                "a line appended during the flood was not counted within 5 s"
-            );
-        }
-        slowest_count = slowest_count.max(appended.elapsed());
-    }
+    let (slowest_scrape, slowest_count, rounds) =
+        scrape_and_count(&log, flood_for - Duration::from_secs(1), scrape);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut answers = std::collections::BTreeMap::<String, u32>::new();
     for f in flooders {
@@ -536,6 +511,234 @@ fn a_flood_of_wrong_passwords_starves_neither_scrapes_nor_counting() {
         slowest_count < Duration::from_secs(2),
         "counting a line took {slowest_count:?} during the flood ({answers:?})"
     );
+}
+
+/// A scrape of `/metrics` with a remembered password: the page and how long it took.
+fn timed_scrape(addr: SocketAddr, auth_line: &str) -> (String, Duration) {
+    let t = Instant::now();
+    let (head, body) = get_raw(addr, "/metrics", auth_line).unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    (String::from_utf8(body).unwrap(), t.elapsed())
+}
+
+/// For `during`: appends a line to `log` and scrapes until it is counted, again and
+/// again. The slowest scrape, the slowest count, and the rounds.
+fn scrape_and_count(
+    log: &Path,
+    during: Duration,
+    scrape: impl Fn() -> (String, Duration),
+) -> (Duration, Duration, usize) {
+    let started = Instant::now();
+    let (mut slowest_scrape, mut slowest_count, mut rounds) = (Duration::ZERO, Duration::ZERO, 0);
+    while started.elapsed() < during {
+        rounds += 1;
+        append(
+            log,
+            format!("{{\"id\":\"t{rounds}\",\"status\":\"SUCCEEDED\"}}\n").as_bytes(),
+        );
+        let appended = Instant::now();
+        loop {
+            let (m, took) = scrape();
+            slowest_scrape = slowest_scrape.max(took);
+            if sum(&m, "runway_tasks_total", &["status=\"SUCCEEDED\""]) == rounds as f64 {
+                break;
+            }
+            assert!(
+                appended.elapsed() < Duration::from_secs(5),
+                "a line appended during the flood was not counted within 5 s"
+            );
+        }
+        slowest_count = slowest_count.max(appended.elapsed());
+    }
+    (slowest_scrape, slowest_count, rounds)
+}
+
+#[test]
+fn a_new_right_password_gets_in_during_a_flood_from_many_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    // Cost 10. The scraper's password is remembered before the flood; the newcomers'
+    // were never checked (as after a restart, or a reload that changed their hashes).
+    let newcomers: Vec<(String, String)> = (0..3)
+        .map(|n| (format!("newcomer{n}"), format!("pass-{n}")))
+        .collect();
+    let mut users = format!(
+        "basic_auth_users:\n  prometheus: '{}'\n",
+        bcrypt::hash("right-pass", 10).unwrap()
+    );
+    for (user, password) in &newcomers {
+        users += &format!("  {user}: '{}'\n", bcrypt::hash(password, 10).unwrap());
+    }
+    let web = write(dir.path(), "web.yml", &users);
+    let d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), ""),
+        &["--web.config.file", &web],
+    );
+    let right = format!("Authorization: {}\r\n", basic("prometheus", "right-pass"));
+    let scrape = || timed_scrape(d.addr, &right);
+    scrape();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (checked, checked_rx) = std::sync::mpsc::channel();
+    let flood = flood_from_many(d.addr, FLOOD_ADDRESSES, stop.clone(), checked);
+    // The flood is under way once each of its 40 addresses has been given a check: from
+    // then on, every one of them owes more than a newcomer. (Until then a newcomer is one
+    // of 41 never checked: see the README's threat model.) First come first served, some
+    // addresses are never given one: the newcomers come after 15 s then.
+    let mut addresses = std::collections::BTreeSet::new();
+    let warming = Instant::now();
+    while addresses.len() < FLOOD_ADDRESSES {
+        let left = Duration::from_secs(15).saturating_sub(warming.elapsed());
+        let Ok(address) = checked_rx.recv_timeout(left) else {
+            break;
+        };
+        addresses.insert(address);
+    }
+    let warmed_up = warming.elapsed();
+    // The newcomers, one after another, each from an address of its own, one try each,
+    // while the scraper scrapes and counts.
+    let newcomers = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut answered = Vec::new();
+        for (n, (user, password)) in newcomers.iter().enumerate() {
+            let from = std::net::IpAddr::from([127, 0, 0, 60 + n as u8]);
+            let request = format!(
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+                basic(user, password)
+            );
+            let t = Instant::now();
+            let status = rt.block_on(request_from(from, d.addr, &request));
+            answered.push((status, t.elapsed()));
+        }
+        answered
+    });
+    // The flood goes on for 10 s at least, 6 s of them with the newcomers.
+    let during = Duration::from_secs(10)
+        .saturating_sub(warmed_up)
+        .max(Duration::from_secs(6));
+    let (slowest_scrape, slowest_count, rounds) =
+        scrape_and_count(&dir.path().join("app.log"), during, scrape);
+    let answered = newcomers.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = flood.join().unwrap();
+    let refused =
+        answers.get("401").copied().unwrap_or(0) + answers.get("429").copied().unwrap_or(0);
+    assert!(
+        refused >= 500,
+        "the flood was too weak to show anything: {answers:?}"
+    );
+    assert_eq!(
+        answers.get("200"),
+        None,
+        "a wrong password got in: {answers:?}"
+    );
+    for (status, took) in &answered {
+        assert!(
+            status == "200" && *took < Duration::from_secs(2),
+            "a new right password was answered {status} after {took:?} during the flood \
+             (all: {answered:?}; the flood: {answers:?}; {} of its addresses checked after \
+             {warmed_up:?})",
+            addresses.len()
+        );
+    }
+    assert!(rounds >= 3, "{rounds} rounds");
+    assert!(
+        slowest_scrape < Duration::from_secs(1),
+        "a right-password scrape took {slowest_scrape:?} during the flood ({answers:?})"
+    );
+    assert!(
+        slowest_count < Duration::from_secs(2),
+        "counting a line took {slowest_count:?} during the flood ({answers:?})"
+    );
+}
+
+/// The flooding addresses: 127.0.0.2 to 127.0.0.41.
+const FLOOD_ADDRESSES: usize = 40;
+/// A flood ends by then whatever happens.
+const FLOOD_AT_MOST: Duration = Duration::from_secs(25);
+
+/// Until `stop` (at most [`FLOOD_AT_MOST`]), wrong passwords from 60 clients spread over
+/// `addresses` addresses from 127.0.0.2 on, on one thread: each client waits for its answer, sends its next guess at
+/// once after a 401 and 100 ms after a 429 (about 600 requests a second in all). Each
+/// address is sent on `checked` when its first guess has been checked (401). The answers
+/// by status, when joined.
+fn flood_from_many(
+    addr: SocketAddr,
+    addresses: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    checked: std::sync::mpsc::Sender<std::net::IpAddr>,
+) -> std::thread::JoinHandle<std::collections::BTreeMap<String, u32>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let clients = (0..60).map(|c| {
+            let (checked, stop) = (checked.clone(), stop.clone());
+            let from = std::net::IpAddr::from([127, 0, 0, 2 + (c % addresses) as u8]);
+            async move {
+                let mut answers = std::collections::BTreeMap::<String, u32>::new();
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || started.elapsed() > FLOOD_AT_MOST
+                    {
+                        break;
+                    }
+                    let wrong = format!(
+                        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+                        basic("prometheus", &format!("guess-{c}-{i}"))
+                    );
+                    let status = request_from(from, addr, &wrong).await;
+                    if status == "401" && !answers.contains_key("401") {
+                        let _ = checked.send(from);
+                    }
+                    if status != "401" {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    *answers.entry(status).or_default() += 1;
+                }
+                answers
+            }
+        });
+        let tasks = rt.block_on(async {
+            let handles: Vec<_> = clients.map(|c| tokio::spawn(c)).collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.push(h.await.unwrap());
+            }
+            all
+        });
+        let mut answers = std::collections::BTreeMap::new();
+        for (status, n) in tasks.into_iter().flatten() {
+            *answers.entry(status).or_default() += n;
+        }
+        answers
+    })
+}
+
+/// One request from `from`, a loopback address the client's socket is bound to; the
+/// status answered, or why there is none.
+async fn request_from(from: std::net::IpAddr, to: SocketAddr, request: &str) -> String {
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+        return "no socket".into();
+    };
+    if socket.bind(SocketAddr::new(from, 0)).is_err() {
+        return "bind failed".into();
+    }
+    let Ok(mut s) = socket.connect(to).await else {
+        return "connect failed".into();
+    };
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return "write failed".into();
+    }
+    let mut head = [0u8; 12];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await {
+        Ok(Ok(_)) => String::from_utf8_lossy(&head[9..12]).into_owned(),
+        _ => "gave up".into(),
+    }
 }
 
 /// Sends one request; the status answered, or why there is none.
