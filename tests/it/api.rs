@@ -738,6 +738,23 @@ fn an_oversized_api_body_is_refused_as_it_arrives() {
     assert!(grown < 24 * 1024 * 1024, "peak RSS grew by {grown} bytes");
 }
 
+/// A daemon polling the one task `id` of `mock` until it is counted (20 s at most); its
+/// directory, the daemon and the last scrape.
+fn poll_until_counted(mock: &MockApi, id: &str) -> (tempfile::TempDir, Daemon, String) {
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), format!("{id}\n").as_bytes());
+    let d = Daemon::start_env(
+        dir.path(),
+        &api_config(dir.path(), mock, ""),
+        &[],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 1.0
+    });
+    (dir, d, m)
+}
+
 /// A task body nested far too deep is a rejected answer, retried; the poller goes on and
 /// counts the task when it answers sanely.
 #[test]
@@ -761,17 +778,7 @@ fn a_deeply_nested_api_body_is_rejected_not_a_crash() {
             ],
         )],
     );
-    let dir = tempfile::tempdir().unwrap();
-    append(&dir.path().join("tasks.list"), b"deep-1\n");
-    let d = Daemon::start_env(
-        dir.path(),
-        &api_config(dir.path(), &mock, ""),
-        &[],
-        &[("RUNWAYML_API_SECRET", KEY)],
-    );
-    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
-        records(m, "api", "counted") >= 1.0
-    });
+    let (_dir, d, m) = poll_until_counted(&mock, "deep-1");
     assert_eq!(records(&m, "api", "counted"), 1.0);
     assert_eq!(
         sample(
@@ -847,17 +854,7 @@ fn an_answer_naming_another_task_is_rejected_not_counted() {
             ],
         )],
     );
-    let dir = tempfile::tempdir().unwrap();
-    append(&dir.path().join("tasks.list"), b"mine-1\n");
-    let d = Daemon::start_env(
-        dir.path(),
-        &api_config(dir.path(), &mock, ""),
-        &[],
-        &[("RUNWAYML_API_SECRET", KEY)],
-    );
-    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
-        records(m, "api", "counted") >= 1.0
-    });
+    let (_dir, _d, m) = poll_until_counted(&mock, "mine-1");
     assert_eq!(
         sample(
             &m,

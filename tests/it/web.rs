@@ -491,17 +491,7 @@ fn a_flood_of_wrong_passwords_starves_neither_scrapes_nor_counting() {
             *answers.entry(status).or_default() += n;
         }
     }
-    let refused =
-        answers.get("401").copied().unwrap_or(0) + answers.get("429").copied().unwrap_or(0);
-    assert!(
-        refused >= 500,
-        "the flood was too weak to show anything: {answers:?}"
-    );
-    assert_eq!(
-        answers.get("200"),
-        None,
-        "a wrong password got in: {answers:?}"
-    );
+    assert_the_flood_was_refused(&answers);
     assert!(rounds >= 5, "{rounds} rounds");
     assert!(
         slowest_scrape < Duration::from_secs(1),
@@ -623,17 +613,7 @@ fn a_new_right_password_gets_in_during_a_flood_from_many_addresses() {
     let answered = newcomers.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answers = flood.join().unwrap();
-    let refused =
-        answers.get("401").copied().unwrap_or(0) + answers.get("429").copied().unwrap_or(0);
-    assert!(
-        refused >= 500,
-        "the flood was too weak to show anything: {answers:?}"
-    );
-    assert_eq!(
-        answers.get("200"),
-        None,
-        "a wrong password got in: {answers:?}"
-    );
+    assert_the_flood_was_refused(&answers);
     for (status, took) in &answered {
         assert!(
             status == "200" && *took < Duration::from_secs(2),
@@ -739,6 +719,22 @@ async fn request_from(from: std::net::IpAddr, to: SocketAddr, request: &str) -> 
         Ok(Ok(_)) => String::from_utf8_lossy(&head[9..12]).into_owned(),
         _ => "gave up".into(),
     }
+}
+
+/// A flood of wrong passwords was strong enough to show something (500 refusals or
+/// more) and let nobody in.
+fn assert_the_flood_was_refused(answers: &std::collections::BTreeMap<String, u32>) {
+    let refused =
+        answers.get("401").copied().unwrap_or(0) + answers.get("429").copied().unwrap_or(0);
+    assert!(
+        refused >= 500,
+        "the flood was too weak to show anything: {answers:?}"
+    );
+    assert_eq!(
+        answers.get("200"),
+        None,
+        "a wrong password got in: {answers:?}"
+    );
 }
 
 /// Sends one request; the status answered, or why there is none.
