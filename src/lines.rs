@@ -880,6 +880,15 @@ mod tests {
                 format!("{{\n  \"id\": \"{i}\",\n  \"a\": [\n    \"{pad}\",\n    \"{pad}\"\n  ],\n  \"b\": \"}}\"\n}}"),
                 "<too long>".into(),
             ),
+            // Unindented (`indent=0`), within the bound and over it.
+            5 => {
+                let r = format!("{{\n\"id\": \"{i}\",\n\"a\": [\n{{\n\"b\": 1\n}},\n{{}}\n]\n}}");
+                (r.clone(), r)
+            }
+            6 => (
+                format!("{{\n\"id\": \"{i}\",\n\"a\": [\n{{\n\"p\": \"{pad}\"\n}},\n{{\n\"p\": \"{pad}\"\n}}\n],\n\"b\": \"}}\"\n}}"),
+                "<too long>".into(),
+            ),
             // Cut short by the next record: handed over as it is.
             _ => {
                 let r = format!("{{\n  \"id\": \"{i}\",\n  \"s\": \"x\",");
@@ -895,7 +904,7 @@ mod tests {
         /// stays within the bound.
         #[test]
         fn bounded_records_survive_any_cutting(
-            kinds in proptest::collection::vec(0u8..5, 1..10),
+            kinds in proptest::collection::vec(0u8..7, 1..10),
             cuts in proptest::collection::vec(1usize..90, 1..80),
         ) {
             let limit = 100;
@@ -1290,7 +1299,22 @@ mod tests {
             for next in [one, PY_INDENT_0, PY_INDENT_2] {
                 let log = format!("{cut}\n{next}\n{one}\n");
                 every_cutting(1 << 16, &log, &[cut, next, one]);
+                // At once: nothing is held once the next record is complete.
+                let log = format!("{cut}\n{next}\n");
+                assert_eq!(
+                    split(1 << 16, &[log.as_bytes()]),
+                    (vec![cut.into(), next.into()], 0)
+                );
             }
+        }
+        // An indented object is cut at once wherever it is cut: it indents its elements.
+        let cut = "{\n  \"a\": [\n    1,";
+        for next in [PY_INDENT_0, PY_INDENT_2] {
+            let log = format!("{cut}\n{next}\n");
+            assert_eq!(
+                split(1 << 16, &[log.as_bytes()]),
+                (vec![cut.into(), next.into()], 0)
+            );
         }
         // Cut where an array's element comes: a record with `{` alone is read as an
         // element until the next record starts, then handed over on its own; a one-line
