@@ -30,13 +30,16 @@
 //!   nests), so every other such line is a new record at once. A partial line is cut
 //!   as soon as it can no longer become an element.
 //! - **A record appended after the cut** where an element could start (an unindented
-//!   object cut right after an array's `[` or `,`) is read as that element; when the
-//!   next record starts, the object is cut there, and the last `{` line whose brackets
-//!   balance exactly with the object's end (the last line closing it) is the record
-//!   appended: it is handed over on its own, the object before it as cut short. The one
-//!   ambiguous cut: right after the closing brace of an array's last object, which is
-//!   then handed over as a record of its own (a second rejected record, unless it has
-//!   the fields of a task).
+//!   object cut right after an array's `[` or `,`) is read as that element. When the
+//!   next record starts (or the file ends), the object is cut there, and its last line
+//!   holding only `{` from which its brackets balance exactly at its end (its last line
+//!   closing them) starts the record appended: that record is handed over on its own,
+//!   the object before it as cut short. What stays ambiguous: a cut right after the
+//!   closing brace of an object in an array (before its comma or the array's end)
+//!   hands that object over as a record of its own (a second rejected record, unless
+//!   it has a task's fields); a record appended there with another glued after it is
+//!   handed over with it, as one record; one appended there and cut short itself is
+//!   handed over with the cut one, as one record.
 //! - **Glued records.** When the object's last bracket closes before the end of its
 //!   line and what follows it (after any whitespace) starts with `{`, as when records
 //!   are written without a newline between them (`}{"id":...}`, `} {`, `}{` and a
@@ -48,7 +51,7 @@
 //! A one-line record never opens an object, whole or cut short, so one-line logs are
 //! split exactly as lines (and pay one look at a line's second byte).
 
-use memchr::memchr;
+use memchr::{memchr, memchr2};
 
 /// One item of a block.
 #[derive(Debug, PartialEq, Eq)]
@@ -94,11 +97,9 @@ impl Brackets {
                 continue;
             }
             if self.in_string {
-                // Most of a pretty-printed line is in strings: on to its next quote or
-                // backslash at once.
-                let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[i - 1..]) else {
-                    return None;
-                };
+                // Most of a pretty-printed line is in strings: on to the string's next
+                // quote or backslash at once (none: it goes on in the next part).
+                let at = memchr2(b'"', b'\\', &bytes[i - 1..])?;
                 i += at;
                 match bytes[i - 1] == b'"' {
                     true => self.in_string = false,
@@ -1360,6 +1361,13 @@ mod tests {
             &log,
             &["{\n\"a\": [", "{\n\"b\": 1\n}", PY_INDENT_0],
         );
+        // A record appended there with another glued after it, and one cut short itself.
+        let log = format!("{{\n\"a\": [\n1,\n{PY_INDENT_0}{one}\n{one}\n");
+        let glued = format!("{PY_INDENT_0}{one}");
+        every_cutting(1 << 16, &log, &["{\n\"a\": [\n1,", &glued, one]);
+        let log = "{\n\"a\": [\n1,\n{\n\"id\": \"b\",\n{\"id\":\"y\"}\n";
+        let both = "{\n\"a\": [\n1,\n{\n\"id\": \"b\",";
+        every_cutting(1 << 16, log, &[both, one]);
     }
 
     /// A task of the property test: its id, and what is nested in it.
