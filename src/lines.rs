@@ -46,7 +46,8 @@
 //!   multi-line object), the object ends at its brace and the rest of the line is read
 //!   as a line of its own (and a checkpoint may then fall at its `{`, read the same way
 //!   after a restart). Records glued on one line with no multi-line object before
-//!   them (`{"a":1}{"b":2}`) are one line, rejected.
+//!   them (`{"a":1}{"b":2}`) are one line here; [`glued_records`] finds them in it when
+//!   the parser rejects it.
 //!
 //! A one-line record never opens an object, whole or cut short, so one-line logs are
 //! split exactly as lines (and pay one look at a line's second byte).
@@ -256,6 +257,31 @@ fn opens_object(line: &[u8]) -> bool {
 fn glued(rest: &[u8]) -> Option<usize> {
     let at = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     (rest[at] == b'{').then_some(at)
+}
+
+/// The records of a line that holds records glued one after the other (`{"a":1}{"b":2}`,
+/// with whitespace between or none): each from its `{` to the brace that closes it, the
+/// last one to the end of the line if it never closes (cut short). `None` unless there
+/// are two or more and nothing else. The splitter hands such a line over whole (finding
+/// them would cost every one-line record a look at each of its bytes): the parser tells
+/// it from a record, by rejecting it.
+pub fn glued_records(line: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut records = Vec::new();
+    let mut start = glued(line)?;
+    loop {
+        let Some(close) = Brackets::default().feed(&line[start..]) else {
+            records.push(&line[start..]);
+            break;
+        };
+        let end = start + close + 1;
+        records.push(&line[start..end]);
+        match glued(&line[end..]) {
+            Some(at) => start = end + at,
+            None if line[end..].iter().all(u8::is_ascii_whitespace) => break,
+            None => return None,
+        }
+    }
+    (records.len() > 1).then_some(records)
 }
 
 /// Moves the object state on by one complete line.
@@ -1279,6 +1305,41 @@ mod tests {
         // A glued object over the bound is skipped; the record after it is read.
         let big = format!("{{\n\"a\": \"{}\"\n}}{one}\n", "x".repeat(200));
         every_cutting(100, &big, &["<too long>", one]);
+    }
+
+    #[test]
+    fn records_glued_on_one_line_are_found() {
+        let glued = |l: &str| {
+            glued_records(l.as_bytes()).map(|r| {
+                r.iter()
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            glued("{\"a\":\"}{\"}{\"b\":[{}]} \t{\"c\":1}\r"),
+            Some(vec![
+                "{\"a\":\"}{\"}".into(),
+                "{\"b\":[{}]}".into(),
+                "{\"c\":1}".into()
+            ])
+        );
+        // The last one cut short.
+        assert_eq!(
+            glued(" {\"a\":1}{\"b\":"),
+            Some(vec!["{\"a\":1}".into(), "{\"b\":".into()])
+        );
+        // One record, or something else than records.
+        for l in [
+            "{\"a\":1}",
+            "{\"a\":1} x",
+            "{\"a\":1},{\"b\":2}",
+            "[{}]",
+            "",
+            "{\"a\":1}]{}",
+        ] {
+            assert_eq!(glued(l), None, "{l}");
+        }
     }
 
     #[test]
