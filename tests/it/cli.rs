@@ -433,6 +433,12 @@ fn scan_reads_every_json_writers_shape_exactly() {
         "\n".into(),
         one_line("a9", "SUCCEEDED"),
         "\n".into(),
+        // One-line records glued on one line.
+        one_line("b1", "SUCCEEDED"),
+        one_line("b2", "SUCCEEDED"),
+        " ".into(),
+        one_line("b3", "CANCELLED"),
+        "\n".into(),
         cut_element.replace("c2", "c3"),
         "\n".into(),
         // The last record, without a newline, read as an element of the cut one until
@@ -452,7 +458,7 @@ fn scan_reads_every_json_writers_shape_exactly() {
         )
         .unwrap_or(0.0)
     };
-    assert_eq!(records("counted"), 11.0, "{out}");
+    assert_eq!(records("counted"), 14.0, "{out}");
     assert_eq!(records("rejected"), 3.0, "{out}");
     assert_eq!(
         sum(
@@ -472,7 +478,7 @@ fn scan_reads_every_json_writers_shape_exactly() {
     };
     assert_eq!(
         (tasks("SUCCEEDED"), tasks("FAILED"), tasks("CANCELLED")),
-        (5.0, 5.0, 1.0)
+        (7.0, 5.0, 2.0)
     );
     let failures = |code: &str| sum(&out, "runway_task_failures_total", &[code]);
     assert_eq!(
