@@ -568,7 +568,8 @@ impl LineSplitter {
                     return;
                 }
                 Step::Hold => break,
-                // Cut short above already, unless by this line's own end.
+                // Not reached: `cut_short` looked at this line before it was held whole,
+                // with the same rule. Handled as there all the same.
                 Step::Cut => {
                     self.hand_over_cut(skip, f);
                     continue;
