@@ -7,21 +7,52 @@
 //! is skipped up to the next newline, so memory stays bounded by `max_line_bytes`
 //! whatever the input.
 //!
-//! A *multi-line object* is what Python's `task.to_json()` and Node's
-//! `JSON.stringify(task, null, 2)` write: a line holding only `{` opens an object, and the
-//! lines after it belong to it until its braces and brackets balance (counted outside
-//! strings). It is handed over as one
+//! A *multi-line object* is what a JSON writer's pretty-printer writes: Python's
+//! `json.dumps(task, indent=2)` and `indent=0`, Node's `JSON.stringify(task, null, 2)`,
+//! Go's `json.MarshalIndent(task, "", "  ")` and `MarshalIndent(task, "", "")`. A line
+//! holding only `{` opens an object, and the lines after it belong to it until its braces
+//! and brackets balance (counted outside strings). It is handed over as one
 //! [`Line::Complete`] spanning those lines, and held like a partial line until it is
 //! complete, so a checkpoint (the read position less what is held) never lands inside
 //! it. Its bound is `max_line_bytes` too: an object that grows past it is reported once
-//! as [`Line::TooLong`] and its remaining lines are skipped until it balances. A line
-//! starting with `{` in the first column inside an open object (pretty-printers indent
-//! everything but the outer braces) means the object was cut short: what was held is
-//! handed over as it is (and rejected by the parser), and the new line starts afresh.
+//! as [`Line::TooLong`] and its remaining lines are skipped until it balances.
+//!
+//! The rules for a line of an open object:
+//!
+//! - **Cut short.** A line starting with `{` in the first column starts a new record:
+//!   the object was cut short (its writer died), is handed over as it is (and rejected
+//!   by the parser), and the line starts afresh. Except where an *unindented* object (its
+//!   first line after the brace starts in the first column, as `indent=0` and
+//!   `MarshalIndent` with an empty indent write) has a nested object in the first
+//!   column: in an array, after a line ending with `[` or `,`, a line holding only `{`,
+//!   `{}` or `{},` is an element. In valid JSON nothing else starts with `{` there
+//!   (a member of an object starts with its key; an indented writer indents what it
+//!   nests), so every other such line is a new record at once. A partial line is cut
+//!   as soon as it can no longer become an element.
+//! - **A record appended after the cut** where an element could start (an unindented
+//!   object cut right after an array's `[` or `,`) is read as that element. When the
+//!   next record starts (or the file ends), the object is cut there, and its last line
+//!   holding only `{` from which its brackets balance exactly at its end (its last line
+//!   closing them) starts the record appended: that record is handed over on its own,
+//!   the object before it as cut short. What stays ambiguous: a cut right after the
+//!   closing brace of an object in an array (before its comma or the array's end)
+//!   hands that object over as a record of its own (a second rejected record, unless
+//!   it has a task's fields); a record appended there with another glued after it is
+//!   handed over with it, as one record; one appended there and cut short itself is
+//!   handed over with the cut one, as one record.
+//! - **Glued records.** When the object's last bracket closes before the end of its
+//!   line and what follows it (after any whitespace) starts with `{`, as when records
+//!   are written without a newline between them (`}{"id":...}`, `} {`, `}{` and a
+//!   multi-line object), the object ends at its brace and the rest of the line is read
+//!   as a line of its own (and a checkpoint may then fall at its `{`, read the same way
+//!   after a restart). Records glued on one line with no multi-line object before
+//!   them (`{"a":1}{"b":2}`) are one line here; [`glued_records`] finds them in it when
+//!   the parser rejects it.
+//!
 //! A one-line record never opens an object, whole or cut short, so one-line logs are
 //! split exactly as lines (and pay one look at a line's second byte).
 
-use memchr::memchr;
+use memchr::{memchr, memchr2};
 
 /// One item of a block.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,13 +63,19 @@ pub enum Line<'a> {
     TooLong(&'a [u8]),
 }
 
+/// Levels of nesting whose kind (array or object) is kept.
+const KINDS_KEPT: u32 = 128;
+
 /// Bracket depth of a JSON text read a piece at a time, with what it needs to know to
-/// leave brackets in strings out.
+/// leave brackets in strings out, and which open brackets are arrays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Brackets {
     depth: u32,
     in_string: bool,
     escaped: bool,
+    /// Bit `k`: whether the bracket open at depth `k + 1` is `[` (the first
+    /// [`KINDS_KEPT`] levels).
+    arrays: u128,
 }
 
 impl Brackets {
@@ -49,47 +86,149 @@ impl Brackets {
         self.escaped = false;
     }
 
-    /// Reads the next bytes of the current line; true as soon as the outermost bracket
-    /// closes (the rest is not looked at).
-    fn feed(&mut self, bytes: &[u8]) -> bool {
-        for &b in bytes {
+    /// Reads the next bytes of the current line; the index of the byte that closes the
+    /// outermost bracket, as soon as one does (the rest is not looked at).
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            i += 1;
+            if self.escaped {
+                self.escaped = false;
+                continue;
+            }
             if self.in_string {
-                match b {
-                    _ if self.escaped => self.escaped = false,
-                    b'\\' => self.escaped = true,
-                    b'"' => self.in_string = false,
-                    _ => {}
+                // Most of a pretty-printed line is in strings: on to the string's next
+                // quote or backslash at once (none: it goes on in the next part).
+                let at = memchr2(b'"', b'\\', &bytes[i - 1..])?;
+                i += at;
+                match bytes[i - 1] == b'"' {
+                    true => self.in_string = false,
+                    false => self.escaped = true,
                 }
                 continue;
             }
             match b {
                 b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
+                b'{' | b'[' => {
+                    if self.depth < KINDS_KEPT {
+                        let bit = 1u128 << self.depth;
+                        match b == b'[' {
+                            true => self.arrays |= bit,
+                            false => self.arrays &= !bit,
+                        }
+                    }
+                    self.depth = self.depth.saturating_add(1);
+                }
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);
                     if self.depth == 0 {
-                        return true;
+                        return Some(i - 1);
                     }
                 }
                 _ => {}
             }
         }
-        false
+        None
     }
 
-    /// Reads a line in parts; true when the outermost bracket closed in it.
-    fn line(&mut self, parts: &[&[u8]]) -> bool {
-        self.new_line();
-        parts.iter().any(|p| self.feed(p))
+    /// Whether the innermost open bracket is `[`.
+    fn in_array(&self) -> bool {
+        (1..=KINDS_KEPT).contains(&self.depth) && (self.arrays >> (self.depth - 1)) & 1 == 1
     }
 }
 
-/// An open multi-line object, and whether it went over the bound and its lines are
-/// being skipped.
+/// The last byte of `bytes` that is not whitespace.
+fn last_non_space(bytes: &[u8]) -> Option<u8> {
+    bytes
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .copied()
+}
+
+/// An open multi-line object: its brackets, its writer's style as far as known, and
+/// whether it went over the bound and its lines are being skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Open {
     brackets: Brackets,
     skip: bool,
+    /// Whether its lines are indented, as its first line after the brace tells.
+    indented: Option<bool>,
+    /// The last byte other than whitespace of its lines so far.
+    last: u8,
+}
+
+impl Open {
+    /// The object `line` (a brace alone) opens.
+    fn new(line: &[u8]) -> Open {
+        let mut brackets = Brackets::default();
+        brackets.feed(line);
+        Open {
+            brackets,
+            skip: false,
+            indented: None,
+            last: b'{',
+        }
+    }
+
+    /// A new line of the object begins, with `first` as its first byte.
+    fn begin_line(&mut self, first: Option<u8>) {
+        self.brackets.new_line();
+        if self.indented.is_none() {
+            self.indented = first.map(|b| b == b' ' || b == b'\t');
+        }
+    }
+
+    /// Reads the next part of the current line; the index of the byte that closes the
+    /// object, if one does.
+    fn feed(&mut self, part: &[u8]) -> Option<usize> {
+        if let Some(b) = last_non_space(part) {
+            self.last = b;
+        }
+        self.brackets.feed(part)
+    }
+
+    /// Reads a line in parts; true when the object closed in it.
+    fn line(&mut self, parts: &[&[u8]]) -> bool {
+        self.begin_line(parts.iter().find_map(|p| p.first().copied()));
+        parts.iter().any(|p| self.feed(p).is_some())
+    }
+
+    /// Whether `line` (in parts, whole or only its start so far) starts a new record,
+    /// the object being cut short before it: it starts with `{`, and cannot be an
+    /// element of an unindented object's array.
+    fn cut_by(&self, line: &[&[u8]]) -> bool {
+        if line.iter().find_map(|p| p.first()) != Some(&b'{') {
+            return false;
+        }
+        let element = self.indented == Some(false)
+            && self.brackets.in_array()
+            && matches!(self.last, b',' | b'[')
+            && element_opener(line);
+        !element
+    }
+}
+
+/// Whether a line (in parts; whole, or the start of one) is `{`, `{}` or `{},` with
+/// whitespace after, as an unindented writer writes an array's object element. Any
+/// start of such a line is one too.
+fn element_opener(line: &[&[u8]]) -> bool {
+    let mut bytes = line.iter().flat_map(|p| p.iter().copied());
+    if bytes.next() != Some(b'{') {
+        return false;
+    }
+    // What has been read: 0 the brace, 1 a closing brace, 2 a comma, 3 whitespace.
+    let mut read = 0;
+    bytes.all(|b| {
+        read = match (read, b) {
+            (0, b'}') => 1,
+            (1, b',') => 2,
+            (_, b) if b.is_ascii_whitespace() => 3,
+            _ => return false,
+        };
+        true
+    })
 }
 
 /// What a complete line does to the record being assembled.
@@ -97,10 +236,13 @@ struct Open {
 enum Step {
     /// The record ends with this line.
     Emit,
+    /// The object ends at byte `end` of this line, and the rest of it, from byte `next`
+    /// (a `{`), is read as a line of its own.
+    Glued { end: usize, next: usize },
     /// The line opens or continues an object that goes on.
     Hold,
     /// The line starts a new record: the open object ends before it, cut short.
-    Restart,
+    Cut,
 }
 
 /// Whether a line opens a pretty-printed object: the opening brace alone, as every
@@ -110,32 +252,98 @@ fn opens_object(line: &[u8]) -> bool {
     line.first() == Some(&b'{') && line[1..].iter().all(u8::is_ascii_whitespace)
 }
 
-/// Moves the object state on by one complete line.
-fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
-    match open {
-        None if opens_object(line) => {
-            let mut brackets = Brackets::default();
-            brackets.line(&[line]);
-            *open = Some(Open {
-                brackets,
-                skip: false,
-            });
-            Step::Hold
-        }
-        None => Step::Emit,
-        Some(_) if line.first() == Some(&b'{') => {
-            *open = None;
-            Step::Restart
-        }
-        Some(o) => {
-            if o.brackets.line(&[line]) {
-                *open = None;
-                Step::Emit
-            } else {
-                Step::Hold
-            }
+/// Where the next record starts in `rest`, what follows an object's closing brace on
+/// its line: at a `{` after any whitespace.
+fn glued(rest: &[u8]) -> Option<usize> {
+    let at = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    (rest[at] == b'{').then_some(at)
+}
+
+/// The records of a line that holds records glued one after the other (`{"a":1}{"b":2}`,
+/// with whitespace between or none): each from its `{` to the brace that closes it, the
+/// last one to the end of the line if it never closes (cut short). `None` unless there
+/// are two or more and nothing else. The splitter hands such a line over whole (finding
+/// them would cost every one-line record a look at each of its bytes): the parser tells
+/// it from a record, by rejecting it.
+pub fn glued_records(line: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut records = Vec::new();
+    let mut start = glued(line)?;
+    loop {
+        let Some(close) = Brackets::default().feed(&line[start..]) else {
+            records.push(&line[start..]);
+            break;
+        };
+        let end = start + close + 1;
+        records.push(&line[start..end]);
+        match glued(&line[end..]) {
+            Some(at) => start = end + at,
+            None if line[end..].iter().all(u8::is_ascii_whitespace) => break,
+            None => return None,
         }
     }
+    (records.len() > 1).then_some(records)
+}
+
+/// Moves the object state on by one complete line.
+fn step(open: &mut Option<Open>, line: &[u8]) -> Step {
+    let Some(o) = open else {
+        if !opens_object(line) {
+            return Step::Emit;
+        }
+        *open = Some(Open::new(line));
+        return Step::Hold;
+    };
+    if o.cut_by(&[line]) {
+        *open = None;
+        return Step::Cut;
+    }
+    o.begin_line(line.first().copied());
+    let Some(close) = o.feed(line) else {
+        return Step::Hold;
+    };
+    *open = None;
+    match glued(&line[close + 1..]) {
+        Some(at) => Step::Glued {
+            end: close + 1,
+            next: close + 1 + at,
+        },
+        None => Step::Emit,
+    }
+}
+
+/// What an object cut short (`held`, without the newline before the line that cut it)
+/// is handed over as: the object, or the object up to a record appended after the cut
+/// and that record (see [`appended_record`]).
+fn cut_records(held: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match appended_record(held) {
+        Some(at) => (&held[..at - 1], Some(&held[at..])),
+        None => (held, None),
+    }
+}
+
+/// Where a record appended after the cut starts in `object`, an object cut short whose
+/// last line ends with `}`: the start of its last line (not its first) that holds only
+/// `{`, opens at the depth the object ends at and stays deeper up to its last line. It
+/// was taken as an element of an unindented object's array; at any other place a
+/// column-0 `{` would have cut the object there.
+fn appended_record(object: &[u8]) -> Option<usize> {
+    if last_non_space(object) != Some(b'}') {
+        return None;
+    }
+    // The start of each line and the depth before it.
+    let mut starts = Vec::new();
+    let mut brackets = Brackets::default();
+    let mut at = 0;
+    for line in object.split(|&b| b == b'\n') {
+        starts.push((at, brackets.depth));
+        brackets.new_line();
+        brackets.feed(line);
+        at += line.len() + 1;
+    }
+    let end = brackets.depth;
+    let &(start, depth) = starts.iter().rev().find(|(_, d)| *d <= end)?;
+    let line = object[start..].split(|&b| b == b'\n').next()?;
+    (start > 0 && depth == end && opens_object(line)).then_some(start)
 }
 
 /// The record at hand went over the bound (and was reported): from now on its rest is
@@ -148,7 +356,7 @@ fn skip_rest(open: &mut Option<Open>, line: &[&[u8]], complete: bool) -> bool {
         return !complete;
     };
     o.skip = true;
-    if o.brackets.line(line) {
+    if o.line(line) {
         *open = None;
     }
     !complete
@@ -189,22 +397,32 @@ impl LineSplitter {
         self.skipping
     }
 
+    /// Whether the open object went over the bound and is being skipped.
+    fn skipping_object(&self) -> bool {
+        self.open.is_some_and(|o| o.skip)
+    }
+
     /// Skips everything up to the next newline, as when starting in the middle of a line.
     pub fn skip_to_newline(&mut self) {
         self.reset();
         self.skipping = true;
     }
 
-    /// Ends the stream: a held partial line or object is reported as a complete line
-    /// (apart, when the last line started a new record; not at all when it is the end
-    /// of an over-long object, reported already).
+    /// Ends the stream: a held partial line is read as a complete line, and an object
+    /// still open is handed over as cut short (not at all when it is the end of an
+    /// over-long object, reported already).
     pub fn finish(&mut self, mut f: impl FnMut(Line<'_>)) {
-        self.cut_short(&[], &mut f);
-        if !self.carry.is_empty() && !self.open.is_some_and(|o| o.skip) {
+        if self.line_start < self.carry.len() {
+            self.complete_held(&[], &mut f);
+        }
+        if !self.carry.is_empty() && !self.skipping_object() {
             // An object's lines are held with their newlines; the last is not its.
-            f(Line::Complete(
-                self.carry.strip_suffix(b"\n").unwrap_or(&self.carry),
-            ));
+            let held = self.carry.strip_suffix(b"\n").unwrap_or(&self.carry);
+            let (cut, appended) = cut_records(held);
+            f(Line::Complete(cut));
+            if let Some(a) = appended {
+                f(Line::Complete(a));
+            }
         }
         self.reset();
     }
@@ -240,7 +458,7 @@ impl LineSplitter {
             let newline = memchr(b'\n', rest);
             let skipped = &rest[..newline.unwrap_or(rest.len())];
             if let Some(o) = &mut self.open {
-                if o.brackets.feed(skipped) {
+                if o.feed(skipped).is_some() {
                     self.open = None;
                 }
             }
@@ -264,18 +482,28 @@ impl LineSplitter {
         self.split_block(block, block.len() - rest.len(), lines);
     }
 
-    /// When the line after an open object's held lines starts a new record (`{` in its
-    /// first column; `next` is its part in this block), the object was cut short: it is
-    /// handed over as it is, without the newline after it, and only the line is held.
+    /// When the line after an open object's held lines starts a new record (`next` is
+    /// its part in this block, whole or not), the object was cut short: it is handed
+    /// over (see [`cut_records`]), without the newline after it, and only the line is
+    /// held.
     fn cut_short(&mut self, next: &[u8], f: &mut impl FnMut(Line<'_>)) {
-        let first = self.carry.get(self.line_start).or(next.first());
-        if self.open.is_none() || first != Some(&b'{') {
+        let Some(o) = self.open else {
             return;
+        };
+        if o.cut_by(&[&self.carry[self.line_start..], next]) {
+            self.hand_over_cut(o.skip, f);
         }
-        if !self.open.is_some_and(|o| o.skip) {
-            f(Line::Complete(
-                &self.carry[..self.line_start.saturating_sub(1)],
-            ));
+    }
+
+    /// Hands the open object held over as cut short before the line held (nothing when
+    /// it is skipped, over the bound).
+    fn hand_over_cut(&mut self, skip: bool, f: &mut impl FnMut(Line<'_>)) {
+        if !skip {
+            let (cut, appended) = cut_records(&self.carry[..self.line_start.saturating_sub(1)]);
+            f(Line::Complete(cut));
+            if let Some(a) = appended {
+                f(Line::Complete(a));
+            }
         }
         self.carry.drain(..self.line_start);
         self.line_start = 0;
@@ -293,7 +521,7 @@ impl LineSplitter {
             self.carry.extend_from_slice(part);
             return;
         }
-        if !self.open.is_some_and(|o| o.skip) {
+        if !self.skipping_object() {
             match self.carry.is_empty() {
                 true => f(Line::TooLong(&part[..self.max_line_bytes])),
                 false => f(Line::TooLong(&self.carry)),
@@ -308,9 +536,8 @@ impl LineSplitter {
     /// The held record gets one more complete line (`line` is its part in this block).
     fn complete_held(&mut self, line: &[u8], f: &mut impl FnMut(Line<'_>)) {
         self.cut_short(line, f);
-        let skip = self.open.is_some_and(|o| o.skip);
         if self.carry.len() + line.len() > self.max_line_bytes {
-            if !skip {
+            if !self.skipping_object() {
                 match self.carry.is_empty() {
                     true => f(Line::TooLong(&line[..self.max_line_bytes])),
                     false => f(Line::TooLong(&self.carry)),
@@ -326,23 +553,41 @@ impl LineSplitter {
             return;
         }
         self.carry.extend_from_slice(line);
-        // A `Restart` was handled above: the line does not start with `{` if an object
-        // is open.
-        match step(&mut self.open, &self.carry[self.line_start..]) {
-            Step::Hold if !skip => {
-                self.carry.push(b'\n');
-                self.line_start = self.carry.len();
+        self.step_held(f);
+    }
+
+    /// The last line held is complete: moves the record on by it, and by the rest of it
+    /// when a record is glued after the object it ends.
+    fn step_held(&mut self, f: &mut impl FnMut(Line<'_>)) {
+        loop {
+            let skip = self.skipping_object();
+            let (end, next) = match step(&mut self.open, &self.carry[self.line_start..]) {
+                Step::Hold if !skip => {
+                    self.carry.push(b'\n');
+                    self.line_start = self.carry.len();
+                    return;
+                }
+                Step::Hold => break,
+                // Not reached: `cut_short` looked at this line before it was held whole,
+                // with the same rule. Handled as there all the same.
+                Step::Cut => {
+                    self.hand_over_cut(skip, f);
+                    continue;
+                }
+                Step::Emit => (self.carry.len(), None),
+                Step::Glued { end, next } => (self.line_start + end, Some(self.line_start + next)),
+            };
+            if !skip {
+                f(Line::Complete(&self.carry[..end]));
             }
-            Step::Emit if !skip => {
-                f(Line::Complete(&self.carry));
-                self.carry.clear();
-                self.line_start = 0;
-            }
-            Step::Hold | Step::Emit | Step::Restart => {
-                self.carry.clear();
-                self.line_start = 0;
-            }
+            let Some(next) = next else {
+                break;
+            };
+            self.carry.drain(..next);
+            self.line_start = 0;
         }
+        self.carry.clear();
+        self.line_start = 0;
     }
 
     /// Splits the block from `pos` on, where nothing is held.
@@ -362,46 +607,70 @@ impl LineSplitter {
                 pos = end + 1;
                 continue;
             }
-            loop {
-                let skip = self.open.is_some_and(|o| o.skip);
-                match step(&mut self.open, line) {
-                    Step::Emit if skip => {}
-                    Step::Emit => match start.take() {
-                        Some(s) if end - s > max => lines.push(Line::TooLong(&block[s..s + max])),
-                        Some(s) => lines.push(Line::Complete(&block[s..end])),
-                        None if line.len() > max => lines.push(Line::TooLong(&line[..max])),
-                        None => lines.push(Line::Complete(line)),
-                    },
-                    Step::Hold if skip => {}
-                    Step::Hold => {
-                        let s = *start.get_or_insert(pos);
-                        if end - s > max {
-                            lines.push(Line::TooLong(&block[s..s + max]));
-                            start = None;
-                            if let Some(o) = &mut self.open {
-                                o.skip = true;
-                            }
-                        }
-                    }
-                    Step::Restart => {
-                        if let Some(s) = start.take() {
-                            lines.push(Line::Complete(&block[s..pos - 1]));
-                        }
-                        continue;
-                    }
-                }
-                break;
-            }
+            self.split_line(block, (pos, end), &mut start, lines);
             pos = end + 1;
         }
         // A partial line that starts a new record cuts an open object short too.
-        if self.open.is_some() && block.get(pos) == Some(&b'{') {
-            if let Some(s) = start.take() {
-                lines.push(Line::Complete(&block[s..pos - 1]));
+        if let Some(o) = self.open {
+            if o.cut_by(&[&block[pos..]]) {
+                if let Some(s) = start.take() {
+                    push_cut(&block[s..pos - 1], lines);
+                }
+                self.open = None;
             }
-            self.open = None;
         }
         self.hold_tail(block, start.unwrap_or(pos), pos, lines);
+    }
+
+    /// Splits the complete line `block[pos..end]` of an object, open or opened by it;
+    /// `start`: where the open object began in this block. Not inlined: the one-line
+    /// loop of [`split_block`](Self::split_block) stays as tight as without objects.
+    #[inline(never)]
+    fn split_line<'b>(
+        &mut self,
+        block: &'b [u8],
+        (mut pos, end): (usize, usize),
+        start: &mut Option<usize>,
+        lines: &mut Vec<Line<'b>>,
+    ) {
+        let max = self.max_line_bytes;
+        loop {
+            let skip = self.skipping_object();
+            let (record_end, next) = match step(&mut self.open, &block[pos..end]) {
+                Step::Hold if skip => return,
+                Step::Hold => {
+                    let s = *start.get_or_insert(pos);
+                    if end - s > max {
+                        lines.push(Line::TooLong(&block[s..s + max]));
+                        *start = None;
+                        if let Some(o) = &mut self.open {
+                            o.skip = true;
+                        }
+                    }
+                    return;
+                }
+                Step::Cut => {
+                    if let Some(s) = start.take() {
+                        push_cut(&block[s..pos - 1], lines);
+                    }
+                    continue;
+                }
+                Step::Emit => (end, None),
+                Step::Glued { end: e, next } => (pos + e, Some(pos + next)),
+            };
+            let s = start.take().unwrap_or(pos);
+            if !skip {
+                let record = &block[s..record_end];
+                match record.len() > max {
+                    true => lines.push(Line::TooLong(&record[..max])),
+                    false => lines.push(Line::Complete(record)),
+                }
+            }
+            match next {
+                Some(n) => pos = n,
+                None => return,
+            }
+        }
     }
 
     /// Holds what follows the block's last complete record (from `from`; its partial
@@ -421,11 +690,20 @@ impl LineSplitter {
             self.line_start = pos - from;
             return;
         }
-        if !self.open.is_some_and(|o| o.skip) {
+        if !self.skipping_object() {
             lines.push(Line::TooLong(&tail[..self.max_line_bytes]));
         }
         self.skipping = skip_rest(&mut self.open, &[partial], partial.is_empty());
         self.line_start = 0;
+    }
+}
+
+/// Pushes the records an object cut short in a block is handed over as.
+fn push_cut<'b>(held: &'b [u8], lines: &mut Vec<Line<'b>>) {
+    let (cut, appended) = cut_records(held);
+    lines.push(Line::Complete(cut));
+    if let Some(a) = appended {
+        lines.push(Line::Complete(a));
     }
 }
 
@@ -643,6 +921,15 @@ mod tests {
                 format!("{{\n  \"id\": \"{i}\",\n  \"a\": [\n    \"{pad}\",\n    \"{pad}\"\n  ],\n  \"b\": \"}}\"\n}}"),
                 "<too long>".into(),
             ),
+            // Unindented (`indent=0`), within the bound and over it.
+            5 => {
+                let r = format!("{{\n\"id\": \"{i}\",\n\"a\": [\n{{\n\"b\": 1\n}},\n{{}}\n]\n}}");
+                (r.clone(), r)
+            }
+            6 => (
+                format!("{{\n\"id\": \"{i}\",\n\"a\": [\n{{\n\"p\": \"{pad}\"\n}},\n{{\n\"p\": \"{pad}\"\n}}\n],\n\"b\": \"}}\"\n}}"),
+                "<too long>".into(),
+            ),
             // Cut short by the next record: handed over as it is.
             _ => {
                 let r = format!("{{\n  \"id\": \"{i}\",\n  \"s\": \"x\",");
@@ -658,7 +945,7 @@ mod tests {
         /// stays within the bound.
         #[test]
         fn bounded_records_survive_any_cutting(
-            kinds in proptest::collection::vec(0u8..5, 1..10),
+            kinds in proptest::collection::vec(0u8..7, 1..10),
             cuts in proptest::collection::vec(1usize..90, 1..80),
         ) {
             let limit = 100;
@@ -797,5 +1084,491 @@ mod tests {
         let mut after = Vec::new();
         s.feed(b"tail\nnext\n", |l| after.push(format!("{l:?}")));
         assert_eq!(after, vec![format!("{:?}", Line::Complete(b"next"))]);
+    }
+
+    /// A task as Python's `json.dumps` writes it: one line, `indent=0` and `indent=2`.
+    const PY_ONE_LINE: &str = "{\"id\": \"t1\", \"status\": \"FAILED\", \"failure\": {\"code\": \"SAFETY.INPUT.TEXT\", \"details\": [{\"at\": 1, \"why\": \"a } { ] [ \\\" \\\\ x\"}, {}, {\"n\": []}]}, \"outputs\": [], \"cost\": {\"credits\": 5}, \"tags\": [\"a<b\", 2]}";
+    const PY_INDENT_0: &str = "{\n\"id\": \"t1\",\n\"status\": \"FAILED\",\n\"failure\": {\n\"code\": \"SAFETY.INPUT.TEXT\",\n\"details\": [\n{\n\"at\": 1,\n\"why\": \"a } { ] [ \\\" \\\\ x\"\n},\n{},\n{\n\"n\": []\n}\n]\n},\n\"outputs\": [],\n\"cost\": {\n\"credits\": 5\n},\n\"tags\": [\n\"a<b\",\n2\n]\n}";
+    const PY_INDENT_2: &str = "{\n  \"id\": \"t1\",\n  \"status\": \"FAILED\",\n  \"failure\": {\n    \"code\": \"SAFETY.INPUT.TEXT\",\n    \"details\": [\n      {\n        \"at\": 1,\n        \"why\": \"a } { ] [ \\\" \\\\ x\"\n      },\n      {},\n      {\n        \"n\": []\n      }\n    ]\n  },\n  \"outputs\": [],\n  \"cost\": {\n    \"credits\": 5\n  },\n  \"tags\": [\n    \"a<b\",\n    2\n  ]\n}";
+
+    /// A JSON value, to be written by each writer's rules.
+    #[derive(Debug, Clone)]
+    enum Json {
+        Num(u32),
+        Str(String),
+        Arr(Vec<Json>),
+        Obj(Vec<(String, Json)>),
+    }
+
+    /// The writers whose shapes are read.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Writer {
+        /// Python's `json.dumps(v)`.
+        OneLine,
+        /// Python's `json.dumps(v, indent=2)` (Node's `JSON.stringify(v, null, 2)`).
+        Indent2,
+        /// Python's `json.dumps(v, indent=0)`.
+        Indent0,
+        /// Go's `json.MarshalIndent(v, "", "")`: a newline after `{`, `[` and `,` and
+        /// before a closing bracket, `": "` after a key, empty containers as `{}` and
+        /// `[]`, and `<`, `>`, `&` escaped as `\u003c`, `\u003e`, `\u0026`.
+        GoEmpty,
+    }
+
+    /// `v` as `w` writes it, and where an unindented writer closed an object that is an
+    /// array's element (the one ambiguous place to cut it: see the module doc).
+    fn write(v: &Json, w: Writer) -> (String, Vec<usize>) {
+        let mut out = (String::new(), Vec::new());
+        write_value(v, w, 0, &mut out);
+        out
+    }
+
+    fn write_value(v: &Json, w: Writer, level: usize, out: &mut (String, Vec<usize>)) {
+        let indent = match w {
+            Writer::OneLine => None,
+            Writer::Indent2 => Some("  "),
+            Writer::Indent0 | Writer::GoEmpty => Some(""),
+        };
+        let (open, close, len) = match v {
+            Json::Num(n) => return out.0.push_str(&n.to_string()),
+            Json::Str(s) => return write_str(s, w, &mut out.0),
+            Json::Arr(items) => ('[', ']', items.len()),
+            Json::Obj(members) => ('{', '}', members.len()),
+        };
+        out.0.push(open);
+        for i in 0..len {
+            match indent {
+                Some(ind) => {
+                    out.0.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.0.push_str(&ind.repeat(level + 1));
+                }
+                None if i > 0 => out.0.push_str(", "),
+                None => {}
+            }
+            match v {
+                Json::Arr(items) => {
+                    write_value(&items[i], w, level + 1, out);
+                    if indent == Some("") && matches!(&items[i], Json::Obj(m) if !m.is_empty()) {
+                        out.1.push(out.0.len());
+                    }
+                }
+                Json::Obj(members) => {
+                    write_str(&members[i].0, w, &mut out.0);
+                    out.0.push_str(": ");
+                    write_value(&members[i].1, w, level + 1, out);
+                }
+                _ => unreachable!(),
+            }
+        }
+        if let (Some(ind), true) = (indent, len > 0) {
+            out.0.push('\n');
+            out.0.push_str(&ind.repeat(level));
+        }
+        out.0.push(close);
+    }
+
+    fn write_str(s: &str, w: Writer, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '<' | '>' | '&' if w == Writer::GoEmpty => {
+                    out.push_str(&format!("\\u{:04x}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    /// The task of the Python fixtures.
+    fn fixture_task() -> Json {
+        let s = |v: &str| Json::Str(v.into());
+        let obj = |m: Vec<(&str, Json)>| {
+            Json::Obj(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
+        obj(vec![
+            ("id", s("t1")),
+            ("status", s("FAILED")),
+            (
+                "failure",
+                obj(vec![
+                    ("code", s("SAFETY.INPUT.TEXT")),
+                    (
+                        "details",
+                        Json::Arr(vec![
+                            obj(vec![("at", Json::Num(1)), ("why", s("a } { ] [ \" \\ x"))]),
+                            obj(vec![]),
+                            obj(vec![("n", Json::Arr(vec![]))]),
+                        ]),
+                    ),
+                ]),
+            ),
+            ("outputs", Json::Arr(vec![])),
+            ("cost", obj(vec![("credits", Json::Num(5))])),
+            ("tags", Json::Arr(vec![s("a<b"), Json::Num(2)])),
+        ])
+    }
+
+    #[test]
+    fn the_test_writers_write_what_python_and_go_write() {
+        let t = fixture_task();
+        assert_eq!(write(&t, Writer::OneLine).0, PY_ONE_LINE);
+        assert_eq!(write(&t, Writer::Indent0).0, PY_INDENT_0);
+        assert_eq!(write(&t, Writer::Indent2).0, PY_INDENT_2);
+        // Go's shape is Python's `indent=0` with its own escapes.
+        assert_eq!(
+            write(&t, Writer::GoEmpty).0,
+            PY_INDENT_0.replace("a<b", "a\\u003cb")
+        );
+        // The closing braces of the elements `{"at": ...}` and `{"n": []}`.
+        let (text, ambiguous) = write(&t, Writer::Indent0);
+        let closes: Vec<&str> = ambiguous.iter().map(|&i| &text[i - 4..i]).collect();
+        assert_eq!(closes, ["x\"\n}", "[]\n}"]);
+    }
+
+    /// Every record of `log` fed whole, byte by byte and cut in two at every point,
+    /// then finished: what came out each time.
+    fn every_cutting(limit: usize, log: &str, want: &[&str]) {
+        let finished = |blocks: &[&[u8]]| {
+            let mut s = LineSplitter::new(limit);
+            let mut out = Vec::new();
+            for b in blocks {
+                s.feed(b, |l| out.push(text(l)));
+            }
+            s.finish(|l| out.push(text(l)));
+            out
+        };
+        let bytes = log.as_bytes();
+        assert_eq!(finished(&[bytes]), want, "whole");
+        let each: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(finished(&each), want, "byte by byte");
+        for cut in 0..bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(finished(&[a, b]), want, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn unindented_objects_are_one_record() {
+        // Python's `indent=0` and Go's `MarshalIndent(v, "", "")`: nested objects in the
+        // first column, in an array after `[` and after `,`, empty ones too.
+        let go = PY_INDENT_0.replace("a<b", "a\\u003cb");
+        let log =
+            format!("{PY_INDENT_0}\n{{\"id\":\"s\"}}\n{go}\n{PY_INDENT_2}\n{PY_INDENT_0}\r\n");
+        let crlf = format!("{PY_INDENT_0}\r");
+        let want = [PY_INDENT_0, "{\"id\":\"s\"}", &go, PY_INDENT_2, &crlf];
+        every_cutting(1 << 16, &log, &want);
+        // An array of objects right after the brace, and objects nested in elements.
+        let nested = "{\n\"a\": [\n{\n\"b\": [\n{},\n{\n\"c\": {\n\"d\": [\n{\n\"e\": 1\n}\n]\n}\n}\n]\n}\n],\n\"id\": \"n\"\n}";
+        every_cutting(1 << 16, &format!("{nested}\n{nested}\n"), &[nested, nested]);
+    }
+
+    #[test]
+    fn records_glued_after_a_closing_brace_are_read() {
+        let one = "{\"id\":\"y\"}";
+        let cases: Vec<(String, Vec<String>)> = vec![
+            (
+                format!("{PY_INDENT_2}{one}\n"),
+                vec![PY_INDENT_2.into(), one.into()],
+            ),
+            (
+                format!("{PY_INDENT_0} {one}\n"),
+                vec![PY_INDENT_0.into(), one.into()],
+            ),
+            (
+                format!("{PY_INDENT_0}\t {one}\r\n"),
+                vec![PY_INDENT_0.into(), format!("{one}\r")],
+            ),
+            // Multi-line objects written one after the other without a newline.
+            (
+                format!("{PY_INDENT_0}{PY_INDENT_0}{PY_INDENT_2}{PY_INDENT_0}\n"),
+                vec![
+                    PY_INDENT_0.into(),
+                    PY_INDENT_0.into(),
+                    PY_INDENT_2.into(),
+                    PY_INDENT_0.into(),
+                ],
+            ),
+            (
+                format!("{PY_INDENT_2} {PY_INDENT_2}\n{one}\n"),
+                vec![PY_INDENT_2.into(), PY_INDENT_2.into(), one.into()],
+            ),
+            // What follows the brace and is not a record stays with the object.
+            ("{\n\"a\": 1\n} x\n".into(), vec!["{\n\"a\": 1\n} x".into()]),
+            ("{\n\"a\": 1\n},\n".into(), vec!["{\n\"a\": 1\n},".into()]),
+        ];
+        for (log, want) in &cases {
+            let want: Vec<&str> = want.iter().map(String::as_str).collect();
+            every_cutting(1 << 16, log, &want);
+        }
+        // A glued object over the bound is skipped; the record after it is read.
+        let big = format!("{{\n\"a\": \"{}\"\n}}{one}\n", "x".repeat(200));
+        every_cutting(100, &big, &["<too long>", one]);
+    }
+
+    #[test]
+    fn records_glued_on_one_line_are_found() {
+        let glued = |l: &str| {
+            glued_records(l.as_bytes()).map(|r| {
+                r.iter()
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            glued("{\"a\":\"}{\"}{\"b\":[{}]} \t{\"c\":1}\r"),
+            Some(vec![
+                "{\"a\":\"}{\"}".into(),
+                "{\"b\":[{}]}".into(),
+                "{\"c\":1}".into()
+            ])
+        );
+        // The last one cut short.
+        assert_eq!(
+            glued(" {\"a\":1}{\"b\":"),
+            Some(vec!["{\"a\":1}".into(), "{\"b\":".into()])
+        );
+        // One record, or something else than records.
+        for l in [
+            "{\"a\":1}",
+            "{\"a\":1} x",
+            "{\"a\":1},{\"b\":2}",
+            "[{}]",
+            "",
+            "{\"a\":1}]{}",
+        ] {
+            assert_eq!(glued(l), None, "{l}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_after_a_glued_record_reads_the_rest_the_same() {
+        // The second object starts mid-line: held from its brace, so `fed - pending`
+        // is there, and a splitter started there reads it as the one that went on.
+        let log = format!("{PY_INDENT_0}{PY_INDENT_0}\n{{\"id\":\"z\"}}\n");
+        let second = PY_INDENT_0.len();
+        let mut s = LineSplitter::new(1 << 16);
+        let mut out = Vec::new();
+        let cut = second + 20;
+        s.feed(&log.as_bytes()[..cut], |l| out.push(text(l)));
+        assert_eq!(out, vec![PY_INDENT_0]);
+        assert_eq!(cut - s.pending(), second);
+        let mut again = LineSplitter::new(1 << 16);
+        let mut rest = Vec::new();
+        again.feed(&log.as_bytes()[second..], |l| rest.push(text(l)));
+        assert_eq!(rest, vec![PY_INDENT_0, "{\"id\":\"z\"}"]);
+    }
+
+    #[test]
+    fn an_unindented_object_cut_short_loses_only_itself() {
+        let one = "{\"id\":\"y\"}";
+        // Cut where a member comes (after a key's line, inside a nested object, after a
+        // nested object's brace): the next record in the first column cuts it at once.
+        for cut in [
+            "{\n\"id\": \"x\",",
+            "{\n\"id\": \"x\",\n\"f\": {\n\"a\": 1",
+            "{\n\"f\": {\n\"a\": 1\n}",
+            "{",
+        ] {
+            for next in [one, PY_INDENT_0, PY_INDENT_2] {
+                let log = format!("{cut}\n{next}\n{one}\n");
+                every_cutting(1 << 16, &log, &[cut, next, one]);
+                // At once: nothing is held once the next record is complete.
+                let log = format!("{cut}\n{next}\n");
+                assert_eq!(
+                    split(1 << 16, &[log.as_bytes()]),
+                    (vec![cut.into(), next.into()], 0)
+                );
+            }
+        }
+        // An indented object is cut at once wherever it is cut: it indents its elements.
+        let cut = "{\n  \"a\": [\n    1,";
+        for next in [PY_INDENT_0, PY_INDENT_2] {
+            let log = format!("{cut}\n{next}\n");
+            assert_eq!(
+                split(1 << 16, &[log.as_bytes()]),
+                (vec![cut.into(), next.into()], 0)
+            );
+        }
+        // Cut where an array's element comes: a record with `{` alone is read as an
+        // element until the next record starts, then handed over on its own; a one-line
+        // record cuts at once. At the end of the file too.
+        for cut in [
+            "{\n\"a\": [",
+            "{\n\"a\": [\n{\n\"b\": 1\n},",
+            "{\n\"a\": [\n1,",
+        ] {
+            for next in [PY_INDENT_0, PY_INDENT_2] {
+                every_cutting(
+                    1 << 16,
+                    &format!("{cut}\n{next}\n{one}\n"),
+                    &[cut, next, one],
+                );
+                every_cutting(
+                    1 << 16,
+                    &format!("{cut}\n{next}\n{next}\n"),
+                    &[cut, next, next],
+                );
+                every_cutting(1 << 16, &format!("{cut}\n{next}\n"), &[cut, next]);
+            }
+            every_cutting(1 << 16, &format!("{cut}\n{one}\n"), &[cut, one]);
+        }
+        // The ambiguous cut, right after an array's last object: that object is handed
+        // over as a record of its own.
+        let log = format!("{{\n\"a\": [\n{{\n\"b\": 1\n}}\n{PY_INDENT_0}\n");
+        every_cutting(
+            1 << 16,
+            &log,
+            &["{\n\"a\": [", "{\n\"b\": 1\n}", PY_INDENT_0],
+        );
+        // A record appended there with another glued after it, and one cut short itself.
+        let log = format!("{{\n\"a\": [\n1,\n{PY_INDENT_0}{one}\n{one}\n");
+        let glued = format!("{PY_INDENT_0}{one}");
+        every_cutting(1 << 16, &log, &["{\n\"a\": [\n1,", &glued, one]);
+        let log = "{\n\"a\": [\n1,\n{\n\"id\": \"b\",\n{\"id\":\"y\"}\n";
+        let both = "{\n\"a\": [\n1,\n{\n\"id\": \"b\",";
+        every_cutting(1 << 16, log, &[both, one]);
+    }
+
+    /// A task of the property test: its id, and what is nested in it.
+    fn task(i: usize, extra: &Json, outputs: &[Json]) -> Json {
+        Json::Obj(vec![
+            ("id".into(), Json::Str(format!("t{i}"))),
+            ("status".into(), Json::Str("FAILED".into())),
+            ("outputs".into(), Json::Arr(outputs.to_vec())),
+            ("extra".into(), extra.clone()),
+        ])
+    }
+
+    fn json_leaf() -> impl proptest::strategy::Strategy<Value = Json> {
+        use proptest::prelude::*;
+        // Strings with brackets, quotes, backslashes and what Go escapes.
+        let chars =
+            proptest::collection::vec(proptest::sample::select(b"ab{}[]\"\\ <,:".to_vec()), 0..6);
+        prop_oneof![
+            (0u32..1000).prop_map(Json::Num),
+            chars.prop_map(|c| Json::Str(c.into_iter().map(char::from).collect())),
+        ]
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Json> {
+        use proptest::prelude::*;
+        json_leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Arr),
+                proptest::collection::vec(
+                    (proptest::sample::select(vec!["k", "l{", "m"]), inner),
+                    0..4
+                )
+                .prop_map(|m| Json::Obj(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    /// One record of the property test: writer, nesting, whether it is cut short and
+    /// where, and what follows it (a newline, nothing, a space).
+    type Spec = (u8, Json, Vec<Json>, bool, proptest::sample::Index, u8);
+
+    fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
+        use proptest::prelude::*;
+        let element = proptest::collection::vec(
+            (proptest::sample::select(vec!["x", "y"]), json_leaf()),
+            0..3,
+        )
+        .prop_map(|m| Json::Obj(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+        (
+            0u8..4,
+            json_value(),
+            proptest::collection::vec(element, 0..3),
+            proptest::bool::weighted(0.25),
+            any::<proptest::sample::Index>(),
+            0u8..3,
+        )
+    }
+
+    /// The log the specs write, the records that must come out of it, and where each
+    /// record starts. A record cut short is followed by a newline (its writer died and
+    /// the next one starts a line), and so is the record after it (the one a cut can
+    /// make an element of); two records in a row are not cut short, and an unindented
+    /// object is not cut right after an array's object element (see the module doc).
+    fn writers_log(specs: &[Spec]) -> (String, Vec<String>, Vec<usize>) {
+        let (mut log, mut want, mut starts) = (String::new(), Vec::new(), Vec::new());
+        let mut after_cut = false;
+        for (i, (w, extra, outputs, cut, at, sep)) in specs.iter().enumerate() {
+            let w = [
+                Writer::OneLine,
+                Writer::Indent2,
+                Writer::Indent0,
+                Writer::GoEmpty,
+            ][*w as usize];
+            let (text, ambiguous) = write(&task(i, extra, outputs), w);
+            starts.push(log.len());
+            let cut = *cut && !after_cut;
+            let record = match cut {
+                true => {
+                    let mut end = 1 + at.index(text.len() - 1);
+                    while ambiguous.contains(&text[..end].trim_end().len()) {
+                        end = text[..end].trim_end().len() - 1;
+                    }
+                    &text[..end]
+                }
+                false => &text[..],
+            };
+            log.push_str(record);
+            want.push(record.to_string());
+            let glue = !cut && !after_cut && w != Writer::OneLine && i + 1 < specs.len();
+            log.push_str(match (glue, sep) {
+                (true, 1) => "",
+                (true, 2) => " ",
+                _ => "\n",
+            });
+            after_cut = cut;
+        }
+        (log, want, starts)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+        /// Records of every writer (one line, `indent=2`, `indent=0`, Go's
+        /// `MarshalIndent` with an empty indent), glued after a closing brace or not, some
+        /// cut short anywhere, fed in blocks of any size: each complete record comes out
+        /// once, exactly, and each cut one once, as it is. After every block
+        /// `fed - pending` is where a record starts, and a splitter started there (as
+        /// after a restart) reads the rest the same.
+        #[test]
+        fn every_writers_records_survive_cuts_blocks_and_restarts(
+            specs in proptest::collection::vec(spec(), 1..10),
+            blocks in proptest::collection::vec(1usize..64, 1..40),
+            restart in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let (log, want, starts) = writers_log(&specs);
+            let log = log.as_bytes();
+            let mut checkpoints = Vec::new();
+            let (mut out, mut s) = feed_in_blocks(1 << 16, log, &blocks, |fed, held| {
+                let at = fed - held;
+                assert!(at == log.len() || starts.contains(&at), "checkpoint {at} not at a record's start");
+                checkpoints.push((at, 0));
+            });
+            s.finish(|l| out.push(text(l)));
+            proptest::prop_assert_eq!(&out, &want);
+            // The records out before a checkpoint, and those read from it by a new splitter.
+            let mut s = LineSplitter::new(1 << 16);
+            let mut before = Vec::new();
+            let mut fed = 0;
+            for (n, c) in blocks.iter().cycle().zip(checkpoints.iter_mut()) {
+                let n = (*n).min(log.len() - fed);
+                s.feed(&log[fed..fed + n], |l| before.push(text(l)));
+                fed += n;
+                c.1 = before.len();
+            }
+            let (at, done) = checkpoints[restart.index(checkpoints.len())];
+            let (mut rest, mut s) = feed_in_blocks(1 << 16, &log[at..], &blocks, |_, _| {});
+            s.finish(|l| rest.push(text(l)));
+            before.truncate(done);
+            before.extend(rest);
+            proptest::prop_assert_eq!(before, want);
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::clock::unix_now;
 use crate::deadletter::DeadLetter;
 use crate::ledger::{FileKey, Ledger, LineResult, Position, SourceId, Totals, BATCH};
-use crate::lines::{Line, LineSplitter};
+use crate::lines::{glued_records, Line, LineSplitter};
 use crate::metrics::Metrics;
 use crate::record::{ParseError, RecordParser};
 
@@ -56,7 +56,9 @@ impl TaskLog {
 }
 
 impl Handler for TaskLog {
-    /// Parses and counts [`BATCH`] lines at a time ([`Ledger::count_batch`]).
+    /// Parses and counts [`BATCH`] lines at a time ([`Ledger::count_batch`]). A line
+    /// rejected as invalid JSON that holds records glued one after the other
+    /// ([`glued_records`]) is counted as those records, its batch a line at a time.
     fn count(
         &self,
         ledger: &mut Ledger,
@@ -73,9 +75,55 @@ impl Handler for TaskLog {
                 Line::Complete(l) => parser.parse(l),
                 Line::TooLong(_) => Err(ParseError::LineTooLong),
             }));
-            ledger.count_batch(source, &records, results, seen_at);
+            let glued = batch
+                .iter()
+                .zip(&records)
+                .any(|lr| glued_line(lr).is_some());
+            match glued {
+                false => ledger.count_batch(source, &records, results, seen_at),
+                true => {
+                    for (line, record) in batch.iter().zip(&records) {
+                        let line = (&mut *ledger, source, line, seen_at);
+                        results.push(count_line(&parser, line, record));
+                    }
+                }
+            }
         }
     }
+}
+
+/// The records glued on a line rejected as invalid JSON, when it holds several.
+fn glued_line<'a>(
+    (line, record): (
+        &Line<'a>,
+        &Result<crate::record::TaskRecord<'_>, ParseError>,
+    ),
+) -> Option<Vec<&'a [u8]>> {
+    match (line, record) {
+        (Line::Complete(l), Err(ParseError::InvalidJson)) => glued_records(l),
+        _ => None,
+    }
+}
+
+/// Counts one line, parsed as `record`: as the records glued on it when it holds
+/// several. Its result is its first rejection, else its first record's.
+fn count_line(
+    parser: &RecordParser,
+    (ledger, source, line, seen_at): (&mut Ledger, SourceId, &Line<'_>, Option<f64>),
+    record: &Result<crate::record::TaskRecord<'_>, ParseError>,
+) -> LineResult {
+    let mut results = Vec::new();
+    match glued_line((line, record)) {
+        Some(glued) => {
+            let records: Vec<_> = glued.iter().map(|r| parser.parse(r)).collect();
+            ledger.count_batch(source, &records, &mut results, seen_at);
+        }
+        None => ledger.count_batch(source, std::slice::from_ref(record), &mut results, seen_at),
+    }
+    let rejected = results
+        .iter()
+        .find(|r| matches!(r, LineResult::Rejected(_)));
+    *rejected.unwrap_or(&results[0])
 }
 
 /// Something that happened to a source's files.
@@ -534,6 +582,43 @@ mod tests {
         p.report_rejected(source, &[(ParseError::InvalidJson, b"x".to_vec(), 1)]);
         let totals = p.commit(state.path()).unwrap().expect("a change to commit");
         assert_eq!(totals.dead_letter.written, 5001);
+    }
+
+    #[test]
+    fn records_glued_on_one_line_are_counted_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let dl = DeadLetter::open(DeadLetterConfig {
+            path: path.clone(),
+            max_bytes: 1 << 20,
+            max_line_bytes: 1024,
+        })
+        .unwrap();
+        let p = pipeline(Some(dl));
+        let source = p.add_source("file");
+        let task = |id: &str, status: &str| format!("{{\"id\":\"{id}\",\"status\":\"{status}\"}}");
+        // More than a batch, then a line of glued records: two tasks, the first again
+        // after a space, and one cut short; then one more line.
+        let mut block: String = (0..40)
+            .map(|i| format!("{}\n", task(&format!("a{i}"), "SUCCEEDED")))
+            .collect();
+        let (g1, g2) = (task("g1", "FAILED"), task("g2", "SUCCEEDED"));
+        let glued = format!("{g1}{g2} {g1}{{\"id\":\"c\",\"sta");
+        block += &format!("{glued}\n{}\n", task("z", "SUCCEEDED"));
+        let mut splitter = LineSplitter::new(1024);
+        p.process(source, &mut splitter, block.as_bytes(), None, None);
+        p.with_ledger(|l| {
+            // Counted, duplicate, non-terminal, rejected.
+            assert_eq!(l.own.source(source).results[..4], [43, 1, 0, 1]);
+        });
+        // The line goes to the dead-letter file once, whole.
+        let dead = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = dead
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{dead}");
+        assert_eq!(lines[0]["line"].as_str(), Some(glued.as_str()));
     }
 
     #[test]

@@ -369,3 +369,120 @@ fn version_flag() {
         format!("runway-exporter {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// A task as Python's `json.dumps(task, indent=0)` writes it (generated with Python 3):
+/// nested objects in the first column, an array's elements too.
+const PY_INDENT_0: &str = "{\n\"id\": \"p0\",\n\"status\": \"FAILED\",\n\"failureCode\": \"SAFETY.INPUT.TEXT\",\n\"model\": \"gen4_turbo\",\n\"failure\": {\n\"reason\": \"Task failed.\",\n\"details\": [\n{\n\"at\": 1\n},\n{}\n]\n},\n\"output\": []\n}";
+
+/// A task written by serde_json: on one line, with an indent of two spaces, or with an
+/// empty indent (the shape of Python's `indent=0` and Go's `MarshalIndent(v, "", "")`).
+fn task_json(id: &str, status: &str, code: Option<&str>, indent: Option<&[u8]>) -> String {
+    let mut task = serde_json::json!({
+        "id": id,
+        "status": status,
+        "model": "gen4_turbo",
+        "failure": {"reason": "x", "details": [{"at": 1, "why": "} {"}, {}, {"n": [{"m": []}]}]},
+        "output": [],
+    });
+    if let Some(code) = code {
+        task["failureCode"] = code.into();
+    }
+    let Some(indent) = indent else {
+        return task.to_string();
+    };
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(indent);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    serde::Serialize::serialize(&task, &mut ser).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn scan_reads_every_json_writers_shape_exactly() {
+    let unindented =
+        |id: &str, status: &str, code: Option<&str>| task_json(id, status, code, Some(b""));
+    let indented = |id: &str, status: &str| task_json(id, status, None, Some(b"  "));
+    let one_line = |id: &str, status: &str| task_json(id, status, None, None);
+    let safety = Some("SAFETY.INPUT.TEXT");
+    let asset = Some("ASSET.INVALID");
+    // Cut short by a writer that died: after a member, and where an array's element
+    // starts (the next record is read as an element until the one after it starts).
+    let cut_member = "{\n\"id\": \"c1\",\n\"status\": \"FAILED\",";
+    let cut_element = "{\n\"id\": \"c2\",\n\"failure\": {\n\"details\": [\n{\n\"at\": 1\n},";
+    let log = [
+        one_line("a1", "SUCCEEDED"),
+        "\n".into(),
+        PY_INDENT_0.into(),
+        "\n".into(),
+        unindented("a2", "FAILED", safety),
+        // Glued after a closing brace: a one-line record, a multi-line one, with a space.
+        one_line("a3", "SUCCEEDED"),
+        "\n".into(),
+        indented("a4", "CANCELLED"),
+        unindented("a5", "FAILED", asset),
+        " ".into(),
+        indented("a6", "SUCCEEDED"),
+        "\r\n".into(),
+        cut_member.into(),
+        "\n".into(),
+        unindented("a7", "FAILED", safety),
+        "\n".into(),
+        cut_element.into(),
+        "\n".into(),
+        unindented("a8", "FAILED", asset),
+        "\n".into(),
+        one_line("a9", "SUCCEEDED"),
+        "\n".into(),
+        // One-line records glued on one line.
+        one_line("b1", "SUCCEEDED"),
+        one_line("b2", "SUCCEEDED"),
+        " ".into(),
+        one_line("b3", "CANCELLED"),
+        "\n".into(),
+        cut_element.replace("c2", "c3"),
+        "\n".into(),
+        // The last record, without a newline, read as an element of the cut one until
+        // the file ends.
+        unindented("a10", "SUCCEEDED", None),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shapes.log");
+    std::fs::write(&path, &log).unwrap();
+    let (code, out, err) = run(&["scan", path.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{err}");
+    let records = |r: &str| {
+        sample(
+            &out,
+            &format!("runway_exporter_records_total{{result=\"{r}\",source=\"file\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(records("counted"), 14.0, "{out}");
+    assert_eq!(records("rejected"), 3.0, "{out}");
+    assert_eq!(
+        sum(
+            &out,
+            "runway_exporter_parse_errors_total",
+            &["invalid_json"]
+        ),
+        3.0
+    );
+    assert_eq!(sum(&out, "runway_exporter_parse_errors_total", &[]), 3.0);
+    let tasks = |status: &str| {
+        sum(
+            &out,
+            "runway_tasks_total",
+            &[&format!("status=\"{status}\"")],
+        )
+    };
+    assert_eq!(
+        (tasks("SUCCEEDED"), tasks("FAILED"), tasks("CANCELLED")),
+        (7.0, 5.0, 2.0)
+    );
+    let failures = |code: &str| sum(&out, "runway_task_failures_total", &[code]);
+    assert_eq!(
+        (failures("SAFETY.INPUT.TEXT"), failures("ASSET.INVALID")),
+        (3.0, 2.0)
+    );
+}

@@ -49,9 +49,10 @@ impl Feed {
         self.seed
     }
 
-    /// `n` records, one line each or (a tenth) pretty-printed over several lines as
-    /// the SDKs' `to_json()` writes them: unique terminal tasks, some duplicates and
-    /// non-terminal records.
+    /// `n` records, one line each or (a tenth) pretty-printed over several lines: half
+    /// as the SDKs' `to_json()` writes them, half as two tasks in Python's `indent=0`
+    /// shape glued on the line of a closing brace. Unique terminal tasks, some
+    /// duplicates and non-terminal records.
     fn lines(&mut self, n: usize) -> Vec<u8> {
         self.records(n).concat()
     }
@@ -95,12 +96,25 @@ impl Feed {
                 writeln!(out, "{{\"id\":\"t{id}\",\"status\":\"FAILED\",\"failureCode\":\"SAFETY.INPUT.TEXT\",\"model\":\"gen4_turbo\",\"duration\":5,\"createdAt\":\"{CREATED}\",\"ts\":{ts}}}").unwrap();
                 self.counted += 1;
                 self.safety += 1;
-            } else if r < 40 {
+            } else if r < 35 {
                 // Pretty-printed, with the cost it reports (the estimate would be 25).
                 self.terminal.push(id);
                 self.took += took;
                 writeln!(out, "{{\n  \"id\": \"t{id}\",\n  \"status\": \"FAILED\",\n  \"failureCode\": \"SAFETY.INPUT.TEXT\",\n  \"cost\": {{\n    \"credits\": 25\n  }},\n  \"createdAt\": \"{CREATED}\",\n  \"ts\": \"{}\",\n  \"model\": \"gen4_turbo\"\n}}", jiff::Timestamp::from_second(ts as i64).unwrap()).unwrap();
                 self.counted += 1;
+                self.safety += 1;
+            } else if r < 40 {
+                // Two tasks as Python's `json.dumps(task, indent=0)` writes them (nested
+                // objects in the first column), the second glued after the first's
+                // closing brace: a kill may leave a checkpoint at its brace, mid-line.
+                let id2 = self.next;
+                self.next += 1;
+                let (took2, ts2) = (id2 % 600, CREATED_UNIX + id2 % 600);
+                self.terminal.extend([id, id2]);
+                self.took += took + took2;
+                write!(out, "{{\n\"id\": \"t{id}\",\n\"status\": \"FAILED\",\n\"failureCode\": \"SAFETY.INPUT.TEXT\",\n\"failure\": {{\n\"details\": [\n{{\n\"at\": 1\n}},\n{{}}\n]\n}},\n\"cost\": {{\n\"credits\": 25\n}},\n\"createdAt\": \"{CREATED}\",\n\"ts\": {ts},\n\"model\": \"gen4_turbo\"\n}}").unwrap();
+                writeln!(out, "{{\n\"id\": \"t{id2}\",\n\"status\": \"SUCCEEDED\",\n\"model\": \"gen4_turbo\",\n\"duration\": 5,\n\"outputs\": [\n{{\n\"uri\": \"x\"\n}}\n],\n\"createdAt\": \"{CREATED}\",\n\"ts\": {ts2}\n}}").unwrap();
+                self.counted += 2;
                 self.safety += 1;
             } else {
                 self.terminal.push(id);
