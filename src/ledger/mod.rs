@@ -19,6 +19,13 @@
 //!   counted apart as well, so exact and estimated credits can be told apart. A reported
 //!   cost that contradicts the code's rule (a `lost` code that cost 0, a `refunded` one
 //!   that cost more) is counted by code: evidence to correct the table with.
+//! - *Deleted tasks.* Runway forgets a task once it is deleted (`DELETE /v1/tasks/{id}`,
+//!   which cancels it if it has not ended). A polled task the API answers 404 for after
+//!   it was seen `PENDING`, `THROTTLED` or `RUNNING` (the [`ApiBook`] keeps how far each
+//!   got, committed with the state), or one whose `DELETE` is seen, is counted
+//!   `CANCELLED` like a terminal record (once, its id in the dedupe window), charged its
+//!   last `estimatedCost` (else the table's estimate, as estimated credits) if it was
+//!   seen running, nothing otherwise. A 404 for a task never seen is `not_found`.
 //! - Label values are bounded: failure codes are normalised ([`crate::classify`]); model
 //!   names are checked; past `max_failure_codes` codes (beyond the table's own) or
 //!   `max_models` models, new values fold into `other` and bump `label_overflow`.
