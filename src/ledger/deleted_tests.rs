@@ -197,7 +197,8 @@ fn a_task_the_log_counted_first_is_left_as_it_was_by_the_404() {
 #[test]
 fn a_delete_seen_ends_the_task_cancelled_at_its_time() {
     let mut a = Api::new();
-    let now = crate::clock::unix_now();
+    // Whole seconds, as createdAt below is.
+    let now = crate::clock::unix_now().floor();
     a.track("del", Some("gen4_turbo"), Some(10.0));
     let created = jiff::Timestamp::from_second(now as i64 - 30).unwrap();
     a.answer(
@@ -215,7 +216,7 @@ fn a_delete_seen_ends_the_task_cancelled_at_its_time() {
         .iter()
         .find(|d| d.status == "CANCELLED" && d.model == "gen4_turbo")
         .unwrap();
-    assert_eq!((d.histogram.count(), d.histogram.sum.round()), (1, 30.0));
+    assert_eq!((d.histogram.count(), d.histogram.sum), (1, 30.0));
     assert!(a.l.api.task("del").is_none());
     // A second DELETE, or the 404 after it: nothing more.
     assert_eq!(a.l.task_deleted(a.api, "del", now), LineResult::Duplicate);
