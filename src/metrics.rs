@@ -70,14 +70,14 @@ const FAILURES: Def = counter(
     &["failure_code", "category", "retry", "credits", "model"],
 );
 const CHARGED: Def = counter("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table.", &["status", "model"]);
-const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total estimated from the pricing table (the task reported no cost).", &["status", "model"]);
+const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total that is an estimate, not a reported cost: from the pricing table (the task reported no cost), or Runway's estimatedCost for a task deleted while running.", &["status", "model"]);
 const LOST: Def = counter("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost.", &["failure_code", "model"]);
 const DURATION: Def = histogram("runway_task_duration_seconds", "Seconds from a task's createdAt to its terminal record (the record's own timestamp, else when it was read live or the API answered), once per task.", &["model", "status"]);
 const QUEUE: Def = histogram("runway_task_queue_seconds", "Seconds from a task's createdAt to its first RUNNING record: the time it waited for a concurrency slot, once per task.", &["model"]);
 const UNTIMED: Def = counter("runway_exporter_untimed_tasks_total", "Tasks not observed in runway_task_duration_seconds (measure=duration) or runway_task_queue_seconds (measure=queue) because their times could not be trusted, by reason.", &["measure", "reason"]);
 const MISMATCHES: Def = counter("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0).", &["failure_code", "credits"]);
 const INVALID_NUMBERS: Def = counter("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored.", &[]);
-const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record nor the pricing table gave; their credits are not in the credit counters.", &["status"]);
+const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record (for a task deleted while running, its last estimatedCost) nor the pricing table gave; their credits are not in the credit counters.", &["status"]);
 const RECORDS: Def = counter(
     "runway_exporter_records_total",
     "Lines read, by what became of them: counted, duplicate, non_terminal or rejected.",
@@ -326,6 +326,7 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     let unpriced = &t.credits_unpriced;
     f.add(&UNPRICED, &["SUCCEEDED"], unpriced.succeeded as f64);
     f.add(&UNPRICED, &["FAILED"], unpriced.failed as f64);
+    f.add(&UNPRICED, &["CANCELLED"], unpriced.cancelled as f64);
     let overflow = &t.label_overflow;
     f.add(&OVERFLOW, &["failure_code"], overflow.failure_code as f64);
     f.add(&OVERFLOW, &["model"], overflow.model as f64);

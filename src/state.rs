@@ -659,6 +659,7 @@ mod v1 {
                 credits_unpriced: ledger::Unpriced {
                     succeeded: t.credits_unpriced[0],
                     failed: t.credits_unpriced[1],
+                    cancelled: 0,
                 },
                 unknown_failure_codes: t.unknown_failure_codes,
                 label_overflow: ledger::LabelOverflow {

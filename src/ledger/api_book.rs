@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ApiTask, Organization, Usage};
+use super::{ApiTask, Organization, Reached, Usage};
 
 #[derive(Debug, Default)]
 pub struct ApiBook {
@@ -65,6 +65,18 @@ impl ApiBook {
     pub(super) fn set_estimate(&mut self, id: &str, estimate: Option<f64>) {
         if let Some(task) = self.tasks.get_mut(id) {
             task.estimated_cost = estimate;
+        }
+    }
+
+    pub(super) fn set_progress(
+        &mut self,
+        id: &str,
+        reached: Option<Reached>,
+        created_at: Option<f64>,
+    ) {
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.reached = reached;
+            task.created_at = created_at;
         }
     }
 

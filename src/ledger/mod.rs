@@ -19,6 +19,13 @@
 //!   counted apart as well, so exact and estimated credits can be told apart. A reported
 //!   cost that contradicts the code's rule (a `lost` code that cost 0, a `refunded` one
 //!   that cost more) is counted by code: evidence to correct the table with.
+//! - *Deleted tasks.* Runway forgets a task once it is deleted (`DELETE /v1/tasks/{id}`,
+//!   which cancels it if it has not ended). A polled task the API answers 404 for after
+//!   it was seen `PENDING`, `THROTTLED` or `RUNNING` (the [`ApiBook`] keeps how far each
+//!   got, committed with the state), or one whose `DELETE` is seen, is counted
+//!   `CANCELLED` like a terminal record (once, its id in the dedupe window), charged its
+//!   last `estimatedCost` (else the table's estimate, as estimated credits) if it was
+//!   seen running, nothing otherwise. A 404 for a task never seen is `not_found`.
 //! - Label values are bounded: failure codes are normalised ([`crate::classify`]); model
 //!   names are checked; past `max_failure_codes` codes (beyond the table's own) or
 //!   `max_models` models, new values fold into `other` and bump `label_overflow`.
@@ -29,6 +36,8 @@
 mod api_book;
 mod checkpoints;
 mod dedupe;
+#[cfg(test)]
+mod deleted_tests;
 mod own;
 mod recent;
 mod timing;
@@ -125,7 +134,7 @@ impl LineResult {
 }
 
 /// A task the API source polls until it ends.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApiTask {
     pub id: String,
     /// When its id was read from the task list (Unix seconds).
@@ -137,6 +146,34 @@ pub struct ApiTask {
     /// The API's `estimatedCost.credits` for the task while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost: Option<f64>,
+    /// How far the API's answers saw it get (`None`: no answer yet): what it is charged
+    /// if it is deleted before it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached: Option<Reached>,
+    /// Its `createdAt` (Unix seconds), from the API's answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<f64>,
+}
+
+/// How far a polled task was seen to get before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reached {
+    /// `PENDING` or `THROTTLED`: waiting for a slot, so never charged.
+    Queued,
+    /// `RUNNING`: a task cancelled while running is charged (Runway does not refund it).
+    Running,
+}
+
+impl Reached {
+    /// What an answer with `status` shows; a `RUNNING` task stays `Running` after.
+    fn after(before: Option<Reached>, status: Status) -> Option<Reached> {
+        match status {
+            Status::Running => Some(Reached::Running),
+            Status::Pending | Status::Throttled => before.or(Some(Reached::Queued)),
+            _ => before,
+        }
+    }
 }
 
 /// What `GET /v1/organization` said last.
@@ -364,6 +401,9 @@ pub struct Unpriced {
     pub succeeded: u64,
     /// FAILED tasks whose code loses its credits.
     pub failed: u64,
+    /// Tasks deleted while running (CANCELLED, not refunded).
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 /// Records whose label value was folded into `other`, by label.
@@ -384,6 +424,7 @@ impl Unpriced {
     fn add(&mut self, o: &Unpriced) {
         self.succeeded += o.succeeded;
         self.failed += o.failed;
+        self.cancelled += o.cancelled;
     }
 }
 
@@ -885,9 +926,82 @@ impl Ledger {
         }
     }
 
+    /// Ends a polled task the API answered 404 for. Runway forgets a task once it is
+    /// cancelled or deleted, so one seen waiting or running was deleted: it ends
+    /// `CANCELLED` as in [`Ledger::task_deleted`], at an unknown time (not timed, reason
+    /// `deleted`). One never seen so is an id the API does not know: `NotFound`.
+    pub fn api_task_gone(&mut self, source: SourceId, id: &str) -> LineResult {
+        match self.api.task(id) {
+            None => LineResult::Duplicate,
+            Some(t) if t.reached.is_none() => {
+                self.end_api_task(source, id, Err(LineResult::NotFound), None)
+            }
+            Some(_) => self.end_deleted(source, id, None),
+        }
+    }
+
+    /// A task deleted at `at` (Unix seconds): Runway answered a `DELETE /v1/tasks/{id}`
+    /// with success, which cancels a task not yet ended. Unless it was counted already
+    /// (then a `Duplicate` that changes nothing), it is counted `CANCELLED`, once (its id
+    /// enters the dedupe window), and is no longer polled. Its credits are those known
+    /// now: a task seen `RUNNING` is charged its last `estimatedCost.credits` (else the
+    /// pricing table's estimate, else it is unpriced), marked estimated; any other
+    /// (seen waiting, or not seen at all) never ran as far as the exporter knows, and is
+    /// charged nothing. Its duration runs from its `createdAt`, when an answer gave it.
+    pub fn task_deleted(&mut self, source: SourceId, id: &str, at: f64) -> LineResult {
+        self.end_deleted(source, id, Some(at))
+    }
+
+    /// Ends a deleted task at `at` (`None`: unknown), forgetting it if it is polled.
+    fn end_deleted(&mut self, source: SourceId, id: &str, at: Option<f64>) -> LineResult {
+        let task = match self.api.task(id) {
+            Some(_) => self.book.api.remove(id).unwrap_or_default(),
+            None => ApiTask {
+                id: id.to_string(),
+                ..ApiTask::default()
+            },
+        };
+        let result = if self.book.outcomes.dedupe.insert(id) {
+            self.count_deleted(&task, at)
+        } else {
+            LineResult::Duplicate
+        };
+        self.record_result(source, result)
+    }
+
+    /// Counts a deleted task, not counted before, as `CANCELLED` (see
+    /// [`Ledger::task_deleted`]).
+    fn count_deleted(&mut self, task: &ApiTask, at: Option<f64>) -> LineResult {
+        let record = TaskRecord {
+            id: Some(std::borrow::Cow::Borrowed(&task.id)),
+            status: Status::Cancelled,
+            failure_code: crate::record::RawCode::Missing,
+            model: task.model.as_deref().map(std::borrow::Cow::Borrowed),
+            credits: None,
+            duration: task.duration,
+            cost: None,
+            estimated_cost: task.estimated_cost,
+            created_at: task.created_at.map(RawTime::Number),
+            timestamp: None,
+            invalid_number: false,
+        };
+        let price = match task.reached {
+            Some(Reached::Running) => task
+                .estimated_cost
+                .filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c))
+                .map(Price::Estimated)
+                .unwrap_or_else(|| {
+                    self.table_price(model_label(task.model.as_deref()), task.duration)
+                }),
+            _ => Price::Nothing,
+        };
+        self.count_terminal(&record, Seen::at(at), Ending::Deleted(price))
+    }
+
     /// Takes a polled task's answer that it has not ended, seen at `at` (`None`: it may
-    /// have changed long before): its estimated cost, and its queue time when it is the
-    /// task's first `RUNNING` answer.
+    /// have changed long before): its estimated cost, how far it got and its
+    /// `createdAt` (for a deletion), and its queue time when it is the task's first
+    /// `RUNNING` answer.
     pub fn api_answer(
         &mut self,
         source: SourceId,
@@ -896,6 +1010,7 @@ impl Ledger {
         at: Option<f64>,
     ) -> LineResult {
         self.set_api_estimate(id, record.estimated_cost);
+        self.note_api_progress(id, record);
         if record.status == Status::Running {
             self.time_start(record, None, Seen::at(at));
         }
@@ -911,6 +1026,19 @@ impl Ledger {
             .is_none_or(|t| t.estimated_cost == estimate);
         if !unchanged {
             self.book.api.set_estimate(id, estimate);
+        }
+    }
+
+    /// Notes how far a polled task got, and its `createdAt` when the book has none yet;
+    /// a change only when something is new, so a task still running causes no commit.
+    fn note_api_progress(&mut self, id: &str, record: &TaskRecord<'_>) {
+        let Some(t) = self.api.task(id) else { return };
+        let reached = Reached::after(t.reached, record.status);
+        let created_at = t
+            .created_at
+            .or_else(|| record.created_at.as_ref().and_then(RawTime::unix));
+        if (reached, created_at) != (t.reached, t.created_at) {
+            self.book.api.set_progress(id, reached, created_at);
         }
     }
 
@@ -1244,6 +1372,17 @@ impl Ledger {
                 return LineResult::Duplicate;
             }
         }
+        self.count_terminal(record, seen, Ending::Record)
+    }
+
+    /// Counts a terminal record that is its task's first: its status and model, time,
+    /// failure and credits, from the record or as `ending` says.
+    fn count_terminal(
+        &mut self,
+        record: &TaskRecord<'_>,
+        seen: Seen,
+        ending: Ending,
+    ) -> LineResult {
         let model_name = model_label(record.model.as_deref());
         let (model, folded) = self
             .book
@@ -1258,19 +1397,21 @@ impl Ledger {
             .entry((record.status, model))
             .or_default() += 1;
         let end = seen.of(record);
-        self.book
-            .outcomes
-            .timing
-            .ended(record, model, end, seen.now);
+        let timing = &mut self.book.outcomes.timing;
+        match (ending, end) {
+            (Ending::Deleted(_), None) => timing.untimed(Measure::Duration, Untimed::Deleted),
+            _ => timing.ended(record, model, end, seen.now),
+        }
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
         if let Some((code, _)) = failure {
             let (id, outcomes) = (record.id.as_deref(), &mut self.book.outcomes);
             outcomes.recent.failed(code, id, model_name, end, seen.now);
         }
         let rule = failure.map(|(_, rule)| rule);
-        let price = match record.cost {
-            Some(cost) => Price::Reported(cost),
-            None => self.price_without_cost(record, model_name, rule),
+        let price = match (ending, record.cost) {
+            (Ending::Deleted(price), _) => price,
+            (Ending::Record, Some(cost)) => Price::Reported(cost),
+            (Ending::Record, None) => self.price_without_cost(record, model_name, rule),
         };
         let credits = match price {
             Price::Reported(c) | Price::Estimated(c) => c,
@@ -1279,6 +1420,7 @@ impl Ledger {
                 let unpriced = &mut self.book.outcomes.credits_unpriced;
                 match record.status {
                     Status::Failed => unpriced.failed += 1,
+                    Status::Cancelled => unpriced.cancelled += 1,
                     _ => unpriced.succeeded += 1,
                 }
                 0.0
@@ -1399,7 +1541,12 @@ impl Ledger {
         if !charged {
             return Price::Nothing;
         }
-        match self.pricing.estimate(model, record.duration) {
+        self.table_price(model, record.duration)
+    }
+
+    /// The pricing table's estimate for a charged task, or `Unknown`.
+    fn table_price(&self, model: &str, duration: Option<f64>) -> Price {
+        match self.pricing.estimate(model, duration) {
             Some(c) if (0.0..=crate::record::MAX_CREDITS).contains(&c) => Price::Estimated(c),
             _ => Price::Unknown,
         }
@@ -1445,12 +1592,21 @@ pub struct Credits {
     pub estimated: f64,
 }
 
+/// How a counted task ended: by its own terminal record, or deleted (its credits
+/// decided from what was seen of it before).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    Record,
+    Deleted(Price),
+}
+
 /// Where a counted task's credits came from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Price {
     /// The task's cost, or the event's credits field.
     Reported(f64),
-    /// From the pricing table.
+    /// From the pricing table, or Runway's `estimatedCost` (a task deleted while
+    /// running).
     Estimated(f64),
     /// Charged, but at an unknown price.
     Unknown,
@@ -1714,7 +1870,8 @@ mod tests {
             l.book.outcomes.credits_unpriced,
             Unpriced {
                 succeeded: 2,
-                failed: 1
+                failed: 1,
+                cancelled: 0,
             }
         );
         // The event's credits field is what the application says a task was charged,
@@ -1876,7 +2033,8 @@ mod tests {
             t.credits_unpriced,
             Unpriced {
                 succeeded: 10,
-                failed: 5
+                failed: 5,
+                cancelled: 0,
             }
         );
         // The state file's header is JSON, where an infinite number would be written as

@@ -48,6 +48,9 @@ pub enum Untimed {
     TooLong,
     /// A `RUNNING` record without a task id: there is no telling its task's first.
     NoId,
+    /// A task deleted at an unknown time: the API answered 404 for it after it was seen
+    /// waiting or running.
+    Deleted,
 }
 
 crate::labels::label_enum!(Untimed {
@@ -57,6 +60,7 @@ crate::labels::label_enum!(Untimed {
     EndBeforeStart => "end_before_start",
     TooLong => "too_long",
     NoId => "no_id",
+    Deleted => "deleted",
 });
 
 /// What is timed: the `measure` label of the untimed counts.

@@ -7,8 +7,10 @@
 //! committed with the list's position. This module polls
 //! `GET /v1/tasks/{id}` for each tracked task and feeds the answer to the same parser,
 //! classifier and ledger as a task log; a task *ends* when it is terminal (counted),
-//! unknown to the API (404, `not_found`) or older than `max_task_age` (`expired`), and
-//! it is forgotten in the same lock as it is counted, so it is counted exactly once.
+//! gone (404: `CANCELLED` when it was seen waiting or running, for Runway forgets a
+//! task once it is cancelled or deleted; else unknown to the API, `not_found`) or older
+//! than `max_task_age` (`expired`), and it is forgotten in the same lock as it is
+//! counted, so it is counted exactly once.
 //!
 //! Politeness: one task is polled every `poll_interval` (with up to 25 % jitter) and
 //! never more often than `min_poll_interval`; requests start at most
@@ -401,9 +403,15 @@ impl Poller {
             }
             Answer::Status { code: 404, .. } => {
                 self.set_up(true);
-                self.pipeline
-                    .with_ledger(|l| l.end_api_task(source, &id, Err(LineResult::NotFound), None));
-                tracing::info!(task = %id, "The API does not know the task (404); no longer polled.");
+                let ended = self.pipeline.with_ledger(|l| l.api_task_gone(source, &id));
+                match ended {
+                    LineResult::NotFound => {
+                        tracing::info!(task = %id, "The API does not know the task (404); no longer polled.")
+                    }
+                    _ => {
+                        tracing::info!(task = %id, result = ?ended, "The task was deleted (404 after it was seen waiting or running): it ends CANCELLED; no longer polled.")
+                    }
+                }
                 self.schedule.remove(&id);
                 return;
             }

@@ -40,7 +40,7 @@ impl Handler for TaskList {
                         added_at: now,
                         model: e.model,
                         duration: e.duration,
-                        estimated_cost: None,
+                        ..ApiTask::default()
                     };
                     ledger.track_api_task(source, task, self.shard, self.max_tracked)
                 }

@@ -108,8 +108,9 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
     let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
         records(m, "api", "counted") + records(m, "api", "not_found") >= 12.0
     });
-    assert_eq!(records(&m, "api", "counted"), 11.0);
-    assert_eq!(records(&m, "api", "not_found"), 1.0);
+    // t-deleted answered 404 after RUNNING: deleted, so CANCELLED, not `not_found`.
+    assert_eq!(records(&m, "api", "counted"), 12.0);
+    assert_eq!(records(&m, "api", "not_found"), 0.0);
     assert_eq!(records(&m, "task_list", "tracked"), 12.0);
     assert_eq!(records(&m, "task_list", "duplicate"), 1.0);
     assert_eq!(
@@ -145,7 +146,7 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
     );
     assert_eq!(
         sum(&m, "runway_tasks_total", &["status=\"CANCELLED\""]),
-        1.0
+        2.0
     );
     // The model and duration from the task list reach the counters and the estimate
     // (these answers have no cost, like the API's before it reported one).
@@ -386,6 +387,87 @@ fn tasks_being_polled_survive_a_crash_and_are_counted_once() {
         1.0
     );
     assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0));
+}
+
+/// Runway forgets a task once it is deleted (`DELETE /v1/tasks/{id}`, which cancels it
+/// if it has not ended): a polled task that answers 404 after it was seen waiting or
+/// running ends CANCELLED, even when the exporter crashed in between; an id the API
+/// never knew stays `not_found`.
+#[test]
+fn a_task_deleted_after_it_was_seen_ends_cancelled_across_a_crash() {
+    use Step::*;
+    let running = Json(
+        r#"{"id":"d-run","createdAt":"2026-12-01T00:00:00Z","status":"RUNNING","estimatedCost":{"credits":42}}"#,
+    );
+    let waiting = Json(r#"{"id":"d-wait","status":"PENDING","estimatedCost":{"credits":42}}"#);
+    let mock = MockApi::start(
+        KEY,
+        vec![
+            ("d-run".into(), vec![running]),
+            ("d-wait".into(), vec![waiting]),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(
+        &dir.path().join("tasks.list"),
+        b"{\"id\":\"d-run\",\"model\":\"gen4_turbo\",\"duration\":10}\n{\"id\":\"d-wait\",\"model\":\"gen4_turbo\",\"duration\":10}\nd-unknown\n",
+    );
+    let cfg = api_config(dir.path(), &mock, "");
+    let env = [("RUNWAYML_API_SECRET", KEY)];
+    let mut d = Daemon::start_env(dir.path(), &cfg, &[], &env);
+    // What is published is committed: both answers are in the state file.
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        records(m, "api", "non_terminal") >= 2.0 && records(m, "api", "not_found") >= 1.0
+    });
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(2.0));
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(10));
+    mock.delete("d-run");
+    mock.delete("d-wait");
+
+    let d = Daemon::start_env(dir.path(), &cfg, &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 2.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 2.0);
+    assert_eq!(records(&m, "api", "not_found"), 1.0, "d-unknown only");
+    assert_eq!(
+        sample(
+            &m,
+            "runway_tasks_total{model=\"gen4_turbo\",status=\"CANCELLED\"}"
+        ),
+        Some(2.0)
+    );
+    // d-run ran: its last estimate is charged, and marked estimated; d-wait never ran.
+    for name in ["charged", "estimated"] {
+        assert_eq!(
+            sample(
+                &m,
+                &format!(
+                    "runway_credits_{name}_total{{model=\"gen4_turbo\",status=\"CANCELLED\"}}"
+                )
+            ),
+            Some(42.0),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &m,
+            "runway_exporter_untimed_tasks_total{measure=\"duration\",reason=\"deleted\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "runway_task_duration_seconds_count",
+            &["status=\"CANCELLED\""]
+        ),
+        0.0
+    );
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0));
+    assert_eq!(sample(&m, "runway_api_credits_in_flight"), Some(0.0));
 }
 
 #[test]

@@ -247,6 +247,13 @@ impl MockApi {
         }
     }
 
+    /// Deletes a task as `DELETE /v1/tasks/{id}` does: from now on it is answered 404,
+    /// like an id the API never knew ("aborted and deleted tasks will not be able to be
+    /// fetched again").
+    pub fn delete(&self, id: &str) {
+        self.state.lock().unwrap().timelines.remove(id);
+    }
+
     /// Makes a task's `createdAt` this much earlier than the mock's start (its default).
     pub fn created_ago(&self, id: &str, ago: Duration) {
         self.state
