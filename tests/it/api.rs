@@ -1050,3 +1050,45 @@ fn a_400_about_one_task_holds_only_that_task() {
     }
     assert!(d.errors().is_empty(), "{:?}", d.errors());
 }
+
+/// The answers that mean the API, not a task, is wrong still mark the source down: a
+/// 400 to every tracked task (as when Runway stops taking `api_version` mid-run, after
+/// it accepted requests) and a 405. Tasks are kept.
+#[test]
+fn a_400_to_every_task_or_a_405_marks_the_source_down() {
+    use Step::*;
+    let down = |m: &str| sample(m, "runway_exporter_source_up{source=\"api\"}") == Some(0.0);
+    let retired = vec![Task("RUNNING", None), Task("RUNNING", None), Status(400)];
+    let mock = MockApi::start(
+        KEY,
+        vec![("v-1".into(), retired.clone()), ("v-2".into(), retired)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"v-1\nv-2\n");
+    let env = [("RUNWAYML_API_SECRET", KEY)];
+    let mut d = Daemon::start_env(dir.path(), &api_config(dir.path(), &mock, ""), &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        requests(m, "400") >= 2.0 && down(m)
+    });
+    assert!(down(&m), "{m}");
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(2.0));
+    assert_eq!(d.errors().len(), 1, "{:?}", d.errors());
+    drop(d);
+
+    let mut running = vec![Task("RUNNING", None); 40];
+    running.push(Task("SUCCEEDED", None));
+    let mock = MockApi::start(
+        KEY,
+        vec![
+            ("w-ok".into(), running),
+            ("w-405".into(), vec![Status(405)]),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"w-ok\nw-405\n");
+    let d = Daemon::start_env(dir.path(), &api_config(dir.path(), &mock, ""), &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        requests(m, "405") >= 1.0 && down(m)
+    });
+    assert!(down(&m), "{m}");
+}
