@@ -237,9 +237,12 @@ pub struct Api {
     /// First delay after a retryable failure; doubles up to `backoff_max`.
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
+    /// Also the longest wait a `retry-after-ms` or `retry-after` header is honoured for.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// After 400/401/403/405 (the key or the request is wrong), retry this slowly.
+    /// After an answer not to be retried: a 400 (or `x-should-retry: false`) about one
+    /// task holds that task this long; 401/403/405 (the key or the API is wrong) hold
+    /// every task.
     #[serde(with = "humantime_serde")]
     pub auth_retry_interval: Duration,
     /// A task not finished after this long ends as `expired`.

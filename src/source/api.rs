@@ -14,11 +14,21 @@
 //!
 //! Politeness: one task is polled every `poll_interval` (with up to 25 % jitter) and
 //! never more often than `min_poll_interval`; requests start at most
-//! `requests_per_second` and at most `max_in_flight` are under way. 429, 5xx, timeouts
-//! and connection errors back off exponentially with up to 50 % jitter, and a
-//! `Retry-After` holds back every request. 400, 401, 403 and 405 mean the key or the
-//! request is wrong: the source is marked down, one ERROR is logged, and every task
-//! is retried only every `auth_retry_interval` until the API answers again.
+//! `requests_per_second` and at most `max_in_flight` are under way. An error answer is
+//! read the way Runway's SDKs read it (`retry_hint`, `fate`): `x-should-retry:
+//! true` or `false` decides when present; else 408, 409, 429 and 5xx are retried. A
+//! retried answer waits what `retry-after-ms`, else `retry-after`, asks (cut to
+//! `backoff_max`; an unusable value is no wait), else backs off exponentially with up to
+//! 50 % jitter, as timeouts and connection errors do. That wait is the task's; a 429 (a
+//! quota, the account's) and a 503 (the service unavailable) hold every request for it
+//! too. An answer not to be retried is about its task (a 400, another 4xx,
+//! `x-should-retry: false`): that task alone is asked again only every
+//! `auth_retry_interval`; it stays tracked, so it is counted if it ever answers, or
+//! ends as `expired`. Only the answers that condemn the key (401, 403) or the API (405;
+//! and a 400 to every tracked task since the API last accepted a request, which is a
+//! retired `api_version`) mark the source down: one ERROR is logged, and every task is
+//! retried only every `auth_retry_interval` until the API accepts a request again.
+//! Every request is counted by endpoint and answer code.
 //!
 //! Credits: a terminal task's `cost.credits` is counted as what it was charged; the
 //! `estimatedCost.credits` of a task still running is kept with the tracked task, and
@@ -27,7 +37,7 @@
 //! the credits used today (UTC), by model.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +102,7 @@ enum Answer {
     TooLarge,
     Status {
         code: u16,
-        retry_after: Option<Duration>,
+        hint: RetryHint,
     },
     Timeout,
     Failed,
@@ -110,22 +120,87 @@ impl Answer {
     }
 }
 
-/// Parses `Retry-After`: seconds, or an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(3600)));
+/// What an error answer's headers say about retrying it, read as the SDKs read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RetryHint {
+    /// How long the API asks to be left alone: `retry-after-ms`, else `retry-after`.
+    wait: Option<Duration>,
+    /// `x-should-retry`: `true` or `false`; any other value says nothing.
+    should_retry: Option<bool>,
+}
+
+/// Longest wait a header is read as (the poller then bounds it by `backoff_max`).
+const MAX_HINT: Duration = Duration::from_secs(86_400);
+
+/// Reads `retry-after-ms` (milliseconds, a float), then `retry-after` (seconds, a float,
+/// or an HTTP date), then `x-should-retry`. A wait that is not a finite number more than
+/// 0 (negative, `NaN`, a date past) is no wait, and the next header is read; a huge one
+/// (`1e308`, the year 9999) is cut to [`MAX_HINT`].
+fn retry_hint(headers: &reqwest::header::HeaderMap) -> RetryHint {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let millis = text("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| wait_of(ms / 1000.0));
+    let wait = millis.or_else(|| {
+        let v = text("retry-after")?;
+        match v.parse::<f64>() {
+            Ok(secs) => wait_of(secs),
+            Err(_) => httpdate::parse_http_date(v)
+                .ok()?
+                .duration_since(std::time::SystemTime::now())
+                .ok()
+                .and_then(|d| wait_of(d.as_secs_f64())),
+        }
+    });
+    let should_retry = match text("x-should-retry") {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    };
+    RetryHint { wait, should_retry }
+}
+
+/// A wait of `secs` seconds, if it is one: finite and more than 0; at most [`MAX_HINT`].
+fn wait_of(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs > 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_HINT.as_secs_f64())))
+}
+
+/// What an error answer means for the task it is about (a 404 is handled before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Passing: the task is asked again after the answer's wait or its backoff.
+    Retry,
+    /// Not to be retried soon (a 400 or another 4xx about this task, or
+    /// `x-should-retry: false`): this task alone waits `auth_retry_interval`.
+    Hold,
+    /// The key (401, 403) or the API (405: not Runway's) is wrong: the source is down
+    /// and every task waits `auth_retry_interval`.
+    Refused,
+}
+
+/// The SDKs' rule: `x-should-retry` decides when present, else 408, 409, 429 and 5xx
+/// are retried; of the others, the answers that condemn the key or the API are set apart.
+/// Only `x-should-retry: true` saves a 401, 403 or 405 from marking the source down.
+fn fate(code: u16, should_retry: Option<bool>) -> Fate {
+    match (should_retry, code) {
+        (Some(true), _) => Fate::Retry,
+        (_, 401 | 403 | 405) => Fate::Refused,
+        (Some(false), _) => Fate::Hold,
+        (None, 408 | 409 | 429 | 500..) => Fate::Retry,
+        (None, _) => Fate::Hold,
     }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default()
-            .min(Duration::from_secs(3600)),
-    )
+}
+
+/// Whether an error answer holds every request, not only its task's: a 429 (Runway's
+/// quotas are the account's) and a 503 (the service says it is unavailable).
+fn holds_source(code: u16) -> bool {
+    matches!(code, 429 | 503)
 }
 
 /// `base x 2^failures`, at most `max`, less the `jitter` fraction (0 to 0.5).
@@ -181,7 +256,7 @@ impl Client {
             Ok(r) if r.status().is_success() => read_capped(r).await,
             Ok(r) => Answer::Status {
                 code: r.status().as_u16(),
-                retry_after: retry_after(r.headers()),
+                hint: retry_hint(r.headers()),
             },
             Err(e) if e.is_timeout() => Answer::Timeout,
             Err(_) => Answer::Failed,
@@ -229,9 +304,14 @@ pub struct Poller {
     source: SourceId,
     parser: RecordParser,
     schedule: HashMap<String, Schedule>,
-    /// No request starts before this (a `Retry-After`, or the API refusing the key).
+    /// No request starts before this (a 429's or a 503's wait, or the API refusing
+    /// the key).
     hold_until: Instant,
     down: bool,
+    /// Whether the API accepted a request in this run (a 200 or a 404).
+    accepted: bool,
+    /// The tracked tasks held ([`Fate::Hold`]) since the API last accepted a request.
+    refused: HashSet<String>,
 }
 
 impl Poller {
@@ -247,6 +327,8 @@ impl Poller {
             schedule: HashMap::new(),
             hold_until: Instant::now(),
             down: false,
+            accepted: false,
+            refused: HashSet::new(),
         }
     }
 
@@ -295,6 +377,8 @@ impl Poller {
         }
         self.schedule
             .retain(|id, s| s.in_flight || tracked.binary_search(id).is_ok());
+        let schedule = &self.schedule;
+        self.refused.retain(|id| schedule.contains_key(id));
         for id in tracked {
             self.schedule.entry(id).or_insert(Schedule {
                 next: now,
@@ -307,6 +391,12 @@ impl Poller {
     }
 
     fn set_up(&mut self, up: bool) {
+        if up {
+            self.accepted = true;
+            if !self.refused.is_empty() {
+                self.refused.clear();
+            }
+        }
         if self.down == up {
             self.down = !up;
             let source = self.source;
@@ -415,25 +505,9 @@ impl Poller {
                 self.schedule.remove(&id);
                 return;
             }
-            Answer::Status {
-                code: code @ (400 | 401 | 403 | 405),
-                ..
-            } => {
-                if !self.down {
-                    tracing::error!(code, "The Runway API refuses the requests: check the API key (RUNWAYML_API_SECRET or api.api_key_file) and api.api_version. Retrying every auth_retry_interval.");
-                }
-                self.set_up(false);
-                self.hold_until = now + self.settings.auth_retry_interval;
-                s.next = (now + self.settings.auth_retry_interval).max(earliest);
-            }
-            Answer::Status {
-                code: 429 | 503,
-                retry_after: hold,
-            } => {
-                if let Some(h) = hold {
-                    self.hold_until = self.hold_until.max(now + h);
-                }
-                retry(&mut s, self, hold);
+            Answer::Status { code, hint } => {
+                self.error_answer(&id, &mut s, code, hint, now);
+                s.next = s.next.max(earliest);
             }
             Answer::TooLarge => {
                 let e = ParseError::LineTooLong;
@@ -441,9 +515,57 @@ impl Poller {
                 tracing::warn!(task = %id, max_bytes = MAX_BODY_BYTES, "The API answered with a body too large to read; retrying.");
                 retry(&mut s, self, None);
             }
-            Answer::Status { .. } | Answer::Timeout | Answer::Failed => retry(&mut s, self, None),
+            Answer::Timeout | Answer::Failed => retry(&mut s, self, None),
         }
         self.schedule.insert(id, s);
+    }
+
+    /// Schedules `id` after an error answer (not a 404): see [`fate`]. A 429 or a 503
+    /// also holds every request for its wait.
+    fn error_answer(
+        &mut self,
+        id: &str,
+        s: &mut Schedule,
+        code: u16,
+        hint: RetryHint,
+        now: Instant,
+    ) {
+        let wait = hint
+            .wait
+            .map(|w| w.min(self.settings.backoff_max))
+            .unwrap_or_else(|| self.backoff(s.failures));
+        if holds_source(code) {
+            self.hold_until = self.hold_until.max(now + wait);
+        }
+        let long = self.settings.auth_retry_interval.max(wait);
+        match fate(code, hint.should_retry) {
+            Fate::Retry => {
+                s.failures += 1;
+                s.next = now + wait;
+            }
+            Fate::Hold if !self.refuses_every_task(id) => {
+                tracing::warn!(task = %id, code, "The API refuses this task's request; it alone is asked again every auth_retry_interval.");
+                s.next = now + long;
+            }
+            Fate::Hold | Fate::Refused => {
+                if !self.down {
+                    tracing::error!(code, "The Runway API refuses the requests: check the API key (RUNWAYML_API_SECRET or api.api_key_file), api.api_version and api.base_url. Retrying every auth_retry_interval.");
+                }
+                self.set_up(false);
+                self.hold_until = self.hold_until.max(now + long);
+                s.next = now + long;
+            }
+        }
+    }
+
+    /// Notes that the API refused `id`'s request, and says whether it has now refused
+    /// every tracked task since it last accepted a request: then the request itself is
+    /// wrong (an `api_version` Runway no longer takes), not one task. One task alone
+    /// is taken for that only before the API accepted anything in this run.
+    fn refuses_every_task(&mut self, id: &str) -> bool {
+        self.refused.insert(id.to_string());
+        (!self.accepted || self.refused.len() >= 2)
+            && self.schedule.keys().all(|k| self.refused.contains(k))
     }
 
     /// The due task polled longest ago, if any.
@@ -792,20 +914,94 @@ mod tests {
         );
     }
 
-    #[test]
-    fn retry_after_in_seconds_or_as_a_date() {
+    fn hint(headers: &[(&'static str, &str)]) -> RetryHint {
         let mut h = reqwest::header::HeaderMap::new();
-        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
-        h.insert(reqwest::header::RETRY_AFTER, later.parse().unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
+        for (name, value) in headers {
+            h.insert(*name, value.parse().unwrap());
+        }
+        retry_hint(&h)
+    }
+
+    fn wait(headers: &[(&'static str, &str)]) -> Option<Duration> {
+        hint(headers).wait
+    }
+
+    #[test]
+    fn retry_after_ms_first_then_seconds_or_a_date() {
+        let secs = Duration::from_secs;
+        assert_eq!(wait(&[("retry-after", "7")]), Some(secs(7)));
+        assert_eq!(
+            wait(&[("retry-after", "1.5")]),
+            Some(Duration::from_millis(1500))
         );
-        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(
+            wait(&[("retry-after-ms", "250.5"), ("retry-after", "9")]),
+            Some(Duration::from_micros(250_500)),
+            "milliseconds first, a float"
+        );
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + secs(30));
+        let d = wait(&[("retry-after", &later)]).unwrap();
+        assert!(d > secs(25) && d <= secs(30), "{d:?}");
+        assert_eq!(wait(&[("retry-after", "soon")]), None);
+        assert_eq!(wait(&[]), None);
+    }
+
+    #[test]
+    fn absurd_waits_are_no_wait_or_bounded() {
+        let secs = Duration::from_secs;
+        for bad in ["-5", "NaN", "inf", "-inf", "0", "", "1e"] {
+            assert_eq!(wait(&[("retry-after-ms", bad)]), None, "ms {bad:?}");
+            assert_eq!(wait(&[("retry-after", bad)]), None, "s {bad:?}");
+            assert_eq!(
+                wait(&[("retry-after-ms", bad), ("retry-after", "3")]),
+                Some(secs(3)),
+                "an unusable retry-after-ms falls back to retry-after"
+            );
+        }
+        for huge in ["1e308", "99999999999999999999", "18446744073709551616"] {
+            assert_eq!(wait(&[("retry-after-ms", huge)]), Some(MAX_HINT), "{huge}");
+            assert_eq!(wait(&[("retry-after", huge)]), Some(MAX_HINT), "{huge}");
+        }
+        assert_eq!(
+            wait(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")]),
+            Some(MAX_HINT)
+        );
+        assert_eq!(
+            wait(&[("retry-after", "Thu, 01 Jan 1970 00:00:00 GMT")]),
+            None,
+            "a date past"
+        );
+    }
+
+    #[test]
+    fn x_should_retry_is_true_false_or_nothing() {
+        let sr = |v: &str| hint(&[("x-should-retry", v)]).should_retry;
+        assert_eq!(sr("true"), Some(true));
+        assert_eq!(sr("false"), Some(false));
+        assert_eq!(sr("yes"), None);
+        assert_eq!(sr("1"), None);
+        assert_eq!(hint(&[]).should_retry, None);
+    }
+
+    #[test]
+    fn the_fate_of_an_error_answer() {
+        use Fate::*;
+        // The SDKs retry 408, 409, 429 and 5xx; Runway says not to retry 400 and 405.
+        for code in [408, 409, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(fate(code, None), Retry, "{code}");
+            assert_eq!(fate(code, Some(false)), Hold, "{code}");
+        }
+        for code in [400, 402, 410, 422, 451] {
+            assert_eq!(fate(code, None), Hold, "{code}: about this task");
+            assert_eq!(fate(code, Some(true)), Retry, "{code}");
+        }
+        for code in [401, 403, 405] {
+            assert_eq!(fate(code, None), Refused, "{code}: the key or the API");
+            assert_eq!(fate(code, Some(false)), Refused, "{code}");
+            assert_eq!(fate(code, Some(true)), Retry, "{code}");
+        }
+        assert!(holds_source(429) && holds_source(503));
+        assert!(!holds_source(502) && !holds_source(500) && !holds_source(400));
     }
 
     #[test]

@@ -14,7 +14,7 @@ fn api_config(dir: &Path, mock: &MockApi, extra: &str) -> String {
     format!(
         "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n\
          [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\
-         requests_per_second = 200.0\nrequest_timeout = \"300ms\"\nbackoff_base = \"50ms\"\nbackoff_max = \"400ms\"\n\
+         requests_per_second = 200.0\nrequest_timeout = \"300ms\"\nbackoff_base = \"50ms\"\nbackoff_max = \"1s\"\n\
          auth_retry_interval = \"300ms\"\norganization_interval = \"200ms\"\n{extra}",
         state = dir.join("state").display(),
         list = dir.join("tasks.list").display(),
@@ -951,4 +951,223 @@ fn an_answer_naming_another_task_is_rejected_not_counted() {
     );
     assert_eq!(sum(&m, "runway_task_failures_total", &[]), 0.0);
     assert_eq!(sum(&m, "runway_credits_charged_total", &[]), 5.0);
+}
+
+/// The time from a task's first request to its second, at the mock.
+fn second_request_after(mock: &MockApi, id: &str) -> Duration {
+    let times = &mock.task_requests()[id];
+    assert!(times.len() >= 2, "{id} asked {} times", times.len());
+    times[1].duration_since(times[0])
+}
+
+fn requests(m: &str, code: &str) -> f64 {
+    sample(
+        m,
+        &format!("runway_exporter_api_requests_total{{code=\"{code}\",endpoint=\"tasks\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// The retry hints read the way the SDKs read them, on answers that hold only their
+/// task (502, 400; a 429 or a 503 would hold all five): `retry-after-ms` before
+/// `retry-after`, an absurd wait (a number of seconds past any sense, a date in the
+/// year 9999) cut to `backoff_max` (1 s here), `x-should-retry: false` holding a task the API
+/// would otherwise retry for `auth_retry_interval` (it stays tracked and is counted when
+/// it answers), and `x-should-retry: true` retrying a 400 without marking the source down.
+#[test]
+fn retry_hints_are_read_the_way_the_sdks_read_them() {
+    use Step::*;
+    const MS_FIRST: &[(&str, &str)] = &[("retry-after-ms", "700"), ("retry-after", "5")];
+    const HUGE_SECS: &[(&str, &str)] = &[("retry-after", "99999999999")];
+    const HUGE_DATE: &[(&str, &str)] = &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")];
+    const NO: &[(&str, &str)] = &[("x-should-retry", "false")];
+    const YES: &[(&str, &str)] = &[("x-should-retry", "true")];
+    let timelines: Vec<(String, Vec<Step>)> = [
+        ("h-ms", Headers(502, MS_FIRST)),
+        ("h-huge-secs", Headers(502, HUGE_SECS)),
+        ("h-huge-date", Headers(502, HUGE_DATE)),
+        ("h-no", Headers(502, NO)),
+        ("h-yes", Headers(400, YES)),
+    ]
+    .into_iter()
+    .map(|(id, first)| (id.to_string(), vec![first, Task("SUCCEEDED", None)]))
+    .collect();
+    let mock = MockApi::start(KEY, timelines);
+    let dir = tempfile::tempdir().unwrap();
+    append(
+        &dir.path().join("tasks.list"),
+        b"h-ms\nh-huge-secs\nh-huge-date\nh-no\nh-yes\n",
+    );
+    let cfg = api_config(dir.path(), &mock, "").replace(
+        "auth_retry_interval = \"300ms\"",
+        "auth_retry_interval = \"3s\"",
+    );
+    let d = Daemon::start_env(dir.path(), &cfg, &[], &[("RUNWAYML_API_SECRET", KEY)]);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 5.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 5.0, "no task lost");
+    let ms_first = second_request_after(&mock, "h-ms");
+    assert!(
+        ms_first >= Duration::from_millis(650) && ms_first < Duration::from_millis(2500),
+        "retry-after-ms: 700 wins over retry-after: 5: {ms_first:?}"
+    );
+    for id in ["h-huge-secs", "h-huge-date"] {
+        let gap = second_request_after(&mock, id);
+        assert!(
+            gap >= Duration::from_millis(950) && gap < Duration::from_millis(2500),
+            "{id}: an absurd wait is cut to backoff_max (1 s): {gap:?}"
+        );
+    }
+    let retried = second_request_after(&mock, "h-yes");
+    assert!(retried < Duration::from_millis(2500), "h-yes: {retried:?}");
+    let held = second_request_after(&mock, "h-no");
+    assert!(
+        held >= Duration::from_millis(2900),
+        "x-should-retry: false holds the task for auth_retry_interval: {held:?}"
+    );
+    assert_eq!(
+        sample(&m, "runway_exporter_source_up{source=\"api\"}"),
+        Some(1.0)
+    );
+    assert_eq!(requests(&m, "502"), 4.0);
+    assert_eq!(requests(&m, "400"), 1.0);
+    assert_eq!(requests(&m, "200"), 5.0);
+}
+
+/// A 429 is about the account's quota, not one task: its wait (here `retry-after-ms`
+/// alone) holds every request, and the other task is not asked meanwhile.
+#[test]
+fn a_429_holds_every_task_for_its_wait() {
+    use Step::*;
+    const WAIT: &[(&str, &str)] = &[("retry-after-ms", "800")];
+    let mut other = vec![Task("RUNNING", None); 14];
+    other.push(Task("SUCCEEDED", None));
+    let mock = MockApi::start(
+        KEY,
+        vec![
+            ("q-other".into(), other),
+            (
+                "q-429".into(),
+                vec![
+                    Task("RUNNING", None),
+                    Task("RUNNING", None),
+                    Headers(429, WAIT),
+                    Task("SUCCEEDED", None),
+                ],
+            ),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"q-other\nq-429\n");
+    let d = Daemon::start_env(
+        dir.path(),
+        &api_config(dir.path(), &mock, ""),
+        &[],
+        &[("RUNWAYML_API_SECRET", KEY)],
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") >= 2.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 2.0);
+    assert_eq!(requests(&m, "429"), 1.0);
+    let quota = mock.task_requests()["q-429"].clone();
+    let refused_at = quota[2];
+    assert!(quota[3].duration_since(refused_at) >= Duration::from_millis(750));
+    // A request already on its way when the 429 came may land just after it.
+    let held = refused_at + Duration::from_millis(60)..refused_at + Duration::from_millis(750);
+    let asked: Vec<_> = mock.task_requests()["q-other"]
+        .iter()
+        .filter(|t| held.contains(*t))
+        .map(|t| t.duration_since(refused_at))
+        .collect();
+    assert!(asked.is_empty(), "q-other asked during the hold: {asked:?}");
+}
+
+/// A 400 about one task holds that task alone: the other is polled on time and
+/// counted, the source stays up, and the refused task stays tracked, asked again only
+/// after `auth_retry_interval`.
+#[test]
+fn a_400_about_one_task_holds_only_that_task() {
+    use Step::*;
+    let mut good = vec![Task("RUNNING", None); 6];
+    good.push(Task("SUCCEEDED", None));
+    let mock = MockApi::start(
+        KEY,
+        vec![("c-good".into(), good), ("c-bad".into(), vec![Status(400)])],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("tasks.list");
+    append(&list, b"c-good\n");
+    let cfg = api_config(dir.path(), &mock, "").replace(
+        "auth_retry_interval = \"300ms\"",
+        "auth_retry_interval = \"30s\"",
+    );
+    let mut d = Daemon::start_env(dir.path(), &cfg, &[], &[("RUNWAYML_API_SECRET", KEY)]);
+    d.scrape_until(Duration::from_secs(10), |m| {
+        records(m, "api", "non_terminal") >= 1.0
+    });
+    append(&list, b"c-bad\n");
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        records(m, "api", "counted") >= 1.0
+    });
+    assert_eq!(records(&m, "api", "counted"), 1.0);
+    assert_eq!(requests(&m, "400"), 1.0);
+    assert_eq!(
+        sample(&m, "runway_exporter_source_up{source=\"api\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "runway_api_tasks_tracked"),
+        Some(1.0),
+        "c-bad kept"
+    );
+    assert_eq!(mock.task_requests()["c-bad"].len(), 1);
+    for pair in mock.task_requests()["c-good"].windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap < Duration::from_secs(1), "c-good polled {gap:?} apart");
+    }
+    assert!(d.errors().is_empty(), "{:?}", d.errors());
+}
+
+/// The answers that mean the API, not a task, is wrong still mark the source down: a
+/// 400 to every tracked task (as when Runway stops taking `api_version` mid-run, after
+/// it accepted requests) and a 405. Tasks are kept.
+#[test]
+fn a_400_to_every_task_or_a_405_marks_the_source_down() {
+    use Step::*;
+    let down = |m: &str| sample(m, "runway_exporter_source_up{source=\"api\"}") == Some(0.0);
+    let retired = vec![Task("RUNNING", None), Task("RUNNING", None), Status(400)];
+    let mock = MockApi::start(
+        KEY,
+        vec![("v-1".into(), retired.clone()), ("v-2".into(), retired)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"v-1\nv-2\n");
+    let env = [("RUNWAYML_API_SECRET", KEY)];
+    let mut d = Daemon::start_env(dir.path(), &api_config(dir.path(), &mock, ""), &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        requests(m, "400") >= 2.0 && down(m)
+    });
+    assert!(down(&m), "{m}");
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(2.0));
+    assert_eq!(d.errors().len(), 1, "{:?}", d.errors());
+    drop(d);
+
+    let mut running = vec![Task("RUNNING", None); 40];
+    running.push(Task("SUCCEEDED", None));
+    let mock = MockApi::start(
+        KEY,
+        vec![
+            ("w-ok".into(), running),
+            ("w-405".into(), vec![Status(405)]),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"w-ok\nw-405\n");
+    let d = Daemon::start_env(dir.path(), &api_config(dir.path(), &mock, ""), &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+        requests(m, "405") >= 1.0 && down(m)
+    });
+    assert!(down(&m), "{m}");
 }

@@ -26,6 +26,9 @@ pub enum Step {
     RetryAfter(u64),
     /// 503 with `Retry-After: secs`.
     UnavailableRetryAfter(u64),
+    /// This error status with `{"error": ...}` and these headers, as they are
+    /// (`retry-after-ms`, `retry-after`, `x-should-retry`).
+    Headers(u16, &'static [(&'static str, &'static str)]),
     /// 200 with a body that is not JSON.
     Malformed,
     /// The connection is closed without an answer.
@@ -193,6 +196,16 @@ async fn handle(
             let mut r = json(status, r#"{"error":"Not now."}"#.into());
             r.headers_mut()
                 .insert("retry-after", secs.to_string().parse().unwrap());
+            r
+        }
+        Step::Headers(code, headers) => {
+            let mut r = json(
+                StatusCode::from_u16(code).unwrap(),
+                r#"{"error":"Injected."}"#.into(),
+            );
+            for (name, value) in headers {
+                r.headers_mut().insert(*name, value.parse().unwrap());
+            }
             r
         }
         Step::Malformed => json(StatusCode::OK, "{\"id\": \"".into()),
