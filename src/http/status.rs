@@ -1,11 +1,14 @@
 //! The status page a person opens when paged (`/`) and its JSON (`/api/v1/failures`):
 //! per failure code, the table's advice, how many failed in the last hour and day, and
 //! the last failed tasks. Rendered on the server from the last published commit: plain
-//! HTML with its style inline, no script, no external asset.
+//! HTML with its style inline, no script, no external asset. The windows end now on the
+//! steady clock, on which the failures were counted (see `clock`): a step of the wall
+//! clock changes neither count; the times shown are the wall clock's.
 
 use std::fmt::Write;
 
 use crate::classify::{Category, CreditRule, Retry};
+use crate::clock::Now;
 use crate::ledger::{CodeClass, FailedTask, RecentFailures, RECENT_TASKS};
 
 /// What the page says about one failure code, at one instant.
@@ -15,7 +18,8 @@ struct Row<'a> {
     day: u64,
 }
 
-/// The codes, most failures in the last day first (then the last hour, then the code).
+/// The codes, most failures in the last day first (then the last hour, then the code);
+/// the windows end at `now` on the steady clock, as the failures were counted.
 fn rows(recent: &[RecentFailures], now: f64) -> Vec<Row<'_>> {
     let mut rows: Vec<Row<'_>> = recent
         .iter()
@@ -67,8 +71,8 @@ fn escape(text: &str) -> String {
 }
 
 /// The JSON of `/api/v1/failures`.
-pub fn json(recent: &[RecentFailures], now: f64) -> serde_json::Value {
-    let codes: Vec<serde_json::Value> = rows(recent, now)
+pub fn json(recent: &[RecentFailures], now: Now) -> serde_json::Value {
+    let codes: Vec<serde_json::Value> = rows(recent, now.steady)
         .iter()
         .map(|row| {
             let c = class(row.r);
@@ -92,7 +96,7 @@ pub fn json(recent: &[RecentFailures], now: f64) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "generated_at": now,
+        "generated_at": now.wall,
         "recent_per_code": RECENT_TASKS,
         "codes": codes,
     })
@@ -103,8 +107,8 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:
 th{background:#f3f3f3}td.n{text-align:right}tr.hot td{background:#fde8e8}code{font-size:1.05em}";
 
 /// The landing page: links, then the recent failures.
-pub fn page(recent: &[RecentFailures], now: f64, telemetry_path: &str) -> String {
-    let rows = rows(recent, now);
+pub fn page(recent: &[RecentFailures], now: Now, telemetry_path: &str) -> String {
+    let rows = rows(recent, now.steady);
     let mut h = String::with_capacity(4096);
     let _ = write!(
         h,
@@ -118,7 +122,7 @@ pub fn page(recent: &[RecentFailures], now: f64, telemetry_path: &str) -> String
         escape(crate::metrics::VERSION),
         escape(crate::metrics::REVISION),
         escape(telemetry_path),
-        utc(Some(now)),
+        utc(Some(now.wall)),
     );
     if rows.is_empty() {
         h.push_str("<p id=\"none\">No failed task counted yet.</p>\n");
@@ -239,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_json_has_each_code_with_its_advice_counts_and_last_tasks() {
-        let j = json(&recent(), NOW);
+        let j = json(&recent(), Now::at(NOW));
         let codes = j["codes"].as_array().unwrap();
         assert_eq!(
             codes[0]["failure_code"], "SAFETY.INPUT.TEXT",
@@ -274,7 +278,7 @@ mod tests {
         let mut r = recent();
         r[1].tasks[0].id = "<script>alert(1)</script>".into();
         r[1].failure_code = "A&B\"<i>".into();
-        let html = page(&r, NOW, "/metrics?a=<b>");
+        let html = page(&r, Now::at(NOW), "/metrics?a=<b>");
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "{html}"
@@ -288,7 +292,7 @@ mod tests {
             !html.contains("<script") && !html.contains("src="),
             "no script, no asset"
         );
-        let empty = page(&[], NOW, "/metrics");
+        let empty = page(&[], Now::at(NOW), "/metrics");
         assert!(empty.contains("No failed task counted yet."));
     }
 }

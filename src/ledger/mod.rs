@@ -1265,7 +1265,9 @@ impl Ledger {
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
         if let Some((code, _)) = failure {
             let (id, outcomes) = (record.id.as_deref(), &mut self.book.outcomes);
-            outcomes.recent.failed(code, id, model_name, end, seen.now);
+            // Both clocks read again here, not for every record: a failure is rarer.
+            let now = crate::clock::Now::read();
+            outcomes.recent.failed(code, id, model_name, end, now);
         }
         let rule = failure.map(|(_, rule)| rule);
         let price = match record.cost {

@@ -5,7 +5,15 @@
 //!
 //! A failure's time is its record's (see `timing`); a backlog record without one has
 //! none: it is listed, but counted in no window (it may be from any time). A failure
-//! older than a day is listed but in no window either. An id that is not a plausible task id (more than
+//! older than a day is listed but in no window either.
+//!
+//! The windows are slots of the steady clock (see `clock`): a failure's time is moved
+//! onto it when counted, and the windows end at its now, so a step of the wall clock
+//! while the exporter runs neither empties them (a step back: the failures before it
+//! stay in the last hour and day) nor lets them keep a failure longer (a step forward).
+//! The listed times stay the records' own. The slots are saved as they are: a restart
+//! takes the wall clock as the steady clock again, so the windows restored after a run
+//! whose clock was stepped are off by that run's steps (a slot ahead of now is dropped). An id that is not a plausible task id (more than
 //! [`MAX_ID_BYTES`], or not printable ASCII) is kept as `invalid`: whatever a log holds,
 //! the page shows only short, printable values.
 
@@ -14,6 +22,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 
 use crate::classify::{Category, CreditRule, Retry};
+use crate::clock::Now;
 
 /// Failed tasks remembered per failure code.
 pub const RECENT_TASKS: usize = 10;
@@ -61,12 +70,14 @@ pub struct RecentFailures {
 }
 
 impl RecentFailures {
-    /// Failures in the 60 minutes up to `now` (this minute and the 59 before).
+    /// Failures in the 60 minutes up to `now` (this minute and the 59 before), `now`
+    /// on the steady clock.
     pub fn last_hour(&self, now: f64) -> u64 {
         within(&self.minutes, slot_of(now, 60.0), MINUTES)
     }
 
-    /// Failures in the 24 hours up to `now` (this hour and the 23 before).
+    /// Failures in the 24 hours up to `now` (this hour and the 23 before), `now` on the
+    /// steady clock.
     pub fn last_day(&self, now: f64) -> u64 {
         within(&self.hours, slot_of(now, 3600.0), HOURS)
     }
@@ -168,19 +179,21 @@ pub(super) struct Recent {
 
 impl Recent {
     /// A counted FAILED task of `code` (its model already a label value), at `at` (a
-    /// plausible time, see `Seen::of`), counted at `now`.
+    /// plausible wall-clock time, see `Seen::of`), counted at `now`: listed at `at`,
+    /// counted in the slots of `at` moved onto the steady clock.
     pub(super) fn failed(
         &mut self,
         code: u32,
         id: Option<&str>,
         model: &str,
         at: Option<f64>,
-        now: f64,
+        now: Now,
     ) {
         let at = at.filter(|t| t.is_finite());
         let c = self.codes.entry(code).or_default();
         c.add(shown_id(id), model, at);
-        if let Some(at) = at.filter(|t| (now - 86_400.0..=now + super::CLOCK_SKEW).contains(t)) {
+        let window = now.steady - 86_400.0..=now.steady + super::CLOCK_SKEW;
+        if let Some(at) = at.map(|t| now.steady_of(t)).filter(|t| window.contains(t)) {
             c.count(at, 1);
         }
     }
@@ -207,7 +220,7 @@ impl Recent {
     /// clock set back, or a file made up) is dropped: it would hold its place forever.
     /// Codes `code` does not know are left out.
     pub(super) fn restore(&mut self, saved: &[RecentFailures], code: impl Fn(&str) -> Option<u32>) {
-        let now = crate::clock::unix_now();
+        let now = crate::clock::steady_now();
         let (minute, hour) = (slot_of(now, 60.0), slot_of(now, 3600.0));
         for r in saved {
             let Some(id) = code(&r.failure_code) else {
@@ -247,15 +260,21 @@ mod tests {
         for i in 0..25u32 {
             // One failure every 5 minutes, the newest now.
             let at = NOW - 300.0 * f64::from(24 - i);
-            r.failed(7, Some(&format!("t{i}")), "gen4_turbo", Some(at), NOW);
+            r.failed(
+                7,
+                Some(&format!("t{i}")),
+                "gen4_turbo",
+                Some(at),
+                Now::at(NOW),
+            );
         }
-        r.failed(7, Some(&"x".repeat(65)), "m", Some(NOW), NOW);
-        r.failed(7, Some("with space"), "m", Some(NOW), NOW);
-        r.failed(7, None, "m", Some(f64::NAN), NOW);
+        r.failed(7, Some(&"x".repeat(65)), "m", Some(NOW), Now::at(NOW));
+        r.failed(7, Some("with space"), "m", Some(NOW), Now::at(NOW));
+        r.failed(7, None, "m", Some(f64::NAN), Now::at(NOW));
         // Times that would wipe out or block the counts: far past, far future, none.
-        r.failed(7, Some("old"), "m", Some(0.0), NOW);
-        r.failed(7, Some("future"), "m", Some(1e12), NOW);
-        r.failed(7, Some("backlog"), "m", None, NOW);
+        r.failed(7, Some("old"), "m", Some(0.0), Now::at(NOW));
+        r.failed(7, Some("future"), "m", Some(1e12), Now::at(NOW));
+        r.failed(7, Some("backlog"), "m", None, Now::at(NOW));
         let all = r.totals(|c| (format!("code{c}"), CLASS));
         assert_eq!(all.len(), 1);
         let c = &all[0];
@@ -276,6 +295,38 @@ mod tests {
     }
 
     #[test]
+    fn a_step_of_the_wall_clock_neither_empties_nor_fills_the_windows() {
+        let mut r = Recent::default();
+        // Three failures read live at NOW, then the wall clock is stepped back an hour
+        // (the steady clock goes on): two more, read 30 s later, at the new wall time.
+        for i in 0..3 {
+            r.failed(1, Some(&format!("a{i}")), "m", Some(NOW), Now::at(NOW));
+        }
+        let back = Now {
+            wall: NOW + 30.0 - 3600.0,
+            steady: NOW + 30.0,
+        };
+        for i in 0..2 {
+            r.failed(1, Some(&format!("b{i}")), "m", Some(back.wall), back);
+        }
+        let c = &r.totals(|_| ("C".into(), CLASS))[0];
+        assert_eq!((c.last_hour(back.steady), c.last_day(back.steady)), (5, 5));
+        // The tasks keep their own (wall-clock) times.
+        assert_eq!(c.tasks[4].at, Some(back.wall));
+        // Stepped forward a day: the five are still of the last hour, and leave it an
+        // hour after they were counted, not at the step.
+        let ahead = Now {
+            wall: NOW + 60.0 + 86_400.0,
+            steady: NOW + 60.0,
+        };
+        r.failed(1, Some("c"), "m", Some(ahead.wall), ahead);
+        let c = &r.totals(|_| ("C".into(), CLASS))[0];
+        assert_eq!(c.last_hour(ahead.steady), 6);
+        assert_eq!(c.last_hour(NOW + 3600.0 + 120.0), 0);
+        assert_eq!(c.last_day(NOW + 3600.0 + 120.0), 6);
+    }
+
+    #[test]
     fn a_restore_gives_back_what_was_saved_within_the_bounds() {
         let mut r = Recent::default();
         for i in 0..12 {
@@ -284,7 +335,7 @@ mod tests {
                 Some(&format!("a{i}")),
                 "m",
                 Some(NOW + f64::from(i)),
-                NOW + 60.0,
+                Now::at(NOW + 60.0),
             );
         }
         let saved = r.totals(|_| ("SAFETY.INPUT.TEXT".into(), CLASS));

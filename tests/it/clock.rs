@@ -1,0 +1,250 @@
+//! Steps of the wall clock while the daemon runs: the real daemon under libfaketime
+//! (Debian's `faketime`, installed by the test script), whose `CLOCK_REALTIME` is offset
+//! by what a file says, read again at every call, while its monotonic clock stays real
+//! (`FAKETIME_DONT_FAKE_MONOTONIC`), as with an NTP step or `date -s`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::harness::*;
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+
+/// The daemon's clock: an offset from the real one, in a file libfaketime reads.
+struct FakeClock {
+    file: PathBuf,
+    lib: PathBuf,
+}
+
+impl FakeClock {
+    /// Fails the test when libfaketime is missing: it never skips.
+    fn new(dir: &Path) -> FakeClock {
+        require_tool("faketime");
+        let multiarch = format!("/usr/lib/{}-linux-gnu/faketime", std::env::consts::ARCH);
+        let lib = [multiarch.as_str(), "/usr/lib/faketime", "/usr/local/lib/faketime"]
+            .iter()
+            .map(|d| Path::new(d).join("libfaketimeMT.so.1"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!("libfaketimeMT.so.1 is not installed (package libfaketime): run scripts/test.sh, which installs what the tests need")
+            });
+        let clock = FakeClock {
+            file: dir.join("faketime.rc"),
+            lib,
+        };
+        clock.set(0);
+        clock
+    }
+
+    /// The environment that puts a daemon on this clock.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", self.lib.display().to_string()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ]
+    }
+
+    /// Steps the clock to `offset` seconds from the real one (written whole, by a rename:
+    /// the daemon never reads half a file).
+    fn set(&self, offset: i64) {
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{offset:+}\n")).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+    }
+}
+
+fn real_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// RFC 3339 of a Unix time, to the millisecond.
+fn rfc3339(unix: f64) -> String {
+    jiff::Timestamp::from_millisecond((unix * 1000.0) as i64)
+        .unwrap()
+        .to_string()
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// `/api/v1/failures`.
+fn failures(d: &Daemon) -> serde_json::Value {
+    let (status, body) = get(d.addr, "/api/v1/failures").unwrap();
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until the daemon's wall clock reads the real one plus `offset` (libfaketime
+/// reads its file at every call: this is at once).
+fn wait_clock(d: &Daemon, offset: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let at = failures(d)["generated_at"].as_f64().unwrap();
+        if (at - (real_now() + offset as f64)).abs() < 30.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's clock did not move to {offset:+} s: it reads {at}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last hour's and day's failures of `code` on the status page's JSON.
+fn windows(d: &Daemon, code: &str) -> (u64, u64) {
+    let j = failures(d);
+    let c = j["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["failure_code"] == code)
+        .unwrap_or_else(|| panic!("{code} not in {j}"));
+    (
+        c["last_hour"].as_u64().unwrap(),
+        c["last_day"].as_u64().unwrap(),
+    )
+}
+
+/// What the durations say: the sum of all observations, how many, and how many tasks
+/// were not timed.
+fn durations(m: &str) -> (f64, f64, f64) {
+    (
+        sum(m, "runway_task_duration_seconds_sum", &[]),
+        sum(m, "runway_task_duration_seconds_count", &[]),
+        sum(
+            m,
+            "runway_exporter_untimed_tasks_total",
+            &["measure=\"duration\""],
+        ),
+    )
+}
+
+/// How many commits the daemon makes in `span` while a task's line is appended every
+/// 50 ms: the distinct values of its last commit's time, scraped every 10 ms. Returns
+/// them and the lines appended.
+fn commits_while_writing(d: &Daemon, log: &Path, span: Duration, tag: &str) -> (usize, u32) {
+    let start = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lines = 0;
+    let mut last_line = Instant::now() - Duration::from_secs(1);
+    while start.elapsed() < span {
+        if last_line.elapsed() >= Duration::from_millis(50) {
+            lines += 1;
+            let line = format!(
+                "{{\"id\":\"tick-{tag}-{lines}\",\"status\":\"CANCELLED\",\"model\":\"gen4_turbo\"}}\n"
+            );
+            append(log, line.as_bytes());
+            last_line = Instant::now();
+        }
+        if let Some(t) = sample(
+            &d.metrics(),
+            "runway_exporter_last_commit_timestamp_seconds",
+        ) {
+            seen.insert(t.to_bits());
+        }
+        // The scrapes' and the writer's pace, not a synchronisation.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (seen.len(), lines)
+}
+
+/// Appends, on the daemon's clock at `offset` (having been at `before`): two failures
+/// and a success read live (created 5 s ago), and a success created 5 s before the
+/// step, timed across it.
+fn append_round(log: &Path, round: usize, offset: i64, before: i64) {
+    let mut lines = String::new();
+    for i in 0..2 {
+        lines += &format!(
+            "{{\"id\":\"f-{round}-{i}\",\"status\":\"FAILED\",\"failureCode\":\"INTERNAL\",\"model\":\"gen4_turbo\"}}\n"
+        );
+    }
+    for (name, created) in [
+        ("now", real_now() + offset as f64 - 5.0),
+        ("across", real_now() + before as f64 - 5.0),
+    ] {
+        lines += &format!(
+            "{{\"id\":\"s-{round}-{name}\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\",\"createdAt\":\"{}\"}}\n",
+            rfc3339(created)
+        );
+    }
+    append(log, lines.as_bytes());
+}
+
+/// Polls the status page's JSON until `code`'s windows are `want`, at most 10 s.
+fn windows_until(d: &Daemon, code: &str, want: (u64, u64)) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = windows(d, code);
+        if shown == want || Instant::now() > deadline {
+            return shown;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn steps_of_the_clock_keep_durations_windows_and_commits_sane() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(dir.path());
+    let env = clock.env();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let d = Daemon::start_env(dir.path(), &config(dir.path(), ""), &[], &env_refs(&env));
+    let (mut offset, mut failed, mut tasks, mut last_sum) = (0i64, 0u64, 0f64, 0f64);
+    // Back an hour, forward an hour, forward a day, back a day, back a day again (behind
+    // the real clock) and forward to it: each step of the issue, both ways.
+    for (round, step) in [0, -HOUR, HOUR, DAY, -DAY, -DAY, DAY]
+        .into_iter()
+        .enumerate()
+    {
+        let before = offset;
+        offset += step;
+        let context = format!("round {round}, a step of {step:+} s to {offset:+} s");
+        clock.set(offset);
+        wait_clock(&d, offset);
+        append_round(&log, round, offset, before);
+        failed += 2;
+        tasks += 4.0;
+        let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+            sum(m, "runway_tasks_total", &[]) >= tasks
+        });
+        assert_eq!(sum(&m, "runway_tasks_total", &[]), tasks, "{context}");
+
+        // Durations: nothing negative (the sum never goes down), and every task timed
+        // or counted as untimed with a reason.
+        let (dsum, count, untimed) = durations(&m);
+        assert!(
+            dsum >= last_sum,
+            "{context}: the durations' sum went from {last_sum} to {dsum}"
+        );
+        last_sum = dsum;
+        assert_eq!(count + untimed, tasks, "{context}: timed + untimed\n{m}");
+
+        // The windows: every failure so far was read in the last minute or so (elapsed),
+        // whatever the wall clock says now.
+        let shown = windows_until(&d, "INTERNAL", (failed, failed));
+        assert_eq!(
+            shown,
+            (failed, failed),
+            "{context}: the failures of the last hour and day on the status page"
+        );
+
+        // The commit loop: alive after the step, and no burst (at most one commit per
+        // 200 ms interval, and a little slack).
+        let span = Duration::from_millis(1500);
+        let (commits, lines) = commits_while_writing(&d, &log, span, &round.to_string());
+        assert!(
+            (2..=10).contains(&commits),
+            "{context}: {commits} commits in {span:?} with a line every 50 ms"
+        );
+        tasks += f64::from(lines);
+    }
+}
