@@ -248,3 +248,68 @@ fn steps_of_the_clock_keep_durations_windows_and_commits_sane() {
         tasks += f64::from(lines);
     }
 }
+
+/// The times of the systemd notifications received on `socket` within `span`.
+fn pings(socket: &std::os::unix::net::UnixDatagram, span: Duration) -> Vec<Instant> {
+    let (start, mut buf, mut at) = (Instant::now(), [0u8; 512], Vec::new());
+    while start.elapsed() < span {
+        if let Ok(n) = socket.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                at.push(Instant::now());
+            }
+        }
+    }
+    at
+}
+
+#[test]
+fn a_step_of_the_clock_does_not_stop_the_watchdog_pings() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(dir.path());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut env = clock.env();
+    env.push(("NOTIFY_SOCKET", socket_path.display().to_string()));
+    // Pings every 150 ms, as long as the commit loop's last round is recent; an idle
+    // loop beats every 5 s.
+    env.push(("WATCHDOG_USEC", "300000".into()));
+    let config = format!(
+        "[state]\ndir = \"{}\"\ncommit_interval = \"5s\"\n[file]\npaths = [\"{}/*.log\"]\n",
+        dir.path().join("state").display(),
+        dir.path().display()
+    );
+    let mut d = Daemon::start_env(dir.path(), &config, &[], &env_refs(&env));
+    assert!(
+        pings(&socket, Duration::from_secs(1)).len() >= 3,
+        "no pings before the steps"
+    );
+    for offset in [HOUR, HOUR + DAY, -DAY] {
+        clock.set(offset);
+        wait_clock(&d, offset);
+        let stepped = Instant::now();
+        let span = Duration::from_millis(1500);
+        let at = pings(&socket, span);
+        // The longest wait for a ping: from the step to the first, between two.
+        let longest = std::iter::once(stepped)
+            .chain(at.iter().copied())
+            .zip(at.iter().copied())
+            .map(|(a, b)| b - a)
+            .max()
+            .unwrap_or(span);
+        assert!(
+            at.len() >= 5 && longest < Duration::from_secs(1),
+            "the clock at {offset:+} s: {} pings in {span:?}, the longest wait {longest:?}",
+            at.len()
+        );
+    }
+    assert_eq!(
+        d.count_logs("The commit loop is stuck"),
+        0,
+        "{:#?}",
+        d.logs()
+    );
+}
