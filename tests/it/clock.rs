@@ -313,3 +313,95 @@ fn a_step_of_the_clock_does_not_stop_the_watchdog_pings() {
         d.logs()
     );
 }
+
+/// Polls `check` every 20 ms until it holds, at most 10 s; says whether it did.
+fn poll(check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The UTC day of a Unix time, `YYYY-MM-DD`.
+fn utc_day(unix: f64) -> String {
+    rfc3339(unix)[..10].to_string()
+}
+
+#[test]
+fn a_step_of_the_clock_moves_the_usage_day_and_expires_no_task() {
+    use crate::mock_api::{MockApi, Step};
+    const KEY: &str = "key_clock_5d1e";
+    let mock = MockApi::start(
+        KEY,
+        vec![("t-long".into(), vec![Step::Task("RUNNING", None)])],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(dir.path());
+    let mut env = clock.env();
+    env.push(("RUNWAYML_API_SECRET", KEY.into()));
+    append(&dir.path().join("tasks.list"), b"t-long\n");
+    // max_task_age at its default, a day.
+    let config = format!(
+        "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n\
+         [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\
+         requests_per_second = 200.0\nrequest_timeout = \"300ms\"\nbackoff_base = \"50ms\"\nbackoff_max = \"400ms\"\n\
+         organization_interval = \"200ms\"\nusage_interval = \"200ms\"\n",
+        state = dir.path().join("state").display(),
+        list = dir.path().join("tasks.list").display(),
+        url = mock.url(),
+    );
+    let d = Daemon::start_env(dir.path(), &config, &[], &env_refs(&env));
+    let polls = || mock.task_requests().get("t-long").map_or(0, Vec::len);
+    assert!(poll(|| polls() >= 2), "t-long is not polled");
+    let credits = "runway_organization_daily_credits_used{model=\"gen4_turbo\"}";
+    // Forward a day, back a day, back another.
+    for offset in [DAY, 0, -DAY] {
+        clock.set(offset);
+        wait_clock(&d, offset);
+        // The usage asked for is of the UTC day of the daemon's clock (either side of a
+        // midnight passing meanwhile), and served as today's.
+        let days = [
+            utc_day(real_now() + offset as f64),
+            utc_day(real_now() + offset as f64 + 20.0),
+        ];
+        let asked = |b: &serde_json::Value| days.iter().any(|d| b["startDate"] == d.as_str());
+        assert!(
+            poll(|| mock.usage_bodies().last().is_some_and(asked)),
+            "the clock at {offset:+} s: no usage request for {days:?}: {:?}",
+            mock.usage_bodies().last()
+        );
+        let body = mock.usage_bodies().last().cloned().unwrap();
+        let start = jiff::civil::Date::strptime("%Y-%m-%d", body["startDate"].as_str().unwrap());
+        let next = start.unwrap().tomorrow().unwrap().to_string();
+        assert_eq!(body["beforeDate"], next.as_str(), "{body}");
+        let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
+            sample(m, credits) == Some(150.0)
+        });
+        assert_eq!(
+            sample(&m, credits),
+            Some(150.0),
+            "the clock at {offset:+} s\n{m}"
+        );
+
+        // The running task: still polled, not expired (it is seconds old).
+        let before = polls();
+        assert!(
+            poll(|| polls() >= before + 3),
+            "the clock at {offset:+} s: t-long is no longer polled ({before} polls)\n{}",
+            d.metrics()
+        );
+        let m = d.metrics();
+        assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(1.0), "{m}");
+        assert_eq!(
+            sum(&m, "runway_exporter_records_total", &["result=\"expired\""]),
+            0.0,
+            "the clock at {offset:+} s"
+        );
+    }
+}
