@@ -333,6 +333,19 @@ fn utc_day(unix: f64) -> String {
     rfc3339(unix)[..10].to_string()
 }
 
+/// A daemon's config with the API source polling `mock` (and usage every 200 ms).
+fn api_config(dir: &Path, mock: &crate::mock_api::MockApi, extra: &str) -> String {
+    format!(
+        "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n\
+         [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\
+         requests_per_second = 200.0\nrequest_timeout = \"300ms\"\nbackoff_base = \"50ms\"\nbackoff_max = \"400ms\"\n\
+         organization_interval = \"200ms\"\nusage_interval = \"200ms\"\n{extra}",
+        state = dir.join("state").display(),
+        list = dir.join("tasks.list").display(),
+        url = mock.url(),
+    )
+}
+
 #[test]
 fn a_step_of_the_clock_moves_the_usage_day_and_expires_no_task() {
     use crate::mock_api::{MockApi, Step};
@@ -347,15 +360,7 @@ fn a_step_of_the_clock_moves_the_usage_day_and_expires_no_task() {
     env.push(("RUNWAYML_API_SECRET", KEY.into()));
     append(&dir.path().join("tasks.list"), b"t-long\n");
     // max_task_age at its default, a day.
-    let config = format!(
-        "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n\
-         [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\
-         requests_per_second = 200.0\nrequest_timeout = \"300ms\"\nbackoff_base = \"50ms\"\nbackoff_max = \"400ms\"\n\
-         organization_interval = \"200ms\"\nusage_interval = \"200ms\"\n",
-        state = dir.path().join("state").display(),
-        list = dir.path().join("tasks.list").display(),
-        url = mock.url(),
-    );
+    let config = api_config(dir.path(), &mock, "");
     let d = Daemon::start_env(dir.path(), &config, &[], &env_refs(&env));
     let polls = || mock.task_requests().get("t-long").map_or(0, Vec::len);
     assert!(poll(|| polls() >= 2), "t-long is not polled");
@@ -404,4 +409,29 @@ fn a_step_of_the_clock_moves_the_usage_day_and_expires_no_task() {
             "the clock at {offset:+} s"
         );
     }
+}
+
+#[test]
+fn a_task_expires_after_max_task_age_even_with_the_clock_stepped_back_a_day() {
+    use crate::mock_api::{MockApi, Step};
+    const KEY: &str = "key_clock_5d1e";
+    let mock = MockApi::start(
+        KEY,
+        vec![("t-stuck".into(), vec![Step::Task("RUNNING", None)])],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(dir.path());
+    let mut env = clock.env();
+    env.push(("RUNWAYML_API_SECRET", KEY.into()));
+    append(&dir.path().join("tasks.list"), b"t-stuck\n");
+    let config = api_config(dir.path(), &mock, "max_task_age = \"3s\"\n");
+    let d = Daemon::start_env(dir.path(), &config, &[], &env_refs(&env));
+    // Read from the list at start (the clock right), then the clock goes back a day.
+    clock.set(-DAY);
+    wait_clock(&d, -DAY);
+    let expired = |m: &str| sum(m, "runway_exporter_records_total", &["result=\"expired\""]);
+    // It expires 3 s after it was read (not a day later), once.
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| expired(m) == 1.0);
+    assert_eq!(expired(&m), 1.0, "not expired within 10 s\n{m}");
+    assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0), "{m}");
 }
