@@ -247,6 +247,7 @@ fn steps_of_the_clock_keep_durations_windows_and_commits_sane() {
         );
         tasks += f64::from(lines);
     }
+    stop(d);
 }
 
 /// The times of the systemd notifications received on `socket` within `span`.
@@ -312,6 +313,14 @@ fn a_step_of_the_clock_does_not_stop_the_watchdog_pings() {
         "{:#?}",
         d.logs()
     );
+    stop(d);
+}
+
+/// Stops the daemon with SIGTERM, as systemd does: libfaketime removes its shared
+/// memory (`/dev/shm/faketime_*`) only when the process exits, not when it is killed.
+fn stop(mut d: Daemon) {
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
 /// Polls `check` every 20 ms until it holds, at most 10 s; says whether it did.
@@ -409,6 +418,7 @@ fn a_step_of_the_clock_moves_the_usage_day_and_expires_no_task() {
             "the clock at {offset:+} s"
         );
     }
+    stop(d);
 }
 
 #[test]
@@ -434,4 +444,5 @@ fn a_task_expires_after_max_task_age_even_with_the_clock_stepped_back_a_day() {
     let (m, _) = d.scrape_until(Duration::from_secs(10), |m| expired(m) == 1.0);
     assert_eq!(expired(&m), 1.0, "not expired within 10 s\n{m}");
     assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0), "{m}");
+    stop(d);
 }
