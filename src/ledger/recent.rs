@@ -8,14 +8,16 @@
 //! older than a day is listed but in no window either.
 //!
 //! The windows are slots of the steady clock (see `clock`): a failure's time is moved
-//! onto it when counted, and the windows end at its now, so a step of the wall clock
-//! while the exporter runs neither empties them (a step back: the failures before it
-//! stay in the last hour and day) nor lets them keep a failure longer (a step forward).
+//! onto it when counted, and the windows end at its now, so a failure stays in them for
+//! an hour and a day of elapsed time whatever a step of the wall clock does meanwhile
+//! (back: it is not "in the future" and dropped; forward: it does not age by the step).
 //! The listed times stay the records' own. The slots are saved as they are: a restart
 //! takes the wall clock as the steady clock again, so the windows restored after a run
-//! whose clock was stepped are off by that run's steps (a slot ahead of now is dropped). An id that is not a plausible task id (more than
-//! [`MAX_ID_BYTES`], or not printable ASCII) is kept as `invalid`: whatever a log holds,
-//! the page shows only short, printable values.
+//! whose clock was stepped are off by that run's steps (a slot ahead of now is dropped).
+//!
+//! An id that is not a plausible task id (more than [`MAX_ID_BYTES`], or not printable
+//! ASCII) is kept as `invalid`: whatever a log holds, the page shows only short,
+//! printable values.
 
 use std::collections::VecDeque;
 
