@@ -220,7 +220,8 @@ struct Schedule {
     in_flight: bool,
     /// The task's last answer in this process: when, and its status.
     last_answer: Option<(Instant, Status)>,
-    /// When this process first scheduled the task, and its age then (seconds).
+    /// When this process first scheduled the task, and its age then (seconds, at least
+    /// 0: a task read just before a step back of the wall clock is new, not a day to go).
     aged: (Instant, f64),
 }
 
@@ -299,7 +300,11 @@ impl Poller {
             for id in &expired {
                 l.end_api_task(source, id, Err(LineResult::Expired), None);
             }
-            let tracked = l.api.tasks().map(|t| (t.id.clone(), unix - t.added_at));
+            // Never less than 0: read before a step back of the clock, it is new.
+            let tracked = l
+                .api
+                .tasks()
+                .map(|t| (t.id.clone(), (unix - t.added_at).max(0.0)));
             (tracked.collect::<Vec<_>>(), expired)
         });
         for id in expired {
