@@ -18,9 +18,8 @@ struct Row<'a> {
     day: u64,
 }
 
-/// The codes, most failures in the last day first (then the last hour, then the code);
-/// the windows end at `now` on the steady clock, as the failures were counted.
-fn rows(recent: &[RecentFailures], now: f64) -> Vec<Row<'_>> {
+/// The codes, most failures in the last day first (then the last hour, then the code).
+fn rows(recent: &[RecentFailures], now: Now) -> Vec<Row<'_>> {
     let mut rows: Vec<Row<'_>> = recent
         .iter()
         .map(|r| Row {
@@ -72,7 +71,7 @@ fn escape(text: &str) -> String {
 
 /// The JSON of `/api/v1/failures`.
 pub fn json(recent: &[RecentFailures], now: Now) -> serde_json::Value {
-    let codes: Vec<serde_json::Value> = rows(recent, now.steady)
+    let codes: Vec<serde_json::Value> = rows(recent, now)
         .iter()
         .map(|row| {
             let c = class(row.r);
@@ -108,7 +107,7 @@ th{background:#f3f3f3}td.n{text-align:right}tr.hot td{background:#fde8e8}code{fo
 
 /// The landing page: links, then the recent failures.
 pub fn page(recent: &[RecentFailures], now: Now, telemetry_path: &str) -> String {
-    let rows = rows(recent, now.steady);
+    let rows = rows(recent, now);
     let mut h = String::with_capacity(4096);
     let _ = write!(
         h,
@@ -223,6 +222,7 @@ mod tests {
             tasks,
             minutes,
             hours,
+            clock_step: 0,
         }
     }
 

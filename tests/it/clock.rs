@@ -98,19 +98,20 @@ fn wait_clock(d: &Daemon, offset: i64) {
     }
 }
 
-/// The last hour's and day's failures of `code` on the status page's JSON.
+/// The last hour's and day's failures of `code` on the status page's JSON (none
+/// before its first).
 fn windows(d: &Daemon, code: &str) -> (u64, u64) {
     let j = failures(d);
-    let c = j["codes"]
-        .as_array()
-        .unwrap()
+    let codes = j["codes"].as_array().unwrap();
+    codes
         .iter()
         .find(|c| c["failure_code"] == code)
-        .unwrap_or_else(|| panic!("{code} not in {j}"));
-    (
-        c["last_hour"].as_u64().unwrap(),
-        c["last_day"].as_u64().unwrap(),
-    )
+        .map_or((0, 0), |c| {
+            (
+                c["last_hour"].as_u64().unwrap(),
+                c["last_day"].as_u64().unwrap(),
+            )
+        })
 }
 
 /// What the durations say: the sum of all observations, how many, and how many tasks
@@ -444,5 +445,41 @@ fn a_task_expires_after_max_task_age_even_with_the_clock_stepped_back_a_day() {
     let (m, _) = d.scrape_until(Duration::from_secs(10), |m| expired(m) == 1.0);
     assert_eq!(expired(&m), 1.0, "not expired within 10 s\n{m}");
     assert_eq!(sample(&m, "runway_api_tasks_tracked"), Some(0.0), "{m}");
+    stop(d);
+}
+
+/// Two INTERNAL failures, read live (ids `{tag}-0`, `{tag}-1`).
+fn fail_twice(log: &Path, tag: &str) {
+    let line = |i: u32| {
+        format!("{{\"id\":\"{tag}-{i}\",\"status\":\"FAILED\",\"failureCode\":\"INTERNAL\",\"model\":\"gen4_turbo\"}}\n")
+    };
+    append(log, (line(0) + &line(1)).as_bytes());
+}
+
+#[test]
+fn the_failure_windows_survive_a_restart_after_a_step_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(dir.path());
+    let env = clock.env();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let config = config(dir.path(), "");
+    let d = Daemon::start_env(dir.path(), &config, &[], &env_refs(&env));
+    fail_twice(&log, "before");
+    assert_eq!(windows_until(&d, "INTERNAL", (2, 2)), (2, 2));
+    // Back an hour, then stopped (its last commit notes the step) and restarted.
+    clock.set(-HOUR);
+    wait_clock(&d, -HOUR);
+    assert_eq!(windows(&d, "INTERNAL"), (2, 2), "after the step");
+    stop(d);
+    // On the stepped clock: the two are still of the last hour, and two more.
+    let d = Daemon::start_env(dir.path(), &config, &[], &env_refs(&env));
+    assert_eq!(windows(&d, "INTERNAL"), (2, 2), "after the restart");
+    fail_twice(&log, "after");
+    assert_eq!(
+        windows_until(&d, "INTERNAL", (4, 4)),
+        (4, 4),
+        "counted after the restart"
+    );
     stop(d);
 }
