@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::unix_now;
 use crate::config::{ConfigError, Overrides, Settings};
 use crate::deadletter::{DeadLetter, DeadLetterConfig};
 use crate::http::{self, HttpState};
@@ -161,7 +160,8 @@ pub fn restore(pipeline: &Pipeline, dir: &Path) -> Restored {
 }
 
 /// Pings the systemd watchdog (`WatchdogSec=`) at half its interval, as long as the
-/// committer's loop keeps beating: a stuck exporter stops pinging and is restarted.
+/// committer's loop keeps beating (on the steady clock): a stuck exporter stops pinging
+/// and is restarted.
 async fn watchdog(
     period: Duration,
     heartbeat: Arc<std::sync::atomic::AtomicU64>,
@@ -174,7 +174,7 @@ async fn watchdog(
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let age = unix_now() - heartbeat.load(Ordering::Relaxed) as f64;
+        let age = crate::clock::steady_now() - heartbeat.load(Ordering::Relaxed) as f64;
         if age <= stale.as_secs_f64() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         } else {
@@ -405,7 +405,9 @@ impl Built {
                 &tokens.sources,
             );
         }
-        let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(unix_now() as u64));
+        let heartbeat = Arc::new(std::sync::atomic::AtomicU64::new(
+            crate::clock::steady_now() as u64,
+        ));
         let committer = Committer::new(
             self.pipeline.clone(),
             self.publisher,

@@ -1,6 +1,17 @@
-//! The wall clock, as the state file, the metrics and the Runway API write it. A leaf.
+//! The wall clock, as the state file, the metrics and the Runway API write it, and the
+//! steady clock, for what measures time elapsed in this process. A leaf.
+//!
+//! The wall clock can be **stepped** while the exporter runs (an NTP client correcting
+//! it, `date -s`, a VM resumed): it jumps back or forward. The steady clock
+//! ([`steady_now`]) reads as the wall clock did when the process first asked, plus the
+//! monotonic time since (`CLOCK_MONOTONIC`, slewed by NTP as the wall clock is, but
+//! never stepped): until a step the two agree, after it they differ by the step. What
+//! counts elapsed time (the windows of the recent failures, the commit loop's heartbeat)
+//! reads the steady clock, so a step neither empties nor fills them; what states a time
+//! (a record's, a commit's, the day of the usage) reads the wall clock.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Now, in Unix seconds (0 before 1970: a clock that wrong is not worth a panic).
 pub fn unix_now() -> f64 {
@@ -8,6 +19,43 @@ pub fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// Now on the steady clock, in Unix seconds: the wall clock at the first call in this
+/// process plus the monotonic time since; never stepped. (The monotonic clock does not
+/// count a suspend: after one the steady clock is behind by its length.)
+pub fn steady_now() -> f64 {
+    static ANCHOR: OnceLock<(f64, Instant)> = OnceLock::new();
+    let (wall, at) = ANCHOR.get_or_init(|| (unix_now(), Instant::now()));
+    wall + at.elapsed().as_secs_f64()
+}
+
+/// One reading of both clocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Now {
+    /// [`unix_now`]: what a time is stated in.
+    pub wall: f64,
+    /// [`steady_now`]: what elapsed time is measured on.
+    pub steady: f64,
+}
+
+impl Now {
+    pub fn read() -> Now {
+        Now {
+            wall: unix_now(),
+            steady: steady_now(),
+        }
+    }
+
+    /// Both clocks at `t` (no step): for tests.
+    pub fn at(t: f64) -> Now {
+        Now { wall: t, steady: t }
+    }
+
+    /// A wall-clock time `t` on the steady clock: moved by the steps since the anchor.
+    pub fn steady_of(self, t: f64) -> f64 {
+        t + (self.steady - self.wall)
+    }
 }
 
 /// Latest time a record may state, in Unix seconds: the year 9999 (beyond it a value is
@@ -260,6 +308,22 @@ mod tests {
         assert_eq!(format_time(-1.0), None);
         assert_eq!(format_time(f64::NAN), None);
         assert_eq!(format_time(1e300), None);
+    }
+
+    #[test]
+    fn the_steady_clock_follows_the_wall_clock_without_its_steps() {
+        let (a, b) = (steady_now(), steady_now());
+        assert!(b >= a);
+        // No step here: the two clocks agree (to the slew of a test run).
+        assert!((steady_now() - unix_now()).abs() < 1.0);
+        // A reading after a step back of an hour: a wall time of now is an hour later
+        // on the steady clock.
+        let now = Now {
+            wall: 1_000.0,
+            steady: 4_600.0,
+        };
+        assert_eq!(now.steady_of(1_000.0), 4_600.0);
+        assert_eq!(Now::at(5.0).steady_of(5.0), 5.0);
     }
 
     #[test]

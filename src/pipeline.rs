@@ -435,14 +435,16 @@ impl Pipeline {
     }
 
     /// Commits the ledger to the state file in `dir` when it changed since the last
-    /// commit; returns the committed totals to publish, or `None` when unchanged.
+    /// commit (a step of the wall clock, noted first, is a change); returns the
+    /// committed totals to publish, or `None` when unchanged.
     ///
     /// A debug build checks, at every commit it skips, that what a commit would hold
     /// is what the last one held: a committed value changed other than through the
     /// ledger's tracking panics here, so any test that changes it fails.
     pub fn commit(&self, dir: &Path) -> Result<Option<Totals>, crate::state::StateError> {
         let pending = {
-            let ledger = lock(&self.ledger);
+            let mut ledger = lock(&self.ledger);
+            ledger.note_clock(crate::clock::Now::read());
             let mut last = lock(&self.committed);
             if let Some((generation, held)) = *last {
                 if generation == ledger.generation() {

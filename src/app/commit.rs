@@ -95,7 +95,8 @@ pub(super) struct Committer {
     publisher: Publisher,
     dir: PathBuf,
     interval: Duration,
-    /// The Unix time of the loop's last round, for the systemd watchdog.
+    /// The time of the loop's last round on the steady clock, for the systemd watchdog
+    /// (a step of the wall clock must not make the loop look stuck).
     heartbeat: Arc<AtomicU64>,
 }
 
@@ -131,7 +132,8 @@ impl Committer {
                     _ = tick.tick() => false,
                 }
             });
-            self.heartbeat.store(unix_now() as u64, Ordering::Relaxed);
+            self.heartbeat
+                .store(crate::clock::steady_now() as u64, Ordering::Relaxed);
             match self.commit_once() {
                 Ok(()) if failing => {
                     tracing::info!(dir = %self.dir.display(), "Commits succeed again.");

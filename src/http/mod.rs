@@ -201,7 +201,7 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
     }
     match path {
         "/" => {
-            let now = crate::clock::unix_now();
+            let now = crate::clock::Now::read();
             let page = state
                 .exposition
                 .with_recent(|r| status::page(r, now, &state.telemetry_path));
@@ -213,7 +213,7 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
             r
         }
         "/api/v1/failures" => {
-            let now = crate::clock::unix_now();
+            let now = crate::clock::Now::read();
             let json = state.exposition.with_recent(|r| status::json(r, now));
             let mut body = serde_json::to_vec_pretty(&json).unwrap_or_default();
             body.push(b'\n');

@@ -1,11 +1,14 @@
 //! The status page a person opens when paged (`/`) and its JSON (`/api/v1/failures`):
 //! per failure code, the table's advice, how many failed in the last hour and day, and
 //! the last failed tasks. Rendered on the server from the last published commit: plain
-//! HTML with its style inline, no script, no external asset.
+//! HTML with its style inline, no script, no external asset. The windows end now on the
+//! steady clock, on which the failures were counted (see `clock`): a step of the wall
+//! clock changes neither count; the times shown are the wall clock's.
 
 use std::fmt::Write;
 
 use crate::classify::{Category, CreditRule, Retry};
+use crate::clock::Now;
 use crate::ledger::{CodeClass, FailedTask, RecentFailures, RECENT_TASKS};
 
 /// What the page says about one failure code, at one instant.
@@ -16,7 +19,7 @@ struct Row<'a> {
 }
 
 /// The codes, most failures in the last day first (then the last hour, then the code).
-fn rows(recent: &[RecentFailures], now: f64) -> Vec<Row<'_>> {
+fn rows(recent: &[RecentFailures], now: Now) -> Vec<Row<'_>> {
     let mut rows: Vec<Row<'_>> = recent
         .iter()
         .map(|r| Row {
@@ -67,7 +70,7 @@ fn escape(text: &str) -> String {
 }
 
 /// The JSON of `/api/v1/failures`.
-pub fn json(recent: &[RecentFailures], now: f64) -> serde_json::Value {
+pub fn json(recent: &[RecentFailures], now: Now) -> serde_json::Value {
     let codes: Vec<serde_json::Value> = rows(recent, now)
         .iter()
         .map(|row| {
@@ -92,7 +95,7 @@ pub fn json(recent: &[RecentFailures], now: f64) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "generated_at": now,
+        "generated_at": now.wall,
         "recent_per_code": RECENT_TASKS,
         "codes": codes,
     })
@@ -109,7 +112,7 @@ pub const POLICY: &str = "default-src 'none'; \
     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// The landing page: links, then the recent failures.
-pub fn page(recent: &[RecentFailures], now: f64, telemetry_path: &str) -> String {
+pub fn page(recent: &[RecentFailures], now: Now, telemetry_path: &str) -> String {
     let rows = rows(recent, now);
     let mut h = String::with_capacity(4096);
     let _ = write!(
@@ -124,7 +127,7 @@ pub fn page(recent: &[RecentFailures], now: f64, telemetry_path: &str) -> String
         escape(crate::metrics::VERSION),
         escape(crate::metrics::REVISION),
         escape(telemetry_path),
-        utc(Some(now)),
+        utc(Some(now.wall)),
     );
     if rows.is_empty() {
         h.push_str("<p id=\"none\">No failed task counted yet.</p>\n");
@@ -202,7 +205,7 @@ mod tests {
             "{hash}"
         );
         assert!(POLICY.starts_with("default-src 'none';"));
-        let page = page(&[], 0.0, "/metrics");
+        let page = page(&[], Now::at(0.0), "/metrics");
         assert_eq!(page.matches("<style>").count(), 1);
         assert!(page.contains(&format!("<style>{STYLE}</style>")));
         assert!(!page.contains("style=") && !page.contains("<script"));
@@ -243,6 +246,7 @@ mod tests {
             tasks,
             minutes,
             hours,
+            clock_step: 0,
         }
     }
 
@@ -263,7 +267,7 @@ mod tests {
 
     #[test]
     fn the_json_has_each_code_with_its_advice_counts_and_last_tasks() {
-        let j = json(&recent(), NOW);
+        let j = json(&recent(), Now::at(NOW));
         let codes = j["codes"].as_array().unwrap();
         assert_eq!(
             codes[0]["failure_code"], "SAFETY.INPUT.TEXT",
@@ -298,7 +302,7 @@ mod tests {
         let mut r = recent();
         r[1].tasks[0].id = "<script>alert(1)</script>".into();
         r[1].failure_code = "A&B\"<i>".into();
-        let html = page(&r, NOW, "/metrics?a=<b>");
+        let html = page(&r, Now::at(NOW), "/metrics?a=<b>");
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "{html}"
@@ -312,7 +316,7 @@ mod tests {
             !html.contains("<script") && !html.contains("src="),
             "no script, no asset"
         );
-        let empty = page(&[], NOW, "/metrics");
+        let empty = page(&[], Now::at(NOW), "/metrics");
         assert!(empty.contains("No failed task counted yet."));
     }
 }

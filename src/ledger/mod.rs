@@ -1061,6 +1061,15 @@ impl Ledger {
         self.book.api.count_requests(endpoint, code, 1);
     }
 
+    /// Notes a step of the wall clock, so that the recent failures are saved and shown
+    /// on the wall clock of now: a change (committed) only when it moved by a second or
+    /// more since last noted.
+    pub fn note_clock(&mut self, now: crate::clock::Now) {
+        if self.book.outcomes.recent.stepped(now) {
+            self.book.outcomes.recent.set_step(now);
+        }
+    }
+
     /// Whether a task id was counted recently (it is in the dedupe window).
     pub fn seen(&self, id: &str) -> bool {
         self.book.outcomes.dedupe.contains(id)
@@ -1342,7 +1351,9 @@ impl Ledger {
             .map_err(RestoreError)?;
         let codes = &book.outcomes.codes;
         let known = |c: &str| codes.ids.get(c).copied();
-        book.outcomes.recent.restore(&t.recent, known);
+        book.outcomes
+            .recent
+            .restore(&t.recent, known, crate::clock::Now::read());
         for series in &t.api_requests {
             let key = (series.endpoint.clone(), series.code.clone());
             book.api.count_requests(&key.0, &key.1, series.requests);
@@ -1405,7 +1416,9 @@ impl Ledger {
         let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
         if let Some((code, _)) = failure {
             let (id, outcomes) = (record.id.as_deref(), &mut self.book.outcomes);
-            outcomes.recent.failed(code, id, model_name, end, seen.now);
+            // Both clocks read again here, not for every record: a failure is rarer.
+            let now = crate::clock::Now::read();
+            outcomes.recent.failed(code, id, model_name, end, now);
         }
         let rule = failure.map(|(_, rule)| rule);
         let price = match (ending, record.cost) {

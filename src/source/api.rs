@@ -10,7 +10,10 @@
 //! gone (404: `CANCELLED` when it was seen waiting or running, for Runway forgets a
 //! task once it is cancelled or deleted; else unknown to the API, `not_found`) or older
 //! than `max_task_age` (`expired`), and it is forgotten in the same lock as it is
-//! counted, so it is counted exactly once.
+//! counted, so it is counted exactly once. A task's age is its wall-clock age (from
+//! `added_at`) when this process first schedules it, plus the monotonic time since: a
+//! step of the wall clock neither expires every task (a day forward) nor keeps them
+//! longer (back).
 //!
 //! Politeness: one task is polled every `poll_interval` (with up to 25 % jitter) and
 //! never more often than `min_poll_interval`; requests start at most
@@ -294,6 +297,16 @@ struct Schedule {
     in_flight: bool,
     /// The task's last answer in this process: when, and its status.
     last_answer: Option<(Instant, Status)>,
+    /// When this process first scheduled the task, and its age then (seconds, at least
+    /// 0: a task read just before a step back of the wall clock is new, not a day to go).
+    aged: (Instant, f64),
+}
+
+impl Schedule {
+    /// The task's age at `now`: never moved by a step of the wall clock.
+    fn age(&self, now: Instant) -> f64 {
+        self.aged.1 + now.saturating_duration_since(self.aged.0).as_secs_f64()
+    }
 }
 
 /// The poller's state; [`run`] drives it.
@@ -357,35 +370,42 @@ impl Poller {
         let max_age = self.settings.max_task_age.as_secs_f64();
         let unix = unix_now();
         let source = self.source;
+        let schedule = &self.schedule;
         let (tracked, expired) = self.pipeline.with_ledger(|l| {
             let expired: Vec<String> = l
                 .api
                 .tasks()
-                .filter(|t| unix - t.added_at > max_age)
+                .filter(|t| {
+                    let age = schedule.get(&t.id).map(|s| s.age(now));
+                    age.unwrap_or(unix - t.added_at) > max_age
+                })
                 .map(|t| t.id.clone())
                 .collect();
             for id in &expired {
                 l.end_api_task(source, id, Err(LineResult::Expired), None);
             }
-            (
-                l.api.tasks().map(|t| t.id.clone()).collect::<Vec<_>>(),
-                expired,
-            )
+            // Never less than 0: read before a step back of the clock, it is new.
+            let tracked = l
+                .api
+                .tasks()
+                .map(|t| (t.id.clone(), (unix - t.added_at).max(0.0)));
+            (tracked.collect::<Vec<_>>(), expired)
         });
         for id in expired {
             tracing::info!(task = %id, "Task still not finished after max_task_age; no longer polled (expired).");
         }
         self.schedule
-            .retain(|id, s| s.in_flight || tracked.binary_search(id).is_ok());
+            .retain(|id, s| s.in_flight || tracked.binary_search_by(|(t, _)| t.cmp(id)).is_ok());
         let schedule = &self.schedule;
         self.refused.retain(|id| schedule.contains_key(id));
-        for id in tracked {
+        for (id, age) in tracked {
             self.schedule.entry(id).or_insert(Schedule {
                 next: now,
                 last_start: None,
                 failures: 0,
                 in_flight: false,
                 last_answer: None,
+                aged: (now, age),
             });
         }
     }

@@ -3,6 +3,7 @@
 mod api;
 mod architecture;
 mod cli;
+mod clock;
 mod daemon;
 mod dashboards;
 mod durability;
