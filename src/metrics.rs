@@ -508,7 +508,7 @@ impl Metrics {
                 r,
                 Gauge::with_opts(opts(
                     "runway_exporter_last_commit_timestamp_seconds",
-                    "Unix time of the last successful commit (or publish, without a state file).",
+                    "Unix time the committed state was last known to hold everything counted: a successful commit, or a round with nothing new (said again at least every minute while idle).",
                 ))?,
             )?,
             last_commit_duration: register(

@@ -18,6 +18,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::state;
 
+/// How often an idle exporter says again that its committed state is current.
+const IDLE_REFRESH: Duration = Duration::from_secs(60);
+
 /// The one writer of the metrics registry: after each commit it publishes the totals,
 /// renders the registry and hands the page to the endpoints. It also owns whether the
 /// exporter counts as committing (a readiness condition).
@@ -56,6 +59,19 @@ impl Publisher {
         }
         m.last_commit_timestamp.set(unix_now());
         self.publish(totals);
+    }
+
+    /// A round with nothing new to commit: the state on disk still holds everything
+    /// counted. At most every [`IDLE_REFRESH`] that is said again (the commit time set
+    /// to now and the page rendered anew), so an idle exporter's last commit does not
+    /// age into `RunwayExporterCommitFailing` (its age check is 300 s) while it writes
+    /// nothing.
+    fn unchanged(&mut self) {
+        let m = &mut self.metrics;
+        if unix_now() - m.last_commit_timestamp.get() >= IDLE_REFRESH.as_secs_f64() {
+            m.last_commit_timestamp.set(unix_now());
+            self.render();
+        }
     }
 
     /// Whether the last commit succeeded: a failure is counted and makes the exporter
@@ -159,10 +175,14 @@ impl Committer {
         let (pipeline, dir) = (&self.pipeline, &self.dir);
         match std::panic::catch_unwind(AssertUnwindSafe(|| pipeline.commit(dir))) {
             Ok(Ok(committed)) => {
-                if let Some(totals) = committed {
-                    let size = std::fs::metadata(self.dir.join(state::FILE_NAME)).map(|m| m.len());
-                    self.publisher
-                        .committed(totals, started.elapsed(), size.ok());
+                match committed {
+                    Some(totals) => {
+                        let size =
+                            std::fs::metadata(self.dir.join(state::FILE_NAME)).map(|m| m.len());
+                        self.publisher
+                            .committed(totals, started.elapsed(), size.ok());
+                    }
+                    None => self.publisher.unchanged(),
                 }
                 self.publisher.commit_result(true);
                 Ok(())
@@ -182,5 +202,58 @@ impl Committer {
                 Err(anyhow::anyhow!("the commit panicked (a bug)"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn served(http: &HttpState) -> String {
+        let body = http.exposition.text();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(body.collect()).unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn last_commit(page: &str) -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix("runway_exporter_last_commit_timestamp_seconds "))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// An idle exporter commits nothing, and its last commit must not age into
+    /// `RunwayExporterCommitFailing` (300 s): a round with nothing new says again, at
+    /// most every minute, that the committed state is current, and serves it.
+    #[test]
+    fn an_idle_round_refreshes_the_last_commit_at_most_every_minute() {
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry, false).unwrap();
+        let http = Arc::new(HttpState {
+            exposition: crate::http::Exposition::new(None),
+            telemetry_path: "/metrics".into(),
+            sources_ready: Default::default(),
+            committing: std::sync::atomic::AtomicBool::new(true),
+            security: Default::default(),
+        });
+        let mut publisher = Publisher::new(registry, metrics, http.clone());
+        let long_ago = unix_now() - 301.0;
+        publisher.metrics.last_commit_timestamp.set(long_ago);
+        publisher.render();
+        assert_eq!(last_commit(&served(&http)), long_ago);
+
+        publisher.unchanged();
+        let refreshed = last_commit(&served(&http));
+        assert!(unix_now() - refreshed < 5.0, "{refreshed}");
+        // Within the minute: neither set nor rendered again.
+        let recent = refreshed - 30.0;
+        publisher.metrics.last_commit_timestamp.set(recent);
+        publisher.unchanged();
+        assert_eq!(publisher.metrics.last_commit_timestamp.get(), recent);
+        assert_eq!(last_commit(&served(&http)), refreshed, "not rendered again");
     }
 }
