@@ -168,10 +168,11 @@ def overview():
                 "task can be charged too. The task's reported cost, else the log's credits field, else an estimate.",
                 [(f"sum by (status) (rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) * 3600", "{{status}}")]))
     b.add(panel(stacked(), "Exact vs estimated credits per hour",
-                "Charged credits as the tasks or the log reported them, and those estimated from the "
-                "pricing table (no cost in the record). A large estimated share: keep config/pricing.toml current.",
+                "Charged credits as the tasks or the log reported them, and those estimated: from the "
+                "pricing table (no cost in the record), or a deleted task's last estimatedCost. "
+                "A large estimated share: keep config/pricing.toml current.",
                 [(f"(sum(rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) - (sum(rate(runway_credits_estimated_total{{{MSEL}}}[{RI}])) or vector(0))) * 3600", "exact (reported)"),
-                 (f"sum(rate(runway_credits_estimated_total{{{MSEL}}}[{RI}])) * 3600", "estimated (pricing table)")]))
+                 (f"sum(rate(runway_credits_estimated_total{{{MSEL}}}[{RI}])) * 3600", "estimated")]))
     b.add(panel(timeseries.Panel(), "Credits per hour: charged vs lost",
                 "Credits charged to every terminal task, and the part charged to FAILED tasks: paid for, nothing produced.",
                 [(f"sum(rate(runway_credits_charged_total{{{MSEL}}}[{RI}])) * 3600", "charged (all statuses)"),
