@@ -10,7 +10,8 @@ use crate::mock_api::{MockApi, Step};
 const KEY: &str = "key_e2e_7f3a9c1b";
 const MIN_POLL: Duration = Duration::from_millis(100);
 
-fn api_config(dir: &Path, mock: &MockApi, extra: &str) -> String {
+/// A daemon's config with the API source polling `mock`, fast; `extra` goes in `[api]`.
+pub(crate) fn api_config(dir: &Path, mock: &MockApi, extra: &str) -> String {
     format!(
         "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n\
          [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\

@@ -345,15 +345,7 @@ fn utc_day(unix: f64) -> String {
 
 /// A daemon's config with the API source polling `mock` (and usage every 200 ms).
 fn api_config(dir: &Path, mock: &crate::mock_api::MockApi, extra: &str) -> String {
-    format!(
-        "[state]\ndir = \"{state}\"\ncommit_interval = \"100ms\"\n[file]\nstart_at = \"beginning\"\npoll_interval = \"50ms\"\n\
-         [api]\ntask_list = \"{list}\"\nbase_url = \"{url}\"\nmin_poll_interval = \"100ms\"\npoll_interval = \"150ms\"\n\
-         requests_per_second = 200.0\nrequest_timeout = \"300ms\"\nbackoff_base = \"50ms\"\nbackoff_max = \"400ms\"\n\
-         organization_interval = \"200ms\"\nusage_interval = \"200ms\"\n{extra}",
-        state = dir.join("state").display(),
-        list = dir.join("tasks.list").display(),
-        url = mock.url(),
-    )
+    crate::api::api_config(dir, mock, &format!("usage_interval = \"200ms\"\n{extra}"))
 }
 
 #[test]
