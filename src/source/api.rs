@@ -413,9 +413,7 @@ impl Poller {
     fn set_up(&mut self, up: bool) {
         if up {
             self.accepted = true;
-            if !self.refused.is_empty() {
-                self.refused.clear();
-            }
+            self.refused.clear();
         }
         if self.down == up {
             self.down = !up;
@@ -467,10 +465,11 @@ impl Poller {
             .last_start
             .map(|t| t + self.settings.min_poll_interval)
             .unwrap_or(now);
-        let retry = |s: &mut Schedule, this: &Self, hold: Option<Duration>| {
+        // An answer that says nothing of when to ask again (error answers read their
+        // hints in `error_answer`): back off.
+        let retry = |s: &mut Schedule, this: &Self| {
             s.failures += 1;
-            let wait = hold.unwrap_or_else(|| this.backoff(s.failures - 1));
-            s.next = (now + wait).max(earliest);
+            s.next = (now + this.backoff(s.failures - 1)).max(earliest);
         };
         match answer {
             Answer::Ok(body) => {
@@ -482,7 +481,7 @@ impl Poller {
                         let e = ParseError::OtherTaskId;
                         self.pipeline.with_ledger(|l| l.reject(source, e));
                         tracing::warn!(task = %id, "The API answered with another task's id; not counted, retrying.");
-                        retry(&mut s, self, None);
+                        retry(&mut s, self);
                     }
                     Ok(mut record) if record.status.is_terminal() => {
                         let at = self.answer_time(s.last_answer, record.status, now);
@@ -507,7 +506,7 @@ impl Poller {
                     Err(e) => {
                         self.pipeline.with_ledger(|l| l.reject(source, e));
                         tracing::warn!(task = %id, reason = e.as_str(), "The API answered with a task that cannot be read; retrying.");
-                        retry(&mut s, self, None);
+                        retry(&mut s, self);
                     }
                 }
             }
@@ -533,9 +532,9 @@ impl Poller {
                 let e = ParseError::LineTooLong;
                 self.pipeline.with_ledger(|l| l.reject(source, e));
                 tracing::warn!(task = %id, max_bytes = MAX_BODY_BYTES, "The API answered with a body too large to read; retrying.");
-                retry(&mut s, self, None);
+                retry(&mut s, self);
             }
-            Answer::Timeout | Answer::Failed => retry(&mut s, self, None),
+            Answer::Timeout | Answer::Failed => retry(&mut s, self),
         }
         self.schedule.insert(id, s);
     }
