@@ -11,7 +11,8 @@ Reads, from the `runwayml` package importable by this interpreter:
   `routing.estimatedCost` for the model router) and where the task's model is named
   (the request's `model`, the router's `routing.model`, or the recipe's path);
 - the task statuses (`status: Literal[...]` of `TaskRetrieveResponse`'s members);
-- the organization usage report's model names (`OrganizationRetrieveUsageResponse`).
+- the organization usage report's model names (`OrganizationRetrieveUsageResponse`:
+  `models` and `results[].usedCredits[].model`).
 
 The hand-kept sections `[legacy]` and `[taskless]` (model -> why) are read from COMMITTED
 and written back unchanged; every model the usage report names must be in exactly one of
@@ -25,16 +26,25 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import pathlib
 import re
 import sys
+import textwrap
 import tomllib
 import typing
 
 import runwayml
 from runwayml.types import organization_retrieve_usage_response, task_retrieve_response
 
-HTTP_CALLS = {"_get": "GET", "_get_api_list": "GET", "_post": "POST", "_patch": "PATCH", "_delete": "DELETE", "_put": "PUT"}
+HTTP_CALLS = {
+    "_get": "GET",
+    "_get_api_list": "GET",
+    "_post": "POST",
+    "_patch": "PATCH",
+    "_delete": "DELETE",
+    "_put": "PUT",
+}
 
 
 def fail(msg: str) -> typing.NoReturn:
@@ -56,10 +66,13 @@ def literal_values(tp) -> list[str]:
     return []
 
 
-def typed_dicts(tp) -> list[type]:
-    """The TypedDicts a params type is made of (one, or a Union of one per model)."""
-    if typing.get_origin(tp) is typing.Union:
-        return [t for a in typing.get_args(tp) for t in typed_dicts(a)]
+def union_members(tp) -> list:
+    """The members of a (possibly Annotated) Union, or the type itself."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return union_members(typing.get_args(tp)[0])
+    if origin is typing.Union:
+        return [m for a in typing.get_args(tp) for m in union_members(a)]
     return [tp]
 
 
@@ -124,7 +137,9 @@ def read_resources(usage_models: set[str]) -> tuple[dict[str, Route], dict[str, 
                 continue  # the async client makes the same requests
             for call in (n for n in ast.walk(cls) if isinstance(n, ast.Call)):
                 f = call.func
-                if not (isinstance(f, ast.Attribute) and f.attr in HTTP_CALLS and getattr(f.value, "id", "") == "self"):
+                if not isinstance(f, ast.Attribute) or f.attr not in HTTP_CALLS:
+                    continue
+                if getattr(f.value, "id", "") != "self":
                     continue
                 path = path_of(call.args[0]) if call.args else None
                 if path is None:
@@ -143,7 +158,7 @@ def read_resources(usage_models: set[str]) -> tuple[dict[str, Route], dict[str, 
                 params = None
                 if call_name(body) == "maybe_transform" and isinstance(body.args[1], ast.Attribute):
                     params = getattr(getattr(module, body.args[1].value.id), body.args[1].attr)
-                for td in typed_dicts(params) if params is not None else []:
+                for td in union_members(params) if params is not None else []:
                     hints = typing.get_type_hints(td, include_extras=True)
                     if "model" in hints:
                         c.models.update(literal_values(hints["model"]))
@@ -159,11 +174,10 @@ def read_resources(usage_models: set[str]) -> tuple[dict[str, Route], dict[str, 
 
 
 def task_statuses() -> list[str]:
-    members = typing.get_args(task_retrieve_response.TaskRetrieveResponse)
-    members = typed_dicts(members[0]) if len(members) == 1 else [m for a in members for m in typed_dicts(a)]
+    """The `status` Literals of TaskRetrieveResponse's members (one model per status)."""
     out = set()
-    for m in members:
-        if inspect.isclass(m) and hasattr(m, "model_fields") and "status" in m.model_fields:
+    for m in union_members(task_retrieve_response.TaskRetrieveResponse):
+        if inspect.isclass(m) and "status" in getattr(m, "model_fields", {}):
             out.update(literal_values(m.model_fields["status"].annotation))
     if not out:
         fail("no task status found in TaskRetrieveResponse")
@@ -171,10 +185,13 @@ def task_statuses() -> list[str]:
 
 
 def usage_models() -> set[str]:
-    field = organization_retrieve_usage_response.OrganizationRetrieveUsageResponse.model_fields["models"]
-    models = set(literal_values(field.annotation))
+    """The usage report's model names: its `models` list and each `usedCredits[].model`."""
+    r = organization_retrieve_usage_response
+    listed = r.OrganizationRetrieveUsageResponse.model_fields["models"].annotation
+    models = set(literal_values(listed))
+    models |= set(literal_values(r.ResultUsedCredit.model_fields["model"].annotation))
     if not models:
-        fail("no model names found in OrganizationRetrieveUsageResponse.models")
+        fail("no model names found in OrganizationRetrieveUsageResponse")
     return models
 
 
@@ -234,15 +251,22 @@ HEADER = """\
 
 def hand_problems(committed, usage, current, legacy, taskless, alias) -> list[str]:
     """What the hand-kept sections get wrong, given what the SDK knows."""
-    problems = [f"{m!r} is in [legacy] but a create call takes it: remove it there" for m in sorted(set(legacy) & current)]
+    problems = [
+        f"{m!r} is in [legacy] but a create call takes it: remove it there"
+        for m in sorted(set(legacy) & current)
+    ]
     problems += [f"{m!r} is in both [legacy] and [taskless]" for m in sorted(set(legacy) & set(taskless))]
     problems += [
         f"[usage_alias] {m!r} is a model name of its own: remove it there"
         for m in sorted(set(alias) & (current | set(legacy) | set(taskless)))
     ]
-    problems += [f"[usage_alias] {m!r} -> {t!r}: no create call takes {t!r}" for m, t in sorted(alias.items()) if t not in current]
     problems += [
-        f"usage model {m!r} has no create call: add it to [legacy], [taskless] or [usage_alias] in {committed}"
+        f"[usage_alias] {m!r} -> {t!r}: no create call takes {t!r}"
+        for m, t in sorted(alias.items())
+        if t not in current
+    ]
+    problems += [
+        f"usage model {m!r} has no create call: add it to [legacy], [taskless] or [usage_alias] of {committed}"
         for m in sorted(usage - current - set(legacy) - set(taskless) - set(alias))
     ]
     return problems
@@ -268,19 +292,21 @@ def main() -> None:
     routes, creates = read_resources(usage)
     current = {m for c in creates.values() for m in c.models}
     problems = hand_problems(committed, usage, current, legacy, taskless, alias)
+    problems += [f"create {p}: no model in its request, answer or usage name" for p, c in creates.items() if c.model_from == "none"]
 
     node_note = ""
     if len(sys.argv) == 4:
         node_dir = pathlib.Path(sys.argv[3])
-        pkg = tomllib.loads("v = " + re.search(r'"version": ("[^"]+")', (node_dir / "node_modules/@runwayml/sdk/package.json").read_text()).group(1))
-        node_note = f",\n# create calls cross-checked with @runwayml/sdk {pkg['v']}"
+        package = json.loads((node_dir / "node_modules/@runwayml/sdk/package.json").read_text())
+        node_note = f",\n# create calls cross-checked with @runwayml/sdk {package['version']}"
         node = node_creates(node_dir)
         # The table is the Python SDK's: Node may lag behind it (noted), never lead it.
         for p in sorted(set(node) - set(creates)):
             problems.append(f"create path {p} is known to the Node SDK only")
         for p in sorted(set(node) & set(creates)):
             if creates[p].model_from == "body":
-                problems += [f"{p}: model {m!r} is known to the Node SDK only" for m in sorted(node[p] - creates[p].models)]
+                only_node = sorted(node[p] - creates[p].models)
+                problems += [f"{p}: model {m!r} is known to the Node SDK only" for m in only_node]
                 creates[p].node_lacks = creates[p].models - node[p]
         for p in sorted(set(creates) - set(node)):
             creates[p].node_lacks = {"(the endpoint)"}
@@ -295,7 +321,10 @@ def main() -> None:
         text.append(f"[[route]]\npath = {toml_str(path)}\nmethods = {toml_list(routes[path].methods)}\n")
     for path in sorted(creates):
         c = creates[path]
-        lacks = f"# Not in the Node SDK: {', '.join(sorted(c.node_lacks))}\n" if c.node_lacks else ""
+        lacks = ""
+        if c.node_lacks:
+            note = "Not in the Node SDK: " + ", ".join(sorted(c.node_lacks))
+            lacks = "".join(f"# {line}\n" for line in textwrap.wrap(note, 86, subsequent_indent="  "))
         text.append(
             f"[[create]]\n{lacks}path = {toml_str(path)}\nestimated_cost = {toml_str(c.estimated_cost)}\n"
             f"model_from = {toml_str(c.model_from)}\nmodels = {toml_list(c.models)}\n"
