@@ -170,27 +170,7 @@ impl RunwayApi {
     /// and legacy, every usage model is known.
     pub fn parse(text: &str) -> Result<RunwayApi, TableError> {
         let file: File = toml::from_str(text)?;
-        let mut kinds = HashMap::new();
-        for e in &file.create {
-            for m in &e.models {
-                kinds.insert(m.clone(), ModelKind::Current);
-            }
-        }
-        for m in file.legacy.keys() {
-            if kinds.insert(m.clone(), ModelKind::Legacy).is_some() {
-                return Err(TableError::Invalid(format!(
-                    "{m:?} is both current and legacy"
-                )));
-            }
-        }
-        for m in file.taskless.keys().chain(file.usage_alias.keys()) {
-            kinds.entry(m.clone()).or_insert(ModelKind::UsageOnly);
-        }
-        if let Some(m) = file.usage_models.iter().find(|m| !kinds.contains_key(*m)) {
-            return Err(TableError::Invalid(format!(
-                "usage model {m:?} is unclassified"
-            )));
-        }
+        let kinds = model_kinds(&file)?;
         let mut literal_routes = HashSet::new();
         let mut templates = Vec::new();
         for r in file.route {
@@ -204,10 +184,8 @@ impl RunwayApi {
         let mut creates = HashMap::new();
         for e in file.create {
             if !literal_routes.contains(&e.path) {
-                return Err(TableError::Invalid(format!(
-                    "create {:?} is no route",
-                    e.path
-                )));
+                let msg = format!("create {:?} is no route", e.path);
+                return Err(TableError::Invalid(msg));
             }
             creates.insert(e.path.clone(), e);
         }
@@ -273,6 +251,30 @@ impl RunwayApi {
     /// having tasks, so its spend is compared with tasks (and shows when none explain it).
     pub fn model_has_tasks(&self, usage_model: &str) -> bool {
         !self.taskless.contains(usage_model)
+    }
+}
+
+/// Each model name's kind; an error when a name is both current and legacy, or a usage
+/// model is none of current, legacy, task-less or a usage alias.
+fn model_kinds(file: &File) -> Result<HashMap<String, ModelKind>, TableError> {
+    let mut kinds = HashMap::new();
+    for m in file.create.iter().flat_map(|e| &e.models) {
+        kinds.insert(m.clone(), ModelKind::Current);
+    }
+    for m in file.legacy.keys() {
+        if kinds.insert(m.clone(), ModelKind::Legacy).is_some() {
+            let msg = format!("{m:?} is both current and legacy");
+            return Err(TableError::Invalid(msg));
+        }
+    }
+    for m in file.taskless.keys().chain(file.usage_alias.keys()) {
+        kinds.entry(m.clone()).or_insert(ModelKind::UsageOnly);
+    }
+    match file.usage_models.iter().find(|m| !kinds.contains_key(*m)) {
+        Some(m) => Err(TableError::Invalid(format!(
+            "usage model {m:?} is unclassified"
+        ))),
+        None => Ok(kinds),
     }
 }
 
