@@ -73,8 +73,10 @@ if [ "$(field toolchain)" != "$toolchain" ]; then
   echo "instructions: note: the baseline was counted with $(field toolchain); this is $toolchain"
 fi
 if [ "$(echo "$ratio > $limit" | bc -l)" = 1 ]; then
-  echo "instructions: FAILED: more than 3 % above the baseline. Find the cost (callgrind_annotate" \
-    "on a kept run), or, when it is wanted, move the baseline with --update in a commit that says why" >&2
+  mkdir -p target && cp "$work/callgrind.out" target/instructions.callgrind.out
+  echo "instructions: FAILED: more than 3 % above the baseline. Find the cost" \
+    "(callgrind_annotate target/instructions.callgrind.out), or, when it is wanted, move the" \
+    "baseline with --update in a commit that says why" >&2
   exit 1
 fi
 if [ "$(echo "$ratio < 0.97" | bc -l)" = 1 ]; then
