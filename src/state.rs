@@ -634,6 +634,7 @@ mod v1 {
                             model,
                             charged,
                             estimated,
+                            estimated_by: None,
                         },
                     )
                     .collect(),
@@ -686,6 +687,7 @@ mod v1 {
                 queues: Vec::new(),
                 untimed: Vec::new(),
                 recent: Vec::new(),
+                estimates: Default::default(),
                 organization: t.organization.map(|o| ledger::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -1070,6 +1072,7 @@ mod tests {
                 model: "m1".into(),
                 charged: f64::INFINITY,
                 estimated: 0.0,
+                estimated_by: None,
             }],
             ..Totals::default()
         };

@@ -2,7 +2,10 @@
 //! creates (the file source follows it), and the [`Handler`] that turns its lines into
 //! tasks the API source polls ([`super::api`]). An id read from it becomes a tracked
 //! task in the ledger, committed with the list's position, unless it is another
-//! shard's, already counted or tracked, or over `max_tracked`.
+//! shard's, already counted or tracked, or over `max_tracked`. A line may carry Runway's
+//! estimate of the task's cost (a create call's answer, `{"id", "estimatedCost"}`,
+//! written as it is): given to [`Ledger::estimate_seen`] unless the task is another
+//! shard's.
 
 use crate::clock::unix_now;
 use crate::ledger::{ApiTask, Ledger, LineResult, SourceId};
@@ -42,7 +45,14 @@ impl Handler for TaskList {
                         duration: e.duration,
                         ..ApiTask::default()
                     };
-                    ledger.track_api_task(source, task, self.shard, self.max_tracked)
+                    let id = task.id.clone();
+                    let result = ledger.track_api_task(source, task, self.shard, self.max_tracked);
+                    if let (Some(credits), false) =
+                        (e.estimated_cost, result == LineResult::OtherShard)
+                    {
+                        ledger.estimate_seen(&id, credits);
+                    }
+                    result
                 }
                 Err(e) => ledger.reject(source, e),
             });
@@ -58,13 +68,32 @@ pub struct TaskListEntry {
     pub model: Option<String>,
     #[serde(default)]
     pub duration: Option<f64>,
+    /// Runway's estimate (`estimatedCost.credits`, or `estimated_cost.credits`): a
+    /// number of credits in range, else none (the id is still taken).
+    #[serde(
+        default,
+        rename = "estimatedCost",
+        alias = "estimated_cost",
+        deserialize_with = "estimate"
+    )]
+    pub estimated_cost: Option<f64>,
+}
+
+/// `{"credits": <number>}` as its credits when they are a number in range; anything
+/// else (a string, `NaN`, negative, past [`crate::record::MAX_CREDITS`], another shape)
+/// as none.
+fn estimate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(v.get("credits")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c)))
 }
 
 /// Longest task id accepted from the task list.
 pub const MAX_TASK_ID_BYTES: usize = 128;
 
 /// Parses a task-list line: a bare task id, or a JSON object with `id` (and
-/// optionally `model` and `duration`). An id is 1 to 128 of `[A-Za-z0-9_-]`, so that
+/// optionally `model`, `duration` and `estimatedCost`). An id is 1 to 128 of `[A-Za-z0-9_-]`, so that
 /// it is safe in a URL path.
 pub fn parse_task_list_line(line: &[u8]) -> Result<TaskListEntry, ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -81,6 +110,7 @@ pub fn parse_task_list_line(line: &[u8]) -> Result<TaskListEntry, ParseError> {
             id: text.to_string(),
             model: None,
             duration: None,
+            estimated_cost: None,
         }
     };
     let ok = !entry.id.is_empty()
