@@ -1,14 +1,12 @@
 //! Tests of Runway's own estimates: a terminal task without a cost is charged its last
-//! `estimatedCost` (a non-terminal record's, its own, a task-list line's, the API's)
-//! before the pricing table's, counted by origin; the estimates held are bounded.
+//! `estimatedCost` (a non-terminal record's, its own, the API's; a task-list line's is
+//! tested with the task list) before the pricing table's, counted by origin; the
+//! estimates held are bounded.
 
 use std::sync::Arc;
 
 use super::*;
-use crate::lines::Line;
-use crate::pipeline::Handler;
 use crate::record::{FieldMap, RecordParser};
-use crate::source::task_list::TaskList;
 
 struct T {
     l: Ledger,
@@ -42,16 +40,15 @@ impl T {
         self.l.count_batch(self.file, &records, &mut results, None);
     }
 
-    /// Task-list lines, through the task list's handler.
-    fn task_list(&mut self, lines: &[&str]) -> Vec<LineResult> {
-        let handler = TaskList {
-            shard: (0, 1),
-            max_tracked: 100,
+    /// Tracks `id` as the task list does, with its model and duration.
+    fn track(&mut self, id: &str, model: &str, duration: f64) -> LineResult {
+        let task = ApiTask {
+            id: id.into(),
+            model: Some(model.into()),
+            duration: Some(duration),
+            ..ApiTask::default()
         };
-        let lines: Vec<Line<'_>> = lines.iter().map(|l| Line::Complete(l.as_bytes())).collect();
-        let mut results = Vec::new();
-        handler.count(&mut self.l, self.api, &lines, &mut results, None);
-        results
+        self.l.track_api_task(self.api, task, (0, 1), 100)
     }
 
     /// The API answered `body` for a polled task: not ended, or ended.
@@ -147,10 +144,7 @@ fn counted_tasks_hold_no_estimate_and_duplicates_let_theirs_go() {
 #[test]
 fn the_api_pollers_last_estimate_prices_a_terminal_answer_without_a_cost() {
     let mut t = T::new();
-    assert_eq!(
-        t.task_list(&[r#"{"id":"a","model":"gen4_turbo","duration":10}"#]),
-        [LineResult::Tracked]
-    );
+    assert_eq!(t.track("a", "gen4_turbo", 10.0), LineResult::Tracked);
     t.answer(
         "a",
         r#"{"id":"a","status":"RUNNING","estimatedCost":{"credits":30}}"#,
@@ -168,27 +162,6 @@ fn the_api_pollers_last_estimate_prices_a_terminal_answer_without_a_cost() {
         r#"{"id":"a","status":"SUCCEEDED","model":"gen4_turbo"}"#,
     );
     assert_eq!(t.credits("SUCCEEDED", "gen4_turbo"), (30.0, 30.0, 0.0));
-}
-
-#[test]
-fn a_task_list_line_may_carry_runways_estimate() {
-    let mut t = T::new();
-    // The create call's answer, written as it is, and the snake_case spelling.
-    let results = t.task_list(&[
-        r#"{"id":"a","model":"gen4_turbo","duration":10,"estimatedCost":{"credits":35}}"#,
-        r#"{"id":"b","model":"gen4_turbo","estimated_cost":{"credits":36}}"#,
-        r#"{"id":"c","model":"gen4_turbo","duration":10,"estimatedCost":{"credits":"NaN"}}"#,
-    ]);
-    assert_eq!(results, [LineResult::Tracked; 3]);
-    assert_eq!(t.l.totals().api_credits_in_flight, 71.0);
-    for id in ["a", "b", "c"] {
-        // The API source fills the model and duration the list gave.
-        let body =
-            format!(r#"{{"id":"{id}","status":"SUCCEEDED","model":"gen4_turbo","duration":10}}"#);
-        t.answer(id, &body);
-    }
-    // c's estimate was not a number: the table's (5 x 10).
-    assert_eq!(t.credits("SUCCEEDED", "gen4_turbo"), (121.0, 71.0, 50.0));
 }
 
 #[test]

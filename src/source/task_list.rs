@@ -168,3 +168,73 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod estimate_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::record::{FieldMap, RecordParser};
+
+    /// A task-list line may carry the create call's answer as it is: its estimate is
+    /// the task's until an answer gives another, and prices a terminal answer without a
+    /// cost before the pricing table does.
+    #[test]
+    fn a_task_list_line_may_carry_runways_estimate() {
+        let mut l = Ledger::new(
+            Arc::new(crate::classify::Table::builtin()),
+            Arc::new(crate::pricing::Pricing::builtin()),
+            crate::ledger::Limits::default(),
+        );
+        let api = l.add_source("task_list");
+        let handler = TaskList {
+            shard: (0, 1),
+            max_tracked: 100,
+        };
+        let lines = [
+            r#"{"id":"a","model":"gen4_turbo","duration":10,"estimatedCost":{"credits":35}}"#,
+            r#"{"id":"b","model":"gen4_turbo","estimated_cost":{"credits":36}}"#,
+            r#"{"id":"c","model":"gen4_turbo","duration":10,"estimatedCost":{"credits":"NaN"}}"#,
+            r#"{"id":"d","model":"gen4_turbo","duration":10,"estimatedCost":{"credits":1e308}}"#,
+        ];
+        let lines: Vec<Line<'_>> = lines.iter().map(|l| Line::Complete(l.as_bytes())).collect();
+        let mut results = Vec::new();
+        handler.count(&mut l, api, &lines, &mut results, None);
+        assert_eq!(results, [LineResult::Tracked; 4]);
+        assert_eq!(l.totals().api_credits_in_flight, 71.0);
+        let p = RecordParser::new(&FieldMap::default()).unwrap();
+        for id in ["a", "b", "c", "d"] {
+            // The API source fills the model and duration the list gave.
+            let body = format!(
+                r#"{{"id":"{id}","status":"SUCCEEDED","model":"gen4_turbo","duration":10}}"#
+            );
+            let record = p.parse(body.as_bytes()).unwrap();
+            l.end_api_task(api, id, Ok(&record), None);
+        }
+        // c's and d's estimates were not numbers in range: the table's (5 x 10 each).
+        let t = l.totals();
+        let c = t
+            .credits
+            .iter()
+            .find(|c| c.status == "SUCCEEDED" && c.model == "gen4_turbo")
+            .unwrap();
+        let by = c.by_origin();
+        assert_eq!(
+            (c.charged, by.estimated_cost, by.pricing),
+            (171.0, 71.0, 100.0)
+        );
+    }
+
+    #[test]
+    fn an_estimate_on_a_task_list_line() {
+        let e = parse_task_list_line(br#"{"id":"a","estimatedCost":{"credits":12.5}}"#).unwrap();
+        assert_eq!(e.estimated_cost, Some(12.5));
+        for v in [r#""12""#, "-1", "1e308", "null", "[1]"] {
+            let line = format!(r#"{{"id":"a","estimatedCost":{{"credits":{v}}}}}"#);
+            let e = parse_task_list_line(line.as_bytes()).unwrap();
+            assert_eq!((e.id.as_str(), e.estimated_cost), ("a", None), "{line}");
+        }
+        let e = parse_task_list_line(br#"{"id":"a","estimatedCost":7}"#).unwrap();
+        assert_eq!(e.estimated_cost, None, "not the create answer's shape");
+    }
+}
