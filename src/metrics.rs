@@ -14,7 +14,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, Opts, Registry};
 
-use crate::ledger::{Histogram, ResultKind, Totals, DURATION_BUCKETS, QUEUE_BUCKETS};
+use crate::ledger::{Histogram, Origin, ResultKind, Totals, DURATION_BUCKETS, QUEUE_BUCKETS};
 use crate::record::ParseError;
 /// The exporter's own version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,7 +70,7 @@ const FAILURES: Def = counter(
     &["failure_code", "category", "retry", "credits", "model"],
 );
 const CHARGED: Def = counter("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table.", &["status", "model"]);
-const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total that is an estimate, not a reported cost: from the pricing table (the task reported no cost), or Runway's estimatedCost for a task deleted while running.", &["status", "model"]);
+const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total that is an estimate, not a reported cost, by origin: estimated_cost (Runway's own estimatedCost for the task, its last seen) or pricing (the pricing table).", &["status", "model", "origin"]);
 const LOST: Def = counter("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost.", &["failure_code", "model"]);
 const DURATION: Def = histogram("runway_task_duration_seconds", "Seconds from a task's createdAt to its terminal record (the record's own timestamp, else when it was read live or the API answered), once per task.", &["model", "status"]);
 const QUEUE: Def = histogram("runway_task_queue_seconds", "Seconds from a task's createdAt to its first RUNNING record: the time it waited for a concurrency slot, once per task.", &["model"]);
@@ -137,6 +137,16 @@ const SOURCE_UP: Def = gauge(
     "runway_exporter_source_up",
     "1 when the source is running and can read its input.",
     &["source"],
+);
+const ESTIMATES_HELD: Def = gauge(
+    "runway_exporter_estimates_held",
+    "Task ids whose estimatedCost is held until their terminal record is counted.",
+    &[],
+);
+const ESTIMATES_EVICTED: Def = counter(
+    "runway_exporter_estimates_evicted_total",
+    "Held estimatedCost values dropped to make room for newer task ids; such a task, ending without a cost, is estimated from the pricing table.",
+    &[],
 );
 const DEDUPE_IDS: Def = gauge(
     "runway_exporter_dedupe_ids",
@@ -211,6 +221,8 @@ const FAMILIES: &[&Def] = &[
     &LAST_RECORD,
     &SOURCE_UP,
     &DEDUPE_IDS,
+    &ESTIMATES_HELD,
+    &ESTIMATES_EVICTED,
     &DEAD_LETTER,
 ];
 /// The API source's families, with it only.
@@ -314,7 +326,11 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     }
     for s in &t.credits {
         f.add(&CHARGED, &[&s.status, &s.model], s.charged);
-        f.add(&ESTIMATED, &[&s.status, &s.model], s.estimated);
+        let by = s.by_origin();
+        for origin in Origin::ALL {
+            let labels = [s.status.as_str(), &s.model, origin.as_str()];
+            f.add(&ESTIMATED, &labels, by.get(*origin));
+        }
     }
     for s in &t.credits_lost {
         f.add(&LOST, &[&s.failure_code, &s.model], s.credits);
@@ -363,6 +379,8 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
         }
     }
     f.add(&DEDUPE_IDS, &[], t.dedupe_ids as f64);
+    f.add(&ESTIMATES_HELD, &[], t.estimates.held.len() as f64);
+    f.add(&ESTIMATES_EVICTED, &[], t.estimates.evicted as f64);
     let dead = &t.dead_letter;
     f.add(&DEAD_LETTER, &["written"], dead.written as f64);
     f.add(&DEAD_LETTER, &["failed"], dead.failed as f64);

@@ -634,6 +634,7 @@ mod v1 {
                             model,
                             charged,
                             estimated,
+                            estimated_by: None,
                         },
                     )
                     .collect(),
@@ -686,6 +687,7 @@ mod v1 {
                 queues: Vec::new(),
                 untimed: Vec::new(),
                 recent: Vec::new(),
+                estimates: Default::default(),
                 organization: t.organization.map(|o| ledger::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -1022,6 +1024,80 @@ mod tests {
         assert_eq!(state.totals, want);
     }
 
+    /// A ledger with estimates: one held, one charged from estimatedCost, one from the
+    /// pricing table.
+    fn estimated() -> Ledger {
+        let mut l = ledger();
+        let s = l.add_source("file");
+        let p = RecordParser::new(&FieldMap::default()).unwrap();
+        for line in [
+            r#"{"id":"a","status":"RUNNING","model":"gen4_turbo","estimatedCost":{"credits":40}}"#,
+            r#"{"id":"b","status":"RUNNING","model":"gen4_turbo","estimatedCost":{"credits":41}}"#,
+            r#"{"id":"b","status":"SUCCEEDED","model":"gen4_turbo"}"#,
+            r#"{"id":"c","status":"SUCCEEDED","model":"gen4_turbo","duration":2}"#,
+        ] {
+            l.count(s, &p.parse(line.as_bytes()).unwrap());
+        }
+        l
+    }
+
+    /// (charged, from estimatedCost, from the pricing table) of SUCCEEDED gen4_turbo.
+    fn gen4_turbo(t: &Totals) -> (f64, f64, f64) {
+        let c = t
+            .credits
+            .iter()
+            .find(|c| c.status == "SUCCEEDED" && c.model == "gen4_turbo")
+            .unwrap();
+        (
+            c.charged,
+            c.by_origin().estimated_cost,
+            c.by_origin().pricing,
+        )
+    }
+
+    #[test]
+    fn held_estimates_and_the_estimate_split_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = estimated();
+        begin(dir.path(), &l).unwrap().finish().unwrap();
+        let state = read(dir.path()).unwrap().unwrap();
+        assert_eq!(state.totals, l.totals());
+        assert_eq!(state.totals.estimates.held.len(), 1);
+        assert_eq!(gen4_turbo(&state.totals), (51.0, 41.0, 10.0));
+    }
+
+    /// A version-4 file written before estimates had an origin (no `estimated_by`, no
+    /// `estimates`) restores with everything as before: the same charged and estimated
+    /// credits, all of the estimate the pricing table's, nothing held.
+    #[test]
+    fn a_file_from_before_the_estimate_split_restores_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = estimated();
+        begin(dir.path(), &l).unwrap().finish().unwrap();
+        let (mut header, rest) = split(&std::fs::read(dir.path().join(FILE_NAME)).unwrap());
+        let totals = header["totals"].as_object_mut().unwrap();
+        totals.remove("estimates");
+        for c in totals["credits"].as_array_mut().unwrap() {
+            c.as_object_mut().unwrap().remove("estimated_by");
+        }
+        assert_eq!(header["version"], VERSION, "the version is unchanged");
+        std::fs::write(dir.path().join(FILE_NAME), joined(&header, &rest)).unwrap();
+        let state = read(dir.path()).unwrap().unwrap();
+        let mut back = ledger();
+        back.restore(&state.totals, SavedWindows::default())
+            .unwrap();
+        let t = back.totals();
+        assert_eq!(gen4_turbo(&t), (51.0, 0.0, 51.0));
+        assert!(t.estimates.held.is_empty());
+        let estimated = |t: &Totals| {
+            t.credits
+                .iter()
+                .map(|c| (c.charged, c.estimated))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(estimated(&t), estimated(&l.totals()));
+    }
+
     #[test]
     fn saved_histograms_that_do_not_fit_are_not_restored() {
         let dir = tempfile::tempdir().unwrap();
@@ -1070,6 +1146,7 @@ mod tests {
                 model: "m1".into(),
                 charged: f64::INFINITY,
                 estimated: 0.0,
+                estimated_by: None,
             }],
             ..Totals::default()
         };

@@ -13,10 +13,14 @@
 //!   the results add up to the lines read.
 //! - *Credits.* A counted task's *charged* credits are its own reported cost
 //!   (`cost.credits`) when the record has it, else the event's credits field, for every
-//!   terminal status; else an *estimate* from the pricing table (SUCCEEDED tasks, and
-//!   FAILED ones whose code's documented rule is `lost`); else the task is *unpriced*. What
-//!   FAILED tasks were charged is also *lost* (paid for, nothing produced). Estimates are
-//!   counted apart as well, so exact and estimated credits can be told apart. A reported
+//!   terminal status; else an *estimate* (SUCCEEDED tasks, and FAILED ones whose code's
+//!   documented rule is `lost`): first Runway's own, the task's last `estimatedCost`
+//!   (the terminal record's, else the last one [`Ledger::estimate_seen`] took: from a
+//!   non-terminal record, a task-list line, the API's answers), then the pricing
+//!   table's; else the task is *unpriced*. What FAILED tasks were charged is also *lost*
+//!   (paid for, nothing produced). Estimates are counted apart as well, by [`Origin`],
+//!   so exact and estimated credits can be told apart. Estimates of tasks not yet
+//!   counted are held in [`Estimates`] (bounded, evictions counted). A reported
 //!   cost that contradicts the code's rule (a `lost` code that cost 0, a `refunded` one
 //!   that cost more) is counted by code: evidence to correct the table with.
 //! - *Deleted tasks.* Runway forgets a task once it is deleted (`DELETE /v1/tasks/{id}`,
@@ -38,6 +42,9 @@ mod checkpoints;
 mod dedupe;
 #[cfg(test)]
 mod deleted_tests;
+mod estimates;
+#[cfg(test)]
+mod estimates_tests;
 mod own;
 mod recent;
 mod timing;
@@ -45,6 +52,7 @@ mod timing;
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
+pub use estimates::{Estimates, SavedEstimate, SavedEstimates, MAX_ESTIMATES};
 pub use own::OwnCounters;
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
 pub use timing::{
@@ -351,6 +359,9 @@ pub struct Totals {
     /// The last failed tasks of each failure code (the status page's).
     #[serde(default)]
     pub recent: Vec<RecentFailures>,
+    /// Runway's estimates of tasks not yet counted, and how many were evicted.
+    #[serde(default)]
+    pub estimates: SavedEstimates,
 }
 
 /// Counted tasks of one status and model.
@@ -367,8 +378,69 @@ pub struct CreditSeries {
     pub status: String,
     pub model: String,
     pub charged: f64,
-    /// The part of `charged` estimated from the pricing table.
+    /// The part of `charged` that is an estimate: `estimated_by` summed (written for
+    /// older releases, which read only this).
     pub estimated: f64,
+    /// `estimated` by origin. Absent in a file written before the split: all of
+    /// `estimated` is then counted as the pricing table's.
+    #[serde(default)]
+    pub estimated_by: Option<EstimatedBy>,
+}
+
+impl CreditSeries {
+    /// The estimated credits by origin (see `estimated_by`).
+    pub fn by_origin(&self) -> EstimatedBy {
+        self.estimated_by.unwrap_or(EstimatedBy {
+            estimated_cost: 0.0,
+            pricing: self.estimated,
+        })
+    }
+}
+
+/// Where an estimate came from: the `origin` label of `runway_credits_estimated_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Runway's own `estimatedCost` for the task.
+    EstimatedCost,
+    /// The pricing table.
+    Pricing,
+}
+
+crate::labels::label_enum!(Origin {
+    EstimatedCost => "estimated_cost",
+    Pricing => "pricing",
+});
+
+/// Estimated credits by [`Origin`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EstimatedBy {
+    pub estimated_cost: f64,
+    pub pricing: f64,
+}
+
+impl EstimatedBy {
+    pub fn get(&self, origin: Origin) -> f64 {
+        match origin {
+            Origin::EstimatedCost => self.estimated_cost,
+            Origin::Pricing => self.pricing,
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.estimated_cost + self.pricing
+    }
+
+    fn add(&mut self, origin: Origin, credits: f64) {
+        match origin {
+            Origin::EstimatedCost => self.estimated_cost += credits,
+            Origin::Pricing => self.pricing += credits,
+        }
+    }
+
+    fn add_all(&mut self, o: &EstimatedBy) {
+        self.estimated_cost += o.estimated_cost;
+        self.pricing += o.pricing;
+    }
 }
 
 /// Credits FAILED tasks of one code and model were charged.
@@ -654,6 +726,8 @@ struct Outcomes {
     timing: Timings,
     /// The last failed tasks of each code.
     recent: Recent,
+    /// Runway's estimates of the tasks not yet counted.
+    estimates: Estimates,
 }
 
 impl std::ops::Deref for Ledger {
@@ -693,6 +767,7 @@ impl Ledger {
                         label_overflow: LabelOverflow::default(),
                         timing: Timings::new(limits.dedupe_window),
                         recent: Recent::default(),
+                        estimates: Estimates::default(),
                     },
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
@@ -919,9 +994,9 @@ impl Ledger {
         if self.api.task(id).is_none() {
             return LineResult::Duplicate;
         }
-        self.book.api.remove(id);
+        let last = self.book.api.remove(id).and_then(|t| t.estimated_cost);
         match outcome {
-            Ok(record) => self.count_seen(source, record, at),
+            Ok(record) => self.count_with(source, record, None, Seen::at(at), last),
             Err(result) => self.record_result(source, result),
         }
     }
@@ -961,6 +1036,9 @@ impl Ledger {
                 ..ApiTask::default()
             },
         };
+        // Runway's estimate of a task not polled is not used here (it may never have
+        // run): it is only let go.
+        self.take_estimate(id);
         let result = if self.book.outcomes.dedupe.insert(id) {
             self.count_deleted(&task, at)
         } else {
@@ -988,8 +1066,8 @@ impl Ledger {
         let price = match task.reached {
             Some(Reached::Running) => task
                 .estimated_cost
-                .filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c))
-                .map(Price::Estimated)
+                .filter(|c| estimates::valid(*c))
+                .map(|c| Price::Estimated(c, Origin::EstimatedCost))
                 .unwrap_or_else(|| {
                     self.table_price(model_label(task.model.as_deref()), task.duration)
                 }),
@@ -1009,7 +1087,9 @@ impl Ledger {
         record: &TaskRecord<'_>,
         at: Option<f64>,
     ) -> LineResult {
-        self.set_api_estimate(id, record.estimated_cost);
+        if let Some(credits) = record.estimated_cost {
+            self.estimate_seen(id, credits);
+        }
         self.note_api_progress(id, record);
         if record.status == Status::Running {
             self.time_start(record, None, Seen::at(at));
@@ -1017,16 +1097,49 @@ impl Ledger {
         self.record_result(source, LineResult::NonTerminal)
     }
 
-    /// Notes what the API estimates a polled task will cost; a change only when it is
-    /// new, so an unchanged estimate never causes a commit.
-    pub fn set_api_estimate(&mut self, id: &str, estimate: Option<f64>) {
-        let unchanged = self
-            .api
-            .task(id)
-            .is_none_or(|t| t.estimated_cost == estimate);
-        if !unchanged {
-            self.book.api.set_estimate(id, estimate);
+    /// Notes Runway's estimate of what task `id` will cost (`estimatedCost.credits`):
+    /// the one entry point for every source that sees one (a non-terminal record, a
+    /// task-list line, the API's answer, a create call's answer). The last one seen is
+    /// what the task is charged if its terminal record has no cost (see the module
+    /// doc): kept with the task if the API source polls it, else held in [`Estimates`]
+    /// until the task is counted. Ignored when it is not a number of credits in range,
+    /// or the task was counted already. A change only when it is new, so an unchanged
+    /// estimate never causes a commit.
+    pub fn estimate_seen(&mut self, id: &str, credits: f64) {
+        self.note_estimate(id, credits, None);
+    }
+
+    /// [`Ledger::estimate_seen`]; `counted`: whether the task was counted, when the
+    /// caller looked already.
+    fn note_estimate(&mut self, id: &str, credits: f64, counted: Option<bool>) {
+        if !estimates::valid(credits) {
+            return;
         }
+        if let Some(t) = self.api.task(id) {
+            if t.estimated_cost != Some(credits) {
+                self.book.api.set_estimate(id, Some(credits));
+            }
+            return;
+        }
+        if counted.unwrap_or_else(|| self.seen(id)) {
+            return;
+        }
+        let h = DedupeWindow::hash(id);
+        if self.outcomes.estimates.get(h) != Some(credits) {
+            self.book.outcomes.estimates.insert(h, credits);
+        }
+    }
+
+    /// The estimate held for a task id, let go (no change when none is held).
+    fn take_estimate(&mut self, id: &str) -> Option<f64> {
+        let h = DedupeWindow::hash(id);
+        self.outcomes.estimates.get(h)?;
+        self.book.outcomes.estimates.take(h)
+    }
+
+    /// Task ids whose estimate is held until they are counted.
+    pub fn estimates(&self) -> &Estimates {
+        &self.outcomes.estimates
     }
 
     /// Notes how far a polled task got, and its `createdAt` when the book has none yet;
@@ -1094,7 +1207,7 @@ impl Ledger {
         at: Option<f64>,
     ) -> LineResult {
         let seen = Seen::at(at);
-        self.count_with(source, record, None, seen)
+        self.count_with(source, record, None, seen, None)
     }
 
     /// Counts the parsed lines of a batch, in order, and records the rest as rejected:
@@ -1136,7 +1249,7 @@ impl Ledger {
             });
             for (r, f) in batch.iter().zip(fresh) {
                 results.push(match r {
-                    Ok(r) => self.count_with(source, r, Some(f), seen),
+                    Ok(r) => self.count_with(source, r, Some(f), seen, None),
                     Err(e) => self.reject(source, *e),
                 });
             }
@@ -1144,15 +1257,17 @@ impl Ledger {
     }
 
     /// `fresh`: whether the record's id was new to the dedupe window, when the caller
-    /// looked already; `None` looks now.
+    /// looked already; `None` looks now. `last`: the task's last `estimatedCost` that
+    /// the caller knows of (the API source's).
     fn count_with(
         &mut self,
         source: SourceId,
         record: &TaskRecord<'_>,
         fresh: Option<bool>,
         seen: Seen,
+        last: Option<f64>,
     ) -> LineResult {
-        let result = self.count_record(record, fresh, seen);
+        let result = self.count_record(record, fresh, seen, last);
         self.book.own.result(source, result);
         result
     }
@@ -1197,7 +1312,8 @@ impl Ledger {
                     status: s.as_str().into(),
                     model: model(m),
                     charged: c.charged,
-                    estimated: c.estimated,
+                    estimated: c.estimated.total(),
+                    estimated_by: Some(c.estimated),
                 })
                 .collect(),
             credits_lost: self
@@ -1254,6 +1370,7 @@ impl Ledger {
                 };
                 (info.label.clone(), class)
             }),
+            estimates: self.outcomes.estimates.saved(),
         };
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
@@ -1320,7 +1437,7 @@ impl Ledger {
             );
             let c = book.outcomes.credits.entry(key).or_default();
             c.charged += series.charged;
-            c.estimated += series.estimated;
+            c.estimated.add_all(&series.by_origin());
         }
         for series in &t.cost_mismatches {
             let rule = CreditRule::parse(&series.credits)
@@ -1340,6 +1457,10 @@ impl Ledger {
         book.outcomes.label_overflow.add(&t.label_overflow);
 
         book.outcomes.unknown_failure_codes += t.unknown_failure_codes;
+        book.outcomes
+            .estimates
+            .restore(&t.estimates)
+            .map_err(RestoreError)?;
         // Timed models and recent failures' codes are those of the restored counters,
         // or fold under the caps: a saved file cannot grow them past what counting can.
         let (models, max_models) = (&mut book.outcomes.models, self.limits.max_models);
@@ -1370,20 +1491,29 @@ impl Ledger {
         record: &TaskRecord<'_>,
         fresh: Option<bool>,
         seen: Seen,
+        last: Option<f64>,
     ) -> LineResult {
         self.book.outcomes.invalid_numbers += record.invalid_number as u64;
         if !record.status.is_terminal() {
-            if record.status == Status::Running {
+            // `fresh` of a RUNNING record is whether its task was not counted yet.
+            let running = record.status == Status::Running;
+            if let (Some(id), Some(c)) = (record.id.as_deref(), record.estimated_cost) {
+                self.note_estimate(id, c, fresh.filter(|_| running).map(|f| !f));
+            }
+            if running {
                 self.time_start(record, fresh, seen);
             }
             return LineResult::NonTerminal;
         }
+        // The task's own estimate: its terminal record's, else the last one seen.
+        let held = record.id.as_deref().and_then(|id| self.take_estimate(id));
+        let estimate = record.estimated_cost.or(last).or(held);
         if let Some(id) = &record.id {
             if !fresh.unwrap_or_else(|| self.book.outcomes.dedupe.insert(id)) {
                 return LineResult::Duplicate;
             }
         }
-        self.count_terminal(record, seen, Ending::Record)
+        self.count_terminal(record, seen, Ending::Record(estimate))
     }
 
     /// Counts a terminal record that is its task's first: its status and model, time,
@@ -1423,11 +1553,13 @@ impl Ledger {
         let rule = failure.map(|(_, rule)| rule);
         let price = match (ending, record.cost) {
             (Ending::Deleted(price), _) => price,
-            (Ending::Record, Some(cost)) => Price::Reported(cost),
-            (Ending::Record, None) => self.price_without_cost(record, model_name, rule),
+            (Ending::Record(_), Some(cost)) => Price::Reported(cost),
+            (Ending::Record(estimate), None) => {
+                self.price_without_cost(record, model_name, rule, estimate)
+            }
         };
         let credits = match price {
-            Price::Reported(c) | Price::Estimated(c) => c,
+            Price::Reported(c) | Price::Estimated(c, _) => c,
             Price::Nothing => 0.0,
             Price::Unknown => {
                 let unpriced = &mut self.book.outcomes.credits_unpriced;
@@ -1446,8 +1578,8 @@ impl Ledger {
             .entry((record.status, model))
             .or_default();
         c.charged += credits;
-        if let Price::Estimated(e) = price {
-            c.estimated += e;
+        if let Price::Estimated(e, origin) = price {
+            c.estimated.add(origin, e);
         }
         if let Some((code, rule)) = failure {
             if credits > 0.0 {
@@ -1535,14 +1667,16 @@ impl Ledger {
 
     /// The credits of a terminal task that reports no cost: the event's credits field
     /// (what the application says the task was charged), whatever its status; else an
-    /// estimate, for a SUCCEEDED task and a FAILED one whose code loses its credits.
-    /// Refunded failures and cancelled tasks are not estimated: as far as the table can
-    /// tell, they were charged nothing.
+    /// estimate, for a SUCCEEDED task and a FAILED one whose code loses its credits:
+    /// Runway's own (`estimate`, the task's last `estimatedCost`), else the pricing
+    /// table's. Refunded failures and cancelled tasks are not estimated: as far as
+    /// Runway's rules tell, they were charged nothing.
     fn price_without_cost(
         &self,
         record: &TaskRecord<'_>,
         model: &str,
         rule: Option<CreditRule>,
+        estimate: Option<f64>,
     ) -> Price {
         if let Some(c) = record.credits {
             return Price::Reported(c);
@@ -1554,13 +1688,16 @@ impl Ledger {
         if !charged {
             return Price::Nothing;
         }
-        self.table_price(model, record.duration)
+        match estimate.filter(|c| estimates::valid(*c)) {
+            Some(c) => Price::Estimated(c, Origin::EstimatedCost),
+            None => self.table_price(model, record.duration),
+        }
     }
 
     /// The pricing table's estimate for a charged task, or `Unknown`.
     fn table_price(&self, model: &str, duration: Option<f64>) -> Price {
         match self.pricing.estimate(model, duration) {
-            Some(c) if (0.0..=crate::record::MAX_CREDITS).contains(&c) => Price::Estimated(c),
+            Some(c) if estimates::valid(c) => Price::Estimated(c, Origin::Pricing),
             _ => Price::Unknown,
         }
     }
@@ -1598,18 +1735,19 @@ impl Seen {
 }
 
 /// Credits charged to the counted tasks of one `(status, model)`, and the part of them
-/// that was estimated.
+/// that was estimated, by origin.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Credits {
     pub charged: f64,
-    pub estimated: f64,
+    pub estimated: EstimatedBy,
 }
 
-/// How a counted task ended: by its own terminal record, or deleted (its credits
-/// decided from what was seen of it before).
+/// How a counted task ended: by its own terminal record (with the task's last
+/// `estimatedCost`, if one was seen), or deleted (its credits decided from what was seen
+/// of it before).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ending {
-    Record,
+    Record(Option<f64>),
     Deleted(Price),
 }
 
@@ -1618,9 +1756,8 @@ enum Ending {
 enum Price {
     /// The task's cost, or the event's credits field.
     Reported(f64),
-    /// From the pricing table, or Runway's `estimatedCost` (a task deleted while
-    /// running).
-    Estimated(f64),
+    /// Runway's `estimatedCost` for the task, or the pricing table's.
+    Estimated(f64, Origin),
     /// Charged, but at an unknown price.
     Unknown,
     /// Not charged.
@@ -1875,7 +2012,13 @@ mod tests {
         let m = |name: &str| {
             l.book.outcomes.credits[&(Status::Succeeded, l.book.outcomes.models.ids[name])]
         };
-        let credits = |charged, estimated| Credits { charged, estimated };
+        let credits = |charged, pricing| Credits {
+            charged,
+            estimated: EstimatedBy {
+                estimated_cost: 0.0,
+                pricing,
+            },
+        };
         assert_eq!(m("gen4_turbo"), credits(75.0, 50.0));
         assert_eq!(m("gen4_image"), credits(5.0, 5.0));
         assert_eq!(m("mystery"), credits(0.0, 0.0));
@@ -1914,7 +2057,7 @@ mod tests {
     }
 
     fn estimated(l: &Ledger, status: Status) -> f64 {
-        credits_of(l, status, |c| c.estimated)
+        credits_of(l, status, |c| c.estimated.total())
     }
 
     fn lost(l: &Ledger, code: &str) -> f64 {
@@ -1985,7 +2128,8 @@ mod tests {
             status: "CANCELLED".into(),
             model: "gen4_turbo".into(),
             charged: 50.0,
-            estimated: 0.0
+            estimated: 0.0,
+            estimated_by: Some(EstimatedBy::default()),
         }));
         let mismatch = |code: &str, rule: &str| MismatchSeries {
             failure_code: code.into(),

@@ -161,7 +161,7 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
     assert_eq!(
         sample(
             &m,
-            "runway_credits_estimated_total{model=\"gen4_turbo\",status=\"SUCCEEDED\"}"
+            "runway_credits_estimated_total{model=\"gen4_turbo\",origin=\"pricing\",status=\"SUCCEEDED\"}"
         ),
         Some(50.0)
     );
@@ -439,13 +439,19 @@ fn a_task_deleted_after_it_was_seen_ends_cancelled_across_a_crash() {
         ),
         Some(2.0)
     );
-    // d-run ran: its last estimate is charged, and marked estimated; d-wait never ran.
+    // d-run ran: its last estimate is charged, and marked estimated (Runway's own);
+    // d-wait never ran.
     for name in ["charged", "estimated"] {
+        let origin = if name == "estimated" {
+            ",origin=\"estimated_cost\""
+        } else {
+            ""
+        };
         assert_eq!(
             sample(
                 &m,
                 &format!(
-                    "runway_credits_{name}_total{{model=\"gen4_turbo\",status=\"CANCELLED\"}}"
+                    "runway_credits_{name}_total{{model=\"gen4_turbo\"{origin},status=\"CANCELLED\"}}"
                 )
             ),
             Some(42.0),

@@ -775,9 +775,13 @@ fn a_version_1_state_file_restores_to_the_same_metrics() {
     let mut metrics = runway_exporter::metrics::Metrics::new(&registry, true).unwrap();
     p.publish(&mut metrics);
     let text = runway_exporter::metrics::render(&registry);
-    // A reason added since version 1 (issue 21) shows at 0: not in what version 1 wrote.
-    let added_since = |l: &str| l.contains("reason=\"other_task_id\"") && l.ends_with("} 0");
-    let got: Vec<&str> = text
+    // A reason added since version 1 (issue 21) shows at 0: not in what version 1 wrote;
+    // so do the estimates held and evicted (issue 22).
+    let added_since = |l: &str| {
+        (l.contains("reason=\"other_task_id\"") || l.starts_with("runway_exporter_estimates_"))
+            && l.ends_with(" 0")
+    };
+    let mut got: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("runway") && !l.starts_with("runway_exporter_build_info"))
         .filter(|l| !added_since(l))
@@ -803,7 +807,28 @@ fn a_version_1_state_file_restores_to_the_same_metrics() {
         .lines()
         .filter(|l| !l.starts_with("runway_organization_daily_credits_used") || usage.date == today)
         .collect();
+    // Estimated credits have had an origin since issue 22: what version 1 counted is
+    // the pricing table's, and none is Runway's estimatedCost.
+    let want: Vec<String> = want.iter().flat_map(|l| with_origin(l)).collect();
+    let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+    got.sort_unstable();
+    want.sort_unstable();
     assert_eq!(got, want);
+}
+
+/// A sample of runway_credits_estimated_total without its `origin` label as the two
+/// samples it is now (`origin="pricing"` with its value, `estimated_cost` at 0); any
+/// other sample as it is.
+fn with_origin(line: &str) -> Vec<String> {
+    let Some(rest) = line.strip_prefix("runway_credits_estimated_total{") else {
+        return vec![line.to_string()];
+    };
+    let (model, rest) = rest.split_once(",status=").unwrap();
+    let (status, value) = rest.split_once("} ").unwrap();
+    let sample = |origin: &str, v: &str| {
+        format!("runway_credits_estimated_total{{{model},origin=\"{origin}\",status={status}}} {v}")
+    };
+    vec![sample("estimated_cost", "0"), sample("pricing", value)]
 }
 
 /// A state file that reads (its checksum right) but whose counts cannot be restored
