@@ -769,6 +769,21 @@ fn usage(body: &[u8], date: &str) -> Option<Usage> {
     })
 }
 
+/// Usage names (`POST /v1/organization/usage`, `usedCredits[].model`) of products that
+/// create no task, so no task log or poll can explain their credits: realtime avatar
+/// sessions (`gwm1_avatars`; avatar videos, which are tasks, are reported as
+/// `gwm1_avatar_async_*`), and the speech and voice processing behind them. Read from
+/// `runwayml` 5.24.0's `OrganizationRetrieveUsageResponse` against its create
+/// endpoints' models.
+// LEAD: wire this to the create-endpoint table (`runway_api::model_has_tasks`).
+const TASKLESS_USAGE: [&str; 3] = ["eleven_scribe_v2", "gwm1_avatars", "voice_processing"];
+
+/// Whether the credits a usage report lists under `model` (a label value) can come from
+/// tasks. Unknown names can: the unaccounted-credits alert keeps watching them.
+pub fn usage_has_tasks(model: &str) -> bool {
+    !TASKLESS_USAGE.contains(&model)
+}
+
 /// Asks for the organization's credits and limits every `organization_interval`.
 pub async fn run_organization(
     settings: Api,
@@ -944,6 +959,22 @@ mod tests {
         assert_eq!(organization(b"{}"), None);
         assert_eq!(organization(br#"{"creditBalance":"NaN"}"#), None);
         assert_eq!(organization(b"not json"), None);
+    }
+
+    #[test]
+    fn taskless_usage_is_told_from_task_models() {
+        for m in ["gwm1_avatars", "voice_processing", "eleven_scribe_v2"] {
+            assert!(!usage_has_tasks(m), "{m}");
+        }
+        for m in [
+            "gen4_turbo",
+            "gwm1_avatar_async_text_to_video",
+            "veo3",
+            "other",
+            "new_model",
+        ] {
+            assert!(usage_has_tasks(m), "{m}");
+        }
     }
 
     #[test]

@@ -648,7 +648,11 @@ fn the_api_reports_costs_estimates_limits_and_usage() {
     assert_eq!(sample(&m, "runway_api_credits_in_flight"), Some(30.0));
     let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
         records(m, "api", "counted") >= 4.0
-            && sample(m, "runway_organization_daily_credits_used{model=\"veo3\"}").is_some()
+            && sample(
+                m,
+                "runway_organization_daily_credits_used{model=\"veo3\",tasks=\"true\"}",
+            )
+            .is_some()
     });
     assert_eq!(records(&m, "api", "counted"), 4.0);
     assert_eq!(sample(&m, "runway_api_credits_in_flight"), Some(0.0));
@@ -718,12 +722,15 @@ fn the_api_reports_costs_estimates_limits_and_usage() {
     assert_eq!(
         sample(
             &m,
-            "runway_organization_daily_credits_used{model=\"gen4_turbo\"}"
+            "runway_organization_daily_credits_used{model=\"gen4_turbo\",tasks=\"true\"}"
         ),
         Some(150.0)
     );
     assert_eq!(
-        sample(&m, "runway_organization_daily_credits_used{model=\"veo3\"}"),
+        sample(
+            &m,
+            "runway_organization_daily_credits_used{model=\"veo3\",tasks=\"true\"}"
+        ),
         Some(-40.0)
     );
     // The usage request asks for the current UTC day only.
