@@ -37,7 +37,11 @@
 //! `estimatedCost.credits` of a task still running is kept with the tracked task, and
 //! their sum is the credits in flight. Beside the tasks, `GET /v1/organization` gives the
 //! balance and the tier's limits, and `POST /v1/organization/usage` Runway's own count of
-//! the credits used today (UTC), by model.
+//! the credits used today (UTC), by model. Those two are asked every
+//! `organization_interval` and `usage_interval`; an error answer is read as a task's
+//! ([`fate`], [`RetryHint::wait_or`]): retried after its own wait or the backoff, held
+//! for `auth_retry_interval` when it is not to be retried. A model of the usage report
+//! that no task can have ([`usage_has_tasks`]) is labelled `tasks="false"`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -793,9 +797,7 @@ pub async fn run_organization(
 ) {
     let client = &client;
     poll_every(
-        &settings,
-        settings.organization_interval,
-        "organization",
+        (&settings, settings.organization_interval, "organization"),
         &pipeline,
         &token,
         || async move { (client.get("/v1/organization").await, ()) },
@@ -814,9 +816,7 @@ pub async fn run_usage(
 ) {
     let client = &client;
     poll_every(
-        &settings,
-        settings.usage_interval,
-        "organization_usage",
+        (&settings, settings.usage_interval, "organization_usage"),
         &pipeline,
         &token,
         || async move {
@@ -838,13 +838,11 @@ pub async fn run_usage(
 }
 
 /// Asks `request` every `interval` (0: never) until cancelled and counts each request
-/// under `endpoint`; a 200's body is `read` (with what the request said of itself), and
+/// under `endpoint` (both with the `[api]` settings, in the first argument); a 200's body is `read` (with what the request said of itself), and
 /// what could be read is stored in the ledger. An answer that cannot be read is asked
 /// again when [`next_ask`] says.
 async fn poll_every<C, T, F, Fut>(
-    settings: &Api,
-    interval: Duration,
-    endpoint: &str,
+    (settings, interval, endpoint): (&Api, Duration, &str),
     pipeline: &Pipeline,
     token: &CancellationToken,
     request: F,
