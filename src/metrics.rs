@@ -165,25 +165,25 @@ const CREDIT_BALANCE: Def = gauge(
 );
 const DAILY_GENERATIONS: Def = gauge(
     "runway_organization_daily_generations",
-    "Generations today, by model.",
+    "Generations in a rolling 24 hours, not since midnight (usage.models[].dailyGenerations), by model.",
     &["model"],
 );
 const MAX_DAILY: Def = gauge(
     "runway_organization_max_daily_generations",
-    "The tier's daily generation limit, by model; no sample when unlimited.",
+    "The tier's limit on generations in a rolling 24 hours, by model; no sample when null (no limit).",
     &["model"],
 );
 const MAX_CONCURRENT: Def = gauge(
     "runway_organization_max_concurrent_generations",
-    "The tier's concurrent generation limit, by model; no sample when unlimited.",
+    "The tier's limit on generations running at once, by model (more wait as THROTTLED); no sample when null (no limit).",
     &["model"],
 );
 const MAX_MONTHLY: Def = gauge(
     "runway_organization_max_monthly_credit_spend",
-    "The tier's monthly credit spend limit (tier.maxMonthlyCreditSpend); no sample when unlimited.",
+    "The most credits that can be purchased in a 30-day window (tier.maxMonthlyCreditSpend; it caps auto-billing, not spending); no sample when null (no limit).",
     &[],
 );
-const DAILY_CREDITS: Def = gauge("runway_organization_daily_credits_used", "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage).", &["model"]);
+const DAILY_CREDITS: Def = gauge("runway_organization_daily_credits_used", "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage); tasks=\"false\" for products that create no task (realtime avatars, voice processing).", &["model", "tasks"]);
 const IN_FLIGHT: Def = gauge(
     "runway_api_credits_in_flight",
     "Estimated credits (estimatedCost) of the tasks still being polled.",
@@ -417,7 +417,12 @@ fn api_families(f: &mut Families, t: &Totals) {
     let today = crate::clock::utc_day(std::time::SystemTime::now());
     for usage in t.usage.iter().filter(|u| u.date == today) {
         for m in &usage.models {
-            f.add(&DAILY_CREDITS, &[m.model.as_str()], m.credits);
+            let tasks = if crate::source::api::usage_has_tasks(&m.model) {
+                "true"
+            } else {
+                "false"
+            };
+            f.add(&DAILY_CREDITS, &[m.model.as_str(), tasks], m.credits);
         }
     }
 }
@@ -621,6 +626,19 @@ mod tests {
         render(&registry)
     }
 
+    /// The organization's help says what Runway says: a purchase cap over 30 days, not a
+    /// spending cap; a rolling 24 hours, not a day; null is no limit.
+    #[test]
+    fn organization_help_says_what_runway_says() {
+        assert!(MAX_MONTHLY.help.contains("purchased in a 30-day window"));
+        assert!(!MAX_MONTHLY.help.contains("spend limit"));
+        assert!(DAILY_GENERATIONS.help.contains("rolling 24 hours"));
+        assert!(MAX_DAILY.help.contains("rolling 24 hours"));
+        for def in [&MAX_DAILY, &MAX_CONCURRENT, &MAX_MONTHLY] {
+            assert!(def.help.contains("null (no limit)"), "{}", def.help);
+        }
+    }
+
     #[test]
     fn usage_of_another_day_and_null_limits_have_no_sample() {
         let usage = |date: &str| Usage {
@@ -663,6 +681,26 @@ mod tests {
                 break text;
             }
         };
-        assert!(text.contains("runway_organization_daily_credits_used{model=\"gen4_turbo\"} 150"));
+        assert!(text.contains(
+            "runway_organization_daily_credits_used{model=\"gen4_turbo\",tasks=\"true\"} 150"
+        ));
+        let text = loop {
+            let today = crate::clock::utc_day(std::time::SystemTime::now());
+            let mut avatars = usage(&today);
+            avatars.models[0].model = "gwm1_avatars".into();
+            let text = rendered(&Totals {
+                usage: Some(avatars),
+                ..t.clone()
+            });
+            if crate::clock::utc_day(std::time::SystemTime::now()) == today {
+                break text;
+            }
+        };
+        assert!(
+            text.contains(
+                "runway_organization_daily_credits_used{model=\"gwm1_avatars\",tasks=\"false\"} 150"
+            ),
+            "realtime avatars create no task: {text}"
+        );
     }
 }

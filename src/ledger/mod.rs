@@ -235,7 +235,7 @@ impl Default for Limits {
         Limits {
             dedupe_window: 1_000_000,
             max_failure_codes: 100,
-            max_models: 20,
+            max_models: 128,
         }
     }
 }
