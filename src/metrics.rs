@@ -417,7 +417,7 @@ fn api_families(f: &mut Families, t: &Totals) {
     let today = crate::clock::utc_day(std::time::SystemTime::now());
     for usage in t.usage.iter().filter(|u| u.date == today) {
         for m in &usage.models {
-            let tasks = if crate::source::api::usage_has_tasks(&m.model) {
+            let tasks = if crate::runway_api::api().model_has_tasks(&m.model) {
                 "true"
             } else {
                 "false"

@@ -41,7 +41,7 @@
 //! `organization_interval` and `usage_interval`; an error answer is read as a task's
 //! ([`fate`], [`RetryHint::wait_or`]): retried after its own wait or the backoff, held
 //! for `auth_retry_interval` when it is not to be retried. A model of the usage report
-//! that no task can have ([`usage_has_tasks`]) is labelled `tasks="false"`.
+//! that no task can have (`runway_api`'s `model_has_tasks`, from `config/runway-api.toml`) is labelled `tasks="false"`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -773,21 +773,6 @@ fn usage(body: &[u8], date: &str) -> Option<Usage> {
     })
 }
 
-/// Usage names (`POST /v1/organization/usage`, `usedCredits[].model`) of products that
-/// create no task, so no task log or poll can explain their credits: realtime avatar
-/// sessions (`gwm1_avatars`; avatar videos, which are tasks, are reported as
-/// `gwm1_avatar_async_*`), and the speech and voice processing behind them. Read from
-/// `runwayml` 5.24.0's `OrganizationRetrieveUsageResponse` against its create
-/// endpoints' models.
-// LEAD: wire this to the create-endpoint table (`runway_api::model_has_tasks`).
-const TASKLESS_USAGE: [&str; 3] = ["eleven_scribe_v2", "gwm1_avatars", "voice_processing"];
-
-/// Whether the credits a usage report lists under `model` (a label value) can come from
-/// tasks. Unknown names can: the unaccounted-credits alert keeps watching them.
-pub fn usage_has_tasks(model: &str) -> bool {
-    !TASKLESS_USAGE.contains(&model)
-}
-
 /// Asks for the organization's credits and limits every `organization_interval`.
 pub async fn run_organization(
     settings: Api,
@@ -957,22 +942,6 @@ mod tests {
         assert_eq!(organization(b"{}"), None);
         assert_eq!(organization(br#"{"creditBalance":"NaN"}"#), None);
         assert_eq!(organization(b"not json"), None);
-    }
-
-    #[test]
-    fn taskless_usage_is_told_from_task_models() {
-        for m in ["gwm1_avatars", "voice_processing", "eleven_scribe_v2"] {
-            assert!(!usage_has_tasks(m), "{m}");
-        }
-        for m in [
-            "gen4_turbo",
-            "gwm1_avatar_async_text_to_video",
-            "veo3",
-            "other",
-            "new_model",
-        ] {
-            assert!(usage_has_tasks(m), "{m}");
-        }
     }
 
     #[test]
