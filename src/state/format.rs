@@ -17,7 +17,8 @@
 //! `#[serde(default)]` (a file written before it has none: it reads as zero, empty or
 //! `None`), plus the same field in the ledger's type and one name in the conversion's
 //! field list. Files written before it still read, and the golden file changes by the
-//! new field only: add it to `golden()` in `state.rs` and write the golden file again
+//! new field only: give it a value in `golden()` in `state.rs` and write the golden
+//! file again (`RUNWAY_WRITE_GOLDEN_STATE=1 cargo test --lib state::tests::the_golden`)
 //! in the same commit, saying so.
 //!
 //! # Bumping the version
