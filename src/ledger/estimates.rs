@@ -34,14 +34,14 @@ pub struct Estimates {
 
 /// The estimates as committed: `held` oldest first, and the evictions so far. Absent in
 /// a state file written before estimates were kept: none held, none evicted.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SavedEstimates {
     pub held: Vec<SavedEstimate>,
     pub evicted: u64,
 }
 
 /// One held estimate: the task id's hash and its credits.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SavedEstimate {
     pub id: u64,
     pub credits: f64,

@@ -142,30 +142,24 @@ impl LineResult {
 }
 
 /// A task the API source polls until it ends.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApiTask {
     pub id: String,
     /// When its id was read from the task list (Unix seconds).
     pub added_at: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<f64>,
     /// The API's `estimatedCost.credits` for the task while it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost: Option<f64>,
     /// How far the API's answers saw it get (`None`: no answer yet): what it is charged
     /// if it is deleted before it ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reached: Option<Reached>,
     /// Its `createdAt` (Unix seconds), from the API's answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
 }
 
 /// How far a polled task was seen to get before it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reached {
     /// `PENDING` or `THROTTLED`: waiting for a slot, so never charged.
     Queued,
@@ -185,7 +179,7 @@ impl Reached {
 }
 
 /// What `GET /v1/organization` said last.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Organization {
     pub credit_balance: f64,
     pub models: Vec<ModelLimits>,
@@ -195,7 +189,7 @@ pub struct Organization {
 
 /// One model's generations today and its tier's limits; a limit of `None` is no limit
 /// (the API's `null`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelLimits {
     pub model: String,
     pub daily_generations: f64,
@@ -205,7 +199,7 @@ pub struct ModelLimits {
 
 /// What `POST /v1/organization/usage` said last: Runway's own count of the credits used
 /// in the current UTC day, by model.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
     /// The UTC day, `YYYY-MM-DD`.
     pub date: String,
@@ -213,7 +207,7 @@ pub struct Usage {
 }
 
 /// Credits one model used.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelUsage {
     pub model: String,
     pub credits: f64,
@@ -262,12 +256,10 @@ pub struct FailureKey {
 
 /// Per-source totals of the self metrics. `files_tracked`, `last_record_unix` and `up`
 /// are gauges of the running process: saved, but not restored.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceTotals {
     pub name: String,
-    #[serde(with = "results_serde")]
     pub results: [u64; RESULT_KINDS],
-    #[serde(with = "parse_errors_serde")]
     pub parse_errors: [u64; ParseError::ALL.len()],
     pub read_bytes: u64,
     pub rotations: u64,
@@ -286,10 +278,9 @@ pub struct SourceTotals {
 /// hash of the file's first `fp_len` bytes (at most [`FINGERPRINT_BYTES`]): with device
 /// and inode it is the file's identity, so that a new file on a reused inode is not
 /// taken for the old one.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// The source that follows the file (`file`, `task_list`).
-    #[serde(default = "default_position_source")]
     pub source: String,
     pub path: String,
     pub dev: u64,
@@ -300,10 +291,6 @@ pub struct Position {
     pub skipping: bool,
 }
 
-fn default_position_source() -> String {
-    "file".into()
-}
-
 /// Bytes at the start of a file that make its fingerprint.
 pub const FINGERPRINT_BYTES: usize = 256;
 
@@ -311,7 +298,7 @@ pub const FINGERPRINT_BYTES: usize = 256;
 pub type FileKey = u64;
 
 /// A failure series with its labels resolved.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FailureSeries {
     pub failure_code: String,
     pub category: String,
@@ -322,9 +309,10 @@ pub struct FailureSeries {
 }
 
 /// Every counter of the ledger with its labels resolved: what is committed to the
-/// state file (version 2 writes it as it is), what is published, and what a restart
-/// restores. Every count has a name: no tuples, no positional arrays.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// state file (converted to the file's own types, `state::format`: a field added here
+/// goes there too), what is published, and what a restart restores. Every count has a
+/// name: no tuples, no positional arrays.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
     pub tasks: Vec<TaskSeries>,
     pub failures: Vec<FailureSeries>,
@@ -348,24 +336,19 @@ pub struct Totals {
     /// Sum of the estimated costs of the tasks being polled.
     pub api_credits_in_flight: f64,
     /// How long tasks took, from `createdAt` to their terminal record.
-    #[serde(default)]
     pub durations: Vec<DurationSeries>,
     /// How long tasks waited, from `createdAt` to their first `RUNNING` record.
-    #[serde(default)]
     pub queues: Vec<QueueSeries>,
     /// Tasks not timed, by measure and reason.
-    #[serde(default)]
     pub untimed: Vec<UntimedSeries>,
     /// The last failed tasks of each failure code (the status page's).
-    #[serde(default)]
     pub recent: Vec<RecentFailures>,
     /// Runway's estimates of tasks not yet counted, and how many were evicted.
-    #[serde(default)]
     pub estimates: SavedEstimates,
 }
 
 /// Counted tasks of one status and model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskSeries {
     pub status: String,
     pub model: String,
@@ -373,17 +356,16 @@ pub struct TaskSeries {
 }
 
 /// Credits charged to the counted tasks of one status and model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CreditSeries {
     pub status: String,
     pub model: String,
     pub charged: f64,
-    /// The part of `charged` that is an estimate: `estimated_by` summed (written for
-    /// older releases, which read only this).
+    /// The part of `charged` that is an estimate: `estimated_by` summed (the state file
+    /// keeps it for older releases, which read only this).
     pub estimated: f64,
     /// `estimated` by origin. Absent in a file written before the split: all of
     /// `estimated` is then counted as the pricing table's.
-    #[serde(default)]
     pub estimated_by: Option<EstimatedBy>,
 }
 
@@ -412,7 +394,7 @@ crate::labels::label_enum!(Origin {
 });
 
 /// Estimated credits by [`Origin`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct EstimatedBy {
     pub estimated_cost: f64,
     pub pricing: f64,
@@ -444,7 +426,7 @@ impl EstimatedBy {
 }
 
 /// Credits FAILED tasks of one code and model were charged.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LostSeries {
     pub failure_code: String,
     pub model: String,
@@ -452,7 +434,7 @@ pub struct LostSeries {
 }
 
 /// FAILED tasks of one code whose cost contradicts the code's credit rule (`credits`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MismatchSeries {
     pub failure_code: String,
     pub credits: String,
@@ -460,7 +442,7 @@ pub struct MismatchSeries {
 }
 
 /// Requests to the Runway API of one endpoint answered with one code.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestSeries {
     pub endpoint: String,
     pub code: String,
@@ -468,25 +450,24 @@ pub struct RequestSeries {
 }
 
 /// Terminal tasks whose credits neither the record nor the pricing table gave.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Unpriced {
     pub succeeded: u64,
     /// FAILED tasks whose code loses its credits.
     pub failed: u64,
     /// Tasks deleted while running (CANCELLED, not refunded).
-    #[serde(default)]
     pub cancelled: u64,
 }
 
 /// Records whose label value was folded into `other`, by label.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LabelOverflow {
     pub failure_code: u64,
     pub model: u64,
 }
 
 /// Rejected lines written to the dead-letter file, or that could not be.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeadLetters {
     pub written: u64,
     pub failed: u64,
@@ -511,72 +492,6 @@ impl DeadLetters {
     fn add(&mut self, o: &DeadLetters) {
         self.written += o.written;
         self.failed += o.failed;
-    }
-}
-
-/// Counts saved by name, so that a name added later still reads back: the serde
-/// `with` modules of [`SourceTotals`] use these.
-fn to_named<'a, S: serde::Serializer>(
-    names: impl Iterator<Item = &'a str>,
-    values: &[u64],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::Serialize;
-    let m: std::collections::BTreeMap<&str, u64> = names
-        .zip(values.iter().copied())
-        .filter(|(_, v)| *v > 0)
-        .collect();
-    m.serialize(s)
-}
-
-fn from_named<'de, D: serde::Deserializer<'de>, const N: usize>(
-    names: &[&str],
-    d: D,
-) -> Result<[u64; N], D::Error> {
-    use serde::Deserialize;
-    let m = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
-    let mut out = [0; N];
-    for (k, v) in m {
-        let i = names
-            .iter()
-            .position(|n| *n == k)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown count {k:?}")))?;
-        out[i] = v;
-    }
-    Ok(out)
-}
-
-/// Parse errors by reason.
-mod parse_errors_serde {
-    use super::ParseError;
-    const N: usize = ParseError::ALL.len();
-
-    pub fn serialize<S: serde::Serializer>(r: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
-        super::to_named(ParseError::ALL.iter().map(|e| e.as_str()), r, s)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
-        let names: Vec<&str> = ParseError::ALL.iter().map(|e| e.as_str()).collect();
-        super::from_named(&names, d)
-    }
-}
-
-/// Line results by name.
-mod results_serde {
-    use super::{ResultKind, RESULT_KINDS};
-
-    pub fn serialize<S: serde::Serializer>(
-        r: &[u64; RESULT_KINDS],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        super::to_named(ResultKind::ALL.iter().map(|k| k.as_str()), r, s)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<[u64; RESULT_KINDS], D::Error> {
-        let names: Vec<&str> = ResultKind::ALL.iter().map(|k| k.as_str()).collect();
-        super::from_named(&names, d)
     }
 }
 
@@ -2196,7 +2111,7 @@ mod tests {
         );
         // The state file's header is JSON, where an infinite number would be written as
         // null and not read back: the totals must survive the round trip.
-        let back: Totals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        let (back, _) = crate::state::through_header(&t, &[]);
         assert_eq!(back, t);
     }
 
