@@ -1001,6 +1001,10 @@ mod tests {
                 model: "veo3".into(),
                 charged: 42.5,
                 estimated: 0.1,
+                estimated_by: Some(crate::ledger::EstimatedBy {
+                    estimated_cost: 0.075,
+                    pricing: 0.025,
+                }),
             }],
             credits_lost: vec![LostSeries {
                 failure_code: "INTERNAL.BAD_OUTPUT.CODE01".into(),
@@ -1121,6 +1125,13 @@ mod tests {
                     clock_step: 0,
                 },
             ],
+            estimates: crate::ledger::SavedEstimates {
+                held: vec![crate::ledger::SavedEstimate {
+                    id: 0x0123_4567_89ab_cdef,
+                    credits: 12.5,
+                }],
+                evicted: 3,
+            },
         };
         State {
             written_at: 1_796_142_005.666_558_3,
