@@ -686,6 +686,7 @@ mod v1 {
                 queues: Vec::new(),
                 untimed: Vec::new(),
                 recent: Vec::new(),
+                flows: Default::default(),
                 organization: t.organization.map(|o| ledger::Organization {
                     credit_balance: o.credit_balance,
                     models: o

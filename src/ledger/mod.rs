@@ -38,6 +38,9 @@ mod checkpoints;
 mod dedupe;
 #[cfg(test)]
 mod deleted_tests;
+mod flows;
+#[cfg(test)]
+mod flows_tests;
 mod own;
 mod recent;
 mod timing;
@@ -45,6 +48,9 @@ mod timing;
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
+pub use flows::{
+    CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries, MAX_FLOW_IDS,
+};
 pub use own::OwnCounters;
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
 pub use timing::{
@@ -351,6 +357,9 @@ pub struct Totals {
     /// The last failed tasks of each failure code (the status page's).
     #[serde(default)]
     pub recent: Vec<RecentFailures>,
+    /// Workflow invocations and realtime sessions (`flows`).
+    #[serde(default)]
+    pub flows: FlowTotals,
 }
 
 /// Counted tasks of one status and model.
@@ -654,6 +663,8 @@ struct Outcomes {
     timing: Timings,
     /// The last failed tasks of each code.
     recent: Recent,
+    /// Workflow invocations and realtime sessions.
+    flows: flows::Flows,
 }
 
 impl std::ops::Deref for Ledger {
@@ -693,6 +704,7 @@ impl Ledger {
                         label_overflow: LabelOverflow::default(),
                         timing: Timings::new(limits.dedupe_window),
                         recent: Recent::default(),
+                        flows: flows::Flows::default(),
                     },
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
@@ -759,6 +771,7 @@ impl Ledger {
                     .or_default();
             }
         }
+        self.export_flow_zeroes();
     }
 
     pub fn limits(&self) -> Limits {
@@ -984,6 +997,7 @@ impl Ledger {
             created_at: task.created_at.map(RawTime::Number),
             timestamp: None,
             invalid_number: false,
+            kind: crate::record::RecordKind::Task,
         };
         let price = match task.reached {
             Some(Reached::Running) => task
@@ -1254,6 +1268,7 @@ impl Ledger {
                 };
                 (info.label.clone(), class)
             }),
+            flows: self.flow_totals(),
         };
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
@@ -1360,6 +1375,7 @@ impl Ledger {
         }
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
+        self.add_saved_flows(&t.flows)?;
         self.sync_code_info();
         self.book.own.restore(&t.sources, &t.dead_letter);
         Ok(())
@@ -1372,6 +1388,9 @@ impl Ledger {
         seen: Seen,
     ) -> LineResult {
         self.book.outcomes.invalid_numbers += record.invalid_number as u64;
+        if let Some(result) = self.count_flow(record, fresh) {
+            return result;
+        }
         if !record.status.is_terminal() {
             if record.status == Status::Running {
                 self.time_start(record, fresh, seen);
@@ -1503,15 +1522,7 @@ impl Ledger {
     /// Counts a FAILED task by its code; returns the code's id and credit rule.
     fn count_failure(&mut self, record: &TaskRecord<'_>, model: u32) -> (u32, CreditRule) {
         let code = record.failure_code.normalize();
-        let (code_id, folded) = self
-            .book
-            .outcomes
-            .codes
-            .get(code.as_str(), self.limits.max_failure_codes);
-        self.book.outcomes.label_overflow.failure_code += folded as u64;
-        if code_id as usize >= self.book.outcomes.code_info.len() {
-            self.sync_code_info();
-        }
+        let (code_id, folded) = self.intern_code(&code);
         // The interned code's classification is cached; a code folded into "other"
         // keeps its own.
         let (category, retry, credits) = if folded {
@@ -1531,6 +1542,21 @@ impl Ledger {
         };
         *self.book.outcomes.failures.entry(key).or_default() += 1;
         (code_id, credits)
+    }
+
+    /// Interns a code under `max_failure_codes` (a folded one bumps `label_overflow`);
+    /// returns its id and whether it was folded into `other`.
+    fn intern_code(&mut self, code: &NormalizedCode<'_>) -> (u32, bool) {
+        let (code_id, folded) = self
+            .book
+            .outcomes
+            .codes
+            .get(code.as_str(), self.limits.max_failure_codes);
+        self.book.outcomes.label_overflow.failure_code += folded as u64;
+        if code_id as usize >= self.book.outcomes.code_info.len() {
+            self.sync_code_info();
+        }
+        (code_id, folded)
     }
 
     /// The credits of a terminal task that reports no cost: the event's credits field
