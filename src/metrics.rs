@@ -81,7 +81,11 @@ const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged
 const INVOCATIONS: Def = counter("runway_workflow_invocations_total", "Terminal workflow invocation outcomes, counted once per invocation id; partial=\"true\": SUCCEEDED with failed nodes.", &["status", "partial"]);
 const NODE_FAILURES: Def = counter("runway_workflow_node_failures_total", "Failed nodes of counted workflow invocations (nodeErrors) by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
 const WORKFLOW_CREDITS: Def = counter("runway_workflow_credits_total", "Credits workflow invocations cost (cost.credits, which Runway omits until every node is terminal), once per invocation, by the status of the record the cost came on.", &["status"]);
-const SESSIONS: Def = counter("runway_realtime_sessions_total", "Realtime sessions that ended, counted once per session id.", &["status"]);
+const SESSIONS: Def = counter(
+    "runway_realtime_sessions_total",
+    "Realtime sessions that ended, counted once per session id.",
+    &["status"],
+);
 const SESSION_FAILURES: Def = counter("runway_realtime_session_failures_total", "FAILED realtime sessions by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
 const RECORDS: Def = counter(
     "runway_exporter_records_total",

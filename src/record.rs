@@ -797,7 +797,9 @@ impl<'de> Captures<'de> {
     /// Keeps a mark of a workflow invocation; a nearer pointer's wins.
     fn mark(&mut self, mark: flow::Mark<'de>, rank: Rank) {
         match mark {
-            flow::Mark::NodeErrors(e) if self.node_errors.as_ref().is_none_or(|(_, r)| rank <= *r) => {
+            flow::Mark::NodeErrors(e)
+                if self.node_errors.as_ref().is_none_or(|(_, r)| rank <= *r) =>
+            {
                 self.node_errors = Some((e, rank));
             }
             flow::Mark::MapOutput if self.map_output.is_none_or(|r| rank <= r) => {

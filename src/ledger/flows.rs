@@ -173,7 +173,11 @@ impl Ledger {
     fn count_workflow_cost(&mut self, record: &TaskRecord<'_>) {
         let Some(cost) = record.cost else { return };
         let flows = &mut self.book.outcomes.flows;
-        if record.id.as_deref().is_none_or(|id| flows.costed.insert(id)) {
+        if record
+            .id
+            .as_deref()
+            .is_none_or(|id| flows.costed.insert(id))
+        {
             *flows.credits.entry(record.status).or_default() += cost;
         }
     }
@@ -190,7 +194,13 @@ impl Ledger {
         let Some(errors) = errors else { return };
         for (code, nodes) in &errors.codes {
             let key = self.code_key(code);
-            *self.book.outcomes.flows.node_failures.entry(key).or_default() += nodes;
+            *self
+                .book
+                .outcomes
+                .flows
+                .node_failures
+                .entry(key)
+                .or_default() += nodes;
         }
         if errors.overflow > 0 {
             let other = self.book.outcomes.codes.ids[OTHER];
@@ -205,7 +215,13 @@ impl Ledger {
         *self.book.outcomes.flows.sessions.entry(status).or_default() += 1;
         if status == SessionStatus::Failed {
             let key = self.code_key(code);
-            *self.book.outcomes.flows.session_failures.entry(key).or_default() += 1;
+            *self
+                .book
+                .outcomes
+                .flows
+                .session_failures
+                .entry(key)
+                .or_default() += 1;
         }
     }
 
@@ -232,7 +248,11 @@ impl Ledger {
     pub(super) fn export_flow_zeroes(&mut self) {
         let outcomes = &mut self.book.outcomes;
         for status in Status::TERMINAL {
-            outcomes.flows.invocations.entry((status, false)).or_default();
+            outcomes
+                .flows
+                .invocations
+                .entry((status, false))
+                .or_default();
             outcomes.flows.credits.entry(status).or_default();
         }
         outcomes
@@ -331,7 +351,11 @@ impl Ledger {
             *outcomes.flows.session_failures.entry(key).or_default() += s.value;
         }
         for s in &t.credits {
-            *outcomes.flows.credits.entry(status(&s.status)?).or_default() += s.credits;
+            *outcomes
+                .flows
+                .credits
+                .entry(status(&s.status)?)
+                .or_default() += s.credits;
         }
         for s in &t.sessions {
             let st = SessionStatus::parse(&s.status)

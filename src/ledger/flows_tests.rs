@@ -31,8 +31,15 @@ fn invocations(t: &Totals, status: &str, partial: bool) -> u64 {
 
 fn codes(series: &[CodeSeries]) -> Vec<(String, String, String, u64)> {
     let s = series.iter().filter(|s| s.value > 0);
-    s.map(|s| (s.failure_code.clone(), s.category.clone(), s.retry.clone(), s.value))
-        .collect()
+    s.map(|s| {
+        (
+            s.failure_code.clone(),
+            s.category.clone(),
+            s.retry.clone(),
+            s.value,
+        )
+    })
+    .collect()
 }
 
 fn flow_credits(t: &Totals, status: &str) -> f64 {
@@ -126,14 +133,19 @@ fn a_session_is_counted_apart_never_as_a_task() {
         results,
         [NonTerminal, NonTerminal, NonTerminal, Counted, Duplicate]
     );
-    let done = r#"{"id":"r2","createdAt":"2024-11-06T12:00:00Z","status":"COMPLETED","duration":61}"#;
+    let done =
+        r#"{"id":"r2","createdAt":"2024-11-06T12:00:00Z","status":"COMPLETED","duration":61}"#;
     assert_eq!(feed(&mut l, s, &p, done), Counted);
     let t = l.totals();
     assert_eq!(tasks_counted(&t), 0);
     assert!(t.failures.iter().all(|f| f.value == 0));
     assert_eq!((sessions(&t, "FAILED"), sessions(&t, "COMPLETED")), (1, 1));
     let (category, retry) = {
-        let f = t.failures.iter().find(|f| f.failure_code == "INTERNAL").unwrap();
+        let f = t
+            .failures
+            .iter()
+            .find(|f| f.failure_code == "INTERNAL")
+            .unwrap();
         (f.category.clone(), f.retry.clone())
     };
     assert_eq!(
@@ -191,20 +203,28 @@ fn node_failure_codes_are_bounded_by_the_caps() {
     line.push_str(&"A".repeat(100_000));
     line.push_str(r#""}"#);
     for i in 0..n {
-        line.push_str(&format!(r#","n{i}":{{"message":"m","failureCode":"X.C{i}"}}"#));
+        line.push_str(&format!(
+            r#","n{i}":{{"message":"m","failureCode":"X.C{i}"}}"#
+        ));
     }
     line.push_str("}}");
     let started = std::time::Instant::now();
     assert_eq!(feed(&mut l, s, &p, &line), LineResult::Counted);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     let t = l.totals();
-    let failed: Vec<_> = t.flows.node_failures.iter().filter(|s| s.value > 0).collect();
+    let failed: Vec<_> = t
+        .flows
+        .node_failures
+        .iter()
+        .filter(|s| s.value > 0)
+        .collect();
     assert_eq!(failed.iter().map(|s| s.value).sum::<u64>(), n + 1);
     let labels: std::collections::BTreeSet<_> =
         failed.iter().map(|s| s.failure_code.as_str()).collect();
     // The absurd code is "invalid"; three new codes under the cap; the rest "other".
-    let want: std::collections::BTreeSet<_> =
-        ["invalid", "X.C0", "X.C1", "X.C2", "other"].into_iter().collect();
+    let want: std::collections::BTreeSet<_> = ["invalid", "X.C0", "X.C1", "X.C2", "other"]
+        .into_iter()
+        .collect();
     assert_eq!(labels, want);
     assert!(t.label_overflow.failure_code >= 1);
     // The cap is shared with tasks: a new task code now folds into "other" too.

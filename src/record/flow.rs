@@ -280,3 +280,122 @@ impl<'de> Visitor<'de> for OutputVisitor {
         Ok(Mark::MapOutput)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{FieldMap, ParseError, RecordKind, RecordParser, Status};
+    use super::*;
+
+    fn parse(map: &FieldMap, line: &str) -> Result<RecordKind<'static>, ParseError> {
+        let p = RecordParser::new(map).unwrap();
+        let line: &'static str = Box::leak(line.to_string().into_boxed_str());
+        p.parse(line.as_bytes()).map(|r| r.kind)
+    }
+
+    fn code(s: &'static str) -> RawCode<'static> {
+        RawCode::Str(s.into())
+    }
+
+    #[test]
+    fn the_sdk_shapes_of_invocations_and_sessions_are_told_from_tasks() {
+        let m = FieldMap::default();
+        let wf = |codes: Vec<(RawCode<'static>, u64)>| {
+            RecordKind::Workflow(NodeErrors { codes, overflow: 0 })
+        };
+        let cases = [
+            // Tasks: `output` an array, or null in the older flat shape.
+            (
+                r#"{"id":"t","status":"SUCCEEDED","output":["u"]}"#,
+                RecordKind::Task,
+            ),
+            (
+                r#"{"id":"t","status":"FAILED","output":null,"failureCode":"INTERNAL"}"#,
+                RecordKind::Task,
+            ),
+            // Invocations: an `output` object, `nodeErrors` (camelCase or pydantic's).
+            (
+                r#"{"id":"w","status":"RUNNING","output":{},"progress":0.1}"#,
+                wf(vec![]),
+            ),
+            (
+                r#"{"id":"w","status":"FAILED","nodeErrors":{"a":{"message":"m","failureCode":"SAFETY.INPUT.TEXT"},"b":{"message":"m"},"c":{"message":"m","failure_code":null,"failureCode":"SAFETY.INPUT.TEXT"}}}"#,
+                wf(vec![(code("SAFETY.INPUT.TEXT"), 2), (RawCode::Missing, 1)]),
+            ),
+            (
+                r#"{"id":"w","status":"SUCCEEDED","output":{"n":["u"]},"node_errors":{"a":{"message":"m","failure_code":"INTERNAL","node_name":null}}}"#,
+                wf(vec![(code("INTERNAL"), 1)]),
+            ),
+            (
+                r#"{"id":"w","status":"SUCCEEDED","nodeErrors":null}"#,
+                RecordKind::Task,
+            ),
+            // Sessions: statuses no task has.
+            (
+                r#"{"id":"r","status":"NOT_READY","queued":true}"#,
+                RecordKind::Session(SessionStatus::NotReady),
+            ),
+            (
+                r#"{"id":"r","status":"READY","sessionKey":"k"}"#,
+                RecordKind::Session(SessionStatus::Ready),
+            ),
+            (
+                r#"{"id":"r","status":"completed","duration":61}"#,
+                RecordKind::Session(SessionStatus::Completed),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(&m, line), Ok(want), "{line}");
+        }
+        let p = RecordParser::new(&m).unwrap();
+        let r = p.parse(br#"{"id":"r","status":"COMPLETED"}"#).unwrap();
+        assert_eq!(r.status, Status::Succeeded, "terminal, as the session is");
+        // Nested at task_pointer, the marks are read there, not beside it.
+        let nested = FieldMap {
+            task_pointer: "/task".into(),
+            ..FieldMap::default()
+        };
+        let line = r#"{"output":{},"task":{"id":"w","status":"RUNNING","output":{}}}"#;
+        assert_eq!(parse(&nested, line), Ok(wf(vec![])));
+        let line = r#"{"output":{},"task":{"id":"t","status":"RUNNING"}}"#;
+        assert_eq!(parse(&nested, line), Ok(RecordKind::Task));
+        // An SDK error's wrapper: the marks of the task it wraps only.
+        let line = r#"{"output":{},"taskDetails":{"id":"t","status":"FAILED"}}"#;
+        assert_eq!(parse(&m, line), Ok(RecordKind::Task));
+    }
+
+    #[test]
+    fn hostile_node_errors_are_bounded() {
+        let m = FieldMap::default();
+        // Deeper than MAX_DEPTH inside nodeErrors: rejected as any line is.
+        let deep = format!(
+            r#"{{"id":"w","status":"FAILED","nodeErrors":{{"a":{}{}}}}}"#,
+            "[".repeat(600),
+            "]".repeat(600)
+        );
+        assert_eq!(parse(&m, &deep), Err(ParseError::TooDeep));
+        // Nested within the limit, where a code belongs: a code that is not a string.
+        let nested = format!(
+            r#"{{"id":"w","status":"FAILED","nodeErrors":{{"a":{{"failureCode":{}1{}}}}}}}"#,
+            "[".repeat(400),
+            "]".repeat(400)
+        );
+        let want = RecordKind::Workflow(NodeErrors {
+            codes: vec![(RawCode::NotAString, 1)],
+            overflow: 0,
+        });
+        assert_eq!(parse(&m, &nested), Ok(want));
+        // Many distinct codes: MAX_NODE_CODES kept, the rest counted as overflow.
+        let mut line = String::from(r#"{"id":"w","status":"FAILED","nodeErrors":{"#);
+        for i in 0..1000 {
+            line.push_str(&format!(r#""n{i}":{{"failureCode":"C.X{}"}},"#, i % 100));
+        }
+        line.push_str(r#""z":1}}"#);
+        let RecordKind::Workflow(e) = parse(&m, &line).unwrap() else {
+            panic!("not a workflow")
+        };
+        assert_eq!(e.codes.len(), MAX_NODE_CODES);
+        assert_eq!(e.nodes(), 1001, "every node counted");
+        // The nodes of codes past the 16th, and the odd one (no code, a 101st kind).
+        assert_eq!(e.overflow, 1000 - 10 * MAX_NODE_CODES as u64 + 1);
+    }
+}
