@@ -78,6 +78,15 @@ const UNTIMED: Def = counter("runway_exporter_untimed_tasks_total", "Tasks not o
 const MISMATCHES: Def = counter("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0).", &["failure_code", "credits"]);
 const INVALID_NUMBERS: Def = counter("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored.", &[]);
 const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record (for a task deleted while running, its last estimatedCost) nor the pricing table gave; their credits are not in the credit counters.", &["status"]);
+const INVOCATIONS: Def = counter("runway_workflow_invocations_total", "Terminal workflow invocation outcomes, counted once per invocation id; partial=\"true\": SUCCEEDED with failed nodes.", &["status", "partial"]);
+const NODE_FAILURES: Def = counter("runway_workflow_node_failures_total", "Failed nodes of counted workflow invocations (nodeErrors) by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
+const WORKFLOW_CREDITS: Def = counter("runway_workflow_credits_total", "Credits workflow invocations cost (cost.credits, which Runway omits until every node is terminal), once per invocation, by the status of the record the cost came on.", &["status"]);
+const SESSIONS: Def = counter(
+    "runway_realtime_sessions_total",
+    "Realtime sessions that ended, counted once per session id.",
+    &["status"],
+);
+const SESSION_FAILURES: Def = counter("runway_realtime_session_failures_total", "FAILED realtime sessions by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
 const RECORDS: Def = counter(
     "runway_exporter_records_total",
     "Lines read, by what became of them: counted, duplicate, non_terminal or rejected.",
@@ -203,6 +212,11 @@ const FAMILIES: &[&Def] = &[
     &ESTIMATED,
     &LOST,
     &MISMATCHES,
+    &INVOCATIONS,
+    &NODE_FAILURES,
+    &WORKFLOW_CREDITS,
+    &SESSIONS,
+    &SESSION_FAILURES,
     &DURATION,
     &QUEUE,
     &UNTIMED,
@@ -308,6 +322,30 @@ impl Families {
     }
 }
 
+/// The workflow invocations' and realtime sessions' families.
+fn flow_families(f: &mut Families, t: &crate::ledger::FlowTotals) {
+    for s in &t.invocations {
+        let partial = if s.partial { "true" } else { "false" };
+        f.add(&INVOCATIONS, &[&s.status, partial], s.invocations as f64);
+    }
+    let codes = [
+        (&NODE_FAILURES, &t.node_failures),
+        (&SESSION_FAILURES, &t.session_failures),
+    ];
+    for (def, series) in codes {
+        for s in series {
+            let labels = [s.failure_code.as_str(), &s.category, &s.retry, &s.credits];
+            f.add(def, &labels, s.value as f64);
+        }
+    }
+    for s in &t.credits {
+        f.add(&WORKFLOW_CREDITS, &[&s.status], s.credits);
+    }
+    for s in &t.sessions {
+        f.add(&SESSIONS, &[&s.status], s.sessions as f64);
+    }
+}
+
 /// The families of a snapshot of the totals.
 fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     let mut f = Families::default();
@@ -338,6 +376,7 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     for s in &t.cost_mismatches {
         f.add(&MISMATCHES, &[&s.failure_code, &s.credits], s.tasks as f64);
     }
+    flow_families(&mut f, &t.flows);
     f.add(&INVALID_NUMBERS, &[], t.invalid_numbers as f64);
     let unpriced = &t.credits_unpriced;
     f.add(&UNPRICED, &["SUCCEEDED"], unpriced.succeeded as f64);

@@ -758,6 +758,7 @@ mod v1 {
                 untimed: Vec::new(),
                 recent: Vec::new(),
                 estimates: Default::default(),
+                flows: Default::default(),
                 organization: t.organization.map(|o| format::Organization {
                     credit_balance: o.credit_balance,
                     models: o

@@ -45,6 +45,9 @@ mod deleted_tests;
 mod estimates;
 #[cfg(test)]
 mod estimates_tests;
+mod flows;
+#[cfg(test)]
+mod flows_tests;
 mod own;
 mod recent;
 mod timing;
@@ -53,6 +56,9 @@ pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
 pub use estimates::{Estimates, SavedEstimate, SavedEstimates, MAX_ESTIMATES};
+pub use flows::{
+    CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries, MAX_FLOW_IDS,
+};
 pub use own::OwnCounters;
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
 pub use timing::{
@@ -345,6 +351,8 @@ pub struct Totals {
     pub recent: Vec<RecentFailures>,
     /// Runway's estimates of tasks not yet counted, and how many were evicted.
     pub estimates: SavedEstimates,
+    /// Workflow invocations and realtime sessions (`flows`).
+    pub flows: FlowTotals,
 }
 
 /// Counted tasks of one status and model.
@@ -643,6 +651,8 @@ struct Outcomes {
     recent: Recent,
     /// Runway's estimates of the tasks not yet counted.
     estimates: Estimates,
+    /// Workflow invocations and realtime sessions.
+    flows: flows::Flows,
 }
 
 impl std::ops::Deref for Ledger {
@@ -683,6 +693,7 @@ impl Ledger {
                         timing: Timings::new(limits.dedupe_window),
                         recent: Recent::default(),
                         estimates: Estimates::default(),
+                        flows: flows::Flows::default(),
                     },
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
@@ -749,6 +760,7 @@ impl Ledger {
                     .or_default();
             }
         }
+        self.export_flow_zeroes();
     }
 
     pub fn limits(&self) -> Limits {
@@ -977,6 +989,7 @@ impl Ledger {
             created_at: task.created_at.map(RawTime::Number),
             timestamp: None,
             invalid_number: false,
+            kind: crate::record::RecordKind::Task,
         };
         let price = match task.reached {
             Some(Reached::Running) => task
@@ -1286,6 +1299,7 @@ impl Ledger {
                 (info.label.clone(), class)
             }),
             estimates: self.outcomes.estimates.saved(),
+            flows: self.flow_totals(),
         };
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
@@ -1396,6 +1410,7 @@ impl Ledger {
         }
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
+        self.add_saved_flows(&t.flows)?;
         self.sync_code_info();
         self.book.own.restore(&t.sources, &t.dead_letter);
         Ok(())
@@ -1409,6 +1424,9 @@ impl Ledger {
         last: Option<f64>,
     ) -> LineResult {
         self.book.outcomes.invalid_numbers += record.invalid_number as u64;
+        if let Some(result) = self.count_flow(record, fresh) {
+            return result;
+        }
         if !record.status.is_terminal() {
             // `fresh` of a RUNNING record is whether its task was not counted yet.
             let running = record.status == Status::Running;
@@ -1550,15 +1568,7 @@ impl Ledger {
     /// Counts a FAILED task by its code; returns the code's id and credit rule.
     fn count_failure(&mut self, record: &TaskRecord<'_>, model: u32) -> (u32, CreditRule) {
         let code = record.failure_code.normalize();
-        let (code_id, folded) = self
-            .book
-            .outcomes
-            .codes
-            .get(code.as_str(), self.limits.max_failure_codes);
-        self.book.outcomes.label_overflow.failure_code += folded as u64;
-        if code_id as usize >= self.book.outcomes.code_info.len() {
-            self.sync_code_info();
-        }
+        let (code_id, folded) = self.intern_code(&code);
         // The interned code's classification is cached; a code folded into "other"
         // keeps its own.
         let (category, retry, credits) = if folded {
@@ -1578,6 +1588,21 @@ impl Ledger {
         };
         *self.book.outcomes.failures.entry(key).or_default() += 1;
         (code_id, credits)
+    }
+
+    /// Interns a code under `max_failure_codes` (a folded one bumps `label_overflow`);
+    /// returns its id and whether it was folded into `other`.
+    fn intern_code(&mut self, code: &NormalizedCode<'_>) -> (u32, bool) {
+        let (code_id, folded) = self
+            .book
+            .outcomes
+            .codes
+            .get(code.as_str(), self.limits.max_failure_codes);
+        self.book.outcomes.label_overflow.failure_code += folded as u64;
+        if code_id as usize >= self.book.outcomes.code_info.len() {
+            self.sync_code_info();
+        }
+        (code_id, folded)
     }
 
     /// The credits of a terminal task that reports no cost: the event's credits field

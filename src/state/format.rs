@@ -96,6 +96,51 @@ pub struct Totals {
     /// Runway's estimates of tasks not yet counted (issue 22).
     #[serde(default)]
     pub estimates: SavedEstimates,
+    /// Workflow invocations and realtime sessions (issue 22).
+    #[serde(default)]
+    pub flows: FlowTotals,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FlowTotals {
+    pub invocations: Vec<InvocationSeries>,
+    pub node_failures: Vec<CodeSeries>,
+    pub credits: Vec<FlowCredits>,
+    pub sessions: Vec<SessionSeries>,
+    pub session_failures: Vec<CodeSeries>,
+    /// Hashes of the ids remembered as invocations, as sessions, and as invocations
+    /// whose cost was counted, oldest first.
+    pub workflow_ids: Vec<u64>,
+    pub session_ids: Vec<u64>,
+    pub costed_ids: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InvocationSeries {
+    pub status: String,
+    pub partial: bool,
+    pub invocations: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CodeSeries {
+    pub failure_code: String,
+    pub category: String,
+    pub retry: String,
+    pub credits: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FlowCredits {
+    pub status: String,
+    pub credits: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionSeries {
+    pub status: String,
+    pub sessions: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -395,8 +440,16 @@ same_fields! {
         tasks, failures, credits, credits_lost, cost_mismatches, invalid_numbers,
         credits_unpriced, unknown_failure_codes, label_overflow, dead_letter, sources,
         dedupe_ids, api_requests, api_tasks_tracked, organization, usage,
-        api_credits_in_flight, durations, queues, untimed, recent, estimates,
+        api_credits_in_flight, durations, queues, untimed, recent, estimates, flows,
     }
+    FlowTotals {
+        invocations, node_failures, credits, sessions, session_failures, workflow_ids,
+        session_ids, costed_ids,
+    }
+    InvocationSeries { status, partial, invocations }
+    CodeSeries { failure_code, category, retry, credits, value }
+    FlowCredits { status, credits }
+    SessionSeries { status, sessions }
     TaskSeries { status, model, tasks }
     FailureSeries { failure_code, category, retry, credits, model, value }
     CreditSeries { status, model, charged, estimated, estimated_by }

@@ -822,7 +822,13 @@ fn added_after(version: &str, sample: &str) -> bool {
     let cancelled_unpriced =
         sample.starts_with("runway_exporter_credits_unpriced_total{status=\"CANCELLED\"}");
     // Issue 22: Runway's estimates held for tasks not yet counted, and their evictions.
-    let issue_22 = sample.starts_with("runway_exporter_estimates_");
+    let issue_22 = [
+        "runway_exporter_estimates_",
+        "runway_workflow_",
+        "runway_realtime_",
+    ]
+    .iter()
+    .any(|name| sample.starts_with(name));
     match version {
         "state-v1" => issue_21 || issue_14 || issue_22,
         "state-v2" => issue_21 || issue_14 || cancelled_unpriced || issue_22,
