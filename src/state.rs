@@ -1133,6 +1133,32 @@ mod tests {
                 }],
                 evicted: 3,
             },
+            flows: crate::ledger::FlowTotals {
+                invocations: vec![crate::ledger::InvocationSeries {
+                    status: "SUCCEEDED".into(),
+                    partial: true,
+                    invocations: 2,
+                }],
+                node_failures: vec![crate::ledger::CodeSeries {
+                    failure_code: "SAFETY.OUTPUT.VIDEO".into(),
+                    category: "safety_output".into(),
+                    retry: "never".into(),
+                    credits: "lost".into(),
+                    value: 1,
+                }],
+                credits: vec![crate::ledger::FlowCredits {
+                    status: "SUCCEEDED".into(),
+                    credits: 40.0,
+                }],
+                sessions: vec![crate::ledger::SessionSeries {
+                    status: "COMPLETED".into(),
+                    sessions: 1,
+                }],
+                session_failures: Vec::new(),
+                workflow_ids: vec![11, 12],
+                session_ids: vec![13],
+                costed_ids: vec![11],
+            },
         };
         State {
             written_at: 1_796_142_005.666_558_3,

@@ -750,13 +750,13 @@ fn paths_that_are_not_regular_files_are_passed_over_and_said() {
     assert_eq!(said, 2, "the directory and the FIFO, once each");
 }
 
+/// The organization's usage as restored: its UTC day and credits by model.
+type RestoredUsage = (String, Vec<(String, f64)>);
+
 /// Every `runway_*` sample but the build's, published by this build after restoring
 /// the state file of `tests/fixtures/<version>` in-process (API families registered when
 /// `api`), and the organization's usage it restored.
-fn restored_samples(
-    version: &str,
-    api: bool,
-) -> (Vec<String>, Option<(String, Vec<(String, f64)>)>) {
+fn restored_samples(version: &str, api: bool) -> (Vec<String>, Option<RestoredUsage>) {
     use runway_exporter::{classify, ledger, pipeline, pricing, record};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
