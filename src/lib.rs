@@ -19,7 +19,7 @@
 //! 7. [`http`] serves `/metrics`, `/`, `/-/healthy`, `/-/ready`, with TLS and basic auth.
 //! 8. [`app`] builds the pieces from [`config`], starts them, and shuts them down.
 //!
-//! Leaves ([`clock`], [`labels`], [`lines`]) import nothing of the crate; every module
+//! Leaves ([`clock`], [`labels`], [`lines`], [`sync`]) import nothing of the crate; every module
 //! imports only lower layers (`tests/it/architecture.rs`).
 #![forbid(unsafe_code)]
 
@@ -39,4 +39,5 @@ pub mod record;
 pub mod runway_api;
 pub mod source;
 pub mod state;
+pub mod sync;
 pub mod webconfig;

@@ -447,11 +447,7 @@ impl Collector for Snapshot {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let totals = self
-            .totals
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let totals = crate::sync::read(&self.totals).clone();
         families(&totals, self.api)
     }
 }
@@ -538,11 +534,7 @@ impl Metrics {
 
     /// Publishes `t`, the totals of the last commit: the next gather renders them.
     pub fn publish(&mut self, t: Totals) {
-        *self
-            .snapshot
-            .totals
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+        *crate::sync::write(&self.snapshot.totals) = Arc::new(t);
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// The layers, lowest first: a module uses only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "labels", "lines"],
+    &["clock", "labels", "lines", "sync"],
     &[
         "classify",
         "pricing",
