@@ -1006,8 +1006,9 @@ mod tests {
                     zero_is_off,
                     ..
                 } => {
-                    let below =
-                        (!min.is_zero() && !(zero_is_off && min == ns)).then(|| dur(min - ns));
+                    // Nothing is below a minimum of 0, or of 1ns when 0 is accepted.
+                    let nothing_below = min.is_zero() || (zero_is_off && min == ns);
+                    let below = (!nothing_below).then(|| dur(min - ns));
                     let above = (max != Duration::MAX).then(|| dur(max + ns));
                     below.into_iter().chain(above).collect()
                 }
