@@ -46,10 +46,12 @@ pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
 pub use own::OwnCounters;
-pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
+#[cfg(test)]
+pub use recent::Slot;
+pub use recent::{CodeClass, FailedTask, RecentFailures, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
-    DURATION_BUCKETS, MAX_SECONDS, QUEUE_BUCKETS,
+    DURATION_BUCKETS, QUEUE_BUCKETS,
 };
 
 use std::sync::Arc;
@@ -62,7 +64,7 @@ use crate::record::{ParseError, RawTime, Status, TaskRecord};
 use recent::Recent;
 use timing::Timings;
 
-pub use crate::labels::{model_label, INVALID_MODEL, MAX_MODEL_BYTES, OTHER, UNKNOWN_MODEL};
+pub use crate::labels::{model_label, INVALID_MODEL, OTHER, UNKNOWN_MODEL};
 
 /// What became of one line. Label values of `runway_exporter_records_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

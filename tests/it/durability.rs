@@ -754,7 +754,7 @@ fn paths_that_are_not_regular_files_are_passed_over_and_said() {
 /// restores to exactly the samples the code that wrote it published.
 #[test]
 fn a_version_1_state_file_restores_to_the_same_metrics() {
-    use runway_exporter::{classify, ledger, pipeline, pricing, record};
+    use runway_exporter::{FieldMap, Ledger, Limits, Pipeline, Pricing, RecordParser, Table};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -762,19 +762,19 @@ fn a_version_1_state_file_restores_to_the_same_metrics() {
         dir.path().join("runway-exporter.state"),
     )
     .unwrap();
-    let ledger = ledger::Ledger::new(
-        Arc::new(classify::Table::builtin()),
-        Arc::new(pricing::Pricing::builtin()),
-        ledger::Limits::default(),
+    let ledger = Ledger::new(
+        Arc::new(Table::builtin()),
+        Arc::new(Pricing::builtin()),
+        Limits::default(),
     );
-    let parser = record::RecordParser::new(&record::FieldMap::default()).unwrap();
-    let p = pipeline::Pipeline::new(parser, ledger, None);
-    let restored = runway_exporter::app::restore(&p, dir.path());
+    let parser = RecordParser::new(&FieldMap::default()).unwrap();
+    let p = Pipeline::new(parser, ledger, None);
+    let restored = runway_exporter::restore(&p, dir.path());
     assert!(restored.restored, "the file was not restored");
     let registry = prometheus::Registry::new();
-    let mut metrics = runway_exporter::metrics::Metrics::new(&registry, true).unwrap();
+    let mut metrics = runway_exporter::Metrics::new(&registry, true).unwrap();
     p.publish(&mut metrics);
-    let text = runway_exporter::metrics::render(&registry);
+    let text = runway_exporter::render(&registry);
     // A reason added since version 1 (issue 21) shows at 0: not in what version 1 wrote.
     let added_since = |l: &str| l.contains("reason=\"other_task_id\"") && l.ends_with("} 0");
     let got: Vec<&str> = text
@@ -797,7 +797,7 @@ fn a_version_1_state_file_restores_to_the_same_metrics() {
         (usage.date.as_str(), used),
         ("2026-12-01", vec![("gen4_turbo", 250.0), ("veo3", 40.0)])
     );
-    let today = runway_exporter::clock::utc_day(std::time::SystemTime::now());
+    let today = runway_exporter::utc_day(std::time::SystemTime::now());
     let want = std::fs::read_to_string(fixture("state-v1/metrics.prom")).unwrap();
     let want: Vec<&str> = want
         .lines()
