@@ -388,6 +388,7 @@ impl Pending {
 }
 
 /// Reads the current state file; `Ok(None)` when there is none.
+#[cfg(test)]
 pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
     read_generation(dir, Generation::Current)
 }

@@ -60,10 +60,12 @@ pub use flows::{
     CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries, MAX_FLOW_IDS,
 };
 pub use own::OwnCounters;
-pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
+#[cfg(test)]
+pub use recent::Slot;
+pub use recent::{CodeClass, FailedTask, RecentFailures, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
-    DURATION_BUCKETS, MAX_SECONDS, QUEUE_BUCKETS,
+    DURATION_BUCKETS, QUEUE_BUCKETS,
 };
 
 use std::sync::Arc;
@@ -76,7 +78,7 @@ use crate::record::{ParseError, RawTime, Status, TaskRecord};
 use recent::Recent;
 use timing::Timings;
 
-pub use crate::labels::{model_label, INVALID_MODEL, MAX_MODEL_BYTES, OTHER, UNKNOWN_MODEL};
+pub use crate::labels::{model_label, INVALID_MODEL, OTHER, UNKNOWN_MODEL};
 
 /// What became of one line. Label values of `runway_exporter_records_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
