@@ -719,8 +719,8 @@ mod tests {
         assert!(!MAX_MONTHLY.help.contains("spend limit"));
         assert!(DAILY_GENERATIONS.help.contains("rolling 24 hours"));
         assert!(MAX_DAILY.help.contains("rolling 24 hours"));
-        for def in [&MAX_DAILY, &MAX_CONCURRENT, &MAX_MONTHLY] {
-            assert!(def.help.contains("null (no limit)"), "{}", def.help);
+        for help in [MAX_DAILY.help, MAX_CONCURRENT.help, MAX_MONTHLY.help] {
+            assert!(help.contains("null (no limit)"), "{help}");
         }
     }
 

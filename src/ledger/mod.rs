@@ -55,14 +55,14 @@ mod timing;
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
-pub use estimates::{Estimates, SavedEstimate, SavedEstimates, MAX_ESTIMATES};
+#[cfg(test)]
+use estimates::MAX_ESTIMATES;
+pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
 pub use flows::{
-    CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries, MAX_FLOW_IDS,
+    CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries,
 };
 pub use own::OwnCounters;
-#[cfg(test)]
-pub use recent::Slot;
-pub use recent::{CodeClass, FailedTask, RecentFailures, RECENT_TASKS};
+pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
     DURATION_BUCKETS, QUEUE_BUCKETS,
