@@ -58,9 +58,7 @@ pub use dedupe::DedupeWindow;
 #[cfg(test)]
 use estimates::MAX_ESTIMATES;
 pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
-pub use flows::{
-    CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries,
-};
+pub use flows::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, RECENT_TASKS};
 pub use timing::{

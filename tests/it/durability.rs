@@ -584,14 +584,13 @@ fn an_unwritable_state_dir_makes_ready_fail_and_recovers() {
     // The temporary file's name taken by a directory: every commit fails (a stand-in
     // for a read-only or full disk that works when the tests run as root).
     let blocker = state.join(".runway-exporter.state.tmp");
-    // A commit may hold the temporary file for a moment: try until the directory
-    // takes its place.
+    // A commit may hold the temporary file for a moment (and put a file back in the
+    // directory's place as it renames): try until the directory, not empty, stays.
     let blocked = (0..1000).any(|_| {
         let _ = std::fs::remove_file(&blocker);
-        std::fs::create_dir(&blocker).is_ok()
+        std::fs::create_dir(&blocker).is_ok() && std::fs::write(blocker.join("x"), b"").is_ok()
     });
     assert!(blocked);
-    std::fs::write(blocker.join("x"), b"").unwrap();
     append(&log, &feed.lines(200));
     let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
         sample(m, "runway_exporter_commit_errors_total").unwrap_or(0.0) >= 3.0
