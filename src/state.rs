@@ -1133,6 +1133,7 @@ mod tests {
                 }],
                 evicted: 3,
             },
+            flows: Default::default(),
         };
         State {
             written_at: 1_796_142_005.666_558_3,
