@@ -1,5 +1,10 @@
 //! Workflow invocations and realtime sessions: counted apart from tasks.
 //!
+//! A part of the outcomes (`Flows`, private fields), with the [`Outcomes`] methods that
+//! count them: they share the outcomes' failure codes (interned under the same cap, the
+//! same `label_overflow`) and the tasks' dedupe window, so they live in a child module
+//! of `outcomes`.
+//!
 //! - A record is one of them when its own fields say so ([`RecordKind`], read by
 //!   [`crate::record`]), or when its id was seen before on a record that did: the ids of
 //!   the last [`MAX_FLOW_IDS`] invocations and sessions are remembered (and committed),
