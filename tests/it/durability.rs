@@ -584,13 +584,18 @@ fn an_unwritable_state_dir_makes_ready_fail_and_recovers() {
     // The temporary file's name taken by a directory: every commit fails (a stand-in
     // for a read-only or full disk that works when the tests run as root).
     let blocker = state.join(".runway-exporter.state.tmp");
-    // A commit may hold the temporary file for a moment (and put a file back in the
-    // directory's place as it renames): try until the directory, not empty, stays.
-    let blocked = (0..1000).any(|_| {
-        let _ = std::fs::remove_file(&blocker);
-        std::fs::create_dir(&blocker).is_ok() && std::fs::write(blocker.join("x"), b"").is_ok()
+    // A commit in progress holds the temporary file: wait until none does, and take the
+    // name only then (removing a commit's file would let its rename carry the directory
+    // away as the state file).
+    let blocked = (0..1_000_000).any(|_| {
+        let free = std::fs::create_dir(&blocker).is_ok();
+        if !free {
+            std::thread::yield_now();
+        }
+        free
     });
     assert!(blocked);
+    std::fs::write(blocker.join("x"), b"").unwrap();
     append(&log, &feed.lines(200));
     let (m, _) = d.scrape_until(Duration::from_secs(10), |m| {
         sample(m, "runway_exporter_commit_errors_total").unwrap_or(0.0) >= 3.0
