@@ -233,6 +233,7 @@ impl Reloader {
                     ("log", new.log != self.current.log),
                     ("state", new.state != self.current.state),
                     ("api", new.api != self.current.api),
+                    ("proxy", new.proxy != self.current.proxy),
                     ("dead_letter", new.dead_letter != self.current.dead_letter),
                 ]
                 .into_iter()
@@ -301,6 +302,46 @@ struct Built {
     /// The file source, and with the API source its client and task list.
     tailer: file::Tailer,
     api: Option<(api::Client, file::Tailer)>,
+    proxy: Option<ProxyListener>,
+}
+
+/// The proxy's listener and forwarder, when `[proxy]` is enabled.
+struct ProxyListener {
+    listener: TcpListener,
+    forwarder: Arc<crate::proxy::Forwarder>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl ProxyListener {
+    async fn bind(settings: &crate::config::Proxy) -> anyhow::Result<Option<ProxyListener>> {
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let forwarder =
+            crate::proxy::Forwarder::new(settings).map_err(|e| ConfigError::Invalid {
+                key: "proxy.upstream",
+                problem: e.to_string(),
+            })?;
+        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+            (Some(cert), Some(key)) => Some(
+                crate::webconfig::WebSecurity::server_tls(cert, key).map_err(|problem| {
+                    ConfigError::Invalid {
+                        key: "proxy.tls_cert_file",
+                        problem,
+                    }
+                })?,
+            ),
+            _ => None,
+        };
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (proxy.listen)", settings.listen))?;
+        Ok(Some(ProxyListener {
+            listener,
+            forwarder: Arc::new(forwarder),
+            tls,
+        }))
+    }
 }
 
 impl Built {
@@ -315,6 +356,7 @@ impl Built {
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
+        let proxy = ProxyListener::bind(&settings.proxy).await?;
         if settings.file.paths.is_empty() {
             tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
         }
@@ -344,6 +386,7 @@ impl Built {
             listener,
             tailer,
             api,
+            proxy,
         })
     }
 
@@ -387,6 +430,25 @@ impl Built {
             limits,
             tokens.http.child_token(),
         ));
+        if let Some(proxy) = self.proxy {
+            let limits = crate::proxy::Limits {
+                max_connections: settings.proxy.max_connections,
+                header_read_timeout: settings.proxy.header_read_timeout,
+                grace: settings.state.shutdown_grace,
+            };
+            let address = proxy
+                .listener
+                .local_addr()
+                .context("cannot read the proxy's address")?;
+            tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = proxy.tls.is_some(), "Proxy listening.");
+            tracker.spawn(crate::proxy::serve(
+                proxy.listener,
+                proxy.forwarder,
+                proxy.tls,
+                limits,
+                tokens.sources.child_token(),
+            ));
+        }
         let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
         let (file_settings, file_settings_rx) = tokio::sync::watch::channel(settings.file.clone());
         let file_task = tracker.spawn(file::run(

@@ -34,6 +34,7 @@ pub mod lines;
 pub mod metrics;
 pub mod pipeline;
 pub mod pricing;
+pub mod proxy;
 pub mod record;
 pub mod source;
 pub mod state;

@@ -11,6 +11,7 @@ mod harness;
 mod hostile;
 mod mock_api;
 mod ops;
+mod proxy;
 mod sdk;
 mod shards;
 mod status;

@@ -1,0 +1,21 @@
+//! The proxy: a transparent forwarder in front of Runway's API, for applications that set
+//! `RUNWAYML_BASE_URL` to it (both official SDKs read it).
+//!
+//! - Only origin-form requests under `/v1/` are forwarded, to the one configured
+//!   upstream origin: absolute-form URIs and `CONNECT` (400/405), other paths (404) and
+//!   dot segments (400) are refused, so it is never an open proxy and never reaches
+//!   another host or another path of the upstream's.
+//! - Method, path, query, headers (hop-by-hop ones aside) and body go up as they came;
+//!   status, headers and body come back as they were. Bodies stream both ways with
+//!   hyper's back-pressure: memory does not grow with a body's size.
+//! - Redirects go back to the client, never followed. `Authorization` is forwarded and
+//!   never logged, stored or counted.
+//! - The client going away drops the request's future, and with it the upstream request.
+//! - An upstream that cannot be reached answers 502, one that does not answer within
+//!   `response_timeout` 504: both are answers the SDKs retry.
+
+mod forward;
+mod serve;
+
+pub use forward::{Forwarder, ProxyError};
+pub use serve::{serve, Limits};
