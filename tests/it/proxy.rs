@@ -409,3 +409,35 @@ fn bodies_stream_both_ways_with_memory_flat_in_their_size() {
         "peak RSS grew {grew} bytes passing 48 MiB of bodies"
     );
 }
+
+#[test]
+fn applications_on_other_hosts_can_reach_it_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let pki = crate::web::pki();
+    let (cert, key) = (dir.path().join("proxy.crt"), dir.path().join("proxy.key"));
+    std::fs::write(&cert, &pki.server.0).unwrap();
+    std::fs::write(&key, &pki.server.1).unwrap();
+    let tls = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), &tls);
+    let status = crate::web::https_get_path(
+        proxy,
+        &pki.ca_pem,
+        None,
+        Some("Bearer key_tls"),
+        "/v1/tasks/t1",
+    );
+    assert_eq!(status, Ok(201));
+    assert_eq!(header(&up.seen()[0], "authorization"), ["Bearer key_tls"]);
+    // Plain HTTP on the TLS port gets no answer from the API.
+    let plain = raw(
+        proxy,
+        b"GET /v1/tasks/t1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(!plain.contains("201"), "{plain}");
+    assert_eq!(up.seen().len(), 1);
+}
