@@ -907,6 +907,8 @@ mod tests {
             "dead_letter.path",
             "api.task_list",
             "api.api_key_file",
+            "proxy.tls_cert_file",
+            "proxy.tls_key_file",
         ] {
             documented_keys.retain(|k| k != optional);
         }
