@@ -23,7 +23,8 @@ got=$(/usr/bin/runway-exporter --version)
   || fail "check-config on the installed configuration"
 [ "$(stat -c %a /etc/runway-exporter/runway-api-key)" = 600 ] || fail "the API key file is not mode 600"
 for f in /usr/lib/systemd/system/runway-exporter.service /etc/default/runway-exporter \
-         /usr/share/runway-exporter/prometheus/rules.yml /usr/share/runway-exporter/dashboards/runway-overview.json; do
+         /usr/share/runway-exporter/prometheus/rules.yml /usr/share/runway-exporter/dashboards/runway-overview.json \
+         /usr/share/doc/runway-exporter/README.md /usr/share/doc/runway-exporter/docs/runbook.md; do
   [ -f "$f" ] || fail "$f is not installed"
 done
 if command -v systemd-analyze >/dev/null 2>&1; then

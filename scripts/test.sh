@@ -20,6 +20,8 @@ stage "cargo clippy" cargo clippy --locked --all-targets -- -D warnings
 stage "cargo test" cargo test --locked --all-targets
 stage "SDK fixtures: tests/fixtures/sdk is what the pinned Runway SDKs write" \
   scripts/sdk-fixtures/run.sh --check
+stage "SDK tables: config/runway-api.toml is what the pinned Runway SDKs know" \
+  scripts/sdk-tables/run.sh --check
 stage "Dashboards: dashboards/*.json is what dashboards/generate.py writes with the pinned SDK" \
   scripts/dashboards.sh --check
 stage "Debian package" scripts/deb-check.sh

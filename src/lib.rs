@@ -9,7 +9,8 @@
 //!    ledger's lock: a task log's parses them with [`record`] and counts them; the task
 //!    list's ([`source::task_list`]) tracks the task ids.
 //! 4. [`classify`] maps the failure code to category, retry advice and credit rule (a
-//!    table); [`pricing`] estimates credits a record does not report.
+//!    table); [`pricing`] estimates credits a record does not report; [`runway_api`]
+//!    knows Runway's endpoints, models and task statuses (a table from the pinned SDKs).
 //! 5. [`ledger`] owns the committed state in parts (outcomes, its own counters, file
 //!    checkpoints, the API book); every change bumps its generation by construction.
 //! 6. [`state`] commits it (two-phase, fsync'd) and restores it; only committed totals
@@ -36,6 +37,7 @@ pub mod pipeline;
 pub mod pricing;
 pub mod proxy;
 pub mod record;
+pub mod runway_api;
 pub mod source;
 pub mod state;
 pub mod webconfig;

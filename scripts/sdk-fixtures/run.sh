@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes tests/fixtures/sdk/ with Runway's real SDKs: installs pinned runwayml (Python) and
-# @runwayml/sdk (Node) into a scratch dir, points them at standin.py (a stand-in for
+# @runwayml/sdk (Node) into a scratch dir (install.sh), points them at standin.py (a stand-in for
 # Runway's API on 127.0.0.1) and lets write_python.py / write_node.mjs log its tasks the
 # ways applications do; expected.json (the counts the exporter must find) comes from the
 # stand-in's task table.
@@ -12,7 +12,6 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 committed="$(cd "$here/../.." && pwd)/tests/fixtures/sdk"
-NODE_SDK="@runwayml/sdk@4.20.1"
 
 case "${1:-}" in
   --check) check=1 ;;
@@ -30,16 +29,8 @@ trap cleanup EXIT
 [ "$check" = 1 ] && out="$scratch/out" && mkdir "$out"
 export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
 
-# Install both SDKs side by side, quietly.
-python3 -m venv "$scratch/venv" || { echo "python3 -m venv failed: apt-get install python3-venv" >&2; exit 1; }
-"$scratch/venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" &
-pip_pid=$!
-mkdir "$scratch/node"
-npm install --prefix "$scratch/node" --no-audit --no-fund --loglevel=error --ignore-scripts \
-  --no-package-lock --save-exact "$NODE_SDK" >/dev/null &
-npm_pid=$!
-wait "$pip_pid"
-wait "$npm_pid"
+# Install both SDKs side by side, quietly (pinned in install.sh and requirements.txt).
+"$here/install.sh" "$scratch"
 cp "$here/write_node.mjs" "$scratch/node/"
 
 # One stand-in per writer: each GET steps a task through its timeline, from the start.

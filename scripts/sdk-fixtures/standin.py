@@ -114,7 +114,7 @@ def _files():
 
 
 def expected():
-    """Counts per fixture file, by the exporter's rules (see README "Counting rules")."""
+    """Counts per fixture file, by the exporter's rules (see docs/metrics.md, "Counting rules")."""
     out = {}
     for name, (pointer, model, snaps) in sorted(_files().items()):
         seen, dup, non_terminal = {}, 0, 0

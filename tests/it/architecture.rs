@@ -8,7 +8,13 @@ use std::path::Path;
 /// The layers, lowest first: a module uses only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
     &["clock", "labels", "lines"],
-    &["classify", "pricing", "deadletter", "webconfig"],
+    &[
+        "classify",
+        "pricing",
+        "deadletter",
+        "webconfig",
+        "runway_api",
+    ],
     &["record"],
     &["ledger"],
     &["state", "metrics", "config"],

@@ -658,7 +658,7 @@ fn five_million_distinct_ids_keep_memory_and_state_within_the_bounds() {
     let peak = d.peak_rss();
     eprintln!("rss after 2M ids {rss_2m}, after 5M {rss_5m}, peak {peak}; state {state_2m} -> {state_5m} bytes");
 
-    // The documented bounds (README, "Bounds"): the state file holds 8 bytes per
+    // The documented bounds (docs/operations.md, "Bounds"): the state file holds 8 bytes per
     // remembered id plus a header of capped series; memory is about 19 bytes per
     // remembered id on top of a small base.
     assert!(

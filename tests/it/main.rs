@@ -6,6 +6,7 @@ mod cli;
 mod clock;
 mod daemon;
 mod dashboards;
+mod docs;
 mod durability;
 mod harness;
 mod hostile;

@@ -31,7 +31,7 @@ fn every_alert_is_tested_and_has_a_runbook() {
     let rules = std::fs::read_to_string(dir.join("config/prometheus/rules.yml")).unwrap();
     let tests =
         std::fs::read_to_string(dir.join("config/prometheus/tests/alerts_test.yml")).unwrap();
-    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let runbook = std::fs::read_to_string(dir.join("docs/runbook.md")).unwrap();
     let alerts: Vec<&str> = rules
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
@@ -41,14 +41,41 @@ fn every_alert_is_tested_and_has_a_runbook() {
         let tested = tests.matches(&format!("alertname: {alert}\n")).count();
         assert!(tested >= 1, "{alert} has no promtool test");
         assert!(
-            readme.contains(&format!("### {alert}")),
-            "{alert} has no runbook section in README.md"
+            runbook.contains(&format!("\n## {alert}\n")),
+            "{alert} has no runbook section in docs/runbook.md"
         );
         assert!(
-            rules.contains(&format!("README.md#{}", alert.to_lowercase())),
+            rules.contains(&format!(
+                "runbook: \"docs/runbook.md#{}\"",
+                alert.to_lowercase()
+            )),
             "{alert} does not link its runbook"
         );
     }
+}
+
+/// Every `runbook` annotation, in the rules and in their tests' expectations, names a
+/// heading of the file it points at (a path from the repository's root).
+#[test]
+fn every_runbook_annotation_resolves() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for file in [
+        "config/prometheus/rules.yml",
+        "config/prometheus/tests/alerts_test.yml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for line in text.lines() {
+            let Some(link) = line.trim().strip_prefix("runbook: ") else {
+                continue;
+            };
+            let link = link.trim_matches('"');
+            let broken = crate::docs::unresolved(&dir.join("annotation"), link);
+            assert_eq!(broken, None, "{file}: runbook {link}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24, "runbook annotations found");
 }
 
 /// The unit with its binary path pointed at the binary under test, in a temp dir.

@@ -10,7 +10,7 @@
 //! (rotations are far apart next to the poll and commit intervals), though lines keep
 //! being written right up to it; and a rotated file stays open until the end of the
 //! test (`rotate_wait` is long). A file copytruncated before the tailer read a byte
-//! of it has no fingerprint to find its copy by: README, "Rotation".
+//! of it has no fingerprint to find its copy by: docs/operations.md, "Rotation".
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -215,7 +215,7 @@ impl World {
                 std::fs::remove_file(self.path("app.log")).unwrap();
                 std::fs::write(self.path("app.log"), b"").unwrap();
                 // A deleted file's lines live only in the open descriptor: read and
-                // committed before a crash, or gone with the process (README).
+                // committed before a crash, or gone with the process (docs/operations.md, "Rotation").
                 self.poll();
                 self.commit();
             }

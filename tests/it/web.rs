@@ -361,7 +361,7 @@ impl Dripper {
 
 #[test]
 fn two_hundred_slowloris_connections_do_not_delay_a_scrape() {
-    // The README's claim, with its defaults: web.max_connections 64,
+    // docs/security.md's claim, with its defaults: web.max_connections 64,
     // web.header_read_timeout 10 s.
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
@@ -575,7 +575,7 @@ fn a_new_right_password_gets_in_during_a_flood_from_many_addresses() {
     let flood = flood_from_many(d.addr, FLOOD_ADDRESSES, stop.clone(), checked);
     // The flood is under way once each of its 40 addresses has been given a check: from
     // then on, every one of them owes more than a newcomer. (Until then a newcomer is one
-    // of 41 never checked: see the README's threat model.) First come first served, some
+    // of 41 never checked: see the threat model in docs/security.md.) First come first served, some
     // addresses are never given one: the newcomers come after 15 s then.
     let mut addresses = std::collections::BTreeSet::new();
     let warming = Instant::now();
