@@ -15,6 +15,7 @@
 //!   `response_timeout` 504: both are answers the SDKs retry.
 
 mod forward;
+pub(crate) mod scan;
 mod serve;
 
 pub use forward::{Forwarder, ProxyError};
