@@ -588,9 +588,11 @@ mod tests {
                 from = cut;
             }
             chunks.push(&body[from..]);
-            prop_assert_eq!(scan_chunks(chunks.iter().copied()), serde(&body));
+            // serde_json's model, but for one longer than the cap.
+            let want = serde(&body).filter(|m| m.len() <= MAX_MODEL);
+            prop_assert_eq!(scan_chunks(chunks.iter().copied()), want.clone());
             // And one byte at a time.
-            prop_assert_eq!(scan_chunks(body.chunks(1)), serde(&body));
+            prop_assert_eq!(scan_chunks(body.chunks(1)), want);
         }
     }
 }

@@ -14,7 +14,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::harness::{config, Daemon};
+use crate::harness::{append, config, Daemon};
 
 /// A body of `n` bytes of `x`, sent in 64 KiB frames, of no stated length.
 struct Repeat(usize);
@@ -47,7 +47,8 @@ struct Seen {
 
 /// A stand-in upstream on 127.0.0.1 that records every request and answers by path:
 /// `/v1/big?n` streams n bytes; `/v1/redirect` is a 307 elsewhere; `/v1/never` never
-/// answers; anything else echoes with a 201 and headers of its own.
+/// answers; `/v1/tasks/{id}` answers as Runway does (see [`task_answer`]); anything
+/// else echoes with a 201 and headers of its own.
 struct Upstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -91,6 +92,13 @@ async fn up_answer(
         body_len: len,
     });
     let mut r = Response::builder();
+    let task = target.strip_prefix("/v1/tasks/");
+    if let Some((code, body)) = task.and_then(|id| task_answer(parts.method.as_str(), id)) {
+        r = r
+            .status(code)
+            .header("content-type", "application/json; charset=utf-8");
+        return Ok(r.body(Either::Left(Full::new(Bytes::from(body)))).unwrap());
+    }
     if let Some(n) = target.strip_prefix("/v1/big?") {
         return Ok(r
             .status(200)
@@ -115,6 +123,28 @@ async fn up_answer(
         .header("keep-alive", "timeout=5");
     Ok(r.body(Either::Left(Full::new(Bytes::from(answer))))
         .unwrap())
+}
+
+/// Runway's answer to a task request, by the id's prefix: `DELETE` 204; `GET` `ok-`
+/// SUCCEEDED (indented over lines, as some SDK dumps are), `fail-` FAILED with a code,
+/// `run-` RUNNING, `gone-` 404. Other ids are echoed as other paths.
+fn task_answer(method: &str, id: &str) -> Option<(u16, String)> {
+    let created = "2026-12-06T08:00:00.000Z";
+    let prefix = id.split('-').next().unwrap_or("");
+    if !["ok", "fail", "run", "gone"].contains(&prefix) {
+        return None;
+    }
+    let task = match (method, prefix) {
+        ("DELETE", _) => return Some((204, String::new())),
+        (_, "ok") => serde_json::json!({"id": id, "status": "SUCCEEDED", "createdAt": created,
+            "output": ["https://x.example/v.mp4"], "cost": {"credits": 25}}),
+        (_, "fail") => serde_json::json!({"id": id, "status": "FAILED", "createdAt": created,
+            "failure": "moderated", "failureCode": "SAFETY.INPUT.TEXT"}),
+        (_, "run") => serde_json::json!({"id": id, "status": "RUNNING", "createdAt": created,
+            "progress": 0.5, "estimatedCost": {"credits": 50}}),
+        _ => return Some((404, r#"{"error":"Task not found"}"#.into())),
+    };
+    Some((200, serde_json::to_string_pretty(&task).unwrap()))
 }
 
 impl Upstream {
@@ -408,4 +438,126 @@ fn bodies_stream_both_ways_with_memory_flat_in_their_size() {
         grew < 8 << 20,
         "peak RSS grew {grew} bytes passing 48 MiB of bodies"
     );
+}
+
+/// `method path` through the proxy with the application's key; the answer's status.
+fn call(proxy: SocketAddr, method: &str, path: &str) -> u16 {
+    let answer = raw(
+        proxy,
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nX-Runway-Version: 2024-11-06\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    answer[9..12].parse().unwrap()
+}
+
+/// The application's API key: never in a log line or a metric.
+const KEY: &str = "key_0bserve_s3cret_9f2c";
+
+#[test]
+fn task_answers_through_the_proxy_are_counted_once_beside_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (mut d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    // The application polls a task to its end (its terminal answer twice), sees one
+    // fail, cancels one that runs, and asks for one that is gone.
+    for (method, path, code) in [
+        ("GET", "/v1/tasks/ok-1", 200),
+        ("GET", "/v1/tasks/ok-1", 200),
+        ("GET", "/v1/tasks/fail-1", 200),
+        ("GET", "/v1/tasks/run-1", 200),
+        ("DELETE", "/v1/tasks/run-1", 204),
+        ("GET", "/v1/tasks/gone-1", 404),
+        ("POST", "/v1/made_up_path", 201),
+    ] {
+        assert_eq!(call(proxy, method, path), code, "{method} {path}");
+    }
+    let tasks_endpoint = r#"endpoint="/v1/tasks/{id}""#;
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        crate::harness::sum(m, "runway_api_requests_total", &[]) == 7.0
+            && crate::harness::sum(m, "runway_tasks_total", &[]) == 3.0
+    });
+    let requests = |method: &str, code: &str| {
+        let with = [
+            tasks_endpoint,
+            &format!("method=\"{method}\""),
+            &format!("code=\"{code}\""),
+        ];
+        crate::harness::sum(&m, "runway_api_requests_total", &with)
+    };
+    assert_eq!(requests("GET", "200"), 4.0, "{m}");
+    assert_eq!(requests("DELETE", "204"), 1.0, "{m}");
+    assert_eq!(requests("GET", "404"), 1.0, "{m}");
+    let other = r#"runway_api_requests_total{code="201",endpoint="other",method="POST"}"#;
+    assert_eq!(crate::harness::sample(&m, other), Some(1.0), "{m}");
+    let latency = format!("runway_api_request_duration_seconds_count{{{tasks_endpoint}}}");
+    assert_eq!(crate::harness::sample(&m, &latency), Some(6.0), "{m}");
+    let tasks = |status: &str| {
+        crate::harness::sum(&m, "runway_tasks_total", &[&format!("status=\"{status}\"")])
+    };
+    assert_eq!(
+        (tasks("SUCCEEDED"), tasks("FAILED"), tasks("CANCELLED")),
+        (1.0, 1.0, 1.0),
+        "{m}"
+    );
+    let lost = r#"failure_code="SAFETY.INPUT.TEXT""#;
+    assert_eq!(
+        crate::harness::sum(&m, "runway_task_failures_total", &[lost]),
+        1.0,
+        "{m}"
+    );
+
+    // The application's log names the same task: still counted once.
+    append(
+        &dir.path().join("app.log"),
+        b"{\"id\":\"ok-1\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\"}\n",
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        let dup = r#"runway_exporter_records_total{result="duplicate",source="file"}"#;
+        crate::harness::sample(m, dup) == Some(1.0)
+    });
+    assert_eq!(
+        crate::harness::sum(&m, "runway_tasks_total", &[r#"status="SUCCEEDED""#]),
+        1.0,
+        "{m}"
+    );
+
+    // The key went up to the API, and nowhere else.
+    assert!(up
+        .seen()
+        .iter()
+        .all(|s| header(s, "authorization") == [format!("Bearer {KEY}")]));
+    assert!(!m.contains("0bserve_s3cret"), "the key is in /metrics");
+    let logs = serde_json::to_string(d.logs()).unwrap();
+    assert!(
+        !logs.contains("0bserve_s3cret"),
+        "the key is in the logs: {logs}"
+    );
+    let state =
+        std::fs::read(dir.path().join("state").join("runway-exporter.state")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&state).contains("0bserve_s3cret"));
+}
+
+#[test]
+fn the_proxys_request_counts_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let upstream = format!("http://{}", up.addr);
+    let series = r#"runway_api_requests_total{code="200",endpoint="/v1/tasks/{id}",method="GET"}"#;
+    {
+        let (mut d, proxy) = proxy_daemon(dir.path(), &upstream, "");
+        for _ in 0..3 {
+            assert_eq!(call(proxy, "GET", "/v1/tasks/run-2"), 200);
+        }
+        let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+            crate::harness::sample(m, series) == Some(3.0)
+        });
+        assert_eq!(crate::harness::sample(&m, series), Some(3.0), "{m}");
+        d.signal("TERM");
+        assert!(d.wait_exit(Duration::from_secs(20)).success());
+    }
+    let (d, proxy) = proxy_daemon(dir.path(), &upstream, "");
+    assert_eq!(call(proxy, "GET", "/v1/tasks/run-2"), 200);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        crate::harness::sample(m, series) == Some(4.0)
+    });
+    assert_eq!(crate::harness::sample(&m, series), Some(4.0), "{m}");
 }
