@@ -140,6 +140,11 @@ const PROXY_LATENCY: Def = histogram(
     "The Runway API's latency to the application's requests seen by the proxy (request start to answer headers), by endpoint template.",
     &["endpoint"],
 );
+const PROXY_CREATED: Def = counter(
+    "runway_tasks_created_total",
+    "Tasks created through the proxy (a POST answered 2xx with a task id), by create endpoint and model (the request's, else the answer's routing.model).",
+    &["endpoint", "model"],
+);
 const LAST_RECORD: Def = gauge(
     "runway_exporter_last_record_timestamp_seconds",
     "Unix time a line was last read from the source.",
@@ -384,6 +389,9 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     for s in &t.proxy_requests {
         let labels = [s.endpoint.as_str(), &s.method, &s.code];
         f.add(&PROXY_REQUESTS, &labels, s.requests as f64);
+    }
+    for s in &t.proxy_created {
+        f.add(&PROXY_CREATED, &[&s.endpoint, &s.model], s.tasks as f64);
     }
     for s in &t.proxy_latency {
         f.histogram(

@@ -47,7 +47,9 @@ pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
 pub use own::OwnCounters;
-pub use proxy_book::{LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS};
+pub use proxy_book::{
+    CreatedSeries, LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS,
+};
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
@@ -359,6 +361,9 @@ pub struct Totals {
     /// The upstream's latency of those requests, by endpoint.
     #[serde(default)]
     pub proxy_latency: Vec<LatencySeries>,
+    /// Tasks created through the proxy, by create endpoint and model.
+    #[serde(default)]
+    pub proxy_created: Vec<CreatedSeries>,
 }
 
 /// Counted tasks of one status and model.
@@ -1079,6 +1084,14 @@ impl Ledger {
         self.book.proxy.count(endpoint, method, code, latency);
     }
 
+    /// Counts a task created through the proxy's `endpoint` for `model` (any text: made a
+    /// label here, and folded into `other` past the cap of distinct models).
+    pub fn count_proxy_created(&mut self, endpoint: &str, model: Option<&str>) {
+        self.book
+            .proxy
+            .count_created(endpoint, model_label(model), 1);
+    }
+
     /// Counts a request to the Runway API by endpoint and answer code.
     pub fn count_api_request(&mut self, endpoint: &str, code: &str) {
         self.book.api.count_requests(endpoint, code, 1);
@@ -1279,6 +1292,7 @@ impl Ledger {
             }),
             proxy_requests: self.proxy.requests(),
             proxy_latency: self.proxy.latency(),
+            proxy_created: self.proxy.created(),
         };
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
@@ -1384,7 +1398,7 @@ impl Ledger {
             book.api.count_requests(&key.0, &key.1, series.requests);
         }
         book.proxy
-            .restore(&t.proxy_requests, &t.proxy_latency)
+            .restore(&t.proxy_requests, &t.proxy_latency, &t.proxy_created)
             .map_err(RestoreError)?;
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());

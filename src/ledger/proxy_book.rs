@@ -24,6 +24,17 @@ pub struct ProxyRequestSeries {
     pub requests: u64,
 }
 
+/// Tasks created through the proxy, of one create endpoint and model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CreatedSeries {
+    pub endpoint: String,
+    pub model: String,
+    pub tasks: u64,
+}
+
+/// Distinct models counted among created tasks at most; more fold into `other`.
+pub const MAX_CREATED_MODELS: usize = 200;
+
 /// The upstream's latency for one endpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencySeries {
@@ -36,6 +47,7 @@ pub struct LatencySeries {
 pub struct ProxyBook {
     requests: BTreeMap<(String, String, String), u64>,
     latency: BTreeMap<String, Histogram>,
+    created: BTreeMap<(String, String), u64>,
 }
 
 impl ProxyBook {
@@ -50,6 +62,38 @@ impl ProxyBook {
                 .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
                 .observe(&LATENCY_BUCKETS, seconds);
         }
+    }
+
+    /// One task created through `endpoint` for `model` (a label already).
+    pub(super) fn count_created(&mut self, endpoint: &str, model: &str, n: u64) {
+        let known = self.created.keys().any(|(_, m)| m == model);
+        let distinct = || {
+            let mut models: Vec<&str> = self.created.keys().map(|(_, m)| m.as_str()).collect();
+            models.sort_unstable();
+            models.dedup();
+            models.len()
+        };
+        let model = if known || distinct() < MAX_CREATED_MODELS {
+            model
+        } else {
+            super::OTHER
+        };
+        let n_now = self
+            .created
+            .entry((endpoint.to_string(), model.to_string()))
+            .or_default();
+        *n_now = n_now.saturating_add(n);
+    }
+
+    pub fn created(&self) -> Vec<CreatedSeries> {
+        self.created
+            .iter()
+            .map(|((endpoint, model), n)| CreatedSeries {
+                endpoint: endpoint.clone(),
+                model: model.clone(),
+                tasks: *n,
+            })
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<ProxyRequestSeries> {
@@ -79,7 +123,11 @@ impl ProxyBook {
         &mut self,
         requests: &[ProxyRequestSeries],
         latency: &[LatencySeries],
+        created: &[CreatedSeries],
     ) -> Result<(), String> {
+        for s in created {
+            self.count_created(&s.endpoint, &s.model, s.tasks);
+        }
         for s in requests {
             let key = (s.endpoint.clone(), s.method.clone(), s.code.clone());
             let n = self.requests.entry(key).or_default();

@@ -15,7 +15,10 @@
 //!   source `proxy` (parsed as the API poller parses answers), so the ledger's dedupe
 //!   counts a task seen by the proxy and by a log once;
 //! - a `DELETE /v1/tasks/{id}` answered 2xx: the task ends `CANCELLED`
-//!   ([`crate::ledger::Ledger::task_deleted`]).
+//!   ([`crate::ledger::Ledger::task_deleted`]);
+//! - a `POST` answered 2xx with a JSON task `id` (a create call): one task in
+//!   `runway_tasks_created_total{endpoint,model}`, the model the request's top-level
+//!   `model`, else the answer's `routing.model`, else `unknown`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +130,12 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
     let code = o.code.to_string();
     let latency = o.latency.map(|d| d.as_secs_f64());
     pipeline.with_ledger(|l| l.count_proxy_request(template, method, &code, latency));
+    if o.method == Method::POST && (200..300).contains(&o.code) {
+        if let Some(answer) = &o.answer {
+            created(pipeline, template, o.model.as_deref(), answer);
+        }
+        return;
+    }
     let Some(id) = endpoint::task_id(&o.path) else {
         return;
     };
@@ -140,6 +149,31 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
         }
         _ => {}
     }
+}
+
+/// A create call's answer: when it names a task `id`, a task created through
+/// `endpoint`, for the request's `model`, else the answer's `routing.model` (the model
+/// router's choice).
+fn created(pipeline: &Pipeline, endpoint: &str, model: Option<&str>, answer: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Routing {
+        model: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Created {
+        id: Option<String>,
+        routing: Option<Routing>,
+    }
+    let Ok(Created {
+        id: Some(_),
+        routing,
+    }) = serde_json::from_slice::<Created>(answer)
+    else {
+        return;
+    };
+    let routed = routing.and_then(|r| r.model);
+    let model = model.or(routed.as_deref());
+    pipeline.with_ledger(|l| l.count_proxy_created(endpoint, model));
 }
 
 /// The answer as one line: JSON's whitespace may hold line breaks, its strings cannot.

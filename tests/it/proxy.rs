@@ -92,6 +92,10 @@ async fn up_answer(
         body_len: len,
     });
     let mut r = Response::builder();
+    if let Some(body) = create_answer(&target, len) {
+        r = r.status(200).header("content-type", "application/json");
+        return Ok(r.body(Either::Left(Full::new(Bytes::from(body)))).unwrap());
+    }
     let task = target.strip_prefix("/v1/tasks/");
     if let Some((code, body)) = task.and_then(|id| task_answer(parts.method.as_str(), id)) {
         r = r
@@ -145,6 +149,22 @@ fn task_answer(method: &str, id: &str) -> Option<(u16, String)> {
         _ => return Some((404, r#"{"error":"Task not found"}"#.into())),
     };
     Some((200, serde_json::to_string_pretty(&task).unwrap()))
+}
+
+/// Runway's answer to a create call on `/v1/text_to_video` (a task id and its estimate)
+/// and on `/v1/generate/video` (the model router: the model it chose); the id tells the
+/// request body's size.
+fn create_answer(target: &str, len: usize) -> Option<String> {
+    let answer = match target {
+        "/v1/text_to_video" => {
+            serde_json::json!({"id": format!("new-{len}"), "estimatedCost": {"credits": 40}})
+        }
+        "/v1/generate/video" => {
+            serde_json::json!({"id": format!("routed-{len}"), "routing": {"model": "veo3.1"}})
+        }
+        _ => return None,
+    };
+    Some(answer.to_string())
 }
 
 impl Upstream {
@@ -560,4 +580,42 @@ fn the_proxys_request_counts_survive_a_restart() {
         crate::harness::sample(m, series) == Some(4.0)
     });
     assert_eq!(crate::harness::sample(&m, series), Some(4.0), "{m}");
+}
+
+#[test]
+fn create_calls_are_counted_by_endpoint_and_model_whatever_the_body_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    let create = |path: &str, body: &[u8]| {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let answer = raw(proxy, &[head.as_bytes(), body].concat());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    };
+    // A 20 MB data URI before the model.
+    let mut big = br#"{"promptImage":"data:image/png;base64,"#.to_vec();
+    big.extend(std::iter::repeat_n(b'A', 20 * 1024 * 1024));
+    big.extend(br#"","model":"gen4_turbo","promptText":"a cat"}"#);
+    create("/v1/text_to_video", &big);
+    create("/v1/text_to_video", br#"{"model":"veo3","promptText":"x"}"#);
+    create("/v1/text_to_video", br#"{"promptText":"no model"}"#);
+    create(
+        "/v1/generate/video",
+        br#"{"promptText":"the router picks"}"#,
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+        crate::harness::sum(m, "runway_tasks_created_total", &[]) == 4.0
+    });
+    let created = |endpoint: &str, model: &str| {
+        let series =
+            format!("runway_tasks_created_total{{endpoint=\"{endpoint}\",model=\"{model}\"}}");
+        crate::harness::sample(&m, &series)
+    };
+    assert_eq!(created("/v1/text_to_video", "gen4_turbo"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/text_to_video", "veo3"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/text_to_video", "unknown"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/generate/video", "veo3.1"), Some(1.0), "{m}");
+    // The 20 MB body went up whole.
+    assert!(up.seen().iter().any(|s| s.body_len == big.len()));
+    assert!(!m.contains("0bserve_s3cret"));
 }
