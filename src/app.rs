@@ -305,20 +305,29 @@ struct Built {
     proxy: Option<ProxyListener>,
 }
 
-/// The proxy's listener and forwarder, when `[proxy]` is enabled.
+/// The proxy's listener and forwarder, when `[proxy]` is enabled, and the observations
+/// its answers make.
 struct ProxyListener {
     listener: TcpListener,
     forwarder: Arc<crate::proxy::Forwarder>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    observations: tokio::sync::mpsc::Receiver<crate::proxy::Observation>,
 }
 
 impl ProxyListener {
-    async fn bind(settings: &crate::config::Proxy) -> anyhow::Result<Option<ProxyListener>> {
+    /// `live`: the registry rendered at each scrape, for the observer's own counters.
+    async fn bind(
+        settings: &crate::config::Proxy,
+        live: &Registry,
+    ) -> anyhow::Result<Option<ProxyListener>> {
         if !settings.enabled {
             return Ok(None);
         }
+        let (observer, observations) =
+            crate::proxy::Observer::new(crate::proxy::OBSERVATIONS, live)
+                .context("cannot register the proxy's metrics")?;
         let forwarder =
-            crate::proxy::Forwarder::new(settings).map_err(|e| ConfigError::Invalid {
+            crate::proxy::Forwarder::new(settings, observer).map_err(|e| ConfigError::Invalid {
                 key: "proxy.upstream",
                 problem: e.to_string(),
             })?;
@@ -340,6 +349,7 @@ impl ProxyListener {
             listener,
             forwarder: Arc::new(forwarder),
             tls,
+            observations,
         }))
     }
 }
@@ -350,13 +360,14 @@ impl Built {
         let registry = Registry::new();
         let metrics = Metrics::new(&registry, settings.api.task_list.is_some())
             .context("cannot register the metrics")?;
-        let http = http_state(settings)?;
+        let live = Registry::new();
+        let http = http_state(settings, live.clone())?;
         let publisher = Publisher::new(registry, metrics, http.clone());
         let addr = settings.web.listen_address.clone();
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
-        let proxy = ProxyListener::bind(&settings.proxy).await?;
+        let proxy = ProxyListener::bind(&settings.proxy, &live).await?;
         if settings.file.paths.is_empty() {
             tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
         }
@@ -441,6 +452,9 @@ impl Built {
                 .local_addr()
                 .context("cannot read the proxy's address")?;
             tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = proxy.tls.is_some(), "Proxy listening.");
+            let (pipeline, observations) = (self.pipeline.clone(), proxy.observations);
+            let source = crate::proxy::add_source(&pipeline);
+            tracker.spawn_blocking(move || crate::proxy::consume(observations, pipeline, source));
             tracker.spawn(crate::proxy::serve(
                 proxy.listener,
                 proxy.forwarder,
@@ -510,8 +524,7 @@ impl Built {
 
 /// The HTTP endpoints' state: the committed metrics, rendered once per commit, and the
 /// live process metrics (a registry of their own, rendered at each scrape).
-fn http_state(settings: &Settings) -> anyhow::Result<Arc<HttpState>> {
-    let process_registry = Registry::new();
+fn http_state(settings: &Settings, process_registry: Registry) -> anyhow::Result<Arc<HttpState>> {
     #[cfg(target_os = "linux")]
     process_registry
         .register(Box::new(

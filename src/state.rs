@@ -711,6 +711,7 @@ mod v1 {
                         .collect(),
                 }),
                 api_credits_in_flight: t.api_credits_in_flight,
+                ..ledger::Totals::default()
             }
         }
     }

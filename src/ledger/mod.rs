@@ -39,6 +39,7 @@ mod dedupe;
 #[cfg(test)]
 mod deleted_tests;
 mod own;
+mod proxy_book;
 mod recent;
 mod timing;
 
@@ -46,6 +47,9 @@ pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
 pub use own::OwnCounters;
+pub use proxy_book::{
+    CreatedSeries, LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS,
+};
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
@@ -351,6 +355,15 @@ pub struct Totals {
     /// The last failed tasks of each failure code (the status page's).
     #[serde(default)]
     pub recent: Vec<RecentFailures>,
+    /// The application's requests the proxy passed on, by endpoint, method and code.
+    #[serde(default)]
+    pub proxy_requests: Vec<ProxyRequestSeries>,
+    /// The upstream's latency of those requests, by endpoint.
+    #[serde(default)]
+    pub proxy_latency: Vec<LatencySeries>,
+    /// Tasks created through the proxy, by create endpoint and model.
+    #[serde(default)]
+    pub proxy_created: Vec<CreatedSeries>,
 }
 
 /// Counted tasks of one status and model.
@@ -630,6 +643,8 @@ pub struct Committed {
     pub checkpoints: Checkpoints,
     /// The API source's tasks, requests and organization.
     pub api: ApiBook,
+    /// The proxy's counts of the application's requests.
+    pub proxy: ProxyBook,
 }
 
 /// Task outcomes: the counters, the label interning behind them and the dedupe window.
@@ -697,6 +712,7 @@ impl Ledger {
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
                     api: ApiBook::default(),
+                    proxy: ProxyBook::default(),
                 },
                 generation: 0,
             },
@@ -1056,6 +1072,26 @@ impl Ledger {
         }
     }
 
+    /// Counts an answer the proxy passed back to the application: by endpoint template,
+    /// method and code, and the upstream's latency in seconds when it answered.
+    pub fn count_proxy_request(
+        &mut self,
+        endpoint: &str,
+        method: &str,
+        code: &str,
+        latency: Option<f64>,
+    ) {
+        self.book.proxy.count(endpoint, method, code, latency);
+    }
+
+    /// Counts a task created through the proxy's `endpoint` for `model` (any text: made a
+    /// label here, and folded into `other` past the cap of distinct models).
+    pub fn count_proxy_created(&mut self, endpoint: &str, model: Option<&str>) {
+        self.book
+            .proxy
+            .count_created(endpoint, model_label(model), 1);
+    }
+
     /// Counts a request to the Runway API by endpoint and answer code.
     pub fn count_api_request(&mut self, endpoint: &str, code: &str) {
         self.book.api.count_requests(endpoint, code, 1);
@@ -1254,6 +1290,9 @@ impl Ledger {
                 };
                 (info.label.clone(), class)
             }),
+            proxy_requests: self.proxy.requests(),
+            proxy_latency: self.proxy.latency(),
+            proxy_created: self.proxy.created(),
         };
         t.tasks
             .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
@@ -1358,6 +1397,9 @@ impl Ledger {
             let key = (series.endpoint.clone(), series.code.clone());
             book.api.count_requests(&key.0, &key.1, series.requests);
         }
+        book.proxy
+            .restore(&t.proxy_requests, &t.proxy_latency, &t.proxy_created)
+            .map_err(RestoreError)?;
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
         self.sync_code_info();

@@ -1,6 +1,7 @@
 //! One request: refused, or forwarded to the upstream and its answer streamed back.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -13,8 +14,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// What the client gets: the upstream's body as it streams, or a small answer of ours.
-pub type Body = Either<Incoming, Full<Bytes>>;
+use super::observe::{Observation, Observer};
+use super::tee::{AnswerTee, ModelSlot, RequestTee};
+
+/// What the client gets: the upstream's body as it streams (observed on the side), or
+/// a small answer of ours.
+pub type Body = Either<AnswerTee, Full<Bytes>>;
 
 /// An upstream origin or client that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -23,10 +28,11 @@ pub struct ProxyError(String);
 
 /// Forwards requests to one upstream origin.
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, RequestTee>,
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
+    observer: Arc<Observer>,
 }
 
 /// Why a request is answered by the proxy itself.
@@ -138,8 +144,12 @@ pub fn check_target(method: &Method, uri: &Uri) -> Result<PathAndQuery, Refusal>
 }
 
 impl Forwarder {
-    /// A forwarder to the `[proxy]` settings' upstream.
-    pub fn new(settings: &crate::config::Proxy) -> Result<Forwarder, ProxyError> {
+    /// A forwarder to the `[proxy]` settings' upstream, its answers observed by
+    /// `observer`.
+    pub fn new(
+        settings: &crate::config::Proxy,
+        observer: Observer,
+    ) -> Result<Forwarder, ProxyError> {
         let (scheme, authority) = settings.origin().map_err(ProxyError)?;
         let (connect_timeout, response_timeout) =
             (settings.connect_timeout, settings.response_timeout);
@@ -161,6 +171,7 @@ impl Forwarder {
             scheme,
             authority,
             response_timeout,
+            observer: Arc::new(observer),
         })
     }
 
@@ -171,7 +182,12 @@ impl Forwarder {
             Ok(t) => t,
             Err(refusal) => return refusal.answer(),
         };
+        let started = Instant::now();
+        let (method, path) = (request.method().clone(), target.path().to_string());
         let (mut parts, body) = request.into_parts();
+        // Only a create call's body says which model: the others are not scanned.
+        let model = ModelSlot::default();
+        let body = RequestTee::new(body, method == Method::POST, model.clone());
         parts.uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -189,17 +205,52 @@ impl Forwarder {
         )
         .await
         {
-            Err(_) => return Refusal::Timeout.answer(),
+            Err(_) => return self.failed(Refusal::Timeout, method, path),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, connect = e.is_connect(), "The upstream request failed.");
-                return Refusal::Unreachable.answer();
+                return self.failed(Refusal::Unreachable, method, path);
             }
             Ok(Ok(answer)) => answer,
         };
+        let observation = Observation {
+            method,
+            path,
+            code: answer.status().as_u16(),
+            latency: Some(started.elapsed()),
+            at: crate::clock::unix_now(),
+            model: None,
+            answer: None,
+        };
         let (mut parts, body) = answer.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        let json = is_json(&parts.headers);
+        let body = AnswerTee::new(body, json, observation, model, self.observer.clone());
         Response::from_parts(parts, Either::Left(body))
     }
+
+    /// The proxy's own answer to a request the upstream did not answer, observed.
+    fn failed(&self, refusal: Refusal, method: Method, path: String) -> Response<Body> {
+        let answer = refusal.answer();
+        self.observer.send(Observation {
+            method,
+            path,
+            code: answer.status().as_u16(),
+            latency: None,
+            at: crate::clock::unix_now(),
+            model: None,
+            answer: None,
+        });
+        answer
+    }
+}
+
+/// Whether an answer is JSON (`application/json`, any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 #[cfg(test)]

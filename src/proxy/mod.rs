@@ -13,9 +13,19 @@
 //! - The client going away drops the request's future, and with it the upstream request.
 //! - An upstream that cannot be reached answers 502, one that does not answer within
 //!   `response_timeout` 504: both are answers the SDKs retry.
+//! - What passes is observed on the side, never in its way (`tee`, `observe`): a
+//!   `POST`'s body is scanned for its `model` (`scan`), a JSON answer's first 64 KiB
+//!   kept, and one observation per answer handed to a consumer that alone touches the
+//!   pipeline; a full queue drops observations (counted), never delays a request.
+//!   Endpoints are counted as bounded templates (`endpoint`).
 
+mod endpoint;
 mod forward;
+mod observe;
+pub(crate) mod scan;
 mod serve;
+mod tee;
 
 pub use forward::{Forwarder, ProxyError};
+pub use observe::{add_source, consume, Observation, Observer, CAPACITY as OBSERVATIONS};
 pub use serve::{serve, Limits};

@@ -14,7 +14,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::harness::{config, Daemon};
+use crate::harness::{append, config, Daemon};
 
 /// A body of `n` bytes of `x`, sent in 64 KiB frames, of no stated length.
 struct Repeat(usize);
@@ -47,7 +47,8 @@ struct Seen {
 
 /// A stand-in upstream on 127.0.0.1 that records every request and answers by path:
 /// `/v1/big?n` streams n bytes; `/v1/redirect` is a 307 elsewhere; `/v1/never` never
-/// answers; anything else echoes with a 201 and headers of its own.
+/// answers; `/v1/tasks/{id}` answers as Runway does (see [`task_answer`]); anything
+/// else echoes with a 201 and headers of its own.
 struct Upstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -91,6 +92,17 @@ async fn up_answer(
         body_len: len,
     });
     let mut r = Response::builder();
+    if let Some(body) = create_answer(&target, len) {
+        r = r.status(200).header("content-type", "application/json");
+        return Ok(r.body(Either::Left(Full::new(Bytes::from(body)))).unwrap());
+    }
+    let task = target.strip_prefix("/v1/tasks/");
+    if let Some((code, body)) = task.and_then(|id| task_answer(parts.method.as_str(), id)) {
+        r = r
+            .status(code)
+            .header("content-type", "application/json; charset=utf-8");
+        return Ok(r.body(Either::Left(Full::new(Bytes::from(body)))).unwrap());
+    }
     if let Some(n) = target.strip_prefix("/v1/big?") {
         return Ok(r
             .status(200)
@@ -115,6 +127,44 @@ async fn up_answer(
         .header("keep-alive", "timeout=5");
     Ok(r.body(Either::Left(Full::new(Bytes::from(answer))))
         .unwrap())
+}
+
+/// Runway's answer to a task request, by the id's prefix: `DELETE` 204; `GET` `ok-`
+/// SUCCEEDED (indented over lines, as some SDK dumps are), `fail-` FAILED with a code,
+/// `run-` RUNNING, `gone-` 404. Other ids are echoed as other paths.
+fn task_answer(method: &str, id: &str) -> Option<(u16, String)> {
+    let created = "2026-12-06T08:00:00.000Z";
+    let prefix = id.split('-').next().unwrap_or("");
+    if !["ok", "fail", "run", "gone"].contains(&prefix) {
+        return None;
+    }
+    let task = match (method, prefix) {
+        ("DELETE", _) => return Some((204, String::new())),
+        (_, "ok") => serde_json::json!({"id": id, "status": "SUCCEEDED", "createdAt": created,
+            "output": ["https://x.example/v.mp4"], "cost": {"credits": 25}}),
+        (_, "fail") => serde_json::json!({"id": id, "status": "FAILED", "createdAt": created,
+            "failure": "moderated", "failureCode": "SAFETY.INPUT.TEXT"}),
+        (_, "run") => serde_json::json!({"id": id, "status": "RUNNING", "createdAt": created,
+            "progress": 0.5, "estimatedCost": {"credits": 50}}),
+        _ => return Some((404, r#"{"error":"Task not found"}"#.into())),
+    };
+    Some((200, serde_json::to_string_pretty(&task).unwrap()))
+}
+
+/// Runway's answer to a create call on `/v1/text_to_video` (a task id and its estimate)
+/// and on `/v1/generate/video` (the model router: the model it chose); the id tells the
+/// request body's size.
+fn create_answer(target: &str, len: usize) -> Option<String> {
+    let answer = match target {
+        "/v1/text_to_video" => {
+            serde_json::json!({"id": format!("new-{len}"), "estimatedCost": {"credits": 40}})
+        }
+        "/v1/generate/video" => {
+            serde_json::json!({"id": format!("routed-{len}"), "routing": {"model": "veo3.1"}})
+        }
+        _ => return None,
+    };
+    Some(answer.to_string())
 }
 
 impl Upstream {
@@ -440,4 +490,164 @@ fn applications_on_other_hosts_can_reach_it_over_tls() {
     );
     assert!(!plain.contains("201"), "{plain}");
     assert_eq!(up.seen().len(), 1);
+}
+
+/// `method path` through the proxy with the application's key; the answer's status.
+fn call(proxy: SocketAddr, method: &str, path: &str) -> u16 {
+    let answer = raw(
+        proxy,
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nX-Runway-Version: 2024-11-06\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    answer[9..12].parse().unwrap()
+}
+
+/// The application's API key: never in a log line or a metric.
+const KEY: &str = "key_0bserve_s3cret_9f2c";
+
+#[test]
+fn task_answers_through_the_proxy_are_counted_once_beside_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (mut d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    // The application polls a task to its end (its terminal answer twice), sees one
+    // fail, cancels one that runs, and asks for one that is gone.
+    for (method, path, code) in [
+        ("GET", "/v1/tasks/ok-1", 200),
+        ("GET", "/v1/tasks/ok-1", 200),
+        ("GET", "/v1/tasks/fail-1", 200),
+        ("GET", "/v1/tasks/run-1", 200),
+        ("DELETE", "/v1/tasks/run-1", 204),
+        ("GET", "/v1/tasks/gone-1", 404),
+        ("POST", "/v1/made_up_path", 201),
+    ] {
+        assert_eq!(call(proxy, method, path), code, "{method} {path}");
+    }
+    let tasks_endpoint = r#"endpoint="/v1/tasks/{id}""#;
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        crate::harness::sum(m, "runway_api_requests_total", &[]) == 7.0
+            && crate::harness::sum(m, "runway_tasks_total", &[]) == 3.0
+    });
+    let requests = |method: &str, code: &str| {
+        let with = [
+            tasks_endpoint,
+            &format!("method=\"{method}\""),
+            &format!("code=\"{code}\""),
+        ];
+        crate::harness::sum(&m, "runway_api_requests_total", &with)
+    };
+    assert_eq!(requests("GET", "200"), 4.0, "{m}");
+    assert_eq!(requests("DELETE", "204"), 1.0, "{m}");
+    assert_eq!(requests("GET", "404"), 1.0, "{m}");
+    let other = r#"runway_api_requests_total{code="201",endpoint="other",method="POST"}"#;
+    assert_eq!(crate::harness::sample(&m, other), Some(1.0), "{m}");
+    let latency = format!("runway_api_request_duration_seconds_count{{{tasks_endpoint}}}");
+    assert_eq!(crate::harness::sample(&m, &latency), Some(6.0), "{m}");
+    let tasks = |status: &str| {
+        crate::harness::sum(&m, "runway_tasks_total", &[&format!("status=\"{status}\"")])
+    };
+    assert_eq!(
+        (tasks("SUCCEEDED"), tasks("FAILED"), tasks("CANCELLED")),
+        (1.0, 1.0, 1.0),
+        "{m}"
+    );
+    let lost = r#"failure_code="SAFETY.INPUT.TEXT""#;
+    assert_eq!(
+        crate::harness::sum(&m, "runway_task_failures_total", &[lost]),
+        1.0,
+        "{m}"
+    );
+
+    // The application's log names the same task: still counted once.
+    append(
+        &dir.path().join("app.log"),
+        b"{\"id\":\"ok-1\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\"}\n",
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        let dup = r#"runway_exporter_records_total{result="duplicate",source="file"}"#;
+        crate::harness::sample(m, dup) == Some(1.0)
+    });
+    assert_eq!(
+        crate::harness::sum(&m, "runway_tasks_total", &[r#"status="SUCCEEDED""#]),
+        1.0,
+        "{m}"
+    );
+
+    // The key went up to the API, and nowhere else.
+    assert!(up
+        .seen()
+        .iter()
+        .all(|s| header(s, "authorization") == [format!("Bearer {KEY}")]));
+    assert!(!m.contains("0bserve_s3cret"), "the key is in /metrics");
+    let logs = serde_json::to_string(d.logs()).unwrap();
+    assert!(
+        !logs.contains("0bserve_s3cret"),
+        "the key is in the logs: {logs}"
+    );
+    let state =
+        std::fs::read(dir.path().join("state").join("runway-exporter.state")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&state).contains("0bserve_s3cret"));
+}
+
+#[test]
+fn the_proxys_request_counts_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let upstream = format!("http://{}", up.addr);
+    let series = r#"runway_api_requests_total{code="200",endpoint="/v1/tasks/{id}",method="GET"}"#;
+    {
+        let (mut d, proxy) = proxy_daemon(dir.path(), &upstream, "");
+        for _ in 0..3 {
+            assert_eq!(call(proxy, "GET", "/v1/tasks/run-2"), 200);
+        }
+        let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+            crate::harness::sample(m, series) == Some(3.0)
+        });
+        assert_eq!(crate::harness::sample(&m, series), Some(3.0), "{m}");
+        d.signal("TERM");
+        assert!(d.wait_exit(Duration::from_secs(20)).success());
+    }
+    let (d, proxy) = proxy_daemon(dir.path(), &upstream, "");
+    assert_eq!(call(proxy, "GET", "/v1/tasks/run-2"), 200);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        crate::harness::sample(m, series) == Some(4.0)
+    });
+    assert_eq!(crate::harness::sample(&m, series), Some(4.0), "{m}");
+}
+
+#[test]
+fn create_calls_are_counted_by_endpoint_and_model_whatever_the_body_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    let create = |path: &str, body: &[u8]| {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let answer = raw(proxy, &[head.as_bytes(), body].concat());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    };
+    // A 20 MB data URI before the model.
+    let mut big = br#"{"promptImage":"data:image/png;base64,"#.to_vec();
+    big.extend(std::iter::repeat_n(b'A', 20 * 1024 * 1024));
+    big.extend(br#"","model":"gen4_turbo","promptText":"a cat"}"#);
+    create("/v1/text_to_video", &big);
+    create("/v1/text_to_video", br#"{"model":"veo3","promptText":"x"}"#);
+    create("/v1/text_to_video", br#"{"promptText":"no model"}"#);
+    create(
+        "/v1/generate/video",
+        br#"{"promptText":"the router picks"}"#,
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+        crate::harness::sum(m, "runway_tasks_created_total", &[]) == 4.0
+    });
+    let created = |endpoint: &str, model: &str| {
+        let series =
+            format!("runway_tasks_created_total{{endpoint=\"{endpoint}\",model=\"{model}\"}}");
+        crate::harness::sample(&m, &series)
+    };
+    assert_eq!(created("/v1/text_to_video", "gen4_turbo"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/text_to_video", "veo3"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/text_to_video", "unknown"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/generate/video", "veo3.1"), Some(1.0), "{m}");
+    // The 20 MB body went up whole.
+    assert!(up.seen().iter().any(|s| s.body_len == big.len()));
+    assert!(!m.contains("0bserve_s3cret"));
 }
