@@ -6,8 +6,12 @@
 # wrote (exact, also on hostile lines) and, on a clean corpus, that mtail counts the
 # same; then prints lines per CPU-second, wall time and peak RSS of each, and the ratios
 # to mtail and to `wc -l` (the distance to the I/O limit), all measured in this run.
-# Exits 1 when a count is off or a target of issue 6 is missed (>= 2,000,000 lines per
-# CPU-second, >= 10x mtail, peak RSS <= 48 MiB). Each tool runs REPEAT times; the table
+# Exits 1 when a count is off or a target is missed. The speed targets are ratios to the
+# peers measured in this same run, never an absolute rate (this VM's speed moves by tens
+# of percent from one day to the next; both tools move together): lines per CPU-second
+# at least 10x mtail's and 25x Vector's (fastest runs); and peak RSS <= 48 MiB. Vector
+# is VECTOR_BIN, or target/vector when that exists; without it the Vector target is not
+# measured, which fails. Each tool runs REPEAT times; the table
 # shows its median and its fastest run, and the targets are checked on the fastest runs
 # of both tools: on a shared VM, other work only ever adds CPU time to a run (the
 # fastest is the least disturbed), and a median can land in a slow spell of minutes.
@@ -22,6 +26,9 @@ lines=${1:-1000000}
 seed=${2:-1}
 hostile=${3:-0}
 mtail_timeout=${MTAIL_TIMEOUT:-120}
+if [ -z "${VECTOR_BIN:-}" ] && [ -x target/vector ]; then
+  VECTOR_BIN=target/vector
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -139,12 +146,19 @@ done < "$work/results"
 printf '\nlines/CPU-s and wall of the median run, peak RSS of that run; vs-mtail: fastest runs\n'
 printf 'runway-exporter vs wc -l (lines/CPU-s, fastest runs): %.2f\n' "$(echo "$best_runway / $best_wc" | bc -l)"
 
-# Issue 6's targets: at least 2,000,000 lines per CPU-second, and 10x mtail's rate
-# (fastest runs), and the peak RSS of the median run.
+# The targets: ratios to the peers of this run (fastest runs), and the peak RSS of the
+# median run. No absolute rate: a VM twice as slow today slows every tool alike.
 runway_rss_mib=$(awk '$1 == "runway" { printf "%.1f", $4 / 1024 }' "$work/results")
 verdict() { if [ "$1" = 1 ]; then echo ok; else echo MISSED; fi; }
-fast=$(echo "$best_runway >= 2000000" | bc -l)
 ahead=$(echo "$best_runway >= 10 * $best_mtail" | bc -l)
+if [ -n "${VECTOR_BIN:-}" ]; then
+  printf 'runway-exporter vs Vector (lines/CPU-s, fastest runs): %.1fx\n' "$(echo "$best_runway / $best_vector" | bc -l)"
+  ahead_vector=$(echo "$best_runway >= 25 * $best_vector" | bc -l)
+  vector_verdict=$(verdict "$ahead_vector")
+else
+  ahead_vector=0
+  vector_verdict="NOT MEASURED (VECTOR_BIN, or target/vector: see ../shared/tools/README.md)"
+fi
 lean=$(echo "$runway_rss_mib <= 48" | bc -l)
-echo "targets: >= 2,000,000 lines/CPU-s: $(verdict "$fast"); >= 10x mtail: $(verdict "$ahead"); peak RSS <= 48 MiB: $(verdict "$lean")"
-[ "$fast" = 1 ] && [ "$ahead" = 1 ] && [ "$lean" = 1 ]
+echo "targets: >= 10x mtail: $(verdict "$ahead"); >= 25x Vector: $vector_verdict; peak RSS <= 48 MiB: $(verdict "$lean")"
+[ "$ahead" = 1 ] && [ "$ahead_vector" = 1 ] && [ "$lean" = 1 ]

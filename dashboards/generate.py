@@ -192,18 +192,21 @@ def overview():
     b.add(panel(stat.Panel(), "Organization credit balance",
                 "From GET /v1/organization. Every exporter with the API source reports the same organization: max, not sum.",
                 [(f"max(runway_organization_credit_balance{{{SEL}}})", "balance")], width=6))
-    b.add(panel(stat.Panel(), "Spend vs monthly cap",
+    b.add(panel(stat.Panel(), "Spend vs monthly purchase cap",
                 "Credits the exporters counted over the last 30 days (all instances: select them all), "
-                "beside the tier's maxMonthlyCreditSpend. Needs 30 days of retention (Prometheus keeps 15 by default).",
+                "beside the tier's maxMonthlyCreditSpend: the most credits that can be purchased in a 30-day window. "
+                "It caps auto-billing, not spending: credits already bought can still be spent, but spending near the "
+                "cap means the balance cannot be refilled past it. Needs 30 days of retention (Prometheus keeps 15 by default).",
                 [(f"sum(increase(runway_credits_charged_total{{{SEL}}}[30d]))", "charged, last 30 days"),
-                 (f"max(runway_organization_max_monthly_credit_spend{{{SEL}}})", "monthly cap")],
+                 (f"max(runway_organization_max_monthly_credit_spend{{{SEL}}})", "purchase cap, 30 days")],
                 width=9, instant=True))
     b.add(panel(gauge.Panel().min(0).max(1).thresholds(
         dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([
             Threshold(value=None, color="green"), Threshold(value=0.8, color="orange"), Threshold(value=0.95, color="red")])),
-        "Monthly cap used",
-        "Credits counted over the last 30 days as a share of the monthly cap; no data for an unlimited tier.",
-        [(f"sum(increase(runway_credits_charged_total{{{SEL}}}[30d])) / max(runway_organization_max_monthly_credit_spend{{{SEL}}})", "of the cap")],
+        "Monthly purchase cap used",
+        "Credits counted over the last 30 days as a share of maxMonthlyCreditSpend, the most credits that can be "
+        "purchased in a 30-day window (a cap on auto-billing, not on spending); no data when it is null (no limit).",
+        [(f"sum(increase(runway_credits_charged_total{{{SEL}}}[30d])) / max(runway_organization_max_monthly_credit_spend{{{SEL}}})", "of the purchase cap")],
         unit="percentunit", width=9, instant=True))
     b.add(panel(timeseries.Panel(), "Runway's daily usage vs counted credits today (UTC)",
                 "Both since 00:00 UTC, resetting at midnight UTC: Runway's own accounting (max across instances), and "
@@ -214,8 +217,9 @@ def overview():
                  (f"sum((runway_credits_charged_total{{{MSEL}}} - last_over_time(runway_credits_charged_total{{{MSEL}}}[1d:1d]) >= 0)"
                   f" or runway_credits_charged_total{{{MSEL}}})", "counted by the exporters"),
                  (f"sum(runway_api_credits_in_flight{{{SEL}}})", "in flight (estimated)")]))
-    b.add(panel(timeseries.Panel(), "Daily generations vs limit",
-                "From GET /v1/organization; no limit line for a model without a daily limit.",
+    b.add(panel(timeseries.Panel(), "Generations in 24 hours vs limit",
+                "From GET /v1/organization: generations in a rolling 24 hours (not since midnight) beside the tier's "
+                "limit; no limit line for a model whose limit is null (no limit).",
                 [(f'max by (model) (runway_organization_daily_generations{{{SEL},model=~"$model"}})', "{{model}} today"),
                  (f'max by (model) (runway_organization_max_daily_generations{{{SEL},model=~"$model"}})', "{{model}} limit")]))
     return b

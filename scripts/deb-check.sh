@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # Builds the .deb with cargo-deb, installs it with dpkg, and checks the installed
-# binary and configuration. Part of scripts/test.sh; installs cargo-deb when missing.
+# binary and configuration. Part of scripts/test.sh; installs cargo-deb when missing
+# (pinned, --locked: once per machine, ~/.cargo/bin keeps it).
+#
+# usage: scripts/deb-check.sh              (cargo deb builds the release binary)
+#        scripts/deb-check.sh --no-build   (packs target/release/runway-exporter as it
+#                                           is; scripts/test.sh has just built it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo_deb_version=3.8.0
 
+build=()
+case "${1:-}" in
+  --no-build) build=(--no-build) ;;
+  "") ;;
+  *) echo "usage: $0 [--no-build]" >&2; exit 2 ;;
+esac
 if ! cargo deb --version >/dev/null 2>&1; then
-  echo "deb-check: installing cargo-deb" >&2
-  cargo install --locked cargo-deb >/dev/null
+  echo "deb-check: installing cargo-deb $cargo_deb_version" >&2
+  cargo install --locked "cargo-deb@$cargo_deb_version" >/dev/null
 fi
-cargo deb --locked >/dev/null
+if [ ${#build[@]} -gt 0 ] && [ ! -x target/release/runway-exporter ]; then
+  echo "deb-check: --no-build, and there is no target/release/runway-exporter" >&2
+  exit 1
+fi
+cargo deb --locked "${build[@]}" >/dev/null
 deb=$(ls -t target/debian/runway-exporter_*.deb | head -n 1)
 echo "deb-check: $deb"
 sudo=""

@@ -15,7 +15,7 @@ use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, Opts, Registry};
 
 use crate::ledger::{
-    Histogram, ResultKind, Totals, DURATION_BUCKETS, LATENCY_BUCKETS, QUEUE_BUCKETS,
+    Histogram, Origin, ResultKind, Totals, DURATION_BUCKETS, LATENCY_BUCKETS, QUEUE_BUCKETS,
 };
 use crate::record::ParseError;
 /// The exporter's own version (the crate's).
@@ -72,7 +72,7 @@ const FAILURES: Def = counter(
     &["failure_code", "category", "retry", "credits", "model"],
 );
 const CHARGED: Def = counter("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table.", &["status", "model"]);
-const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total that is an estimate, not a reported cost: from the pricing table (the task reported no cost), or Runway's estimatedCost for a task deleted while running.", &["status", "model"]);
+const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total that is an estimate, not a reported cost, by origin: estimated_cost (Runway's own estimatedCost for the task, its last seen) or pricing (the pricing table).", &["status", "model", "origin"]);
 const LOST: Def = counter("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost.", &["failure_code", "model"]);
 const DURATION: Def = histogram("runway_task_duration_seconds", "Seconds from a task's createdAt to its terminal record (the record's own timestamp, else when it was read live or the API answered), once per task.", &["model", "status"]);
 const QUEUE: Def = histogram("runway_task_queue_seconds", "Seconds from a task's createdAt to its first RUNNING record: the time it waited for a concurrency slot, once per task.", &["model"]);
@@ -80,6 +80,15 @@ const UNTIMED: Def = counter("runway_exporter_untimed_tasks_total", "Tasks not o
 const MISMATCHES: Def = counter("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0).", &["failure_code", "credits"]);
 const INVALID_NUMBERS: Def = counter("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored.", &[]);
 const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record (for a task deleted while running, its last estimatedCost) nor the pricing table gave; their credits are not in the credit counters.", &["status"]);
+const INVOCATIONS: Def = counter("runway_workflow_invocations_total", "Terminal workflow invocation outcomes, counted once per invocation id; partial=\"true\": SUCCEEDED with failed nodes.", &["status", "partial"]);
+const NODE_FAILURES: Def = counter("runway_workflow_node_failures_total", "Failed nodes of counted workflow invocations (nodeErrors) by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
+const WORKFLOW_CREDITS: Def = counter("runway_workflow_credits_total", "Credits workflow invocations cost (cost.credits, which Runway omits until every node is terminal), once per invocation, by the status of the record the cost came on.", &["status"]);
+const SESSIONS: Def = counter(
+    "runway_realtime_sessions_total",
+    "Realtime sessions that ended, counted once per session id.",
+    &["status"],
+);
+const SESSION_FAILURES: Def = counter("runway_realtime_session_failures_total", "FAILED realtime sessions by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
 const RECORDS: Def = counter(
     "runway_exporter_records_total",
     "Lines read, by what became of them: counted, duplicate, non_terminal or rejected.",
@@ -155,6 +164,16 @@ const SOURCE_UP: Def = gauge(
     "1 when the source is running and can read its input.",
     &["source"],
 );
+const ESTIMATES_HELD: Def = gauge(
+    "runway_exporter_estimates_held",
+    "Task ids whose estimatedCost is held until their terminal record is counted.",
+    &[],
+);
+const ESTIMATES_EVICTED: Def = counter(
+    "runway_exporter_estimates_evicted_total",
+    "Held estimatedCost values dropped to make room for newer task ids; such a task, ending without a cost, is estimated from the pricing table.",
+    &[],
+);
 const DEDUPE_IDS: Def = gauge(
     "runway_exporter_dedupe_ids",
     "Task ids remembered in the dedupe window.",
@@ -172,25 +191,25 @@ const CREDIT_BALANCE: Def = gauge(
 );
 const DAILY_GENERATIONS: Def = gauge(
     "runway_organization_daily_generations",
-    "Generations today, by model.",
+    "Generations in a rolling 24 hours, not since midnight (usage.models[].dailyGenerations), by model.",
     &["model"],
 );
 const MAX_DAILY: Def = gauge(
     "runway_organization_max_daily_generations",
-    "The tier's daily generation limit, by model; no sample when unlimited.",
+    "The tier's limit on generations in a rolling 24 hours, by model; no sample when null (no limit).",
     &["model"],
 );
 const MAX_CONCURRENT: Def = gauge(
     "runway_organization_max_concurrent_generations",
-    "The tier's concurrent generation limit, by model; no sample when unlimited.",
+    "The tier's limit on generations running at once, by model (more wait as THROTTLED); no sample when null (no limit).",
     &["model"],
 );
 const MAX_MONTHLY: Def = gauge(
     "runway_organization_max_monthly_credit_spend",
-    "The tier's monthly credit spend limit (tier.maxMonthlyCreditSpend); no sample when unlimited.",
+    "The most credits that can be purchased in a 30-day window (tier.maxMonthlyCreditSpend; it caps auto-billing, not spending); no sample when null (no limit).",
     &[],
 );
-const DAILY_CREDITS: Def = gauge("runway_organization_daily_credits_used", "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage).", &["model"]);
+const DAILY_CREDITS: Def = gauge("runway_organization_daily_credits_used", "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage); tasks=\"false\" for products that create no task (realtime avatars, voice processing).", &["model", "tasks"]);
 const IN_FLIGHT: Def = gauge(
     "runway_api_credits_in_flight",
     "Estimated credits (estimatedCost) of the tasks still being polled.",
@@ -210,6 +229,11 @@ const FAMILIES: &[&Def] = &[
     &ESTIMATED,
     &LOST,
     &MISMATCHES,
+    &INVOCATIONS,
+    &NODE_FAILURES,
+    &WORKFLOW_CREDITS,
+    &SESSIONS,
+    &SESSION_FAILURES,
     &DURATION,
     &QUEUE,
     &UNTIMED,
@@ -228,6 +252,8 @@ const FAMILIES: &[&Def] = &[
     &LAST_RECORD,
     &SOURCE_UP,
     &DEDUPE_IDS,
+    &ESTIMATES_HELD,
+    &ESTIMATES_EVICTED,
     &DEAD_LETTER,
 ];
 /// The API source's families, with it only.
@@ -313,6 +339,30 @@ impl Families {
     }
 }
 
+/// The workflow invocations' and realtime sessions' families.
+fn flow_families(f: &mut Families, t: &crate::ledger::FlowTotals) {
+    for s in &t.invocations {
+        let partial = if s.partial { "true" } else { "false" };
+        f.add(&INVOCATIONS, &[&s.status, partial], s.invocations as f64);
+    }
+    let codes = [
+        (&NODE_FAILURES, &t.node_failures),
+        (&SESSION_FAILURES, &t.session_failures),
+    ];
+    for (def, series) in codes {
+        for s in series {
+            let labels = [s.failure_code.as_str(), &s.category, &s.retry, &s.credits];
+            f.add(def, &labels, s.value as f64);
+        }
+    }
+    for s in &t.credits {
+        f.add(&WORKFLOW_CREDITS, &[&s.status], s.credits);
+    }
+    for s in &t.sessions {
+        f.add(&SESSIONS, &[&s.status], s.sessions as f64);
+    }
+}
+
 /// The families of a snapshot of the totals.
 fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     let mut f = Families::default();
@@ -331,7 +381,11 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     }
     for s in &t.credits {
         f.add(&CHARGED, &[&s.status, &s.model], s.charged);
-        f.add(&ESTIMATED, &[&s.status, &s.model], s.estimated);
+        let by = s.by_origin();
+        for origin in Origin::ALL {
+            let labels = [s.status.as_str(), &s.model, origin.as_str()];
+            f.add(&ESTIMATED, &labels, by.get(*origin));
+        }
     }
     for s in &t.credits_lost {
         f.add(&LOST, &[&s.failure_code, &s.model], s.credits);
@@ -339,6 +393,7 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     for s in &t.cost_mismatches {
         f.add(&MISMATCHES, &[&s.failure_code, &s.credits], s.tasks as f64);
     }
+    flow_families(&mut f, &t.flows);
     f.add(&INVALID_NUMBERS, &[], t.invalid_numbers as f64);
     let unpriced = &t.credits_unpriced;
     f.add(&UNPRICED, &["SUCCEEDED"], unpriced.succeeded as f64);
@@ -380,6 +435,8 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
         }
     }
     f.add(&DEDUPE_IDS, &[], t.dedupe_ids as f64);
+    f.add(&ESTIMATES_HELD, &[], t.estimates.held.len() as f64);
+    f.add(&ESTIMATES_EVICTED, &[], t.estimates.evicted as f64);
     let dead = &t.dead_letter;
     f.add(&DEAD_LETTER, &["written"], dead.written as f64);
     f.add(&DEAD_LETTER, &["failed"], dead.failed as f64);
@@ -431,7 +488,12 @@ fn api_families(f: &mut Families, t: &Totals) {
     let today = crate::clock::utc_day(std::time::SystemTime::now());
     for usage in t.usage.iter().filter(|u| u.date == today) {
         for m in &usage.models {
-            f.add(&DAILY_CREDITS, &[m.model.as_str()], m.credits);
+            let tasks = if crate::runway_api::api().model_has_tasks(&m.model) {
+                "true"
+            } else {
+                "false"
+            };
+            f.add(&DAILY_CREDITS, &[m.model.as_str(), tasks], m.credits);
         }
     }
 }
@@ -635,6 +697,19 @@ mod tests {
         render(&registry)
     }
 
+    /// The organization's help says what Runway says: a purchase cap over 30 days, not a
+    /// spending cap; a rolling 24 hours, not a day; null is no limit.
+    #[test]
+    fn organization_help_says_what_runway_says() {
+        assert!(MAX_MONTHLY.help.contains("purchased in a 30-day window"));
+        assert!(!MAX_MONTHLY.help.contains("spend limit"));
+        assert!(DAILY_GENERATIONS.help.contains("rolling 24 hours"));
+        assert!(MAX_DAILY.help.contains("rolling 24 hours"));
+        for def in [&MAX_DAILY, &MAX_CONCURRENT, &MAX_MONTHLY] {
+            assert!(def.help.contains("null (no limit)"), "{}", def.help);
+        }
+    }
+
     #[test]
     fn usage_of_another_day_and_null_limits_have_no_sample() {
         let usage = |date: &str| Usage {
@@ -677,6 +752,26 @@ mod tests {
                 break text;
             }
         };
-        assert!(text.contains("runway_organization_daily_credits_used{model=\"gen4_turbo\"} 150"));
+        assert!(text.contains(
+            "runway_organization_daily_credits_used{model=\"gen4_turbo\",tasks=\"true\"} 150"
+        ));
+        let text = loop {
+            let today = crate::clock::utc_day(std::time::SystemTime::now());
+            let mut avatars = usage(&today);
+            avatars.models[0].model = "gwm1_avatars".into();
+            let text = rendered(&Totals {
+                usage: Some(avatars),
+                ..t.clone()
+            });
+            if crate::clock::utc_day(std::time::SystemTime::now()) == today {
+                break text;
+            }
+        };
+        assert!(
+            text.contains(
+                "runway_organization_daily_credits_used{model=\"gwm1_avatars\",tasks=\"false\"} 150"
+            ),
+            "realtime avatars create no task: {text}"
+        );
     }
 }

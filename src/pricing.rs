@@ -1,8 +1,10 @@
 //! The pricing table: credits per second of video or per image, by model.
 //!
-//! Used only when a record has no `credits` field of its own: an *estimate* is
-//! `per_second x duration` or `per_image`. Data, not code: `config/pricing.toml` is
-//! compiled in and can be replaced by a file.
+//! Used only when a task has no credits of its own (no cost, no credits field) and no
+//! `estimatedCost` of Runway's was seen for it: an *estimate* is `per_second x duration`
+//! or `per_image`. Data, not code: `config/pricing.toml` is compiled in and can be
+//! replaced by a file. Every row names its `source` (where the price comes from); a row
+//! without one is a configuration error, so that no price enters the table unexplained.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
@@ -13,18 +15,27 @@ use serde::Deserialize;
 pub const BUILTIN_PRICING: &str = include_str!("../config/pricing.toml");
 
 /// How one model is priced.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
     pub per_second: Option<f64>,
     pub per_image: Option<f64>,
+}
+
+/// A row of the table as written: a price and where it comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Row {
+    per_second: Option<f64>,
+    per_image: Option<f64>,
+    /// Where the price comes from. Required, and not blank.
+    source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PricingFile {
     #[serde(default)]
-    models: HashMap<String, Price>,
+    models: HashMap<String, Row>,
 }
 
 /// A problem with a pricing table.
@@ -72,11 +83,21 @@ impl Pricing {
             origin: origin.to_string(),
             source,
         })?;
-        for (model, price) in &file.models {
+        let mut models = HashMap::default();
+        for (model, row) in file.models {
             let bad = |problem| PricingError::Model {
                 origin: origin.to_string(),
                 model: model.clone(),
                 problem,
+            };
+            if row.source.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                return Err(bad(
+                    "give its source: where the price comes from (source = \"...\")",
+                ));
+            }
+            let price = Price {
+                per_second: row.per_second,
+                per_image: row.per_image,
             };
             match (price.per_second, price.per_image) {
                 (Some(_), Some(_)) | (None, None) => {
@@ -87,10 +108,9 @@ impl Pricing {
                 }
                 _ => {}
             }
+            models.insert(model, price);
         }
-        Ok(Pricing {
-            models: file.models,
-        })
+        Ok(Pricing { models })
     }
 
     /// Estimated credits of one task, or `None` when the table cannot say.
@@ -127,10 +147,18 @@ mod tests {
     #[test]
     fn bad_tables_name_the_model() {
         for (text, needle) in [
-            ("[models.a]\nper_second = 1\nper_image = 2", "\"a\""),
-            ("[models.b]", "\"b\""),
-            ("[models.c]\nper_second = -1", "\"c\""),
-            ("[models.d]\nper_minute = 1", "per_minute"),
+            (
+                "[models.a]\nper_second = 1\nper_image = 2\nsource = \"s\"",
+                "\"a\"",
+            ),
+            ("[models.b]\nsource = \"s\"", "\"b\""),
+            ("[models.c]\nper_second = -1\nsource = \"s\"", "\"c\""),
+            ("[models.d]\nper_minute = 1\nsource = \"s\"", "per_minute"),
+            ("[models.e]\nper_second = 1", "\"e\": give its source"),
+            (
+                "[models.f]\nper_image = 1\nsource = \" \"",
+                "\"f\": give its source",
+            ),
         ] {
             let err = Pricing::parse(text, "t").unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");

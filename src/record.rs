@@ -40,6 +40,22 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use crate::labels::trim;
 
+mod flow;
+pub use flow::{NodeErrors, SessionStatus, MAX_NODE_CODES};
+
+/// What kind of object a record is: a task, or one of the objects that are not tasks
+/// but carry failure codes (how they are told apart: `record/flow.rs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum RecordKind<'a> {
+    #[default]
+    Task,
+    /// A workflow invocation, with its node errors (none when it has no `nodeErrors`).
+    Workflow(NodeErrors<'a>),
+    /// A realtime session, in its own status; the record's `status` is then the task
+    /// status nearest to it, terminal exactly when the session's is.
+    Session(SessionStatus),
+}
+
 /// A task's status as Runway reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -145,6 +161,8 @@ pub struct TaskRecord<'a> {
     /// A credits, cost or duration field was there but not a number from 0 to
     /// [`MAX_CREDITS`] (or [`MAX_DURATION`]): it is ignored, and the ledger counts it.
     pub invalid_number: bool,
+    /// A task, unless the record's own fields say otherwise.
+    pub kind: RecordKind<'a>,
 }
 
 /// Largest credit value taken from a record: a task of 10 million USD. Beyond it a value
@@ -265,6 +283,9 @@ enum Field {
     EstimatedCost,
     CreatedAt,
     Timestamp,
+    /// The marks of a workflow invocation (`record/flow.rs`): not in `Captures::values`.
+    NodeErrors,
+    Output,
 }
 const FIELDS: usize = 10;
 /// The regex capture names, in [`Field`] order.
@@ -416,6 +437,23 @@ fn insert_aliases(root: &mut Node, task_roots: &[Vec<String>], tokens: &[String]
     }
 }
 
+/// Adds the fields that mark a workflow invocation, at each task root: `nodeErrors`
+/// (and `node_errors`) and `output`. Where a configured pointer overlaps one, the mark is
+/// left out.
+fn insert_marks(root: &mut Node, task_roots: &[Vec<String>]) {
+    for (r, task) in task_roots.iter().enumerate() {
+        let marks = [
+            ("nodeErrors", Field::NodeErrors, 0),
+            ("node_errors", Field::NodeErrors, 1),
+            ("output", Field::Output, 0),
+        ];
+        for (name, field, spelling) in marks {
+            let path = [task.as_slice(), &[name.to_string()]].concat();
+            let _ = root.insert(&path, field, rank(r, spelling));
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Json(Node),
@@ -507,6 +545,7 @@ impl RecordParser {
                 for (tokens, field) in aliases {
                     insert_aliases(&mut root, &task_roots, &tokens, field);
                 }
+                insert_marks(&mut root, &task_roots);
                 Ok(RecordParser {
                     kind: Kind::Json(root),
                 })
@@ -566,7 +605,8 @@ impl RecordParser {
                 }
             }
         }
-        build(fields.one_task())
+        let (values, mark) = fields.one_task();
+        build(values, mark)
     }
 }
 
@@ -644,13 +684,43 @@ fn number(v: &Option<Scalar<'_>>, max: f64, invalid: &mut bool) -> Option<f64> {
     valid.then_some(n)
 }
 
-fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, ParseError> {
-    let [id, status, code, model, credits, duration, cost, estimated_cost, created_at, timestamp] =
-        fields;
-    let status = match status {
-        Some(Scalar::Str(s)) => Status::read(trim(&s)).ok_or(ParseError::UnknownStatus)?,
+/// A record's status: a task's, or one only a realtime session has.
+fn read_status(status: Option<Scalar<'_>>) -> Result<(Status, Option<SessionStatus>), ParseError> {
+    let s = match status {
+        Some(Scalar::Str(s)) => s,
         None | Some(Scalar::Null) => return Err(ParseError::MissingStatus),
         Some(_) => return Err(ParseError::UnknownStatus),
+    };
+    let s = trim(&s);
+    if let Some(status) = Status::read(s) {
+        return Ok((status, None));
+    }
+    let own = SessionStatus::read_own(s).ok_or(ParseError::UnknownStatus)?;
+    Ok((own.as_task(), Some(own)))
+}
+
+/// A `failureCode` value as found.
+fn raw_code(code: Option<Scalar<'_>>) -> RawCode<'_> {
+    match code {
+        None | Some(Scalar::Null) => RawCode::Missing,
+        Some(Scalar::Str(s)) if trim(&s).is_empty() => RawCode::Missing,
+        Some(Scalar::Str(s)) => RawCode::Str(s),
+        Some(_) => RawCode::NotAString,
+    }
+}
+
+fn build<'a>(
+    fields: [Option<Scalar<'a>>; FIELDS],
+    mark: flow::Mark<'a>,
+) -> Result<TaskRecord<'a>, ParseError> {
+    let [id, status, code, model, credits, duration, cost, estimated_cost, created_at, timestamp] =
+        fields;
+    let (status, session) = read_status(status)?;
+    let kind = match (session, mark) {
+        (Some(s), _) => RecordKind::Session(s),
+        (None, flow::Mark::NodeErrors(errors)) => RecordKind::Workflow(errors),
+        (None, flow::Mark::MapOutput) => RecordKind::Workflow(NodeErrors::default()),
+        (None, flow::Mark::None) => RecordKind::Task,
     };
     let text = |v: Option<Scalar<'a>>| -> Option<Cow<'a, str>> {
         match v {
@@ -664,12 +734,7 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
     let duration = number(&duration, MAX_DURATION, &mut invalid_number);
     let cost = number(&cost, MAX_CREDITS, &mut invalid_number);
     let estimated_cost = number(&estimated_cost, MAX_CREDITS, &mut invalid_number);
-    let failure_code = match code {
-        None | Some(Scalar::Null) => RawCode::Missing,
-        Some(Scalar::Str(s)) if trim(&s).is_empty() => RawCode::Missing,
-        Some(Scalar::Str(s)) => RawCode::Str(s),
-        Some(_) => RawCode::NotAString,
-    };
+    let failure_code = raw_code(code);
     let time = |v: Option<Scalar<'a>>| match v {
         Some(Scalar::Str(s)) => Some(RawTime::Text(s)),
         Some(Scalar::Num(n)) => Some(RawTime::Number(n)),
@@ -687,6 +752,7 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
         created_at: time(created_at),
         timestamp: time(timestamp),
         invalid_number,
+        kind,
     })
 }
 
@@ -695,6 +761,9 @@ fn build<'a>(fields: [Option<Scalar<'a>>; FIELDS]) -> Result<TaskRecord<'a>, Par
 struct Captures<'de> {
     values: [Option<Scalar<'de>>; FIELDS],
     ranks: [Rank; FIELDS],
+    /// A workflow invocation's `nodeErrors`, and an `output` object, with their ranks.
+    node_errors: Option<(NodeErrors<'de>, Rank)>,
+    map_output: Option<Rank>,
 }
 
 /// The fields of the task itself (the others are the event's).
@@ -709,7 +778,7 @@ const TASK_FIELDS: [Field; 5] = [
 impl<'de> Captures<'de> {
     /// The values, the task fields only from the task root the status came from: a
     /// wrapper's own `id`, `status` or `cost` never mix with its task's.
-    fn one_task(mut self) -> [Option<Scalar<'de>>; FIELDS] {
+    fn one_task(mut self) -> ([Option<Scalar<'de>>; FIELDS], flow::Mark<'de>) {
         let root = |f: Field| self.ranks[f as usize] / 2;
         let status_root = root(Field::Status);
         for f in TASK_FIELDS {
@@ -717,7 +786,27 @@ impl<'de> Captures<'de> {
                 self.values[f as usize] = None;
             }
         }
-        self.values
+        let mark = match (self.node_errors, self.map_output) {
+            (Some((errors, rank)), _) if rank / 2 == status_root => flow::Mark::NodeErrors(errors),
+            (_, Some(rank)) if rank / 2 == status_root => flow::Mark::MapOutput,
+            _ => flow::Mark::None,
+        };
+        (self.values, mark)
+    }
+
+    /// Keeps a mark of a workflow invocation; a nearer pointer's wins.
+    fn mark(&mut self, mark: flow::Mark<'de>, rank: Rank) {
+        match mark {
+            flow::Mark::NodeErrors(e)
+                if self.node_errors.as_ref().is_none_or(|(_, r)| rank <= *r) =>
+            {
+                self.node_errors = Some((e, rank));
+            }
+            flow::Mark::MapOutput if self.map_output.is_none_or(|r| rank <= r) => {
+                self.map_output = Some(rank);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -731,6 +820,14 @@ impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.node.leaf {
+            Some((field @ (Field::NodeErrors | Field::Output), rank)) => {
+                let mark = match field {
+                    Field::NodeErrors => flow::NodeErrorsSeed.deserialize(d)?,
+                    _ => flow::OutputSeed.deserialize(d)?,
+                };
+                self.out.mark(mark, rank);
+                Ok(())
+            }
             Some((field, rank)) => {
                 let value = d.deserialize_any(ScalarVisitor)?;
                 let i = field as usize;

@@ -42,6 +42,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now;
 use crate::ledger::{Ledger, Position, Totals};
+use format::{Convert, Header};
+
+mod format;
 
 /// The state file's name in the state directory.
 pub const FILE_NAME: &str = "runway-exporter.state";
@@ -137,27 +140,6 @@ pub enum StateError {
     Corrupt { path: PathBuf, problem: String },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    format: String,
-    version: u32,
-    written_at: f64,
-    totals: Totals,
-    positions: Vec<Position>,
-    #[serde(default)]
-    scanned_at: std::collections::BTreeMap<String, f64>,
-    /// Tasks the API source polls.
-    #[serde(default)]
-    api_tasks: Vec<crate::ledger::ApiTask>,
-    dedupe: u64,
-    dedupe_checksum: u64,
-    /// Ids whose queue time was observed (version 3).
-    #[serde(default)]
-    started: u64,
-    #[serde(default = "empty_checksum")]
-    started_checksum: u64,
-}
-
 /// The checksum of a window of no hashes.
 fn empty_checksum() -> u64 {
     checksum([])
@@ -198,19 +180,71 @@ pub struct Pending {
     pub digest: Option<Digest>,
 }
 
-fn header(ledger: &Ledger, written_at: f64) -> Header {
-    Header {
-        format: FORMAT.into(),
-        version: VERSION,
+/// The header of a commit of `ledger` (whose totals are `totals`) at `written_at`.
+fn header(ledger: &Ledger, totals: &Totals, written_at: f64) -> Header {
+    let contents = Contents {
         written_at,
-        totals: ledger.totals(),
-        positions: ledger.checkpoints.positions().cloned().collect(),
-        scanned_at: ledger.scanned_at().clone(),
-        api_tasks: ledger.api.tasks().cloned().collect(),
-        dedupe: ledger.dedupe().len() as u64,
-        dedupe_checksum: checksum(ledger.dedupe().hashes()),
-        started: ledger.started_ids().len() as u64,
-        started_checksum: checksum(ledger.started_ids().hashes()),
+        totals,
+        positions: ledger.checkpoints.positions().collect(),
+        scanned_at: ledger.scanned_at(),
+        api_tasks: ledger.api.tasks().collect(),
+    };
+    let (dedupe, started) = (ledger.dedupe(), ledger.started_ids());
+    contents.header(
+        Window::of(dedupe.len(), dedupe.hashes()),
+        Window::of(started.len(), started.hashes()),
+    )
+}
+
+/// What a commit holds but its windows, borrowed from the ledger (or from a [`State`]).
+struct Contents<'a> {
+    written_at: f64,
+    totals: &'a Totals,
+    positions: Vec<&'a Position>,
+    scanned_at: &'a std::collections::BTreeMap<String, f64>,
+    api_tasks: Vec<&'a crate::ledger::ApiTask>,
+}
+
+/// A window of hashes as the header names it: how many, and their checksum.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    len: u64,
+    checksum: u64,
+}
+
+impl Window {
+    fn of(len: usize, hashes: impl IntoIterator<Item = u64>) -> Window {
+        Window {
+            len: len as u64,
+            checksum: checksum(hashes),
+        }
+    }
+}
+
+impl Contents<'_> {
+    /// The header of a file of these contents and windows.
+    fn header(&self, dedupe: Window, started: Window) -> Header {
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            written_at: self.written_at,
+            totals: self.totals.clone().convert(),
+            positions: self
+                .positions
+                .iter()
+                .map(|p| (*p).clone().convert())
+                .collect(),
+            scanned_at: self.scanned_at.clone(),
+            api_tasks: self
+                .api_tasks
+                .iter()
+                .map(|t| (*t).clone().convert())
+                .collect(),
+            dedupe: dedupe.len,
+            dedupe_checksum: dedupe.checksum,
+            started: started.len,
+            started_checksum: started.checksum,
+        }
     }
 }
 
@@ -245,7 +279,26 @@ impl Digest {
 
 /// What a commit of `ledger` now would hold.
 pub fn digest(ledger: &Ledger) -> Digest {
-    Digest::of(&header(ledger, 0.0))
+    Digest::of(&header(ledger, &ledger.totals(), 0.0))
+}
+
+/// For the ledger's tests: `totals` and `api_tasks` written in a header and read back.
+#[cfg(test)]
+pub(crate) fn through_header(
+    totals: &Totals,
+    api_tasks: &[crate::ledger::ApiTask],
+) -> (Totals, Vec<crate::ledger::ApiTask>) {
+    let contents = Contents {
+        written_at: 0.0,
+        totals,
+        positions: Vec::new(),
+        scanned_at: &Default::default(),
+        api_tasks: api_tasks.iter().collect(),
+    };
+    let empty = Window::of(0, []);
+    let line = header_line(&contents.header(empty, empty)).expect("reads back");
+    let header: Header = serde_json::from_slice(&line).expect("a header");
+    (header.totals.convert(), header.api_tasks.convert())
 }
 
 /// First half of a commit, under the ledger's lock: writes the temporary file.
@@ -254,16 +307,9 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
         dir: dir.to_path_buf(),
         source,
     };
-    let header = header(ledger, unix_now());
-    // The writer refuses what the reader would refuse (JSON has no infinity: a
-    // non-finite number is written as null and not read back), so a commit can never
-    // replace a good state file with one that would be moved aside at the next start.
-    let head = serde_json::to_vec(&header).map_err(|e| werr(e.into()))?;
-    if let Err(e) = serde_json::from_slice::<Header>(&head) {
-        return Err(werr(std::io::Error::other(format!(
-            "the state would not read back ({e}); the last good state file is kept"
-        ))));
-    }
+    let totals = ledger.totals();
+    let header = header(ledger, &totals, unix_now());
+    let head = header_line(&header).map_err(werr)?;
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -272,23 +318,47 @@ pub fn begin(dir: &Path, ledger: &Ledger) -> Result<Pending, StateError> {
         .map_err(werr)?;
     // The checksum is computed on the buffer's flushes, as the bytes go to the file.
     let mut out = BufWriter::with_capacity(256 * 1024, Summed::new(file));
-    out.write_all(&head).map_err(werr)?;
-    out.write_all(b"\n").map_err(werr)?;
-    for h in ledger
+    let hashes = ledger
         .dedupe()
         .hashes()
-        .chain(ledger.started_ids().hashes())
-    {
-        out.write_all(&h.to_le_bytes()).map_err(werr)?;
-    }
-    let crc = out.get_ref().crc(out.buffer());
-    out.write_all(&crc.to_le_bytes()).map_err(werr)?;
+        .chain(ledger.started_ids().hashes());
+    write_body(&mut out, &head, hashes).map_err(werr)?;
     Ok(Pending {
         dir: dir.to_path_buf(),
         file: out,
         digest: cfg!(debug_assertions).then(|| Digest::of(&header)),
-        totals: header.totals,
+        totals,
     })
+}
+
+/// The header's line, without its newline.
+fn header_line(header: &Header) -> std::io::Result<Vec<u8>> {
+    // The writer refuses what the reader would refuse (JSON has no infinity: a
+    // non-finite number is written as null and not read back), so a commit can never
+    // replace a good state file with one that would be moved aside at the next start.
+    let head = serde_json::to_vec(header)?;
+    if let Err(e) = serde_json::from_slice::<Header>(&head) {
+        return Err(std::io::Error::other(format!(
+            "the state would not read back ({e}); the last good state file is kept"
+        )));
+    }
+    Ok(head)
+}
+
+/// Writes a state file after its header's line: the newline, the windows' `hashes`
+/// and the CRC-32 of every byte written to `out`.
+fn write_body<W: Write>(
+    out: &mut BufWriter<Summed<W>>,
+    head: &[u8],
+    hashes: impl Iterator<Item = u64>,
+) -> std::io::Result<()> {
+    out.write_all(head)?;
+    out.write_all(b"\n")?;
+    for h in hashes {
+        out.write_all(&h.to_le_bytes())?;
+    }
+    let crc = out.get_ref().crc(out.buffer());
+    out.write_all(&crc.to_le_bytes())
 }
 
 impl Pending {
@@ -403,10 +473,10 @@ fn decode(path: &Path, file: impl Read) -> Result<State, StateError> {
     }
     Ok(State {
         written_at: header.written_at,
-        totals: header.totals,
-        positions: header.positions,
+        totals: header.totals.convert(),
+        positions: header.positions.convert(),
         scanned_at: header.scanned_at,
-        api_tasks: header.api_tasks,
+        api_tasks: header.api_tasks.convert(),
         dedupe,
         started,
     })
@@ -505,7 +575,7 @@ fn move_aside(dir: &Path, generation: Generation, problem: &str) {
 mod v1 {
     use serde::Deserialize;
 
-    use crate::ledger::{self, ApiTask, FailureSeries, Position, SourceTotals};
+    use super::format::{self, ApiTask, FailureSeries, Position, SourceTotals};
 
     #[derive(Deserialize)]
     pub struct Header {
@@ -587,9 +657,9 @@ mod v1 {
             .collect())
     }
 
-    impl From<Header> for super::Header {
+    impl From<Header> for format::Header {
         fn from(h: Header) -> Self {
-            super::Header {
+            format::Header {
                 format: h.format,
                 version: super::VERSION,
                 written_at: h.written_at,
@@ -605,7 +675,7 @@ mod v1 {
         }
     }
 
-    impl From<Totals> for ledger::Totals {
+    impl From<Totals> for format::Totals {
         fn from(t: Totals) -> Self {
             // Charged and estimated credits were two lists of the same keys.
             let mut credits = std::collections::BTreeMap::<(String, String), (f64, f64)>::new();
@@ -615,11 +685,11 @@ mod v1 {
             for (status, model, v) in t.credits_estimated {
                 credits.entry((status, model)).or_default().1 += v;
             }
-            ledger::Totals {
+            format::Totals {
                 tasks: t
                     .tasks
                     .into_iter()
-                    .map(|(status, model, tasks)| ledger::TaskSeries {
+                    .map(|(status, model, tasks)| format::TaskSeries {
                         status,
                         model,
                         tasks,
@@ -629,18 +699,19 @@ mod v1 {
                 credits: credits
                     .into_iter()
                     .map(
-                        |((status, model), (charged, estimated))| ledger::CreditSeries {
+                        |((status, model), (charged, estimated))| format::CreditSeries {
                             status,
                             model,
                             charged,
                             estimated,
+                            estimated_by: None,
                         },
                     )
                     .collect(),
                 credits_lost: t
                     .credits_lost
                     .into_iter()
-                    .map(|(failure_code, model, credits)| ledger::LostSeries {
+                    .map(|(failure_code, model, credits)| format::LostSeries {
                         failure_code,
                         model,
                         credits,
@@ -649,24 +720,24 @@ mod v1 {
                 cost_mismatches: t
                     .cost_mismatches
                     .into_iter()
-                    .map(|(failure_code, credits, tasks)| ledger::MismatchSeries {
+                    .map(|(failure_code, credits, tasks)| format::MismatchSeries {
                         failure_code,
                         credits,
                         tasks,
                     })
                     .collect(),
                 invalid_numbers: t.invalid_numbers,
-                credits_unpriced: ledger::Unpriced {
+                credits_unpriced: format::Unpriced {
                     succeeded: t.credits_unpriced[0],
                     failed: t.credits_unpriced[1],
                     cancelled: 0,
                 },
                 unknown_failure_codes: t.unknown_failure_codes,
-                label_overflow: ledger::LabelOverflow {
+                label_overflow: format::LabelOverflow {
                     failure_code: t.label_overflow[0],
                     model: t.label_overflow[1],
                 },
-                dead_letter: ledger::DeadLetters {
+                dead_letter: format::DeadLetters {
                     written: t.dead_letter[0],
                     failed: t.dead_letter[1],
                 },
@@ -675,7 +746,7 @@ mod v1 {
                 api_requests: t
                     .api_requests
                     .into_iter()
-                    .map(|(endpoint, code, requests)| ledger::RequestSeries {
+                    .map(|(endpoint, code, requests)| format::RequestSeries {
                         endpoint,
                         code,
                         requests,
@@ -686,13 +757,18 @@ mod v1 {
                 queues: Vec::new(),
                 untimed: Vec::new(),
                 recent: Vec::new(),
-                organization: t.organization.map(|o| ledger::Organization {
+                estimates: Default::default(),
+                flows: Default::default(),
+                proxy_requests: Vec::new(),
+                proxy_latency: Vec::new(),
+                proxy_created: Vec::new(),
+                organization: t.organization.map(|o| format::Organization {
                     credit_balance: o.credit_balance,
                     models: o
                         .models
                         .into_iter()
                         .map(
-                            |(model, daily, max_daily, max_concurrent)| ledger::ModelLimits {
+                            |(model, daily, max_daily, max_concurrent)| format::ModelLimits {
                                 model,
                                 daily_generations: daily,
                                 max_daily_generations: max_daily,
@@ -702,12 +778,12 @@ mod v1 {
                         .collect(),
                     max_monthly_credit_spend: o.max_monthly_credit_spend,
                 }),
-                usage: t.usage.map(|u| ledger::Usage {
+                usage: t.usage.map(|u| format::Usage {
                     date: u.date,
                     models: u
                         .models
                         .into_iter()
-                        .map(|(model, credits)| ledger::ModelUsage { model, credits })
+                        .map(|(model, credits)| format::ModelUsage { model, credits })
                         .collect(),
                 }),
                 api_credits_in_flight: t.api_credits_in_flight,
@@ -718,11 +794,14 @@ mod v1 {
 
     #[cfg(test)]
     mod tests {
+        use crate::state::format::Convert;
+
         #[test]
         fn totals_written_before_credits_had_a_status_are_read() {
             let old = r#"{"tasks":[],"failures":[],"credits_charged":[["gen4_turbo",75.0],["unknown",0.0]],"credits_lost":[],"credits_unpriced":[1,2],"unknown_failure_codes":0,"label_overflow":[0,0],"dead_letter":[0,0],"sources":[],"dedupe_ids":0,"organization":{"credit_balance":5.0,"models":[["gen4_turbo",17.0,200.0,2.0]]}}"#;
             let t: crate::ledger::Totals =
-                serde_json::from_str::<super::Totals>(old).unwrap().into();
+                super::format::Totals::from(serde_json::from_str::<super::Totals>(old).unwrap())
+                    .convert();
             let charged: Vec<_> = t
                 .credits
                 .iter()
@@ -849,6 +928,301 @@ mod tests {
         restored.count(s, &p.parse(running).unwrap());
         assert_eq!(restored.totals().queues, l.totals().queues);
         assert!(!dir.path().join(TMP_NAME).exists());
+    }
+
+    /// The bytes a commit of `state` writes (through the functions [`begin`] uses).
+    fn encode(state: &State) -> Vec<u8> {
+        let contents = Contents {
+            written_at: state.written_at,
+            totals: &state.totals,
+            positions: state.positions.iter().collect(),
+            scanned_at: &state.scanned_at,
+            api_tasks: state.api_tasks.iter().collect(),
+        };
+        let header = contents.header(
+            Window::of(state.dedupe.len(), state.dedupe.iter().copied()),
+            Window::of(state.started.len(), state.started.iter().copied()),
+        );
+        let mut out = BufWriter::new(Summed::new(Vec::new()));
+        let hashes = state.dedupe.iter().chain(&state.started).copied();
+        write_body(&mut out, &header_line(&header).unwrap(), hashes).unwrap();
+        out.into_inner().ok().expect("written to memory").inner
+    }
+
+    /// What a commit writes is what [`encode`] writes of what it holds.
+    #[test]
+    fn a_commit_writes_what_encode_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        begin(dir.path(), &filled()).unwrap().finish().unwrap();
+        let state = read(dir.path()).unwrap().unwrap();
+        let file = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert!(file == encode(&state), "a commit and encode differ");
+    }
+
+    /// The golden version-4 file: written by the code before the format had types of
+    /// its own (commit "state: golden version-4 file"), from [`golden`].
+    const GOLDEN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/state-golden/runway-exporter.state"
+    );
+
+    /// A state with every part filled in: every list with an entry, every optional value
+    /// present and (where the format can say so) absent, and every count of a source.
+    fn golden() -> State {
+        use crate::ledger::*;
+        use crate::ledger::{FailedTask, RecentFailures, Slot};
+        let class = crate::ledger::CodeClass {
+            category: crate::classify::Category::SafetyInput,
+            retry: crate::classify::Retry::AfterDelay,
+            credits: crate::classify::CreditRule::Refunded,
+        };
+        let histogram = |first: u64| crate::ledger::Histogram {
+            buckets: (first..first + 15).collect(),
+            sum: 1234.5,
+        };
+        let totals = Totals {
+            tasks: vec![
+                TaskSeries {
+                    status: "FAILED".into(),
+                    model: "gen4_turbo".into(),
+                    tasks: 11,
+                },
+                TaskSeries {
+                    status: "SUCCEEDED".into(),
+                    model: "veo3".into(),
+                    tasks: 4,
+                },
+            ],
+            failures: vec![FailureSeries {
+                failure_code: "SAFETY.INPUT.TEXT".into(),
+                category: "safety_input".into(),
+                retry: "never".into(),
+                credits: "refunded".into(),
+                model: "gen4_turbo".into(),
+                value: 3,
+            }],
+            credits: vec![CreditSeries {
+                status: "SUCCEEDED".into(),
+                model: "veo3".into(),
+                charged: 42.5,
+                estimated: 0.1,
+                estimated_by: Some(crate::ledger::EstimatedBy {
+                    estimated_cost: 0.075,
+                    pricing: 0.025,
+                }),
+            }],
+            credits_lost: vec![LostSeries {
+                failure_code: "INTERNAL.BAD_OUTPUT.CODE01".into(),
+                model: "gen4_turbo".into(),
+                credits: 25.0,
+            }],
+            cost_mismatches: vec![MismatchSeries {
+                failure_code: "INTERNAL".into(),
+                credits: "refunded".into(),
+                tasks: 2,
+            }],
+            invalid_numbers: 5,
+            credits_unpriced: Unpriced {
+                succeeded: 6,
+                failed: 7,
+                cancelled: 8,
+            },
+            unknown_failure_codes: 9,
+            label_overflow: LabelOverflow {
+                failure_code: 10,
+                model: 11,
+            },
+            dead_letter: DeadLetters {
+                written: 12,
+                failed: 13,
+            },
+            sources: vec![SourceTotals {
+                name: "file".into(),
+                results: std::array::from_fn(|i| 100 + i as u64),
+                parse_errors: std::array::from_fn(|i| 200 + i as u64),
+                read_bytes: 14,
+                rotations: 15,
+                truncations: 16,
+                files_tracked: 17,
+                file_limit_hits: 18,
+                last_record_unix: 1_796_142_000.25,
+                up: true,
+            }],
+            dedupe_ids: 3,
+            api_requests: vec![RequestSeries {
+                endpoint: "tasks".into(),
+                code: "429".into(),
+                requests: 19,
+            }],
+            api_tasks_tracked: 2,
+            organization: Some(Organization {
+                credit_balance: 1234.5,
+                models: vec![
+                    ModelLimits {
+                        model: "gen4_turbo".into(),
+                        daily_generations: 17.0,
+                        max_daily_generations: Some(1000.0),
+                        max_concurrent_generations: None,
+                    },
+                    ModelLimits {
+                        model: "veo3".into(),
+                        daily_generations: 2.0,
+                        max_daily_generations: None,
+                        max_concurrent_generations: Some(2.0),
+                    },
+                ],
+                max_monthly_credit_spend: None,
+            }),
+            usage: Some(Usage {
+                date: "2026-12-06".into(),
+                models: vec![ModelUsage {
+                    model: "veo3".into(),
+                    credits: 40.0,
+                }],
+            }),
+            api_credits_in_flight: 50.0,
+            durations: vec![DurationSeries {
+                status: "FAILED".into(),
+                model: "gen4_turbo".into(),
+                histogram: histogram(1),
+            }],
+            queues: vec![QueueSeries {
+                model: "veo3".into(),
+                histogram: histogram(20),
+            }],
+            untimed: vec![UntimedSeries {
+                measure: "duration".into(),
+                reason: "no_start".into(),
+                tasks: 21,
+            }],
+            recent: vec![
+                RecentFailures {
+                    failure_code: "SAFETY.INPUT.TEXT".into(),
+                    class: Some(class),
+                    tasks: vec![
+                        FailedTask {
+                            id: "a1".into(),
+                            model: "gen4_turbo".into(),
+                            at: Some(1_796_141_000.5),
+                        },
+                        FailedTask {
+                            id: "a2".into(),
+                            model: "unknown".into(),
+                            at: None,
+                        },
+                    ],
+                    minutes: vec![Slot {
+                        slot: 29_935_683,
+                        tasks: 2,
+                    }],
+                    hours: vec![Slot {
+                        slot: 498_928,
+                        tasks: 3,
+                    }],
+                    clock_step: -7,
+                },
+                RecentFailures {
+                    failure_code: "INTERNAL".into(),
+                    class: None,
+                    tasks: Vec::new(),
+                    minutes: Vec::new(),
+                    hours: Vec::new(),
+                    clock_step: 0,
+                },
+            ],
+            estimates: crate::ledger::SavedEstimates {
+                held: vec![crate::ledger::SavedEstimate {
+                    id: 0x0123_4567_89ab_cdef,
+                    credits: 12.5,
+                }],
+                evicted: 3,
+            },
+        };
+        State {
+            written_at: 1_796_142_005.666_558_3,
+            totals,
+            positions: vec![
+                Position {
+                    source: "file".into(),
+                    path: "/var/log/runway/tasks.log".into(),
+                    dev: 2049,
+                    ino: 131_073,
+                    fp_len: 256,
+                    fp: 0xdead_beef_0123_4567,
+                    offset: 6583,
+                    skipping: false,
+                },
+                Position {
+                    source: "task_list".into(),
+                    path: "/var/lib/runway/ids".into(),
+                    dev: 2049,
+                    ino: 131_074,
+                    fp_len: 12,
+                    fp: 42,
+                    offset: 4096,
+                    skipping: true,
+                },
+            ],
+            scanned_at: [("file".to_string(), 1_796_142_001.5)].into(),
+            api_tasks: vec![
+                ApiTask {
+                    id: "b1".into(),
+                    added_at: 1_796_141_900.0,
+                    model: Some("gen4_turbo".into()),
+                    duration: Some(10.0),
+                    estimated_cost: Some(50.0),
+                    reached: Some(Reached::Running),
+                    created_at: Some(1_796_141_899.5),
+                },
+                ApiTask {
+                    id: "b2".into(),
+                    added_at: 1_796_141_901.0,
+                    reached: Some(Reached::Queued),
+                    ..ApiTask::default()
+                },
+                ApiTask {
+                    id: "b3".into(),
+                    added_at: 1_796_141_902.0,
+                    ..ApiTask::default()
+                },
+            ],
+            dedupe: vec![1, u64::MAX, 0x0123_4567_89ab_cdef],
+            started: vec![7, 8],
+        }
+    }
+
+    /// The format is a contract: a commit of [`golden`] writes the golden file byte for
+    /// byte, and the golden file reads back to it.
+    #[test]
+    fn the_golden_file_is_written_byte_for_byte_and_reads_back() {
+        let golden = golden();
+        let got = encode(&golden);
+        // A format change on purpose (a new field, see src/state/format.rs) writes the
+        // file again, in a commit that says so.
+        if std::env::var_os("RUNWAY_WRITE_GOLDEN_STATE").is_some() {
+            std::fs::write(GOLDEN, &got).unwrap();
+        }
+        let want = std::fs::read(GOLDEN).unwrap();
+        if got != want {
+            let line = |b: &[u8]| {
+                let end = b.iter().position(|c| *c == b'\n').unwrap_or(b.len());
+                String::from_utf8_lossy(&b[..end]).into_owned()
+            };
+            let (g, w) = (line(&got), line(&want));
+            let at = g.bytes().zip(w.bytes()).take_while(|(a, b)| a == b).count();
+            let near = |s: &str| {
+                s.chars()
+                    .skip(at.saturating_sub(60))
+                    .take(160)
+                    .collect::<String>()
+            };
+            panic!(
+                "the file changed (header byte {at}, or after it when equal):\n got: ...{}\nwant: ...{}",
+                near(&g),
+                near(&w)
+            );
+        }
+        assert_eq!(decode(Path::new(GOLDEN), &want[..]).unwrap(), golden);
     }
 
     /// A restore that takes any state.
@@ -1023,6 +1397,80 @@ mod tests {
         assert_eq!(state.totals, want);
     }
 
+    /// A ledger with estimates: one held, one charged from estimatedCost, one from the
+    /// pricing table.
+    fn estimated() -> Ledger {
+        let mut l = ledger();
+        let s = l.add_source("file");
+        let p = RecordParser::new(&FieldMap::default()).unwrap();
+        for line in [
+            r#"{"id":"a","status":"RUNNING","model":"gen4_turbo","estimatedCost":{"credits":40}}"#,
+            r#"{"id":"b","status":"RUNNING","model":"gen4_turbo","estimatedCost":{"credits":41}}"#,
+            r#"{"id":"b","status":"SUCCEEDED","model":"gen4_turbo"}"#,
+            r#"{"id":"c","status":"SUCCEEDED","model":"gen4_turbo","duration":2}"#,
+        ] {
+            l.count(s, &p.parse(line.as_bytes()).unwrap());
+        }
+        l
+    }
+
+    /// (charged, from estimatedCost, from the pricing table) of SUCCEEDED gen4_turbo.
+    fn gen4_turbo(t: &Totals) -> (f64, f64, f64) {
+        let c = t
+            .credits
+            .iter()
+            .find(|c| c.status == "SUCCEEDED" && c.model == "gen4_turbo")
+            .unwrap();
+        (
+            c.charged,
+            c.by_origin().estimated_cost,
+            c.by_origin().pricing,
+        )
+    }
+
+    #[test]
+    fn held_estimates_and_the_estimate_split_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = estimated();
+        begin(dir.path(), &l).unwrap().finish().unwrap();
+        let state = read(dir.path()).unwrap().unwrap();
+        assert_eq!(state.totals, l.totals());
+        assert_eq!(state.totals.estimates.held.len(), 1);
+        assert_eq!(gen4_turbo(&state.totals), (51.0, 41.0, 10.0));
+    }
+
+    /// A version-4 file written before estimates had an origin (no `estimated_by`, no
+    /// `estimates`) restores with everything as before: the same charged and estimated
+    /// credits, all of the estimate the pricing table's, nothing held.
+    #[test]
+    fn a_file_from_before_the_estimate_split_restores_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = estimated();
+        begin(dir.path(), &l).unwrap().finish().unwrap();
+        let (mut header, rest) = split(&std::fs::read(dir.path().join(FILE_NAME)).unwrap());
+        let totals = header["totals"].as_object_mut().unwrap();
+        totals.remove("estimates");
+        for c in totals["credits"].as_array_mut().unwrap() {
+            c.as_object_mut().unwrap().remove("estimated_by");
+        }
+        assert_eq!(header["version"], VERSION, "the version is unchanged");
+        std::fs::write(dir.path().join(FILE_NAME), joined(&header, &rest)).unwrap();
+        let state = read(dir.path()).unwrap().unwrap();
+        let mut back = ledger();
+        back.restore(&state.totals, SavedWindows::default())
+            .unwrap();
+        let t = back.totals();
+        assert_eq!(gen4_turbo(&t), (51.0, 0.0, 51.0));
+        assert!(t.estimates.held.is_empty());
+        let estimated = |t: &Totals| {
+            t.credits
+                .iter()
+                .map(|c| (c.charged, c.estimated))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(estimated(&t), estimated(&l.totals()));
+    }
+
     #[test]
     fn saved_histograms_that_do_not_fit_are_not_restored() {
         let dir = tempfile::tempdir().unwrap();
@@ -1071,6 +1519,7 @@ mod tests {
                 model: "m1".into(),
                 charged: f64::INFINITY,
                 estimated: 0.0,
+                estimated_by: None,
             }],
             ..Totals::default()
         };

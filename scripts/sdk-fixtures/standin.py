@@ -9,9 +9,15 @@ and the expected counts derived from both.
     standin.py plan              print the writers' plan (JSON)
     standin.py expected          print tests/fixtures/sdk/expected.json
 
+It also holds workflow invocations and realtime sessions in the shapes of the SDKs'
+types (`WorkflowInvocationRetrieveResponse`, `RealtimeSessionRetrieveResponse`): not
+tasks, but logged the same ways, and counted apart.
+
 Endpoints (all that the SDKs' retrieve and create + wait helpers call):
     GET  /v1/tasks/{id}     the task's next snapshot: each GET of an id steps through its
                             timeline (e.g. PENDING, RUNNING, SUCCEEDED) and stays on the last
+    GET  /v1/workflow_invocations/{id}, GET /v1/realtime_sessions/{id}: the same, for an
+                            invocation's or a session's timeline
     POST /v1/image_to_video {"id", "estimatedCost"}: the task created is the one whose id
                             is the request's promptText, so the writer picks which one
 Unknown ids and paths: 404 {"error": "..."}; no bearer token: 401.
@@ -72,6 +78,53 @@ _TIMELINES = {
     14: [_task(14, "CANCELLED", cost={"credits": 0})],
 }
 TASKS = {tl[-1]["id"]: tl for tl in _TIMELINES.values()}
+
+
+def _flow(kind, n, status, **fields):
+    return {"id": f"00000000-0000-4000-{kind}-{n:012d}", "createdAt": _created(n), "status": status, **fields}
+
+
+def _node(code=_ABSENT, message="The node failed."):
+    # failureCode is absent for nodes that failed before generation began.
+    return {"message": message, **({} if code is _ABSENT else {"failureCode": code})}
+
+
+_WF_OUT = "https://example.com/runway-output/node-{}.mp4?_jwt=fixed"
+# Workflow invocations: `output` is an object (node id -> URLs), `nodeErrors` an object
+# (node id -> error), `cost` omitted until every node is terminal.
+_INVOCATIONS = [
+    [_flow("9000", 1, "PENDING"),
+     _flow("9000", 1, "RUNNING", output={}, progress=0.2),
+     _flow("9000", 1, "SUCCEEDED", output={"n1": [_WF_OUT.format(1)]}, cost={"credits": 60})],
+    # A partial run: SUCCEEDED with failed nodes; its cost arrives on a later GET.
+    [_flow("9000", 2, "PENDING"),
+     _flow("9000", 2, "RUNNING", output={"n1": [_WF_OUT.format(2)]}, progress=0.5,
+           nodeErrors={"n2": _node("SAFETY.INPUT.TEXT", "Your prompt was flagged.")}),
+     _flow("9000", 2, "SUCCEEDED", output={"n1": [_WF_OUT.format(2)]},
+           nodeErrors={"n2": _node("SAFETY.INPUT.TEXT", "Your prompt was flagged."), "n3": _node()}),
+     _flow("9000", 2, "SUCCEEDED", output={"n1": [_WF_OUT.format(2)]}, cost={"credits": 30},
+           nodeErrors={"n2": _node("SAFETY.INPUT.TEXT", "Your prompt was flagged."), "n3": _node()})],
+    [_flow("9000", 3, "RUNNING", output={}, progress=0.1),
+     _flow("9000", 3, "FAILED", failure="Every node failed.", failureCode="INTERNAL", cost={"credits": 0},
+           nodeErrors={"n1": _node("THIRD_PARTY.UNAVAILABLE")})],
+    # Cancelled: no field tells it from a task but its id, seen RUNNING before.
+    [_flow("9000", 4, "RUNNING", output={}, progress=0.7),
+     _flow("9000", 4, "CANCELLED")],
+]
+# Realtime sessions: NOT_READY, READY and COMPLETED are no task's statuses.
+_SESSIONS = [
+    [_flow("a000", 1, "NOT_READY", queued=True),
+     _flow("a000", 1, "READY", expiresAt="2024-11-06T12:10:00.000Z", sessionKey="session-key-1"),
+     _flow("a000", 1, "RUNNING"),
+     _flow("a000", 1, "COMPLETED", duration=61)],
+    [_flow("a000", 2, "NOT_READY"),
+     _flow("a000", 2, "FAILED", failure="The session could not start.", failureCode="INTERNAL")],
+    [_flow("a000", 3, "NOT_READY", queued=False),
+     _flow("a000", 3, "CANCELLED")],
+]
+INVOCATIONS = {tl[-1]["id"]: tl for tl in _INVOCATIONS}
+SESSIONS = {tl[-1]["id"]: tl for tl in _SESSIONS}
+SESSION_TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
@@ -96,12 +149,31 @@ PLAN = {
     "refetch": _ids(1, 4),
     "py_errors": _FAILED + _FAILED[:1],
     "node_errors": _FAILED + _ids_with_status("CANCELLED") + _FAILED[:1],
+    # Polled like tasks until terminal; the partial run fetched again for its cost.
+    "workflows": list(INVOCATIONS),
+    "workflow_refetch": [_INVOCATIONS[1][-1]["id"]],
+    "sessions": list(SESSIONS),
 }
+
+
+def _first_terminal(timeline, terminal):
+    return next(i for i, snap in enumerate(timeline) if snap["status"] in terminal)
 
 
 def _files():
     """fixture file -> (task_pointer, model label, the snapshots it holds, in order)"""
     polled = [snap for tid in PLAN["poll"] for snap in TASKS[tid]] + [TASKS[t][-1] for t in PLAN["refetch"]]
+    # Each GET of an invocation or session steps its timeline: polled to the first
+    # terminal snapshot, then a refetch gets the next.
+    for wid in PLAN["workflows"]:
+        tl = INVOCATIONS[wid]
+        polled += tl[:_first_terminal(tl, TERMINAL) + 1]
+    for wid in PLAN["workflow_refetch"]:
+        tl = INVOCATIONS[wid]
+        polled.append(tl[min(_first_terminal(tl, TERMINAL) + 1, len(tl) - 1)])
+    for sid in PLAN["sessions"]:
+        tl = SESSIONS[sid]
+        polled += tl[:_first_terminal(tl, SESSION_TERMINAL) + 1]
     py_err = [TASKS[t][-1] for t in PLAN["py_errors"]]
     node_err = [TASKS[t][-1] for t in PLAN["node_errors"]]
     files = {name: ("", "unknown", polled) for name in (
@@ -119,7 +191,7 @@ def expected():
     for name, (pointer, model, snaps) in sorted(_files().items()):
         seen, dup, non_terminal = {}, 0, 0
         for s in snaps:
-            if s["status"] not in TERMINAL:
+            if s["status"] not in TERMINAL + SESSION_TERMINAL:
                 non_terminal += 1
             elif s["id"] in seen:
                 dup += 1
@@ -127,6 +199,8 @@ def expected():
                 seen[s["id"]] = s
         tasks, failures, charged, lost, mismatches = {}, {}, {}, {}, {}
         for s in seen.values():
+            if s["id"] not in TASKS:
+                continue
             st, credits = s["status"], s["cost"]["credits"]
             tasks[st] = tasks.get(st, 0) + 1
             charged[st] = charged.get(st, 0) + credits
@@ -149,8 +223,41 @@ def expected():
             "credits_lost": {k: v for k, v in sorted(lost.items()) if v > 0},
             "cost_mismatches": dict(sorted(mismatches.items())),
             "model": model,
+            **_flow_counts(snaps, seen),
         }
     return out
+
+
+def _flow_counts(snaps, seen):
+    """Invocations and sessions, by the exporter's rules (README "Workflows and realtime
+    sessions"): counted at the first terminal snapshot, the cost at the first with one."""
+    add = lambda d, k, n=1: d.__setitem__(k, d.get(k, 0) + n)
+    inv, partial, nodes, credits, sessions, session_failures = {}, {}, {}, {}, {}, {}
+    costed = set()
+    for s in snaps:
+        if s["id"] in INVOCATIONS and s["status"] in TERMINAL and "cost" in s and s["id"] not in costed:
+            costed.add(s["id"])
+            add(credits, s["status"], s["cost"]["credits"])
+    for s in seen.values():
+        code = lambda e: e["failureCode"].upper() if e.get("failureCode") else "none"
+        if s["id"] in INVOCATIONS:
+            errors = s.get("nodeErrors") or {}
+            add(inv, s["status"])
+            add(partial, "true" if s["status"] == "SUCCEEDED" and errors else "false")
+            for e in errors.values():
+                add(nodes, code(e))
+        elif s["id"] in SESSIONS:
+            add(sessions, s["status"])
+            if s["status"] == "FAILED":
+                add(session_failures, code(s))
+    return {
+        "workflow_invocations": dict(sorted(inv.items())),
+        "workflow_partial": dict(sorted(partial.items())),
+        "workflow_node_failures": dict(sorted(nodes.items())),
+        "workflow_credits": {k: v for k, v in sorted(credits.items()) if v > 0},
+        "realtime_sessions": dict(sorted(sessions.items())),
+        "realtime_session_failures": dict(sorted(session_failures.items())),
+    }
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -172,16 +279,17 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self):
-        prefix = "/v1/tasks/"
         if not self._authorised():
             return
-        tid = self.path[len(prefix):] if self.path.startswith(prefix) else None
-        if tid not in TASKS:
-            return self._send(404, {"error": "Task not found."})
+        tables = {"/v1/tasks/": TASKS, "/v1/workflow_invocations/": INVOCATIONS, "/v1/realtime_sessions/": SESSIONS}
+        prefix = next((p for p in tables if self.path.startswith(p)), None)
+        tid = self.path[len(prefix):] if prefix else None
+        if prefix is None or tid not in tables[prefix]:
+            return self._send(404, {"error": "Not found."})
         with self.lock:
             n = self.polls.get(tid, 0)
             self.polls[tid] = n + 1
-        timeline = TASKS[tid]
+        timeline = tables[prefix][tid]
         self._send(200, timeline[min(n, len(timeline) - 1)])
 
     def do_POST(self):

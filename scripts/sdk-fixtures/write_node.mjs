@@ -32,6 +32,22 @@ for (const id of plan.poll) {
 }
 for (const id of plan.refetch) log(await client.tasks.retrieve(id));
 
+// Workflow invocations and realtime sessions: polled and logged the same ways (they are
+// not tasks; the exporter counts them apart). An invocation is fetched again for its cost.
+const poll = async (retrieve, ids, terminal) => {
+  for (const id of ids) {
+    let obj;
+    for (let i = 0; i < 10 && !terminal.includes(obj?.status); i++) {
+      obj = await retrieve(id);
+      log(obj);
+    }
+    if (!terminal.includes(obj.status)) throw new Error(`${id} never became terminal`);
+  }
+};
+await poll((id) => client.workflowInvocations.retrieve(id), plan.workflows, TERMINAL);
+for (const id of plan.workflow_refetch) log(await client.workflowInvocations.retrieve(id));
+await poll((id) => client.realtimeSessions.retrieve(id), plan.sessions, ['COMPLETED', 'FAILED', 'CANCELLED']);
+
 // create + waitForTaskOutput(), logging the TaskFailedError (thrown for FAILED and
 // CANCELLED). JSON.stringify(err) keeps the task: an Error's message and stack are not
 // enumerable, but the SDK sets `taskDetails` and `name` as own properties, so it yields

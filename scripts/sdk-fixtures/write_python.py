@@ -47,6 +47,25 @@ for task_id in plan["poll"]:
 for task_id in plan["refetch"]:
     log(client.tasks.retrieve(task_id))
 
+
+# Workflow invocations and realtime sessions: polled and logged the same ways (they are
+# not tasks; the exporter counts them apart). An invocation is fetched again for its cost.
+def poll(retrieve, ids, terminal):
+    for obj_id in ids:
+        for _ in range(10):  # bounded: every timeline ends terminal within 4 polls
+            obj = retrieve(obj_id)
+            log(obj)
+            if obj.status in terminal:
+                break
+        else:
+            sys.exit(f"{obj_id} never became terminal")
+
+
+poll(client.workflow_invocations.retrieve, plan["workflows"], TERMINAL)
+for wid in plan["workflow_refetch"]:
+    log(client.workflow_invocations.retrieve(wid))
+poll(client.realtime_sessions.retrieve, plan["sessions"], ("COMPLETED", "FAILED", "CANCELLED"))
+
 # Create + wait_for_task_output(), logging the TaskFailedError. The helper sleeps 6 s
 # (+-1.5 s) before its first poll, so the waits run side by side; lines keep plan order.
 created = {}

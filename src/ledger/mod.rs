@@ -13,10 +13,14 @@
 //!   the results add up to the lines read.
 //! - *Credits.* A counted task's *charged* credits are its own reported cost
 //!   (`cost.credits`) when the record has it, else the event's credits field, for every
-//!   terminal status; else an *estimate* from the pricing table (SUCCEEDED tasks, and
-//!   FAILED ones whose code's documented rule is `lost`); else the task is *unpriced*. What
-//!   FAILED tasks were charged is also *lost* (paid for, nothing produced). Estimates are
-//!   counted apart as well, so exact and estimated credits can be told apart. A reported
+//!   terminal status; else an *estimate* (SUCCEEDED tasks, and FAILED ones whose code's
+//!   documented rule is `lost`): first Runway's own, the task's last `estimatedCost`
+//!   (the terminal record's, else the last one [`Ledger::estimate_seen`] took: from a
+//!   non-terminal record, a task-list line, the API's answers), then the pricing
+//!   table's; else the task is *unpriced*. What FAILED tasks were charged is also *lost*
+//!   (paid for, nothing produced). Estimates are counted apart as well, by [`Origin`],
+//!   so exact and estimated credits can be told apart. Estimates of tasks not yet
+//!   counted are held in [`Estimates`] (bounded, evictions counted). A reported
 //!   cost that contradicts the code's rule (a `lost` code that cost 0, a `refunded` one
 //!   that cost more) is counted by code: evidence to correct the table with.
 //! - *Deleted tasks.* Runway forgets a task once it is deleted (`DELETE /v1/tasks/{id}`,
@@ -38,6 +42,12 @@ mod checkpoints;
 mod dedupe;
 #[cfg(test)]
 mod deleted_tests;
+mod estimates;
+#[cfg(test)]
+mod estimates_tests;
+mod flows;
+#[cfg(test)]
+mod flows_tests;
 mod own;
 mod proxy_book;
 mod recent;
@@ -46,6 +56,10 @@ mod timing;
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
+pub use estimates::{Estimates, SavedEstimate, SavedEstimates, MAX_ESTIMATES};
+pub use flows::{
+    CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries, MAX_FLOW_IDS,
+};
 pub use own::OwnCounters;
 pub use proxy_book::{
     CreatedSeries, LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS,
@@ -138,30 +152,24 @@ impl LineResult {
 }
 
 /// A task the API source polls until it ends.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApiTask {
     pub id: String,
     /// When its id was read from the task list (Unix seconds).
     pub added_at: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<f64>,
     /// The API's `estimatedCost.credits` for the task while it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost: Option<f64>,
     /// How far the API's answers saw it get (`None`: no answer yet): what it is charged
     /// if it is deleted before it ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reached: Option<Reached>,
     /// Its `createdAt` (Unix seconds), from the API's answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
 }
 
 /// How far a polled task was seen to get before it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reached {
     /// `PENDING` or `THROTTLED`: waiting for a slot, so never charged.
     Queued,
@@ -181,7 +189,7 @@ impl Reached {
 }
 
 /// What `GET /v1/organization` said last.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Organization {
     pub credit_balance: f64,
     pub models: Vec<ModelLimits>,
@@ -191,7 +199,7 @@ pub struct Organization {
 
 /// One model's generations today and its tier's limits; a limit of `None` is no limit
 /// (the API's `null`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelLimits {
     pub model: String,
     pub daily_generations: f64,
@@ -201,7 +209,7 @@ pub struct ModelLimits {
 
 /// What `POST /v1/organization/usage` said last: Runway's own count of the credits used
 /// in the current UTC day, by model.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
     /// The UTC day, `YYYY-MM-DD`.
     pub date: String,
@@ -209,7 +217,7 @@ pub struct Usage {
 }
 
 /// Credits one model used.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelUsage {
     pub model: String,
     pub credits: f64,
@@ -231,7 +239,7 @@ impl Default for Limits {
         Limits {
             dedupe_window: 1_000_000,
             max_failure_codes: 100,
-            max_models: 20,
+            max_models: 128,
         }
     }
 }
@@ -258,12 +266,10 @@ pub struct FailureKey {
 
 /// Per-source totals of the self metrics. `files_tracked`, `last_record_unix` and `up`
 /// are gauges of the running process: saved, but not restored.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceTotals {
     pub name: String,
-    #[serde(with = "results_serde")]
     pub results: [u64; RESULT_KINDS],
-    #[serde(with = "parse_errors_serde")]
     pub parse_errors: [u64; ParseError::ALL.len()],
     pub read_bytes: u64,
     pub rotations: u64,
@@ -282,10 +288,9 @@ pub struct SourceTotals {
 /// hash of the file's first `fp_len` bytes (at most [`FINGERPRINT_BYTES`]): with device
 /// and inode it is the file's identity, so that a new file on a reused inode is not
 /// taken for the old one.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// The source that follows the file (`file`, `task_list`).
-    #[serde(default = "default_position_source")]
     pub source: String,
     pub path: String,
     pub dev: u64,
@@ -296,10 +301,6 @@ pub struct Position {
     pub skipping: bool,
 }
 
-fn default_position_source() -> String {
-    "file".into()
-}
-
 /// Bytes at the start of a file that make its fingerprint.
 pub const FINGERPRINT_BYTES: usize = 256;
 
@@ -307,7 +308,7 @@ pub const FINGERPRINT_BYTES: usize = 256;
 pub type FileKey = u64;
 
 /// A failure series with its labels resolved.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FailureSeries {
     pub failure_code: String,
     pub category: String,
@@ -318,9 +319,10 @@ pub struct FailureSeries {
 }
 
 /// Every counter of the ledger with its labels resolved: what is committed to the
-/// state file (version 2 writes it as it is), what is published, and what a restart
-/// restores. Every count has a name: no tuples, no positional arrays.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// state file (converted to the file's own types, `state::format`: a field added here
+/// goes there too), what is published, and what a restart restores. Every count has a
+/// name: no tuples, no positional arrays.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
     pub tasks: Vec<TaskSeries>,
     pub failures: Vec<FailureSeries>,
@@ -344,30 +346,27 @@ pub struct Totals {
     /// Sum of the estimated costs of the tasks being polled.
     pub api_credits_in_flight: f64,
     /// How long tasks took, from `createdAt` to their terminal record.
-    #[serde(default)]
     pub durations: Vec<DurationSeries>,
     /// How long tasks waited, from `createdAt` to their first `RUNNING` record.
-    #[serde(default)]
     pub queues: Vec<QueueSeries>,
     /// Tasks not timed, by measure and reason.
-    #[serde(default)]
     pub untimed: Vec<UntimedSeries>,
     /// The last failed tasks of each failure code (the status page's).
-    #[serde(default)]
     pub recent: Vec<RecentFailures>,
+    /// Runway's estimates of tasks not yet counted, and how many were evicted.
+    pub estimates: SavedEstimates,
+    /// Workflow invocations and realtime sessions (`flows`).
+    pub flows: FlowTotals,
     /// The application's requests the proxy passed on, by endpoint, method and code.
-    #[serde(default)]
     pub proxy_requests: Vec<ProxyRequestSeries>,
     /// The upstream's latency of those requests, by endpoint.
-    #[serde(default)]
     pub proxy_latency: Vec<LatencySeries>,
     /// Tasks created through the proxy, by create endpoint and model.
-    #[serde(default)]
     pub proxy_created: Vec<CreatedSeries>,
 }
 
 /// Counted tasks of one status and model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskSeries {
     pub status: String,
     pub model: String,
@@ -375,17 +374,77 @@ pub struct TaskSeries {
 }
 
 /// Credits charged to the counted tasks of one status and model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CreditSeries {
     pub status: String,
     pub model: String,
     pub charged: f64,
-    /// The part of `charged` estimated from the pricing table.
+    /// The part of `charged` that is an estimate: `estimated_by` summed (the state file
+    /// keeps it for older releases, which read only this).
     pub estimated: f64,
+    /// `estimated` by origin. Absent in a file written before the split: all of
+    /// `estimated` is then counted as the pricing table's.
+    pub estimated_by: Option<EstimatedBy>,
+}
+
+impl CreditSeries {
+    /// The estimated credits by origin (see `estimated_by`).
+    pub fn by_origin(&self) -> EstimatedBy {
+        self.estimated_by.unwrap_or(EstimatedBy {
+            estimated_cost: 0.0,
+            pricing: self.estimated,
+        })
+    }
+}
+
+/// Where an estimate came from: the `origin` label of `runway_credits_estimated_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Runway's own `estimatedCost` for the task.
+    EstimatedCost,
+    /// The pricing table.
+    Pricing,
+}
+
+crate::labels::label_enum!(Origin {
+    EstimatedCost => "estimated_cost",
+    Pricing => "pricing",
+});
+
+/// Estimated credits by [`Origin`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EstimatedBy {
+    pub estimated_cost: f64,
+    pub pricing: f64,
+}
+
+impl EstimatedBy {
+    pub fn get(&self, origin: Origin) -> f64 {
+        match origin {
+            Origin::EstimatedCost => self.estimated_cost,
+            Origin::Pricing => self.pricing,
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.estimated_cost + self.pricing
+    }
+
+    fn add(&mut self, origin: Origin, credits: f64) {
+        match origin {
+            Origin::EstimatedCost => self.estimated_cost += credits,
+            Origin::Pricing => self.pricing += credits,
+        }
+    }
+
+    fn add_all(&mut self, o: &EstimatedBy) {
+        self.estimated_cost += o.estimated_cost;
+        self.pricing += o.pricing;
+    }
 }
 
 /// Credits FAILED tasks of one code and model were charged.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LostSeries {
     pub failure_code: String,
     pub model: String,
@@ -393,7 +452,7 @@ pub struct LostSeries {
 }
 
 /// FAILED tasks of one code whose cost contradicts the code's credit rule (`credits`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MismatchSeries {
     pub failure_code: String,
     pub credits: String,
@@ -401,7 +460,7 @@ pub struct MismatchSeries {
 }
 
 /// Requests to the Runway API of one endpoint answered with one code.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestSeries {
     pub endpoint: String,
     pub code: String,
@@ -409,25 +468,24 @@ pub struct RequestSeries {
 }
 
 /// Terminal tasks whose credits neither the record nor the pricing table gave.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Unpriced {
     pub succeeded: u64,
     /// FAILED tasks whose code loses its credits.
     pub failed: u64,
     /// Tasks deleted while running (CANCELLED, not refunded).
-    #[serde(default)]
     pub cancelled: u64,
 }
 
 /// Records whose label value was folded into `other`, by label.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LabelOverflow {
     pub failure_code: u64,
     pub model: u64,
 }
 
 /// Rejected lines written to the dead-letter file, or that could not be.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeadLetters {
     pub written: u64,
     pub failed: u64,
@@ -452,72 +510,6 @@ impl DeadLetters {
     fn add(&mut self, o: &DeadLetters) {
         self.written += o.written;
         self.failed += o.failed;
-    }
-}
-
-/// Counts saved by name, so that a name added later still reads back: the serde
-/// `with` modules of [`SourceTotals`] use these.
-fn to_named<'a, S: serde::Serializer>(
-    names: impl Iterator<Item = &'a str>,
-    values: &[u64],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::Serialize;
-    let m: std::collections::BTreeMap<&str, u64> = names
-        .zip(values.iter().copied())
-        .filter(|(_, v)| *v > 0)
-        .collect();
-    m.serialize(s)
-}
-
-fn from_named<'de, D: serde::Deserializer<'de>, const N: usize>(
-    names: &[&str],
-    d: D,
-) -> Result<[u64; N], D::Error> {
-    use serde::Deserialize;
-    let m = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
-    let mut out = [0; N];
-    for (k, v) in m {
-        let i = names
-            .iter()
-            .position(|n| *n == k)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown count {k:?}")))?;
-        out[i] = v;
-    }
-    Ok(out)
-}
-
-/// Parse errors by reason.
-mod parse_errors_serde {
-    use super::ParseError;
-    const N: usize = ParseError::ALL.len();
-
-    pub fn serialize<S: serde::Serializer>(r: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
-        super::to_named(ParseError::ALL.iter().map(|e| e.as_str()), r, s)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
-        let names: Vec<&str> = ParseError::ALL.iter().map(|e| e.as_str()).collect();
-        super::from_named(&names, d)
-    }
-}
-
-/// Line results by name.
-mod results_serde {
-    use super::{ResultKind, RESULT_KINDS};
-
-    pub fn serialize<S: serde::Serializer>(
-        r: &[u64; RESULT_KINDS],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        super::to_named(ResultKind::ALL.iter().map(|k| k.as_str()), r, s)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<[u64; RESULT_KINDS], D::Error> {
-        let names: Vec<&str> = ResultKind::ALL.iter().map(|k| k.as_str()).collect();
-        super::from_named(&names, d)
     }
 }
 
@@ -669,6 +661,10 @@ struct Outcomes {
     timing: Timings,
     /// The last failed tasks of each code.
     recent: Recent,
+    /// Runway's estimates of the tasks not yet counted.
+    estimates: Estimates,
+    /// Workflow invocations and realtime sessions.
+    flows: flows::Flows,
 }
 
 impl std::ops::Deref for Ledger {
@@ -708,6 +704,8 @@ impl Ledger {
                         label_overflow: LabelOverflow::default(),
                         timing: Timings::new(limits.dedupe_window),
                         recent: Recent::default(),
+                        estimates: Estimates::default(),
+                        flows: flows::Flows::default(),
                     },
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
@@ -775,6 +773,7 @@ impl Ledger {
                     .or_default();
             }
         }
+        self.export_flow_zeroes();
     }
 
     pub fn limits(&self) -> Limits {
@@ -935,9 +934,9 @@ impl Ledger {
         if self.api.task(id).is_none() {
             return LineResult::Duplicate;
         }
-        self.book.api.remove(id);
+        let last = self.book.api.remove(id).and_then(|t| t.estimated_cost);
         match outcome {
-            Ok(record) => self.count_seen(source, record, at),
+            Ok(record) => self.count_with(source, record, None, Seen::at(at), last),
             Err(result) => self.record_result(source, result),
         }
     }
@@ -977,6 +976,9 @@ impl Ledger {
                 ..ApiTask::default()
             },
         };
+        // Runway's estimate of a task not polled is not used here (it may never have
+        // run): it is only let go.
+        self.take_estimate(id);
         let result = if self.book.outcomes.dedupe.insert(id) {
             self.count_deleted(&task, at)
         } else {
@@ -1000,12 +1002,13 @@ impl Ledger {
             created_at: task.created_at.map(RawTime::Number),
             timestamp: None,
             invalid_number: false,
+            kind: crate::record::RecordKind::Task,
         };
         let price = match task.reached {
             Some(Reached::Running) => task
                 .estimated_cost
-                .filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c))
-                .map(Price::Estimated)
+                .filter(|c| estimates::valid(*c))
+                .map(|c| Price::Estimated(c, Origin::EstimatedCost))
                 .unwrap_or_else(|| {
                     self.table_price(model_label(task.model.as_deref()), task.duration)
                 }),
@@ -1025,7 +1028,9 @@ impl Ledger {
         record: &TaskRecord<'_>,
         at: Option<f64>,
     ) -> LineResult {
-        self.set_api_estimate(id, record.estimated_cost);
+        if let Some(credits) = record.estimated_cost {
+            self.estimate_seen(id, credits);
+        }
         self.note_api_progress(id, record);
         if record.status == Status::Running {
             self.time_start(record, None, Seen::at(at));
@@ -1033,16 +1038,49 @@ impl Ledger {
         self.record_result(source, LineResult::NonTerminal)
     }
 
-    /// Notes what the API estimates a polled task will cost; a change only when it is
-    /// new, so an unchanged estimate never causes a commit.
-    pub fn set_api_estimate(&mut self, id: &str, estimate: Option<f64>) {
-        let unchanged = self
-            .api
-            .task(id)
-            .is_none_or(|t| t.estimated_cost == estimate);
-        if !unchanged {
-            self.book.api.set_estimate(id, estimate);
+    /// Notes Runway's estimate of what task `id` will cost (`estimatedCost.credits`):
+    /// the one entry point for every source that sees one (a non-terminal record, a
+    /// task-list line, the API's answer, a create call's answer). The last one seen is
+    /// what the task is charged if its terminal record has no cost (see the module
+    /// doc): kept with the task if the API source polls it, else held in [`Estimates`]
+    /// until the task is counted. Ignored when it is not a number of credits in range,
+    /// or the task was counted already. A change only when it is new, so an unchanged
+    /// estimate never causes a commit.
+    pub fn estimate_seen(&mut self, id: &str, credits: f64) {
+        self.note_estimate(id, credits, None);
+    }
+
+    /// [`Ledger::estimate_seen`]; `counted`: whether the task was counted, when the
+    /// caller looked already.
+    fn note_estimate(&mut self, id: &str, credits: f64, counted: Option<bool>) {
+        if !estimates::valid(credits) {
+            return;
         }
+        if let Some(t) = self.api.task(id) {
+            if t.estimated_cost != Some(credits) {
+                self.book.api.set_estimate(id, Some(credits));
+            }
+            return;
+        }
+        if counted.unwrap_or_else(|| self.seen(id)) {
+            return;
+        }
+        let h = DedupeWindow::hash(id);
+        if self.outcomes.estimates.get(h) != Some(credits) {
+            self.book.outcomes.estimates.insert(h, credits);
+        }
+    }
+
+    /// The estimate held for a task id, let go (no change when none is held).
+    fn take_estimate(&mut self, id: &str) -> Option<f64> {
+        let h = DedupeWindow::hash(id);
+        self.outcomes.estimates.get(h)?;
+        self.book.outcomes.estimates.take(h)
+    }
+
+    /// Task ids whose estimate is held until they are counted.
+    pub fn estimates(&self) -> &Estimates {
+        &self.outcomes.estimates
     }
 
     /// Notes how far a polled task got, and its `createdAt` when the book has none yet;
@@ -1130,7 +1168,7 @@ impl Ledger {
         at: Option<f64>,
     ) -> LineResult {
         let seen = Seen::at(at);
-        self.count_with(source, record, None, seen)
+        self.count_with(source, record, None, seen, None)
     }
 
     /// Counts the parsed lines of a batch, in order, and records the rest as rejected:
@@ -1172,7 +1210,7 @@ impl Ledger {
             });
             for (r, f) in batch.iter().zip(fresh) {
                 results.push(match r {
-                    Ok(r) => self.count_with(source, r, Some(f), seen),
+                    Ok(r) => self.count_with(source, r, Some(f), seen, None),
                     Err(e) => self.reject(source, *e),
                 });
             }
@@ -1180,15 +1218,17 @@ impl Ledger {
     }
 
     /// `fresh`: whether the record's id was new to the dedupe window, when the caller
-    /// looked already; `None` looks now.
+    /// looked already; `None` looks now. `last`: the task's last `estimatedCost` that
+    /// the caller knows of (the API source's).
     fn count_with(
         &mut self,
         source: SourceId,
         record: &TaskRecord<'_>,
         fresh: Option<bool>,
         seen: Seen,
+        last: Option<f64>,
     ) -> LineResult {
-        let result = self.count_record(record, fresh, seen);
+        let result = self.count_record(record, fresh, seen, last);
         self.book.own.result(source, result);
         result
     }
@@ -1233,7 +1273,8 @@ impl Ledger {
                     status: s.as_str().into(),
                     model: model(m),
                     charged: c.charged,
-                    estimated: c.estimated,
+                    estimated: c.estimated.total(),
+                    estimated_by: Some(c.estimated),
                 })
                 .collect(),
             credits_lost: self
@@ -1290,6 +1331,8 @@ impl Ledger {
                 };
                 (info.label.clone(), class)
             }),
+            estimates: self.outcomes.estimates.saved(),
+            flows: self.flow_totals(),
             proxy_requests: self.proxy.requests(),
             proxy_latency: self.proxy.latency(),
             proxy_created: self.proxy.created(),
@@ -1359,7 +1402,7 @@ impl Ledger {
             );
             let c = book.outcomes.credits.entry(key).or_default();
             c.charged += series.charged;
-            c.estimated += series.estimated;
+            c.estimated.add_all(&series.by_origin());
         }
         for series in &t.cost_mismatches {
             let rule = CreditRule::parse(&series.credits)
@@ -1379,6 +1422,10 @@ impl Ledger {
         book.outcomes.label_overflow.add(&t.label_overflow);
 
         book.outcomes.unknown_failure_codes += t.unknown_failure_codes;
+        book.outcomes
+            .estimates
+            .restore(&t.estimates)
+            .map_err(RestoreError)?;
         // Timed models and recent failures' codes are those of the restored counters,
         // or fold under the caps: a saved file cannot grow them past what counting can.
         let (models, max_models) = (&mut book.outcomes.models, self.limits.max_models);
@@ -1402,6 +1449,7 @@ impl Ledger {
             .map_err(RestoreError)?;
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
+        self.add_saved_flows(&t.flows)?;
         self.sync_code_info();
         self.book.own.restore(&t.sources, &t.dead_letter);
         Ok(())
@@ -1412,20 +1460,32 @@ impl Ledger {
         record: &TaskRecord<'_>,
         fresh: Option<bool>,
         seen: Seen,
+        last: Option<f64>,
     ) -> LineResult {
         self.book.outcomes.invalid_numbers += record.invalid_number as u64;
+        if let Some(result) = self.count_flow(record, fresh) {
+            return result;
+        }
         if !record.status.is_terminal() {
-            if record.status == Status::Running {
+            // `fresh` of a RUNNING record is whether its task was not counted yet.
+            let running = record.status == Status::Running;
+            if let (Some(id), Some(c)) = (record.id.as_deref(), record.estimated_cost) {
+                self.note_estimate(id, c, fresh.filter(|_| running).map(|f| !f));
+            }
+            if running {
                 self.time_start(record, fresh, seen);
             }
             return LineResult::NonTerminal;
         }
+        // The task's own estimate: its terminal record's, else the last one seen.
+        let held = record.id.as_deref().and_then(|id| self.take_estimate(id));
+        let estimate = record.estimated_cost.or(last).or(held);
         if let Some(id) = &record.id {
             if !fresh.unwrap_or_else(|| self.book.outcomes.dedupe.insert(id)) {
                 return LineResult::Duplicate;
             }
         }
-        self.count_terminal(record, seen, Ending::Record)
+        self.count_terminal(record, seen, Ending::Record(estimate))
     }
 
     /// Counts a terminal record that is its task's first: its status and model, time,
@@ -1465,11 +1525,13 @@ impl Ledger {
         let rule = failure.map(|(_, rule)| rule);
         let price = match (ending, record.cost) {
             (Ending::Deleted(price), _) => price,
-            (Ending::Record, Some(cost)) => Price::Reported(cost),
-            (Ending::Record, None) => self.price_without_cost(record, model_name, rule),
+            (Ending::Record(_), Some(cost)) => Price::Reported(cost),
+            (Ending::Record(estimate), None) => {
+                self.price_without_cost(record, model_name, rule, estimate)
+            }
         };
         let credits = match price {
-            Price::Reported(c) | Price::Estimated(c) => c,
+            Price::Reported(c) | Price::Estimated(c, _) => c,
             Price::Nothing => 0.0,
             Price::Unknown => {
                 let unpriced = &mut self.book.outcomes.credits_unpriced;
@@ -1488,8 +1550,8 @@ impl Ledger {
             .entry((record.status, model))
             .or_default();
         c.charged += credits;
-        if let Price::Estimated(e) = price {
-            c.estimated += e;
+        if let Price::Estimated(e, origin) = price {
+            c.estimated.add(origin, e);
         }
         if let Some((code, rule)) = failure {
             if credits > 0.0 {
@@ -1545,15 +1607,7 @@ impl Ledger {
     /// Counts a FAILED task by its code; returns the code's id and credit rule.
     fn count_failure(&mut self, record: &TaskRecord<'_>, model: u32) -> (u32, CreditRule) {
         let code = record.failure_code.normalize();
-        let (code_id, folded) = self
-            .book
-            .outcomes
-            .codes
-            .get(code.as_str(), self.limits.max_failure_codes);
-        self.book.outcomes.label_overflow.failure_code += folded as u64;
-        if code_id as usize >= self.book.outcomes.code_info.len() {
-            self.sync_code_info();
-        }
+        let (code_id, folded) = self.intern_code(&code);
         // The interned code's classification is cached; a code folded into "other"
         // keeps its own.
         let (category, retry, credits) = if folded {
@@ -1575,16 +1629,33 @@ impl Ledger {
         (code_id, credits)
     }
 
+    /// Interns a code under `max_failure_codes` (a folded one bumps `label_overflow`);
+    /// returns its id and whether it was folded into `other`.
+    fn intern_code(&mut self, code: &NormalizedCode<'_>) -> (u32, bool) {
+        let (code_id, folded) = self
+            .book
+            .outcomes
+            .codes
+            .get(code.as_str(), self.limits.max_failure_codes);
+        self.book.outcomes.label_overflow.failure_code += folded as u64;
+        if code_id as usize >= self.book.outcomes.code_info.len() {
+            self.sync_code_info();
+        }
+        (code_id, folded)
+    }
+
     /// The credits of a terminal task that reports no cost: the event's credits field
     /// (what the application says the task was charged), whatever its status; else an
-    /// estimate, for a SUCCEEDED task and a FAILED one whose code loses its credits.
-    /// Refunded failures and cancelled tasks are not estimated: as far as the table can
-    /// tell, they were charged nothing.
+    /// estimate, for a SUCCEEDED task and a FAILED one whose code loses its credits:
+    /// Runway's own (`estimate`, the task's last `estimatedCost`), else the pricing
+    /// table's. Refunded failures and cancelled tasks are not estimated: as far as
+    /// Runway's rules tell, they were charged nothing.
     fn price_without_cost(
         &self,
         record: &TaskRecord<'_>,
         model: &str,
         rule: Option<CreditRule>,
+        estimate: Option<f64>,
     ) -> Price {
         if let Some(c) = record.credits {
             return Price::Reported(c);
@@ -1596,13 +1667,16 @@ impl Ledger {
         if !charged {
             return Price::Nothing;
         }
-        self.table_price(model, record.duration)
+        match estimate.filter(|c| estimates::valid(*c)) {
+            Some(c) => Price::Estimated(c, Origin::EstimatedCost),
+            None => self.table_price(model, record.duration),
+        }
     }
 
     /// The pricing table's estimate for a charged task, or `Unknown`.
     fn table_price(&self, model: &str, duration: Option<f64>) -> Price {
         match self.pricing.estimate(model, duration) {
-            Some(c) if (0.0..=crate::record::MAX_CREDITS).contains(&c) => Price::Estimated(c),
+            Some(c) if estimates::valid(c) => Price::Estimated(c, Origin::Pricing),
             _ => Price::Unknown,
         }
     }
@@ -1640,18 +1714,19 @@ impl Seen {
 }
 
 /// Credits charged to the counted tasks of one `(status, model)`, and the part of them
-/// that was estimated.
+/// that was estimated, by origin.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Credits {
     pub charged: f64,
-    pub estimated: f64,
+    pub estimated: EstimatedBy,
 }
 
-/// How a counted task ended: by its own terminal record, or deleted (its credits
-/// decided from what was seen of it before).
+/// How a counted task ended: by its own terminal record (with the task's last
+/// `estimatedCost`, if one was seen), or deleted (its credits decided from what was seen
+/// of it before).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ending {
-    Record,
+    Record(Option<f64>),
     Deleted(Price),
 }
 
@@ -1660,9 +1735,8 @@ enum Ending {
 enum Price {
     /// The task's cost, or the event's credits field.
     Reported(f64),
-    /// From the pricing table, or Runway's `estimatedCost` (a task deleted while
-    /// running).
-    Estimated(f64),
+    /// Runway's `estimatedCost` for the task, or the pricing table's.
+    Estimated(f64, Origin),
     /// Charged, but at an unknown price.
     Unknown,
     /// Not charged.
@@ -1917,7 +1991,13 @@ mod tests {
         let m = |name: &str| {
             l.book.outcomes.credits[&(Status::Succeeded, l.book.outcomes.models.ids[name])]
         };
-        let credits = |charged, estimated| Credits { charged, estimated };
+        let credits = |charged, pricing| Credits {
+            charged,
+            estimated: EstimatedBy {
+                estimated_cost: 0.0,
+                pricing,
+            },
+        };
         assert_eq!(m("gen4_turbo"), credits(75.0, 50.0));
         assert_eq!(m("gen4_image"), credits(5.0, 5.0));
         assert_eq!(m("mystery"), credits(0.0, 0.0));
@@ -1956,7 +2036,7 @@ mod tests {
     }
 
     fn estimated(l: &Ledger, status: Status) -> f64 {
-        credits_of(l, status, |c| c.estimated)
+        credits_of(l, status, |c| c.estimated.total())
     }
 
     fn lost(l: &Ledger, code: &str) -> f64 {
@@ -2027,7 +2107,8 @@ mod tests {
             status: "CANCELLED".into(),
             model: "gen4_turbo".into(),
             charged: 50.0,
-            estimated: 0.0
+            estimated: 0.0,
+            estimated_by: Some(EstimatedBy::default()),
         }));
         let mismatch = |code: &str, rule: &str| MismatchSeries {
             failure_code: code.into(),
@@ -2094,7 +2175,7 @@ mod tests {
         );
         // The state file's header is JSON, where an infinite number would be written as
         // null and not read back: the totals must survive the round trip.
-        let back: Totals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        let (back, _) = crate::state::through_header(&t, &[]);
         assert_eq!(back, t);
     }
 

@@ -16,7 +16,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// Answers the proxy passed back, of one endpoint, method and code.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyRequestSeries {
     pub endpoint: String,
     pub method: String,
@@ -25,7 +25,7 @@ pub struct ProxyRequestSeries {
 }
 
 /// Tasks created through the proxy, of one create endpoint and model.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedSeries {
     pub endpoint: String,
     pub model: String,
@@ -36,7 +36,7 @@ pub struct CreatedSeries {
 pub const MAX_CREATED_MODELS: usize = 200;
 
 /// The upstream's latency for one endpoint.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LatencySeries {
     pub endpoint: String,
     pub histogram: Histogram,

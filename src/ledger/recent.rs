@@ -36,7 +36,7 @@ const MINUTES: usize = 60;
 const HOURS: usize = 24;
 
 /// One failed task, as the status page shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FailedTask {
     pub id: String,
     pub model: String,
@@ -45,7 +45,7 @@ pub struct FailedTask {
 }
 
 /// What the failure-code table says about a code, as the status page shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeClass {
     pub category: Category,
     pub retry: Retry,
@@ -53,7 +53,7 @@ pub struct CodeClass {
 }
 
 /// Failures in one minute (or hour): `slot` is minutes (or hours) since 1970.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Slot {
     pub slot: u64,
     pub tasks: u64,
@@ -61,12 +61,11 @@ pub struct Slot {
 
 /// What is remembered of one failure code: its last tasks, oldest first, and its
 /// failures by minute and by hour (only the slots that hold any).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecentFailures {
     pub failure_code: String,
     /// What the failure-code table in use says about the code (saved, but not
     /// restored: the table in use says it again).
-    #[serde(default)]
     pub class: Option<CodeClass>,
     pub tasks: Vec<FailedTask>,
     pub minutes: Vec<Slot>,
@@ -74,7 +73,6 @@ pub struct RecentFailures {
     /// Seconds the wall clock was ahead of the steady clock when the slots were
     /// written: they are of the wall clock then, and the windows end at the steady
     /// clock's now moved by as much (not restored: the slots are moved instead).
-    #[serde(default)]
     pub clock_step: i64,
 }
 

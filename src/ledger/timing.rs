@@ -76,7 +76,7 @@ crate::labels::label_enum!(Measure {
 });
 
 /// One histogram's counts: per bucket, not cumulative, the last for `+Inf`; and the sum.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
     pub buckets: Vec<u64>,
     pub sum: f64,
@@ -152,22 +152,20 @@ pub(super) struct Timings {
 }
 
 /// A timed series, with its model's label value.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DurationSeries {
     pub status: String,
     pub model: String,
-    #[serde(flatten)]
     pub histogram: Histogram,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueSeries {
     pub model: String,
-    #[serde(flatten)]
     pub histogram: Histogram,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UntimedSeries {
     pub measure: String,
     pub reason: String,

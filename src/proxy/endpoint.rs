@@ -2,58 +2,18 @@
 //! metrics. Ids become `{id}`, and a path not in the list is `other`, so a client
 //! cannot grow the series by inventing paths.
 //!
-//! The list is today's API (`/work/shared/reference/runway-task-failures.md`); this one
-//! function is where a fuller table plugs in.
+//! The routes are `config/runway-api.toml`'s, generated from the pinned SDKs
+//! ([`crate::runway_api`]).
 
 /// The template of `GET`/`DELETE /v1/tasks/{id}`.
 pub const TASK: &str = "/v1/tasks/{id}";
 /// Every path not in the list.
 pub const OTHER: &str = "other";
 
-/// Paths that are their own template: the create endpoints and the organization's.
-const FIXED: [&str; 23] = [
-    "/v1/image_to_video",
-    "/v1/text_to_video",
-    "/v1/video_to_video",
-    "/v1/text_to_image",
-    "/v1/character_performance",
-    "/v1/text_to_speech",
-    "/v1/sound_effect",
-    "/v1/speech_to_speech",
-    "/v1/voice_isolation",
-    "/v1/voice_dubbing",
-    "/v1/video_to_audio",
-    "/v1/video_to_hdr",
-    "/v1/image_upscale",
-    "/v1/video_upscale",
-    "/v1/avatar_videos",
-    "/v1/generate/video",
-    "/v1/generate/image",
-    "/v1/generate/audio",
-    "/v1/organization",
-    "/v1/organization/usage",
-    "/v1/uploads",
-    "/v1/realtime_sessions",
-    "/v1/avatars",
-];
-
-/// Paths with one id after a prefix: `(prefix, template)`.
-const WITH_ID: [(&str, &str); 4] = [
-    ("/v1/tasks/", TASK),
-    ("/v1/recipes/", "/v1/recipes/{recipe}"),
-    ("/v1/workflows/", "/v1/workflows/{id}"),
-    ("/v1/workflow_invocations/", "/v1/workflow_invocations/{id}"),
-];
-
-/// The template of `path` (without its query).
+/// The template of `path` (without its query): the route of `config/runway-api.toml`
+/// (the pinned SDKs' routes) it matches, else `other`.
 pub fn endpoint(path: &str) -> &'static str {
-    if let Some(fixed) = FIXED.iter().find(|p| **p == path) {
-        return fixed;
-    }
-    WITH_ID
-        .iter()
-        .find(|(prefix, _)| one_segment(path, prefix).is_some())
-        .map_or(OTHER, |(_, template)| template)
+    crate::runway_api::api().endpoint_template(path)
 }
 
 /// The task id of a `/v1/tasks/{id}` path.
@@ -94,7 +54,6 @@ mod tests {
             ("/v1/image_to_video", "/v1/image_to_video"),
             ("/v1/image_to_video/", OTHER),
             ("/v1/generate/video", "/v1/generate/video"),
-            ("/v1/recipes/anything", "/v1/recipes/{recipe}"),
             ("/v1/made_up", OTHER),
             ("/v1/organization/usage", "/v1/organization/usage"),
         ] {

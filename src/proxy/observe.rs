@@ -156,24 +156,45 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
 /// router's choice).
 fn created(pipeline: &Pipeline, endpoint: &str, model: Option<&str>, answer: &[u8]) {
     #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Routing {
         model: Option<String>,
+        estimated_cost: Option<Credits>,
     }
     #[derive(serde::Deserialize)]
+    struct Credits {
+        credits: Option<serde_json::Value>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Created {
         id: Option<String>,
         routing: Option<Routing>,
+        estimated_cost: Option<Credits>,
     }
     let Ok(Created {
-        id: Some(_),
+        id: Some(id),
         routing,
+        estimated_cost,
     }) = serde_json::from_slice::<Created>(answer)
     else {
         return;
     };
-    let routed = routing.and_then(|r| r.model);
+    let (routed, routed_cost) = routing.map_or((None, None), |r| (r.model, r.estimated_cost));
     let model = model.or(routed.as_deref());
-    pipeline.with_ledger(|l| l.count_proxy_created(endpoint, model));
+    // Runway's estimate for the new task (the model router's is under `routing`): what
+    // it is charged if it ends without a cost. `estimate_seen` ignores what is not a
+    // number of credits in range.
+    let estimate = estimated_cost
+        .or(routed_cost)
+        .and_then(|c| c.credits)
+        .and_then(|v| v.as_f64());
+    pipeline.with_ledger(|l| {
+        l.count_proxy_created(endpoint, model);
+        if let Some(credits) = estimate {
+            l.estimate_seen(&id, credits);
+        }
+    });
 }
 
 /// The answer as one line: JSON's whitespace may hold line breaks, its strings cannot.

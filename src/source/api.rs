@@ -37,7 +37,11 @@
 //! `estimatedCost.credits` of a task still running is kept with the tracked task, and
 //! their sum is the credits in flight. Beside the tasks, `GET /v1/organization` gives the
 //! balance and the tier's limits, and `POST /v1/organization/usage` Runway's own count of
-//! the credits used today (UTC), by model.
+//! the credits used today (UTC), by model. Those two are asked every
+//! `organization_interval` and `usage_interval`; an error answer is read as a task's
+//! ([`fate`], [`RetryHint::wait_or`]): retried after its own wait or the backoff, held
+//! for `auth_retry_interval` when it is not to be retried. A model of the usage report
+//! that no task can have (`runway_api`'s `model_has_tasks`, from `config/runway-api.toml`) is labelled `tasks="false"`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -168,6 +172,13 @@ fn retry_hint(headers: &reqwest::header::HeaderMap) -> RetryHint {
     RetryHint { wait, should_retry }
 }
 
+impl RetryHint {
+    /// The wait before asking again: the answer's own, at most `cap`, else `backoff`.
+    fn wait_or(self, cap: Duration, backoff: impl FnOnce() -> Duration) -> Duration {
+        self.wait.map(|w| w.min(cap)).unwrap_or_else(backoff)
+    }
+}
+
 /// A wait of `secs` seconds, if it is one: finite and more than 0; at most [`MAX_HINT`].
 fn wait_of(secs: f64) -> Option<Duration> {
     (secs.is_finite() && secs > 0.0)
@@ -210,6 +221,18 @@ fn holds_source(code: u16) -> bool {
 pub fn backoff_delay(base: Duration, max: Duration, failures: u32, jitter: f64) -> Duration {
     let exp = base.saturating_mul(1u32 << failures.min(20));
     exp.min(max).mul_f64(1.0 - jitter.clamp(0.0, 0.5))
+}
+
+/// Exponential backoff from `backoff_base` to `backoff_max`, with up to 50 % jitter
+/// taken off.
+fn jittered_backoff(settings: &Api, failures: u32) -> Duration {
+    let jitter = rand::rng().random_range(0.0..0.5);
+    backoff_delay(
+        settings.backoff_base,
+        settings.backoff_max,
+        failures,
+        jitter,
+    )
 }
 
 /// A client for the two endpoints.
@@ -354,15 +377,8 @@ impl Poller {
             .max(self.settings.min_poll_interval)
     }
 
-    /// Exponential backoff with up to 50 % jitter taken off.
     fn backoff(&self, failures: u32) -> Duration {
-        let jitter = rand::rng().random_range(0.0..0.5);
-        backoff_delay(
-            self.settings.backoff_base,
-            self.settings.backoff_max,
-            failures,
-            jitter,
-        )
+        jittered_backoff(&self.settings, failures)
     }
 
     /// Brings the schedule in line with the ledger's tracked tasks; ends expired ones.
@@ -510,7 +526,8 @@ impl Poller {
                     }
                 }
             }
-            Answer::Status { code: 404, .. } => {
+            // Gone, unless the API itself says to ask again.
+            Answer::Status { code: 404, hint } if hint.should_retry != Some(true) => {
                 self.set_up(true);
                 let ended = self.pipeline.with_ledger(|l| l.api_task_gone(source, &id));
                 match ended {
@@ -539,7 +556,8 @@ impl Poller {
         self.schedule.insert(id, s);
     }
 
-    /// Schedules `id` after an error answer (not a 404): see [`fate`]. A 429 or a 503
+    /// Schedules `id` after an error answer (not a 404, unless `x-should-retry: true`):
+    /// see [`fate`]. A 429 or a 503
     /// also holds every request for its wait.
     fn error_answer(
         &mut self,
@@ -549,10 +567,7 @@ impl Poller {
         hint: RetryHint,
         now: Instant,
     ) {
-        let wait = hint
-            .wait
-            .map(|w| w.min(self.settings.backoff_max))
-            .unwrap_or_else(|| self.backoff(s.failures));
+        let wait = hint.wait_or(self.settings.backoff_max, || self.backoff(s.failures));
         if holds_source(code) {
             self.hold_until = self.hold_until.max(now + wait);
         }
@@ -767,8 +782,7 @@ pub async fn run_organization(
 ) {
     let client = &client;
     poll_every(
-        settings.organization_interval,
-        "organization",
+        (&settings, settings.organization_interval, "organization"),
         &pipeline,
         &token,
         || async move { (client.get("/v1/organization").await, ()) },
@@ -787,8 +801,7 @@ pub async fn run_usage(
 ) {
     let client = &client;
     poll_every(
-        settings.usage_interval,
-        "organization_usage",
+        (&settings, settings.usage_interval, "organization_usage"),
         &pipeline,
         &token,
         || async move {
@@ -810,11 +823,11 @@ pub async fn run_usage(
 }
 
 /// Asks `request` every `interval` (0: never) until cancelled and counts each request
-/// under `endpoint`; a 200's body is `read` (with what the request said of itself), and
-/// what could be read is stored in the ledger.
+/// under `endpoint` (both with the `[api]` settings, in the first argument); a 200's body is `read` (with what the request said of itself), and
+/// what could be read is stored in the ledger. An answer that cannot be read is asked
+/// again when [`next_ask`] says.
 async fn poll_every<C, T, F, Fut>(
-    interval: Duration,
-    endpoint: &str,
+    (settings, interval, endpoint): (&Api, Duration, &str),
     pipeline: &Pipeline,
     token: &CancellationToken,
     request: F,
@@ -827,13 +840,12 @@ async fn poll_every<C, T, F, Fut>(
     if interval.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
+    let mut next = Instant::now();
+    let mut failures = 0;
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
         let (answer, context) = tokio::select! {
             _ = token.cancelled() => return,
@@ -851,11 +863,44 @@ async fn poll_every<C, T, F, Fut>(
                 store(l, v);
             }
         });
-        if !ok && !failing {
+        if !ok && failures == 0 {
             tracing::warn!(endpoint, code = %code, "Cannot read the answer of the Runway API; retrying.");
         }
-        failing = !ok;
+        let wait = next_ask(settings, interval, &answer, ok, &mut failures);
+        next = Instant::now() + wait;
     }
+}
+
+/// How long a periodic request (organization, usage) waits after `answer` (`read`: a
+/// 200 that could be read), with `failures` the answers in a row that could not be.
+/// An error answer is read as a task's is ([`fate`], [`RetryHint::wait_or`]): retried
+/// after its own wait (at most `backoff_max`) or the backoff; held (not to be retried,
+/// or the key refused) for `auth_retry_interval`. Never sooner than `interval` unless
+/// retried; a read answer waits `interval`.
+fn next_ask(
+    settings: &Api,
+    interval: Duration,
+    answer: &Answer,
+    read: bool,
+    failures: &mut u32,
+) -> Duration {
+    if read {
+        *failures = 0;
+        return interval;
+    }
+    let backoff = || jittered_backoff(settings, *failures);
+    let wait = match answer {
+        Answer::Status { code, hint } => {
+            let wait = hint.wait_or(settings.backoff_max, backoff);
+            match fate(*code, hint.should_retry) {
+                Fate::Retry => wait,
+                Fate::Hold | Fate::Refused => wait.max(settings.auth_retry_interval).max(interval),
+            }
+        }
+        _ => backoff(),
+    };
+    *failures = failures.saturating_add(1);
+    wait
 }
 
 #[cfg(test)]

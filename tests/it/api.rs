@@ -161,7 +161,7 @@ fn tasks_are_polled_to_their_end_and_counted_exactly_once() {
     assert_eq!(
         sample(
             &m,
-            "runway_credits_estimated_total{model=\"gen4_turbo\",status=\"SUCCEEDED\"}"
+            "runway_credits_estimated_total{model=\"gen4_turbo\",origin=\"pricing\",status=\"SUCCEEDED\"}"
         ),
         Some(50.0)
     );
@@ -439,13 +439,19 @@ fn a_task_deleted_after_it_was_seen_ends_cancelled_across_a_crash() {
         ),
         Some(2.0)
     );
-    // d-run ran: its last estimate is charged, and marked estimated; d-wait never ran.
+    // d-run ran: its last estimate is charged, and marked estimated (Runway's own);
+    // d-wait never ran.
     for name in ["charged", "estimated"] {
+        let origin = if name == "estimated" {
+            ",origin=\"estimated_cost\""
+        } else {
+            ""
+        };
         assert_eq!(
             sample(
                 &m,
                 &format!(
-                    "runway_credits_{name}_total{{model=\"gen4_turbo\",status=\"CANCELLED\"}}"
+                    "runway_credits_{name}_total{{model=\"gen4_turbo\"{origin},status=\"CANCELLED\"}}"
                 )
             ),
             Some(42.0),
@@ -648,7 +654,11 @@ fn the_api_reports_costs_estimates_limits_and_usage() {
     assert_eq!(sample(&m, "runway_api_credits_in_flight"), Some(30.0));
     let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
         records(m, "api", "counted") >= 4.0
-            && sample(m, "runway_organization_daily_credits_used{model=\"veo3\"}").is_some()
+            && sample(
+                m,
+                "runway_organization_daily_credits_used{model=\"veo3\",tasks=\"true\"}",
+            )
+            .is_some()
     });
     assert_eq!(records(&m, "api", "counted"), 4.0);
     assert_eq!(sample(&m, "runway_api_credits_in_flight"), Some(0.0));
@@ -718,12 +728,15 @@ fn the_api_reports_costs_estimates_limits_and_usage() {
     assert_eq!(
         sample(
             &m,
-            "runway_organization_daily_credits_used{model=\"gen4_turbo\"}"
+            "runway_organization_daily_credits_used{model=\"gen4_turbo\",tasks=\"true\"}"
         ),
         Some(150.0)
     );
     assert_eq!(
-        sample(&m, "runway_organization_daily_credits_used{model=\"veo3\"}"),
+        sample(
+            &m,
+            "runway_organization_daily_credits_used{model=\"veo3\",tasks=\"true\"}"
+        ),
         Some(-40.0)
     );
     // The usage request asks for the current UTC day only.
@@ -1171,4 +1184,108 @@ fn a_400_to_every_task_or_a_405_marks_the_source_down() {
         requests(m, "405") >= 1.0 && down(m)
     });
     assert!(down(&m), "{m}");
+}
+
+/// The organization and usage pollers read an error answer as the task poller reads it
+/// (the interval here is 200 ms): `retry-after-ms` waited, `x-should-retry: false` and a
+/// plain 400 held for `auth_retry_interval` (1.5 s), `x-should-retry: true` retrying a
+/// 400 soon, a 503's `retry-after` waited by the usage poller; then they read again.
+#[test]
+fn the_organization_and_usage_pollers_honour_retry_hints() {
+    use Step::*;
+    const MS: &[(&str, &str)] = &[("retry-after-ms", "700")];
+    const NO: &[(&str, &str)] = &[("x-should-retry", "false")];
+    const YES: &[(&str, &str)] = &[("x-should-retry", "true")];
+    const SECS: &[(&str, &str)] = &[("retry-after", "1")];
+    let mock = MockApi::start(KEY, vec![]);
+    mock.faults(
+        "/v1/organization",
+        vec![
+            Headers(429, MS),
+            Headers(500, NO),
+            Headers(400, YES),
+            Status(400),
+        ],
+    );
+    mock.faults("/v1/organization/usage", vec![Headers(503, SECS)]);
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"");
+    let cfg = api_config(dir.path(), &mock, "usage_interval = \"200ms\"\n").replace(
+        "auth_retry_interval = \"300ms\"",
+        "auth_retry_interval = \"1500ms\"",
+    );
+    let mut d = Daemon::start_env(dir.path(), &cfg, &[], &[("RUNWAYML_API_SECRET", KEY)]);
+    d.scrape_until(Duration::from_secs(20), |m| {
+        let ok = |endpoint: &str| {
+            let series = format!(
+                "runway_exporter_api_requests_total{{code=\"200\",endpoint=\"{endpoint}\"}}"
+            );
+            sample(m, &series).is_some()
+        };
+        ok("organization") && ok("organization_usage")
+    });
+    let gaps = |path: &str| -> Vec<Duration> {
+        let times = mock.request_times(path);
+        times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .collect()
+    };
+    let org = gaps("/v1/organization");
+    assert!(org.len() >= 4, "{org:?}");
+    let ms = Duration::from_millis;
+    assert!(org[0] >= ms(650), "retry-after-ms: 700 waited: {org:?}");
+    assert!(org[1] >= ms(1450), "x-should-retry: false held: {org:?}");
+    assert!(org[2] < ms(1000), "x-should-retry: true retried: {org:?}");
+    assert!(org[3] >= ms(1450), "a 400 held: {org:?}");
+    let usage = gaps("/v1/organization/usage");
+    assert!(
+        usage[0] >= ms(950),
+        "usage: retry-after: 1 waited: {usage:?}"
+    );
+    assert!(d.errors().is_empty(), "{:?}", d.errors());
+}
+
+/// A 404 with `x-should-retry: true` is the API asking to be asked again, not a task
+/// gone: neither a task seen running (which a plain 404 ends CANCELLED) nor one never
+/// seen (`not_found`) ends; both are asked again and counted as they end.
+#[test]
+fn a_404_the_api_says_to_retry_does_not_end_the_task() {
+    use Step::*;
+    const YES: &[(&str, &str)] = &[("x-should-retry", "true")];
+    let mock = MockApi::start(
+        KEY,
+        vec![
+            (
+                "g-seen".into(),
+                vec![
+                    Task("RUNNING", None),
+                    Headers(404, YES),
+                    Task("SUCCEEDED", None),
+                ],
+            ),
+            (
+                "g-new".into(),
+                vec![Headers(404, YES), Task("SUCCEEDED", None)],
+            ),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    append(&dir.path().join("tasks.list"), b"g-seen\ng-new\n");
+    let env = [("RUNWAYML_API_SECRET", KEY)];
+    let d = Daemon::start_env(dir.path(), &api_config(dir.path(), &mock, ""), &[], &env);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        records(m, "api", "counted") + records(m, "api", "not_found") >= 2.0
+    });
+    assert_eq!(requests(&m, "404"), 2.0);
+    assert_eq!(records(&m, "api", "not_found"), 0.0);
+    assert_eq!(
+        sum(&m, "runway_tasks_total", &["status=\"SUCCEEDED\""]),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        sum(&m, "runway_tasks_total", &["status=\"CANCELLED\""]),
+        0.0
+    );
 }

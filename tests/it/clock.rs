@@ -366,7 +366,7 @@ fn a_step_of_the_clock_moves_the_usage_day_and_expires_no_task() {
     let d = Daemon::start_env(dir.path(), &config, &[], &env_refs(&env));
     let polls = || mock.task_requests().get("t-long").map_or(0, Vec::len);
     assert!(poll(|| polls() >= 2), "t-long is not polled");
-    let credits = "runway_organization_daily_credits_used{model=\"gen4_turbo\"}";
+    let credits = "runway_organization_daily_credits_used{model=\"gen4_turbo\",tasks=\"true\"}";
     // Forward a day, back a day, back another.
     for offset in [DAY, 0, -DAY] {
         clock.set(offset);

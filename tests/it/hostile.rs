@@ -13,7 +13,7 @@ fn hostile_log_is_counted_capped_and_survived() {
     let dead = dir.path().join("rejected.jsonl");
     append(&log, b"");
     let extra = format!(
-        "[dead_letter]\npath = \"{}\"\nmax_bytes = 65536\nmax_line_bytes = 256\n",
+        "[ledger]\nmax_models = 20\n[dead_letter]\npath = \"{}\"\nmax_bytes = 65536\nmax_line_bytes = 256\n",
         dead.display()
     );
     let d = Daemon::start(dir.path(), &config(dir.path(), &extra), &[]);
@@ -182,4 +182,78 @@ fn hostile_log_is_counted_capped_and_survived() {
     });
     assert_eq!(sum(&m, "runway_tasks_total", &["CANCELLED"]), 1.0);
     assert_eq!(get(d.addr, "/-/healthy").unwrap().0, 200);
+}
+
+/// Every model Runway reports fits the default `ledger.max_models` (128; the usage
+/// report names 76): 128 models, each with every terminal status and 10 failure codes,
+/// keep their own labels, nothing folds into "other", and what that costs is printed
+/// (RSS and /metrics size) and bounded.
+#[test]
+fn every_model_runway_reports_keeps_its_label() {
+    const MODELS: usize = 128;
+    const CODES: [&str; 10] = [
+        "SAFETY.INPUT.TEXT",
+        "SAFETY.INPUT.IMAGE",
+        "SAFETY.OUTPUT.VIDEO",
+        "SAFETY.OUTPUT.IMAGE",
+        "INTERNAL.BAD_OUTPUT.CODE01",
+        "INPUT_PREPROCESSING.SAFETY.TEXT",
+        "INPUT_PREPROCESSING.INTERNAL",
+        "ASSET.INVALID",
+        "THIRD_PARTY.UNAVAILABLE",
+        "INTERNAL",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    let (m, _) = d.scrape_until(Duration::from_secs(10), |m| m.contains("runway_exporter_"));
+    let (rss, bytes) = (d.rss(), m.len());
+    let mut lines = String::new();
+    for i in 0..MODELS {
+        let mut line = |id: String, status: &str, code: &str| {
+            lines.push_str(&format!(
+                "{{\"id\":\"{id}\",\"status\":\"{status}\",\"failureCode\":{code},\"model\":\"model_{i}\",\"cost\":{{\"credits\":5}}}}\n"
+            ));
+        };
+        line(format!("s{i}"), "SUCCEEDED", "null");
+        line(format!("c{i}"), "CANCELLED", "null");
+        for (j, code) in CODES.iter().enumerate() {
+            line(format!("f{i}-{j}"), "FAILED", &format!("\"{code}\""));
+        }
+    }
+    append(&log, lines.as_bytes());
+    let total = (MODELS * (2 + CODES.len())) as f64;
+    let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+        sum(m, "runway_exporter_records_total", &["result=\"counted\""]) >= total
+    });
+    assert_eq!(
+        sum(&m, "runway_exporter_records_total", &["result=\"counted\""]),
+        total
+    );
+    let models: std::collections::BTreeSet<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("runway_tasks_total{"))
+        .filter_map(|l| l.split("model=\"").nth(1)?.split('"').next())
+        .collect();
+    let ours = models.iter().filter(|m| m.starts_with("model_")).count();
+    assert_eq!(ours, MODELS, "{models:?}");
+    assert!(!models.contains("other"));
+    assert_eq!(
+        sample(&m, "runway_exporter_label_overflow_total{label=\"model\"}").unwrap_or(0.0),
+        0.0
+    );
+    let grown_rss = d.rss().saturating_sub(rss);
+    let grown_bytes = m.len().saturating_sub(bytes);
+    println!(
+        "{MODELS} models x (2 statuses + {} failure codes): RSS +{} KiB, /metrics +{} KiB ({} series lines)",
+        CODES.len(),
+        grown_rss / 1024,
+        grown_bytes / 1024,
+        m.lines().filter(|l| !l.starts_with('#')).count()
+    );
+    assert!(
+        grown_rss < 32 * 1024 * 1024,
+        "RSS grew by {grown_rss} bytes"
+    );
 }

@@ -52,6 +52,8 @@ struct State {
     /// When the mock started: every task's `createdAt`, less its age if it has one.
     started: jiff::Timestamp,
     created_ago: HashMap<String, Duration>,
+    /// Answers served, in order, to the next requests of a path (before its usual one).
+    faults: HashMap<String, std::collections::VecDeque<Step>>,
 }
 
 /// Counts a request as being answered until dropped.
@@ -138,36 +140,40 @@ async fn handle(
                 r#"{"error":"Invalid API key."}"#.into(),
             ));
         }
-        if path == "/v1/organization" {
+        let fault = s.faults.get_mut(&path).and_then(|f| f.pop_front());
+        if let Some(step) = fault {
+            (String::new(), step, String::new())
+        } else if path == "/v1/organization" {
             return Ok(json(StatusCode::OK, ORGANIZATION.into()));
+        } else {
+            if let Some(body) = usage_body {
+                let answer = usage_answer(&body);
+                s.usage_bodies.push(body);
+                return Ok(json(StatusCode::OK, answer));
+            }
+            let Some(id) = path.strip_prefix("/v1/tasks/").map(str::to_string) else {
+                return Ok(json(
+                    StatusCode::NOT_FOUND,
+                    r#"{"error":"Not found."}"#.into(),
+                ));
+            };
+            let Some(timeline) = s.timelines.get(&id).cloned() else {
+                return Ok(json(
+                    StatusCode::NOT_FOUND,
+                    r#"{"error":"Task not found."}"#.into(),
+                ));
+            };
+            let n = s.served.entry(id.clone()).or_default();
+            let step = timeline[(*n).min(timeline.len() - 1)].clone();
+            *n += 1;
+            let ago = s.created_ago.get(&id).copied().unwrap_or_default();
+            let created = s.started - ago;
+            (
+                id,
+                step,
+                created.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            )
         }
-        if let Some(body) = usage_body {
-            let answer = usage_answer(&body);
-            s.usage_bodies.push(body);
-            return Ok(json(StatusCode::OK, answer));
-        }
-        let Some(id) = path.strip_prefix("/v1/tasks/").map(str::to_string) else {
-            return Ok(json(
-                StatusCode::NOT_FOUND,
-                r#"{"error":"Not found."}"#.into(),
-            ));
-        };
-        let Some(timeline) = s.timelines.get(&id).cloned() else {
-            return Ok(json(
-                StatusCode::NOT_FOUND,
-                r#"{"error":"Task not found."}"#.into(),
-            ));
-        };
-        let n = s.served.entry(id.clone()).or_default();
-        let step = timeline[(*n).min(timeline.len() - 1)].clone();
-        *n += 1;
-        let ago = s.created_ago.get(&id).copied().unwrap_or_default();
-        let created = s.started - ago;
-        (
-            id,
-            step,
-            created.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        )
     };
     let (id, step, created) = step;
     let task = |status: &str, code: Option<&str>| {
@@ -290,6 +296,26 @@ impl MockApi {
             }
         }
         out
+    }
+
+    /// Serves `steps`, in order, to the next requests of `path` (e.g. `/v1/organization`
+    /// or `/v1/organization/usage`), then its usual answer again.
+    pub fn faults(&self, path: &str, steps: Vec<Step>) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .insert(path.to_string(), steps.into());
+    }
+
+    /// The times of the requests of `path`, in order.
+    pub fn request_times(&self, path: &str) -> Vec<Instant> {
+        let s = self.state.lock().unwrap();
+        s.requests
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, t, _)| *t)
+            .collect()
     }
 
     pub fn organization_requests(&self) -> usize {

@@ -1,9 +1,12 @@
 //! Logs written through Runway's real SDKs (`tests/fixtures/sdk/`, made by
 //! `scripts/sdk-fixtures/run.sh` with pinned `runwayml` and `@runwayml/sdk` against a
 //! stand-in API): every shape is counted exactly with the default configuration, by the
-//! counts `expected.json` derives from the stand-in's task table.
+//! counts `expected.json` derives from the stand-in's task table. The logs also hold
+//! workflow invocations and realtime sessions, logged the same ways: counted apart, by
+//! the stand-in's tables, and never as tasks.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -18,6 +21,12 @@ struct Expected {
     credits_lost: Counts,
     cost_mismatches: Counts,
     model: String,
+    workflow_invocations: Counts,
+    workflow_partial: Counts,
+    workflow_node_failures: Counts,
+    workflow_credits: Counts,
+    realtime_sessions: Counts,
+    realtime_session_failures: Counts,
 }
 
 type Counts = BTreeMap<String, f64>;
@@ -57,11 +66,13 @@ fn nonzero(m: &Counts) -> Counts {
         .collect()
 }
 
+fn expected() -> BTreeMap<String, Expected> {
+    serde_json::from_str(&std::fs::read_to_string(fixture("sdk/expected.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn every_sdk_log_shape_is_counted_exactly() {
-    let expected: BTreeMap<String, Expected> =
-        serde_json::from_str(&std::fs::read_to_string(fixture("sdk/expected.json")).unwrap())
-            .unwrap();
+    let expected = expected();
     assert!(expected.len() >= 9, "{} fixtures", expected.len());
     for (name, want) in &expected {
         let path = fixture(&format!("sdk/{name}"));
@@ -74,6 +85,13 @@ fn every_sdk_log_shape_is_counted_exactly() {
         }
         let (code, out, err) = run_env(&["scan", path.to_str().unwrap()], &env);
         assert_eq!(code, 0, "{name}: {err}");
+        check(name, &out, want);
+    }
+}
+
+/// The metrics `out` of a whole fixture log are `want`'s.
+fn check(name: &str, out: &str, want: &Expected) {
+    {
         let checks = [
             ("runway_exporter_records_total", "result", &want.records),
             ("runway_tasks_total", "status", &want.tasks),
@@ -94,33 +112,113 @@ fn every_sdk_log_shape_is_counted_exactly() {
                 "failure_code",
                 &want.cost_mismatches,
             ),
+            (
+                "runway_workflow_invocations_total",
+                "status",
+                &want.workflow_invocations,
+            ),
+            (
+                "runway_workflow_invocations_total",
+                "partial",
+                &want.workflow_partial,
+            ),
+            (
+                "runway_workflow_node_failures_total",
+                "failure_code",
+                &want.workflow_node_failures,
+            ),
+            (
+                "runway_workflow_credits_total",
+                "status",
+                &want.workflow_credits,
+            ),
+            (
+                "runway_realtime_sessions_total",
+                "status",
+                &want.realtime_sessions,
+            ),
+            (
+                "runway_realtime_session_failures_total",
+                "failure_code",
+                &want.realtime_session_failures,
+            ),
         ];
         for (family, label, counts) in checks {
             assert_eq!(
-                by_label(&out, family, label),
+                by_label(out, family, label),
                 nonzero(counts),
                 "{name}: {family} by {label}"
             );
         }
         // Every credit was reported by the task itself: nothing estimated or unpriced.
         assert!(
-            by_label(&out, "runway_credits_estimated_total", "status").is_empty(),
+            by_label(out, "runway_credits_estimated_total", "status").is_empty(),
             "{name}"
         );
         assert!(
-            by_label(&out, "runway_exporter_credits_unpriced_total", "status").is_empty(),
+            by_label(out, "runway_exporter_credits_unpriced_total", "status").is_empty(),
             "{name}"
         );
         assert_eq!(
-            sample(&out, "runway_exporter_invalid_numbers_total"),
+            sample(out, "runway_exporter_invalid_numbers_total"),
             Some(0.0),
             "{name}"
         );
-        let models = by_label(&out, "runway_tasks_total", "model");
+        let models = by_label(out, "runway_tasks_total", "model");
         assert_eq!(
             models.keys().collect::<Vec<_>>(),
             vec![&want.model],
             "{name}: model labels"
         );
+    }
+}
+
+/// The daemon stopped mid-log, twice: between an invocation's RUNNING record and its
+/// CANCELLED one (which only its id, committed with the state, tells from a task's),
+/// and between a session's NOT_READY and FAILED records. The counts at the end are the
+/// fixture's, exactly.
+#[test]
+fn invocations_and_sessions_are_counted_exactly_across_restarts_mid_log() {
+    let name = "node-stringify.log";
+    let want = &expected()[name];
+    let text = std::fs::read_to_string(fixture(&format!("sdk/{name}"))).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |id: &str, status: &str| {
+        let status = format!(r#""status":"{status}""#);
+        lines
+            .iter()
+            .position(|l| l.contains(id) && l.contains(&status))
+            .unwrap()
+    };
+    let cuts = [
+        at("4000-9000-000000000004", "CANCELLED"),
+        at("4000-a000-000000000002", "FAILED"),
+        lines.len(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, b"");
+    let cfg = format!(
+        "[state]\ndir = \"{}\"\ncommit_interval = \"100ms\"\n[file]\npaths = [\"{}\"]\npoll_interval = \"50ms\"\n",
+        dir.path().join("state").display(),
+        log.display()
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    let mut from = 0;
+    for (i, cut) in cuts.into_iter().enumerate() {
+        let part: String = lines[from..cut].iter().map(|l| format!("{l}\n")).collect();
+        append(&log, part.as_bytes());
+        from = cut;
+        let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+            sum(m, "runway_exporter_records_total", &[]) as usize >= cut
+        });
+        if i + 1 == cuts.len() {
+            check(name, &m, want);
+            break;
+        }
+        // A clean stop commits what was read; the next start restores it.
+        d.signal("TERM");
+        assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+        d = Daemon::start(dir.path(), &cfg, &[]);
     }
 }
