@@ -165,6 +165,7 @@ impl Forwarder {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .http1_max_buf_size(64 * 1024)
             .build(https);
         Ok(Forwarder {
             client,

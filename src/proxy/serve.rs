@@ -6,6 +6,8 @@
 //! - A connection's TLS handshake and each request's headers must arrive within
 //!   `header_read_timeout`; bodies stream for as long as they keep moving.
 //! - On shutdown the listener closes and requests in progress get the grace period.
+//! - Client connections have Nagle's algorithm off (`TCP_NODELAY`), as the upstream
+//!   ones do: an answer's last bytes are never held back waiting for an acknowledgement.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -48,7 +50,7 @@ pub async fn serve(
         let stream = tokio::select! {
             _ = token.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => nodelay(stream),
                 Err(e) => {
                     tracing::warn!(error = %e, "Proxy: cannot accept a connection.");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -72,6 +74,17 @@ pub async fn serve(
     {
         tracing::warn!("Proxy connections still open after the grace period; closing them.");
     }
+}
+
+/// The client's connection with Nagle's algorithm off, as nginx's `tcp_nodelay`: hyper
+/// writes an answer's head as soon as it has it and the body when the upstream sends it,
+/// and Nagle would hold that second small write until the client acknowledges the first,
+/// which a client waiting for the rest of the answer delays by up to 40 ms.
+fn nodelay(stream: TcpStream) -> TcpStream {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "Proxy: cannot set TCP_NODELAY on a connection.");
+    }
+    stream
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -108,4 +121,20 @@ async fn connection(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (stream, _) = accepted.unwrap();
+        assert!(!stream.nodelay().unwrap(), "sockets start with Nagle on");
+        assert!(nodelay(stream).nodelay().unwrap());
+        drop(client);
+    }
 }
