@@ -8,12 +8,9 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use runway_exporter::classify::Table;
-use runway_exporter::ledger::{Ledger, Limits};
-use runway_exporter::lines::LineSplitter;
-use runway_exporter::pipeline::Pipeline;
-use runway_exporter::pricing::Pricing;
-use runway_exporter::record::{FieldMap, RecordParser};
+use runway_exporter::{
+    FieldMap, Ledger, Limits, LineSplitter, Pipeline, Pricing, RecordParser, Table,
+};
 
 const CODES: [&str; 8] = [
     "SAFETY.INPUT.TEXT",

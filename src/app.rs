@@ -215,11 +215,7 @@ impl Reloader {
             }
             Ok((new, table, pricing, parser, security)) => {
                 let limits = new.limits();
-                *self
-                    .http
-                    .security
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner()) = security;
+                *crate::sync::write(&self.http.security) = security;
                 self.pipeline.set_parser(parser);
                 self.pipeline
                     .with_ledger(|l| l.reconfigure(Arc::new(table), Arc::new(pricing), limits));

@@ -384,19 +384,6 @@ impl Proxy {
             )
         })?;
         self.origin().map_err(|e| invalid("proxy.upstream", e))?;
-        if !(1..=65_536).contains(&self.max_connections) {
-            return Err(invalid("proxy.max_connections", "must be from 1 to 65536"));
-        }
-        let ms = Duration::from_millis;
-        for (key, d) in [
-            ("proxy.connect_timeout", self.connect_timeout),
-            ("proxy.response_timeout", self.response_timeout),
-            ("proxy.header_read_timeout", self.header_read_timeout),
-        ] {
-            if d < ms(100) || d > Duration::from_secs(3600) {
-                return Err(invalid(key, "must be from 100ms to 1h"));
-            }
-        }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
                 "proxy.tls_cert_file",
@@ -406,6 +393,229 @@ impl Proxy {
         Ok(())
     }
 }
+
+/// A bounded key: the range its value must be in.
+struct Bounded {
+    key: &'static str,
+    range: Range,
+    /// Why the range is what it is, said with a refusal; may be empty.
+    note: &'static str,
+}
+
+/// A range (both ends included) and where in the settings its value is.
+enum Range {
+    Duration {
+        min: Duration,
+        max: Duration,
+        /// 0 is also accepted, and turns the feature off.
+        zero_is_off: bool,
+        get: fn(&Settings) -> Duration,
+    },
+    Count {
+        min: u64,
+        max: u64,
+        get: fn(&Settings) -> u64,
+    },
+    Rate {
+        min: f64,
+        max: f64,
+        get: fn(&Settings) -> f64,
+    },
+}
+
+impl Range {
+    /// What is wrong with the value in `s`, if it is outside the range.
+    fn refuses(&self, s: &Settings) -> Option<String> {
+        match *self {
+            Range::Duration {
+                min,
+                max,
+                zero_is_off,
+                get,
+            } => {
+                let v = get(s);
+                let off = if zero_is_off { "0s (off) or " } else { "" };
+                let fits = (zero_is_off && v.is_zero()) || (min..=max).contains(&v);
+                let range = match max {
+                    Duration::MAX => format!("at least {min:?}"),
+                    max => format!("from {min:?} to {max:?}"),
+                };
+                (!fits).then(|| format!("{v:?} is not {off}{range}"))
+            }
+            Range::Count { min, max, get } => {
+                let v = get(s);
+                (!(min..=max).contains(&v)).then(|| format!("{v} is not from {min} to {max}"))
+            }
+            Range::Rate { min, max, get } => {
+                let v = get(s);
+                (!(min..=max).contains(&v)).then(|| format!("{v} is not from {min} to {max}"))
+            }
+        }
+    }
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+
+/// A duration key's entry of [`RANGES`].
+const fn duration(
+    key: &'static str,
+    min: Duration,
+    max: Duration,
+    get: fn(&Settings) -> Duration,
+) -> Bounded {
+    let range = Range::Duration {
+        min,
+        max,
+        zero_is_off: false,
+        get,
+    };
+    Bounded {
+        key,
+        range,
+        note: "",
+    }
+}
+
+/// A count's entry of [`RANGES`].
+const fn count(key: &'static str, min: u64, max: u64, get: fn(&Settings) -> u64) -> Bounded {
+    let range = Range::Count { min, max, get };
+    Bounded {
+        key,
+        range,
+        note: "",
+    }
+}
+
+/// The one table of the numeric and duration keys' ranges: [`Settings::validate`]
+/// checks it first, and its refusal names the key and the range. What relates two
+/// keys (`api.poll_interval` at least `api.min_poll_interval`, `api.backoff_base` at
+/// most `api.backoff_max`) is checked after it.
+const RANGES: &[Bounded] = &[
+    duration("web.header_read_timeout", ms(100), hours(1), |s| {
+        s.web.header_read_timeout
+    }),
+    duration("state.commit_interval", ms(10), hours(1), |s| {
+        s.state.commit_interval
+    }),
+    duration("state.shutdown_grace", ms(100), hours(1), |s| {
+        s.state.shutdown_grace
+    }),
+    duration("file.poll_interval", ms(10), hours(1), |s| {
+        s.file.poll_interval
+    }),
+    duration("file.glob_interval", ms(10), hours(24), |s| {
+        s.file.glob_interval
+    }),
+    duration("file.rotate_wait", ms(0), hours(24), |s| s.file.rotate_wait),
+    duration("api.poll_interval", ms(10), hours(24), |s| {
+        s.api.poll_interval
+    }),
+    duration("api.min_poll_interval", ms(10), hours(24), |s| {
+        s.api.min_poll_interval
+    }),
+    duration("api.request_timeout", ms(100), hours(1), |s| {
+        s.api.request_timeout
+    }),
+    duration(
+        "api.backoff_base",
+        Duration::from_nanos(1),
+        hours(24),
+        |s| s.api.backoff_base,
+    ),
+    duration("api.backoff_max", ms(1), hours(24), |s| s.api.backoff_max),
+    duration("api.auth_retry_interval", ms(10), hours(24), |s| {
+        s.api.auth_retry_interval
+    }),
+    duration("api.max_task_age", ms(1000), hours(24 * 90), |s| {
+        s.api.max_task_age
+    }),
+    Bounded {
+        key: "api.organization_interval",
+        range: Range::Duration {
+            min: ms(100),
+            max: Duration::MAX,
+            zero_is_off: true,
+            get: |s| s.api.organization_interval,
+        },
+        note: "",
+    },
+    Bounded {
+        key: "api.usage_interval",
+        range: Range::Duration {
+            min: ms(100),
+            max: Duration::MAX,
+            zero_is_off: true,
+            get: |s| s.api.usage_interval,
+        },
+        note: "",
+    },
+    count("web.max_connections", 1, 100_000, |s| {
+        s.web.max_connections as u64
+    }),
+    count("file.max_line_bytes", 64, 1 << 30, |s| {
+        s.file.max_line_bytes as u64
+    }),
+    count("file.max_files", 1, 100_000, |s| s.file.max_files as u64),
+    count("file.read_block_bytes", 4096, 64 << 20, |s| {
+        s.file.read_block_bytes as u64
+    }),
+    Bounded {
+        key: "ledger.dedupe_window",
+        range: Range::Count {
+            min: 1,
+            max: 100_000_000,
+            get: |s| s.ledger.dedupe_window as u64,
+        },
+        note: "0 would count every repeated record again; the most is about 1.9 GB",
+    },
+    // 0 would fold every code or model into "other": refused.
+    count("ledger.max_failure_codes", 1, 100_000, |s| {
+        s.ledger.max_failure_codes as u64
+    }),
+    count("ledger.max_models", 1, 100_000, |s| {
+        s.ledger.max_models as u64
+    }),
+    // Checked with or without a path: a reload that adds the path keeps the size.
+    count("dead_letter.max_bytes", 4096, 1 << 40, |s| {
+        s.dead_letter.max_bytes
+    }),
+    count("dead_letter.max_line_bytes", 1, 1 << 30, |s| {
+        s.dead_letter.max_line_bytes as u64
+    }),
+    Bounded {
+        key: "api.requests_per_second",
+        range: Range::Rate {
+            min: 0.01,
+            max: 1000.0,
+            get: |s| s.api.requests_per_second,
+        },
+        note: "a request every 100 s at least",
+    },
+    count("api.max_in_flight", 1, 10_000, |s| {
+        s.api.max_in_flight as u64
+    }),
+    count("api.max_tracked", 1, 100_000_000, |s| {
+        s.api.max_tracked as u64
+    }),
+    duration("proxy.connect_timeout", ms(100), hours(1), |s| {
+        s.proxy.connect_timeout
+    }),
+    duration("proxy.response_timeout", ms(100), hours(1), |s| {
+        s.proxy.response_timeout
+    }),
+    duration("proxy.header_read_timeout", ms(100), hours(1), |s| {
+        s.proxy.header_read_timeout
+    }),
+    count("proxy.max_connections", 1, 65_536, |s| {
+        s.proxy.max_connections as u64
+    }),
+];
 
 /// Every setting.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -522,6 +732,7 @@ impl Settings {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_ranges()?;
         self.web.listen_address.parse::<SocketAddr>().map_err(|e| {
             invalid(
                 "web.listen_address",
@@ -538,46 +749,12 @@ impl Settings {
                 format!("{path:?}: must start with '/' and not be '/' or under '/-/'"),
             ));
         }
-        if self.web.max_connections == 0 {
-            return Err(invalid("web.max_connections", "must be at least 1"));
-        }
         self.web_security()?;
         self.proxy.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
-        if self.state.commit_interval < Duration::from_millis(10) {
-            return Err(invalid("state.commit_interval", "must be at least 10ms"));
-        }
-        if self.file.poll_interval < Duration::from_millis(10) {
-            return Err(invalid("file.poll_interval", "must be at least 10ms"));
-        }
-        if self.file.glob_interval < Duration::from_millis(10) {
-            return Err(invalid("file.glob_interval", "must be at least 10ms"));
-        }
-        if self.file.max_line_bytes < 64 {
-            return Err(invalid("file.max_line_bytes", "must be at least 64"));
-        }
-        if self.file.max_files == 0 {
-            return Err(invalid("file.max_files", "must be at least 1"));
-        }
-        if !(4096..=64 * 1024 * 1024).contains(&self.file.read_block_bytes) {
-            return Err(invalid(
-                "file.read_block_bytes",
-                "must be between 4096 and 67108864",
-            ));
-        }
         for p in self.file.paths.iter().chain(&self.file.rotated) {
             glob::Pattern::new(p).map_err(|e| invalid("file.paths", format!("{p:?}: {e}")))?;
-        }
-        if !(1..=100_000_000).contains(&self.ledger.dedupe_window) {
-            return Err(invalid(
-                "ledger.dedupe_window",
-                "from 1 (0 would count every repeated record again) to 100000000 (about 1.9 GB)",
-            ));
-        }
-        // Checked with or without a path: a reload that adds the path keeps the size.
-        if self.dead_letter.max_bytes < 4096 {
-            return Err(invalid("dead_letter.max_bytes", "must be at least 4096"));
         }
         RecordParser::new(&self.record)?;
         let api = &self.api;
@@ -595,144 +772,29 @@ impl Settings {
                 "must be at least api.min_poll_interval",
             ));
         }
-        if api.min_poll_interval < Duration::from_millis(10) {
-            return Err(invalid("api.min_poll_interval", "must be at least 10ms"));
-        }
-        if !(0.01..=1000.0).contains(&api.requests_per_second) {
-            return Err(invalid(
-                "api.requests_per_second",
-                "from 0.01 to 1000 (a request every 100 s at least)",
-            ));
-        }
-        if api.request_timeout < Duration::from_millis(100) {
-            return Err(invalid("api.request_timeout", "must be at least 100ms"));
-        }
-        for (key, every) in [
-            ("api.organization_interval", api.organization_interval),
-            ("api.usage_interval", api.usage_interval),
-        ] {
-            if !every.is_zero() && every < Duration::from_millis(100) {
-                return Err(invalid(key, "0s (off) or at least 100ms"));
-            }
-        }
-        if api.max_in_flight == 0 || api.max_tracked == 0 {
-            return Err(invalid(
-                "api.max_in_flight",
-                "api.max_in_flight and api.max_tracked must be at least 1",
-            ));
-        }
-        if api.backoff_base.is_zero() || api.backoff_max < api.backoff_base {
+        if api.backoff_max < api.backoff_base {
             return Err(invalid(
                 "api.backoff_base",
-                "must be more than 0 and at most api.backoff_max",
+                "must be at most api.backoff_max",
             ));
         }
-        self.check_ranges()?;
         self.failure_table()?;
         self.pricing()?;
         Ok(())
     }
 
-    /// The bounds of the settings not checked above: each in a range that works, so
-    /// that a typo (a lost unit, a zero too many) is refused with the key named instead
-    /// of hanging, spinning or exhausting memory.
+    /// The bounds of every numeric and duration key ([`RANGES`]), checked first: each
+    /// in a range that works, so that a typo (a lost unit, a zero too many) is refused
+    /// with the key named instead of hanging, spinning or exhausting memory.
     fn check_ranges(&self) -> Result<(), ConfigError> {
-        let ms = Duration::from_millis;
-        let hours = |h: u64| Duration::from_secs(h * 3600);
-        let durations = [
-            (
-                "web.header_read_timeout",
-                self.web.header_read_timeout,
-                ms(100),
-                hours(1),
-            ),
-            (
-                "state.commit_interval",
-                self.state.commit_interval,
-                ms(10),
-                hours(1),
-            ),
-            (
-                "state.shutdown_grace",
-                self.state.shutdown_grace,
-                ms(100),
-                hours(1),
-            ),
-            (
-                "file.poll_interval",
-                self.file.poll_interval,
-                ms(10),
-                hours(1),
-            ),
-            (
-                "file.glob_interval",
-                self.file.glob_interval,
-                ms(10),
-                hours(24),
-            ),
-            ("file.rotate_wait", self.file.rotate_wait, ms(0), hours(24)),
-            (
-                "api.poll_interval",
-                self.api.poll_interval,
-                ms(10),
-                hours(24),
-            ),
-            ("api.backoff_max", self.api.backoff_max, ms(1), hours(24)),
-            (
-                "api.auth_retry_interval",
-                self.api.auth_retry_interval,
-                ms(10),
-                hours(24),
-            ),
-            (
-                "api.max_task_age",
-                self.api.max_task_age,
-                ms(1000),
-                hours(24 * 90),
-            ),
-            (
-                "api.request_timeout",
-                self.api.request_timeout,
-                ms(100),
-                hours(1),
-            ),
-        ];
-        for (key, value, min, max) in durations {
-            if !(min..=max).contains(&value) {
-                return Err(invalid(
-                    key,
-                    format!("{value:?} is not from {min:?} to {max:?}"),
-                ));
+        for bounded in RANGES {
+            if let Some(problem) = bounded.range.refuses(self) {
+                let note = match bounded.note {
+                    "" => String::new(),
+                    note => format!(" ({note})"),
+                };
+                return Err(invalid(bounded.key, format!("{problem}{note}")));
             }
-        }
-        let counts = [
-            ("web.max_connections", self.web.max_connections, 1, 100_000),
-            ("file.max_line_bytes", self.file.max_line_bytes, 64, 1 << 30),
-            ("file.max_files", self.file.max_files, 1, 100_000),
-            // 0 would fold every code or model into "other": refused.
-            (
-                "ledger.max_failure_codes",
-                self.ledger.max_failure_codes,
-                1,
-                100_000,
-            ),
-            ("ledger.max_models", self.ledger.max_models, 1, 100_000),
-            (
-                "dead_letter.max_line_bytes",
-                self.dead_letter.max_line_bytes,
-                1,
-                1 << 30,
-            ),
-            ("api.max_in_flight", self.api.max_in_flight, 1, 10_000),
-            ("api.max_tracked", self.api.max_tracked, 1, 100_000_000),
-        ];
-        for (key, value, min, max) in counts {
-            if !(min..=max).contains(&value) {
-                return Err(invalid(key, format!("{value} is not from {min} to {max}")));
-            }
-        }
-        if self.dead_letter.max_bytes > 1 << 40 {
-            return Err(invalid("dead_letter.max_bytes", "at most 1 TiB"));
         }
         Ok(())
     }
@@ -1040,6 +1102,104 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{text:?}: {err:?} should name {key:?}");
         }
+    }
+
+    /// The numeric and duration keys of the settings (a duration is a string
+    /// humantime reads), read from what the defaults serialise to.
+    fn numeric_keys() -> Vec<String> {
+        let defaults = toml::Value::try_from(Settings::default()).unwrap();
+        let mut keys = Vec::new();
+        for (section, table) in defaults.as_table().unwrap() {
+            for (key, value) in table.as_table().unwrap() {
+                let numeric = match value {
+                    toml::Value::Integer(_) | toml::Value::Float(_) => true,
+                    toml::Value::String(s) => humantime::parse_duration(s).is_ok(),
+                    _ => false,
+                };
+                if numeric {
+                    keys.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_numeric_key_has_one_range() {
+        let keys = numeric_keys();
+        assert!(keys.len() >= 25, "{keys:?}");
+        let mut ranged: Vec<&str> = RANGES.iter().map(|b| b.key).collect();
+        ranged.sort_unstable();
+        let n = ranged.len();
+        ranged.dedup();
+        assert_eq!(ranged.len(), n, "a key is in RANGES twice");
+        for key in &keys {
+            assert!(
+                ranged.contains(&key.as_str()),
+                "{key} has no range in RANGES"
+            );
+        }
+        for key in ranged {
+            assert!(
+                keys.iter().any(|k| k == key),
+                "RANGES names {key}, no numeric key"
+            );
+        }
+    }
+
+    /// The TOML that sets `key` (`section.name`) to `value`.
+    fn set(key: &str, value: &str) -> String {
+        let (section, name) = key.split_once('.').unwrap();
+        format!("[{section}]\n{name} = {value}")
+    }
+
+    #[test]
+    fn a_value_just_outside_each_range_is_refused_naming_the_key() {
+        let ns = Duration::from_nanos(1);
+        let dur = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
+        let mut checked = 0;
+        for b in RANGES {
+            let outside: Vec<String> = match b.range {
+                Range::Duration {
+                    min,
+                    max,
+                    zero_is_off,
+                    ..
+                } => {
+                    // Nothing is below a minimum of 0, or of 1ns when 0 is accepted.
+                    let nothing_below = min.is_zero() || (zero_is_off && min == ns);
+                    let below = (!nothing_below).then(|| dur(min - ns));
+                    let above = (max != Duration::MAX).then(|| dur(max + ns));
+                    below.into_iter().chain(above).collect()
+                }
+                Range::Count { min, max, .. } => {
+                    let below = (min > 0).then(|| (min - 1).to_string());
+                    below.into_iter().chain([(max + 1).to_string()]).collect()
+                }
+                Range::Rate { min, max, .. } => {
+                    vec![format!("{:?}", min * 0.999), format!("{:?}", max * 1.001)]
+                }
+            };
+            assert!(
+                !outside.is_empty(),
+                "{}: nothing is outside its range",
+                b.key
+            );
+            for value in outside {
+                let text = set(b.key, &value);
+                let err = match load(&text, &[], Overrides::default()) {
+                    Ok(_) => panic!("{text:?} is accepted"),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    err.starts_with(&format!("{}: ", b.key)),
+                    "{text:?}: {err:?} should name {}",
+                    b.key
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 40, "{checked}");
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use runway_exporter::app::{self, ScanFormat};
-use runway_exporter::classify::{normalize_code, Table};
-use runway_exporter::config::{ConfigError, LogFormat, Overrides, Settings};
+use runway_exporter::{
+    normalize_code, ConfigError, LogFormat, Overrides, ScanFormat, Settings, Table,
+};
 
 /// Exit code for a configuration that cannot be used (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -113,7 +113,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Some(Command::CheckConfig(o)) => {
             let settings = Settings::load(&o)?;
             // What `run` would refuse, `check-config` refuses too.
-            app::api_key(&settings)?;
+            runway_exporter::api_key(&settings)?;
             print!("{}", settings.to_toml());
             Ok(())
         }
@@ -128,7 +128,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 ..Overrides::default()
             })?;
             init_logging("warn", LogFormat::Text);
-            let out = app::scan(&settings, &files, format)?;
+            let out = runway_exporter::scan(&settings, &files, format)?;
             std::io::stdout().lock().write_all(out.as_bytes())?;
             Ok(())
         }
@@ -145,7 +145,7 @@ fn run(o: Overrides) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(app::run(settings, o))
+    runtime.block_on(runway_exporter::run(settings, o))
 }
 
 fn main() -> ExitCode {

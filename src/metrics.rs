@@ -26,15 +26,40 @@ pub const REVISION: &str = match option_env!("RUNWAY_EXPORTER_REVISION") {
     None => "unknown",
 };
 
-/// One exported family: its name, help, type and label names.
-struct Def {
+/// One exported family: its name, help, type and its `N` label names. A sample's label
+/// values are `[&str; N]` ([`Families::add`]), so a count that disagrees with the
+/// names fails to compile.
+struct Def<const N: usize> {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
-    labels: &'static [&'static str],
+    labels: [&'static str; N],
 }
 
-const fn counter(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Def {
+/// A family, whatever its count of labels: what a collector describes.
+trait Family: Sync {
+    fn name(&self) -> &'static str;
+    fn help(&self) -> &'static str;
+    fn labels(&self) -> &[&'static str];
+}
+
+impl<const N: usize> Family for Def<N> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn help(&self) -> &'static str {
+        self.help
+    }
+    fn labels(&self) -> &[&'static str] {
+        &self.labels
+    }
+}
+
+const fn counter<const N: usize>(
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; N],
+) -> Def<N> {
     Def {
         name,
         help,
@@ -43,7 +68,11 @@ const fn counter(name: &'static str, help: &'static str, labels: &'static [&'sta
     }
 }
 
-const fn gauge(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Def {
+const fn gauge<const N: usize>(
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; N],
+) -> Def<N> {
     Def {
         name,
         help,
@@ -52,7 +81,11 @@ const fn gauge(name: &'static str, help: &'static str, labels: &'static [&'stati
     }
 }
 
-const fn histogram(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Def {
+const fn histogram<const N: usize>(
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; N],
+) -> Def<N> {
     Def {
         name,
         help,
@@ -61,168 +94,168 @@ const fn histogram(name: &'static str, help: &'static str, labels: &'static [&'s
     }
 }
 
-const TASKS: Def = counter(
+const TASKS: Def<2> = counter(
     "runway_tasks_total",
     "Terminal task outcomes, counted once per task id.",
-    &["status", "model"],
+    ["status", "model"],
 );
-const FAILURES: Def = counter(
+const FAILURES: Def<5> = counter(
     "runway_task_failures_total",
     "FAILED tasks by failure code; category, retry and credits come from the failure-code table.",
-    &["failure_code", "category", "retry", "credits", "model"],
+    ["failure_code", "category", "retry", "credits", "model"],
 );
-const CHARGED: Def = counter("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table.", &["status", "model"]);
-const ESTIMATED: Def = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total that is an estimate, not a reported cost, by origin: estimated_cost (Runway's own estimatedCost for the task, its last seen) or pricing (the pricing table).", &["status", "model", "origin"]);
-const LOST: Def = counter("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost.", &["failure_code", "model"]);
-const DURATION: Def = histogram("runway_task_duration_seconds", "Seconds from a task's createdAt to its terminal record (the record's own timestamp, else when it was read live or the API answered), once per task.", &["model", "status"]);
-const QUEUE: Def = histogram("runway_task_queue_seconds", "Seconds from a task's createdAt to its first RUNNING record: the time it waited for a concurrency slot, once per task.", &["model"]);
-const UNTIMED: Def = counter("runway_exporter_untimed_tasks_total", "Tasks not observed in runway_task_duration_seconds (measure=duration) or runway_task_queue_seconds (measure=queue) because their times could not be trusted, by reason.", &["measure", "reason"]);
-const MISMATCHES: Def = counter("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0).", &["failure_code", "credits"]);
-const INVALID_NUMBERS: Def = counter("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored.", &[]);
-const UNPRICED: Def = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record (for a task deleted while running, its last estimatedCost) nor the pricing table gave; their credits are not in the credit counters.", &["status"]);
-const INVOCATIONS: Def = counter("runway_workflow_invocations_total", "Terminal workflow invocation outcomes, counted once per invocation id; partial=\"true\": SUCCEEDED with failed nodes.", &["status", "partial"]);
-const NODE_FAILURES: Def = counter("runway_workflow_node_failures_total", "Failed nodes of counted workflow invocations (nodeErrors) by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
-const WORKFLOW_CREDITS: Def = counter("runway_workflow_credits_total", "Credits workflow invocations cost (cost.credits, which Runway omits until every node is terminal), once per invocation, by the status of the record the cost came on.", &["status"]);
-const SESSIONS: Def = counter(
+const CHARGED: Def<2> = counter("runway_credits_charged_total", "Credits terminal tasks were charged: the task's reported cost, else the event's credits field, else estimated from the pricing table.", ["status", "model"]);
+const ESTIMATED: Def<3> = counter("runway_credits_estimated_total", "The part of runway_credits_charged_total that is an estimate, not a reported cost, by origin: estimated_cost (Runway's own estimatedCost for the task, its last seen) or pricing (the pricing table).", ["status", "model", "origin"]);
+const LOST: Def<2> = counter("runway_credits_lost_total", "Credits FAILED tasks were charged (paid for, nothing produced); without a reported cost, estimated for the codes whose credits are lost.", ["failure_code", "model"]);
+const DURATION: Def<2> = histogram("runway_task_duration_seconds", "Seconds from a task's createdAt to its terminal record (the record's own timestamp, else when it was read live or the API answered), once per task.", ["model", "status"]);
+const QUEUE: Def<1> = histogram("runway_task_queue_seconds", "Seconds from a task's createdAt to its first RUNNING record: the time it waited for a concurrency slot, once per task.", ["model"]);
+const UNTIMED: Def<2> = counter("runway_exporter_untimed_tasks_total", "Tasks not observed in runway_task_duration_seconds (measure=duration) or runway_task_queue_seconds (measure=queue) because their times could not be trusted, by reason.", ["measure", "reason"]);
+const MISMATCHES: Def<2> = counter("runway_task_cost_mismatches_total", "FAILED tasks whose reported cost contradicts the failure-code table's credits rule (lost but 0, or refunded but more than 0).", ["failure_code", "credits"]);
+const INVALID_NUMBERS: Def<0> = counter("runway_exporter_invalid_numbers_total", "Records whose credits, cost or duration field was not a number in range (0 to 1e9 credits, 0 to 86400 s); the value was ignored.", []);
+const UNPRICED: Def<1> = counter("runway_exporter_credits_unpriced_total", "Charged or lost tasks whose credits neither the record (for a task deleted while running, its last estimatedCost) nor the pricing table gave; their credits are not in the credit counters.", ["status"]);
+const INVOCATIONS: Def<2> = counter("runway_workflow_invocations_total", "Terminal workflow invocation outcomes, counted once per invocation id; partial=\"true\": SUCCEEDED with failed nodes.", ["status", "partial"]);
+const NODE_FAILURES: Def<4> = counter("runway_workflow_node_failures_total", "Failed nodes of counted workflow invocations (nodeErrors) by failure code; category, retry and credits come from the failure-code table.", ["failure_code", "category", "retry", "credits"]);
+const WORKFLOW_CREDITS: Def<1> = counter("runway_workflow_credits_total", "Credits workflow invocations cost (cost.credits, which Runway omits until every node is terminal), once per invocation, by the status of the record the cost came on.", ["status"]);
+const SESSIONS: Def<1> = counter(
     "runway_realtime_sessions_total",
     "Realtime sessions that ended, counted once per session id.",
-    &["status"],
+    ["status"],
 );
-const SESSION_FAILURES: Def = counter("runway_realtime_session_failures_total", "FAILED realtime sessions by failure code; category, retry and credits come from the failure-code table.", &["failure_code", "category", "retry", "credits"]);
-const RECORDS: Def = counter(
+const SESSION_FAILURES: Def<4> = counter("runway_realtime_session_failures_total", "FAILED realtime sessions by failure code; category, retry and credits come from the failure-code table.", ["failure_code", "category", "retry", "credits"]);
+const RECORDS: Def<2> = counter(
     "runway_exporter_records_total",
     "Lines read, by what became of them: counted, duplicate, non_terminal or rejected.",
-    &["source", "result"],
+    ["source", "result"],
 );
-const READ_BYTES: Def = counter(
+const READ_BYTES: Def<1> = counter(
     "runway_exporter_read_bytes_total",
     "Bytes of complete lines read.",
-    &["source"],
+    ["source"],
 );
-const PARSE_ERRORS: Def = counter(
+const PARSE_ERRORS: Def<2> = counter(
     "runway_exporter_parse_errors_total",
     "Rejected lines by reason.",
-    &["source", "reason"],
+    ["source", "reason"],
 );
-const UNKNOWN_CODES: Def = counter(
+const UNKNOWN_CODES: Def<0> = counter(
     "runway_exporter_unknown_failure_codes_total",
     "FAILED tasks whose failure code the failure-code table does not know.",
-    &[],
+    [],
 );
-const OVERFLOW: Def = counter(
+const OVERFLOW: Def<1> = counter(
     "runway_exporter_label_overflow_total",
     "Records whose label value was folded into \"other\" by a cardinality cap.",
-    &["label"],
+    ["label"],
 );
-const ROTATIONS: Def = counter(
+const ROTATIONS: Def<1> = counter(
     "runway_exporter_file_rotations_total",
     "Files replaced by a new file at the same path.",
-    &["source"],
+    ["source"],
 );
-const TRUNCATIONS: Def = counter(
+const TRUNCATIONS: Def<1> = counter(
     "runway_exporter_file_truncations_total",
     "Files found shorter than the position read; read again from the start.",
-    &["source"],
+    ["source"],
 );
-const FILES_TRACKED: Def = gauge(
+const FILES_TRACKED: Def<1> = gauge(
     "runway_exporter_files_tracked",
     "Files currently followed.",
-    &["source"],
+    ["source"],
 );
-const FILE_LIMIT: Def = counter(
+const FILE_LIMIT: Def<1> = counter(
     "runway_exporter_file_limit_hits_total",
     "Matching files not followed because max_files was reached.",
-    &["source"],
+    ["source"],
 );
-const API_REQUESTS: Def = counter(
+const API_REQUESTS: Def<2> = counter(
     "runway_exporter_api_requests_total",
     "Requests to the Runway API by endpoint and HTTP status code.",
-    &["endpoint", "code"],
+    ["endpoint", "code"],
 );
-const PROXY_REQUESTS: Def = counter(
+const PROXY_REQUESTS: Def<3> = counter(
     "runway_api_requests_total",
     "The application's requests to the Runway API seen by the proxy, by endpoint template, method and answer code.",
-    &["endpoint", "method", "code"],
+    ["endpoint", "method", "code"],
 );
-const PROXY_LATENCY: Def = histogram(
+const PROXY_LATENCY: Def<1> = histogram(
     "runway_api_request_duration_seconds",
     "The Runway API's latency to the application's requests seen by the proxy (request start to answer headers), by endpoint template.",
-    &["endpoint"],
+    ["endpoint"],
 );
-const PROXY_CREATED: Def = counter(
+const PROXY_CREATED: Def<2> = counter(
     "runway_tasks_created_total",
     "Tasks created through the proxy (a POST answered 2xx with a task id), by create endpoint and model (the request's, else the answer's routing.model).",
-    &["endpoint", "model"],
+    ["endpoint", "model"],
 );
-const LAST_RECORD: Def = gauge(
+const LAST_RECORD: Def<1> = gauge(
     "runway_exporter_last_record_timestamp_seconds",
     "Unix time a line was last read from the source.",
-    &["source"],
+    ["source"],
 );
-const SOURCE_UP: Def = gauge(
+const SOURCE_UP: Def<1> = gauge(
     "runway_exporter_source_up",
     "1 when the source is running and can read its input.",
-    &["source"],
+    ["source"],
 );
-const ESTIMATES_HELD: Def = gauge(
+const ESTIMATES_HELD: Def<0> = gauge(
     "runway_exporter_estimates_held",
     "Task ids whose estimatedCost is held until their terminal record is counted.",
-    &[],
+    [],
 );
-const ESTIMATES_EVICTED: Def = counter(
+const ESTIMATES_EVICTED: Def<0> = counter(
     "runway_exporter_estimates_evicted_total",
     "Held estimatedCost values dropped to make room for newer task ids; such a task, ending without a cost, is estimated from the pricing table.",
-    &[],
+    [],
 );
-const DEDUPE_IDS: Def = gauge(
+const DEDUPE_IDS: Def<0> = gauge(
     "runway_exporter_dedupe_ids",
     "Task ids remembered in the dedupe window.",
-    &[],
+    [],
 );
-const DEAD_LETTER: Def = counter(
+const DEAD_LETTER: Def<1> = counter(
     "runway_exporter_dead_letter_lines_total",
     "Rejected lines written to, or dropped from, the dead-letter file.",
-    &["result"],
+    ["result"],
 );
-const CREDIT_BALANCE: Def = gauge(
+const CREDIT_BALANCE: Def<0> = gauge(
     "runway_organization_credit_balance",
     "Credits left in the Runway organization (GET /v1/organization).",
-    &[],
+    [],
 );
-const DAILY_GENERATIONS: Def = gauge(
+const DAILY_GENERATIONS: Def<1> = gauge(
     "runway_organization_daily_generations",
     "Generations in a rolling 24 hours, not since midnight (usage.models[].dailyGenerations), by model.",
-    &["model"],
+    ["model"],
 );
-const MAX_DAILY: Def = gauge(
+const MAX_DAILY: Def<1> = gauge(
     "runway_organization_max_daily_generations",
     "The tier's limit on generations in a rolling 24 hours, by model; no sample when null (no limit).",
-    &["model"],
+    ["model"],
 );
-const MAX_CONCURRENT: Def = gauge(
+const MAX_CONCURRENT: Def<1> = gauge(
     "runway_organization_max_concurrent_generations",
     "The tier's limit on generations running at once, by model (more wait as THROTTLED); no sample when null (no limit).",
-    &["model"],
+    ["model"],
 );
-const MAX_MONTHLY: Def = gauge(
+const MAX_MONTHLY: Def<0> = gauge(
     "runway_organization_max_monthly_credit_spend",
     "The most credits that can be purchased in a 30-day window (tier.maxMonthlyCreditSpend; it caps auto-billing, not spending); no sample when null (no limit).",
-    &[],
+    [],
 );
-const DAILY_CREDITS: Def = gauge("runway_organization_daily_credits_used", "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage); tasks=\"false\" for products that create no task (realtime avatars, voice processing).", &["model", "tasks"]);
-const IN_FLIGHT: Def = gauge(
+const DAILY_CREDITS: Def<2> = gauge("runway_organization_daily_credits_used", "Credits used in the current UTC day by model, by Runway's own accounting (POST /v1/organization/usage); tasks=\"false\" for products that create no task (realtime avatars, voice processing).", ["model", "tasks"]);
+const IN_FLIGHT: Def<0> = gauge(
     "runway_api_credits_in_flight",
     "Estimated credits (estimatedCost) of the tasks still being polled.",
-    &[],
+    [],
 );
-const API_TASKS: Def = gauge(
+const API_TASKS: Def<0> = gauge(
     "runway_api_tasks_tracked",
     "Tasks from the task list being polled until they end.",
-    &[],
+    [],
 );
 
 /// The families of every snapshot.
-const FAMILIES: &[&Def] = &[
+const FAMILIES: &[&dyn Family] = &[
     &TASKS,
     &FAILURES,
     &CHARGED,
@@ -257,7 +290,7 @@ const FAMILIES: &[&Def] = &[
     &DEAD_LETTER,
 ];
 /// The API source's families, with it only.
-const API_FAMILIES: &[&Def] = &[
+const API_FAMILIES: &[&dyn Family] = &[
     &CREDIT_BALANCE,
     &DAILY_GENERATIONS,
     &MAX_DAILY,
@@ -274,7 +307,12 @@ struct Families(HashMap<&'static str, MetricFamily>);
 
 impl Families {
     /// A metric of `def`'s family, with label values in the order of its label names.
-    fn metric(&mut self, def: &'static Def, values: &[&str], fill: impl FnOnce(&mut Metric)) {
+    fn metric<const N: usize>(
+        &mut self,
+        def: &'static Def<N>,
+        values: &[&str; N],
+        fill: impl FnOnce(&mut Metric),
+    ) {
         let family = self.0.entry(def.name).or_insert_with(|| {
             let mut f = MetricFamily::default();
             f.set_name(def.name.to_string());
@@ -300,7 +338,13 @@ impl Families {
     }
 
     /// One histogram with the bucket bounds `bounds` (`+Inf` is the count).
-    fn histogram(&mut self, def: &'static Def, values: &[&str], h: &Histogram, bounds: &[f64]) {
+    fn histogram<const N: usize>(
+        &mut self,
+        def: &'static Def<N>,
+        values: &[&str; N],
+        h: &Histogram,
+        bounds: &[f64],
+    ) {
         self.metric(def, values, |metric| {
             let mut cumulative = 0;
             let buckets = bounds
@@ -323,7 +367,7 @@ impl Families {
     }
 
     /// One sample; label values in the order of the family's label names.
-    fn add(&mut self, def: &'static Def, values: &[&str], value: f64) {
+    fn add<const N: usize>(&mut self, def: &'static Def<N>, values: &[&str; N], value: f64) {
         self.metric(def, values, |metric| match def.kind {
             MetricType::COUNTER => {
                 let mut c = prometheus::proto::Counter::default();
@@ -510,10 +554,10 @@ impl Snapshot {
         let defs = FAMILIES.iter().chain(API_FAMILIES.iter().filter(|_| api));
         let descs = defs
             .map(|d| {
-                let labels = d.labels.iter().map(|l| l.to_string()).collect();
+                let labels = d.labels().iter().map(|l| l.to_string()).collect();
                 Desc::new(
-                    d.name.to_string(),
-                    d.help.to_string(),
+                    d.name().to_string(),
+                    d.help().to_string(),
                     labels,
                     HashMap::new(),
                 )
@@ -541,11 +585,7 @@ impl Collector for Snapshot {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let totals = self
-            .totals
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let totals = crate::sync::read(&self.totals).clone();
         families(&totals, self.api)
     }
 }
@@ -583,12 +623,17 @@ impl Metrics {
             snapshot,
             build_info: register(
                 r,
-                GaugeVec::new(
+                labelled(
                     opts(
                         "runway_exporter_build_info",
                         "Build information; the value is always 1.",
                     ),
-                    &["version", "revision", "api_version"],
+                    ["version", "revision", "api_version"],
+                    [
+                        VERSION,
+                        REVISION,
+                        crate::classify::Table::builtin().api_version(),
+                    ],
                 )?,
             )?,
             commit_errors: register(
@@ -620,24 +665,25 @@ impl Metrics {
                 ))?,
             )?,
         };
-        m.build_info
-            .with_label_values(&[
-                VERSION,
-                REVISION,
-                crate::classify::Table::builtin().api_version(),
-            ])
-            .set(1.0);
         Ok(m)
     }
 
     /// Publishes `t`, the totals of the last commit: the next gather renders them.
     pub fn publish(&mut self, t: Totals) {
-        *self
-            .snapshot
-            .totals
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+        *crate::sync::write(&self.snapshot.totals) = Arc::new(t);
     }
+}
+
+/// A gauge family of `N` label names, set to 1 for one set of `N` label values (the
+/// counts agree at compile time).
+fn labelled<const N: usize>(
+    opts: Opts,
+    names: [&str; N],
+    values: [&str; N],
+) -> prometheus::Result<GaugeVec> {
+    let vec = GaugeVec::new(opts, &names)?;
+    vec.with_label_values(&values).set(1.0);
+    Ok(vec)
 }
 
 /// The registry rendered in the Prometheus text format.
@@ -705,8 +751,8 @@ mod tests {
         assert!(!MAX_MONTHLY.help.contains("spend limit"));
         assert!(DAILY_GENERATIONS.help.contains("rolling 24 hours"));
         assert!(MAX_DAILY.help.contains("rolling 24 hours"));
-        for def in [&MAX_DAILY, &MAX_CONCURRENT, &MAX_MONTHLY] {
-            assert!(def.help.contains("null (no limit)"), "{}", def.help);
+        for help in [MAX_DAILY.help, MAX_CONCURRENT.help, MAX_MONTHLY.help] {
+            assert!(help.contains("null (no limit)"), "{help}");
         }
     }
 

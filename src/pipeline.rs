@@ -19,6 +19,7 @@ use crate::ledger::{FileKey, Ledger, LineResult, Position, SourceId, Totals, BAT
 use crate::lines::{glued_records, Line, LineSplitter};
 use crate::metrics::Metrics;
 use crate::record::{ParseError, RecordParser};
+use crate::sync::{lock, read, write};
 
 /// Without a dead-letter file, rejected lines of one block that are looked at for
 /// logging (which is rate-limited anyway); the rest are only counted.
@@ -67,7 +68,7 @@ impl Handler for TaskLog {
         results: &mut Vec<LineResult>,
         seen_at: Option<f64>,
     ) {
-        let parser = self.parser.read().unwrap_or_else(|e| e.into_inner());
+        let parser = read(&self.parser);
         let mut records = Vec::with_capacity(BATCH.min(lines.len()));
         for batch in lines.chunks(BATCH) {
             records.clear();
@@ -230,12 +231,6 @@ pub struct Pipeline {
     next_file_key: std::sync::atomic::AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while counting cannot leave the plain counters half-written in a way
-    // worth dying for: keep serving what is there.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Pipeline {
     pub fn new(parser: RecordParser, ledger: Ledger, dead_letter: Option<DeadLetter>) -> Self {
         Pipeline {
@@ -251,12 +246,12 @@ impl Pipeline {
 
     /// Gives `source` its own handler (the task list's).
     pub fn set_handler(&self, source: SourceId, handler: std::sync::Arc<dyn Handler>) {
-        let mut handlers = self.handlers.write().unwrap_or_else(|e| e.into_inner());
+        let mut handlers = write(&self.handlers);
         handlers.insert(source.0, handler);
     }
 
     fn handler(&self, source: SourceId) -> std::sync::Arc<dyn Handler> {
-        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+        let handlers = read(&self.handlers);
         match handlers.get(&source.0) {
             Some(h) => h.clone(),
             None => self.task_log.clone(),
@@ -271,11 +266,7 @@ impl Pipeline {
 
     /// Replaces the record parser (a reload); counters are untouched.
     pub fn set_parser(&self, parser: RecordParser) {
-        *self
-            .task_log
-            .parser
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = parser;
+        *write(&self.task_log.parser) = parser;
     }
 
     /// Registers a source with the ledger.

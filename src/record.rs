@@ -41,7 +41,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use crate::labels::trim;
 
 mod flow;
-pub use flow::{NodeErrors, SessionStatus, MAX_NODE_CODES};
+pub use flow::{NodeErrors, SessionStatus};
 
 /// What kind of object a record is: a task, or one of the objects that are not tasks
 /// but carry failure codes (how they are told apart: `record/flow.rs`).

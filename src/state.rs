@@ -388,6 +388,7 @@ impl Pending {
 }
 
 /// Reads the current state file; `Ok(None)` when there is none.
+#[cfg(test)]
 pub fn read(dir: &Path) -> Result<Option<State>, StateError> {
     read_generation(dir, Generation::Current)
 }
@@ -1136,6 +1137,32 @@ mod tests {
                     credits: 12.5,
                 }],
                 evicted: 3,
+            },
+            flows: crate::ledger::FlowTotals {
+                invocations: vec![crate::ledger::InvocationSeries {
+                    status: "SUCCEEDED".into(),
+                    partial: true,
+                    invocations: 2,
+                }],
+                node_failures: vec![crate::ledger::CodeSeries {
+                    failure_code: "SAFETY.OUTPUT.VIDEO".into(),
+                    category: "safety_output".into(),
+                    retry: "never".into(),
+                    credits: "lost".into(),
+                    value: 1,
+                }],
+                credits: vec![crate::ledger::FlowCredits {
+                    status: "SUCCEEDED".into(),
+                    credits: 40.0,
+                }],
+                sessions: vec![crate::ledger::SessionSeries {
+                    status: "COMPLETED".into(),
+                    sessions: 1,
+                }],
+                session_failures: Vec::new(),
+                workflow_ids: vec![11, 12],
+                session_ids: vec![13],
+                costed_ids: vec![11],
             },
         };
         State {

@@ -156,11 +156,11 @@ impl Exposition {
     /// Serves `text` and `recent` from now on, compressed once here.
     pub fn publish(&self, text: String, recent: Arc<Vec<RecentFailures>>) {
         let page = Arc::new(Page::new(text, recent));
-        *self.page.write().unwrap_or_else(|e| e.into_inner()) = page;
+        *crate::sync::write(&self.page) = page;
     }
 
     fn current(&self) -> Arc<Page> {
-        self.page.read().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::read(&self.page).clone()
     }
 
     fn process_text(&self) -> String {

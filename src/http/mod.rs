@@ -108,10 +108,6 @@ impl Chunks {
     pub fn len(&self) -> u64 {
         self.0.iter().map(|c| c.len() as u64).sum()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl<T: Into<Bytes>> From<T> for Chunks {

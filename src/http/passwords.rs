@@ -24,6 +24,8 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+
+use crate::sync::{lock, wait};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -114,10 +116,6 @@ impl Memory {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The checks waiting, shared by the checker and its threads. A std `Mutex`: held for a
 /// scan of at most [`QUEUE`] jobs, never across bcrypt.
 struct Queue {
@@ -165,7 +163,7 @@ impl Queue {
             if state.closed {
                 return None;
             }
-            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = wait(&self.ready, state);
         }
     }
 

@@ -68,12 +68,7 @@ pub async fn serve(
             _ = token.cancelled() => break,
             taken = places.take(peer.ip()) => taken,
         };
-        let tls = state
-            .security
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .tls
-            .clone();
+        let tls = crate::sync::read(&state.security).tls.clone();
         let connection = Connection {
             state: state.clone(),
             tls,
@@ -197,12 +192,7 @@ async fn answer(
     client: std::net::IpAddr,
     req: &Request<Incoming>,
 ) -> Response<Chunks> {
-    let auth = state
-        .security
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .auth
-        .clone();
+    let auth = crate::sync::read(&state.security).auth.clone();
     if let Some(users) = auth {
         let header = req
             .headers()

@@ -11,7 +11,7 @@
 //!   whether it is *partial* (SUCCEEDED with failed nodes); each of its failed nodes by
 //!   code, classified by the tasks' failure-code table, the code interned under the same
 //!   `max_failure_codes` cap. One record's nodes make at most
-//!   [`crate::record::MAX_NODE_CODES`] codes; the nodes of further codes count as
+//!   `MAX_NODE_CODES` (16, `record::flow`) codes; the nodes of further codes count as
 //!   `other`, and bump `label_overflow`.
 //! - An invocation's `cost` is omitted until every node is terminal: its credits are
 //!   counted from the first terminal record that has a cost (once per id, by the status

@@ -56,18 +56,18 @@ mod timing;
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
 pub use dedupe::DedupeWindow;
-pub use estimates::{Estimates, SavedEstimate, SavedEstimates, MAX_ESTIMATES};
-pub use flows::{
-    CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries, MAX_FLOW_IDS,
-};
+#[cfg(test)]
+use estimates::MAX_ESTIMATES;
+pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
+pub use flows::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
 pub use proxy_book::{
     CreatedSeries, LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS,
 };
-pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, MAX_ID_BYTES, RECENT_TASKS};
+pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
-    DURATION_BUCKETS, MAX_SECONDS, QUEUE_BUCKETS,
+    DURATION_BUCKETS, QUEUE_BUCKETS,
 };
 
 use std::sync::Arc;
@@ -80,7 +80,7 @@ use crate::record::{ParseError, RawTime, Status, TaskRecord};
 use recent::Recent;
 use timing::Timings;
 
-pub use crate::labels::{model_label, INVALID_MODEL, MAX_MODEL_BYTES, OTHER, UNKNOWN_MODEL};
+pub use crate::labels::{model_label, INVALID_MODEL, OTHER, UNKNOWN_MODEL};
 
 /// What became of one line. Label values of `runway_exporter_records_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -88,6 +88,7 @@ impl Watch {
     }
 
     /// The directories watched.
+    #[cfg(test)]
     pub fn watched(&self) -> impl Iterator<Item = &Path> {
         self.watched.keys().map(PathBuf::as_path)
     }

@@ -23,7 +23,7 @@ use syn::visit::Visit;
 
 /// The layers, lowest first: a module uses only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "labels", "lines"],
+    &["clock", "labels", "lines", "sync"],
     &[
         "classify",
         "pricing",

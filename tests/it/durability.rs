@@ -750,14 +750,14 @@ fn paths_that_are_not_regular_files_are_passed_over_and_said() {
     assert_eq!(said, 2, "the directory and the FIFO, once each");
 }
 
+/// The organization's usage as restored: its UTC day and credits by model.
+type RestoredUsage = (String, Vec<(String, f64)>);
+
 /// Every `runway_*` sample but the build's, published by this build after restoring
 /// the state file of `tests/fixtures/<version>` in-process (API families registered when
 /// `api`), and the organization's usage it restored.
-fn restored_samples(
-    version: &str,
-    api: bool,
-) -> (Vec<String>, Option<(String, Vec<(String, f64)>)>) {
-    use runway_exporter::{classify, ledger, pipeline, pricing, record};
+fn restored_samples(version: &str, api: bool) -> (Vec<String>, Option<RestoredUsage>) {
+    use runway_exporter::{FieldMap, Ledger, Limits, Pipeline, Pricing, RecordParser, Table};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -765,19 +765,19 @@ fn restored_samples(
         dir.path().join("runway-exporter.state"),
     )
     .unwrap();
-    let ledger = ledger::Ledger::new(
-        Arc::new(classify::Table::builtin()),
-        Arc::new(pricing::Pricing::builtin()),
-        ledger::Limits::default(),
+    let ledger = Ledger::new(
+        Arc::new(Table::builtin()),
+        Arc::new(Pricing::builtin()),
+        Limits::default(),
     );
-    let parser = record::RecordParser::new(&record::FieldMap::default()).unwrap();
-    let p = pipeline::Pipeline::new(parser, ledger, None);
-    let restored = runway_exporter::app::restore(&p, dir.path());
+    let parser = RecordParser::new(&FieldMap::default()).unwrap();
+    let p = Pipeline::new(parser, ledger, None);
+    let restored = runway_exporter::restore(&p, dir.path());
     assert!(restored.restored, "{version}: the file was not restored");
     let registry = prometheus::Registry::new();
-    let mut metrics = runway_exporter::metrics::Metrics::new(&registry, api).unwrap();
+    let mut metrics = runway_exporter::Metrics::new(&registry, api).unwrap();
     p.publish(&mut metrics);
-    let text = runway_exporter::metrics::render(&registry);
+    let text = runway_exporter::render(&registry);
     let samples = text
         .lines()
         .filter(|l| l.starts_with("runway") && !l.starts_with("runway_exporter_build_info"))
@@ -860,7 +860,7 @@ fn every_version_s_state_file_restores_to_the_samples_it_published() {
         let want = std::fs::read_to_string(fixture(&format!("{version}/metrics.prom"))).unwrap();
         // The organization's usage is served only on its own UTC day (2026-12-01 for
         // version 1): its restore is checked in the totals, its samples on that day only.
-        let today = runway_exporter::clock::utc_day(std::time::SystemTime::now());
+        let today = runway_exporter::utc_day(std::time::SystemTime::now());
         let usage_today = usage.as_ref().is_some_and(|(date, _)| *date == today);
         // Estimated credits have had an origin since issue 22: what every fixture counted
         // is the pricing table's, none Runway's estimatedCost.

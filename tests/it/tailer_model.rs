@@ -19,10 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use runway_exporter::app::{build_pipeline, restore};
-use runway_exporter::config::{Settings, StartAt};
-use runway_exporter::pipeline::Pipeline;
-use runway_exporter::source::file::Tailer;
+use runway_exporter::{build_pipeline, restore, Pipeline, Settings, StartAt, Tailer};
 
 #[derive(Debug, Clone)]
 enum Op {

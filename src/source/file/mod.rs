@@ -49,7 +49,7 @@ pub mod discovery;
 mod follow;
 mod recovery;
 
-pub use discovery::{expand, expand_all};
+pub use discovery::expand;
 use follow::{Followed, Retired};
 pub use recovery::Checkpoint;
 use recovery::Start;
