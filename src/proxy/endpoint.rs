@@ -6,6 +6,7 @@
 //! ([`crate::runway_api`]).
 
 /// The template of `GET`/`DELETE /v1/tasks/{id}`.
+#[cfg(test)]
 pub const TASK: &str = "/v1/tasks/{id}";
 /// Every path not in the list.
 pub const OTHER: &str = "other";

@@ -26,6 +26,6 @@ pub(crate) mod scan;
 mod serve;
 mod tee;
 
-pub use forward::{Forwarder, ProxyError};
+pub use forward::Forwarder;
 pub use observe::{add_source, consume, Observation, Observer, CAPACITY as OBSERVATIONS};
 pub use serve::{serve, Limits};
