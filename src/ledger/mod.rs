@@ -45,9 +45,9 @@ mod deleted_tests;
 mod estimates;
 #[cfg(test)]
 mod estimates_tests;
-mod flows;
 #[cfg(test)]
 mod flows_tests;
+mod outcomes;
 mod own;
 mod proxy_book;
 mod recent;
@@ -59,26 +59,23 @@ pub use dedupe::DedupeWindow;
 #[cfg(test)]
 use estimates::MAX_ESTIMATES;
 pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
-pub use flows::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
+pub use outcomes::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
 pub use proxy_book::{
     CreatedSeries, LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS,
 };
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, RECENT_TASKS};
 pub use timing::{
-    DurationSeries, Histogram, Measure, QueueSeries, Untimed, UntimedSeries, CLOCK_SKEW,
-    DURATION_BUCKETS, QUEUE_BUCKETS,
+    DurationSeries, Histogram, QueueSeries, UntimedSeries, CLOCK_SKEW, DURATION_BUCKETS,
+    QUEUE_BUCKETS,
 };
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
-use crate::classify::{Category, CreditRule, NormalizedCode, Retry, Table};
+use crate::classify::{Category, CreditRule, Retry, Table};
 use crate::pricing::Pricing;
 use crate::record::{ParseError, RawTime, Status, TaskRecord};
-use recent::Recent;
-use timing::Timings;
+use outcomes::Outcomes;
 
 pub use crate::labels::{model_label, INVALID_MODEL, OTHER, UNKNOWN_MODEL};
 
@@ -530,47 +527,6 @@ pub struct SavedWindows {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SourceId(pub usize);
 
-/// Interns label values up to a cap, folding the rest into `other`.
-#[derive(Debug, Default)]
-struct Interner {
-    ids: FxHashMap<String, u32>,
-    names: Vec<String>,
-    /// Values that do not count against the cap (sentinels, the table's codes).
-    exempt: usize,
-}
-
-impl Interner {
-    fn with_exempt<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut i = Interner::default();
-        for v in values {
-            i.force(v);
-        }
-        i.exempt = i.names.len();
-        i
-    }
-
-    fn force(&mut self, value: &str) -> u32 {
-        if let Some(&id) = self.ids.get(value) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.ids.insert(value.to_string(), id);
-        self.names.push(value.to_string());
-        id
-    }
-
-    /// The id of `value`, or of `other` (and `true`) when the cap is reached.
-    fn get(&mut self, value: &str, cap: usize) -> (u32, bool) {
-        if let Some(&id) = self.ids.get(value) {
-            return (id, false);
-        }
-        if self.names.len() - self.exempt >= cap {
-            return (self.ids[OTHER], true);
-        }
-        (self.force(value), false)
-    }
-}
-
 /// Counters of task outcomes and of the exporter itself, as plain numbers.
 ///
 /// What a commit holds is in [`Committed`]'s parts, behind [`Tracked`]: read through
@@ -628,6 +584,8 @@ impl<T> std::ops::DerefMut for Tracked<T> {
 /// fields are private and change only through its methods.
 #[derive(Debug)]
 pub struct Committed {
+    /// Task outcomes ([`outcomes`]): the counters, their labels, the dedupe window and
+    /// the parts counted with them (timing, recent failures, held estimates, flows).
     outcomes: Outcomes,
     /// The exporter's own counters: per source, and the dead-letter file's.
     pub own: OwnCounters,
@@ -639,34 +597,6 @@ pub struct Committed {
     pub proxy: ProxyBook,
 }
 
-/// Task outcomes: the counters, the label interning behind them and the dedupe window.
-#[derive(Debug)]
-struct Outcomes {
-    dedupe: DedupeWindow,
-    codes: Interner,
-    code_info: Vec<CodeInfo>,
-    models: Interner,
-    tasks: FxHashMap<(Status, u32), u64>,
-    failures: FxHashMap<FailureKey, u64>,
-    /// Credits of counted tasks by `(status, model)`.
-    credits: FxHashMap<(Status, u32), Credits>,
-    credits_lost: FxHashMap<(u32, u32), f64>,
-    /// `(code, the code's credit rule)`: see the module doc.
-    cost_mismatches: FxHashMap<(u32, CreditRule), u64>,
-    invalid_numbers: u64,
-    credits_unpriced: Unpriced,
-    unknown_failure_codes: u64,
-    label_overflow: LabelOverflow,
-    /// How long the counted tasks took.
-    timing: Timings,
-    /// The last failed tasks of each code.
-    recent: Recent,
-    /// Runway's estimates of the tasks not yet counted.
-    estimates: Estimates,
-    /// Workflow invocations and realtime sessions.
-    flows: flows::Flows,
-}
-
 impl std::ops::Deref for Ledger {
     type Target = Committed;
     fn deref(&self) -> &Committed {
@@ -676,37 +606,14 @@ impl std::ops::Deref for Ledger {
 
 impl Ledger {
     pub fn new(table: Arc<Table>, pricing: Arc<Pricing>, limits: Limits) -> Ledger {
-        let codes = Interner::with_exempt(
-            [crate::classify::NONE, crate::classify::INVALID, OTHER]
-                .into_iter()
-                .chain(table.known_codes().iter().map(String::as_str)),
-        );
-        let models = Interner::with_exempt([UNKNOWN_MODEL, INVALID_MODEL, OTHER]);
-        let mut ledger = Ledger {
+        let outcomes = Outcomes::new(&table, limits);
+        Ledger {
             table,
             pricing,
             limits,
             book: Tracked {
                 value: Committed {
-                    outcomes: Outcomes {
-                        dedupe: DedupeWindow::new(limits.dedupe_window),
-                        codes,
-                        code_info: Vec::new(),
-                        models,
-                        tasks: FxHashMap::default(),
-                        failures: FxHashMap::default(),
-                        credits: FxHashMap::default(),
-                        credits_lost: FxHashMap::default(),
-                        cost_mismatches: FxHashMap::default(),
-                        invalid_numbers: 0,
-                        credits_unpriced: Unpriced::default(),
-                        unknown_failure_codes: 0,
-                        label_overflow: LabelOverflow::default(),
-                        timing: Timings::new(limits.dedupe_window),
-                        recent: Recent::default(),
-                        estimates: Estimates::default(),
-                        flows: flows::Flows::default(),
-                    },
+                    outcomes,
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
                     api: ApiBook::default(),
@@ -715,65 +622,7 @@ impl Ledger {
                 generation: 0,
             },
             scanned_at: Default::default(),
-        };
-        ledger.sync_code_info();
-        ledger.export_zeroes();
-        ledger
-    }
-
-    /// Classifies interned codes that have no info yet.
-    fn sync_code_info(&mut self) {
-        let book = &mut *self.book;
-        for label in &book.outcomes.codes.names[book.outcomes.code_info.len()..] {
-            let class = if label == OTHER || label == crate::classify::INVALID {
-                self.table.classify(&NormalizedCode::Invalid)
-            } else {
-                self.table.classify_code(label)
-            };
-            book.outcomes.code_info.push(CodeInfo {
-                label: label.clone(),
-                category: class.category,
-                retry: class.retry,
-                credits: class.credits,
-            });
         }
-    }
-
-    /// Every known status and failure code at 0, with `model="unknown"`, so that `rate()`
-    /// and alerts work before the first task.
-    fn export_zeroes(&mut self) {
-        let book = &mut *self.book;
-        let model = book.outcomes.models.ids[UNKNOWN_MODEL];
-        for status in Status::TERMINAL {
-            book.outcomes.tasks.entry((status, model)).or_default();
-            book.outcomes.credits.entry((status, model)).or_default();
-        }
-        for (code, info) in book.outcomes.code_info.iter().enumerate() {
-            if info.label == OTHER {
-                continue;
-            }
-            let key = FailureKey {
-                code: code as u32,
-                category: info.category,
-                retry: info.retry,
-                credits: info.credits,
-                model,
-            };
-            book.outcomes.failures.entry(key).or_default();
-            if info.credits == CreditRule::Lost {
-                book.outcomes
-                    .credits_lost
-                    .entry((code as u32, model))
-                    .or_default();
-            }
-            if info.credits != CreditRule::Unknown {
-                book.outcomes
-                    .cost_mismatches
-                    .entry((code as u32, info.credits))
-                    .or_default();
-            }
-        }
-        self.export_flow_zeroes();
     }
 
     pub fn limits(&self) -> Limits {
@@ -786,15 +635,7 @@ impl Ledger {
         self.table = table;
         self.pricing = pricing;
         self.limits = limits;
-        self.book.outcomes.dedupe.set_capacity(limits.dedupe_window);
-        self.book.outcomes.timing.set_window(limits.dedupe_window);
-        self.book.outcomes.code_info.clear();
-        self.sync_code_info();
-        for code in self.table.known_codes().to_vec() {
-            self.book.outcomes.codes.force(&code);
-        }
-        self.sync_code_info();
-        self.export_zeroes();
+        self.book.outcomes.reconfigure(&self.table, limits);
     }
 
     /// Registers a source; its totals start at 0 and `up` false.
@@ -880,19 +721,19 @@ impl Ledger {
     }
 
     pub fn dedupe(&self) -> &DedupeWindow {
-        &self.book.outcomes.dedupe
+        self.outcomes.dedupe()
     }
 
     pub fn code_info(&self, id: u32) -> &CodeInfo {
-        &self.book.outcomes.code_info[id as usize]
+        self.outcomes.code_info(id)
     }
 
     pub fn model_name(&self, id: u32) -> &str {
-        &self.book.outcomes.models.names[id as usize]
+        self.outcomes.model_name(id)
     }
 
     pub fn dedupe_len(&self) -> usize {
-        self.book.outcomes.dedupe.len()
+        self.outcomes.dedupe().len()
     }
 
     /// Records a result that is not a parsed line's (task-list and API outcomes).
@@ -979,7 +820,7 @@ impl Ledger {
         // Runway's estimate of a task not polled is not used here (it may never have
         // run): it is only let go.
         self.take_estimate(id);
-        let result = if self.book.outcomes.dedupe.insert(id) {
+        let result = if self.book.outcomes.mark_counted(id) {
             self.count_deleted(&task, at)
         } else {
             LineResult::Duplicate
@@ -1066,21 +907,21 @@ impl Ledger {
             return;
         }
         let h = DedupeWindow::hash(id);
-        if self.outcomes.estimates.get(h) != Some(credits) {
-            self.book.outcomes.estimates.insert(h, credits);
+        if self.outcomes.estimates().get(h) != Some(credits) {
+            self.book.outcomes.hold_estimate(h, credits);
         }
     }
 
     /// The estimate held for a task id, let go (no change when none is held).
     fn take_estimate(&mut self, id: &str) -> Option<f64> {
         let h = DedupeWindow::hash(id);
-        self.outcomes.estimates.get(h)?;
-        self.book.outcomes.estimates.take(h)
+        self.outcomes.estimates().get(h)?;
+        self.book.outcomes.take_estimate(h)
     }
 
     /// Task ids whose estimate is held until they are counted.
     pub fn estimates(&self) -> &Estimates {
-        &self.outcomes.estimates
+        self.outcomes.estimates()
     }
 
     /// Notes how far a polled task got, and its `createdAt` when the book has none yet;
@@ -1139,14 +980,14 @@ impl Ledger {
     /// on the wall clock of now: a change (committed) only when it moved by a second or
     /// more since last noted.
     pub fn note_clock(&mut self, now: crate::clock::Now) {
-        if self.book.outcomes.recent.stepped(now) {
-            self.book.outcomes.recent.set_step(now);
+        if self.outcomes.clock_stepped(now) {
+            self.book.outcomes.note_clock(now);
         }
     }
 
     /// Whether a task id was counted recently (it is in the dedupe window).
     pub fn seen(&self, id: &str) -> bool {
-        self.book.outcomes.dedupe.contains(id)
+        self.outcomes.dedupe().contains(id)
     }
 
     /// Records a line that yielded no record.
@@ -1199,15 +1040,7 @@ impl Ledger {
                     }
                 }
             }
-            let dedupe = &mut self.book.outcomes.dedupe;
-            dedupe.warm(hashes.iter().flatten().map(|(h, _)| *h));
-            // A terminal record: whether it is its task's first. A RUNNING one: whether
-            // its task was not counted yet, at its place in the batch.
-            let fresh = hashes.map(|h| match h {
-                Some((h, status)) if status.is_terminal() => dedupe.insert_hash(h),
-                Some((h, _)) => !dedupe.contains_hash(h),
-                None => true,
-            });
+            let fresh = self.book.outcomes.mark_batch(hashes);
             for (r, f) in batch.iter().zip(fresh) {
                 results.push(match r {
                     Ok(r) => self.count_with(source, r, Some(f), seen, None),
@@ -1235,77 +1068,9 @@ impl Ledger {
 
     /// Every counter with its labels resolved, sorted.
     pub fn totals(&self) -> Totals {
-        let model = |id: &u32| self.model_name(*id).to_string();
-        let model_id = |id: u32| self.model_name(id).to_string();
-        let code = |id: &u32| self.code_info(*id).label.clone();
-        let mut t = Totals {
-            tasks: self
-                .book
-                .outcomes
-                .tasks
-                .iter()
-                .map(|((s, m), v)| TaskSeries {
-                    status: s.as_str().into(),
-                    model: model(m),
-                    tasks: *v,
-                })
-                .collect(),
-            failures: self
-                .book
-                .outcomes
-                .failures
-                .iter()
-                .map(|(k, v)| FailureSeries {
-                    failure_code: code(&k.code),
-                    category: k.category.as_str().into(),
-                    retry: k.retry.as_str().into(),
-                    credits: k.credits.as_str().into(),
-                    model: model(&k.model),
-                    value: *v,
-                })
-                .collect(),
-            credits: self
-                .book
-                .outcomes
-                .credits
-                .iter()
-                .map(|((s, m), c)| CreditSeries {
-                    status: s.as_str().into(),
-                    model: model(m),
-                    charged: c.charged,
-                    estimated: c.estimated.total(),
-                    estimated_by: Some(c.estimated),
-                })
-                .collect(),
-            credits_lost: self
-                .book
-                .outcomes
-                .credits_lost
-                .iter()
-                .map(|((c, m), v)| LostSeries {
-                    failure_code: code(c),
-                    model: model(m),
-                    credits: *v,
-                })
-                .collect(),
-            cost_mismatches: self
-                .book
-                .outcomes
-                .cost_mismatches
-                .iter()
-                .map(|((c, rule), v)| MismatchSeries {
-                    failure_code: code(c),
-                    credits: rule.as_str().into(),
-                    tasks: *v,
-                })
-                .collect(),
-            invalid_numbers: self.book.outcomes.invalid_numbers,
-            credits_unpriced: self.book.outcomes.credits_unpriced,
-            unknown_failure_codes: self.book.outcomes.unknown_failure_codes,
-            label_overflow: self.book.outcomes.label_overflow,
+        Totals {
             dead_letter: self.own.dead_letter(),
             sources: self.own.sources().to_vec(),
-            dedupe_ids: self.book.outcomes.dedupe.len() as u64,
             api_requests: self
                 .api
                 .requests()
@@ -1319,35 +1084,11 @@ impl Ledger {
             organization: self.api.organization().cloned(),
             usage: self.api.usage().cloned(),
             api_credits_in_flight: self.api.in_flight(),
-            durations: self.outcomes.timing.durations(model_id),
-            queues: self.outcomes.timing.queues(model_id),
-            untimed: self.outcomes.timing.untimed_series(),
-            recent: self.outcomes.recent.totals(|c| {
-                let info = self.code_info(c);
-                let class = CodeClass {
-                    category: info.category,
-                    retry: info.retry,
-                    credits: info.credits,
-                };
-                (info.label.clone(), class)
-            }),
-            estimates: self.outcomes.estimates.saved(),
-            flows: self.flow_totals(),
             proxy_requests: self.proxy.requests(),
             proxy_latency: self.proxy.latency(),
             proxy_created: self.proxy.created(),
-        };
-        t.tasks
-            .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
-        t.failures.sort_by(|a, b| {
-            (&a.failure_code, &a.model, &a.category).cmp(&(&b.failure_code, &b.model, &b.category))
-        });
-        t.credits
-            .sort_by(|a, b| (&a.status, &a.model).cmp(&(&b.status, &b.model)));
-        t.cost_mismatches.sort();
-        t.credits_lost
-            .sort_by(|a, b| (&a.failure_code, &a.model).cmp(&(&b.failure_code, &b.model)));
-        t
+            ..self.outcomes.totals()
+        }
     }
 
     /// Restores saved counters and a saved dedupe window (oldest first) into this new
@@ -1360,86 +1101,15 @@ impl Ledger {
             next.add_source(&s.name);
         }
         next.add_saved(t)?;
-        for h in windows.dedupe {
-            next.book.outcomes.dedupe.insert_hash(h);
-        }
-        next.book.outcomes.timing.restore_started(windows.started);
+        next.book.outcomes.restore_windows(windows);
         *self = next;
         Ok(())
     }
 
     /// Adds saved counters to this ledger; stops at the first that is not valid.
     fn add_saved(&mut self, t: &Totals) -> Result<(), RestoreError> {
-        let bad = |what: &str, v: &str| RestoreError(format!("{what} {v:?}"));
-        let status = |s: &str| {
-            Status::read(s)
-                .filter(|s| s.is_terminal())
-                .ok_or_else(|| bad("status", s))
-        };
         let book = &mut *self.book;
-        for series in &t.tasks {
-            let key = (
-                status(&series.status)?,
-                book.outcomes.models.force(&series.model),
-            );
-            *book.outcomes.tasks.entry(key).or_default() += series.tasks;
-        }
-        for f in &t.failures {
-            let key = FailureKey {
-                code: book.outcomes.codes.force(&f.failure_code),
-                category: Category::parse(&f.category)
-                    .ok_or_else(|| bad("category", &f.category))?,
-                retry: Retry::parse(&f.retry).ok_or_else(|| bad("retry", &f.retry))?,
-                credits: CreditRule::parse(&f.credits).ok_or_else(|| bad("credits", &f.credits))?,
-                model: book.outcomes.models.force(&f.model),
-            };
-            *book.outcomes.failures.entry(key).or_default() += f.value;
-        }
-        for series in &t.credits {
-            let key = (
-                status(&series.status)?,
-                book.outcomes.models.force(&series.model),
-            );
-            let c = book.outcomes.credits.entry(key).or_default();
-            c.charged += series.charged;
-            c.estimated.add_all(&series.by_origin());
-        }
-        for series in &t.cost_mismatches {
-            let rule = CreditRule::parse(&series.credits)
-                .ok_or_else(|| bad("credits", &series.credits))?;
-            let key = (book.outcomes.codes.force(&series.failure_code), rule);
-            *book.outcomes.cost_mismatches.entry(key).or_default() += series.tasks;
-        }
-        book.outcomes.invalid_numbers += t.invalid_numbers;
-        for series in &t.credits_lost {
-            let key = (
-                book.outcomes.codes.force(&series.failure_code),
-                book.outcomes.models.force(&series.model),
-            );
-            *book.outcomes.credits_lost.entry(key).or_default() += series.credits;
-        }
-        book.outcomes.credits_unpriced.add(&t.credits_unpriced);
-        book.outcomes.label_overflow.add(&t.label_overflow);
-
-        book.outcomes.unknown_failure_codes += t.unknown_failure_codes;
-        book.outcomes
-            .estimates
-            .restore(&t.estimates)
-            .map_err(RestoreError)?;
-        // Timed models and recent failures' codes are those of the restored counters,
-        // or fold under the caps: a saved file cannot grow them past what counting can.
-        let (models, max_models) = (&mut book.outcomes.models, self.limits.max_models);
-        book.outcomes
-            .timing
-            .restore(&t.durations, &t.queues, &t.untimed, |m| {
-                models.get(m, max_models).0
-            })
-            .map_err(RestoreError)?;
-        let codes = &book.outcomes.codes;
-        let known = |c: &str| codes.ids.get(c).copied();
-        book.outcomes
-            .recent
-            .restore(&t.recent, known, crate::clock::Now::read());
+        book.outcomes.add_saved(t, &self.table, self.limits)?;
         for series in &t.api_requests {
             let key = (series.endpoint.clone(), series.code.clone());
             book.api.count_requests(&key.0, &key.1, series.requests);
@@ -1449,9 +1119,7 @@ impl Ledger {
             .map_err(RestoreError)?;
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
-        self.add_saved_flows(&t.flows)?;
-        self.sync_code_info();
-        self.book.own.restore(&t.sources, &t.dead_letter);
+        book.own.restore(&t.sources, &t.dead_letter);
         Ok(())
     }
 
@@ -1462,8 +1130,10 @@ impl Ledger {
         seen: Seen,
         last: Option<f64>,
     ) -> LineResult {
-        self.book.outcomes.invalid_numbers += record.invalid_number as u64;
-        if let Some(result) = self.count_flow(record, fresh) {
+        let (table, limits) = (&*self.table, self.limits);
+        let outcomes = &mut self.book.outcomes;
+        outcomes.count_invalid_number(record.invalid_number);
+        if let Some(result) = outcomes.count_flow(record, fresh, table, limits) {
             return result;
         }
         if !record.status.is_terminal() {
@@ -1481,7 +1151,7 @@ impl Ledger {
         let held = record.id.as_deref().and_then(|id| self.take_estimate(id));
         let estimate = record.estimated_cost.or(last).or(held);
         if let Some(id) = &record.id {
-            if !fresh.unwrap_or_else(|| self.book.outcomes.dedupe.insert(id)) {
+            if !fresh.unwrap_or_else(|| self.book.outcomes.mark_counted(id)) {
                 return LineResult::Duplicate;
             }
         }
@@ -1497,31 +1167,14 @@ impl Ledger {
         ending: Ending,
     ) -> LineResult {
         let model_name = model_label(record.model.as_deref());
-        let (model, folded) = self
-            .book
-            .outcomes
-            .models
-            .get(model_name, self.limits.max_models);
-        self.book.outcomes.label_overflow.model += folded as u64;
-        *self
-            .book
-            .outcomes
-            .tasks
-            .entry((record.status, model))
-            .or_default() += 1;
-        let end = seen.of(record);
-        let timing = &mut self.book.outcomes.timing;
-        match (ending, end) {
-            (Ending::Deleted(_), None) => timing.untimed(Measure::Duration, Untimed::Deleted),
-            _ => timing.ended(record, model, end, seen.now),
-        }
-        let failure = (record.status == Status::Failed).then(|| self.count_failure(record, model));
-        if let Some((code, _)) = failure {
-            let (id, outcomes) = (record.id.as_deref(), &mut self.book.outcomes);
-            // Both clocks read again here, not for every record: a failure is rarer.
-            let now = crate::clock::Now::read();
-            outcomes.recent.failed(code, id, model_name, end, now);
-        }
+        let (table, limits) = (&*self.table, self.limits);
+        let outcomes = &mut self.book.outcomes;
+        let model = outcomes.count_task(record.status, model_name, limits.max_models);
+        outcomes.time_end(record, model, seen, matches!(ending, Ending::Deleted(_)));
+        let failure = (record.status == Status::Failed).then(|| {
+            let end = seen.of(record);
+            outcomes.count_failure(table, record, model, end, limits.max_failure_codes)
+        });
         let rule = failure.map(|(_, rule)| rule);
         let price = match (ending, record.cost) {
             (Ending::Deleted(price), _) => price,
@@ -1530,118 +1183,23 @@ impl Ledger {
                 self.price_without_cost(record, model_name, rule, estimate)
             }
         };
-        let credits = match price {
-            Price::Reported(c) | Price::Estimated(c, _) => c,
-            Price::Nothing => 0.0,
-            Price::Unknown => {
-                let unpriced = &mut self.book.outcomes.credits_unpriced;
-                match record.status {
-                    Status::Failed => unpriced.failed += 1,
-                    Status::Cancelled => unpriced.cancelled += 1,
-                    _ => unpriced.succeeded += 1,
-                }
-                0.0
-            }
-        };
-        let c = self
-            .book
-            .outcomes
-            .credits
-            .entry((record.status, model))
-            .or_default();
-        c.charged += credits;
-        if let Price::Estimated(e, origin) = price {
-            c.estimated.add(origin, e);
-        }
-        if let Some((code, rule)) = failure {
-            if credits > 0.0 {
-                *self
-                    .book
-                    .outcomes
-                    .credits_lost
-                    .entry((code, model))
-                    .or_default() += credits;
-            }
-            let contradicts = match rule {
-                CreditRule::Lost => record.cost == Some(0.0),
-                CreditRule::Refunded => record.cost.is_some_and(|c| c > 0.0),
-                CreditRule::Unknown => false,
-            };
-            if contradicts {
-                *self
-                    .book
-                    .outcomes
-                    .cost_mismatches
-                    .entry((code, rule))
-                    .or_default() += 1;
-            }
+        let outcomes = &mut self.book.outcomes;
+        let credits = outcomes.add_credits(record.status, model, price);
+        if let Some(failure) = failure {
+            outcomes.count_lost(failure, model, credits, record.cost);
         }
         LineResult::Counted
     }
 
-    /// Times the first `RUNNING` record of a task (its queue time): once per task id,
-    /// so never for a record without one, nor for a task already counted as ended
-    /// (`not_counted`: whether it was not, when the caller looked already).
+    /// Times the first `RUNNING` record of a task (see [`Outcomes::time_start`]).
     fn time_start(&mut self, record: &TaskRecord<'_>, not_counted: Option<bool>, seen: Seen) {
-        let outcomes = &mut self.book.outcomes;
-        let Some(id) = record.id.as_deref() else {
-            outcomes.timing.untimed(Measure::Queue, Untimed::NoId);
-            return;
-        };
-        let counted = !not_counted.unwrap_or_else(|| !outcomes.dedupe.contains(id));
-        if counted || !outcomes.timing.first_run(id) {
-            return;
-        }
-        let name = model_label(record.model.as_deref());
-        let (model, _) = outcomes.models.get(name, self.limits.max_models);
-        outcomes
-            .timing
-            .started(record, model, seen.of(record), seen.now);
+        let max_models = self.limits.max_models;
+        (self.book.outcomes).time_start(record, not_counted, seen, max_models);
     }
 
     /// The ids whose queue time was observed.
     pub fn started_ids(&self) -> &DedupeWindow {
-        self.outcomes.timing.started_ids()
-    }
-
-    /// Counts a FAILED task by its code; returns the code's id and credit rule.
-    fn count_failure(&mut self, record: &TaskRecord<'_>, model: u32) -> (u32, CreditRule) {
-        let code = record.failure_code.normalize();
-        let (code_id, folded) = self.intern_code(&code);
-        // The interned code's classification is cached; a code folded into "other"
-        // keeps its own.
-        let (category, retry, credits) = if folded {
-            let class = self.table.classify(&code);
-            (class.category, class.retry, class.credits)
-        } else {
-            let info = &self.book.outcomes.code_info[code_id as usize];
-            (info.category, info.retry, info.credits)
-        };
-        self.book.outcomes.unknown_failure_codes += (category == Category::Unknown) as u64;
-        let key = FailureKey {
-            code: code_id,
-            category,
-            retry,
-            credits,
-            model,
-        };
-        *self.book.outcomes.failures.entry(key).or_default() += 1;
-        (code_id, credits)
-    }
-
-    /// Interns a code under `max_failure_codes` (a folded one bumps `label_overflow`);
-    /// returns its id and whether it was folded into `other`.
-    fn intern_code(&mut self, code: &NormalizedCode<'_>) -> (u32, bool) {
-        let (code_id, folded) = self
-            .book
-            .outcomes
-            .codes
-            .get(code.as_str(), self.limits.max_failure_codes);
-        self.book.outcomes.label_overflow.failure_code += folded as u64;
-        if code_id as usize >= self.book.outcomes.code_info.len() {
-            self.sync_code_info();
-        }
-        (code_id, folded)
+        self.outcomes.started_ids()
     }
 
     /// The credits of a terminal task that reports no cost: the event's credits field
@@ -1909,22 +1467,16 @@ mod tests {
     }
 
     fn failures(l: &Ledger, code: &str, model: &str) -> u64 {
-        l.book
-            .outcomes
-            .failures
-            .iter()
-            .filter(|(k, _)| l.code_info(k.code).label == code && l.model_name(k.model) == model)
-            .map(|(_, v)| *v)
+        (l.totals().failures.iter())
+            .filter(|f| f.failure_code == code && f.model == model)
+            .map(|f| f.value)
             .sum()
     }
 
     fn tasks(l: &Ledger, status: Status) -> u64 {
-        l.book
-            .outcomes
-            .tasks
-            .iter()
-            .filter(|((s, _), _)| *s == status)
-            .map(|(_, v)| *v)
+        (l.totals().tasks.iter())
+            .filter(|t| t.status == status.as_str())
+            .map(|t| t.tasks)
             .sum()
     }
 
@@ -1965,9 +1517,14 @@ mod tests {
         assert_eq!(src.results[..4], [3, 2, 3, 1]);
         assert_eq!(src.results.iter().sum::<u64>(), lines.len() as u64);
         // SAFETY credits are lost: 5 credits/s x 10 s estimated from the pricing table.
-        let model = l.book.outcomes.models.ids["gen4_turbo"];
-        let code = l.book.outcomes.codes.ids["SAFETY.INPUT.TEXT"];
-        assert_eq!(l.book.outcomes.credits_lost[&(code, model)], 50.0);
+        let lost = l.totals().credits_lost;
+        let lost = lost
+            .iter()
+            .find(|c| {
+                (c.failure_code.as_str(), c.model.as_str()) == ("SAFETY.INPUT.TEXT", "gen4_turbo")
+            })
+            .unwrap();
+        assert_eq!(lost.credits, 50.0);
     }
 
     #[test]
@@ -1988,8 +1545,15 @@ mod tests {
         ] {
             assert_eq!(feed(&mut l, s, &p, line), LineResult::Counted);
         }
+        let totals = l.totals();
         let m = |name: &str| {
-            l.book.outcomes.credits[&(Status::Succeeded, l.book.outcomes.models.ids[name])]
+            let c = (totals.credits.iter())
+                .find(|c| c.status == "SUCCEEDED" && c.model == name)
+                .unwrap();
+            Credits {
+                charged: c.charged,
+                estimated: c.estimated_by.unwrap(),
+            }
         };
         let credits = |charged, pricing| Credits {
             charged,
@@ -2002,7 +1566,7 @@ mod tests {
         assert_eq!(m("gen4_image"), credits(5.0, 5.0));
         assert_eq!(m("mystery"), credits(0.0, 0.0));
         assert_eq!(
-            l.book.outcomes.credits_unpriced,
+            totals.credits_unpriced,
             Unpriced {
                 succeeded: 2,
                 failed: 1,
@@ -2022,12 +1586,14 @@ mod tests {
     }
 
     fn credits_of(l: &Ledger, status: Status, which: fn(&Credits) -> f64) -> f64 {
-        l.book
-            .outcomes
-            .credits
-            .iter()
-            .filter(|((s, _), _)| *s == status)
-            .map(|(_, c)| which(c))
+        (l.totals().credits.iter())
+            .filter(|c| c.status == status.as_str())
+            .map(|c| {
+                which(&Credits {
+                    charged: c.charged,
+                    estimated: c.estimated_by.unwrap(),
+                })
+            })
             .sum()
     }
 
@@ -2040,22 +1606,16 @@ mod tests {
     }
 
     fn lost(l: &Ledger, code: &str) -> f64 {
-        l.book
-            .outcomes
-            .credits_lost
-            .iter()
-            .filter(|((c, _), _)| l.code_info(*c).label == code)
-            .map(|(_, v)| v)
+        (l.totals().credits_lost.iter())
+            .filter(|c| c.failure_code == code)
+            .map(|c| c.credits)
             .sum()
     }
 
     fn mismatches(l: &Ledger, code: &str) -> u64 {
-        l.book
-            .outcomes
-            .cost_mismatches
-            .iter()
-            .filter(|((c, _), _)| l.code_info(*c).label == code)
-            .map(|(_, v)| v)
+        (l.totals().cost_mismatches.iter())
+            .filter(|m| m.failure_code == code)
+            .map(|m| m.tasks)
             .sum()
     }
 
@@ -2100,7 +1660,7 @@ mod tests {
             0,
             "an unknown rule cannot be contradicted"
         );
-        assert_eq!(l.book.outcomes.credits_unpriced, Unpriced::default());
+        assert_eq!(l.totals().credits_unpriced, Unpriced::default());
         // The totals carry them with their labels, and a restore brings them back.
         let t = l.totals();
         assert!(t.credits.contains(&CreditSeries {
@@ -2122,7 +1682,7 @@ mod tests {
             .cost_mismatches
             .contains(&mismatch("SAFETY.INPUT.TEXT", "lost")));
         let (mut again, _, _) = ledger(Limits::default());
-        let dedupe = l.book.outcomes.dedupe.hashes().collect();
+        let dedupe = l.dedupe().hashes().collect();
         again
             .restore(
                 &t,
@@ -2185,20 +1745,15 @@ mod tests {
         for code in Table::builtin().known_codes() {
             assert_eq!(failures(&l, code, UNKNOWN_MODEL), 0);
             assert!(
-                l.book
-                    .outcomes
-                    .failures
-                    .keys()
-                    .any(|k| &l.code_info(k.code).label == code),
+                l.totals().failures.iter().any(|f| &f.failure_code == code),
                 "{code}"
             );
         }
+        let tasks = l.totals().tasks;
         for status in Status::TERMINAL {
-            assert!(l
-                .book
-                .outcomes
-                .tasks
-                .contains_key(&(status, l.book.outcomes.models.ids[UNKNOWN_MODEL])));
+            assert!(tasks
+                .iter()
+                .any(|t| t.status == status.as_str() && t.model == UNKNOWN_MODEL));
         }
     }
 
@@ -2228,16 +1783,17 @@ mod tests {
         );
         assert_eq!(failures(&l, OTHER, OTHER), 7);
         assert_eq!(failures(&l, "ASSET.INVALID", "m0"), 1);
+        let totals = l.totals();
         assert_eq!(
-            l.book.outcomes.label_overflow,
+            totals.label_overflow,
             LabelOverflow {
                 failure_code: 7,
                 model: 8
             }
         );
-        assert_eq!(l.book.outcomes.unknown_failure_codes, 10);
-        let distinct_codes: rustc_hash::FxHashSet<_> =
-            l.book.outcomes.failures.keys().map(|k| k.code).collect();
+        assert_eq!(totals.unknown_failure_codes, 10);
+        let distinct_codes: std::collections::BTreeSet<_> =
+            totals.failures.iter().map(|f| &f.failure_code).collect();
         assert!(distinct_codes.len() <= Table::builtin().known_codes().len() + 3 + 3);
     }
 

@@ -584,11 +584,15 @@ fn an_unwritable_state_dir_makes_ready_fail_and_recovers() {
     // The temporary file's name taken by a directory: every commit fails (a stand-in
     // for a read-only or full disk that works when the tests run as root).
     let blocker = state.join(".runway-exporter.state.tmp");
-    // A commit may hold the temporary file for a moment: try until the directory
-    // takes its place.
-    let blocked = (0..1000).any(|_| {
-        let _ = std::fs::remove_file(&blocker);
-        std::fs::create_dir(&blocker).is_ok()
+    // A commit in progress holds the temporary file: wait until none does, and take the
+    // name only then (removing a commit's file would let its rename carry the directory
+    // away as the state file).
+    let blocked = (0..1_000_000).any(|_| {
+        let free = std::fs::create_dir(&blocker).is_ok();
+        if !free {
+            std::thread::yield_now();
+        }
+        free
     });
     assert!(blocked);
     std::fs::write(blocker.join("x"), b"").unwrap();

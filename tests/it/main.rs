@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod mock_api;
 mod ops;
+mod parts;
 mod proxy;
 mod sdk;
 mod shards;

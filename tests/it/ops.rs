@@ -75,7 +75,17 @@ fn every_runbook_annotation_resolves() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 24, "runbook annotations found");
+    // At least one in the rules and one in the tests for each alert: the reader found
+    // them all, not none.
+    let rules = std::fs::read_to_string(dir.join("config/prometheus/rules.yml")).unwrap();
+    let alerts = rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- alert:"))
+        .count();
+    assert!(
+        alerts >= 10 && checked >= 2 * alerts,
+        "{checked} runbook annotations for {alerts} alerts"
+    );
 }
 
 /// The unit with its binary path pointed at the binary under test, in a temp dir.

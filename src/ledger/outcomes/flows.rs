@@ -1,5 +1,10 @@
 //! Workflow invocations and realtime sessions: counted apart from tasks.
 //!
+//! A part of the outcomes (`Flows`, private fields), with the [`Outcomes`] methods that
+//! count them: they share the outcomes' failure codes (interned under the same cap, the
+//! same `label_overflow`) and the tasks' dedupe window, so they live in a child module
+//! of `outcomes`.
+//!
 //! - A record is one of them when its own fields say so ([`RecordKind`], read by
 //!   [`crate::record`]), or when its id was seen before on a record that did: the ids of
 //!   the last [`MAX_FLOW_IDS`] invocations and sessions are remembered (and committed),
@@ -20,8 +25,9 @@
 
 use rustc_hash::FxHashMap;
 
-use super::{DedupeWindow, Ledger, LineResult, OTHER};
-use crate::classify::{Category, CreditRule, Retry};
+use super::super::{DedupeWindow, Limits, LineResult, RestoreError, OTHER};
+use super::{Interner, Outcomes};
+use crate::classify::{Category, CreditRule, Retry, Table};
 use crate::record::{RawCode, RecordKind, SessionStatus, Status, TaskRecord};
 
 /// Invocation and session ids remembered, each (and invocations whose cost was counted):
@@ -112,10 +118,10 @@ enum Flow<'r, 'a> {
     Session(SessionStatus),
 }
 
-impl Ledger {
+impl Outcomes {
     /// Whether `record` is an invocation or a session, by its fields or its id.
     fn flow<'r, 'a>(&self, record: &'r TaskRecord<'a>) -> Option<Flow<'r, 'a>> {
-        let flows = &self.book.outcomes.flows;
+        let flows = &self.flows;
         match &record.kind {
             RecordKind::Workflow(errors) => Some(Flow::Workflow(Some(errors))),
             RecordKind::Session(s) => Some(Flow::Session(*s)),
@@ -138,13 +144,15 @@ impl Ledger {
 
     /// Counts `record` as an invocation or a session when it is one (the module doc);
     /// `None` when it is a task. `fresh` as in `count_record`.
-    pub(super) fn count_flow(
+    pub(in crate::ledger) fn count_flow(
         &mut self,
         record: &TaskRecord<'_>,
         fresh: Option<bool>,
+        table: &Table,
+        limits: Limits,
     ) -> Option<LineResult> {
         let flow = self.flow(record)?;
-        let flows = &mut self.book.outcomes.flows;
+        let flows = &mut self.flows;
         if let Some(id) = record.id.as_deref() {
             match flow {
                 Flow::Workflow(_) => flows.workflow_ids.insert(id),
@@ -158,13 +166,15 @@ impl Ledger {
             self.count_workflow_cost(record);
         }
         if let Some(id) = &record.id {
-            if !fresh.unwrap_or_else(|| self.book.outcomes.dedupe.insert(id)) {
+            if !fresh.unwrap_or_else(|| self.dedupe.insert(id)) {
                 return Some(LineResult::Duplicate);
             }
         }
         match flow {
-            Flow::Workflow(errors) => self.count_invocation(record.status, errors),
-            Flow::Session(status) => self.count_session(status, &record.failure_code),
+            Flow::Workflow(errors) => self.count_invocation(record.status, errors, table, limits),
+            Flow::Session(status) => {
+                self.count_session(status, &record.failure_code, table, limits)
+            }
         }
         Some(LineResult::Counted)
     }
@@ -172,7 +182,7 @@ impl Ledger {
     /// An invocation's credits, from the first terminal record of its id with a cost.
     fn count_workflow_cost(&mut self, record: &TaskRecord<'_>) {
         let Some(cost) = record.cost else { return };
-        let flows = &mut self.book.outcomes.flows;
+        let flows = &mut self.flows;
         if record
             .id
             .as_deref()
@@ -182,71 +192,64 @@ impl Ledger {
         }
     }
 
-    fn count_invocation(&mut self, status: Status, errors: Option<&crate::record::NodeErrors<'_>>) {
+    fn count_invocation(
+        &mut self,
+        status: Status,
+        errors: Option<&crate::record::NodeErrors<'_>>,
+        table: &Table,
+        limits: Limits,
+    ) {
         let partial = status == Status::Succeeded && errors.is_some_and(|e| e.nodes() > 0);
-        *self
-            .book
-            .outcomes
-            .flows
-            .invocations
-            .entry((status, partial))
-            .or_default() += 1;
+        *self.flows.invocations.entry((status, partial)).or_default() += 1;
         let Some(errors) = errors else { return };
         for (code, nodes) in &errors.codes {
-            let key = self.code_key(code);
-            *self
-                .book
-                .outcomes
-                .flows
-                .node_failures
-                .entry(key)
-                .or_default() += nodes;
+            let key = self.code_key(code, table, limits);
+            *self.flows.node_failures.entry(key).or_default() += nodes;
         }
         if errors.overflow > 0 {
-            let other = self.book.outcomes.codes.ids[OTHER];
+            let other = self.codes.ids[OTHER];
             let key = self.class_key(other);
-            let outcomes = &mut self.book.outcomes;
-            outcomes.label_overflow.failure_code += 1;
-            *outcomes.flows.node_failures.entry(key).or_default() += errors.overflow;
+            self.label_overflow.failure_code += 1;
+            *self.flows.node_failures.entry(key).or_default() += errors.overflow;
         }
     }
 
-    fn count_session(&mut self, status: SessionStatus, code: &RawCode<'_>) {
-        *self.book.outcomes.flows.sessions.entry(status).or_default() += 1;
+    fn count_session(
+        &mut self,
+        status: SessionStatus,
+        code: &RawCode<'_>,
+        table: &Table,
+        limits: Limits,
+    ) {
+        *self.flows.sessions.entry(status).or_default() += 1;
         if status == SessionStatus::Failed {
-            let key = self.code_key(code);
-            *self
-                .book
-                .outcomes
-                .flows
-                .session_failures
-                .entry(key)
-                .or_default() += 1;
+            let key = self.code_key(code, table, limits);
+            *self.flows.session_failures.entry(key).or_default() += 1;
         }
     }
 
     /// A code interned under the cap (a folded one bumps `label_overflow` and keeps its
     /// own classification), with its classification.
-    fn code_key(&mut self, code: &RawCode<'_>) -> CodeKey {
+    fn code_key(&mut self, code: &RawCode<'_>, table: &Table, limits: Limits) -> CodeKey {
         let code = code.normalize();
-        let (id, folded) = self.intern_code(&code);
+        let (id, folded) = self.intern_code(table, &code, limits.max_failure_codes);
         if !folded {
             return self.class_key(id);
         }
-        let class = self.table.classify(&code);
+        let class = table.classify(&code);
         (id, class.category, class.retry, class.credits)
     }
 
     /// An interned code's key, by its cached classification.
     fn class_key(&self, id: u32) -> CodeKey {
-        let info = &self.book.outcomes.code_info[id as usize];
+        let info = &self.code_info[id as usize];
         (id, info.category, info.retry, info.credits)
     }
 
     /// Every terminal status of invocations and sessions at 0, and every known code's
     /// node failures, so that `rate()` works before the first.
     pub(super) fn export_flow_zeroes(&mut self) {
-        let outcomes = &mut self.book.outcomes;
+        let outcomes = self;
         for status in Status::TERMINAL {
             outcomes
                 .flows
@@ -273,7 +276,7 @@ impl Ledger {
 
     /// The flows' counters with labels resolved, sorted.
     pub(super) fn flow_totals(&self) -> FlowTotals {
-        let flows = &self.book.outcomes.flows;
+        let flows = &self.flows;
         let code_series = |m: &FxHashMap<CodeKey, u64>| {
             let mut v: Vec<CodeSeries> = m
                 .iter()
@@ -322,16 +325,16 @@ impl Ledger {
     }
 
     /// Adds saved flow counters and ids; stops at the first value that is not valid.
-    pub(super) fn add_saved_flows(&mut self, t: &FlowTotals) -> Result<(), super::RestoreError> {
-        let bad = |what: &str, v: &str| super::RestoreError(format!("{what} {v:?}"));
+    pub(super) fn add_saved_flows(&mut self, t: &FlowTotals) -> Result<(), RestoreError> {
+        let bad = |what: &str, v: &str| RestoreError(format!("{what} {v:?}"));
         let status = |s: &str| {
             Status::read(s)
                 .filter(|s| s.is_terminal())
                 .ok_or_else(|| bad("status", s))
         };
-        let outcomes = &mut self.book.outcomes;
-        let code_key = |codes: &mut super::Interner, s: &CodeSeries| {
-            Ok::<_, super::RestoreError>((
+        let outcomes = self;
+        let code_key = |codes: &mut Interner, s: &CodeSeries| {
+            Ok::<_, RestoreError>((
                 codes.force(&s.failure_code),
                 Category::parse(&s.category).ok_or_else(|| bad("category", &s.category))?,
                 Retry::parse(&s.retry).ok_or_else(|| bad("retry", &s.retry))?,
