@@ -229,6 +229,7 @@ impl Reloader {
                     ("log", new.log != self.current.log),
                     ("state", new.state != self.current.state),
                     ("api", new.api != self.current.api),
+                    ("proxy", new.proxy != self.current.proxy),
                     ("dead_letter", new.dead_letter != self.current.dead_letter),
                 ]
                 .into_iter()
@@ -297,6 +298,56 @@ struct Built {
     /// The file source, and with the API source its client and task list.
     tailer: file::Tailer,
     api: Option<(api::Client, file::Tailer)>,
+    proxy: Option<ProxyListener>,
+}
+
+/// The proxy's listener and forwarder, when `[proxy]` is enabled, and the observations
+/// its answers make.
+struct ProxyListener {
+    listener: TcpListener,
+    forwarder: Arc<crate::proxy::Forwarder>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    observations: tokio::sync::mpsc::Receiver<crate::proxy::Observation>,
+}
+
+impl ProxyListener {
+    /// `live`: the registry rendered at each scrape, for the observer's own counters.
+    async fn bind(
+        settings: &crate::config::Proxy,
+        live: &Registry,
+    ) -> anyhow::Result<Option<ProxyListener>> {
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let (observer, observations) =
+            crate::proxy::Observer::new(crate::proxy::OBSERVATIONS, live)
+                .context("cannot register the proxy's metrics")?;
+        let forwarder =
+            crate::proxy::Forwarder::new(settings, observer).map_err(|e| ConfigError::Invalid {
+                key: "proxy.upstream",
+                problem: e.to_string(),
+            })?;
+        let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+            (Some(cert), Some(key)) => Some(
+                crate::webconfig::WebSecurity::server_tls(cert, key).map_err(|problem| {
+                    ConfigError::Invalid {
+                        key: "proxy.tls_cert_file",
+                        problem,
+                    }
+                })?,
+            ),
+            _ => None,
+        };
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (proxy.listen)", settings.listen))?;
+        Ok(Some(ProxyListener {
+            listener,
+            forwarder: Arc::new(forwarder),
+            tls,
+            observations,
+        }))
+    }
 }
 
 impl Built {
@@ -305,12 +356,14 @@ impl Built {
         let registry = Registry::new();
         let metrics = Metrics::new(&registry, settings.api.task_list.is_some())
             .context("cannot register the metrics")?;
-        let http = http_state(settings)?;
+        let live = Registry::new();
+        let http = http_state(settings, live.clone())?;
         let publisher = Publisher::new(registry, metrics, http.clone());
         let addr = settings.web.listen_address.clone();
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
+        let proxy = ProxyListener::bind(&settings.proxy, &live).await?;
         if settings.file.paths.is_empty() {
             tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
         }
@@ -340,6 +393,7 @@ impl Built {
             listener,
             tailer,
             api,
+            proxy,
         })
     }
 
@@ -383,6 +437,28 @@ impl Built {
             limits,
             tokens.http.child_token(),
         ));
+        if let Some(proxy) = self.proxy {
+            let limits = crate::proxy::Limits {
+                max_connections: settings.proxy.max_connections,
+                header_read_timeout: settings.proxy.header_read_timeout,
+                grace: settings.state.shutdown_grace,
+            };
+            let address = proxy
+                .listener
+                .local_addr()
+                .context("cannot read the proxy's address")?;
+            tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = proxy.tls.is_some(), "Proxy listening.");
+            let (pipeline, observations) = (self.pipeline.clone(), proxy.observations);
+            let source = crate::proxy::add_source(&pipeline);
+            tracker.spawn_blocking(move || crate::proxy::consume(observations, pipeline, source));
+            tracker.spawn(crate::proxy::serve(
+                proxy.listener,
+                proxy.forwarder,
+                proxy.tls,
+                limits,
+                tokens.sources.child_token(),
+            ));
+        }
         let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
         let (file_settings, file_settings_rx) = tokio::sync::watch::channel(settings.file.clone());
         let file_task = tracker.spawn(file::run(
@@ -444,8 +520,7 @@ impl Built {
 
 /// The HTTP endpoints' state: the committed metrics, rendered once per commit, and the
 /// live process metrics (a registry of their own, rendered at each scrape).
-fn http_state(settings: &Settings) -> anyhow::Result<Arc<HttpState>> {
-    let process_registry = Registry::new();
+fn http_state(settings: &Settings, process_registry: Registry) -> anyhow::Result<Arc<HttpState>> {
     #[cfg(target_os = "linux")]
     process_registry
         .register(Box::new(

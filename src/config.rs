@@ -306,6 +306,94 @@ impl Api {
     }
 }
 
+/// `[proxy]`: the exporter in front of Runway's API (`RUNWAYML_BASE_URL`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Proxy {
+    pub enabled: bool,
+    pub listen: String,
+    /// The one origin requests go to.
+    pub upstream: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// From the request's last byte sent to the answer's headers.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// The TLS handshake and each request's headers must arrive within this.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    /// TLS for applications on other hosts: both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            enabled: false,
+            listen: "127.0.0.1:10146".into(),
+            upstream: "https://api.dev.runwayml.com".into(),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(120),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+impl Proxy {
+    /// The scheme and authority of `upstream`, which must be an origin
+    /// (`https://host[:port]`, no path but `/`, no query, no user information).
+    pub fn origin(
+        &self,
+    ) -> Result<(hyper::http::uri::Scheme, hyper::http::uri::Authority), String> {
+        use hyper::http::uri::Scheme;
+        let upstream = &self.upstream;
+        let bad = |why: &str| {
+            format!("{upstream:?}: {why} (want an origin, e.g. https://api.dev.runwayml.com)")
+        };
+        let uri: hyper::Uri = upstream.parse().map_err(|_| bad("not a URI"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme"))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(bad("the scheme must be http or https"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("user information is not allowed"));
+        }
+        if !matches!(
+            uri.path_and_query().map(|p| p.as_str()),
+            None | Some("/") | Some("")
+        ) {
+            return Err(bad("a path or query is not allowed"));
+        }
+        Ok((scheme, authority))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "proxy.listen",
+                format!(
+                    "{:?}: {e} (want host:port, e.g. 127.0.0.1:10146)",
+                    self.listen
+                ),
+            )
+        })?;
+        self.origin().map_err(|e| invalid("proxy.upstream", e))?;
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "proxy.tls_cert_file",
+                "set both tls_cert_file and tls_key_file, or neither",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A bounded key: the range its value must be in.
 struct Bounded {
     key: &'static str,
@@ -515,6 +603,18 @@ const RANGES: &[Bounded] = &[
     count("api.max_tracked", 1, 100_000_000, |s| {
         s.api.max_tracked as u64
     }),
+    duration("proxy.connect_timeout", ms(100), hours(1), |s| {
+        s.proxy.connect_timeout
+    }),
+    duration("proxy.response_timeout", ms(100), hours(1), |s| {
+        s.proxy.response_timeout
+    }),
+    duration("proxy.header_read_timeout", ms(100), hours(1), |s| {
+        s.proxy.header_read_timeout
+    }),
+    count("proxy.max_connections", 1, 65_536, |s| {
+        s.proxy.max_connections as u64
+    }),
 ];
 
 /// Every setting.
@@ -530,6 +630,7 @@ pub struct Settings {
     pub tables: Tables,
     pub dead_letter: DeadLetterSettings,
     pub api: Api,
+    pub proxy: Proxy,
 }
 
 /// The command-line flags that override the file (Prometheus exporter conventions).
@@ -649,6 +750,7 @@ impl Settings {
             ));
         }
         self.web_security()?;
+        self.proxy.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?}: {e}", self.log.level)))?;
         for p in self.file.paths.iter().chain(&self.file.rotated) {
@@ -767,6 +869,62 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_is_off_by_default_and_the_environment_turns_it_on() {
+        let s = load("", &[], Overrides::default()).unwrap();
+        assert!(!s.proxy.enabled);
+        assert_eq!(s.proxy.listen, "127.0.0.1:10146");
+        assert_eq!(s.proxy.upstream, "https://api.dev.runwayml.com");
+        let on = load(
+            "",
+            &[("RUNWAY_EXPORTER__PROXY__ENABLED", "true")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(on.proxy.enabled);
+    }
+
+    #[test]
+    fn the_proxy_upstream_must_be_an_origin() {
+        let upstream = |u: &str| {
+            load(
+                &format!("[proxy]\nupstream = {u:?}\n"),
+                &[],
+                Overrides::default(),
+            )
+            .map(|s| s.proxy.origin().unwrap().1.to_string())
+        };
+        assert_eq!(
+            upstream("http://127.0.0.1:8080/").unwrap(),
+            "127.0.0.1:8080"
+        );
+        for bad in [
+            "api.dev.runwayml.com",
+            "ftp://x",
+            "https://u:p@x",
+            "https://x/v1",
+            "https://x/?a=1",
+            "",
+        ] {
+            let e = upstream(bad).unwrap_err().to_string();
+            assert!(e.starts_with("proxy.upstream:"), "{bad}: {e}");
+        }
+        let half_tls = load(
+            "[proxy]\ntls_cert_file = \"/c.pem\"\n",
+            &[],
+            Overrides::default(),
+        );
+        assert!(half_tls
+            .unwrap_err()
+            .to_string()
+            .starts_with("proxy.tls_cert_file"));
+        let zero = load("[proxy]\nmax_connections = 0\n", &[], Overrides::default());
+        assert!(zero
+            .unwrap_err()
+            .to_string()
+            .starts_with("proxy.max_connections"));
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let s = load("", &[], Overrides::default()).unwrap();
         assert_eq!(s, Settings::default());
@@ -811,6 +969,8 @@ mod tests {
             "dead_letter.path",
             "api.task_list",
             "api.api_key_file",
+            "proxy.tls_cert_file",
+            "proxy.tls_key_file",
         ] {
             documented_keys.retain(|k| k != optional);
         }

@@ -14,7 +14,9 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, Opts, Registry};
 
-use crate::ledger::{Histogram, Origin, ResultKind, Totals, DURATION_BUCKETS, QUEUE_BUCKETS};
+use crate::ledger::{
+    Histogram, Origin, ResultKind, Totals, DURATION_BUCKETS, LATENCY_BUCKETS, QUEUE_BUCKETS,
+};
 use crate::record::ParseError;
 /// The exporter's own version (the crate's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -169,6 +171,21 @@ const API_REQUESTS: Def<2> = counter(
     "runway_exporter_api_requests_total",
     "Requests to the Runway API by endpoint and HTTP status code.",
     ["endpoint", "code"],
+);
+const PROXY_REQUESTS: Def<3> = counter(
+    "runway_api_requests_total",
+    "The application's requests to the Runway API seen by the proxy, by endpoint template, method and answer code.",
+    ["endpoint", "method", "code"],
+);
+const PROXY_LATENCY: Def<1> = histogram(
+    "runway_api_request_duration_seconds",
+    "The Runway API's latency to the application's requests seen by the proxy (request start to answer headers), by endpoint template.",
+    ["endpoint"],
+);
+const PROXY_CREATED: Def<2> = counter(
+    "runway_tasks_created_total",
+    "Tasks created through the proxy (a POST answered 2xx with a task id), by create endpoint and model (the request's, else the answer's routing.model).",
+    ["endpoint", "model"],
 );
 const LAST_RECORD: Def<1> = gauge(
     "runway_exporter_last_record_timestamp_seconds",
@@ -469,6 +486,21 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     f.add(&DEAD_LETTER, &["failed"], dead.failed as f64);
     for s in &t.api_requests {
         f.add(&API_REQUESTS, &[&s.endpoint, &s.code], s.requests as f64);
+    }
+    for s in &t.proxy_requests {
+        let labels = [s.endpoint.as_str(), &s.method, &s.code];
+        f.add(&PROXY_REQUESTS, &labels, s.requests as f64);
+    }
+    for s in &t.proxy_created {
+        f.add(&PROXY_CREATED, &[&s.endpoint, &s.model], s.tasks as f64);
+    }
+    for s in &t.proxy_latency {
+        f.histogram(
+            &PROXY_LATENCY,
+            &[&s.endpoint],
+            &s.histogram,
+            &LATENCY_BUCKETS,
+        );
     }
     if api {
         api_families(&mut f, t);

@@ -760,6 +760,9 @@ mod v1 {
                 recent: Vec::new(),
                 estimates: Default::default(),
                 flows: Default::default(),
+                proxy_requests: Vec::new(),
+                proxy_latency: Vec::new(),
+                proxy_created: Vec::new(),
                 organization: t.organization.map(|o| format::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -1160,6 +1163,26 @@ mod tests {
                 session_ids: vec![13],
                 costed_ids: vec![11],
             },
+            proxy_requests: vec![crate::ledger::ProxyRequestSeries {
+                endpoint: "/v1/tasks/{id}".into(),
+                method: "GET".into(),
+                code: "200".into(),
+                requests: 7,
+            }],
+            proxy_latency: vec![crate::ledger::LatencySeries {
+                endpoint: "/v1/tasks/{id}".into(),
+                histogram: {
+                    let mut buckets = vec![0; crate::ledger::LATENCY_BUCKETS.len() + 1];
+                    buckets[0] = 5;
+                    buckets[1] = 2;
+                    crate::ledger::Histogram { buckets, sum: 0.75 }
+                },
+            }],
+            proxy_created: vec![crate::ledger::CreatedSeries {
+                endpoint: "/v1/image_to_video".into(),
+                model: "gen4_turbo".into(),
+                tasks: 3,
+            }],
         };
         State {
             written_at: 1_796_142_005.666_558_3,

@@ -166,6 +166,20 @@ impl WebSecurity {
         Ok(WebSecurity { tls, auth })
     }
 
+    /// A TLS acceptor of one certificate chain and key, without client certificates
+    /// (the proxy's `tls_cert_file` and `tls_key_file`).
+    pub fn server_tls(
+        cert_file: &Path,
+        key_file: &Path,
+    ) -> Result<tokio_rustls::TlsAcceptor, String> {
+        Self::acceptor(&TlsFile {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            client_auth_type: None,
+            client_ca_file: None,
+        })
+    }
+
     fn acceptor(t: &TlsFile) -> Result<tokio_rustls::TlsAcceptor, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let chain = certs(&t.cert_file)?;

@@ -49,6 +49,7 @@ mod estimates_tests;
 mod flows_tests;
 mod outcomes;
 mod own;
+mod proxy_book;
 mod recent;
 mod timing;
 
@@ -60,6 +61,9 @@ use estimates::MAX_ESTIMATES;
 pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
 pub use outcomes::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
+pub use proxy_book::{
+    CreatedSeries, LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS,
+};
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, RECENT_TASKS};
 pub use timing::{
     DurationSeries, Histogram, QueueSeries, UntimedSeries, CLOCK_SKEW, DURATION_BUCKETS,
@@ -350,6 +354,12 @@ pub struct Totals {
     pub estimates: SavedEstimates,
     /// Workflow invocations and realtime sessions (`flows`).
     pub flows: FlowTotals,
+    /// The application's requests the proxy passed on, by endpoint, method and code.
+    pub proxy_requests: Vec<ProxyRequestSeries>,
+    /// The upstream's latency of those requests, by endpoint.
+    pub proxy_latency: Vec<LatencySeries>,
+    /// Tasks created through the proxy, by create endpoint and model.
+    pub proxy_created: Vec<CreatedSeries>,
 }
 
 /// Counted tasks of one status and model.
@@ -583,6 +593,8 @@ pub struct Committed {
     pub checkpoints: Checkpoints,
     /// The API source's tasks, requests and organization.
     pub api: ApiBook,
+    /// The proxy's counts of the application's requests.
+    pub proxy: ProxyBook,
 }
 
 impl std::ops::Deref for Ledger {
@@ -605,6 +617,7 @@ impl Ledger {
                     own: OwnCounters::default(),
                     checkpoints: Checkpoints::default(),
                     api: ApiBook::default(),
+                    proxy: ProxyBook::default(),
                 },
                 generation: 0,
             },
@@ -938,6 +951,26 @@ impl Ledger {
         }
     }
 
+    /// Counts an answer the proxy passed back to the application: by endpoint template,
+    /// method and code, and the upstream's latency in seconds when it answered.
+    pub fn count_proxy_request(
+        &mut self,
+        endpoint: &str,
+        method: &str,
+        code: &str,
+        latency: Option<f64>,
+    ) {
+        self.book.proxy.count(endpoint, method, code, latency);
+    }
+
+    /// Counts a task created through the proxy's `endpoint` for `model` (any text: made a
+    /// label here, and folded into `other` past the cap of distinct models).
+    pub fn count_proxy_created(&mut self, endpoint: &str, model: Option<&str>) {
+        self.book
+            .proxy
+            .count_created(endpoint, model_label(model), 1);
+    }
+
     /// Counts a request to the Runway API by endpoint and answer code.
     pub fn count_api_request(&mut self, endpoint: &str, code: &str) {
         self.book.api.count_requests(endpoint, code, 1);
@@ -1051,6 +1084,9 @@ impl Ledger {
             organization: self.api.organization().cloned(),
             usage: self.api.usage().cloned(),
             api_credits_in_flight: self.api.in_flight(),
+            proxy_requests: self.proxy.requests(),
+            proxy_latency: self.proxy.latency(),
+            proxy_created: self.proxy.created(),
             ..self.outcomes.totals()
         }
     }
@@ -1078,6 +1114,9 @@ impl Ledger {
             let key = (series.endpoint.clone(), series.code.clone());
             book.api.count_requests(&key.0, &key.1, series.requests);
         }
+        book.proxy
+            .restore(&t.proxy_requests, &t.proxy_latency, &t.proxy_created)
+            .map_err(RestoreError)?;
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
         book.own.restore(&t.sources, &t.dead_letter);

@@ -83,14 +83,14 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &[f64]) -> Histogram {
+    pub(super) fn new(bounds: &[f64]) -> Histogram {
         Histogram {
             buckets: vec![0; bounds.len() + 1],
             sum: 0.0,
         }
     }
 
-    fn observe(&mut self, bounds: &[f64], seconds: f64) {
+    pub(super) fn observe(&mut self, bounds: &[f64], seconds: f64) {
         let i = bounds.partition_point(|b| *b < seconds);
         self.buckets[i] = self.buckets[i].saturating_add(1);
         self.sum += seconds;
@@ -109,7 +109,13 @@ impl Histogram {
             && self.sum <= MAX_SECONDS * self.count() as f64
     }
 
-    fn add(&mut self, other: &Histogram) {
+    /// Whether a saved histogram has the shape of `bounds` and a finite, positive sum
+    /// (for measures other than task times, which [`Histogram::fits`] also bounds).
+    pub(super) fn fits_shape(&self, bounds: &[f64]) -> bool {
+        self.buckets.len() == bounds.len() + 1 && self.sum.is_finite() && self.sum >= 0.0
+    }
+
+    pub(super) fn add(&mut self, other: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a = a.saturating_add(*b);
         }

@@ -99,6 +99,37 @@ pub struct Totals {
     /// Workflow invocations and realtime sessions (issue 22).
     #[serde(default)]
     pub flows: FlowTotals,
+    /// The application's requests the proxy passed on (issue 24).
+    #[serde(default)]
+    pub proxy_requests: Vec<ProxyRequestSeries>,
+    /// The upstream's latency of those requests, by endpoint.
+    #[serde(default)]
+    pub proxy_latency: Vec<LatencySeries>,
+    /// Tasks created through the proxy, by create endpoint and model.
+    #[serde(default)]
+    pub proxy_created: Vec<CreatedSeries>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProxyRequestSeries {
+    pub endpoint: String,
+    pub method: String,
+    pub code: String,
+    pub requests: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedSeries {
+    pub endpoint: String,
+    pub model: String,
+    pub tasks: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LatencySeries {
+    pub endpoint: String,
+    pub buckets: Vec<u64>,
+    pub sum: f64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -441,7 +472,10 @@ same_fields! {
         credits_unpriced, unknown_failure_codes, label_overflow, dead_letter, sources,
         dedupe_ids, api_requests, api_tasks_tracked, organization, usage,
         api_credits_in_flight, durations, queues, untimed, recent, estimates, flows,
+        proxy_requests, proxy_latency, proxy_created,
     }
+    ProxyRequestSeries { endpoint, method, code, requests }
+    CreatedSeries { endpoint, model, tasks }
     FlowTotals {
         invocations, node_failures, credits, sessions, session_failures, workflow_ids,
         session_ids, costed_ids,
@@ -506,6 +540,34 @@ impl Convert<ledger::DurationSeries> for DurationSeries {
         ledger::DurationSeries {
             status,
             model,
+            histogram: ledger::Histogram { buckets, sum },
+        }
+    }
+}
+
+impl Convert<LatencySeries> for ledger::LatencySeries {
+    fn convert(self) -> LatencySeries {
+        let ledger::LatencySeries {
+            endpoint,
+            histogram: ledger::Histogram { buckets, sum },
+        } = self;
+        LatencySeries {
+            endpoint,
+            buckets,
+            sum,
+        }
+    }
+}
+
+impl Convert<ledger::LatencySeries> for LatencySeries {
+    fn convert(self) -> ledger::LatencySeries {
+        let LatencySeries {
+            endpoint,
+            buckets,
+            sum,
+        } = self;
+        ledger::LatencySeries {
+            endpoint,
             histogram: ledger::Histogram { buckets, sum },
         }
     }

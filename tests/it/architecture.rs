@@ -35,7 +35,7 @@ const LAYERS: &[&[&str]] = &[
     &["ledger"],
     &["state", "metrics", "config"],
     &["pipeline"],
-    &["source", "http"],
+    &["source", "http", "proxy"],
     &["app"],
 ];
 

@@ -13,6 +13,7 @@ mod hostile;
 mod mock_api;
 mod ops;
 mod parts;
+mod proxy;
 mod sdk;
 mod shards;
 mod status;

@@ -90,7 +90,16 @@ fn every_committed_part_has_a_module_of_its_own_and_private_fields() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ledger");
     let parts = check_parts(&dir).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["Outcomes", "OwnCounters", "Checkpoints", "ApiBook"]);
+    assert_eq!(
+        names,
+        [
+            "Outcomes",
+            "OwnCounters",
+            "Checkpoints",
+            "ApiBook",
+            "ProxyBook"
+        ]
+    );
 }
 
 #[test]

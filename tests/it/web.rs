@@ -15,13 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
 
-struct Pki {
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
+    pub(crate) server: (String, String),
+    pub(crate) client: (String, String),
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -45,12 +45,24 @@ fn pki() -> Pki {
     }
 }
 
-/// One HTTPS GET through rustls; `Err` when the connection or handshake fails.
+/// One HTTPS GET of `/metrics` through rustls; `Err` when the connection or handshake
+/// fails.
 fn https_get(
     addr: SocketAddr,
     ca_pem: &str,
     client: Option<&(String, String)>,
     auth: Option<&str>,
+) -> Result<u16, String> {
+    https_get_path(addr, ca_pem, client, auth, "/metrics")
+}
+
+/// One HTTPS GET of `path`: its status.
+pub(crate) fn https_get_path(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client: Option<&(String, String)>,
+    auth: Option<&str>,
+    path: &str,
 ) -> Result<u16, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,8 +101,7 @@ fn https_get(
         let auth = auth
             .map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default();
-        let req =
-            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
         tls.write_all(req.as_bytes())
             .await
             .map_err(|e| e.to_string())?;

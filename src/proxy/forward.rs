@@ -1,0 +1,337 @@
+//! One request: refused, or forwarded to the upstream and its answer streamed back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::observe::{Observation, Observer};
+use super::tee::{AnswerTee, ModelSlot, RequestTee};
+
+/// What the client gets: the upstream's body as it streams (observed on the side), or
+/// a small answer of ours.
+pub type Body = Either<AnswerTee, Full<Bytes>>;
+
+/// An upstream origin or client that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProxyError(String);
+
+/// Forwards requests to one upstream origin.
+pub struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector>, RequestTee>,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+    observer: Arc<Observer>,
+}
+
+/// Why a request is answered by the proxy itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `CONNECT`: a tunnel to anywhere.
+    Connect,
+    /// `http://other.host/...`: the request names a host of its own.
+    AbsoluteForm,
+    /// A path outside `/v1/`.
+    NotApi,
+    /// `.` or `..` segments, which could leave `/v1/` on the upstream.
+    DotSegment,
+    /// The upstream could not be reached, or broke off before answering.
+    Unreachable,
+    /// The upstream did not answer within `response_timeout`.
+    Timeout,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::AbsoluteForm | Refusal::DotSegment => StatusCode::BAD_REQUEST,
+            Refusal::NotApi => StatusCode::NOT_FOUND,
+            Refusal::Unreachable => StatusCode::BAD_GATEWAY,
+            Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::Connect => "runway-exporter proxy: CONNECT is not supported",
+            Refusal::AbsoluteForm => {
+                "runway-exporter proxy: absolute-form request targets are refused; send the path only"
+            }
+            Refusal::NotApi => "runway-exporter proxy: only paths under /v1/ are forwarded",
+            Refusal::DotSegment => "runway-exporter proxy: paths with . or .. segments are refused",
+            Refusal::Unreachable => "runway-exporter proxy: the upstream API could not be reached",
+            Refusal::Timeout => "runway-exporter proxy: the upstream API did not answer in time",
+        }
+    }
+
+    /// The answer, in the shape of Runway's own errors (`{"error": "..."}`).
+    pub fn answer(self) -> Response<Body> {
+        let body = serde_json::json!({ "error": self.message() }).to_string();
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self == Refusal::Connect {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        }
+        response
+    }
+}
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1), and `Expect`,
+/// which the upstream connection handles on its own.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+/// The request target checked: `Ok` with the path and query to forward.
+pub fn check_target(method: &Method, uri: &Uri) -> Result<PathAndQuery, Refusal> {
+    if method == Method::CONNECT {
+        return Err(Refusal::Connect);
+    }
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(Refusal::AbsoluteForm);
+    }
+    let path = uri.path();
+    if !path.starts_with("/v1/") {
+        return Err(Refusal::NotApi);
+    }
+    let dot = |segment: &str| {
+        let s = segment.to_ascii_lowercase();
+        matches!(s.as_str(), "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e.")
+    };
+    if path.split('/').any(dot) {
+        return Err(Refusal::DotSegment);
+    }
+    uri.path_and_query().cloned().ok_or(Refusal::NotApi)
+}
+
+impl Forwarder {
+    /// A forwarder to the `[proxy]` settings' upstream, its answers observed by
+    /// `observer`.
+    pub fn new(
+        settings: &crate::config::Proxy,
+        observer: Observer,
+    ) -> Result<Forwarder, ProxyError> {
+        let (scheme, authority) = settings.origin().map_err(ProxyError)?;
+        let (connect_timeout, response_timeout) =
+            (settings.connect_timeout, settings.response_timeout);
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()
+            .map_err(|e| ProxyError(format!("cannot load the system's TLS roots: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http1_max_buf_size(64 * 1024)
+            .build(https);
+        Ok(Forwarder {
+            client,
+            scheme,
+            authority,
+            response_timeout,
+            observer: Arc::new(observer),
+        })
+    }
+
+    /// Forwards one request and gives back the upstream's answer as it streams, or the
+    /// proxy's own answer when the request is refused or the upstream fails.
+    pub async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
+        let target = match check_target(request.method(), request.uri()) {
+            Ok(t) => t,
+            Err(refusal) => return refusal.answer(),
+        };
+        let started = Instant::now();
+        let (method, path) = (request.method().clone(), target.path().to_string());
+        let (mut parts, body) = request.into_parts();
+        // Only a create call's body says which model: the others are not scanned.
+        let model = ModelSlot::default();
+        let body = RequestTee::new(body, method == Method::POST, model.clone());
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .expect("an origin and a checked path make a URI");
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::EXPECT);
+        // The client sets `Host` from the URI: the upstream's, whatever the client sent.
+        parts.headers.remove(header::HOST);
+        let upstream = Request::from_parts(parts, body);
+        let answer = match tokio::time::timeout(
+            self.response_timeout,
+            self.client.request(upstream),
+        )
+        .await
+        {
+            Err(_) => return self.failed(Refusal::Timeout, method, path),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, connect = e.is_connect(), "The upstream request failed.");
+                return self.failed(Refusal::Unreachable, method, path);
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let observation = Observation {
+            method,
+            path,
+            code: answer.status().as_u16(),
+            latency: Some(started.elapsed()),
+            at: crate::clock::unix_now(),
+            model: None,
+            answer: None,
+        };
+        let (mut parts, body) = answer.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let json = is_json(&parts.headers);
+        let body = AnswerTee::new(body, json, observation, model, self.observer.clone());
+        Response::from_parts(parts, Either::Left(body))
+    }
+
+    /// The proxy's own answer to a request the upstream did not answer, observed.
+    fn failed(&self, refusal: Refusal, method: Method, path: String) -> Response<Body> {
+        let answer = refusal.answer();
+        self.observer.send(Observation {
+            method,
+            path,
+            code: answer.status().as_u16(),
+            latency: None,
+            at: crate::clock::unix_now(),
+            model: None,
+            answer: None,
+        });
+        answer
+    }
+}
+
+/// Whether an answer is JSON (`application/json`, any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(method: Method, uri: &str) -> Result<String, Refusal> {
+        check_target(&method, &uri.parse().unwrap()).map(|p| p.to_string())
+    }
+
+    #[test]
+    fn only_origin_form_paths_under_v1_are_forwarded() {
+        assert_eq!(
+            target(Method::GET, "/v1/tasks/abc?x=1"),
+            Ok("/v1/tasks/abc?x=1".into())
+        );
+        assert_eq!(
+            target(Method::POST, "/v1/image_to_video"),
+            Ok("/v1/image_to_video".into())
+        );
+        assert_eq!(target(Method::CONNECT, "/v1/tasks"), Err(Refusal::Connect));
+        assert_eq!(
+            target(Method::GET, "http://evil.example/v1/tasks/1"),
+            Err(Refusal::AbsoluteForm)
+        );
+        assert_eq!(target(Method::GET, "/v2/tasks"), Err(Refusal::NotApi));
+        assert_eq!(target(Method::GET, "/v1"), Err(Refusal::NotApi));
+        assert_eq!(target(Method::GET, "/"), Err(Refusal::NotApi));
+        assert_eq!(target(Method::GET, "/metrics"), Err(Refusal::NotApi));
+        for sneaky in [
+            "/v1/../admin",
+            "/v1/./x",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E./x",
+            "/v1/a/..",
+        ] {
+            assert_eq!(
+                target(Method::GET, sneaky),
+                Err(Refusal::DotSegment),
+                "{sneaky}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        h.insert("x-runway-version", HeaderValue::from_static("2024-11-06"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["authorization", "x-runway-version"]);
+    }
+
+    #[test]
+    fn refusals_answer_in_runways_error_shape() {
+        let r = Refusal::NotApi.answer();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            Refusal::Unreachable.answer().status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            Refusal::Timeout.answer().status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert!(Refusal::Connect
+            .answer()
+            .headers()
+            .contains_key(header::ALLOW));
+    }
+}

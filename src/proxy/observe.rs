@@ -1,0 +1,345 @@
+//! What the proxy observes, applied beside the forwarding, never in front of it.
+//!
+//! Each answer the proxy passes back makes one [`Observation`] (see `tee`), handed to
+//! the [`Observer`] with `try_send` on a bounded channel: a full channel drops it and
+//! counts the drop (`runway_exporter_proxy_observations_dropped_total`); a request never
+//! waits for it. One consumer ([`consume`], on a thread of its own) takes observations
+//! off the channel and applies them to the pipeline: the only place the proxy touches
+//! the ledger, so a slow commit or a locked ledger delays observations, not requests.
+//!
+//! Applied, for each observation:
+//! - every answer: `runway_api_requests_total{endpoint,method,code}` and the upstream's
+//!   latency (request start to answer headers) in `runway_api_request_duration_seconds`,
+//!   committed with the ledger (they survive a restart);
+//! - a `GET /v1/tasks/{id}` answered 200: the task record, counted as a line of the
+//!   source `proxy` (parsed as the API poller parses answers), so the ledger's dedupe
+//!   counts a task seen by the proxy and by a log once;
+//! - a `DELETE /v1/tasks/{id}` answered 2xx: the task ends `CANCELLED`
+//!   ([`crate::ledger::Ledger::task_deleted`]);
+//! - a `POST` answered 2xx with a JSON task `id` (a create call): one task in
+//!   `runway_tasks_created_total{endpoint,model}`, the model the request's top-level
+//!   `model`, else the answer's `routing.model`, else `unknown`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use prometheus::{IntCounter, Registry};
+use tokio::sync::mpsc;
+
+use super::endpoint;
+use crate::ledger::SourceId;
+use crate::lines::LineSplitter;
+use crate::pipeline::Pipeline;
+
+/// The source name of what the proxy observes.
+pub const SOURCE: &str = "proxy";
+/// Observations waiting for the consumer at most; more are dropped and counted.
+pub const CAPACITY: usize = 4096;
+
+/// One answer the proxy passed back.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub method: Method,
+    /// The path (without the query).
+    pub path: String,
+    pub code: u16,
+    /// Request start to the upstream's answer headers; `None`: the upstream did not
+    /// answer (the proxy's own 502 or 504).
+    pub latency: Option<Duration>,
+    /// Unix seconds when the answer headers came.
+    pub at: f64,
+    /// The request body's top-level `model` (a `POST`'s).
+    pub model: Option<String>,
+    /// The answer's body when it is JSON, whole and at most `tee::MAX_KEPT` bytes.
+    pub answer: Option<Bytes>,
+}
+
+/// The sending side: never waits, counts what it cannot hand over.
+#[derive(Debug)]
+pub struct Observer {
+    tx: mpsc::Sender<Observation>,
+    dropped: IntCounter,
+    too_large: IntCounter,
+}
+
+impl Observer {
+    /// An observer with room for `capacity` observations; its counters are registered
+    /// on `live` (a registry rendered at each scrape: they must move while the ledger
+    /// may be locked).
+    pub fn new(
+        capacity: usize,
+        live: &Registry,
+    ) -> prometheus::Result<(Observer, mpsc::Receiver<Observation>)> {
+        let dropped = IntCounter::new(
+            "runway_exporter_proxy_observations_dropped_total",
+            "Answers the proxy passed back but could not observe: the observation queue was full.",
+        )?;
+        let too_large = IntCounter::new(
+            "runway_exporter_proxy_answers_unobserved_total",
+            "JSON answers the proxy passed back whole but did not read: larger than 64 KiB.",
+        )?;
+        live.register(Box::new(dropped.clone()))?;
+        live.register(Box::new(too_large.clone()))?;
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let observer = Observer {
+            tx,
+            dropped,
+            too_large,
+        };
+        Ok((observer, rx))
+    }
+
+    /// Hands `o` over, or drops and counts it: never waits.
+    pub fn send(&self, o: Observation) {
+        if self.tx.try_send(o).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// An answer too large to keep.
+    pub fn too_large(&self) {
+        self.too_large.inc();
+    }
+}
+
+/// Registers the source `proxy`, whose lines are task records as the API answers them.
+pub fn add_source(pipeline: &Pipeline) -> SourceId {
+    let source = pipeline.add_source(SOURCE);
+    let fields = crate::record::FieldMap::default();
+    let parser = crate::record::RecordParser::new(&fields).expect("the default field map is valid");
+    let handler = crate::pipeline::TaskLog::new(parser);
+    pipeline.set_handler(source, Arc::new(handler));
+    source
+}
+
+/// Applies observations until every sender is gone. Blocking: run it on a thread of
+/// its own.
+pub fn consume(mut rx: mpsc::Receiver<Observation>, pipeline: Arc<Pipeline>, source: SourceId) {
+    let mut splitter = LineSplitter::new(super::tee::MAX_KEPT + 1);
+    while let Some(o) = rx.blocking_recv() {
+        apply(&pipeline, source, &mut splitter, o);
+    }
+}
+
+/// Applies one observation (see the module doc).
+fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: Observation) {
+    let template = endpoint::endpoint(&o.path);
+    let method = endpoint::method(&o.method);
+    let code = o.code.to_string();
+    let latency = o.latency.map(|d| d.as_secs_f64());
+    pipeline.with_ledger(|l| l.count_proxy_request(template, method, &code, latency));
+    if o.method == Method::POST && (200..300).contains(&o.code) {
+        if let Some(answer) = &o.answer {
+            created(pipeline, template, o.model.as_deref(), answer);
+        }
+        return;
+    }
+    let Some(id) = endpoint::task_id(&o.path) else {
+        return;
+    };
+    match (o.method, o.code, o.answer) {
+        (Method::GET, 200, Some(answer)) => {
+            let line = one_line(&answer);
+            pipeline.process(source, splitter, &line, None, Some(o.at));
+        }
+        (Method::DELETE, 200..=299, _) => {
+            pipeline.with_ledger(|l| l.task_deleted(source, id, o.at));
+        }
+        _ => {}
+    }
+}
+
+/// A create call's answer: when it names a task `id`, a task created through
+/// `endpoint`, for the request's `model`, else the answer's `routing.model` (the model
+/// router's choice).
+fn created(pipeline: &Pipeline, endpoint: &str, model: Option<&str>, answer: &[u8]) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Routing {
+        model: Option<String>,
+        estimated_cost: Option<Credits>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Credits {
+        credits: Option<serde_json::Value>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Created {
+        id: Option<String>,
+        routing: Option<Routing>,
+        estimated_cost: Option<Credits>,
+    }
+    let Ok(Created {
+        id: Some(id),
+        routing,
+        estimated_cost,
+    }) = serde_json::from_slice::<Created>(answer)
+    else {
+        return;
+    };
+    let (routed, routed_cost) = routing.map_or((None, None), |r| (r.model, r.estimated_cost));
+    let model = model.or(routed.as_deref());
+    // Runway's estimate for the new task (the model router's is under `routing`): what
+    // it is charged if it ends without a cost. `estimate_seen` ignores what is not a
+    // number of credits in range.
+    let estimate = estimated_cost
+        .or(routed_cost)
+        .and_then(|c| c.credits)
+        .and_then(|v| v.as_f64());
+    pipeline.with_ledger(|l| {
+        l.count_proxy_created(endpoint, model);
+        if let Some(credits) = estimate {
+            l.estimate_seen(&id, credits);
+        }
+    });
+}
+
+/// The answer as one line: JSON's whitespace may hold line breaks, its strings cannot.
+fn one_line(answer: &[u8]) -> Vec<u8> {
+    let mut line: Vec<u8> = answer
+        .iter()
+        .map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b })
+        .collect();
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation() -> Observation {
+        Observation {
+            method: Method::GET,
+            path: "/v1/tasks/t1".into(),
+            code: 200,
+            latency: Some(Duration::from_millis(20)),
+            at: 1.0,
+            model: None,
+            answer: None,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let live = Registry::new();
+        let (observer, mut rx) = Observer::new(1, &live).unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..10_000 {
+            observer.send(observation());
+        }
+        // No consumer: one waits, the rest are dropped at once.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(observer.dropped.get(), 9_999);
+        assert!(rx.try_recv().is_ok());
+        let text = crate::metrics::render(&live);
+        assert!(
+            text.contains("runway_exporter_proxy_observations_dropped_total 9999"),
+            "{text}"
+        );
+    }
+
+    /// A stand-in upstream answering every request with a small JSON task.
+    async fn upstream() -> std::net::SocketAddr {
+        use http_body_util::Full;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|_req| async {
+                    let body = Full::new(Bytes::from_static(br#"{"id":"t1","status":"RUNNING"}"#));
+                    hyper::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(body)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_pass_while_no_observation_is_taken_and_drops_are_counted() {
+        use http_body_util::{BodyExt, Full};
+        let up = upstream().await;
+        let settings = crate::config::Proxy {
+            upstream: format!("http://{up}"),
+            ..Default::default()
+        };
+        let live = Registry::new();
+        // Room for one observation, and no consumer: observation is stuck.
+        let (observer, mut rx) = Observer::new(1, &live).unwrap();
+        let forwarder = Arc::new(super::super::Forwarder::new(&settings, observer).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        let limits = super::super::Limits {
+            max_connections: 16,
+            header_read_timeout: Duration::from_secs(5),
+            grace: Duration::from_secs(1),
+        };
+        tokio::spawn(super::super::serve(
+            listener,
+            forwarder,
+            None,
+            limits,
+            token.clone(),
+        ));
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        const N: usize = 300;
+        let started = std::time::Instant::now();
+        for _ in 0..N {
+            let request = hyper::Request::post(format!("http://{addr}/v1/image_to_video"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(
+                    br#"{"promptText":"x","model":"gen4_turbo"}"#,
+                )))
+                .unwrap();
+            let answer = client.request(request).await.unwrap();
+            assert_eq!(answer.status(), 200);
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], br#"{"id":"t1","status":"RUNNING"}"#);
+        }
+        let took = started.elapsed();
+        eprintln!("{N} requests with observation stuck: {took:?}");
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        // Every answer past the first is dropped, and counted (the count may trail the
+        // last answer's bytes by the tee's drop).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let dropped = || {
+            let text = crate::metrics::render(&live);
+            text.lines()
+                .find_map(|l| l.strip_prefix("runway_exporter_proxy_observations_dropped_total "))
+                .map(|v| v.parse::<u64>().unwrap())
+        };
+        while dropped() != Some(N as u64 - 1) && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(dropped(), Some(N as u64 - 1));
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.model.as_deref(), Some("gen4_turbo"));
+        assert_eq!(first.path, "/v1/image_to_video");
+        assert_eq!(first.code, 200);
+        assert_eq!(
+            first.answer.as_deref(),
+            Some(&br#"{"id":"t1","status":"RUNNING"}"#[..])
+        );
+        token.cancel();
+    }
+
+    #[test]
+    fn answers_become_one_line() {
+        assert_eq!(
+            one_line(b"{\n  \"id\": \"a\"\r\n}"),
+            b"{   \"id\": \"a\"  }\n"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The proxy's accept loop: bounded connections, optional TLS, graceful shutdown.
+//!
+//! - At most `max_connections` connections are served at once; the next is accepted
+//!   when one ends (the kernel's backlog holds the others, as nginx's
+//!   `worker_connections` does).
+//! - A connection's TLS handshake and each request's headers must arrive within
+//!   `header_read_timeout`; bodies stream for as long as they keep moving.
+//! - On shutdown the listener closes and requests in progress get the grace period.
+//! - Client connections have Nagle's algorithm off (`TCP_NODELAY`), as the upstream
+//!   ones do: an answer's last bytes are never held back waiting for an acknowledgement.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::Forwarder;
+
+/// How the proxy listener treats its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub grace: Duration,
+}
+
+/// Serves until `token` is cancelled, then lets requests in progress finish within
+/// the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    forwarder: Arc<Forwarder>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    token: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let place = tokio::select! {
+            _ = token.cancelled() => break,
+            place = places.clone().acquire_owned() => place.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            _ = token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => nodelay(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Proxy: cannot accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (forwarder, tls, watcher) = (forwarder.clone(), tls.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let served = connection(stream, forwarder, tls, limits, watcher).await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "Proxy connection ended with an error.");
+            }
+            drop(place);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Proxy connections still open after the grace period; closing them.");
+    }
+}
+
+/// The client's connection with Nagle's algorithm off, as nginx's `tcp_nodelay`: hyper
+/// writes an answer's head as soon as it has it and the body when the upstream sends it,
+/// and Nagle would hold that second small write until the client acknowledges the first,
+/// which a client waiting for the rest of the answer delays by up to 40 ms.
+fn nodelay(stream: TcpStream) -> TcpStream {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "Proxy: cannot set TCP_NODELAY on a connection.");
+    }
+    stream
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn connection(
+    stream: TcpStream,
+    forwarder: Arc<Forwarder>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), BoxError> {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let forwarder = forwarder.clone();
+        async move { Ok::<_, Infallible>(forwarder.forward(req).await) }
+    });
+    match tls {
+        None => {
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                .await?
+        }
+        Some(acceptor) => {
+            let stream = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                .await
+                .map_err(|_| "TLS handshake timed out")??;
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                .await?
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (stream, _) = accepted.unwrap();
+        assert!(!stream.nodelay().unwrap(), "sockets start with Nagle on");
+        assert!(nodelay(stream).nodelay().unwrap());
+        drop(client);
+    }
+}

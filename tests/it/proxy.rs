@@ -1,0 +1,653 @@
+//! The proxy as a forwarder: what goes up and comes back unchanged, what is refused,
+//! bodies that stream, an upstream that fails, a client that goes away.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use crate::harness::{append, config, Daemon};
+
+/// A body of `n` bytes of `x`, sent in 64 KiB frames, of no stated length.
+struct Repeat(usize);
+
+impl hyper::body::Body for Repeat {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.0 == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.0.min(64 * 1024);
+        self.0 -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n])))))
+    }
+}
+
+/// What the stand-in upstream saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    body_len: usize,
+}
+
+/// A stand-in upstream on 127.0.0.1 that records every request and answers by path:
+/// `/v1/big?n` streams n bytes; `/v1/redirect` is a 307 elsewhere; `/v1/never` never
+/// answers; `/v1/tasks/{id}` answers as Runway does (see [`task_answer`]); anything
+/// else echoes with a 201 and headers of its own.
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+type UpBody = Either<Full<Bytes>, Repeat>;
+
+async fn up_answer(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    req: Request<Incoming>,
+) -> Result<Response<UpBody>, hyper::Error> {
+    let (parts, mut body) = req.into_parts();
+    let target = parts.uri.to_string();
+    if target.starts_with("/v1/never") {
+        std::future::pending::<()>().await;
+    }
+    // Read the body frame by frame, keeping only its first KiB.
+    let (mut head, mut len) = (Vec::new(), 0usize);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            len += data.len();
+            let room = 1024usize.saturating_sub(head.len());
+            head.extend_from_slice(&data[..room.min(data.len())]);
+        }
+    }
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        target: target.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: head,
+        body_len: len,
+    });
+    let mut r = Response::builder();
+    if let Some(body) = create_answer(&target, len) {
+        r = r.status(200).header("content-type", "application/json");
+        return Ok(r.body(Either::Left(Full::new(Bytes::from(body)))).unwrap());
+    }
+    let task = target.strip_prefix("/v1/tasks/");
+    if let Some((code, body)) = task.and_then(|id| task_answer(parts.method.as_str(), id)) {
+        r = r
+            .status(code)
+            .header("content-type", "application/json; charset=utf-8");
+        return Ok(r.body(Either::Left(Full::new(Bytes::from(body)))).unwrap());
+    }
+    if let Some(n) = target.strip_prefix("/v1/big?") {
+        return Ok(r
+            .status(200)
+            .body(Either::Right(Repeat(n.parse().unwrap())))
+            .unwrap());
+    }
+    if target == "/v1/redirect" {
+        r = r
+            .status(307)
+            .header("location", "http://elsewhere.example/v1/x");
+        return Ok(r.body(Either::Left(Full::new(Bytes::new()))).unwrap());
+    }
+    let answer = format!("{{\"received\":{len}}}");
+    r = r
+        .status(201)
+        .header("content-type", "application/json")
+        .header("x-request-id", "req-1")
+        .header("set-cookie", "a=1")
+        .header("set-cookie", "b=2")
+        .header("connection", "x-hop-answer")
+        .header("x-hop-answer", "must not pass")
+        .header("keep-alive", "timeout=5");
+    Ok(r.body(Either::Left(Full::new(Bytes::from(answer))))
+        .unwrap())
+}
+
+/// Runway's answer to a task request, by the id's prefix: `DELETE` 204; `GET` `ok-`
+/// SUCCEEDED (indented over lines, as some SDK dumps are), `fail-` FAILED with a code,
+/// `run-` RUNNING, `gone-` 404. Other ids are echoed as other paths.
+fn task_answer(method: &str, id: &str) -> Option<(u16, String)> {
+    let created = "2026-12-06T08:00:00.000Z";
+    let prefix = id.split('-').next().unwrap_or("");
+    if !["ok", "fail", "run", "gone"].contains(&prefix) {
+        return None;
+    }
+    let task = match (method, prefix) {
+        ("DELETE", _) => return Some((204, String::new())),
+        (_, "ok") => serde_json::json!({"id": id, "status": "SUCCEEDED", "createdAt": created,
+            "output": ["https://x.example/v.mp4"], "cost": {"credits": 25}}),
+        (_, "fail") => serde_json::json!({"id": id, "status": "FAILED", "createdAt": created,
+            "failure": "moderated", "failureCode": "SAFETY.INPUT.TEXT"}),
+        (_, "run") => serde_json::json!({"id": id, "status": "RUNNING", "createdAt": created,
+            "progress": 0.5, "estimatedCost": {"credits": 50}}),
+        _ => return Some((404, r#"{"error":"Task not found"}"#.into())),
+    };
+    Some((200, serde_json::to_string_pretty(&task).unwrap()))
+}
+
+/// Runway's answer to a create call on `/v1/text_to_video` (a task id and its estimate)
+/// and on `/v1/generate/video` (the model router: the model it chose); the id tells the
+/// request body's size.
+fn create_answer(target: &str, len: usize) -> Option<String> {
+    let answer = match target {
+        "/v1/text_to_video" => {
+            serde_json::json!({"id": format!("new-{len}"), "estimatedCost": {"credits": 40}})
+        }
+        "/v1/generate/video" => {
+            serde_json::json!({"id": format!("routed-{len}"), "routing": {"model": "veo3.1"}})
+        }
+        _ => return None,
+    };
+    Some(answer.to_string())
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        _ = &mut stop_rx => return,
+                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    };
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |req| up_answer(s.clone(), req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Upstream {
+            addr,
+            seen,
+            _stop: stop_tx,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A daemon with the proxy on, in front of `upstream`; returns it and the proxy's address.
+fn proxy_daemon(dir: &std::path::Path, upstream: &str, extra: &str) -> (Daemon, SocketAddr) {
+    let cfg = config(
+        dir,
+        &format!(
+            "[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}"
+        ),
+    );
+    let mut d = Daemon::start(dir, &cfg, &[]);
+    let addr = d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (d, addr)
+}
+
+/// Sends raw bytes on a new connection and reads the whole answer (the request asks
+/// for `Connection: close`).
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn header<'a>(seen: &'a Seen, name: &str) -> Vec<&'a str> {
+    seen.headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn requests_and_answers_pass_unchanged_but_for_hop_by_hop_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    let body = br#"{"model":"gen4_turbo","promptText":"a cat","ratio":"1280:720"}"#;
+    let request = format!(
+        "POST /v1/image_to_video?a=1&b=%20x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer key_s3cret\r\nX-Runway-Version: 2024-11-06\r\nX-Stainless-Retry-Count: 0\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close, X-Hop-Request\r\nX-Hop-Request: must not pass\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
+        body.len()
+    );
+    let answer = raw(proxy, &[request.as_bytes(), body].concat());
+    let (head, answer_body) = answer.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 201 created\r\n"), "{head}");
+    assert!(head.contains("\r\nx-request-id: req-1"), "{head}");
+    assert!(
+        head.contains("\r\nset-cookie: a=1") && head.contains("\r\nset-cookie: b=2"),
+        "{head}"
+    );
+    assert!(
+        !head.contains("x-hop-answer: must") && !head.contains("keep-alive"),
+        "{head}"
+    );
+    assert_eq!(answer_body, format!("{{\"received\":{}}}", body.len()));
+
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(
+        (s.method.as_str(), s.target.as_str()),
+        ("POST", "/v1/image_to_video?a=1&b=%20x")
+    );
+    assert_eq!(s.body, body);
+    assert_eq!(header(s, "authorization"), ["Bearer key_s3cret"]);
+    assert_eq!(header(s, "x-runway-version"), ["2024-11-06"]);
+    assert_eq!(header(s, "x-stainless-retry-count"), ["0"]);
+    assert_eq!(header(s, "host"), [up.addr.to_string().as_str()]);
+    for hop in ["x-hop-request", "keep-alive", "proxy-authorization"] {
+        assert!(
+            header(s, hop).is_empty(),
+            "{hop} was forwarded: {:?}",
+            s.headers
+        );
+    }
+}
+
+#[test]
+fn it_is_never_an_open_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    let status = |request: String| {
+        raw(proxy, request.as_bytes())
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let close = "Connection: close\r\n\r\n";
+    assert!(status(format!(
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n{close}"
+    ))
+    .contains(" 405 "));
+    assert!(status(format!(
+        "GET http://{}/v1/tasks/x HTTP/1.1\r\nHost: x\r\n{close}",
+        up.addr
+    ))
+    .contains(" 400 "));
+    assert!(status(format!(
+        "GET http://evil.example/v1/tasks/x HTTP/1.1\r\nHost: evil.example\r\n{close}"
+    ))
+    .contains(" 400 "));
+    assert!(status(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{close}")).contains(" 404 "));
+    assert!(status(format!("GET /v1/../admin HTTP/1.1\r\nHost: x\r\n{close}")).contains(" 400 "));
+    assert!(status(format!(
+        "GET /v1/%2e%2e/admin HTTP/1.1\r\nHost: x\r\n{close}"
+    ))
+    .contains(" 400 "));
+    // A Host header naming another host changes nothing: the request goes upstream.
+    assert!(status(format!(
+        "GET /v1/tasks/x HTTP/1.1\r\nHost: evil.example\r\n{close}"
+    ))
+    .contains(" 201 "));
+    let seen = up.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the last request may reach the upstream: {seen:?}"
+    );
+    assert_eq!(header(&seen[0], "host"), [up.addr.to_string().as_str()]);
+    // Redirects go back to the client, not followed.
+    let answer = raw(
+        proxy,
+        format!("GET /v1/redirect HTTP/1.1\r\nHost: x\r\n{close}").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 307"), "{answer}");
+    assert!(answer
+        .to_ascii_lowercase()
+        .contains("location: http://elsewhere.example/v1/x"));
+    assert_eq!(up.seen().len(), 2);
+}
+
+#[test]
+fn an_upstream_that_fails_gets_the_answers_the_sdks_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on: bound, then closed.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{closed}"), "");
+    let answer = raw(
+        proxy,
+        b"GET /v1/tasks/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("{\"error\":"), "{answer}");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (_d2, proxy2) = proxy_daemon(
+        dir2.path(),
+        &format!("http://{}", up.addr),
+        "response_timeout = \"300ms\"\n",
+    );
+    let answer = raw(
+        proxy2,
+        b"GET /v1/never HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+}
+
+#[test]
+fn a_client_going_away_cancels_the_upstream_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // A raw upstream: it reads the request's headers, never answers, and reports when
+    // the proxy closes the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let _ = got_tx.send(());
+                }
+            }
+        }
+        closed_tx.send(()).unwrap();
+    });
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{upstream}"), "");
+    let mut client = TcpStream::connect(proxy).unwrap();
+    client
+        .write_all(b"GET /v1/tasks/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Once the upstream has the request, the client leaves.
+    got_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request never reached the upstream");
+    drop(client);
+    closed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the upstream connection was not closed after the client went away");
+}
+
+#[test]
+fn bodies_stream_both_ways_with_memory_flat_in_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    const SIZE: usize = 24 << 20;
+    let before = d.peak_rss();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (uploaded, downloaded) = rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // A create call carrying a data URI of 24 MiB, of no stated length (chunked).
+        let up_req = Request::post("/v1/video_to_video")
+            .header("host", "x")
+            .body(Repeat(SIZE))
+            .unwrap();
+        let answer = sender.send_request(up_req).await.unwrap();
+        let text = answer.into_body().collect().await.unwrap().to_bytes();
+        let down_req = Request::get(format!("/v1/big?{SIZE}"))
+            .header("host", "x")
+            .body(Repeat(0))
+            .unwrap();
+        let mut body = sender.send_request(down_req).await.unwrap().into_body();
+        let mut n = 0usize;
+        while let Some(frame) = body.frame().await {
+            n += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+        }
+        (String::from_utf8(text.to_vec()).unwrap(), n)
+    });
+    assert_eq!(uploaded, format!("{{\"received\":{SIZE}}}"));
+    assert_eq!(downloaded, SIZE);
+    assert_eq!(up.seen()[0].body_len, SIZE);
+    let grew = d.peak_rss().saturating_sub(before);
+    assert!(
+        grew < 8 << 20,
+        "peak RSS grew {grew} bytes passing 48 MiB of bodies"
+    );
+}
+
+#[test]
+fn applications_on_other_hosts_can_reach_it_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let pki = crate::web::pki();
+    let (cert, key) = (dir.path().join("proxy.crt"), dir.path().join("proxy.key"));
+    std::fs::write(&cert, &pki.server.0).unwrap();
+    std::fs::write(&key, &pki.server.1).unwrap();
+    let tls = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), &tls);
+    let status = crate::web::https_get_path(
+        proxy,
+        &pki.ca_pem,
+        None,
+        Some("Bearer key_tls"),
+        "/v1/tasks/t1",
+    );
+    assert_eq!(status, Ok(201));
+    assert_eq!(header(&up.seen()[0], "authorization"), ["Bearer key_tls"]);
+    // Plain HTTP on the TLS port gets no answer from the API.
+    let plain = raw(
+        proxy,
+        b"GET /v1/tasks/t1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(!plain.contains("201"), "{plain}");
+    assert_eq!(up.seen().len(), 1);
+}
+
+/// `method path` through the proxy with the application's key; the answer's status.
+fn call(proxy: SocketAddr, method: &str, path: &str) -> u16 {
+    let answer = raw(
+        proxy,
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nX-Runway-Version: 2024-11-06\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    answer[9..12].parse().unwrap()
+}
+
+/// The application's API key: never in a log line or a metric.
+const KEY: &str = "key_0bserve_s3cret_9f2c";
+
+#[test]
+fn task_answers_through_the_proxy_are_counted_once_beside_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (mut d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    // The application polls a task to its end (its terminal answer twice), sees one
+    // fail, cancels one that runs, and asks for one that is gone.
+    for (method, path, code) in [
+        ("GET", "/v1/tasks/ok-1", 200),
+        ("GET", "/v1/tasks/ok-1", 200),
+        ("GET", "/v1/tasks/fail-1", 200),
+        ("GET", "/v1/tasks/run-1", 200),
+        ("DELETE", "/v1/tasks/run-1", 204),
+        ("GET", "/v1/tasks/gone-1", 404),
+        ("POST", "/v1/made_up_path", 201),
+    ] {
+        assert_eq!(call(proxy, method, path), code, "{method} {path}");
+    }
+    let tasks_endpoint = r#"endpoint="/v1/tasks/{id}""#;
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        crate::harness::sum(m, "runway_api_requests_total", &[]) == 7.0
+            && crate::harness::sum(m, "runway_tasks_total", &[]) == 3.0
+    });
+    let requests = |method: &str, code: &str| {
+        let with = [
+            tasks_endpoint,
+            &format!("method=\"{method}\""),
+            &format!("code=\"{code}\""),
+        ];
+        crate::harness::sum(&m, "runway_api_requests_total", &with)
+    };
+    assert_eq!(requests("GET", "200"), 4.0, "{m}");
+    assert_eq!(requests("DELETE", "204"), 1.0, "{m}");
+    assert_eq!(requests("GET", "404"), 1.0, "{m}");
+    let other = r#"runway_api_requests_total{code="201",endpoint="other",method="POST"}"#;
+    assert_eq!(crate::harness::sample(&m, other), Some(1.0), "{m}");
+    let latency = format!("runway_api_request_duration_seconds_count{{{tasks_endpoint}}}");
+    assert_eq!(crate::harness::sample(&m, &latency), Some(6.0), "{m}");
+    let tasks = |status: &str| {
+        crate::harness::sum(&m, "runway_tasks_total", &[&format!("status=\"{status}\"")])
+    };
+    assert_eq!(
+        (tasks("SUCCEEDED"), tasks("FAILED"), tasks("CANCELLED")),
+        (1.0, 1.0, 1.0),
+        "{m}"
+    );
+    let lost = r#"failure_code="SAFETY.INPUT.TEXT""#;
+    assert_eq!(
+        crate::harness::sum(&m, "runway_task_failures_total", &[lost]),
+        1.0,
+        "{m}"
+    );
+
+    // The application's log names the same task: still counted once.
+    append(
+        &dir.path().join("app.log"),
+        b"{\"id\":\"ok-1\",\"status\":\"SUCCEEDED\",\"model\":\"gen4_turbo\"}\n",
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        let dup = r#"runway_exporter_records_total{result="duplicate",source="file"}"#;
+        crate::harness::sample(m, dup) == Some(1.0)
+    });
+    assert_eq!(
+        crate::harness::sum(&m, "runway_tasks_total", &[r#"status="SUCCEEDED""#]),
+        1.0,
+        "{m}"
+    );
+
+    // The key went up to the API, and nowhere else.
+    assert!(up
+        .seen()
+        .iter()
+        .all(|s| header(s, "authorization") == [format!("Bearer {KEY}")]));
+    assert!(!m.contains("0bserve_s3cret"), "the key is in /metrics");
+    let logs = serde_json::to_string(d.logs()).unwrap();
+    assert!(
+        !logs.contains("0bserve_s3cret"),
+        "the key is in the logs: {logs}"
+    );
+    let state =
+        std::fs::read(dir.path().join("state").join("runway-exporter.state")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&state).contains("0bserve_s3cret"));
+}
+
+#[test]
+fn the_proxys_request_counts_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let upstream = format!("http://{}", up.addr);
+    let series = r#"runway_api_requests_total{code="200",endpoint="/v1/tasks/{id}",method="GET"}"#;
+    {
+        let (mut d, proxy) = proxy_daemon(dir.path(), &upstream, "");
+        for _ in 0..3 {
+            assert_eq!(call(proxy, "GET", "/v1/tasks/run-2"), 200);
+        }
+        let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+            crate::harness::sample(m, series) == Some(3.0)
+        });
+        assert_eq!(crate::harness::sample(&m, series), Some(3.0), "{m}");
+        d.signal("TERM");
+        assert!(d.wait_exit(Duration::from_secs(20)).success());
+    }
+    let (d, proxy) = proxy_daemon(dir.path(), &upstream, "");
+    assert_eq!(call(proxy, "GET", "/v1/tasks/run-2"), 200);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        crate::harness::sample(m, series) == Some(4.0)
+    });
+    assert_eq!(crate::harness::sample(&m, series), Some(4.0), "{m}");
+}
+
+#[test]
+fn create_calls_are_counted_by_endpoint_and_model_whatever_the_body_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    let create = |path: &str, body: &[u8]| {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let answer = raw(proxy, &[head.as_bytes(), body].concat());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    };
+    // A 20 MB data URI before the model.
+    let mut big = br#"{"promptImage":"data:image/png;base64,"#.to_vec();
+    big.extend(std::iter::repeat_n(b'A', 20 * 1024 * 1024));
+    big.extend(br#"","model":"gen4_turbo","promptText":"a cat"}"#);
+    create("/v1/text_to_video", &big);
+    create("/v1/text_to_video", br#"{"model":"veo3","promptText":"x"}"#);
+    create("/v1/text_to_video", br#"{"promptText":"no model"}"#);
+    create(
+        "/v1/generate/video",
+        br#"{"promptText":"the router picks"}"#,
+    );
+    let (m, _) = d.scrape_until(Duration::from_secs(30), |m| {
+        crate::harness::sum(m, "runway_tasks_created_total", &[]) == 4.0
+    });
+    let created = |endpoint: &str, model: &str| {
+        let series =
+            format!("runway_tasks_created_total{{endpoint=\"{endpoint}\",model=\"{model}\"}}");
+        crate::harness::sample(&m, &series)
+    };
+    assert_eq!(created("/v1/text_to_video", "gen4_turbo"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/text_to_video", "veo3"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/text_to_video", "unknown"), Some(1.0), "{m}");
+    assert_eq!(created("/v1/generate/video", "veo3.1"), Some(1.0), "{m}");
+    // The 20 MB body went up whole.
+    assert!(up.seen().iter().any(|s| s.body_len == big.len()));
+    assert!(!m.contains("0bserve_s3cret"));
+}
