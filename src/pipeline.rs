@@ -365,6 +365,20 @@ impl Pipeline {
         }
     }
 
+    /// Rejects one line of `source` read live for `error` found by its caller (a line
+    /// that parses but must not be counted): counted, logged at most every
+    /// [`WARN_EVERY`] per reason and written to the dead-letter file, as the lines
+    /// [`Pipeline::process`] rejects.
+    pub fn reject(&self, source: SourceId, error: ParseError, line: &[u8]) {
+        self.with_ledger(|l| {
+            l.reject(source, error);
+            l.own_mut().read(source, line.len() as u64, 1, unix_now());
+        });
+        let cut = self.dead_letter.as_ref().map(|d| lock(d).max_line_bytes());
+        let sample = cut.map_or_else(Vec::new, |cut| line[..line.len().min(cut)].to_vec());
+        self.report_rejected(source, &[(error, sample, line.len())]);
+    }
+
     fn report_rejected(&self, source: SourceId, rejected: &[(ParseError, Vec<u8>, usize)]) {
         let name = self.with_ledger(|l| l.own.source(source).name.clone());
         {

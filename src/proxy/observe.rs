@@ -13,7 +13,9 @@
 //!   committed with the ledger (they survive a restart);
 //! - a `GET /v1/tasks/{id}` answered 200: the task record, counted as a line of the
 //!   source `proxy` (parsed as the API poller parses answers), so the ledger's dedupe
-//!   counts a task seen by the proxy and by a log once;
+//!   counts a task seen by the proxy and by a log once; an answer whose `id` is not the
+//!   path's (or that has none) is not counted as a task but rejected, reason
+//!   `other_task_id` (counted, logged at most every 10 s);
 //! - a `DELETE /v1/tasks/{id}` answered 2xx: the task ends `CANCELLED`
 //!   ([`crate::ledger::Ledger::task_deleted`]);
 //! - a `POST` answered 2xx with a JSON task `id` (a create call): one task in
@@ -32,6 +34,7 @@ use super::endpoint;
 use crate::ledger::SourceId;
 use crate::lines::LineSplitter;
 use crate::pipeline::Pipeline;
+use crate::record::ParseError;
 
 /// The source name of what the proxy observes.
 pub const SOURCE: &str = "proxy";
@@ -142,7 +145,10 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
     match (o.method, o.code, o.answer) {
         (Method::GET, 200, Some(answer)) => {
             let line = one_line(&answer);
-            pipeline.process(source, splitter, &line, None, Some(o.at));
+            match names_task(&answer, id) {
+                true => pipeline.process(source, splitter, &line, None, Some(o.at)),
+                false => pipeline.reject(source, ParseError::OtherTaskId, &line),
+            }
         }
         (Method::DELETE, 200..=299, _) => {
             pipeline.with_ledger(|l| l.task_deleted(source, id, o.at));
@@ -195,6 +201,20 @@ fn created(pipeline: &Pipeline, endpoint: &str, model: Option<&str>, answer: &[u
             l.estimate_seen(&id, credits);
         }
     });
+}
+
+/// Whether a task answer names task `id` (its top-level `id`). One naming another task,
+/// or none (a confused cache or stand-in), says nothing about this task; an answer that
+/// is not JSON is left to the parser to reject.
+fn names_task(answer: &[u8], id: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        id: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Named>(answer) {
+        Ok(named) => named.id.as_ref().and_then(|v| v.as_str()) == Some(id),
+        Err(_) => true,
+    }
 }
 
 /// The answer as one line: JSON's whitespace may hold line breaks, its strings cannot.

@@ -131,11 +131,12 @@ async fn up_answer(
 
 /// Runway's answer to a task request, by the id's prefix: `DELETE` 204; `GET` `ok-`
 /// SUCCEEDED (indented over lines, as some SDK dumps are), `fail-` FAILED with a code,
-/// `run-` RUNNING, `gone-` 404. Other ids are echoed as other paths.
+/// `run-` RUNNING, `gone-` 404, `liar-` another task's record, `anon-` a record without
+/// an id. Other ids are echoed as other paths.
 fn task_answer(method: &str, id: &str) -> Option<(u16, String)> {
     let created = "2026-12-06T08:00:00.000Z";
     let prefix = id.split('-').next().unwrap_or("");
-    if !["ok", "fail", "run", "gone"].contains(&prefix) {
+    if !["ok", "fail", "run", "gone", "liar", "anon"].contains(&prefix) {
         return None;
     }
     let task = match (method, prefix) {
@@ -146,6 +147,9 @@ fn task_answer(method: &str, id: &str) -> Option<(u16, String)> {
             "failure": "moderated", "failureCode": "SAFETY.INPUT.TEXT"}),
         (_, "run") => serde_json::json!({"id": id, "status": "RUNNING", "createdAt": created,
             "progress": 0.5, "estimatedCost": {"credits": 50}}),
+        (_, "liar") => serde_json::json!({"id": "someone-else", "status": "SUCCEEDED",
+            "createdAt": created, "cost": {"credits": 25}}),
+        (_, "anon") => serde_json::json!({"status": "FAILED", "failureCode": "INTERNAL"}),
         _ => return Some((404, r#"{"error":"Task not found"}"#.into())),
     };
     Some((200, serde_json::to_string_pretty(&task).unwrap()))
@@ -650,4 +654,56 @@ fn create_calls_are_counted_by_endpoint_and_model_whatever_the_body_size() {
     // The 20 MB body went up whole.
     assert!(up.seen().iter().any(|s| s.body_len == big.len()));
     assert!(!m.contains("0bserve_s3cret"));
+}
+
+#[test]
+fn a_task_answer_naming_another_task_or_none_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (mut d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    for path in [
+        "/v1/tasks/liar-1",
+        "/v1/tasks/anon-1",
+        "/v1/tasks/liar-1",
+        "/v1/tasks/ok-3",
+    ] {
+        assert_eq!(call(proxy, "GET", path), 200, "{path}");
+    }
+    let rejected = r#"runway_exporter_parse_errors_total{reason="other_task_id",source="proxy"}"#;
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        crate::harness::sum(m, "runway_api_requests_total", &[]) == 4.0
+            && crate::harness::sample(m, rejected) == Some(3.0)
+            && crate::harness::sum(m, "runway_tasks_total", &[]) == 1.0
+    });
+    assert_eq!(crate::harness::sample(&m, rejected), Some(3.0), "{m}");
+    let records = |result: &str| {
+        let series =
+            format!("runway_exporter_records_total{{result=\"{result}\",source=\"proxy\"}}");
+        crate::harness::sample(&m, &series)
+    };
+    assert_eq!(
+        (records("rejected"), records("counted")),
+        (Some(3.0), Some(1.0)),
+        "{m}"
+    );
+    // Only the task asked about and answered for is counted.
+    assert_eq!(
+        crate::harness::sum(&m, "runway_tasks_total", &[]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        crate::harness::sum(&m, "runway_tasks_total", &[r#"status="SUCCEEDED""#]),
+        1.0,
+        "{m}"
+    );
+    // Logged once (the next within 10 s are counted as suppressed), without the key.
+    let warned = d.wait_log(
+        "Line rejected; counted in runway_exporter_parse_errors_total.",
+        Duration::from_secs(5),
+    );
+    assert_eq!(warned["reason"], "other_task_id", "{warned}");
+    assert_eq!(warned["source"], "proxy", "{warned}");
+    let logs = serde_json::to_string(d.logs()).unwrap();
+    assert_eq!(logs.matches("other_task_id").count(), 1, "{logs}");
 }
