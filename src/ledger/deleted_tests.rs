@@ -207,7 +207,10 @@ fn a_delete_seen_ends_the_task_cancelled_at_its_time() {
             r#"{{"id":"del","status":"RUNNING","createdAt":"{created}","estimatedCost":{{"credits":40}}}}"#
         ),
     );
-    assert_eq!(a.l.task_deleted(a.api, "del", now), LineResult::Counted);
+    assert_eq!(
+        a.l.task_deleted(a.api, "del", now),
+        Some(LineResult::Counted)
+    );
     assert_eq!(a.cancelled_credits("gen4_turbo"), (40.0, 40.0));
     // The end is known: timed from createdAt, 30 s.
     let t = a.l.totals();
@@ -219,12 +222,23 @@ fn a_delete_seen_ends_the_task_cancelled_at_its_time() {
     assert_eq!((d.histogram.count(), d.histogram.sum), (1, 30.0));
     assert!(a.l.api.task("del").is_none());
     // A second DELETE, or the 404 after it: nothing more.
-    assert_eq!(a.l.task_deleted(a.api, "del", now), LineResult::Duplicate);
+    assert_eq!(
+        a.l.task_deleted(a.api, "del", now),
+        Some(LineResult::Duplicate)
+    );
     assert_eq!(a.tasks("CANCELLED"), 1);
 
-    // A task the exporter does not poll, never seen: cancelled, charged nothing, and
-    // untimed for want of a start.
-    assert_eq!(a.l.task_deleted(a.api, "other", now), LineResult::Counted);
+    // A task the exporter does not poll, seen waiting with Runway's estimate (a log's
+    // record, a create call's answer): cancelled, charged nothing, and untimed for want
+    // of a start.
+    assert_eq!(
+        a.log(r#"{"id":"other","status":"PENDING","estimatedCost":{"credits":30}}"#),
+        LineResult::NonTerminal
+    );
+    assert_eq!(
+        a.l.task_deleted(a.api, "other", now),
+        Some(LineResult::Counted)
+    );
     assert_eq!(a.tasks("CANCELLED"), 2);
     assert_eq!(a.cancelled_credits("unknown"), (0.0, 0.0));
     assert_eq!(a.untimed("no_start"), 1);
@@ -237,7 +251,10 @@ fn a_delete_seen_ends_the_task_cancelled_at_its_time() {
         a.log(r#"{"id":"done","status":"SUCCEEDED","cost":{"credits":5}}"#),
         LineResult::Counted
     );
-    assert_eq!(a.l.task_deleted(a.api, "done", now), LineResult::Duplicate);
+    assert_eq!(
+        a.l.task_deleted(a.api, "done", now),
+        Some(LineResult::Duplicate)
+    );
     assert_eq!(a.tasks("CANCELLED"), 2);
 }
 
@@ -261,4 +278,36 @@ fn what_was_seen_of_a_polled_task_survives_a_restart() {
     b.l.restore_api_tasks(back);
     assert_eq!(b.l.api_task_gone(b.api, "run"), LineResult::Counted);
     assert_eq!(b.cancelled_credits("gen4_turbo"), (42.0, 42.0));
+}
+
+#[test]
+fn a_delete_of_a_task_never_seen_unended_is_no_outcome() {
+    let mut a = Api::new();
+    let now = crate::clock::unix_now();
+    // An old finished task the exporter never saw (or forgot): deleting it is a request,
+    // not a cancellation.
+    assert_eq!(a.l.task_deleted(a.api, "old", now), None);
+    assert_eq!(a.tasks("CANCELLED"), 0);
+    let results: u64 = a.l.own.source(a.api).results.iter().sum();
+    assert_eq!(results, 0, "no result recorded");
+    // Its record read later is still counted as what it was.
+    assert_eq!(
+        a.log(r#"{"id":"old","status":"SUCCEEDED","cost":{"credits":5}}"#),
+        LineResult::Counted
+    );
+    assert_eq!(a.tasks("CANCELLED"), 0);
+
+    // A task whose RUNNING record a log (or the proxy) showed, not polled: cancelled,
+    // and charged its estimate, as a polled one is.
+    assert_eq!(
+        a.log(r#"{"id":"ran","status":"RUNNING","createdAt":"2026-12-01T10:00:00Z","estimatedCost":{"credits":42}}"#),
+        LineResult::NonTerminal
+    );
+    assert_eq!(
+        a.l.task_deleted(a.api, "ran", now),
+        Some(LineResult::Counted)
+    );
+    assert_eq!(a.tasks("CANCELLED"), 1);
+    assert_eq!(a.cancelled_credits("unknown"), (42.0, 42.0));
+    assert_eq!(a.l.estimates().len(), 0, "the held estimate was taken");
 }

@@ -26,10 +26,12 @@
 //! - *Deleted tasks.* Runway forgets a task once it is deleted (`DELETE /v1/tasks/{id}`,
 //!   which cancels it if it has not ended). A polled task the API answers 404 for after
 //!   it was seen `PENDING`, `THROTTLED` or `RUNNING` (the [`ApiBook`] keeps how far each
-//!   got, committed with the state), or one whose `DELETE` is seen, is counted
+//!   got, committed with the state), or one whose `DELETE` is seen after it was seen
+//!   not ended (polled, its `RUNNING` record seen, or its estimate held), is counted
 //!   `CANCELLED` like a terminal record (once, its id in the dedupe window), charged its
 //!   last `estimatedCost` (else the table's estimate, as estimated credits) if it was
-//!   seen running, nothing otherwise. A 404 for a task never seen is `not_found`.
+//!   seen running, nothing otherwise. A 404 for a task never seen is `not_found`; a
+//!   `DELETE` of a task never seen not ended (an old finished task) is no outcome.
 //! - Label values are bounded: failure codes are normalised ([`crate::classify`]); model
 //!   names are checked; past `max_failure_codes` codes (beyond the table's own) or
 //!   `max_models` models, new values fold into `other` and bump `label_overflow`.
@@ -797,23 +799,52 @@ impl Ledger {
     }
 
     /// A task deleted at `at` (Unix seconds): Runway answered a `DELETE /v1/tasks/{id}`
-    /// with success, which cancels a task not yet ended. Unless it was counted already
-    /// (then a `Duplicate` that changes nothing), it is counted `CANCELLED`, once (its id
-    /// enters the dedupe window), and is no longer polled. Its credits are those known
-    /// now: a task seen `RUNNING` is charged its last `estimatedCost.credits` (else the
-    /// pricing table's estimate, else it is unpriced), marked estimated; any other
-    /// (seen waiting, or not seen at all) never ran as far as the exporter knows, and is
-    /// charged nothing. Its duration runs from its `createdAt`, when an answer gave it.
-    pub fn task_deleted(&mut self, source: SourceId, id: &str, at: f64) -> LineResult {
-        self.end_deleted(source, id, Some(at))
+    /// with success, which cancels a task not yet ended, and also deletes one that ended
+    /// long ago. So it is counted `CANCELLED` only when it was seen not ended
+    /// ([`Ledger::seen_unended`]) and not counted yet: once (its id enters the dedupe
+    /// window), and it is no longer polled. A task counted already is a `Duplicate`
+    /// that changes nothing; one the exporter never saw running, or forgot, is not an
+    /// outcome at all (`None`: only the request is counted). Its credits are those known
+    /// now: a task seen `RUNNING` (polled, or its record seen) is charged its last
+    /// `estimatedCost.credits` (else the pricing table's estimate, else it is unpriced),
+    /// marked estimated; one seen only waiting or created never ran as far as the
+    /// exporter knows, and is charged nothing. Its duration runs from its `createdAt`,
+    /// when an answer gave it.
+    pub fn task_deleted(&mut self, source: SourceId, id: &str, at: f64) -> Option<LineResult> {
+        if !self.seen(id) && !self.seen_unended(id) {
+            return None;
+        }
+        Some(self.end_deleted(source, id, Some(at)))
     }
 
-    /// Ends a deleted task at `at` (`None`: unknown), forgetting it if it is polled.
+    /// Whether task `id` was seen not ended, by any source: it is polled, a `RUNNING`
+    /// record of it was seen (the queue-time window), or Runway's estimate is held for
+    /// it (a non-terminal record's, a create call's answer through the proxy).
+    fn seen_unended(&self, id: &str) -> bool {
+        self.api.task(id).is_some()
+            || self.outcomes.started_ids().contains(id)
+            || self
+                .outcomes
+                .estimates()
+                .get(DedupeWindow::hash(id))
+                .is_some()
+    }
+
+    /// Ends a deleted task at `at` (`None`: unknown), forgetting it if it is polled. A
+    /// task not polled counts as seen running when its `RUNNING` record was seen, and
+    /// takes the estimate held for it.
     fn end_deleted(&mut self, source: SourceId, id: &str, at: Option<f64>) -> LineResult {
+        let held = self.take_estimate(id);
         let task = match self.api.task(id) {
             Some(_) => self.book.api.remove(id).unwrap_or_default(),
             None => ApiTask {
                 id: id.to_string(),
+                reached: self
+                    .outcomes
+                    .started_ids()
+                    .contains(id)
+                    .then_some(Reached::Running),
+                estimated_cost: held,
                 ..ApiTask::default()
             },
         };

@@ -16,7 +16,8 @@
 //!   counts a task seen by the proxy and by a log once; an answer whose `id` is not the
 //!   path's (or that has none) is not counted as a task but rejected, reason
 //!   `other_task_id` (counted, logged at most every 10 s);
-//! - a `DELETE /v1/tasks/{id}` answered 2xx: the task ends `CANCELLED`
+//! - a `DELETE /v1/tasks/{id}` answered 2xx: the task ends `CANCELLED` when it was seen
+//!   not ended; an old task never seen so is no outcome
 //!   ([`crate::ledger::Ledger::task_deleted`]);
 //! - a `POST` answered 2xx with a JSON task `id` (a create call): one task in
 //!   `runway_tasks_created_total{endpoint,model}`, the model the request's top-level

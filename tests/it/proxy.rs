@@ -523,12 +523,16 @@ fn task_answers_through_the_proxy_are_counted_once_beside_a_log() {
         ("DELETE", "/v1/tasks/run-1", 204),
         ("GET", "/v1/tasks/gone-1", 404),
         ("POST", "/v1/made_up_path", 201),
+        // An old task the exporter never saw, deleted: a request, not a cancellation.
+        ("DELETE", "/v1/tasks/ok-old", 204),
+        // Observations are applied in order: once this one is counted, so is the DELETE.
+        ("GET", "/v1/tasks/ok-1", 200),
     ] {
         assert_eq!(call(proxy, method, path), code, "{method} {path}");
     }
     let tasks_endpoint = r#"endpoint="/v1/tasks/{id}""#;
     let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
-        crate::harness::sum(m, "runway_api_requests_total", &[]) == 7.0
+        crate::harness::sum(m, "runway_api_requests_total", &[]) == 9.0
             && crate::harness::sum(m, "runway_tasks_total", &[]) == 3.0
     });
     let requests = |method: &str, code: &str| {
@@ -539,19 +543,26 @@ fn task_answers_through_the_proxy_are_counted_once_beside_a_log() {
         ];
         crate::harness::sum(&m, "runway_api_requests_total", &with)
     };
-    assert_eq!(requests("GET", "200"), 4.0, "{m}");
-    assert_eq!(requests("DELETE", "204"), 1.0, "{m}");
+    assert_eq!(requests("GET", "200"), 5.0, "{m}");
+    assert_eq!(requests("DELETE", "204"), 2.0, "{m}");
     assert_eq!(requests("GET", "404"), 1.0, "{m}");
     let other = r#"runway_api_requests_total{code="201",endpoint="other",method="POST"}"#;
     assert_eq!(crate::harness::sample(&m, other), Some(1.0), "{m}");
     let latency = format!("runway_api_request_duration_seconds_count{{{tasks_endpoint}}}");
-    assert_eq!(crate::harness::sample(&m, &latency), Some(6.0), "{m}");
+    assert_eq!(crate::harness::sample(&m, &latency), Some(8.0), "{m}");
     let tasks = |status: &str| {
         crate::harness::sum(&m, "runway_tasks_total", &[&format!("status=\"{status}\"")])
     };
     assert_eq!(
         (tasks("SUCCEEDED"), tasks("FAILED"), tasks("CANCELLED")),
         (1.0, 1.0, 1.0),
+        "{m}"
+    );
+    // The task deleted while seen RUNNING is charged its estimate (50), marked so.
+    let cancelled = r#"status="CANCELLED""#;
+    assert_eq!(
+        crate::harness::sum(&m, "runway_credits_charged_total", &[cancelled]),
+        50.0,
         "{m}"
     );
     let lost = r#"failure_code="SAFETY.INPUT.TEXT""#;
