@@ -2,8 +2,10 @@
 //!
 //! Every task is spawned on one [`TaskTracker`] with a child of one
 //! [`CancellationToken`]. SIGTERM or SIGINT cancels the token: the sources stop
-//! reading, the publisher publishes a last time, the HTTP server closes, and the
-//! tracker is given `shutdown_grace` to drain before the process exits 0.
+//! reading, the proxy stops accepting, lets its requests in progress finish (80 % of
+//! `shutdown_grace`) and applies every observation queued, then the last commit is made
+//! and published, the HTTP server closes, and the tracker is given `shutdown_grace` in
+//! all to drain before the process exits 0.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -350,6 +352,71 @@ impl ProxyListener {
     }
 }
 
+impl ProxyListener {
+    /// Serves until the sources stop, the observations applied on a thread of their
+    /// own. Requests in progress at shutdown get [`PROXY_GRACE`] of
+    /// `state.shutdown_grace`; the rest is left for the drain and the last commit.
+    fn start(
+        self,
+        settings: &Settings,
+        pipeline: &Arc<Pipeline>,
+        tracker: &TaskTracker,
+        tokens: &Tokens,
+    ) -> anyhow::Result<ProxyTasks> {
+        let limits = crate::proxy::Limits {
+            max_connections: settings.proxy.max_connections,
+            header_read_timeout: settings.proxy.header_read_timeout,
+            grace: settings.state.shutdown_grace.mul_f64(PROXY_GRACE),
+        };
+        let address = self
+            .listener
+            .local_addr()
+            .context("cannot read the proxy's address")?;
+        tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = self.tls.is_some(), "Proxy listening.");
+        let (pipeline, observations) = (pipeline.clone(), self.observations);
+        let source = crate::proxy::add_source(&pipeline);
+        let (runtime, drain) = (tokio::runtime::Handle::current(), CancellationToken::new());
+        let stop = drain.clone();
+        let consumer = tracker.spawn_blocking(move || {
+            crate::proxy::consume(observations, pipeline, source, &runtime, &stop)
+        });
+        let serve = tracker.spawn(crate::proxy::serve(
+            self.listener,
+            self.forwarder,
+            self.tls,
+            limits,
+            tokens.sources.child_token(),
+        ));
+        Ok(ProxyTasks {
+            serve,
+            consumer,
+            drain,
+        })
+    }
+}
+
+/// The share of `state.shutdown_grace` the proxy's requests in progress get to finish.
+const PROXY_GRACE: f64 = 0.8;
+
+/// The proxy's running tasks: its accept loop and its observations' consumer.
+struct ProxyTasks {
+    serve: tokio::task::JoinHandle<()>,
+    consumer: tokio::task::JoinHandle<()>,
+    /// Tells the consumer to apply what is queued and stop.
+    drain: CancellationToken,
+}
+
+impl ProxyTasks {
+    /// Once the sources are told to stop: waits for the requests in progress (the accept
+    /// loop's grace), then for the consumer to apply every observation they made.
+    async fn drain(self) {
+        tracing::info!("Proxy: draining (requests in progress, then their observations).");
+        let _ = self.serve.await;
+        self.drain.cancel();
+        let _ = self.consumer.await;
+    }
+}
+
 impl Built {
     async fn new(settings: &Settings) -> anyhow::Result<Built> {
         let pipeline = Arc::new(build_pipeline(settings)?);
@@ -437,28 +504,10 @@ impl Built {
             limits,
             tokens.http.child_token(),
         ));
-        if let Some(proxy) = self.proxy {
-            let limits = crate::proxy::Limits {
-                max_connections: settings.proxy.max_connections,
-                header_read_timeout: settings.proxy.header_read_timeout,
-                grace: settings.state.shutdown_grace,
-            };
-            let address = proxy
-                .listener
-                .local_addr()
-                .context("cannot read the proxy's address")?;
-            tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = proxy.tls.is_some(), "Proxy listening.");
-            let (pipeline, observations) = (self.pipeline.clone(), proxy.observations);
-            let source = crate::proxy::add_source(&pipeline);
-            tracker.spawn_blocking(move || crate::proxy::consume(observations, pipeline, source));
-            tracker.spawn(crate::proxy::serve(
-                proxy.listener,
-                proxy.forwarder,
-                proxy.tls,
-                limits,
-                tokens.sources.child_token(),
-            ));
-        }
+        let proxy = match self.proxy {
+            Some(proxy) => Some(proxy.start(settings, &self.pipeline, &tracker, &tokens)?),
+            None => None,
+        };
         let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
         let (file_settings, file_settings_rx) = tokio::sync::watch::channel(settings.file.clone());
         let file_task = tracker.spawn(file::run(
@@ -510,6 +559,7 @@ impl Built {
             http: self.http,
             tracker,
             tokens,
+            proxy,
             file_task,
             commit_task,
             first_poll,
@@ -602,6 +652,7 @@ struct Running {
     http: Arc<HttpState>,
     tracker: TaskTracker,
     tokens: Tokens,
+    proxy: Option<ProxyTasks>,
     file_task: tokio::task::JoinHandle<()>,
     commit_task: tokio::task::JoinHandle<()>,
     /// Sent once the files are open at their start positions.
@@ -630,16 +681,22 @@ impl Running {
         signals.shutdown(&mut self.reloader).await
     }
 
-    /// Stops the sources, makes the last commit, then stops the rest, within `grace`.
+    /// Stops the sources (the proxy's requests in progress finish and its observations
+    /// are applied), makes the last commit, then stops the rest, within `grace`.
     async fn shut_down(self, signal: &'static str, grace: Duration) {
         tracing::info!(signal, "Shutting down.");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         self.http.sources_ready.store(false, Ordering::Release);
         self.tracker.close();
         let (tokens, tracker) = (self.tokens, self.tracker);
+        let proxy_drain = self.proxy.as_ref().map(|p| p.drain.clone());
         let stop = async {
             tokens.sources.cancel();
             let _ = self.file_task.await;
+            // What the proxy saw before the signal is in the last commit.
+            if let Some(proxy) = self.proxy {
+                proxy.drain().await;
+            }
             tokens.commits.cancel();
             let _ = self.commit_task.await;
             tokens.http.cancel();
@@ -649,6 +706,9 @@ impl Running {
             tracing::warn!(grace = ?grace, "Tasks still running after the grace period; exiting anyway.");
             // The commit loop's thread outlives the runtime's workers: it makes its last
             // commit now, which the runtime waits for when it is dropped.
+            if let Some(drain) = proxy_drain {
+                drain.cancel();
+            }
             tokens.commits.cancel();
         }
     }

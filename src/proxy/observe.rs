@@ -118,11 +118,32 @@ pub fn add_source(pipeline: &Pipeline) -> SourceId {
     source
 }
 
-/// Applies observations until every sender is gone. Blocking: run it on a thread of
-/// its own.
-pub fn consume(mut rx: mpsc::Receiver<Observation>, pipeline: Arc<Pipeline>, source: SourceId) {
+/// Applies observations until `drain` is cancelled (or every sender is gone), then
+/// closes the queue and applies what is still in it: at shutdown, every observation
+/// made before is applied before the last commit (a later one is dropped and counted).
+/// Blocking: run it on a thread of its own, `runtime` the daemon's.
+pub fn consume(
+    mut rx: mpsc::Receiver<Observation>,
+    pipeline: Arc<Pipeline>,
+    source: SourceId,
+    runtime: &tokio::runtime::Handle,
+    drain: &tokio_util::sync::CancellationToken,
+) {
     let mut splitter = LineSplitter::new(super::tee::MAX_KEPT + 1);
-    while let Some(o) = rx.blocking_recv() {
+    let next = |rx: &mut mpsc::Receiver<Observation>| {
+        runtime.block_on(async {
+            tokio::select! {
+                biased;
+                o = rx.recv() => o,
+                _ = drain.cancelled() => None,
+            }
+        })
+    };
+    while let Some(o) = next(&mut rx) {
+        apply(&pipeline, source, &mut splitter, o);
+    }
+    rx.close();
+    while let Ok(o) = rx.try_recv() {
         apply(&pipeline, source, &mut splitter, o);
     }
 }

@@ -37,9 +37,9 @@ impl hyper::body::Body for Repeat {
 
 /// What the stand-in upstream saw of one request.
 #[derive(Debug, Clone)]
-struct Seen {
+pub(crate) struct Seen {
     method: String,
-    target: String,
+    pub(crate) target: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     body_len: usize,
@@ -47,18 +47,21 @@ struct Seen {
 
 /// A stand-in upstream on 127.0.0.1 that records every request and answers by path:
 /// `/v1/big?n` streams n bytes; `/v1/redirect` is a 307 elsewhere; `/v1/never` never
-/// answers; `/v1/tasks/{id}` answers as Runway does (see [`task_answer`]); anything
-/// else echoes with a 201 and headers of its own.
-struct Upstream {
-    addr: SocketAddr,
+/// answers; `/v1/err/{code}[?should_retry=v]` answers that error code (with
+/// `x-should-retry: v`); `/v1/tasks/{id}` answers as Runway does (see [`task_answer`]);
+/// anything else echoes with a 201 and headers of its own.
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Set to true: the held requests (`/v1/tasks/hold-*`) are answered.
+    release: Arc<tokio::sync::watch::Sender<bool>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 type UpBody = Either<Full<Bytes>, Repeat>;
 
 async fn up_answer(
-    seen: Arc<Mutex<Vec<Seen>>>,
+    (seen, mut release): (Arc<Mutex<Vec<Seen>>>, tokio::sync::watch::Receiver<bool>),
     req: Request<Incoming>,
 ) -> Result<Response<UpBody>, hyper::Error> {
     let (parts, mut body) = req.into_parts();
@@ -91,7 +94,22 @@ async fn up_answer(
         body: head,
         body_len: len,
     });
+    if target.starts_with("/v1/tasks/hold-") {
+        let _ = release.wait_for(|r| *r).await;
+    }
     let mut r = Response::builder();
+    if let Some(rest) = target.strip_prefix("/v1/err/") {
+        // An error answer of the code named, with `x-should-retry` when asked.
+        let (code, query) = rest.split_once('?').unwrap_or((rest, ""));
+        r = r
+            .status(code.parse::<u16>().unwrap())
+            .header("content-type", "application/json");
+        if let Some(v) = query.strip_prefix("should_retry=") {
+            r = r.header("x-should-retry", v);
+        }
+        let body = Bytes::from_static(br#"{"error":"stand-in error"}"#);
+        return Ok(r.body(Either::Left(Full::new(body))).unwrap());
+    }
     if let Some(body) = create_answer(&target, len) {
         r = r.status(200).header("content-type", "application/json");
         return Ok(r.body(Either::Left(Full::new(Bytes::from(body)))).unwrap());
@@ -131,18 +149,21 @@ async fn up_answer(
 
 /// Runway's answer to a task request, by the id's prefix: `DELETE` 204; `GET` `ok-`
 /// SUCCEEDED (indented over lines, as some SDK dumps are), `fail-` FAILED with a code,
-/// `run-` RUNNING, `gone-` 404, `liar-` another task's record, `anon-` a record without
-/// an id. Other ids are echoed as other paths.
+/// `run-` RUNNING, `gone-` 404, `hold-` SUCCEEDED once released
+/// ([`Upstream::release`]), `liar-` another task's record, `anon-` a record without an
+/// id. Other ids are echoed as other paths.
 fn task_answer(method: &str, id: &str) -> Option<(u16, String)> {
     let created = "2026-12-06T08:00:00.000Z";
     let prefix = id.split('-').next().unwrap_or("");
-    if !["ok", "fail", "run", "gone", "liar", "anon"].contains(&prefix) {
+    if !["ok", "fail", "run", "gone", "liar", "anon", "hold"].contains(&prefix) {
         return None;
     }
     let task = match (method, prefix) {
         ("DELETE", _) => return Some((204, String::new())),
-        (_, "ok") => serde_json::json!({"id": id, "status": "SUCCEEDED", "createdAt": created,
-            "output": ["https://x.example/v.mp4"], "cost": {"credits": 25}}),
+        (_, "ok" | "hold") => {
+            serde_json::json!({"id": id, "status": "SUCCEEDED", "createdAt": created,
+            "output": ["https://x.example/v.mp4"], "cost": {"credits": 25}})
+        }
         (_, "fail") => serde_json::json!({"id": id, "status": "FAILED", "createdAt": created,
             "failure": "moderated", "failureCode": "SAFETY.INPUT.TEXT"}),
         (_, "run") => serde_json::json!({"id": id, "status": "RUNNING", "createdAt": created,
@@ -172,8 +193,9 @@ fn create_answer(target: &str, len: usize) -> Option<String> {
 }
 
 impl Upstream {
-    fn start() -> Upstream {
+    pub(crate) fn start() -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let (release, release_rx) = tokio::sync::watch::channel(false);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let s = seen.clone();
@@ -190,10 +212,11 @@ impl Upstream {
                         _ = &mut stop_rx => return,
                         a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                     };
-                    let s = s.clone();
+                    let (s, r) = (s.clone(), release_rx.clone());
                     tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(move |req| up_answer(s.clone(), req));
+                        let service = hyper::service::service_fn(move |req| {
+                            up_answer((s.clone(), r.clone()), req)
+                        });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
@@ -205,17 +228,27 @@ impl Upstream {
         Upstream {
             addr,
             seen,
+            release: Arc::new(release),
             _stop: stop_tx,
         }
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Answers the held requests, and those to come.
+    pub(crate) fn release(&self) {
+        self.release.send_replace(true);
     }
 }
 
 /// A daemon with the proxy on, in front of `upstream`; returns it and the proxy's address.
-fn proxy_daemon(dir: &std::path::Path, upstream: &str, extra: &str) -> (Daemon, SocketAddr) {
+pub(crate) fn proxy_daemon(
+    dir: &std::path::Path,
+    upstream: &str,
+    extra: &str,
+) -> (Daemon, SocketAddr) {
     let cfg = config(
         dir,
         &format!(
@@ -233,7 +266,7 @@ fn proxy_daemon(dir: &std::path::Path, upstream: &str, extra: &str) -> (Daemon, 
 
 /// Sends raw bytes on a new connection and reads the whole answer (the request asks
 /// for `Connection: close`).
-fn raw(addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(request).unwrap();
@@ -497,7 +530,7 @@ fn applications_on_other_hosts_can_reach_it_over_tls() {
 }
 
 /// `method path` through the proxy with the application's key; the answer's status.
-fn call(proxy: SocketAddr, method: &str, path: &str) -> u16 {
+pub(crate) fn call(proxy: SocketAddr, method: &str, path: &str) -> u16 {
     let answer = raw(
         proxy,
         format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nX-Runway-Version: 2024-11-06\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -717,4 +750,79 @@ fn a_task_answer_naming_another_task_or_none_is_not_counted() {
     assert_eq!(warned["source"], "proxy", "{warned}");
     let logs = serde_json::to_string(d.logs()).unwrap();
     assert_eq!(logs.matches("other_task_id").count(), 1, "{logs}");
+}
+
+/// Requests in progress when SIGTERM arrives finish, and what the proxy saw of them is
+/// in the last commit: exact counts after a restart. The requests are held by the
+/// upstream until the daemon has either made a commit since the signal (the last one,
+/// as the old shutdown did while requests were in progress) or said it drains the proxy.
+#[test]
+fn what_the_proxy_saw_before_sigterm_is_in_the_last_commit() {
+    const N: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let upstream = format!("http://{}", up.addr);
+    // No periodic commit during the test: only the start-up one and the last.
+    let cfg = format!(
+        "[state]\ndir = \"{}\"\ncommit_interval = \"1h\"\nshutdown_grace = \"20s\"\n[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n",
+        dir.path().join("state").display()
+    );
+    let start = |dir: &std::path::Path| {
+        let mut d = Daemon::start(dir, &cfg, &[]);
+        let addr: SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (d, addr)
+    };
+    let (mut d, proxy) = start(dir.path());
+    let state = dir.path().join("state").join("runway-exporter.state");
+    let committed = std::fs::read(&state).unwrap();
+    let clients: Vec<_> = (0..N)
+        .map(|i| std::thread::spawn(move || call(proxy, "GET", &format!("/v1/tasks/hold-{i}"))))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while up.seen().len() < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} requests arrived",
+            up.seen().len()
+        );
+        // A poll interval, not a synchronisation: the loop ends on the condition.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.signal("TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither a commit nor a drain"
+        );
+        let drains = d.logs().iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Proxy: draining"))
+        });
+        if drains || std::fs::read(&state).unwrap_or_default() != committed {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    up.release();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert!(d.wait_exit(Duration::from_secs(30)).success());
+    drop(d);
+
+    let (d, _) = start(dir.path());
+    let m = d.metrics();
+    let series = r#"runway_api_requests_total{code="200",endpoint="/v1/tasks/{id}",method="GET"}"#;
+    assert_eq!(crate::harness::sample(&m, series), Some(N as f64), "{m}");
+    assert_eq!(
+        crate::harness::sum(&m, "runway_tasks_total", &[r#"status="SUCCEEDED""#]),
+        N as f64,
+        "{m}"
+    );
 }
