@@ -95,6 +95,69 @@ impl Retry {
     }
 }
 
+/// Runway's advice for the HTTP error codes it documents beside the failure codes:
+/// never retry a request it refused, retry with exponential backoff and jitter one it
+/// could not serve. Other codes follow the official SDKs' rule ([`http_retry`]).
+pub const HTTP_ADVICE: [(u16, Retry, &str); 8] = [
+    (400, Retry::Never, "the request is invalid: fix it"),
+    (
+        401,
+        Retry::Never,
+        "the API key is missing, wrong or revoked",
+    ),
+    (
+        404,
+        Retry::Never,
+        "no such task or endpoint (a deleted task is forgotten)",
+    ),
+    (
+        405,
+        Retry::Never,
+        "the method is not allowed on this endpoint",
+    ),
+    (
+        429,
+        Retry::AfterDelay,
+        "the daily task quota is reached: retry with backoff and jitter",
+    ),
+    (
+        502,
+        Retry::AfterDelay,
+        "bad gateway: retry with backoff and jitter",
+    ),
+    (
+        503,
+        Retry::AfterDelay,
+        "unavailable: retry with backoff and jitter",
+    ),
+    (
+        504,
+        Retry::AfterDelay,
+        "gateway timeout: retry with backoff and jitter",
+    ),
+];
+
+/// Whether to retry a request the API answered with HTTP error `code` (400 or more):
+/// the answer's `x-should-retry` header (`should_retry`, `true` or `false`) when it has
+/// one, as the SDKs read it; else [`HTTP_ADVICE`]; else the SDKs' rule: 408, 409 and
+/// every 5xx are retried (after a delay), every other 4xx is not.
+pub fn http_retry(code: u16, should_retry: Option<bool>) -> Retry {
+    if let Some(retry) = should_retry {
+        return if retry {
+            Retry::AfterDelay
+        } else {
+            Retry::Never
+        };
+    }
+    if let Some((_, retry, _)) = HTTP_ADVICE.iter().find(|(c, _, _)| *c == code) {
+        return *retry;
+    }
+    match code {
+        408 | 409 | 500.. => Retry::AfterDelay,
+        _ => Retry::Never,
+    }
+}
+
 /// What the table says about one code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
@@ -375,6 +438,38 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_errors_have_runways_advice_else_the_sdks_and_the_header_decides() {
+        use Retry::{AfterDelay as Later, Never};
+        for (code, want) in [
+            (400, Never),
+            (401, Never),
+            (404, Never),
+            (405, Never),
+            (429, Later),
+            (502, Later),
+            (503, Later),
+            (504, Later),
+            // The SDKs' rule for the rest.
+            (408, Later),
+            (409, Later),
+            (500, Later),
+            (501, Later),
+            (599, Later),
+            (402, Never),
+            (403, Never),
+            (418, Never),
+            (422, Never),
+        ] {
+            assert_eq!(http_retry(code, None), want, "{code}");
+        }
+        assert_eq!(http_retry(400, Some(true)), Later);
+        assert_eq!(http_retry(503, Some(false)), Never);
+        assert!(HTTP_ADVICE
+            .iter()
+            .all(|(c, _, why)| *c >= 400 && !why.is_empty()));
+    }
 
     fn class(code: Option<&str>) -> (String, Category, Retry, CreditRule) {
         let table = Table::builtin();

@@ -187,6 +187,11 @@ const PROXY_CREATED: Def<2> = counter(
     "Tasks created through the proxy (a POST answered 2xx with a task id), by create endpoint and model (the request's, else the answer's routing.model).",
     ["endpoint", "model"],
 );
+const PROXY_ERRORS: Def<3> = counter(
+    "runway_api_errors_total",
+    "The application's requests to the Runway API answered with an HTTP error (400 or more, the proxy's own 502 and 504 included), by endpoint template, code and retry advice: never or after_delay (Runway's table for 400, 401, 404, 405, 429, 502, 503, 504, else the SDKs' rule; the answer's x-should-retry header decides when present).",
+    ["endpoint", "code", "retry"],
+);
 const LAST_RECORD: Def<1> = gauge(
     "runway_exporter_last_record_timestamp_seconds",
     "Unix time a line was last read from the source.",
@@ -490,6 +495,10 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     for s in &t.proxy_requests {
         let labels = [s.endpoint.as_str(), &s.method, &s.code];
         f.add(&PROXY_REQUESTS, &labels, s.requests as f64);
+    }
+    for s in &t.proxy_errors {
+        let labels = [s.endpoint.as_str(), &s.code, &s.retry];
+        f.add(&PROXY_ERRORS, &labels, s.requests as f64);
     }
     for s in &t.proxy_created {
         f.add(&PROXY_CREATED, &[&s.endpoint, &s.model], s.tasks as f64);

@@ -64,7 +64,7 @@ pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
 pub use outcomes::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
 pub use proxy_book::{
-    CreatedSeries, LatencySeries, ProxyBook, ProxyRequestSeries, LATENCY_BUCKETS,
+    CreatedSeries, LatencySeries, ProxyBook, ProxyErrorSeries, ProxyRequestSeries, LATENCY_BUCKETS,
 };
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, RECENT_TASKS};
 pub use timing::{
@@ -362,6 +362,8 @@ pub struct Totals {
     pub proxy_latency: Vec<LatencySeries>,
     /// Tasks created through the proxy, by create endpoint and model.
     pub proxy_created: Vec<CreatedSeries>,
+    /// The proxy's error answers, by endpoint, code and retry advice.
+    pub proxy_errors: Vec<ProxyErrorSeries>,
 }
 
 /// Counted tasks of one status and model.
@@ -848,9 +850,6 @@ impl Ledger {
                 ..ApiTask::default()
             },
         };
-        // Runway's estimate of a task not polled is not used here (it may never have
-        // run): it is only let go.
-        self.take_estimate(id);
         let result = if self.book.outcomes.mark_counted(id) {
             self.count_deleted(&task, at)
         } else {
@@ -994,6 +993,12 @@ impl Ledger {
         self.book.proxy.count(endpoint, method, code, latency);
     }
 
+    /// Counts an error answer (400 or more) the proxy passed back or gave, by endpoint
+    /// template, code and retry advice (a label of [`crate::classify::Retry`]).
+    pub fn count_proxy_error(&mut self, endpoint: &str, code: &str, retry: &str) {
+        self.book.proxy.count_error(endpoint, code, retry, 1);
+    }
+
     /// Counts a task created through the proxy's `endpoint` for `model` (any text: made a
     /// label here, and folded into `other` past the cap of distinct models).
     pub fn count_proxy_created(&mut self, endpoint: &str, model: Option<&str>) {
@@ -1118,6 +1123,7 @@ impl Ledger {
             proxy_requests: self.proxy.requests(),
             proxy_latency: self.proxy.latency(),
             proxy_created: self.proxy.created(),
+            proxy_errors: self.proxy.errors(),
             ..self.outcomes.totals()
         }
     }
@@ -1148,6 +1154,10 @@ impl Ledger {
         book.proxy
             .restore(&t.proxy_requests, &t.proxy_latency, &t.proxy_created)
             .map_err(RestoreError)?;
+        for s in &t.proxy_errors {
+            book.proxy
+                .count_error(&s.endpoint, &s.code, &s.retry, s.requests);
+        }
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
         book.own.restore(&t.sources, &t.dead_letter);

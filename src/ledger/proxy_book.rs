@@ -1,5 +1,6 @@
 //! What the proxy counted of the application's own requests to the API: answers by
-//! endpoint template, method and code, and the upstream's latency by endpoint. A part of
+//! endpoint template, method and code, its error answers (400 or more) by endpoint,
+//! code and retry advice, and the upstream's latency by endpoint. A part of
 //! the committed state, so these counters survive a restart like every other.
 //!
 //! The endpoint is a bounded template (`crate::proxy::endpoint`), the method one of a
@@ -21,6 +22,16 @@ pub struct ProxyRequestSeries {
     pub endpoint: String,
     pub method: String,
     pub code: String,
+    pub requests: u64,
+}
+
+/// Error answers (400 or more) the proxy passed back or gave, of one endpoint, code and
+/// retry advice (`crate::classify::http_retry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyErrorSeries {
+    pub endpoint: String,
+    pub code: String,
+    pub retry: String,
     pub requests: u64,
 }
 
@@ -48,6 +59,7 @@ pub struct ProxyBook {
     requests: BTreeMap<(String, String, String), u64>,
     latency: BTreeMap<String, Histogram>,
     created: BTreeMap<(String, String), u64>,
+    errors: BTreeMap<(String, String, String), u64>,
 }
 
 impl ProxyBook {
@@ -62,6 +74,25 @@ impl ProxyBook {
                 .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
                 .observe(&LATENCY_BUCKETS, seconds);
         }
+    }
+
+    /// `n` error answers of `endpoint` and `code`, with their retry advice.
+    pub(super) fn count_error(&mut self, endpoint: &str, code: &str, retry: &str, n: u64) {
+        let key = (endpoint.to_string(), code.to_string(), retry.to_string());
+        let e = self.errors.entry(key).or_default();
+        *e = e.saturating_add(n);
+    }
+
+    pub fn errors(&self) -> Vec<ProxyErrorSeries> {
+        self.errors
+            .iter()
+            .map(|((endpoint, code, retry), n)| ProxyErrorSeries {
+                endpoint: endpoint.clone(),
+                code: code.clone(),
+                retry: retry.clone(),
+                requests: *n,
+            })
+            .collect()
     }
 
     /// One task created through `endpoint` for `model` (a label already).

@@ -221,6 +221,7 @@ impl Forwarder {
             at: crate::clock::unix_now(),
             model: None,
             answer: None,
+            should_retry: should_retry(answer.headers()),
         };
         let (mut parts, body) = answer.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -240,8 +241,18 @@ impl Forwarder {
             at: crate::clock::unix_now(),
             model: None,
             answer: None,
+            should_retry: None,
         });
         answer
+    }
+}
+
+/// The answer's `x-should-retry` header as the SDKs read it: `true`, `false`, or none.
+fn should_retry(headers: &HeaderMap) -> Option<bool> {
+    match headers.get("x-should-retry")?.as_bytes() {
+        b"true" => Some(true),
+        b"false" => Some(false),
+        _ => None,
     }
 }
 

@@ -10,7 +10,11 @@
 //! Applied, for each observation:
 //! - every answer: `runway_api_requests_total{endpoint,method,code}` and the upstream's
 //!   latency (request start to answer headers) in `runway_api_request_duration_seconds`,
-//!   committed with the ledger (they survive a restart);
+//!   committed with the ledger (they survive a restart); an error answer (400 or more,
+//!   the proxy's own 502 and 504 included) also in
+//!   `runway_api_errors_total{endpoint,code,retry}`, its retry advice
+//!   [`crate::classify::http_retry`]'s (the answer's `x-should-retry` decides when
+//!   present);
 //! - a `GET /v1/tasks/{id}` answered 200: the task record, counted as a line of the
 //!   source `proxy` (parsed as the API poller parses answers), so the ledger's dedupe
 //!   counts a task seen by the proxy and by a log once; an answer whose `id` is not the
@@ -58,6 +62,8 @@ pub struct Observation {
     pub model: Option<String>,
     /// The answer's body when it is JSON, whole and at most `tee::MAX_KEPT` bytes.
     pub answer: Option<Bytes>,
+    /// The answer's `x-should-retry` header, when it says `true` or `false`.
+    pub should_retry: Option<bool>,
 }
 
 /// The sending side: never waits, counts what it cannot hand over.
@@ -154,7 +160,13 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
     let method = endpoint::method(&o.method);
     let code = o.code.to_string();
     let latency = o.latency.map(|d| d.as_secs_f64());
-    pipeline.with_ledger(|l| l.count_proxy_request(template, method, &code, latency));
+    let retry = (o.code >= 400).then(|| crate::classify::http_retry(o.code, o.should_retry));
+    pipeline.with_ledger(|l| {
+        l.count_proxy_request(template, method, &code, latency);
+        if let Some(retry) = retry {
+            l.count_proxy_error(template, &code, retry.as_str());
+        }
+    });
     if o.method == Method::POST && (200..300).contains(&o.code) {
         if let Some(answer) = &o.answer {
             created(pipeline, template, o.model.as_deref(), answer);
@@ -262,6 +274,7 @@ mod tests {
             at: 1.0,
             model: None,
             answer: None,
+            should_retry: None,
         }
     }
 

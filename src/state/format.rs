@@ -108,6 +108,17 @@ pub struct Totals {
     /// Tasks created through the proxy, by create endpoint and model.
     #[serde(default)]
     pub proxy_created: Vec<CreatedSeries>,
+    /// The proxy's error answers, by endpoint, code and retry advice.
+    #[serde(default)]
+    pub proxy_errors: Vec<ProxyErrorSeries>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProxyErrorSeries {
+    pub endpoint: String,
+    pub code: String,
+    pub retry: String,
+    pub requests: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -472,9 +483,10 @@ same_fields! {
         credits_unpriced, unknown_failure_codes, label_overflow, dead_letter, sources,
         dedupe_ids, api_requests, api_tasks_tracked, organization, usage,
         api_credits_in_flight, durations, queues, untimed, recent, estimates, flows,
-        proxy_requests, proxy_latency, proxy_created,
+        proxy_requests, proxy_latency, proxy_created, proxy_errors,
     }
     ProxyRequestSeries { endpoint, method, code, requests }
+    ProxyErrorSeries { endpoint, code, retry, requests }
     CreatedSeries { endpoint, model, tasks }
     FlowTotals {
         invocations, node_failures, credits, sessions, session_failures, workflow_ids,

@@ -826,3 +826,76 @@ fn what_the_proxy_saw_before_sigterm_is_in_the_last_commit() {
         "{m}"
     );
 }
+
+/// Every error answer is counted with its retry advice (Runway's table, else the SDKs'
+/// rule, the `x-should-retry` header first), the proxy's own 504 included, and the
+/// counts survive a restart.
+#[test]
+fn error_answers_are_counted_with_their_retry_advice_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let upstream = format!("http://{}", up.addr);
+    let extra = "response_timeout = \"300ms\"\n";
+    let calls = [
+        ("/v1/err/400", 400),
+        ("/v1/err/401", 401),
+        ("/v1/err/405", 405),
+        ("/v1/err/429", 429),
+        ("/v1/err/429", 429),
+        ("/v1/err/502", 502),
+        ("/v1/err/503", 503),
+        ("/v1/err/408", 408),
+        ("/v1/err/409", 409),
+        ("/v1/err/500", 500),
+        ("/v1/err/422", 422),
+        ("/v1/err/400?should_retry=true", 400),
+        ("/v1/err/503?should_retry=false", 503),
+        ("/v1/tasks/gone-2", 404),
+        ("/v1/tasks/ok-2", 200),
+        // The proxy's own answer: the upstream did not answer in time.
+        ("/v1/never", 504),
+    ];
+    let want = [
+        ("other", "400", "never", 1.0),
+        ("other", "401", "never", 1.0),
+        ("other", "405", "never", 1.0),
+        ("other", "429", "after_delay", 2.0),
+        ("other", "502", "after_delay", 1.0),
+        ("other", "503", "after_delay", 1.0),
+        ("other", "408", "after_delay", 1.0),
+        ("other", "409", "after_delay", 1.0),
+        ("other", "500", "after_delay", 1.0),
+        ("other", "422", "never", 1.0),
+        ("other", "400", "after_delay", 1.0),
+        ("other", "503", "never", 1.0),
+        ("/v1/tasks/{id}", "404", "never", 1.0),
+        ("other", "504", "after_delay", 1.0),
+    ];
+    let check = |m: &str| {
+        for (endpoint, code, retry, n) in want {
+            let series = format!(
+                "runway_api_errors_total{{code=\"{code}\",endpoint=\"{endpoint}\",retry=\"{retry}\"}}"
+            );
+            assert_eq!(crate::harness::sample(m, &series), Some(n), "{series}\n{m}");
+        }
+        assert_eq!(
+            crate::harness::sum(m, "runway_api_errors_total", &[]),
+            15.0,
+            "{m}"
+        );
+    };
+    {
+        let (mut d, proxy) = proxy_daemon(dir.path(), &upstream, extra);
+        for (path, code) in calls {
+            assert_eq!(call(proxy, "GET", path), code, "{path}");
+        }
+        let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+            crate::harness::sum(m, "runway_api_requests_total", &[]) == calls.len() as f64
+        });
+        check(&m);
+        d.signal("TERM");
+        assert!(d.wait_exit(Duration::from_secs(20)).success());
+    }
+    let (d, _) = proxy_daemon(dir.path(), &upstream, extra);
+    check(&d.metrics());
+}
