@@ -1,5 +1,7 @@
-//! A hostile log: the daemon counts every bad line, caps its labels, bounds its memory
-//! and keeps serving.
+//! A hostile log, and hostile clients of the proxy's port: the daemon counts every bad
+//! line, caps its labels, bounds its memory and keeps serving; the proxy refuses what
+//! is not an API request, drops slow clients, bounds its connections and never makes a
+//! request wait for the state directory.
 
 use std::io::Write;
 use std::time::Duration;
@@ -256,4 +258,242 @@ fn every_model_runway_reports_keeps_its_label() {
         grown_rss < 32 * 1024 * 1024,
         "RSS grew by {grown_rss} bytes"
     );
+}
+
+/// The proxy's port under a flood of requests it refuses (paths outside `/v1/`,
+/// absolute-form targets, `CONNECT`, dot segments, garbage bytes): each is answered
+/// and closed, nothing reaches the upstream, no series is added, memory stays flat,
+/// and a good request is still served.
+#[test]
+fn a_flood_of_refused_requests_leaves_the_proxy_bounded_and_serving() {
+    use crate::proxy::{call, proxy_daemon, Upstream};
+    const FLOOD: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    assert_eq!(call(proxy, "GET", "/v1/tasks/ok-1"), 200);
+    let series = |m: &str| m.lines().filter(|l| !l.starts_with('#')).count();
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sum(m, "runway_api_requests_total", &[]) == 1.0
+    });
+    let (before, rss) = (series(&m), d.peak_rss());
+    let close = "Connection: close\r\n\r\n";
+    let bad = [
+        format!("GET /admin HTTP/1.1\r\nHost: x\r\n{close}"),
+        format!("GET http://evil.example/v1/tasks/x HTTP/1.1\r\nHost: evil.example\r\n{close}"),
+        format!("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n{close}"),
+        format!("GET /v1/%2e%2e/admin HTTP/1.1\r\nHost: x\r\n{close}"),
+    ];
+    let started = std::time::Instant::now();
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    for i in 0..FLOOD {
+        let answer = if i % 5 == 4 {
+            // Random bytes, as a broken or hostile client sends.
+            let bytes: Vec<u8> = (0..64)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .chain(*b"\r\n\r\n")
+                .collect();
+            hit(proxy, &bytes)
+        } else {
+            hit(proxy, bad[i % 5].as_bytes())
+        };
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{i}: {answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the flood took too long"
+        );
+    }
+    let took = started.elapsed();
+    assert_eq!(up.seen().len(), 1, "a refused request reached the upstream");
+    // Still serving, and counting.
+    assert_eq!(call(proxy, "GET", "/v1/tasks/ok-1"), 200);
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sum(m, "runway_api_requests_total", &[]) == 2.0
+    });
+    assert_eq!(sum(&m, "runway_api_requests_total", &[]), 2.0, "{m}");
+    assert_eq!(series(&m), before, "the flood added series");
+    let grown = d.peak_rss().saturating_sub(rss);
+    println!(
+        "{FLOOD} refused requests in {took:?}; peak RSS +{} KiB",
+        grown / 1024
+    );
+    assert!(grown < 8 << 20, "peak RSS grew by {grown} bytes");
+}
+
+/// Sends `bytes` on a new connection and reads until the proxy closes it; a connection
+/// reset (the proxy closing on bytes it did not read) reads as what came before.
+fn hit(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    if let Err(e) = s.read_to_end(&mut out) {
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "no answer in 20 s"
+        );
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A client that dribbles its headers is closed after `header_read_timeout`, while
+/// others are served meanwhile.
+#[test]
+fn a_slowloris_client_is_closed_after_the_header_timeout() {
+    use crate::proxy::{call, proxy_daemon, Upstream};
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let extra = "header_read_timeout = \"500ms\"\n";
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), extra);
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(proxy).unwrap();
+                s.write_all(b"GET /v1/tasks/ok-1 HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+                let started = std::time::Instant::now();
+                // One header byte every 50 ms (the pace of the attack, not a
+                // synchronisation), until the proxy closes the connection.
+                while started.elapsed() < Duration::from_secs(10) {
+                    if s.write_all(b"X").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+                started.elapsed()
+            })
+        })
+        .collect();
+    // Others are served while the slow clients dribble.
+    for _ in 0..20 {
+        assert_eq!(call(proxy, "GET", "/v1/tasks/ok-1"), 200);
+    }
+    for t in slow {
+        let closed_after = t.join().unwrap();
+        assert!(
+            closed_after < Duration::from_secs(5),
+            "a slow client kept its connection {closed_after:?}"
+        );
+    }
+    assert!(
+        up.seen().iter().all(|s| s.target == "/v1/tasks/ok-1"),
+        "a dribbled request reached the upstream"
+    );
+    assert_eq!(up.seen().len(), 20);
+}
+
+/// Past `max_connections` a client waits (in the kernel's backlog) and is served once a
+/// connection ends.
+#[test]
+fn a_client_over_max_connections_waits_and_is_served_after() {
+    use crate::proxy::{call, proxy_daemon, Upstream};
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let extra = "max_connections = 2\n";
+    let (_d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), extra);
+    // Two requests held by the upstream take both places.
+    let held: Vec<_> = (0..2)
+        .map(|i| std::thread::spawn(move || call(proxy, "GET", &format!("/v1/tasks/hold-{i}"))))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while up.seen().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held requests never arrived"
+        );
+        // A poll interval, not a synchronisation: the loop ends on the condition.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A third is connected (the backlog) but not served while both places are taken.
+    let mut third = std::net::TcpStream::connect(proxy).unwrap();
+    third
+        .write_all(b"GET /v1/tasks/ok-9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waiting = std::io::Read::read(&mut third, &mut byte);
+    assert!(
+        matches!(&waiting, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the third connection was answered while both places were taken: {waiting:?}"
+    );
+    assert_eq!(up.seen().len(), 2);
+    up.release();
+    for h in held {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    // Then it is served.
+    third
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut third, &mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(up.seen().len(), 3);
+}
+
+/// The state directory becoming unusable while requests pass: requests are answered as
+/// fast as before, the failing commits are counted and logged, and what the proxy saw
+/// meanwhile is committed once the directory is back. (The tests run as root, whom a
+/// read-only mode does not stop: the directory is replaced by a file.)
+#[test]
+fn an_unwritable_state_directory_does_not_delay_requests() {
+    use crate::proxy::{call, proxy_daemon, Upstream};
+    const N: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start();
+    let (mut d, proxy) = proxy_daemon(dir.path(), &format!("http://{}", up.addr), "");
+    let slowest = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                assert_eq!(call(proxy, "GET", "/v1/tasks/run-1"), 200);
+                started.elapsed()
+            })
+            .max()
+            .unwrap()
+    };
+    let before = slowest(N);
+    let (state, aside) = (dir.path().join("state"), dir.path().join("state-aside"));
+    std::fs::rename(&state, &aside).unwrap();
+    std::fs::write(&state, b"not a directory").unwrap();
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sample(m, "runway_exporter_commit_errors_total").unwrap_or(0.0) >= 1.0
+    });
+    assert!(
+        sample(&m, "runway_exporter_commit_errors_total").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
+    let during = slowest(N);
+    println!("slowest of {N} requests: {before:?} before, {during:?} while commits fail");
+    assert!(during < Duration::from_secs(1), "{during:?}");
+    let failing = d.wait_log(
+        "Cannot commit the state; not ready until a commit succeeds. Lines are still read and will be committed then. Check that the state directory is writable and not full.",
+        Duration::from_secs(5),
+    );
+    assert!(failing["error"].is_string(), "{failing}");
+    // The directory is back: what was seen meanwhile is committed.
+    std::fs::remove_file(&state).unwrap();
+    std::fs::rename(&aside, &state).unwrap();
+    let series = r#"runway_api_requests_total{code="200",endpoint="/v1/tasks/{id}",method="GET"}"#;
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sample(m, series) == Some(2.0 * N as f64)
+    });
+    assert_eq!(sample(&m, series), Some(2.0 * N as f64), "{m}");
 }
