@@ -161,10 +161,11 @@ wait "$exporter"
 t1=$(date +%s%N)
 launch two
 wait "$watcher"
-t2=$(date +%s%N)
-echo "restart at request $before of 880: SIGTERM to exit $(((t1 - t0) / 1000000)) ms," \
-  "port refused connections $(cat "$scratch/outage") ms (seen every 2 ms);" \
-  "SIGTERM to listening again $(((t2 - t0) / 1000000)) ms"
+read -r closed_at open_at <"$scratch/outage"
+ms() { echo $((($2 - $1) / 1000000)); }
+echo "restart at request $before of 880: the port refused connections for $(ms "$closed_at" "$open_at") ms" \
+  "(SIGTERM to port closed $(ms "$t0" "$closed_at") ms, to exit $(ms "$t0" "$t1") ms;" \
+  "exit to listening again $(ms "$t1" "$open_at") ms; seen every 2 ms)"
 stream_failed=0
 wait "$stream_py" || stream_failed=1
 wait "$stream_node" || stream_failed=1
