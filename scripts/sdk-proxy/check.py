@@ -193,11 +193,20 @@ def check_requests(direct_file, proxy_file):
     if direct == proxied:
         print(f"the stand-in got the same {len(direct)} requests straight and through the proxy")
         return
-    a, b = Counter(direct), Counter(proxied)
-    for line in sorted((a - b).elements()):
-        print(f"check.py requests: only straight:      {line}", file=sys.stderr)
-    for line in sorted((b - a).elements()):
-        print(f"check.py requests: only through proxy: {line}", file=sys.stderr)
+    # Which headers differ, over all requests; then the first requests that differ.
+    names = lambda rs: Counter(h[0] for r in rs for h in json.loads(r)["headers"])
+    a, b = names(direct), names(proxied)
+    for name in sorted(set(a) | set(b)):
+        if a[name] != b[name]:
+            print(f"check.py requests: header {name}: in {a[name]} requests straight, {b[name]} through the proxy",
+                  file=sys.stderr)
+    only_a, only_b = sorted((Counter(direct) - Counter(proxied)).elements()), sorted((Counter(proxied) - Counter(direct)).elements())
+    print(f"check.py requests: {len(only_a)} requests only straight, {len(only_b)} only through the proxy; the first:",
+          file=sys.stderr)
+    for line in only_a[:2]:
+        print(f"  straight:          {line}", file=sys.stderr)
+    for line in only_b[:2]:
+        print(f"  through the proxy: {line}", file=sys.stderr)
     sys.exit(1)
 
 
