@@ -168,6 +168,12 @@ def check_stream(record_file, url, *client_files):
     made = sorted({r["answer"]["id"] for r in record if r["method"] == "POST" and r["code"] == 200})
     if done != made:
         sys.exit(f"check.py stream: the clients finished {len(done)} tasks, the stand-in created {len(made)}")
+    # The restart must have been felt: calls that the SDKs sent again (their retry count
+    # header), else it proves nothing.
+    retried = sum(1 for r in record if dict(r["headers"]).get("x-stainless-retry-count", "0") != "0")
+    if not retried:
+        sys.exit("check.py stream: no SDK call was retried: the restart went unnoticed, nothing was shown")
+    print(f"{len(done)} tasks done by the SDKs, {retried} requests reached the stand-in as SDK retries")
     want, _ = expected(record)
     keep = ("runway_api_requests_total", "runway_tasks_created_total", "runway_tasks_total",
             "runway_exporter_proxy_observations_dropped_total")
