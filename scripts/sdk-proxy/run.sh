@@ -6,7 +6,7 @@
 # and deletes, 429 and 5xx answers (decided by each request's prompt and attempt).
 #
 # 1. Same answers, exact counts. client.py and client.mjs run one plan straight to a
-#    stand-in, then through the proxy to a fresh one. Every object returned and every
+#    stand-in and, at the same time, through the proxy to another. Every object returned and every
 #    error raised (with status, headers, body) must be the same both times (diff); the
 #    stand-in must have got the same requests both times (method, path, end-to-end
 #    headers, body); and the exporter's /metrics must hold the counts that follow from
@@ -19,8 +19,9 @@
 #    long the port was closed and where that time went.
 #
 #   scripts/sdk-proxy/run.sh
-# Environment: RUNWAY_BIN (default target/release/runway-exporter); RUNWAY_SDK_DIR, a
-# directory install.sh filled already (default: a fresh install in a scratch dir).
+# Environment: RUNWAY_BIN (default target/release/runway-exporter); RUNWAY_SDK_DIR, the
+# absolute path of a directory install.sh filled already (default: a fresh install in a
+# scratch dir). Exits 1 on any difference; the run after the install is bounded to 90 s.
 # Needs python3 (3.11) and node 20 + npm; reaches only PyPI and npm; binds 127.0.0.1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
