@@ -39,6 +39,8 @@ stage "speed guard: instructions of a release scan against benches/instructions.
   env RUNWAY_BIN=target/release/runway-exporter benches/instructions.sh
 stage "SDK fixtures: tests/fixtures/sdk is what the pinned Runway SDKs write" \
   scripts/sdk-fixtures/run.sh --check
+stage "SDK proxy: the pinned Runway SDKs through the proxy (same answers, exact counts, a restart)" \
+  env RUNWAY_BIN=target/release/runway-exporter scripts/sdk-proxy/run.sh
 stage "SDK tables: config/runway-api.toml is what the pinned Runway SDKs know" \
   scripts/sdk-tables/run.sh --check
 stage "Dashboards: dashboards/*.json is what dashboards/generate.py writes with the pinned SDK" \
