@@ -763,6 +763,7 @@ mod v1 {
                 proxy_requests: Vec::new(),
                 proxy_latency: Vec::new(),
                 proxy_created: Vec::new(),
+                proxy_errors: Vec::new(),
                 organization: t.organization.map(|o| format::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -1182,6 +1183,13 @@ mod tests {
                 endpoint: "/v1/image_to_video".into(),
                 model: "gen4_turbo".into(),
                 tasks: 3,
+            }],
+            proxy_errors: vec![crate::ledger::HttpError {
+                at: 1_796_142_001.25,
+                method: "POST".into(),
+                endpoint: "/v1/image_to_video".into(),
+                code: 429,
+                message: "Your daily task limit has been reached.".into(),
             }],
         };
         State {

@@ -47,6 +47,7 @@ mod estimates;
 mod estimates_tests;
 #[cfg(test)]
 mod flows_tests;
+mod http_errors;
 mod outcomes;
 mod own;
 mod proxy_book;
@@ -59,6 +60,7 @@ pub use dedupe::DedupeWindow;
 #[cfg(test)]
 use estimates::MAX_ESTIMATES;
 pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
+pub use http_errors::{HttpError, RECENT_HTTP_ERRORS};
 pub use outcomes::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
 pub use proxy_book::{
@@ -360,6 +362,8 @@ pub struct Totals {
     pub proxy_latency: Vec<LatencySeries>,
     /// Tasks created through the proxy, by create endpoint and model.
     pub proxy_created: Vec<CreatedSeries>,
+    /// The last HTTP error answers the proxy passed back (the status page's).
+    pub proxy_errors: Vec<HttpError>,
 }
 
 /// Counted tasks of one status and model.
@@ -963,6 +967,21 @@ impl Ledger {
         self.book.proxy.count(endpoint, method, code, latency);
     }
 
+    /// Keeps an HTTP error answer (`code` 400 or more) the proxy passed back at `at`,
+    /// with its body when the proxy kept it, among the last ones (the status page's).
+    pub fn proxy_error(
+        &mut self,
+        at: f64,
+        method: &str,
+        endpoint: &str,
+        code: u16,
+        body: Option<&[u8]>,
+    ) {
+        if code >= 400 {
+            self.book.proxy.error(at, method, endpoint, code, body);
+        }
+    }
+
     /// Counts a task created through the proxy's `endpoint` for `model` (any text: made a
     /// label here, and folded into `other` past the cap of distinct models).
     pub fn count_proxy_created(&mut self, endpoint: &str, model: Option<&str>) {
@@ -1087,6 +1106,7 @@ impl Ledger {
             proxy_requests: self.proxy.requests(),
             proxy_latency: self.proxy.latency(),
             proxy_created: self.proxy.created(),
+            proxy_errors: self.proxy.errors(),
             ..self.outcomes.totals()
         }
     }
@@ -1117,6 +1137,7 @@ impl Ledger {
         book.proxy
             .restore(&t.proxy_requests, &t.proxy_latency, &t.proxy_created)
             .map_err(RestoreError)?;
+        book.proxy.restore_errors(&t.proxy_errors);
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
         book.own.restore(&t.sources, &t.dead_letter);

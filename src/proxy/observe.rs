@@ -10,7 +10,8 @@
 //! Applied, for each observation:
 //! - every answer: `runway_api_requests_total{endpoint,method,code}` and the upstream's
 //!   latency (request start to answer headers) in `runway_api_request_duration_seconds`,
-//!   committed with the ledger (they survive a restart);
+//!   committed with the ledger (they survive a restart); an answer of 400 or more is
+//!   also kept among the last HTTP errors with its `error` message, for the status page;
 //! - a `GET /v1/tasks/{id}` answered 200: the task record, counted as a line of the
 //!   source `proxy` (parsed as the API poller parses answers), so the ledger's dedupe
 //!   counts a task seen by the proxy and by a log once;
@@ -130,6 +131,10 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
     let code = o.code.to_string();
     let latency = o.latency.map(|d| d.as_secs_f64());
     pipeline.with_ledger(|l| l.count_proxy_request(template, method, &code, latency));
+    if o.code >= 400 {
+        let body = o.answer.as_deref();
+        pipeline.with_ledger(|l| l.proxy_error(o.at, method, template, o.code, body));
+    }
     if o.method == Method::POST && (200..300).contains(&o.code) {
         if let Some(answer) = &o.answer {
             created(pipeline, template, o.model.as_deref(), answer);

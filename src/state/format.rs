@@ -108,6 +108,18 @@ pub struct Totals {
     /// Tasks created through the proxy, by create endpoint and model.
     #[serde(default)]
     pub proxy_created: Vec<CreatedSeries>,
+    /// The last HTTP error answers the proxy passed back (the status page's).
+    #[serde(default)]
+    pub proxy_errors: Vec<HttpError>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HttpError {
+    pub at: f64,
+    pub method: String,
+    pub endpoint: String,
+    pub code: u16,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -425,7 +437,7 @@ macro_rules! as_is {
         }
     )*};
 }
-as_is!(u64, u32, i64, f64, bool, String, Category, Retry, CreditRule);
+as_is!(u64, u32, u16, i64, f64, bool, String, Category, Retry, CreditRule);
 
 impl<const N: usize> Convert<[u64; N]> for [u64; N] {
     fn convert(self) -> [u64; N] {
@@ -472,8 +484,9 @@ same_fields! {
         credits_unpriced, unknown_failure_codes, label_overflow, dead_letter, sources,
         dedupe_ids, api_requests, api_tasks_tracked, organization, usage,
         api_credits_in_flight, durations, queues, untimed, recent, estimates, flows,
-        proxy_requests, proxy_latency, proxy_created,
+        proxy_requests, proxy_latency, proxy_created, proxy_errors,
     }
+    HttpError { at, method, endpoint, code, message }
     ProxyRequestSeries { endpoint, method, code, requests }
     CreatedSeries { endpoint, model, tasks }
     FlowTotals {
