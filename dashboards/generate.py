@@ -222,7 +222,42 @@ def overview():
                 "limit; no limit line for a model whose limit is null (no limit).",
                 [(f'max by (model) (runway_organization_daily_generations{{{SEL},model=~"$model"}})', "{{model}} today"),
                  (f'max by (model) (runway_organization_max_daily_generations{{{SEL},model=~"$model"}})', "{{model}} limit")]))
+    proxy_row(b)
     return b
+
+
+def proxy_row(b):
+    """The application's own traffic to the API, as the proxy saw it (docs/proxy.md)."""
+    b.row("Application's API traffic (proxy only)")
+    b.add(panel(stacked(), "Tasks created by model and endpoint",
+                "Tasks created through the proxy per second (a POST answered 2xx with a task id), by model "
+                "(the request's, or the model router's choice) and create endpoint: runway_tasks_created_total.",
+                [(f'sum by (model, endpoint) (rate(runway_tasks_created_total{{{MSEL}}}[{RI}]))', "{{model}} {{endpoint}}")],
+                unit="reqps"))
+    b.add(panel(stacked(), "API answers by code",
+                "Every answer the application got through the proxy, per second, by HTTP status "
+                "(runway_api_requests_total): 2xx, and the errors apart below.",
+                [(f"sum by (code) (rate(runway_api_requests_total{{{SEL}}}[{RI}]))", "{{code}}")], unit="reqps"))
+    b.add(panel(timeseries.Panel(), "Client errors (4xx) by code and endpoint",
+                "400, 401, 404, 405: never retry, fix the request or the key. 429: the organization's daily task "
+                "quota (or rate limit) is reached; alert RunwayDailyQuotaReached.",
+                [(f'sum by (code, endpoint) (rate(runway_api_requests_total{{{SEL},code=~"4.."}}[{RI}]))', "{{code}} {{endpoint}}")],
+                unit="reqps"))
+    b.add(panel(timeseries.Panel(), "Server errors (5xx) by code and endpoint",
+                "502, 503, 504: retry with jitter (the SDKs do, twice). A 502 or 504 may be the proxy's own: "
+                "Runway unreachable, or no answer within proxy.response_timeout.",
+                [(f'sum by (code, endpoint) (rate(runway_api_requests_total{{{SEL},code=~"5.."}}[{RI}]))', "{{code}} {{endpoint}}")],
+                unit="reqps"))
+    b.add(panel(timeseries.Panel(), "Upstream latency p50 / p99 by endpoint",
+                "From the request's start to the upstream's answer headers, by endpoint: quantiles of "
+                "runway_api_request_duration_seconds (not the body's transfer).",
+                [(f"histogram_quantile({q}, sum by (endpoint, le) (rate(runway_api_request_duration_seconds_bucket{{{SEL}}}[{RI}])))",
+                  f"{{{{endpoint}}}} p{p}") for q, p in [("0.5", "50"), ("0.99", "99")]],
+                unit="s"))
+    b.add(panel(stat.Panel(), "HTTP error ratio",
+                "Answers with a 4xx or 5xx status among all the proxy passed back.",
+                [(f'(sum(rate(runway_api_requests_total{{{SEL},code=~"4..|5.."}}[{RI}])) or vector(0)) / sum(rate(runway_api_requests_total{{{SEL}}}[{RI}]))', "errors")],
+                unit="percentunit"))
 
 
 def health():
@@ -256,6 +291,14 @@ def health():
                 unit="reqps"))
     b.add(panel(timeseries.Panel(), "Tasks polled", "Tasks from the task list polled until they end.",
                 [(f"sum by (instance) (runway_api_tasks_tracked{{{SEL}}})", "{{instance}}")]))
+    b.row("Proxy")
+    b.add(panel(timeseries.Panel(), "Proxy observations dropped",
+                "Answers passed back to the application but not counted: dropped because the observation queue was "
+                "full (counting fell behind, say a slow disk), or JSON answers over 64 KiB not read. "
+                "The requests themselves went through.",
+                [(f"sum by (instance) (increase(runway_exporter_proxy_observations_dropped_total{{{SEL}}}[{RI}]))", "dropped {{instance}}"),
+                 (f"sum by (instance) (increase(runway_exporter_proxy_answers_unobserved_total{{{SEL}}}[{RI}]))", "unobserved {{instance}}")],
+                width=24))
     return b
 
 

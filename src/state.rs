@@ -764,6 +764,7 @@ mod v1 {
                 proxy_latency: Vec::new(),
                 proxy_created: Vec::new(),
                 proxy_errors: Vec::new(),
+                proxy_recent_errors: Vec::new(),
                 organization: t.organization.map(|o| format::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -1189,6 +1190,13 @@ mod tests {
                 code: "429".into(),
                 retry: "after_delay".into(),
                 requests: 2,
+            }],
+            proxy_recent_errors: vec![crate::ledger::HttpError {
+                at: 1_796_142_001.25,
+                method: "POST".into(),
+                endpoint: "/v1/image_to_video".into(),
+                code: 429,
+                message: "Your daily task limit has been reached.".into(),
             }],
         };
         State {

@@ -27,8 +27,9 @@ const IDLE_REFRESH: Duration = Duration::from_secs(60);
 pub(super) struct Publisher {
     registry: Registry,
     metrics: Metrics,
-    /// The recent failures of the last publish, served with every page after it.
-    recent: Arc<Vec<crate::ledger::RecentFailures>>,
+    /// The recent failures and HTTP errors of the last publish, served with every page
+    /// after it.
+    recent: Arc<crate::http::Recent>,
     http: Arc<HttpState>,
 }
 
@@ -86,7 +87,10 @@ impl Publisher {
 
     /// Publishes `totals` and serves them.
     fn publish(&mut self, mut totals: Totals) {
-        self.recent = Arc::new(std::mem::take(&mut totals.recent));
+        self.recent = Arc::new(crate::http::Recent {
+            failures: std::mem::take(&mut totals.recent),
+            http_errors: std::mem::take(&mut totals.proxy_recent_errors),
+        });
         self.metrics.publish(totals);
         self.render();
     }

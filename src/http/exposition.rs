@@ -1,6 +1,6 @@
 //! What `/metrics` serves: the last published page, rendered and compressed once per
 //! publish, followed by the live process metrics. The page also holds the publish's
-//! recent failures, for the status page.
+//! recent failures and recent HTTP errors ([`Recent`]), for the status page.
 //!
 //! A **page** is one publish's metrics text, with the same text deflated up to a
 //! completed sync flush. A gzip scrape body is then a single gzip member made of the
@@ -25,7 +25,15 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use prometheus::Registry;
 
 use super::Chunks;
-use crate::ledger::RecentFailures;
+use crate::ledger::{HttpError, RecentFailures};
+
+/// What the status page shows of one publish: the recent failures by code, and the
+/// last HTTP error answers the proxy passed back (oldest first).
+#[derive(Debug, Default)]
+pub struct Recent {
+    pub failures: Vec<RecentFailures>,
+    pub http_errors: Vec<HttpError>,
+}
 
 /// A gzip member's header: magic, deflate, no flags, no time, no extra flags, unknown OS.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -41,11 +49,11 @@ struct Page {
     /// back to `text`; `None` when it did not, and each scrape compresses the whole.
     deflated: Option<Bytes>,
     crc: crc32fast::Hasher,
-    recent: Arc<Vec<RecentFailures>>,
+    recent: Arc<Recent>,
 }
 
 impl Page {
-    fn new(text: String, recent: Arc<Vec<RecentFailures>>) -> Page {
+    fn new(text: String, recent: Arc<Recent>) -> Page {
         let mut deflated = Vec::new();
         let flushed = deflate(
             &mut compressor(),
@@ -154,7 +162,7 @@ impl Exposition {
     }
 
     /// Serves `text` and `recent` from now on, compressed once here.
-    pub fn publish(&self, text: String, recent: Arc<Vec<RecentFailures>>) {
+    pub fn publish(&self, text: String, recent: Arc<Recent>) {
         let page = Arc::new(Page::new(text, recent));
         *crate::sync::write(&self.page) = page;
     }
@@ -170,8 +178,8 @@ impl Exposition {
             .unwrap_or_default()
     }
 
-    /// `f` of the published recent failures.
-    pub fn with_recent<R>(&self, f: impl FnOnce(&[RecentFailures]) -> R) -> R {
+    /// `f` of the published recent failures and HTTP errors.
+    pub fn with_recent<R>(&self, f: impl FnOnce(&Recent) -> R) -> R {
         f(&self.current().recent)
     }
 

@@ -13,7 +13,7 @@ mod server;
 mod status;
 mod turns;
 
-pub use exposition::Exposition;
+pub use exposition::{Exposition, Recent};
 pub use server::{serve, Limits};
 
 use std::convert::Infallible;
@@ -198,9 +198,9 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
     match path {
         "/" => {
             let now = crate::clock::Now::read();
-            let page = state
-                .exposition
-                .with_recent(|r| status::page(r, now, &state.telemetry_path));
+            let page = state.exposition.with_recent(|r| {
+                status::page(&r.failures, &r.http_errors, now, &state.telemetry_path)
+            });
             let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", page);
             r.headers_mut().insert(
                 CONTENT_SECURITY_POLICY,
@@ -210,7 +210,9 @@ pub fn handle(state: &HttpState, req: &Request<Incoming>) -> Response<Chunks> {
         }
         "/api/v1/failures" => {
             let now = crate::clock::Now::read();
-            let json = state.exposition.with_recent(|r| status::json(r, now));
+            let json = state
+                .exposition
+                .with_recent(|r| status::json(&r.failures, &r.http_errors, now));
             let mut body = serde_json::to_vec_pretty(&json).unwrap_or_default();
             body.push(b'\n');
             respond(StatusCode::OK, "application/json; charset=utf-8", body)

@@ -1,15 +1,19 @@
 //! The status page a person opens when paged (`/`) and its JSON (`/api/v1/failures`):
 //! per failure code, the table's advice, how many failed in the last hour and day, and
-//! the last failed tasks. Rendered on the server from the last published commit: plain
-//! HTML with its style inline, no script, no external asset. The windows end now on the
-//! steady clock, on which the failures were counted (see `clock`): a step of the wall
-//! clock changes neither count; the times shown are the wall clock's.
+//! the last failed tasks; beside them, the last HTTP error answers the proxy passed back
+//! to the application (time, method, endpoint template, code, Runway's `error` message).
+//! Rendered on the server from the last published commit: plain HTML with its style
+//! inline, no script, no external asset, every value from outside escaped. The windows
+//! end now on the steady clock, on which the failures were counted (see `clock`): a step
+//! of the wall clock changes neither count; the times shown are the wall clock's.
 
 use std::fmt::Write;
 
 use crate::classify::{Category, CreditRule, Retry};
 use crate::clock::Now;
-use crate::ledger::{CodeClass, FailedTask, RecentFailures, RECENT_TASKS};
+use crate::ledger::{
+    CodeClass, FailedTask, HttpError, RecentFailures, RECENT_HTTP_ERRORS, RECENT_TASKS,
+};
 
 /// What the page says about one failure code, at one instant.
 struct Row<'a> {
@@ -70,7 +74,7 @@ fn escape(text: &str) -> String {
 }
 
 /// The JSON of `/api/v1/failures`.
-pub fn json(recent: &[RecentFailures], now: Now) -> serde_json::Value {
+pub fn json(recent: &[RecentFailures], errors: &[HttpError], now: Now) -> serde_json::Value {
     let codes: Vec<serde_json::Value> = rows(recent, now)
         .iter()
         .map(|row| {
@@ -94,10 +98,20 @@ pub fn json(recent: &[RecentFailures], now: Now) -> serde_json::Value {
             })
         })
         .collect();
+    let http_errors: Vec<serde_json::Value> = errors
+        .iter()
+        .rev()
+        .map(|e| {
+            serde_json::json!({"at": e.at, "time": utc(Some(e.at)), "method": e.method,
+                "endpoint": e.endpoint, "code": e.code, "message": e.message})
+        })
+        .collect();
     serde_json::json!({
         "generated_at": now.wall,
         "recent_per_code": RECENT_TASKS,
         "codes": codes,
+        "recent_http_errors": RECENT_HTTP_ERRORS,
+        "http_errors": http_errors,
     })
 }
 
@@ -111,8 +125,13 @@ pub const POLICY: &str = "default-src 'none'; \
     style-src 'sha256-ulLQRr+pMLUVuGJwS9LXZIx/an3soKT2OHfQfB6Aacc='; \
     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// The landing page: links, then the recent failures.
-pub fn page(recent: &[RecentFailures], now: Now, telemetry_path: &str) -> String {
+/// The landing page: links, the recent failures, then the recent HTTP errors.
+pub fn page(
+    recent: &[RecentFailures],
+    errors: &[HttpError],
+    now: Now,
+    telemetry_path: &str,
+) -> String {
     let rows = rows(recent, now);
     let mut h = String::with_capacity(4096);
     let _ = write!(
@@ -137,8 +156,37 @@ pub fn page(recent: &[RecentFailures], now: Now, telemetry_path: &str) -> String
             tasks(&mut h, i, row);
         }
     }
+    http_errors(&mut h, errors);
     h.push_str("</body></html>\n");
     h
+}
+
+/// The last HTTP error answers the proxy passed back, newest first.
+fn http_errors(h: &mut String, errors: &[HttpError]) {
+    h.push_str(
+        "<h2 id=\"http-errors\">Recent HTTP errors</h2>\n<p>The last answers of 400 or more the \
+         application got through the proxy, with Runway's message.</p>\n",
+    );
+    if errors.is_empty() {
+        h.push_str("<p id=\"no-http-errors\">No HTTP error seen by the proxy.</p>\n");
+        return;
+    }
+    h.push_str(
+        "<table id=\"errors\"><thead><tr><th>Time</th><th>Method</th><th>Endpoint</th>\
+         <th>Code</th><th>Message</th></tr></thead><tbody>\n",
+    );
+    for e in errors.iter().rev() {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td></tr>",
+            utc(Some(e.at)),
+            escape(&e.method),
+            escape(&e.endpoint),
+            e.code,
+            escape(&e.message),
+        );
+    }
+    h.push_str("</tbody></table>\n");
 }
 
 /// One line per code: the table's advice and the counts.
@@ -205,7 +253,7 @@ mod tests {
             "{hash}"
         );
         assert!(POLICY.starts_with("default-src 'none';"));
-        let page = page(&[], Now::at(0.0), "/metrics");
+        let page = page(&[], &[], Now::at(0.0), "/metrics");
         assert_eq!(page.matches("<style>").count(), 1);
         assert!(page.contains(&format!("<style>{STYLE}</style>")));
         assert!(!page.contains("style=") && !page.contains("<script"));
@@ -267,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_json_has_each_code_with_its_advice_counts_and_last_tasks() {
-        let j = json(&recent(), Now::at(NOW));
+        let j = json(&recent(), &[], Now::at(NOW));
         let codes = j["codes"].as_array().unwrap();
         assert_eq!(
             codes[0]["failure_code"], "SAFETY.INPUT.TEXT",
@@ -302,7 +350,7 @@ mod tests {
         let mut r = recent();
         r[1].tasks[0].id = "<script>alert(1)</script>".into();
         r[1].failure_code = "A&B\"<i>".into();
-        let html = page(&r, Now::at(NOW), "/metrics?a=<b>");
+        let html = page(&r, &[], Now::at(NOW), "/metrics?a=<b>");
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "{html}"
@@ -316,7 +364,44 @@ mod tests {
             !html.contains("<script") && !html.contains("src="),
             "no script, no asset"
         );
-        let empty = page(&[], Now::at(NOW), "/metrics");
+        let empty = page(&[], &[], Now::at(NOW), "/metrics");
         assert!(empty.contains("No failed task counted yet."));
+    }
+
+    #[test]
+    fn the_page_and_the_json_show_the_recent_http_errors_newest_first_escaped() {
+        let error = |at: f64, code: u16, message: &str| HttpError {
+            at,
+            method: "POST".into(),
+            endpoint: "/v1/image_to_video".into(),
+            code,
+            message: message.into(),
+        };
+        let errors = [
+            error(NOW - 60.0, 503, "Service unavailable"),
+            error(NOW, 429, "<img src=x onerror=alert(1)> & \"quota\""),
+        ];
+        let html = page(&recent(), &errors, Now::at(NOW), "/metrics");
+        let at = html
+            .find("<h2 id=\"http-errors\">")
+            .expect("a section of its own");
+        assert!(
+            at > html.find("id=\"codes\"").unwrap(),
+            "after the failures"
+        );
+        let section = &html[at..];
+        assert!(section.contains(
+            "<tr><td>2024-11-06 12:00:00 UTC</td><td>POST</td><td><code>/v1/image_to_video</code></td>\
+             <td class=\"n\">429</td><td>&lt;img src=x onerror=alert(1)&gt; &amp; &quot;quota&quot;</td></tr>"
+        ), "{section}");
+        assert!(section.find("429") < section.find("503"), "newest first");
+        assert!(!html.contains("<img"));
+        let j = json(&recent(), &errors, Now::at(NOW));
+        assert_eq!(j["http_errors"][0]["code"], 429);
+        assert_eq!(j["http_errors"][0]["message"], errors[1].message);
+        assert_eq!(j["http_errors"][1]["endpoint"], "/v1/image_to_video");
+        assert_eq!(j["http_errors"][1]["time"], "2024-11-06 11:59:00 UTC");
+        let none = page(&[], &[], Now::at(NOW), "/metrics");
+        assert!(none.contains("No HTTP error seen by the proxy."));
     }
 }

@@ -49,6 +49,7 @@ mod estimates;
 mod estimates_tests;
 #[cfg(test)]
 mod flows_tests;
+mod http_errors;
 mod outcomes;
 mod own;
 mod proxy_book;
@@ -61,6 +62,7 @@ pub use dedupe::DedupeWindow;
 #[cfg(test)]
 use estimates::MAX_ESTIMATES;
 pub use estimates::{Estimates, SavedEstimate, SavedEstimates};
+pub use http_errors::{HttpError, RECENT_HTTP_ERRORS};
 pub use outcomes::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
 pub use proxy_book::{
@@ -364,6 +366,8 @@ pub struct Totals {
     pub proxy_created: Vec<CreatedSeries>,
     /// The proxy's error answers, by endpoint, code and retry advice.
     pub proxy_errors: Vec<ProxyErrorSeries>,
+    /// The last HTTP error answers the proxy passed back (the status page's).
+    pub proxy_recent_errors: Vec<HttpError>,
 }
 
 /// Counted tasks of one status and model.
@@ -999,6 +1003,21 @@ impl Ledger {
         self.book.proxy.count_error(endpoint, code, retry, 1);
     }
 
+    /// Keeps an HTTP error answer (`code` 400 or more) the proxy passed back at `at`,
+    /// with its body when the proxy kept it, among the last ones (the status page's).
+    pub fn proxy_error(
+        &mut self,
+        at: f64,
+        method: &str,
+        endpoint: &str,
+        code: u16,
+        body: Option<&[u8]>,
+    ) {
+        if code >= 400 {
+            self.book.proxy.error(at, method, endpoint, code, body);
+        }
+    }
+
     /// Counts a task created through the proxy's `endpoint` for `model` (any text: made a
     /// label here, and folded into `other` past the cap of distinct models).
     pub fn count_proxy_created(&mut self, endpoint: &str, model: Option<&str>) {
@@ -1124,6 +1143,7 @@ impl Ledger {
             proxy_latency: self.proxy.latency(),
             proxy_created: self.proxy.created(),
             proxy_errors: self.proxy.errors(),
+            proxy_recent_errors: self.proxy.recent_errors(),
             ..self.outcomes.totals()
         }
     }
@@ -1158,6 +1178,7 @@ impl Ledger {
             book.proxy
                 .count_error(&s.endpoint, &s.code, &s.retry, s.requests);
         }
+        book.proxy.restore_errors(&t.proxy_recent_errors);
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
         book.own.restore(&t.sources, &t.dead_letter);

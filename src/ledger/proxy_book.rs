@@ -1,13 +1,15 @@
 //! What the proxy counted of the application's own requests to the API: answers by
 //! endpoint template, method and code, its error answers (400 or more) by endpoint,
-//! code and retry advice, and the upstream's latency by endpoint. A part of
-//! the committed state, so these counters survive a restart like every other.
+//! code and retry advice, and the upstream's latency by endpoint; and its last HTTP
+//! error answers for the status page (`http_errors`). A part of the committed state,
+//! so these survive a restart like every other counter.
 //!
 //! The endpoint is a bounded template (`crate::proxy::endpoint`), the method one of a
 //! few, the code a 3-digit status: the series stay few whatever the traffic.
 
 use std::collections::BTreeMap;
 
+use super::http_errors::{HttpError, HttpErrors};
 use super::timing::Histogram;
 
 /// Bucket bounds of the upstream's latency (request start to answer headers), seconds:
@@ -60,6 +62,7 @@ pub struct ProxyBook {
     latency: BTreeMap<String, Histogram>,
     created: BTreeMap<(String, String), u64>,
     errors: BTreeMap<(String, String, String), u64>,
+    recent_errors: HttpErrors,
 }
 
 impl ProxyBook {
@@ -114,6 +117,29 @@ impl ProxyBook {
             .entry((endpoint.to_string(), model.to_string()))
             .or_default();
         *n_now = n_now.saturating_add(n);
+    }
+
+    /// An answer with an HTTP error `code` (400 or more; others are left out), its
+    /// body when the proxy kept it: kept among the last ones, for the status page.
+    pub(super) fn error(
+        &mut self,
+        at: f64,
+        method: &str,
+        endpoint: &str,
+        code: u16,
+        body: Option<&[u8]>,
+    ) {
+        self.recent_errors.seen(at, method, endpoint, code, body);
+    }
+
+    /// The last HTTP error answers, oldest first.
+    pub fn recent_errors(&self) -> Vec<HttpError> {
+        self.recent_errors.list()
+    }
+
+    /// Adds the saved last HTTP error answers.
+    pub(super) fn restore_errors(&mut self, saved: &[HttpError]) {
+        self.recent_errors.restore(saved);
     }
 
     pub fn created(&self) -> Vec<CreatedSeries> {

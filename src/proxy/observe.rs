@@ -15,6 +15,8 @@
 //!   `runway_api_errors_total{endpoint,code,retry}`, its retry advice
 //!   [`crate::classify::http_retry`]'s (the answer's `x-should-retry` decides when
 //!   present);
+//!   an answer of 400 or more is also kept among the last HTTP errors with its
+//!   `error` message, for the status page;
 //! - a `GET /v1/tasks/{id}` answered 200: the task record, counted as a line of the
 //!   source `proxy` (parsed as the API poller parses answers), so the ledger's dedupe
 //!   counts a task seen by the proxy and by a log once; an answer whose `id` is not the
@@ -165,6 +167,7 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
         l.count_proxy_request(template, method, &code, latency);
         if let Some(retry) = retry {
             l.count_proxy_error(template, &code, retry.as_str());
+            l.proxy_error(o.at, method, template, o.code, o.answer.as_deref());
         }
     });
     if o.method == Method::POST && (200..300).contains(&o.code) {

@@ -111,6 +111,9 @@ pub struct Totals {
     /// The proxy's error answers, by endpoint, code and retry advice.
     #[serde(default)]
     pub proxy_errors: Vec<ProxyErrorSeries>,
+    /// The last HTTP error answers the proxy passed back (the status page's).
+    #[serde(default)]
+    pub proxy_recent_errors: Vec<HttpError>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -119,6 +122,15 @@ pub struct ProxyErrorSeries {
     pub code: String,
     pub retry: String,
     pub requests: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HttpError {
+    pub at: f64,
+    pub method: String,
+    pub endpoint: String,
+    pub code: u16,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -436,7 +448,7 @@ macro_rules! as_is {
         }
     )*};
 }
-as_is!(u64, u32, i64, f64, bool, String, Category, Retry, CreditRule);
+as_is!(u64, u32, u16, i64, f64, bool, String, Category, Retry, CreditRule);
 
 impl<const N: usize> Convert<[u64; N]> for [u64; N] {
     fn convert(self) -> [u64; N] {
@@ -484,7 +496,9 @@ same_fields! {
         dedupe_ids, api_requests, api_tasks_tracked, organization, usage,
         api_credits_in_flight, durations, queues, untimed, recent, estimates, flows,
         proxy_requests, proxy_latency, proxy_created, proxy_errors,
+        proxy_recent_errors,
     }
+    HttpError { at, method, endpoint, code, message }
     ProxyRequestSeries { endpoint, method, code, requests }
     ProxyErrorSeries { endpoint, code, retry, requests }
     CreatedSeries { endpoint, model, tasks }

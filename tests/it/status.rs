@@ -215,3 +215,158 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// A stand-in upstream on 127.0.0.1 answering every request with an HTTP error, by
+/// path: `/v1/tasks/{n}` 503 `{"error":"flood n"}`; `/v1/html` 400 with markup in the
+/// message; `/v1/big` 413 with a message of 1 MB; `/v1/bytes` 422 with bytes that are
+/// not UTF-8 in the message.
+fn erring_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    async fn answer(
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+        let path = req.uri().path().to_string();
+        let (code, body): (u16, Vec<u8>) = match path.as_str() {
+            "/v1/html" => (
+                400,
+                br#"{"error":"<script>alert(1)</script><b>bold</b>"}"#.to_vec(),
+            ),
+            "/v1/big" => (
+                413,
+                format!(r#"{{"error":"{}"}}"#, "<".repeat(1 << 20)).into_bytes(),
+            ),
+            "/v1/bytes" => (422, b"{\"error\":\"not \xff\xfe utf-8\"}".to_vec()),
+            p => (
+                503,
+                format!(
+                    r#"{{"error":"flood {}"}}"#,
+                    p.trim_start_matches("/v1/tasks/")
+                )
+                .into_bytes(),
+            ),
+        };
+        Ok(hyper::Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap())
+    }
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stop_rx => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(stream),
+                            hyper::service::service_fn(answer),
+                        )
+                        .await;
+                });
+            }
+        });
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    (addr, stop_tx)
+}
+
+/// `GET path` through the proxy on a new connection; the answer's status.
+fn get_through(proxy: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out[..12])[9..12].parse().unwrap()
+}
+
+/// The `http_errors` of `/api/v1/failures`, newest first.
+fn http_errors(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
+    let (status, body) = get(addr, "/api/v1/failures").unwrap();
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["http_errors"].as_array().unwrap().clone()
+}
+
+#[test]
+fn recent_http_errors_are_shown_escaped_bounded_and_kept_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _stop) = erring_upstream();
+    let cfg = config(
+        dir.path(),
+        &format!("[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{up}\"\n"),
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, &[]);
+    let proxy: std::net::SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))
+        ["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A flood of 10,000 errors from 4 clients (observations the consumer cannot keep up
+    // with are dropped and counted: the ring is bounded either way).
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                for i in 0..2500 {
+                    assert_eq!(get_through(proxy, &format!("/v1/tasks/{t}-{i}")), 503);
+                }
+            });
+        }
+    });
+    let flood = started.elapsed();
+    eprintln!("10,000 error answers through the proxy from 4 clients: {flood:?}");
+    assert!(flood < Duration::from_secs(120), "{flood:?}");
+    // Then the hostile messages, one after the other: markup, 1 MB, not UTF-8.
+    for (path, code) in [("/v1/html", 400), ("/v1/big", 413), ("/v1/bytes", 422)] {
+        assert_eq!(get_through(proxy, path), code, "{path}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let errors = loop {
+        let e = http_errors(d.addr);
+        if e.first().is_some_and(|e| e["code"] == 422) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "{e:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(errors.len(), 20, "the last 20, whatever the flood");
+    let codes: Vec<u64> = errors.iter().map(|e| e["code"].as_u64().unwrap()).collect();
+    assert_eq!(&codes[..3], [422, 413, 400], "newest first");
+    assert!(codes[3..].iter().all(|c| *c == 503));
+    assert_eq!(errors[0]["message"], "not \u{fffd}\u{fffd} utf-8");
+    // 1 MB is more than the proxy keeps of an answer: listed without its message.
+    assert_eq!(errors[1]["message"], "");
+    assert_eq!(errors[2]["message"], "<script>alert(1)</script><b>bold</b>");
+    assert_eq!(errors[3]["endpoint"], "/v1/tasks/{id}");
+    assert!(errors[3]["message"].as_str().unwrap().starts_with("flood "));
+    // The page: escaped, 20 rows, no markup of the message's.
+    let (status, html) = get(d.addr, "/").unwrap();
+    assert_eq!(status, 200);
+    let section = &html[html.find("id=\"http-errors\"").expect("the section")..];
+    assert_eq!(section.matches("<tr><td>").count(), 20, "{section}");
+    assert!(section.contains("&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;"));
+    assert!(!html.contains("<script") && !html.contains("<b>"));
+    assert!(html.len() < 64 * 1024, "{} bytes", html.len());
+
+    // Committed with the counters: the same after kill -9 and a restart.
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(10));
+    let again = Daemon::start(dir.path(), &cfg, &[]);
+    assert_eq!(http_errors(again.addr), errors);
+}
