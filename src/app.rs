@@ -56,11 +56,13 @@ pub fn build_pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::new(parser, ledger, dead_letter))
 }
 
-/// The API key, when the API source is on (`api.task_list`): a missing or unusable key is
-/// a configuration error, for `run` and `check-config` alike. The error never holds the
-/// key.
+/// The API key, when the API source is on: with `api.task_list` (a missing or unusable
+/// key is a configuration error, for `run` and `check-config` alike), or with the proxy
+/// when a key is given (`api.api_key_file` or the environment), to follow the tasks
+/// created through it. The error never holds the key.
 pub fn api_key(settings: &Settings) -> Result<Option<api::ApiKey>, ConfigError> {
-    if settings.api.task_list.is_none() {
+    let offered = settings.api.api_key_file.is_some() || std::env::var_os(api::KEY_ENV).is_some();
+    if settings.api.task_list.is_none() && !(settings.proxy.enabled && offered) {
         return Ok(None);
     }
     api::ApiKey::load(&settings.api)
@@ -295,9 +297,9 @@ struct Built {
     publisher: Publisher,
     http: Arc<HttpState>,
     listener: TcpListener,
-    /// The file source, and with the API source its client and task list.
+    /// The file source, and with the API source its client and task list (if any).
     tailer: file::Tailer,
-    api: Option<(api::Client, file::Tailer)>,
+    api: Option<(api::Client, Option<file::Tailer>)>,
     proxy: Option<ProxyListener>,
 }
 
@@ -308,13 +310,16 @@ struct ProxyListener {
     forwarder: Arc<crate::proxy::Forwarder>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     observations: tokio::sync::mpsc::Receiver<crate::proxy::Observation>,
+    journal: Arc<crate::proxy::Journal>,
 }
 
 impl ProxyListener {
     /// `live`: the registry rendered at each scrape, for the observer's own counters.
+    /// `state_dir` holds the journal of created tasks.
     async fn bind(
         settings: &crate::config::Proxy,
         live: &Registry,
+        state_dir: &Path,
     ) -> anyhow::Result<Option<ProxyListener>> {
         if !settings.enabled {
             return Ok(None);
@@ -322,8 +327,12 @@ impl ProxyListener {
         let (observer, observations) =
             crate::proxy::Observer::new(crate::proxy::OBSERVATIONS, live)
                 .context("cannot register the proxy's metrics")?;
-        let forwarder =
-            crate::proxy::Forwarder::new(settings, observer).map_err(|e| ConfigError::Invalid {
+        let journal = Arc::new(
+            crate::proxy::Journal::open(state_dir, live)
+                .context("cannot register the proxy's metrics")?,
+        );
+        let forwarder = crate::proxy::Forwarder::new(settings, observer, Some(journal.clone()))
+            .map_err(|e| ConfigError::Invalid {
                 key: "proxy.upstream",
                 problem: e.to_string(),
             })?;
@@ -346,6 +355,7 @@ impl ProxyListener {
             forwarder: Arc::new(forwarder),
             tls,
             observations,
+            journal,
         }))
     }
 }
@@ -354,8 +364,14 @@ impl Built {
     async fn new(settings: &Settings) -> anyhow::Result<Built> {
         let pipeline = Arc::new(build_pipeline(settings)?);
         let registry = Registry::new();
-        let metrics = Metrics::new(&registry, settings.api.task_list.is_some())
-            .context("cannot register the metrics")?;
+        // The API source needs its key before anything starts: a missing key is a
+        // configuration error (exit 64), and the error never holds the key.
+        let client = match api_key(settings)? {
+            Some(key) => Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let metrics =
+            Metrics::new(&registry, client.is_some()).context("cannot register the metrics")?;
         let live = Registry::new();
         let http = http_state(settings, live.clone())?;
         let publisher = Publisher::new(registry, metrics, http.clone());
@@ -363,16 +379,10 @@ impl Built {
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
-        let proxy = ProxyListener::bind(&settings.proxy, &live).await?;
+        let proxy = ProxyListener::bind(&settings.proxy, &live, &settings.state.dir).await?;
         if settings.file.paths.is_empty() {
             tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
         }
-        // The API source needs its key before anything starts: a missing key is a
-        // configuration error (exit 64), and the error never holds the key.
-        let client = match api_key(settings)? {
-            Some(key) => Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?),
-            None => None,
-        };
         let mut restored = restore(&pipeline, &settings.state.dir);
         let tailer = file::Tailer::new(
             settings.file.clone(),
@@ -382,9 +392,10 @@ impl Built {
         let api = match (client, &settings.api.task_list) {
             (Some(client), Some(path)) => {
                 let list = task_list(settings, path, &pipeline, &mut restored)?;
-                Some((client, list))
+                Some((client, Some(list)))
             }
-            _ => None,
+            (Some(client), None) => Some((client, None)),
+            (None, _) => None,
         };
         Ok(Built {
             pipeline,
@@ -404,7 +415,7 @@ impl Built {
         let (mut tailer, mut api) = (self.tailer, self.api);
         let (tailer, api, first) = tokio::task::spawn_blocking(move || {
             tailer.start();
-            if let Some((_, list)) = api.as_mut() {
+            if let Some((_, Some(list))) = api.as_mut() {
                 list.start();
             }
             let first = p.commit(&dir);
@@ -437,6 +448,7 @@ impl Built {
             limits,
             tokens.http.child_token(),
         ));
+        let mut journal = None;
         if let Some(proxy) = self.proxy {
             let limits = crate::proxy::Limits {
                 max_connections: settings.proxy.max_connections,
@@ -450,7 +462,16 @@ impl Built {
             tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = proxy.tls.is_some(), "Proxy listening.");
             let (pipeline, observations) = (self.pipeline.clone(), proxy.observations);
             let source = crate::proxy::add_source(&pipeline);
-            tracker.spawn_blocking(move || crate::proxy::consume(observations, pipeline, source));
+            // With the API source, every task created through the proxy is followed.
+            let follow = api.is_some().then_some(settings.api.max_tracked);
+            // The journal's tasks (a kill before their commit) are created now, before
+            // a request is served; the next commit holds them.
+            let now = crate::clock::unix_now();
+            pipeline.with_ledger(|l| proxy.journal.reconcile(l, (now, 0.0), (source, follow)));
+            journal = Some((proxy.journal, (source, follow)));
+            tracker.spawn_blocking(move || {
+                crate::proxy::consume(observations, pipeline, source, follow)
+            });
             tracker.spawn(crate::proxy::serve(
                 proxy.listener,
                 proxy.forwarder,
@@ -486,6 +507,7 @@ impl Built {
             settings.state.dir.clone(),
             settings.state.commit_interval,
             heartbeat.clone(),
+            journal,
         );
         let (runtime, token) = (tokio::runtime::Handle::current(), tokens.commits.clone());
         let commit_task = tracker.spawn_blocking(move || committer.run(runtime, token));
@@ -568,11 +590,13 @@ fn spawn_api(
     tracker: &TaskTracker,
     settings: &Settings,
     client: api::Client,
-    list: file::Tailer,
+    list: Option<file::Tailer>,
     pipeline: &Arc<Pipeline>,
     sources: &CancellationToken,
 ) {
-    tracker.spawn(file::run(list, sources.clone(), None, None));
+    if let Some(list) = list {
+        tracker.spawn(file::run(list, sources.clone(), None, None));
+    }
     let poller = api::Poller::new(settings.api.clone(), client.clone(), pipeline.clone());
     tracker.spawn(api::run(poller, sources.clone()));
     tracker.spawn(api::run_organization(

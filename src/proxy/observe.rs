@@ -18,7 +18,11 @@
 //!   ([`crate::ledger::Ledger::task_deleted`]);
 //! - a `POST` answered 2xx with a JSON task `id` (a create call): one task in
 //!   `runway_tasks_created_total{endpoint,model}`, the model the request's top-level
-//!   `model`, else the answer's `routing.model`, else `unknown`.
+//!   `model`, else the answer's `routing.model`, else `unknown`; the task is held open
+//!   ([`crate::ledger::CreatedBook`]: its records that lack a model get this one) and,
+//!   with [`Follow`], tracked by the API source until it ends;
+//! - a `GET /v1/tasks/{id}`, whatever its answer: the application still asks for that
+//!   task, so the API source, following it, waits (`Ledger::proxy_sighting`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,25 +118,48 @@ pub fn add_source(pipeline: &Pipeline) -> SourceId {
     source
 }
 
+/// How created tasks are followed: `Some(max_tracked)` when the API source runs (a key
+/// is configured), so every task created through the proxy is tracked until it ends.
+pub type Follow = Option<usize>;
+
 /// Applies observations until every sender is gone. Blocking: run it on a thread of
 /// its own.
-pub fn consume(mut rx: mpsc::Receiver<Observation>, pipeline: Arc<Pipeline>, source: SourceId) {
+pub fn consume(
+    mut rx: mpsc::Receiver<Observation>,
+    pipeline: Arc<Pipeline>,
+    source: SourceId,
+    follow: Follow,
+) {
     let mut splitter = LineSplitter::new(super::tee::MAX_KEPT + 1);
     while let Some(o) = rx.blocking_recv() {
-        apply(&pipeline, source, &mut splitter, o);
+        apply(&pipeline, (source, follow), &mut splitter, o);
     }
 }
 
 /// Applies one observation (see the module doc).
-fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: Observation) {
+fn apply(
+    pipeline: &Pipeline,
+    (source, follow): (SourceId, Follow),
+    splitter: &mut LineSplitter,
+    o: Observation,
+) {
     let template = endpoint::endpoint(&o.path);
     let method = endpoint::method(&o.method);
     let code = o.code.to_string();
     let latency = o.latency.map(|d| d.as_secs_f64());
-    pipeline.with_ledger(|l| l.count_proxy_request(template, method, &code, latency));
+    let asked = (o.method == Method::GET)
+        .then(|| endpoint::task_id(&o.path))
+        .flatten();
+    pipeline.with_ledger(|l| {
+        l.count_proxy_request(template, method, &code, latency);
+        if let Some(id) = asked {
+            l.proxy_sighting(id, o.at);
+        }
+    });
     if o.method == Method::POST && (200..300).contains(&o.code) {
         if let Some(answer) = &o.answer {
-            created(pipeline, template, o.model.as_deref(), answer);
+            let request = (template, o.model.as_deref(), o.at);
+            created(pipeline, (source, follow), request, answer);
         }
         return;
     }
@@ -152,49 +179,20 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
 }
 
 /// A create call's answer: when it names a task `id`, a task created through
-/// `endpoint`, for the request's `model`, else the answer's `routing.model` (the model
-/// router's choice).
-fn created(pipeline: &Pipeline, endpoint: &str, model: Option<&str>, answer: &[u8]) {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Routing {
-        model: Option<String>,
-        estimated_cost: Option<Credits>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Credits {
-        credits: Option<serde_json::Value>,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Created {
-        id: Option<String>,
-        routing: Option<Routing>,
-        estimated_cost: Option<Credits>,
-    }
-    let Ok(Created {
-        id: Some(id),
-        routing,
-        estimated_cost,
-    }) = serde_json::from_slice::<Created>(answer)
-    else {
+/// `endpoint` at `at` (see [`super::journal::Entry::of_create`]); followed as `follow`
+/// says.
+fn created(
+    pipeline: &Pipeline,
+    (source, follow): (SourceId, Follow),
+    (endpoint, model, at): (&str, Option<&str>, f64),
+    answer: &[u8],
+) {
+    let Some(entry) = super::journal::Entry::of_create(endpoint, model, at, answer) else {
         return;
     };
-    let (routed, routed_cost) = routing.map_or((None, None), |r| (r.model, r.estimated_cost));
-    let model = model.or(routed.as_deref());
-    // Runway's estimate for the new task (the model router's is under `routing`): what
-    // it is charged if it ends without a cost. `estimate_seen` ignores what is not a
-    // number of credits in range.
-    let estimate = estimated_cost
-        .or(routed_cost)
-        .and_then(|c| c.credits)
-        .and_then(|v| v.as_f64());
-    pipeline.with_ledger(|l| {
-        l.count_proxy_created(endpoint, model);
-        if let Some(credits) = estimate {
-            l.estimate_seen(&id, credits);
-        }
-    });
+    // Runway's estimate for the new task is what it is charged if it ends without a
+    // cost (`estimate_seen` ignores what is not a number of credits in range).
+    pipeline.with_ledger(|l| l.proxy_created(source, entry.task(), follow));
 }
 
 /// The answer as one line: JSON's whitespace may hold line breaks, its strings cannot.
@@ -275,7 +273,7 @@ mod tests {
         let live = Registry::new();
         // Room for one observation, and no consumer: observation is stuck.
         let (observer, mut rx) = Observer::new(1, &live).unwrap();
-        let forwarder = Arc::new(super::super::Forwarder::new(&settings, observer).unwrap());
+        let forwarder = Arc::new(super::super::Forwarder::new(&settings, observer, None).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = tokio_util::sync::CancellationToken::new();

@@ -108,6 +108,26 @@ pub struct Totals {
     /// Tasks created through the proxy, by create endpoint and model.
     #[serde(default)]
     pub proxy_created: Vec<CreatedSeries>,
+    /// Tasks created through the proxy and not yet seen to end (issue 24).
+    #[serde(default)]
+    pub proxy_open: SavedCreated,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SavedCreated {
+    pub tasks: Vec<CreatedTask>,
+    pub evicted: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedTask {
+    pub id: String,
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
+    pub created_at: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -472,8 +492,10 @@ same_fields! {
         credits_unpriced, unknown_failure_codes, label_overflow, dead_letter, sources,
         dedupe_ids, api_requests, api_tasks_tracked, organization, usage,
         api_credits_in_flight, durations, queues, untimed, recent, estimates, flows,
-        proxy_requests, proxy_latency, proxy_created,
+        proxy_requests, proxy_latency, proxy_created, proxy_open,
     }
+    SavedCreated { tasks, evicted }
+    CreatedTask { id, endpoint, model, estimate, created_at }
     ProxyRequestSeries { endpoint, method, code, requests }
     CreatedSeries { endpoint, model, tasks }
     FlowTotals {
