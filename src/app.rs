@@ -58,11 +58,13 @@ pub fn build_pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::new(parser, ledger, dead_letter))
 }
 
-/// The API key, when the API source is on (`api.task_list`): a missing or unusable key is
-/// a configuration error, for `run` and `check-config` alike. The error never holds the
-/// key.
+/// The API key, when the API source is on: with `api.task_list` (a missing or unusable
+/// key is a configuration error, for `run` and `check-config` alike), or with the proxy
+/// when a key is given (`api.api_key_file` or the environment), to follow the tasks
+/// created through it. The error never holds the key.
 pub fn api_key(settings: &Settings) -> Result<Option<api::ApiKey>, ConfigError> {
-    if settings.api.task_list.is_none() {
+    let offered = settings.api.api_key_file.is_some() || std::env::var_os(api::KEY_ENV).is_some();
+    if settings.api.task_list.is_none() && !(settings.proxy.enabled && offered) {
         return Ok(None);
     }
     api::ApiKey::load(&settings.api)
@@ -297,9 +299,9 @@ struct Built {
     publisher: Publisher,
     http: Arc<HttpState>,
     listener: TcpListener,
-    /// The file source, and with the API source its client and task list.
+    /// The file source, and with the API source its client and task list (if any).
     tailer: file::Tailer,
-    api: Option<(api::Client, file::Tailer)>,
+    api: Option<(api::Client, Option<file::Tailer>)>,
     proxy: Option<ProxyListener>,
 }
 
@@ -310,13 +312,16 @@ struct ProxyListener {
     forwarder: Arc<crate::proxy::Forwarder>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     observations: tokio::sync::mpsc::Receiver<crate::proxy::Observation>,
+    journal: Arc<crate::proxy::Journal>,
 }
 
 impl ProxyListener {
     /// `live`: the registry rendered at each scrape, for the observer's own counters.
+    /// `state_dir` holds the journal of created tasks.
     async fn bind(
         settings: &crate::config::Proxy,
         live: &Registry,
+        state_dir: &Path,
     ) -> anyhow::Result<Option<ProxyListener>> {
         if !settings.enabled {
             return Ok(None);
@@ -324,8 +329,12 @@ impl ProxyListener {
         let (observer, observations) =
             crate::proxy::Observer::new(crate::proxy::OBSERVATIONS, live)
                 .context("cannot register the proxy's metrics")?;
-        let forwarder =
-            crate::proxy::Forwarder::new(settings, observer).map_err(|e| ConfigError::Invalid {
+        let journal = Arc::new(
+            crate::proxy::Journal::open(state_dir, live)
+                .context("cannot register the proxy's metrics")?,
+        );
+        let forwarder = crate::proxy::Forwarder::new(settings, observer, Some(journal.clone()))
+            .map_err(|e| ConfigError::Invalid {
                 key: "proxy.upstream",
                 problem: e.to_string(),
             })?;
@@ -348,6 +357,7 @@ impl ProxyListener {
             forwarder: Arc::new(forwarder),
             tls,
             observations,
+            journal,
         }))
     }
 }
@@ -356,13 +366,15 @@ impl ProxyListener {
     /// Serves until the sources stop, the observations applied on a thread of their
     /// own. Requests in progress at shutdown get [`PROXY_GRACE`] of
     /// `state.shutdown_grace`; the rest is left for the drain and the last commit.
+    /// The journal's tasks (a kill before their commit) are created before a request is
+    /// served; the next commit holds them. Returns the journal, for the committer.
     fn start(
         self,
         settings: &Settings,
         pipeline: &Arc<Pipeline>,
-        tracker: &TaskTracker,
-        tokens: &Tokens,
-    ) -> anyhow::Result<ProxyTasks> {
+        (tracker, tokens): (&TaskTracker, &Tokens),
+        follow: crate::proxy::Follow,
+    ) -> anyhow::Result<(ProxyTasks, ProxyJournal)> {
         let limits = crate::proxy::Limits {
             max_connections: settings.proxy.max_connections,
             header_read_timeout: settings.proxy.header_read_timeout,
@@ -375,10 +387,12 @@ impl ProxyListener {
         tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = self.tls.is_some(), "Proxy listening.");
         let (pipeline, observations) = (pipeline.clone(), self.observations);
         let source = crate::proxy::add_source(&pipeline);
+        let now = crate::clock::unix_now();
+        pipeline.with_ledger(|l| self.journal.reconcile(l, (now, 0.0), (source, follow)));
         let (runtime, drain) = (tokio::runtime::Handle::current(), CancellationToken::new());
         let stop = drain.clone();
         let consumer = tracker.spawn_blocking(move || {
-            crate::proxy::consume(observations, pipeline, source, &runtime, &stop)
+            crate::proxy::consume(observations, pipeline, (source, follow), &runtime, &stop)
         });
         let serve = tracker.spawn(crate::proxy::serve(
             self.listener,
@@ -387,13 +401,17 @@ impl ProxyListener {
             limits,
             tokens.sources.child_token(),
         ));
-        Ok(ProxyTasks {
+        let tasks = ProxyTasks {
             serve,
             consumer,
             drain,
-        })
+        };
+        Ok((tasks, (self.journal, (source, follow))))
     }
 }
+
+/// The journal of created tasks, with the proxy's source and how its tasks are followed.
+type ProxyJournal = (Arc<crate::proxy::Journal>, crate::proxy::Apply);
 
 /// The share of `state.shutdown_grace` the proxy's requests in progress get to finish.
 const PROXY_GRACE: f64 = 0.8;
@@ -421,8 +439,14 @@ impl Built {
     async fn new(settings: &Settings) -> anyhow::Result<Built> {
         let pipeline = Arc::new(build_pipeline(settings)?);
         let registry = Registry::new();
-        let metrics = Metrics::new(&registry, settings.api.task_list.is_some())
-            .context("cannot register the metrics")?;
+        // The API source needs its key before anything starts: a missing key is a
+        // configuration error (exit 64), and the error never holds the key.
+        let client = match api_key(settings)? {
+            Some(key) => Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let metrics =
+            Metrics::new(&registry, client.is_some()).context("cannot register the metrics")?;
         let live = Registry::new();
         let http = http_state(settings, live.clone())?;
         let publisher = Publisher::new(registry, metrics, http.clone());
@@ -430,16 +454,10 @@ impl Built {
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (web.listen_address)"))?;
-        let proxy = ProxyListener::bind(&settings.proxy, &live).await?;
+        let proxy = ProxyListener::bind(&settings.proxy, &live, &settings.state.dir).await?;
         if settings.file.paths.is_empty() {
             tracing::warn!("No task logs configured (file.paths or --file): only the exporter's own metrics will change.");
         }
-        // The API source needs its key before anything starts: a missing key is a
-        // configuration error (exit 64), and the error never holds the key.
-        let client = match api_key(settings)? {
-            Some(key) => Some(api::Client::new(&settings.api, key).map_err(anyhow::Error::msg)?),
-            None => None,
-        };
         let mut restored = restore(&pipeline, &settings.state.dir);
         let tailer = file::Tailer::new(
             settings.file.clone(),
@@ -449,9 +467,10 @@ impl Built {
         let api = match (client, &settings.api.task_list) {
             (Some(client), Some(path)) => {
                 let list = task_list(settings, path, &pipeline, &mut restored)?;
-                Some((client, list))
+                Some((client, Some(list)))
             }
-            _ => None,
+            (Some(client), None) => Some((client, None)),
+            (None, _) => None,
         };
         Ok(Built {
             pipeline,
@@ -471,7 +490,7 @@ impl Built {
         let (mut tailer, mut api) = (self.tailer, self.api);
         let (tailer, api, first) = tokio::task::spawn_blocking(move || {
             tailer.start();
-            if let Some((_, list)) = api.as_mut() {
+            if let Some((_, Some(list))) = api.as_mut() {
                 list.start();
             }
             let first = p.commit(&dir);
@@ -504,9 +523,15 @@ impl Built {
             limits,
             tokens.http.child_token(),
         ));
-        let proxy = match self.proxy {
-            Some(proxy) => Some(proxy.start(settings, &self.pipeline, &tracker, &tokens)?),
-            None => None,
+        // With the API source, every task created through the proxy is followed.
+        let follow = api.is_some().then_some(settings.api.max_tracked);
+        let (proxy, journal) = match self.proxy {
+            Some(proxy) => {
+                let (tasks, journal) =
+                    proxy.start(settings, &self.pipeline, (&tracker, &tokens), follow)?;
+                (Some(tasks), Some(journal))
+            }
+            None => (None, None),
         };
         let (first_poll_tx, first_poll) = tokio::sync::oneshot::channel();
         let (file_settings, file_settings_rx) = tokio::sync::watch::channel(settings.file.clone());
@@ -535,6 +560,7 @@ impl Built {
             settings.state.dir.clone(),
             settings.state.commit_interval,
             heartbeat.clone(),
+            journal,
         );
         let (runtime, token) = (tokio::runtime::Handle::current(), tokens.commits.clone());
         let commit_task = tracker.spawn_blocking(move || committer.run(runtime, token));
@@ -618,11 +644,13 @@ fn spawn_api(
     tracker: &TaskTracker,
     settings: &Settings,
     client: api::Client,
-    list: file::Tailer,
+    list: Option<file::Tailer>,
     pipeline: &Arc<Pipeline>,
     sources: &CancellationToken,
 ) {
-    tracker.spawn(file::run(list, sources.clone(), None, None));
+    if let Some(list) = list {
+        tracker.spawn(file::run(list, sources.clone(), None, None));
+    }
     let poller = api::Poller::new(settings.api.clone(), client.clone(), pipeline.clone());
     tracker.spawn(api::run(poller, sources.clone()));
     tracker.spawn(api::run_organization(

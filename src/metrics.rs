@@ -192,6 +192,16 @@ const PROXY_ERRORS: Def<3> = counter(
     "The application's requests to the Runway API answered with an HTTP error (400 or more, the proxy's own 502 and 504 included), by endpoint template, code and retry advice: never or after_delay (Runway's table for 400, 401, 404, 405, 429, 502, 503, 504, else the SDKs' rule; the answer's x-should-retry header decides when present).",
     ["endpoint", "code", "retry"],
 );
+const PROXY_OPEN: Def<0> = gauge(
+    "runway_proxy_tasks_open",
+    "Tasks created through the proxy and not yet seen to end (by the application's polls, a log, a DELETE or the API source following them).",
+    [],
+);
+const PROXY_OPEN_EVICTED: Def<0> = counter(
+    "runway_exporter_proxy_tasks_open_evicted_total",
+    "Open tasks created through the proxy dropped to make room for newer ones (at most 16384 are held); such a task is counted, if ever, under its record's own model.",
+    [],
+);
 const LAST_RECORD: Def<1> = gauge(
     "runway_exporter_last_record_timestamp_seconds",
     "Unix time a line was last read from the source.",
@@ -502,6 +512,11 @@ fn families(t: &Totals, api: bool) -> Vec<MetricFamily> {
     }
     for s in &t.proxy_created {
         f.add(&PROXY_CREATED, &[&s.endpoint, &s.model], s.tasks as f64);
+    }
+    // With the proxy's other series: once it has passed a request.
+    if !t.proxy_requests.is_empty() || !t.proxy_open.tasks.is_empty() {
+        f.add(&PROXY_OPEN, &[], t.proxy_open.tasks.len() as f64);
+        f.add(&PROXY_OPEN_EVICTED, &[], t.proxy_open.evicted as f64);
     }
     for s in &t.proxy_latency {
         f.histogram(

@@ -765,6 +765,7 @@ mod v1 {
                 proxy_created: Vec::new(),
                 proxy_errors: Vec::new(),
                 proxy_recent_errors: Vec::new(),
+                proxy_open: Default::default(),
                 organization: t.organization.map(|o| format::Organization {
                     credit_balance: o.credit_balance,
                     models: o
@@ -1198,6 +1199,24 @@ mod tests {
                 code: 429,
                 message: "Your daily task limit has been reached.".into(),
             }],
+            proxy_open: crate::ledger::SavedCreated {
+                tasks: vec![
+                    crate::ledger::CreatedTask {
+                        id: "f1e2d3c4-0000-4000-8000-00000000000c".into(),
+                        endpoint: "/v1/text_to_video".into(),
+                        model: Some("veo3".into()),
+                        estimate: Some(40.0),
+                        created_at: 1_796_141_990.25,
+                    },
+                    crate::ledger::CreatedTask {
+                        id: "f1e2d3c4-0000-4000-8000-00000000000d".into(),
+                        endpoint: "/v1/generate/video".into(),
+                        created_at: 1_796_141_991.5,
+                        ..Default::default()
+                    },
+                ],
+                evicted: 2,
+            },
         };
         State {
             written_at: 1_796_142_005.666_558_3,

@@ -118,6 +118,9 @@ pub(super) struct Committer {
     /// The time of the loop's last round on the steady clock, for the systemd watchdog
     /// (a step of the wall clock must not make the loop look stuck).
     heartbeat: Arc<AtomicU64>,
+    /// The proxy's journal of created tasks, reconciled before each commit and
+    /// rid of what the commit holds once it is durable; and how its tasks are applied.
+    journal: Option<(Arc<crate::proxy::Journal>, crate::proxy::Apply)>,
 }
 
 impl Committer {
@@ -127,6 +130,7 @@ impl Committer {
         dir: PathBuf,
         interval: Duration,
         heartbeat: Arc<AtomicU64>,
+        journal: Option<(Arc<crate::proxy::Journal>, crate::proxy::Apply)>,
     ) -> Committer {
         Committer {
             pipeline,
@@ -134,6 +138,7 @@ impl Committer {
             dir,
             interval,
             heartbeat,
+            journal,
         }
     }
 
@@ -177,8 +182,15 @@ impl Committer {
     fn commit_once(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         let (pipeline, dir) = (&self.pipeline, &self.dir);
+        let settled = self.journal.as_ref().map(|(journal, apply)| {
+            let now = (unix_now(), crate::proxy::SETTLE);
+            pipeline.with_ledger(|l| journal.reconcile(l, now, *apply))
+        });
         match std::panic::catch_unwind(AssertUnwindSafe(|| pipeline.commit(dir))) {
             Ok(Ok(committed)) => {
+                if let (Some((journal, _)), Some(settled)) = (&self.journal, settled) {
+                    journal.forget(settled);
+                }
                 match committed {
                     Some(totals) => {
                         let size =

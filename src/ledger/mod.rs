@@ -41,6 +41,7 @@
 
 mod api_book;
 mod checkpoints;
+mod created;
 mod dedupe;
 #[cfg(test)]
 mod deleted_tests;
@@ -58,6 +59,7 @@ mod timing;
 
 pub use api_book::ApiBook;
 pub use checkpoints::Checkpoints;
+pub use created::{CreatedBook, CreatedTask, SavedCreated};
 pub use dedupe::DedupeWindow;
 #[cfg(test)]
 use estimates::MAX_ESTIMATES;
@@ -368,6 +370,8 @@ pub struct Totals {
     pub proxy_errors: Vec<ProxyErrorSeries>,
     /// The last HTTP error answers the proxy passed back (the status page's).
     pub proxy_recent_errors: Vec<HttpError>,
+    /// The tasks created through the proxy and not yet seen to end.
+    pub proxy_open: SavedCreated,
 }
 
 /// Counted tasks of one status and model.
@@ -603,6 +607,8 @@ pub struct Committed {
     pub api: ApiBook,
     /// The proxy's counts of the application's requests.
     pub proxy: ProxyBook,
+    /// The tasks created through the proxy and not yet seen to end.
+    pub created: CreatedBook,
 }
 
 impl std::ops::Deref for Ledger {
@@ -626,6 +632,7 @@ impl Ledger {
                     checkpoints: Checkpoints::default(),
                     api: ApiBook::default(),
                     proxy: ProxyBook::default(),
+                    created: CreatedBook::default(),
                 },
                 generation: 0,
             },
@@ -784,6 +791,9 @@ impl Ledger {
             return LineResult::Duplicate;
         }
         let last = self.book.api.remove(id).and_then(|t| t.estimated_cost);
+        if outcome.is_err() {
+            self.take_created(id);
+        }
         match outcome {
             Ok(record) => self.count_with(source, record, None, Seen::at(at), last),
             Err(result) => self.record_result(source, result),
@@ -824,10 +834,12 @@ impl Ledger {
     }
 
     /// Whether task `id` was seen not ended, by any source: it is polled, a `RUNNING`
-    /// record of it was seen (the queue-time window), or Runway's estimate is held for
-    /// it (a non-terminal record's, a create call's answer through the proxy).
+    /// record of it was seen (the queue-time window), it was created through the proxy
+    /// and not seen to end, or Runway's estimate is held for it (a non-terminal
+    /// record's, a create call's answer through the proxy).
     fn seen_unended(&self, id: &str) -> bool {
         self.api.task(id).is_some()
+            || self.created.get(id).is_some()
             || self.outcomes.started_ids().contains(id)
             || self
                 .outcomes
@@ -841,7 +853,7 @@ impl Ledger {
     /// takes the estimate held for it.
     fn end_deleted(&mut self, source: SourceId, id: &str, at: Option<f64>) -> LineResult {
         let held = self.take_estimate(id);
-        let task = match self.api.task(id) {
+        let mut task = match self.api.task(id) {
             Some(_) => self.book.api.remove(id).unwrap_or_default(),
             None => ApiTask {
                 id: id.to_string(),
@@ -854,6 +866,9 @@ impl Ledger {
                 ..ApiTask::default()
             },
         };
+        if let Some(created) = self.take_created(id) {
+            task.model = task.model.or(created.model);
+        }
         let result = if self.book.outcomes.mark_counted(id) {
             self.count_deleted(&task, at)
         } else {
@@ -1026,6 +1041,63 @@ impl Ledger {
             .count_created(endpoint, model_label(model), 1);
     }
 
+    /// A task created through the proxy (a create call's answer): counted in
+    /// `runway_tasks_created_total`, held open (its model labels its records that lack
+    /// one) and, with `follow` (the API source runs, with at most this many tracked
+    /// tasks), tracked by the API source until it ends. A task created again (the same
+    /// id: a replayed journal line) changes nothing. `source` records the tracking.
+    pub fn proxy_created(&mut self, source: SourceId, task: CreatedTask, follow: Option<usize>) {
+        if self.created.get(&task.id).is_some() || self.seen(&task.id) {
+            return;
+        }
+        self.count_proxy_created(&task.endpoint, task.model.as_deref());
+        let tracked = follow.is_some_and(|max| {
+            let api = ApiTask {
+                id: task.id.clone(),
+                added_at: task.created_at,
+                model: task.model.clone(),
+                estimated_cost: task.estimate,
+                ..ApiTask::default()
+            };
+            self.track_api_task(source, api, (0, 1), max) == LineResult::Tracked
+        });
+        if let (false, Some(credits)) = (tracked, task.estimate) {
+            self.estimate_seen(&task.id, credits);
+        }
+        self.book.created.insert(task);
+    }
+
+    /// The application asked the proxy for task `id` at `at` (Unix seconds): a task
+    /// created through the proxy is then not asked for by the API source for a while.
+    pub fn proxy_sighting(&mut self, id: &str, at: f64) {
+        if self.created.sighted(id).is_some_and(|s| s < at) {
+            self.book.created.sight(id, at);
+        }
+    }
+
+    /// The model a created task's create call named, for a record that has none.
+    fn created_model(&self, record: &TaskRecord<'_>) -> Option<String> {
+        if record.model.is_some() || self.created.is_empty() {
+            return None;
+        }
+        let id = record.id.as_deref()?;
+        self.created.get(id)?.model.clone()
+    }
+
+    /// A created task no longer open, if it was; `None` (no change) otherwise.
+    fn take_created(&mut self, id: &str) -> Option<CreatedTask> {
+        self.created.get(id)?;
+        self.book.created.remove(id)
+    }
+
+    /// A created task seen to end by a record: no longer open, and no longer followed
+    /// by the API source; the estimate kept with the followed task, if any.
+    fn end_created(&mut self, id: &str) -> Option<f64> {
+        self.take_created(id)?;
+        self.api.task(id)?;
+        self.book.api.remove(id)?.estimated_cost
+    }
+
     /// Counts a request to the Runway API by endpoint and answer code.
     pub fn count_api_request(&mut self, endpoint: &str, code: &str) {
         self.book.api.count_requests(endpoint, code, 1);
@@ -1144,6 +1216,7 @@ impl Ledger {
             proxy_created: self.proxy.created(),
             proxy_errors: self.proxy.errors(),
             proxy_recent_errors: self.proxy.recent_errors(),
+            proxy_open: self.created.saved(),
             ..self.outcomes.totals()
         }
     }
@@ -1179,6 +1252,7 @@ impl Ledger {
                 .count_error(&s.endpoint, &s.code, &s.retry, s.requests);
         }
         book.proxy.restore_errors(&t.proxy_recent_errors);
+        book.created.restore(&t.proxy_open);
         book.api.set_organization(t.organization.clone());
         book.api.set_usage(t.usage.clone());
         book.own.restore(&t.sources, &t.dead_letter);
@@ -1192,6 +1266,17 @@ impl Ledger {
         seen: Seen,
         last: Option<f64>,
     ) -> LineResult {
+        let labelled;
+        let record = match self.created_model(record) {
+            Some(model) => {
+                labelled = TaskRecord {
+                    model: Some(std::borrow::Cow::Owned(model)),
+                    ..record.clone()
+                };
+                &labelled
+            }
+            None => record,
+        };
         let (table, limits) = (&*self.table, self.limits);
         let outcomes = &mut self.book.outcomes;
         outcomes.count_invalid_number(record.invalid_number);
@@ -1209,9 +1294,11 @@ impl Ledger {
             }
             return LineResult::NonTerminal;
         }
-        // The task's own estimate: its terminal record's, else the last one seen.
+        // The task's own estimate: its terminal record's, else the last one seen (held,
+        // or kept with the task the API source follows for the proxy).
         let held = record.id.as_deref().and_then(|id| self.take_estimate(id));
-        let estimate = record.estimated_cost.or(last).or(held);
+        let followed = record.id.as_deref().and_then(|id| self.end_created(id));
+        let estimate = record.estimated_cost.or(last).or(followed).or(held);
         if let Some(id) = &record.id {
             if !fresh.unwrap_or_else(|| self.book.outcomes.mark_counted(id)) {
                 return LineResult::Duplicate;

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::journal::{Entry, Journal};
 use super::observe::{Observation, Observer};
 use super::tee::{AnswerTee, ModelSlot, RequestTee};
 
@@ -33,6 +34,8 @@ pub struct Forwarder {
     authority: Authority,
     response_timeout: Duration,
     observer: Arc<Observer>,
+    /// Where create answers are journaled before they go to the client.
+    journal: Option<Arc<Journal>>,
 }
 
 /// Why a request is answered by the proxy itself.
@@ -145,10 +148,11 @@ pub fn check_target(method: &Method, uri: &Uri) -> Result<PathAndQuery, Refusal>
 
 impl Forwarder {
     /// A forwarder to the `[proxy]` settings' upstream, its answers observed by
-    /// `observer`.
+    /// `observer`, its create answers journaled in `journal`.
     pub fn new(
         settings: &crate::config::Proxy,
         observer: Observer,
+        journal: Option<Arc<Journal>>,
     ) -> Result<Forwarder, ProxyError> {
         let (scheme, authority) = settings.origin().map_err(ProxyError)?;
         let (connect_timeout, response_timeout) =
@@ -173,6 +177,7 @@ impl Forwarder {
             authority,
             response_timeout,
             observer: Arc::new(observer),
+            journal,
         })
     }
 
@@ -226,8 +231,45 @@ impl Forwarder {
         let (mut parts, body) = answer.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let json = is_json(&parts.headers);
+        let small = hyper::body::Body::size_hint(&body)
+            .exact()
+            .is_some_and(|n| n <= super::tee::MAX_KEPT as u64);
+        let create = observation.method == Method::POST && (200..300).contains(&observation.code);
+        if let (Some(journal), true) = (&self.journal, create && json && small) {
+            let body = self.journaled(body, observation, model, journal).await;
+            return match body {
+                Ok(body) => Response::from_parts(parts, Either::Right(body)),
+                Err((method, path)) => self.failed(Refusal::Unreachable, method, path),
+            };
+        }
         let body = AnswerTee::new(body, json, observation, model, self.observer.clone());
         Response::from_parts(parts, Either::Left(body))
+    }
+
+    /// A create call's answer, read whole (it is small), its task journaled before it
+    /// goes to the client, then observed; `Err` with the request's method and path when
+    /// the upstream broke off or stalled.
+    async fn journaled(
+        &self,
+        body: Incoming,
+        mut observation: Observation,
+        model: ModelSlot,
+        journal: &Journal,
+    ) -> Result<Full<Bytes>, (Method, String)> {
+        use http_body_util::BodyExt;
+        let bytes = match tokio::time::timeout(self.response_timeout, body.collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            _ => return Err((observation.method, observation.path)),
+        };
+        observation.model = model.get().cloned().flatten();
+        let endpoint = super::endpoint::endpoint(&observation.path);
+        let (at, model) = (observation.at, observation.model.as_deref());
+        if let Some(entry) = Entry::of_create(endpoint, model, at, &bytes) {
+            journal.append(entry);
+        }
+        observation.answer = Some(bytes.clone());
+        self.observer.send(observation);
+        Ok(Full::new(bytes))
     }
 
     /// The proxy's own answer to a request the upstream did not answer, observed.

@@ -18,14 +18,19 @@
 //!   kept, and one observation per answer handed to a consumer that alone touches the
 //!   pipeline; a full queue drops observations (counted), never delays a request.
 //!   Endpoints are counted as bounded templates (`endpoint`).
+//! - A create call's answer (a JSON body of a stated length of at most 64 KiB) is read
+//!   whole and its task written to the journal before it goes to the client (`journal`):
+//!   a task whose create answer reached the application survives a `kill -9`.
 
 mod endpoint;
 mod forward;
+mod journal;
 mod observe;
 pub(crate) mod scan;
 mod serve;
 mod tee;
 
 pub use forward::Forwarder;
-pub use observe::{add_source, consume, Observation, Observer, CAPACITY as OBSERVATIONS};
+pub use journal::{Apply, Journal, SETTLE};
+pub use observe::{add_source, consume, Follow, Observation, Observer, CAPACITY as OBSERVATIONS};
 pub use serve::{serve, Limits};

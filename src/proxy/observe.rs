@@ -27,7 +27,11 @@
 //!   ([`crate::ledger::Ledger::task_deleted`]);
 //! - a `POST` answered 2xx with a JSON task `id` (a create call): one task in
 //!   `runway_tasks_created_total{endpoint,model}`, the model the request's top-level
-//!   `model`, else the answer's `routing.model`, else `unknown`.
+//!   `model`, else the answer's `routing.model`, else `unknown`; the task is held open
+//!   ([`crate::ledger::CreatedBook`]: its records that lack a model get this one) and,
+//!   with [`Follow`], tracked by the API source until it ends;
+//! - a `GET /v1/tasks/{id}`, whatever its answer: the application still asks for that
+//!   task, so the API source, following it, waits (`Ledger::proxy_sighting`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +130,10 @@ pub fn add_source(pipeline: &Pipeline) -> SourceId {
     source
 }
 
+/// How created tasks are followed: `Some(max_tracked)` when the API source runs (a key
+/// is configured), so every task created through the proxy is tracked until it ends.
+pub type Follow = Option<usize>;
+
 /// Applies observations until `drain` is cancelled (or every sender is gone), then
 /// closes the queue and applies what is still in it: at shutdown, every observation
 /// made before is applied before the last commit (a later one is dropped and counted).
@@ -133,7 +141,7 @@ pub fn add_source(pipeline: &Pipeline) -> SourceId {
 pub fn consume(
     mut rx: mpsc::Receiver<Observation>,
     pipeline: Arc<Pipeline>,
-    source: SourceId,
+    (source, follow): (SourceId, Follow),
     runtime: &tokio::runtime::Handle,
     drain: &tokio_util::sync::CancellationToken,
 ) {
@@ -148,31 +156,43 @@ pub fn consume(
         })
     };
     while let Some(o) = next(&mut rx) {
-        apply(&pipeline, source, &mut splitter, o);
+        apply(&pipeline, (source, follow), &mut splitter, o);
     }
     rx.close();
     while let Ok(o) = rx.try_recv() {
-        apply(&pipeline, source, &mut splitter, o);
+        apply(&pipeline, (source, follow), &mut splitter, o);
     }
 }
 
 /// Applies one observation (see the module doc).
-fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: Observation) {
+fn apply(
+    pipeline: &Pipeline,
+    (source, follow): (SourceId, Follow),
+    splitter: &mut LineSplitter,
+    o: Observation,
+) {
     let template = endpoint::endpoint(&o.path);
     let method = endpoint::method(&o.method);
     let code = o.code.to_string();
     let latency = o.latency.map(|d| d.as_secs_f64());
     let retry = (o.code >= 400).then(|| crate::classify::http_retry(o.code, o.should_retry));
+    let asked = (o.method == Method::GET)
+        .then(|| endpoint::task_id(&o.path))
+        .flatten();
     pipeline.with_ledger(|l| {
         l.count_proxy_request(template, method, &code, latency);
         if let Some(retry) = retry {
             l.count_proxy_error(template, &code, retry.as_str());
             l.proxy_error(o.at, method, template, o.code, o.answer.as_deref());
         }
+        if let Some(id) = asked {
+            l.proxy_sighting(id, o.at);
+        }
     });
     if o.method == Method::POST && (200..300).contains(&o.code) {
         if let Some(answer) = &o.answer {
-            created(pipeline, template, o.model.as_deref(), answer);
+            let request = (template, o.model.as_deref(), o.at);
+            created(pipeline, (source, follow), request, answer);
         }
         return;
     }
@@ -195,49 +215,20 @@ fn apply(pipeline: &Pipeline, source: SourceId, splitter: &mut LineSplitter, o: 
 }
 
 /// A create call's answer: when it names a task `id`, a task created through
-/// `endpoint`, for the request's `model`, else the answer's `routing.model` (the model
-/// router's choice).
-fn created(pipeline: &Pipeline, endpoint: &str, model: Option<&str>, answer: &[u8]) {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Routing {
-        model: Option<String>,
-        estimated_cost: Option<Credits>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Credits {
-        credits: Option<serde_json::Value>,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Created {
-        id: Option<String>,
-        routing: Option<Routing>,
-        estimated_cost: Option<Credits>,
-    }
-    let Ok(Created {
-        id: Some(id),
-        routing,
-        estimated_cost,
-    }) = serde_json::from_slice::<Created>(answer)
-    else {
+/// `endpoint` at `at` (see [`super::journal::Entry::of_create`]); followed as `follow`
+/// says.
+fn created(
+    pipeline: &Pipeline,
+    (source, follow): (SourceId, Follow),
+    (endpoint, model, at): (&str, Option<&str>, f64),
+    answer: &[u8],
+) {
+    let Some(entry) = super::journal::Entry::of_create(endpoint, model, at, answer) else {
         return;
     };
-    let (routed, routed_cost) = routing.map_or((None, None), |r| (r.model, r.estimated_cost));
-    let model = model.or(routed.as_deref());
-    // Runway's estimate for the new task (the model router's is under `routing`): what
-    // it is charged if it ends without a cost. `estimate_seen` ignores what is not a
-    // number of credits in range.
-    let estimate = estimated_cost
-        .or(routed_cost)
-        .and_then(|c| c.credits)
-        .and_then(|v| v.as_f64());
-    pipeline.with_ledger(|l| {
-        l.count_proxy_created(endpoint, model);
-        if let Some(credits) = estimate {
-            l.estimate_seen(&id, credits);
-        }
-    });
+    // Runway's estimate for the new task is what it is charged if it ends without a
+    // cost (`estimate_seen` ignores what is not a number of credits in range).
+    pipeline.with_ledger(|l| l.proxy_created(source, entry.task(), follow));
 }
 
 /// Whether a task answer names task `id` (its top-level `id`). One naming another task,
@@ -333,7 +324,7 @@ mod tests {
         let live = Registry::new();
         // Room for one observation, and no consumer: observation is stuck.
         let (observer, mut rx) = Observer::new(1, &live).unwrap();
-        let forwarder = Arc::new(super::super::Forwarder::new(&settings, observer).unwrap());
+        let forwarder = Arc::new(super::super::Forwarder::new(&settings, observer, None).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = tokio_util::sync::CancellationToken::new();

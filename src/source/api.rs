@@ -4,7 +4,10 @@
 //! Runway has no endpoint that lists tasks and no webhooks, so the application lists
 //! the ids of the tasks it creates in a *task list*, which the file source follows
 //! ([`super::task_list`]): an id read from it becomes a tracked task in the ledger,
-//! committed with the list's position. This module polls
+//! committed with the list's position. A task created through the proxy is tracked the
+//! same way (`crate::proxy`), and is asked for only once the application has not asked
+//! the proxy for it for a `poll_interval` (its create counts as asking): a task the
+//! application polls itself is not polled a second time. This module polls
 //! `GET /v1/tasks/{id}` for each tracked task and feeds the answer to the same parser,
 //! classifier and ledger as a task log; a task *ends* when it is terminal (counted),
 //! gone (404: `CANCELLED` when it was seen waiting or running, for Runway forgets a
@@ -401,21 +404,22 @@ impl Poller {
                 l.end_api_task(source, id, Err(LineResult::Expired), None);
             }
             // Never less than 0: read before a step back of the clock, it is new.
-            let tracked = l
-                .api
-                .tasks()
-                .map(|t| (t.id.clone(), (unix - t.added_at).max(0.0)));
+            let tracked = l.api.tasks().map(|t| {
+                let age = (unix - t.added_at).max(0.0);
+                (t.id.clone(), age, l.created.sighted(&t.id))
+            });
             (tracked.collect::<Vec<_>>(), expired)
         });
         for id in expired {
             tracing::info!(task = %id, "Task still not finished after max_task_age; no longer polled (expired).");
         }
         self.schedule
-            .retain(|id, s| s.in_flight || tracked.binary_search_by(|(t, _)| t.cmp(id)).is_ok());
+            .retain(|id, s| s.in_flight || tracked.binary_search_by(|(t, ..)| t.cmp(id)).is_ok());
         let schedule = &self.schedule;
         self.refused.retain(|id| schedule.contains_key(id));
-        for (id, age) in tracked {
-            self.schedule.entry(id).or_insert(Schedule {
+        let quiet = self.settings.poll_interval.as_secs_f64();
+        for (id, age, sighted) in tracked {
+            let s = self.schedule.entry(id).or_insert(Schedule {
                 next: now,
                 last_start: None,
                 failures: 0,
@@ -423,6 +427,12 @@ impl Poller {
                 last_answer: None,
                 aged: (now, age),
             });
+            // The application asked the proxy for it lately: not asked again until it
+            // has been quiet for a poll interval.
+            let wait = sighted.map_or(0.0, |at| at + quiet - unix);
+            if wait > 0.0 && !s.in_flight {
+                s.next = s.next.max(now + Duration::from_secs_f64(wait));
+            }
         }
     }
 

@@ -114,6 +114,9 @@ pub struct Totals {
     /// The last HTTP error answers the proxy passed back (the status page's).
     #[serde(default)]
     pub proxy_recent_errors: Vec<HttpError>,
+    /// Tasks created through the proxy and not yet seen to end (issue 24).
+    #[serde(default)]
+    pub proxy_open: SavedCreated,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,6 +134,23 @@ pub struct HttpError {
     pub endpoint: String,
     pub code: u16,
     pub message: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SavedCreated {
+    pub tasks: Vec<CreatedTask>,
+    pub evicted: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedTask {
+    pub id: String,
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
+    pub created_at: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -496,9 +516,11 @@ same_fields! {
         dedupe_ids, api_requests, api_tasks_tracked, organization, usage,
         api_credits_in_flight, durations, queues, untimed, recent, estimates, flows,
         proxy_requests, proxy_latency, proxy_created, proxy_errors,
-        proxy_recent_errors,
+        proxy_recent_errors, proxy_open,
     }
     HttpError { at, method, endpoint, code, message }
+    SavedCreated { tasks, evicted }
+    CreatedTask { id, endpoint, model, estimate, created_at }
     ProxyRequestSeries { endpoint, method, code, requests }
     ProxyErrorSeries { endpoint, code, retry, requests }
     CreatedSeries { endpoint, model, tasks }

@@ -8,6 +8,7 @@ mod daemon;
 mod dashboards;
 mod docs;
 mod durability;
+mod follow;
 mod harness;
 mod hostile;
 mod mock_api;

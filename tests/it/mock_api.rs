@@ -54,6 +54,9 @@ struct State {
     created_ago: HashMap<String, Duration>,
     /// Answers served, in order, to the next requests of a path (before its usual one).
     faults: HashMap<String, std::collections::VecDeque<Step>>,
+    /// The tasks the next create calls (any other `POST`) make, in order: the id, its
+    /// estimate and its timeline.
+    creates: std::collections::VecDeque<(String, f64, Vec<Step>)>,
 }
 
 /// Counts a request as being answered until dropped.
@@ -105,7 +108,8 @@ async fn handle(
             .to_string()
     };
     let (auth, version) = (header("authorization"), header("x-runway-version"));
-    let usage_body = if path == "/v1/organization/usage" {
+    let post = req.method() == hyper::Method::POST;
+    let usage_body = if post {
         use http_body_util::BodyExt;
         let bytes = req
             .into_body()
@@ -141,6 +145,17 @@ async fn handle(
             ));
         }
         let fault = s.faults.get_mut(&path).and_then(|f| f.pop_front());
+        if post && path != "/v1/organization/usage" && fault.is_none() {
+            let Some((id, credits, timeline)) = s.creates.pop_front() else {
+                return Ok(json(
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error":"No task."}"#.into(),
+                ));
+            };
+            s.timelines.insert(id.clone(), timeline);
+            let body = format!(r#"{{"id":"{id}","estimatedCost":{{"credits":{credits}}}}}"#);
+            return Ok(json(StatusCode::OK, body));
+        }
         if let Some(step) = fault {
             (String::new(), step, String::new())
         } else if path == "/v1/organization" {
@@ -271,6 +286,13 @@ impl MockApi {
     /// fetched again").
     pub fn delete(&self, id: &str) {
         self.state.lock().unwrap().timelines.remove(id);
+    }
+
+    /// The next create call (a `POST` but the usage report's) makes task `id`, estimated
+    /// at `credits`, with this timeline.
+    pub fn on_create(&self, id: &str, credits: f64, timeline: Vec<Step>) {
+        let mut s = self.state.lock().unwrap();
+        s.creates.push_back((id.to_string(), credits, timeline));
     }
 
     /// Makes a task's `createdAt` this much earlier than the mock's start (its default).

@@ -97,7 +97,8 @@ fn every_committed_part_has_a_module_of_its_own_and_private_fields() {
             "OwnCounters",
             "Checkpoints",
             "ApiBook",
-            "ProxyBook"
+            "ProxyBook",
+            "CreatedBook"
         ]
     );
 }
