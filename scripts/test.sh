@@ -12,12 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# No incremental compilation: a fresh clone has nothing to reuse, and writing the
-# incremental caches of this crate's six targets costs CPU time in every build of them
-# (the dependencies are never incremental). The two stages that build the tests must
-# agree on it, or the second would rebuild the crate.
-export CARGO_INCREMENTAL=0
-
 timings=()
 # stage NAME COMMAND...: runs one check under a heading, and notes its time.
 stage() {
