@@ -14,6 +14,7 @@ mod hostile;
 mod mock_api;
 mod ops;
 mod parts;
+mod profile;
 mod proxy;
 mod sdk;
 mod shards;
