@@ -22,7 +22,10 @@
 //!   ([`crate::ledger::CreatedBook`]: its records that lack a model get this one) and,
 //!   with [`Follow`], tracked by the API source until it ends;
 //! - a `GET /v1/tasks/{id}`, whatever its answer: the application still asks for that
-//!   task, so the API source, following it, waits (`Ledger::proxy_sighting`).
+//!   task, so the API source, following it, waits (`Ledger::proxy_sighting`);
+//! - with `proxy.count = "created_here"` the task answers and deletions of tasks not
+//!   created through this proxy are counted as requests only (another replica's
+//!   exporter counts them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,15 +127,18 @@ pub type Follow = Option<usize>;
 
 /// Applies observations until every sender is gone. Blocking: run it on a thread of
 /// its own.
+/// `only_created` (`proxy.count = "created_here"`): the answers and deletions of tasks
+/// not created through this proxy are counted as requests only.
 pub fn consume(
     mut rx: mpsc::Receiver<Observation>,
     pipeline: Arc<Pipeline>,
-    source: SourceId,
+    (source, only_created): (SourceId, bool),
     follow: Follow,
 ) {
     let mut splitter = LineSplitter::new(super::tee::MAX_KEPT + 1);
+    let ours = |id: &str| !only_created || pipeline.with_ledger(|l| l.created.get(id).is_some());
     while let Some(o) = rx.blocking_recv() {
-        apply(&pipeline, (source, follow), &mut splitter, o);
+        apply(&pipeline, (source, follow), &mut splitter, o, &ours);
     }
 }
 
@@ -142,6 +148,7 @@ fn apply(
     (source, follow): (SourceId, Follow),
     splitter: &mut LineSplitter,
     o: Observation,
+    ours: &dyn Fn(&str) -> bool,
 ) {
     let template = endpoint::endpoint(&o.path);
     let method = endpoint::method(&o.method);
@@ -163,7 +170,7 @@ fn apply(
         }
         return;
     }
-    let Some(id) = endpoint::task_id(&o.path) else {
+    let Some(id) = endpoint::task_id(&o.path).filter(|id| ours(id)) else {
         return;
     };
     match (o.method, o.code, o.answer) {

@@ -15,6 +15,7 @@ mod mock_api;
 mod ops;
 mod parts;
 mod proxy;
+mod replicas;
 mod sdk;
 mod shards;
 mod status;
