@@ -64,6 +64,13 @@ pub fn build_pipeline(settings: &Settings) -> anyhow::Result<Pipeline> {
 /// created through it. The error never holds the key.
 pub fn api_key(settings: &Settings) -> Result<Option<api::ApiKey>, ConfigError> {
     let offered = settings.api.api_key_file.is_some() || std::env::var_os(api::KEY_ENV).is_some();
+    let created_here = settings.proxy.count == crate::config::ProxyCount::CreatedHere;
+    if settings.proxy.enabled && created_here && !offered {
+        return Err(ConfigError::Invalid {
+            key: "proxy.count",
+            problem: format!("\"created_here\" follows the tasks created through the proxy to their end: it needs the API key (api.api_key_file or {})", api::KEY_ENV),
+        });
+    }
     if settings.api.task_list.is_none() && !(settings.proxy.enabled && offered) {
         return Ok(None);
     }
@@ -389,10 +396,17 @@ impl ProxyListener {
         let source = crate::proxy::add_source(&pipeline);
         let now = crate::clock::unix_now();
         pipeline.with_ledger(|l| self.journal.reconcile(l, (now, 0.0), (source, follow)));
+        let only_created = settings.proxy.count == crate::config::ProxyCount::CreatedHere;
         let (runtime, drain) = (tokio::runtime::Handle::current(), CancellationToken::new());
         let stop = drain.clone();
         let consumer = tracker.spawn_blocking(move || {
-            crate::proxy::consume(observations, pipeline, (source, follow), &runtime, &stop)
+            crate::proxy::consume(
+                observations,
+                pipeline,
+                (source, follow, only_created),
+                &runtime,
+                &stop,
+            )
         });
         let serve = tracker.spawn(crate::proxy::serve(
             self.listener,

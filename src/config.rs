@@ -326,6 +326,21 @@ pub struct Proxy {
     /// TLS for applications on other hosts: both or neither.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Which tasks' outcomes this exporter counts: every task the proxy sees, or (with
+    /// several replicas, each with its exporter) only those created through it.
+    pub count: ProxyCount,
+}
+
+/// `proxy.count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyCount {
+    /// Every task whose answers or deletion the proxy sees.
+    #[default]
+    All,
+    /// Only the tasks created through this proxy (followed to their end with the API
+    /// key); the answers of other tasks are counted as requests only.
+    CreatedHere,
 }
 
 impl Default for Proxy {
@@ -340,6 +355,7 @@ impl Default for Proxy {
             max_connections: 1024,
             tls_cert_file: None,
             tls_key_file: None,
+            count: ProxyCount::All,
         }
     }
 }

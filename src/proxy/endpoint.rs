@@ -17,6 +17,18 @@ pub fn endpoint(path: &str) -> &'static str {
     crate::runway_api::api().endpoint_template(path)
 }
 
+/// Whether a `POST` to `path` answered 2xx creates a task: a create endpoint of
+/// `config/runway-api.toml`, or a path the table does not know (`other`: an endpoint
+/// newer than the pinned SDKs). A known route that creates no task (`/v1/uploads`
+/// answers an upload's id, `/v1/workflows/{id}` an invocation's, `/v1/organization/usage`
+/// a report) is not a create call, whatever id its answer carries.
+pub fn creates_tasks(path: &str) -> bool {
+    crate::runway_api::api()
+        .create_endpoint("POST", path)
+        .is_some()
+        || endpoint(path) == OTHER
+}
+
 /// The task id of a `/v1/tasks/{id}` path.
 pub fn task_id(path: &str) -> Option<&str> {
     one_segment(path, "/v1/tasks/")
@@ -61,6 +73,16 @@ mod tests {
             assert_eq!(endpoint(path), want, "{path}");
         }
         assert_eq!(task_id("/v1/tasks/abc"), Some("abc"));
+        for (path, creates) in [
+            ("/v1/image_to_video", true),
+            ("/v1/generate/video", true),
+            ("/v1/made_up", true),
+            ("/v1/uploads", false),
+            ("/v1/organization/usage", false),
+            ("/v1/tasks/abc", false),
+        ] {
+            assert_eq!(creates_tasks(path), creates, "{path}");
+        }
         assert_eq!(task_id("/v1/tasks/abc/x"), None);
         let odd = hyper::Method::from_bytes(b"BREW").unwrap();
         assert_eq!(method(&odd), OTHER);

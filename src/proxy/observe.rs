@@ -25,13 +25,17 @@
 //! - a `DELETE /v1/tasks/{id}` answered 2xx: the task ends `CANCELLED` when it was seen
 //!   not ended; an old task never seen so is no outcome
 //!   ([`crate::ledger::Ledger::task_deleted`]);
-//! - a `POST` answered 2xx with a JSON task `id` (a create call): one task in
+//! - a `POST` to a create endpoint (or a path the table does not know) answered 2xx with
+//!   a JSON task `id` (a create call; `endpoint::creates_tasks`): one task in
 //!   `runway_tasks_created_total{endpoint,model}`, the model the request's top-level
 //!   `model`, else the answer's `routing.model`, else `unknown`; the task is held open
 //!   ([`crate::ledger::CreatedBook`]: its records that lack a model get this one) and,
 //!   with [`Follow`], tracked by the API source until it ends;
 //! - a `GET /v1/tasks/{id}`, whatever its answer: the application still asks for that
-//!   task, so the API source, following it, waits (`Ledger::proxy_sighting`).
+//!   task, so the API source, following it, waits (`Ledger::proxy_sighting`);
+//! - with `proxy.count = "created_here"` the task answers and deletions of tasks not
+//!   created through this proxy are counted as requests only (another replica's
+//!   exporter counts them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,14 +142,17 @@ pub type Follow = Option<usize>;
 /// closes the queue and applies what is still in it: at shutdown, every observation
 /// made before is applied before the last commit (a later one is dropped and counted).
 /// Blocking: run it on a thread of its own, `runtime` the daemon's.
+/// `only_created` (`proxy.count = "created_here"`): the answers and deletions of tasks
+/// not created through this proxy are counted as requests only.
 pub fn consume(
     mut rx: mpsc::Receiver<Observation>,
     pipeline: Arc<Pipeline>,
-    (source, follow): (SourceId, Follow),
+    (source, follow, only_created): (SourceId, Follow, bool),
     runtime: &tokio::runtime::Handle,
     drain: &tokio_util::sync::CancellationToken,
 ) {
     let mut splitter = LineSplitter::new(super::tee::MAX_KEPT + 1);
+    let ours = |id: &str| !only_created || pipeline.with_ledger(|l| l.created.get(id).is_some());
     let next = |rx: &mut mpsc::Receiver<Observation>| {
         runtime.block_on(async {
             tokio::select! {
@@ -156,11 +163,11 @@ pub fn consume(
         })
     };
     while let Some(o) = next(&mut rx) {
-        apply(&pipeline, (source, follow), &mut splitter, o);
+        apply(&pipeline, (source, follow), &mut splitter, o, &ours);
     }
     rx.close();
     while let Ok(o) = rx.try_recv() {
-        apply(&pipeline, (source, follow), &mut splitter, o);
+        apply(&pipeline, (source, follow), &mut splitter, o, &ours);
     }
 }
 
@@ -170,6 +177,7 @@ fn apply(
     (source, follow): (SourceId, Follow),
     splitter: &mut LineSplitter,
     o: Observation,
+    ours: &dyn Fn(&str) -> bool,
 ) {
     let template = endpoint::endpoint(&o.path);
     let method = endpoint::method(&o.method);
@@ -189,14 +197,15 @@ fn apply(
             l.proxy_sighting(id, o.at);
         }
     });
-    if o.method == Method::POST && (200..300).contains(&o.code) {
+    if o.method == Method::POST && (200..300).contains(&o.code) && endpoint::creates_tasks(&o.path)
+    {
         if let Some(answer) = &o.answer {
             let request = (template, o.model.as_deref(), o.at);
             created(pipeline, (source, follow), request, answer);
         }
         return;
     }
-    let Some(id) = endpoint::task_id(&o.path) else {
+    let Some(id) = endpoint::task_id(&o.path).filter(|id| ours(id)) else {
         return;
     };
     match (o.method, o.code, o.answer) {

@@ -115,6 +115,33 @@ fn a_log_record_without_a_model_has_its_create_calls_model() {
     assert_eq!(open(&m), Some(0.0), "{m}");
 }
 
+#[test]
+fn a_post_that_creates_no_task_is_not_a_created_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockApi::start(KEY, vec![]);
+    // Both answers carry an `id`: the upload's is not a task's.
+    mock.on_create("upload-1", 0.0, vec![Step::Task("RUNNING", None)]);
+    mock.on_create("img-3", 5.0, vec![Step::Task("RUNNING", None)]);
+    let (d, proxy) = daemon(dir.path(), &mock, "", &[]);
+    let (code, answer) = call(proxy, "POST", "/v1/uploads", r#"{"filename":"a.png"}"#);
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains("upload-1"), "{answer}");
+    create(proxy, "gen4_image");
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sum(m, "runway_api_requests_total", &[]) == 2.0
+    });
+    let created = |endpoint: &str| {
+        sum(
+            &m,
+            "runway_tasks_created_total",
+            &[&format!("endpoint=\"{endpoint}\"")],
+        )
+    };
+    assert_eq!(created("/v1/text_to_image"), 1.0, "{m}");
+    assert_eq!(created("/v1/uploads"), 0.0, "{m}");
+    assert_eq!(open(&m), Some(1.0), "{m}");
+}
+
 /// How many times the mock was asked for each of `ids`.
 fn asked(mock: &MockApi, ids: &[&str]) -> Vec<usize> {
     let requests = mock.task_requests();

@@ -16,6 +16,7 @@ mod ops;
 mod parts;
 mod profile;
 mod proxy;
+mod replicas;
 mod sdk;
 mod shards;
 mod status;
