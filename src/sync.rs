@@ -19,6 +19,10 @@
 //!      handler while it counts a block;
 //!    - `Pipeline::committed` (at a commit: the generation last committed). The
 //!      commit's fsync (`PendingCommit::finish`) runs after both are released.
+//!    - the proxy's `Journal` (`proxy::journal`: its file and lines), reconciled with
+//!      the ledger before each commit. A request appends to it holding no other lock,
+//!      and the rewrite after a durable commit holds it alone: the ledger is never
+//!      taken under it.
 //!
 //! Every other lock is a leaf: taken while holding no other lock, and taking none.
 //!
@@ -33,9 +37,10 @@
 //!   `Memory::right`, `Memory::wrong`, `Passwords::unstarted`.
 //! - `http::places`: `Waiting::queue`, `Places::warned`.
 //!
-//! Threads: the tokio runtime's workers (the API source, the web server), the
-//! runtime's blocking threads (the committer's loop, `app::commit`, and the file
-//! tailer's reads, `source::file`), and the password-check threads
+//! Threads: the tokio runtime's workers (the API source, the web server, the proxy), the
+//! runtime's blocking threads (the committer's loop, `app::commit`, the file
+//! tailer's reads, `source::file`, and the proxy's observation consumer,
+//! `proxy::observe`), and the password-check threads
 //! (`http::passwords`). Any of them may take any lock above, in that order.
 
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
