@@ -71,9 +71,21 @@ def sums(samples, name, by):
     return {k: round(v, 6) for k, v in c.items() if v}
 
 
+def advice(code):
+    """The retry advice of an HTTP error code: Runway's table, else the SDKs' rule."""
+    if code in (400, 401, 404, 405):
+        return "never"
+    if code in (408, 409, 429) or code >= 500:
+        return "after_delay"
+    return "never"
+
+
 def expected(record):
     """The counts the exporter must show, from what the stand-in answered, in order."""
     requests = Counter((r["endpoint"], r["method"], str(r["code"])) for r in record)
+    # Retry advice of each error code (docs/metrics.md#http-error-codes); the stand-in
+    # sends no x-should-retry header, so the code alone decides.
+    errors = Counter((r["endpoint"], str(r["code"]), advice(r["code"])) for r in record if r["code"] >= 400)
     latency = Counter((r["endpoint"],) for r in record)
     created, model_of, ended = Counter(), {}, {}
     for r in record:
@@ -104,6 +116,7 @@ def expected(record):
     return {
         ("runway_api_requests_total", ("endpoint", "method", "code")): nonzero(requests),
         ("runway_api_request_duration_seconds_count", ("endpoint",)): nonzero(latency),
+        ("runway_api_errors_total", ("endpoint", "code", "retry")): nonzero(errors),
         ("runway_tasks_created_total", ("endpoint", "model")): nonzero(created),
         ("runway_tasks_total", ("status",)): nonzero(tasks),
         ("runway_task_failures_total", ("failure_code",)): nonzero(failures),

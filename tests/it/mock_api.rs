@@ -246,34 +246,8 @@ impl MockApi {
             started: jiff::Timestamp::now(),
             ..State::default()
         }));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        _ = &mut stop_rx => return,
-                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                    };
-                    let st = st.clone();
-                    tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(move |req| handle(st.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (addr, stop_tx) = serve_http(move |req| handle(st.clone(), req));
         MockApi {
             addr,
             state,
@@ -380,4 +354,44 @@ impl MockApi {
             .map(|(_, _, a)| a.clone())
             .collect()
     }
+}
+
+/// An HTTP/1 server on 127.0.0.1, on a thread (and runtime) of its own, each request
+/// answered by `answer`: the stand-ins of the tests' upstreams. It stops when the
+/// returned sender is dropped.
+pub fn serve_http<F, Fut, B, E>(answer: F) -> (SocketAddr, tokio::sync::oneshot::Sender<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stop_rx => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let service = hyper::service::service_fn(answer.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    (addr, stop_tx)
 }

@@ -15,6 +15,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 use crate::harness::{append, config, Daemon};
+use crate::mock_api::serve_http;
 
 /// A body of `n` bytes of `x`, sent in 64 KiB frames, of no stated length.
 struct Repeat(usize);
@@ -196,35 +197,9 @@ impl Upstream {
     pub(crate) fn start() -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (release, release_rx) = tokio::sync::watch::channel(false);
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let s = seen.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let (stream, _) = tokio::select! {
-                        _ = &mut stop_rx => return,
-                        a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                    };
-                    let (s, r) = (s.clone(), release_rx.clone());
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            up_answer((s.clone(), r.clone()), req)
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (addr, stop_tx) =
+            serve_http(move |req| up_answer((s.clone(), release_rx.clone()), req));
         Upstream {
             addr,
             seen,

@@ -252,34 +252,7 @@ fn erring_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)
             .body(Full::new(Bytes::from(body)))
             .unwrap())
     }
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let (stream, _) = tokio::select! {
-                    _ = &mut stop_rx => return,
-                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                };
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(
-                            hyper_util::rt::TokioIo::new(stream),
-                            hyper::service::service_fn(answer),
-                        )
-                        .await;
-                });
-            }
-        });
-    });
-    let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    (addr, stop_tx)
+    crate::mock_api::serve_http(answer)
 }
 
 /// `GET path` through the proxy on a new connection; the answer's status.
