@@ -264,25 +264,46 @@ impl Journal {
         if settled.0.is_empty() {
             return;
         }
-        let mut inner = self.inner();
-        for place in settled.0 {
-            inner.lines.remove(&place);
-        }
-        let mut text = Vec::new();
-        for e in inner.lines.values() {
-            if let Ok(line) = serde_json::to_vec(e) {
-                text.extend_from_slice(&line);
-                text.push(b'\n');
+        // The lines kept, taken under the lock; the file is written without it, so a
+        // create answer never waits for a rewrite. `forget` has one caller (the
+        // committer), so no line is settled meanwhile.
+        let (kept, upto) = {
+            let mut inner = self.inner();
+            for place in settled.0 {
+                inner.lines.remove(&place);
             }
-        }
+            (lines_text(inner.lines.values()), inner.next)
+        };
         let tmp = self.path.with_extension("journal.tmp");
-        let renamed = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &self.path));
-        // Appends go to the new file from now on.
+        let written = std::fs::write(&tmp, kept);
+        // Under the lock again: the lines appended meanwhile (to the old file) join the
+        // new one, which then takes its place; appends go to it from now on.
+        let mut inner = self.inner();
+        let renamed = written.and_then(|()| {
+            let since = lines_text(inner.lines.range(upto..).map(|(_, e)| e));
+            OpenOptions::new()
+                .append(true)
+                .open(&tmp)?
+                .write_all(&since)?;
+            std::fs::rename(&tmp, &self.path)
+        });
         inner.file = None;
         if let Err(e) = renamed {
             tracing::warn!(path = %self.path.display(), error = %e, "Cannot rewrite the journal of created tasks; its settled lines stay (applying them again is a no-op).");
         }
     }
+}
+
+/// Journal lines, one JSON object a line.
+fn lines_text<'e>(entries: impl Iterator<Item = &'e Entry>) -> Vec<u8> {
+    let mut text = Vec::new();
+    for e in entries {
+        if let Ok(line) = serde_json::to_vec(e) {
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -342,6 +363,44 @@ mod tests {
         assert_eq!(settled.0.len(), 2);
         let created: u64 = l.proxy.created().iter().map(|c| c.tasks).sum();
         assert_eq!(created, 3, "a replayed line is applied once");
+    }
+
+    #[test]
+    fn appends_during_a_rewrite_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, s) = ledger();
+        let j = std::sync::Arc::new(Journal::open(dir.path(), &Registry::new()).unwrap());
+        for i in 0..200 {
+            j.append(entry(&format!("old-{i}"), 100.0));
+        }
+        // Applied and settled: the rewrites below drop these while new lines come.
+        let settled = j.reconcile(&mut l, (1000.0, 0.0), (s, None));
+        assert_eq!(settled.0.len(), 200);
+        let writer = {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000 {
+                    j.append(entry(&format!("new-{i}"), 2000.0));
+                }
+            })
+        };
+        j.forget(settled);
+        // Rewrites for as long as the writer runs (a rewrite happens only when a line
+        // settled: one old line each time).
+        let mut i = 0;
+        while !writer.is_finished() {
+            i += 1;
+            j.append(entry(&format!("mid-{i}"), 100.0));
+            let settled = j.reconcile(&mut l, (1000.0, SETTLE), (s, None));
+            j.forget(settled);
+        }
+        writer.join().unwrap();
+        let back = Journal::open(dir.path(), &Registry::new()).unwrap();
+        assert_eq!(
+            back.lines(),
+            2000,
+            "every line appended and not settled is in the file"
+        );
     }
 
     /// A stand-in upstream answering every request with a small JSON task.
