@@ -1045,11 +1045,15 @@ impl Ledger {
     /// `runway_tasks_created_total`, held open (its model labels its records that lack
     /// one) and, with `follow` (the API source runs, with at most this many tracked
     /// tasks), tracked by the API source until it ends. A task created again (the same
-    /// id: a replayed journal line) changes nothing. `source` records the tracking.
+    /// id: a replayed journal line) changes nothing. `source` records the tracking. An
+    /// estimate that is no number of credits in range is dropped, as
+    /// [`Ledger::estimate_seen`] drops one.
     pub fn proxy_created(&mut self, source: SourceId, task: CreatedTask, follow: Option<usize>) {
         if self.created.get(&task.id).is_some() || self.seen(&task.id) {
             return;
         }
+        let estimate = task.estimate.filter(|c| estimates::valid(*c));
+        let task = CreatedTask { estimate, ..task };
         self.count_proxy_created(&task.endpoint, task.model.as_deref());
         let tracked = follow.is_some_and(|max| {
             let api = ApiTask {

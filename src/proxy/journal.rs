@@ -20,8 +20,8 @@
 //!   succeeds again.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::{File, FileType, OpenOptions};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -36,6 +36,17 @@ pub const MAX_LINES: usize = 16_384;
 /// A line not applied this long after it was written is applied by the reconciler
 /// (seconds): its observation was dropped, or is very late (applying twice is a no-op).
 pub const SETTLE: f64 = 10.0;
+/// Longest line read (bytes, its newline aside). A line the proxy writes is one
+/// [`Entry`]: an id of at most [`MAX_ID_BYTES`], an endpoint template, a model (a label
+/// is at most 64 bytes), a number and a time: under 400 bytes. Ten times that leaves
+/// room for fields added later; a longer line is none the proxy wrote, and is passed
+/// over without being held.
+pub const MAX_LINE: usize = 4096;
+/// Longest task id taken (the task list's bound; Runway's ids are 36-byte UUIDs).
+const MAX_ID_BYTES: usize = 128;
+/// Most bytes read at start-up: [`MAX_LINES`] lines of [`MAX_LINE`] (64 MiB, a
+/// fraction of a second). Past it, a file grown by junk is left unread (logged).
+const MAX_READ: u64 = (MAX_LINES * (MAX_LINE + 1)) as u64;
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -115,6 +126,32 @@ impl Entry {
         })
     }
 
+    /// The entry with its absurd values made sane, and whether one was; `None` when its
+    /// id is no task id (empty, over [`MAX_ID_BYTES`], or not of `[A-Za-z0-9_-]`: a
+    /// followed task's id goes into a URL path). The endpoint becomes its template (a
+    /// bounded label); an estimate out of 0 to [`crate::record::MAX_CREDITS`] is dropped
+    /// (the task is charged as one without); a time not between 0 and `now` becomes
+    /// `now` (a later one would hold the line back, and its task unasked, until then).
+    fn sane(mut self, now: f64) -> Option<(Entry, bool)> {
+        let id = self.id.as_bytes();
+        let id_ok = !id.is_empty()
+            && id.len() <= MAX_ID_BYTES
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+        if !id_ok {
+            return None;
+        }
+        let before = self.clone();
+        self.endpoint = super::endpoint::endpoint(&self.endpoint).to_string();
+        self.estimate = (self.estimate).filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c));
+        if !(0.0..=now).contains(&self.at) {
+            self.at = now;
+        }
+        let mended = self != before;
+        Some((self, mended))
+    }
+
     /// The created task it says.
     pub fn task(self) -> CreatedTask {
         CreatedTask {
@@ -132,8 +169,9 @@ impl Entry {
 pub struct Settled(Vec<u64>);
 
 impl Journal {
-    /// Opens the journal in `dir`, keeping the lines already there (unreadable ones are
-    /// skipped and logged). Its failure counter is registered on `live`.
+    /// Opens the journal in `dir`, keeping the lines already there (see the module doc:
+    /// read in bounded lines, absurd values made sane or the line skipped; what was
+    /// skipped is logged once). Its failure counter is registered on `live`.
     pub fn open(dir: &Path, live: &Registry) -> prometheus::Result<Journal> {
         let failures = IntCounter::new(
             "runway_exporter_proxy_journal_failures_total",
@@ -141,27 +179,13 @@ impl Journal {
         )?;
         live.register(Box::new(failures.clone()))?;
         let path = dir.join(FILE_NAME);
-        let mut lines = BTreeMap::new();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let mut bad = 0usize;
-                for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    match serde_json::from_slice::<Entry>(line) {
-                        Ok(e) if lines.len() < MAX_LINES => {
-                            lines.insert(lines.len() as u64, e);
-                        }
-                        _ => bad += 1,
-                    }
-                }
-                if bad > 0 {
-                    tracing::warn!(path = %path.display(), lines = bad, "Journal lines that cannot be read (a line cut by a crash) were skipped.");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let lines = match read(&path, crate::clock::unix_now()) {
+            Ok(lines) => lines.log(&path),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "Cannot read the journal of created tasks.")
+                tracing::warn!(path = %path.display(), error = %e, "Cannot read the journal of created tasks; the proxy serves without its lines (tasks created before a kill may be lost).");
+                BTreeMap::new()
             }
-        }
+        };
         let next = lines.len() as u64;
         let journal = Journal {
             path,
@@ -221,10 +245,13 @@ impl Journal {
 
     fn write(&self, inner: &mut Inner, line: &[u8]) -> std::io::Result<()> {
         if inner.file.is_none() {
+            regular(&self.path)?;
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .read(true)
                 .open(&self.path)?;
+            end_cut_line(&file)?;
             inner.file = Some(file);
         }
         let file = inner.file.as_mut().expect("opened above");
@@ -304,6 +331,160 @@ fn lines_text<'e>(entries: impl Iterator<Item = &'e Entry>) -> Vec<u8> {
         }
     }
     text
+}
+
+/// What a start-up read of the journal found.
+#[derive(Debug, Default)]
+struct Lines {
+    kept: BTreeMap<u64, Entry>,
+    /// Lines over [`MAX_LINE`] bytes, passed over.
+    too_long: u64,
+    /// Lines that are no entry (cut by a crash, not JSON, no task id), skipped.
+    unreadable: u64,
+    /// Entries kept with an absurd estimate dropped or time made sane.
+    mended: u64,
+    /// Bytes left unread: past [`MAX_LINES`] kept lines or [`MAX_READ`] bytes.
+    unread: u64,
+}
+
+impl Lines {
+    fn take(&mut self, line: &[u8], now: f64) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let entry = serde_json::from_slice::<Entry>(line).ok();
+        match entry.and_then(|e| e.sane(now)) {
+            Some((e, mended)) => {
+                self.mended += u64::from(mended);
+                self.kept.insert(self.kept.len() as u64, e);
+            }
+            None => self.unreadable += 1,
+        }
+    }
+
+    /// The lines kept, what was not kept logged (once, with the counts).
+    fn log(self, path: &Path) -> BTreeMap<u64, Entry> {
+        let Lines {
+            kept,
+            too_long,
+            unreadable,
+            mended,
+            unread,
+        } = self;
+        if too_long + unreadable + mended + unread > 0 {
+            tracing::warn!(
+                path = %path.display(), kept = kept.len(), too_long, unreadable, mended, unread_bytes = unread,
+                "The journal of created tasks held lines the proxy did not write as they are: lines too long (over 4 KiB) or unreadable (cut by a crash, not an entry) were skipped, absurd estimates dropped and absurd times made now; bytes past its bounds were not read."
+            );
+        }
+        kept
+    }
+}
+
+/// Reads the journal at `path` at `now` in lines of at most [`MAX_LINE`] bytes, at most
+/// [`MAX_READ`] bytes in all: memory and time bounded whatever the file holds. Nothing
+/// there: no lines; anything but a regular file: an error (see [`regular`]).
+fn read(path: &Path, now: f64) -> std::io::Result<Lines> {
+    if !regular(path)? {
+        return Ok(Lines::default());
+    }
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(64 * 1024, file).take(MAX_READ);
+    let mut lines = Lines::default();
+    let mut line = Vec::with_capacity(MAX_LINE + 1);
+    while lines.kept.len() < MAX_LINES {
+        match next_line(&mut reader, &mut line)? {
+            Line::End => break,
+            Line::TooLong => lines.too_long += 1,
+            Line::Text => lines.take(&line, now),
+        }
+    }
+    lines.unread = size.saturating_sub(MAX_READ - reader.limit());
+    Ok(lines)
+}
+
+/// What [`next_line`] read.
+#[derive(Debug, PartialEq)]
+enum Line {
+    End,
+    /// A line of at most [`MAX_LINE`] bytes, in the buffer.
+    Text,
+    /// A longer line, passed over to its end.
+    TooLong,
+}
+
+/// Reads the next line into `line` (its newline left out), holding at most
+/// [`MAX_LINE`] + 1 bytes of it: the rest of a longer line is passed over a buffer at
+/// a time, never held.
+fn next_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<Line> {
+    line.clear();
+    let limit = MAX_LINE as u64 + 1;
+    if reader.by_ref().take(limit).read_until(b'\n', line)? == 0 {
+        return Ok(Line::End);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        return Ok(Line::Text);
+    }
+    if line.len() <= MAX_LINE {
+        return Ok(Line::Text);
+    }
+    loop {
+        let buf = reader.fill_buf()?;
+        let (used, end) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), buf.is_empty()),
+        };
+        reader.consume(used);
+        if end {
+            return Ok(Line::TooLong);
+        }
+    }
+}
+
+/// Whether a regular file is at `path` (following symbolic links); `false`: nothing
+/// is. Anything else is an error that says what is there: a directory, a FIFO (opening
+/// it would wait for a writer, for ever), a socket or device, a dangling or looping
+/// symbolic link.
+fn regular(path: &Path) -> std::io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(true),
+        Ok(m) => Err(std::io::Error::other(format!(
+            "not a regular file but {}",
+            kind(&m.file_type())
+        ))),
+        Err(e) if e.kind() == ErrorKind::NotFound => match std::fs::symlink_metadata(path) {
+            Ok(_) => Err(std::io::Error::other("a dangling symbolic link")),
+            Err(_) => Ok(false),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+fn kind(t: &FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    }
+}
+
+/// Ends a line cut by a crash at the end of `file` (open to read and append), so that
+/// the next line is not glued to it and lost with it.
+fn end_cut_line(mut file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [0u8];
+    if len > 0 && file.read_at(&mut last, len - 1)? == 1 && last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -499,6 +680,121 @@ mod tests {
             a99 / b99
         );
         token.cancel();
+    }
+
+    /// A line of 64 MiB, never on disk nor in memory (made as it is read), then a good
+    /// one: the buffer never holds more than `MAX_LINE` + 1 bytes.
+    #[test]
+    fn a_line_of_any_length_is_passed_over_unheld() {
+        let good = serde_json::to_vec(&entry("a", 1.0)).unwrap();
+        let long = std::io::repeat(b'x').take(64 << 20);
+        let rest = [&b"\n"[..], &good, b"\n", &good].concat();
+        let mut reader = BufReader::new(long.chain(std::io::Cursor::new(rest)));
+        let mut line = Vec::with_capacity(MAX_LINE + 1);
+        let mut got = Vec::new();
+        loop {
+            let l = next_line(&mut reader, &mut line).unwrap();
+            assert!(line.capacity() <= MAX_LINE + 1, "{}", line.capacity());
+            if l == Line::End {
+                break;
+            }
+            got.push((l, line.len()));
+        }
+        let n = good.len();
+        assert_eq!(got, [(Line::TooLong, MAX_LINE + 1), (Line::Text, n), (Line::Text, n)]);
+    }
+
+    /// A journal with a long line, junk, lines cut and lines of absurd values: open
+    /// keeps the good lines, sane; replayed at start-up (the API source following), no
+    /// absurd estimate reaches the credits, and the state commits and reads back.
+    #[test]
+    fn a_hostile_journal_is_replayed_sane_and_the_state_still_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::clock::unix_now();
+        let line = |id: &str, estimate: f64, at: f64| {
+            format!(r#"{{"id":"{id}","endpoint":"/v1/text_to_video","model":"veo3","estimate":{estimate},"at":{at}}}"#)
+        };
+        let big = "x".repeat(100 * 1024);
+        let text = [
+            line("huge-1", 1e308, 100.0),
+            line("huge-2", 1e308, 100.0),
+            line("negative", -5.0, 100.0),
+            line("zero", 0.0, -1.0),
+            line("late", 10.0, 1e308),
+            line("future", 10.0, now + 1e6),
+            line(&big, 10.0, 100.0),
+            line("", 10.0, 100.0),
+            line("../v1/organization", 10.0, 100.0),
+            r#"{"id":"odd","endpoint":"/v1/made-up/path","at":100}"#.into(),
+            "not json".into(),
+            line("cut", 1.0, 1.0)[..30].into(),
+        ]
+        .join("\n");
+        std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+        let j = Journal::open(dir.path(), &Registry::new()).unwrap();
+        let kept: Vec<Entry> = j.inner().lines.values().cloned().collect();
+        let ids: Vec<&str> = kept.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["huge-1", "huge-2", "negative", "zero", "late", "future", "odd"]);
+        let estimates: Vec<Option<f64>> = kept.iter().map(|e| e.estimate).collect();
+        assert_eq!(estimates, [None, None, None, Some(0.0), Some(10.0), Some(10.0), None]);
+        assert!(kept.iter().all(|e| (0.0..=crate::clock::unix_now()).contains(&e.at)));
+        assert_eq!(kept[6].endpoint, super::super::endpoint::OTHER);
+        // Replayed at start-up, followed: every line applied now, none charged absurdly.
+        let (mut l, s) = ledger();
+        let settled = j.reconcile(&mut l, (crate::clock::unix_now(), 0.0), (s, Some(100)));
+        assert_eq!(settled.0.len(), 7, "every line applied at start-up");
+        assert_eq!(l.api.in_flight(), 20.0);
+        let state = tempfile::tempdir().unwrap();
+        crate::state::begin(state.path(), &l).unwrap().finish().unwrap();
+        let back = crate::state::read(state.path()).unwrap().expect("a state file");
+        assert_eq!(back.totals.api_credits_in_flight, 20.0);
+    }
+
+    /// A journal that is no regular file: open warns and holds nothing, without
+    /// waiting (a FIFO), and a create call is counted as not journaled, never waits.
+    #[test]
+    fn a_journal_that_is_no_file_is_skipped_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let looping = tempfile::tempdir().unwrap();
+        let p = looping.path().join(FILE_NAME);
+        std::os::unix::fs::symlink(&p, &p).unwrap();
+        let dangling = tempfile::tempdir().unwrap();
+        let target = dangling.path().join("gone");
+        std::os::unix::fs::symlink(&target, dangling.path().join(FILE_NAME)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for d in [dir.path(), looping.path(), dangling.path()] {
+            let (d, tx) = (d.to_path_buf(), tx.clone());
+            std::thread::spawn(move || {
+                let j = Journal::open(&d, &Registry::new()).unwrap();
+                j.append(entry("a", 1.0));
+                tx.send((d, j.lines(), j.failures.get())).unwrap();
+            });
+        }
+        for _ in 0..3 {
+            let (d, lines, failures) = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("open and append return, whatever is there");
+            assert_eq!((lines, failures), (0, 1), "{}", d.display());
+        }
+        assert!(!target.exists(), "no file made through a dangling link");
+    }
+
+    /// A line cut by a crash at the end of the file: the next line appended is not
+    /// glued to it.
+    #[test]
+    fn a_line_appended_after_a_cut_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), br#"{"id":"cut","endpo"#).unwrap();
+        let j = Journal::open(dir.path(), &Registry::new()).unwrap();
+        j.append(entry("a", 1.0));
+        let back = Journal::open(dir.path(), &Registry::new()).unwrap();
+        assert_eq!(back.lines(), 1);
     }
 
     #[test]
