@@ -14,6 +14,15 @@
 //!   the settled lines leave the journal ([`Journal::forget`]; the file is written anew
 //!   and renamed over). At start-up, every line is applied (a replay) before the first
 //!   commit.
+//! - Read at start-up as a file that may hold anything (a crash, a bug, someone with
+//!   write access to the state directory): only a regular file is opened (a FIFO, a
+//!   directory, a dangling or looping link is a warning, and the proxy serves without
+//!   the journal; appends to it then fail, counted); it is read in lines of at most
+//!   [`MAX_LINE`] bytes, at most [`MAX_LINES`] kept and 256 MiB read, so memory does
+//!   not grow with the file. A longer line, a line that is no entry (cut by a crash,
+//!   junk, an id that is no task id) is skipped; an absurd estimate is dropped and an
+//!   absurd time made the time of reading; all logged once, with the counts. A line
+//!   cut at the end of the file is ended before the next append.
 //! - Bounded: at most [`MAX_LINES`] lines; when full, or when the write fails (a full
 //!   disk), the answer still goes to the client at once: the failure is counted
 //!   (`runway_exporter_proxy_journal_failures_total`) and logged once until a write
@@ -44,9 +53,10 @@ pub const SETTLE: f64 = 10.0;
 pub const MAX_LINE: usize = 4096;
 /// Longest task id taken (the task list's bound; Runway's ids are 36-byte UUIDs).
 const MAX_ID_BYTES: usize = 128;
-/// Most bytes read at start-up: [`MAX_LINES`] lines of [`MAX_LINE`] (64 MiB, a
-/// fraction of a second). Past it, a file grown by junk is left unread (logged).
-const MAX_READ: u64 = (MAX_LINES * (MAX_LINE + 1)) as u64;
+/// Most bytes read at start-up: 256 MiB, forty times a journal full of the proxy's
+/// lines; a fraction of a second from the page cache. Past it, a file grown by junk is
+/// left unread (logged), so a start-up never waits on gigabytes of it.
+const MAX_READ: u64 = 256 << 20;
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -748,6 +758,40 @@ mod tests {
         crate::state::begin(state.path(), &l).unwrap().finish().unwrap();
         let back = crate::state::read(state.path()).unwrap().expect("a state file");
         assert_eq!(back.totals.api_credits_in_flight, 20.0);
+    }
+
+    /// Lines past `MAX_LINES` are left unread, and said to be.
+    #[test]
+    fn lines_past_the_cap_are_left_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        for i in 0..MAX_LINES + 3 {
+            text.extend_from_slice(&serde_json::to_vec(&entry(&format!("t{i}"), 1.0)).unwrap());
+            text.push(b'\n');
+        }
+        std::fs::write(dir.path().join(FILE_NAME), &text).unwrap();
+        let lines = read(&dir.path().join(FILE_NAME), 2.0).unwrap();
+        assert_eq!(lines.kept.len(), MAX_LINES);
+        assert_eq!(lines.kept[&(MAX_LINES as u64 - 1)].id, format!("t{}", MAX_LINES - 1));
+        let each = text.len() as u64 / (MAX_LINES as u64 + 3);
+        assert!(lines.unread >= 3 * (each - 2), "{}", lines.unread);
+    }
+
+    /// A create answer with an absurd estimate (the upstream's, not the journal's): the
+    /// task is created and followed without it, so the credits in flight stay finite
+    /// and the state still commits.
+    #[test]
+    fn an_absurd_estimate_in_a_create_answer_reaches_no_credits() {
+        let (mut l, s) = ledger();
+        for id in ["a", "b"] {
+            let answer = format!(r#"{{"id":"{id}","estimatedCost":{{"credits":1e308}}}}"#);
+            let e = Entry::of_create("/v1/text_to_video", Some("veo3"), 1.0, answer.as_bytes());
+            l.proxy_created(s, e.unwrap().task(), Some(100));
+        }
+        assert_eq!(l.api.len(), 2);
+        assert_eq!(l.api.in_flight(), 0.0);
+        let state = tempfile::tempdir().unwrap();
+        crate::state::begin(state.path(), &l).unwrap().finish().unwrap();
     }
 
     /// A journal that is no regular file: open warns and holds nothing, without

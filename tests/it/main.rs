@@ -11,6 +11,7 @@ mod durability;
 mod follow;
 mod harness;
 mod hostile;
+mod journal;
 mod mock_api;
 mod ops;
 mod parts;
