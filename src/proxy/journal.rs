@@ -21,8 +21,9 @@
 //!   [`MAX_LINE`] bytes, at most [`MAX_LINES`] kept and 256 MiB read, so memory does
 //!   not grow with the file. A longer line, a line that is no entry (cut by a crash,
 //!   junk, an id that is no task id) is skipped; an absurd estimate is dropped and an
-//!   absurd time made the time of reading; all logged once, with the counts. A line
-//!   cut at the end of the file is ended before the next append.
+//!   absurd time made the time of reading; all logged once, with the counts, and the
+//!   file written anew after the first commit. A line cut at the end of the file is
+//!   ended before the next append.
 //! - Bounded: at most [`MAX_LINES`] lines; when full, or when the write fails (a full
 //!   disk), the answer still goes to the client at once: the failure is counted
 //!   (`runway_exporter_proxy_journal_failures_total`) and logged once until a write
@@ -92,6 +93,9 @@ struct Inner {
     next: u64,
     /// Whether the last write failed (logged once until one succeeds).
     failing: bool,
+    /// Whether the file holds what the proxy did not write (read at start-up): the next
+    /// [`Journal::forget`] writes it anew, even with no line settled.
+    junk: bool,
 }
 
 impl Entry {
@@ -189,11 +193,11 @@ impl Journal {
         )?;
         live.register(Box::new(failures.clone()))?;
         let path = dir.join(FILE_NAME);
-        let lines = match read(&path, crate::clock::unix_now()) {
+        let (lines, junk) = match read(&path, crate::clock::unix_now()) {
             Ok(lines) => lines.log(&path),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "Cannot read the journal of created tasks; the proxy serves without its lines (tasks created before a kill may be lost).");
-                BTreeMap::new()
+                (BTreeMap::new(), false)
             }
         };
         let next = lines.len() as u64;
@@ -204,6 +208,7 @@ impl Journal {
                 lines,
                 next,
                 failing: false,
+                junk,
             }),
             failures,
         };
@@ -296,16 +301,18 @@ impl Journal {
     }
 
     /// Forgets settled lines (their commit is durable): the file is written anew, then
-    /// renamed over the journal.
+    /// renamed over the journal; also with none settled the first time after start-up
+    /// read lines it did not keep (junk goes with the first commit).
     pub fn forget(&self, settled: Settled) {
-        if settled.0.is_empty() {
-            return;
-        }
         // The lines kept, taken under the lock; the file is written without it, so a
         // create answer never waits for a rewrite. `forget` has one caller (the
         // committer), so no line is settled meanwhile.
         let (kept, upto) = {
             let mut inner = self.inner();
+            if settled.0.is_empty() && !inner.junk {
+                return;
+            }
+            inner.junk = false;
             for place in settled.0 {
                 inner.lines.remove(&place);
             }
@@ -372,8 +379,9 @@ impl Lines {
         }
     }
 
-    /// The lines kept, what was not kept logged (once, with the counts).
-    fn log(self, path: &Path) -> BTreeMap<u64, Entry> {
+    /// The lines kept, what was not kept logged (once, with the counts); and whether
+    /// anything was not kept as it was.
+    fn log(self, path: &Path) -> (BTreeMap<u64, Entry>, bool) {
         let Lines {
             kept,
             too_long,
@@ -381,13 +389,14 @@ impl Lines {
             mended,
             unread,
         } = self;
-        if too_long + unreadable + mended + unread > 0 {
+        let junk = too_long + unreadable + mended + unread > 0;
+        if junk {
             tracing::warn!(
                 path = %path.display(), kept = kept.len(), too_long, unreadable, mended, unread_bytes = unread,
                 "The journal of created tasks held lines the proxy did not write as they are: lines too long (over 4 KiB) or unreadable (cut by a crash, not an entry) were skipped, absurd estimates dropped and absurd times made now; bytes past its bounds were not read."
             );
         }
-        kept
+        (kept, junk)
     }
 }
 
@@ -711,7 +720,14 @@ mod tests {
             got.push((l, line.len()));
         }
         let n = good.len();
-        assert_eq!(got, [(Line::TooLong, MAX_LINE + 1), (Line::Text, n), (Line::Text, n)]);
+        assert_eq!(
+            got,
+            [
+                (Line::TooLong, MAX_LINE + 1),
+                (Line::Text, n),
+                (Line::Text, n)
+            ]
+        );
     }
 
     /// A journal with a long line, junk, lines cut and lines of absurd values: open
@@ -722,7 +738,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = crate::clock::unix_now();
         let line = |id: &str, estimate: f64, at: f64| {
-            format!(r#"{{"id":"{id}","endpoint":"/v1/text_to_video","model":"veo3","estimate":{estimate},"at":{at}}}"#)
+            format!(
+                r#"{{"id":"{id}","endpoint":"/v1/text_to_video","model":"veo3","estimate":{estimate},"at":{at}}}"#
+            )
         };
         let big = "x".repeat(100 * 1024);
         let text = [
@@ -744,10 +762,18 @@ mod tests {
         let j = Journal::open(dir.path(), &Registry::new()).unwrap();
         let kept: Vec<Entry> = j.inner().lines.values().cloned().collect();
         let ids: Vec<&str> = kept.iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, ["huge-1", "huge-2", "negative", "zero", "late", "future", "odd"]);
+        assert_eq!(
+            ids,
+            ["huge-1", "huge-2", "negative", "zero", "late", "future", "odd"]
+        );
         let estimates: Vec<Option<f64>> = kept.iter().map(|e| e.estimate).collect();
-        assert_eq!(estimates, [None, None, None, Some(0.0), Some(10.0), Some(10.0), None]);
-        assert!(kept.iter().all(|e| (0.0..=crate::clock::unix_now()).contains(&e.at)));
+        assert_eq!(
+            estimates,
+            [None, None, None, Some(0.0), Some(10.0), Some(10.0), None]
+        );
+        assert!(kept
+            .iter()
+            .all(|e| (0.0..=crate::clock::unix_now()).contains(&e.at)));
         assert_eq!(kept[6].endpoint, super::super::endpoint::OTHER);
         // Replayed at start-up, followed: every line applied now, none charged absurdly.
         let (mut l, s) = ledger();
@@ -755,8 +781,13 @@ mod tests {
         assert_eq!(settled.0.len(), 7, "every line applied at start-up");
         assert_eq!(l.api.in_flight(), 20.0);
         let state = tempfile::tempdir().unwrap();
-        crate::state::begin(state.path(), &l).unwrap().finish().unwrap();
-        let back = crate::state::read(state.path()).unwrap().expect("a state file");
+        crate::state::begin(state.path(), &l)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let back = crate::state::read(state.path())
+            .unwrap()
+            .expect("a state file");
         assert_eq!(back.totals.api_credits_in_flight, 20.0);
     }
 
@@ -772,7 +803,10 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), &text).unwrap();
         let lines = read(&dir.path().join(FILE_NAME), 2.0).unwrap();
         assert_eq!(lines.kept.len(), MAX_LINES);
-        assert_eq!(lines.kept[&(MAX_LINES as u64 - 1)].id, format!("t{}", MAX_LINES - 1));
+        assert_eq!(
+            lines.kept[&(MAX_LINES as u64 - 1)].id,
+            format!("t{}", MAX_LINES - 1)
+        );
         let each = text.len() as u64 / (MAX_LINES as u64 + 3);
         assert!(lines.unread >= 3 * (each - 2), "{}", lines.unread);
     }
@@ -791,7 +825,10 @@ mod tests {
         assert_eq!(l.api.len(), 2);
         assert_eq!(l.api.in_flight(), 0.0);
         let state = tempfile::tempdir().unwrap();
-        crate::state::begin(state.path(), &l).unwrap().finish().unwrap();
+        crate::state::begin(state.path(), &l)
+            .unwrap()
+            .finish()
+            .unwrap();
     }
 
     /// A journal that is no regular file: open warns and holds nothing, without
@@ -827,6 +864,24 @@ mod tests {
             assert_eq!((lines, failures), (0, 1), "{}", d.display());
         }
         assert!(!target.exists(), "no file made through a dangling link");
+    }
+
+    /// A journal of nothing but junk is written anew at the first commit, though no
+    /// line settles.
+    #[test]
+    fn junk_goes_with_the_first_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, "junk\n".repeat(1000)).unwrap();
+        let j = Journal::open(dir.path(), &Registry::new()).unwrap();
+        j.forget(Settled::default());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        j.append(entry("a", 1.0));
+        j.forget(Settled::default());
+        assert_eq!(
+            Journal::open(dir.path(), &Registry::new()).unwrap().lines(),
+            1
+        );
     }
 
     /// A line cut by a crash at the end of the file: the next line appended is not

@@ -65,7 +65,10 @@ fn a_huge_hostile_journal_is_replayed_in_bounded_memory() {
     let (mut d, proxy) = daemon(dir.path(), &mock, &api, &env);
     let peak = d.peak_rss();
     // Memory does not grow with the file: far under its size.
-    assert!(peak < 64 << 20, "peak RSS {peak} with a journal of {size} bytes");
+    assert!(
+        peak < 64 << 20,
+        "peak RSS {peak} with a journal of {size} bytes"
+    );
     let warned = d.wait_log(
         "The journal of created tasks held lines the proxy did not write as they are: lines too long (over 4 KiB) or unreadable (cut by a crash, not an entry) were skipped, absurd estimates dropped and absurd times made now; bytes past its bounds were not read.",
         Duration::from_secs(10),
@@ -79,8 +82,7 @@ fn a_huge_hostile_journal_is_replayed_in_bounded_memory() {
         sum(m, "runway_tasks_total", &[]) == 2.0
     });
     assert_eq!(sum(&m, "runway_tasks_total", &[]), 2.0, "{m}");
-    let created =
-        r#"runway_tasks_created_total{endpoint="/v1/text_to_image",model="gen4_turbo"}"#;
+    let created = r#"runway_tasks_created_total{endpoint="/v1/text_to_image",model="gen4_turbo"}"#;
     assert_eq!(sample(&m, created), Some(2.0), "{m}");
     assert!(sum(&m, "runway_credits_charged_total", &[]) <= 1e9, "{m}");
     // The proxy serves, the state commits, and the settled lines leave the journal
