@@ -158,7 +158,9 @@ impl Entry {
         }
         let before = self.clone();
         self.endpoint = super::endpoint::endpoint(&self.endpoint).to_string();
-        self.estimate = (self.estimate).filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c));
+        self.estimate = self
+            .estimate
+            .filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c));
         if !(0.0..=now).contains(&self.at) {
             self.at = now;
         }
