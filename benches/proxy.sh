@@ -13,7 +13,8 @@
 # wrk (`--latency`, benches/proxy-wrk.lua) measures, for GET of a task and POST of a small
 # create body, at 1 and 64 connections: p50, p99 and requests/s directly, through nginx
 # and through the exporter, alternating targets; the added latency is through-proxy minus
-# direct. Then 16 clients upload 2 MB and then 20 MB bodies through each proxy (POST
+# direct; and the CPU time (user + system, from /proc) each proxy's processes spent per
+# request in that run, the figure the VM's noise moves least. Then 16 clients upload 2 MB and then 20 MB bodies through each proxy (POST
 # /v1/sink) and the table shows each proxy's peak RSS in that phase (VmHWM, reset with
 # /proc/PID/clear_refs before it; for nginx the sum of its workers' peaks).
 #
@@ -164,11 +165,22 @@ stop() {
   local p kept=(); for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done; pids=("${kept[@]}")
 }
 python3 benches/proxy-sink.py "$sink_port" & pids+=($!)
-start_nginx standin
+start_nginx standin; standin_master=$started
 start_nginx nginx; nginx_master=$started
 start_exporter; exporter=$started
 for port in $sink_port $standin_port $nginx_port $exporter_port; do wait_http "$port" /v1/tasks/x; done
 nginx_workers() { ps -o pid= --ppid "$nginx_master" | tr -d ' '; }
+# cpu_ticks PID...: their user + system CPU time so far, in clock ticks.
+cpu_ticks() { local s=0 p; for p in "$@"; do s=$(( s + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo $s; }
+# serving_pids TARGET: the processes that do the work of TARGET's requests.
+serving_pids() {
+  case $1 in
+    direct) ps -o pid= --ppid "$standin_master" | tr -d ' ' ;;
+    nginx) nginx_workers ;;
+    exporter) echo "$exporter" ;;
+  esac
+}
+tick_us=$(( 1000000 / $(getconf CLK_TCK) ))
 
 # --- latency --------------------------------------------------------------------------
 declare -A port=([direct]=$standin_port [nginx]=$nginx_port [exporter]=$exporter_port)
@@ -201,8 +213,11 @@ for round in $(seq "$rounds"); do
   for mode in get create; do
     for conns in 1 64; do
       for target in "${order[@]}"; do
+        mapfile -t serving < <(serving_pids "$target")
+        before=$(cpu_ticks "${serving[@]}")
         line=$(run_wrk "$target" "$conns" "$duration" 5 "$mode")
-        echo "$mode $conns $target $(field p50_us "$line") $(field p99_us "$line") $(field requests "$line") $(field duration_us "$line")" >> "$work/latency"
+        cpu_us=$(( ($(cpu_ticks "${serving[@]}") - before) * tick_us ))
+        echo "$mode $conns $target $(field p50_us "$line") $(field p99_us "$line") $(field requests "$line") $(field duration_us "$line") $cpu_us" >> "$work/latency"
         echo "  round $round: $mode c=$conns $target: $line" >&2
       done
     done
@@ -241,15 +256,17 @@ import statistics, sys
 lat_file, mem_file, check, duration, rounds, load = sys.argv[1:]
 runs = {}
 for line in open(lat_file):
-    mode, conns, target, p50, p99, n, dur_us = line.split()
-    runs.setdefault((mode, int(conns), target), []).append((int(p50), int(p99), int(n) / (int(dur_us) / 1e6)))
-med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in runs.items()}
+    mode, conns, target, p50, p99, n, dur_us, cpu_us = line.split()
+    runs.setdefault((mode, int(conns), target), []).append(
+        (int(p50), int(p99), int(n) / (int(dur_us) / 1e6), int(cpu_us) / int(n)))
+med = {k: tuple(statistics.median(r[i] for r in v) for i in range(4)) for k, v in runs.items()}
 ms = lambda us: f"{us / 1000:.3f}"
 print(f"Latency: wrk --latency, {duration} s per run, {rounds} round(s); times in ms; "
       "added = through the proxy minus direct, same run\n")
 print("| request | clients | direct p50 / p99 | nginx p50 / p99 | exporter p50 / p99 "
-      "| added p50 nginx / exporter | added p99 nginx / exporter | req/s direct / nginx / exporter |")
-print("|---|---|---|---|---|---|---|---|")
+      "| added p50 nginx / exporter | added p99 nginx / exporter | req/s direct / nginx / exporter "
+      "| CPU µs a request nginx / exporter |")
+print("|---|---|---|---|---|---|---|---|---|")
 missed = []
 for mode, label in (("get", "GET /v1/tasks/{id}"), ("create", "POST /v1/image_to_video")):
     for conns in (1, 64):
@@ -258,7 +275,7 @@ for mode, label in (("get", "GET /v1/tasks/{id}"), ("create", "POST /v1/image_to
         print(f"| {label} | {conns} | {ms(d[0])} / {ms(d[1])} | {ms(n[0])} / {ms(n[1])} "
               f"| {ms(e[0])} / {ms(e[1])} | {ms(add['nginx'][0])} / {ms(add['exporter'][0])} "
               f"| {ms(add['nginx'][1])} / {ms(add['exporter'][1])} "
-              f"| {d[2]:,.0f} / {n[2]:,.0f} / {e[2]:,.0f} |")
+              f"| {d[2]:,.0f} / {n[2]:,.0f} / {e[2]:,.0f} | {n[3]:.1f} / {e[3]:.1f} |")
         for i, p in ((0, "p50"), (1, "p99")):
             if add["exporter"][i] > add["nginx"][i]:
                 missed.append(f"{label} at {conns}: the exporter adds {ms(add['exporter'][i])} ms at {p}, nginx {ms(add['nginx'][i])} ms")

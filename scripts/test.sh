@@ -7,19 +7,29 @@
 #   (cargo clippy's own mechanism: RUSTC_WORKSPACE_WRAPPER and CLIPPY_ARGS) while the
 #   dependencies are compiled once by rustc, instead of once checked for clippy and once
 #   built for the tests. Same targets (--all-targets), same lints, same -D warnings;
-# - the release build serves the speed guard (benches/instructions.sh) and the Debian
-#   package (scripts/deb-check.sh packs it with `cargo deb --no-build`).
+# - the release build serves the speed guard (benches/instructions.sh), the SDKs through
+#   the proxy and the Debian package (scripts/deb-check.sh packs it with
+#   `cargo deb --no-build`).
+# Once the test build is done, three lanes run side by side, each its stages in order:
+# the tests; the release build and the speed guard (instruction counts, which load does
+# not move); the SDK fixtures, tables and dashboards (scratch installs from PyPI and npm,
+# little CPU). The tests wait on sockets and child processes much of their time, which
+# the release build (niced) fills. Then the stages that need the release binary and a quiet
+# machine (the SDKs through the proxy, with a restart; the package). A lane's output is
+# printed whole when it ends; the first failing stage fails the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-timings=()
-# stage NAME COMMAND...: runs one check under a heading, and notes its time.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+# stage NAME COMMAND...: runs one check under a heading, and notes its time (in a file:
+# lanes are subshells); a failure ends the script, or the lane it runs in.
 stage() {
   local name=$1 started=$SECONDS
   shift
   echo "== $name"
-  "$@"
-  timings+=("$(printf '%5ds  %s' $((SECONDS - started)) "$name")")
+  "$@" || { local rc=$?; echo "test.sh: stage failed: $name" >&2; exit "$rc"; }
+  printf '%5ds  %s\n' $((SECONDS - started)) "$name" >> "$logs/timings"
 }
 
 # cargo clippy's driver for this crate, -D warnings: what `cargo clippy -- -D warnings` sets.
@@ -28,26 +38,57 @@ clippy_env=(
   "CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 )
 
+tests() { stage "cargo test" env "${clippy_env[@]}" cargo test --locked --all-targets; }
+# Niced: it takes the CPU the tests leave, and yields it when a test wants it.
+release() {
+  stage "cargo build --release (the speed guard's, the SDK proxy's and the package's binary)" \
+    nice -n 15 cargo build --release --locked
+  stage "speed guard: instructions of a release scan against benches/instructions.baseline" \
+    nice -n 15 env RUNWAY_BIN=target/release/runway-exporter benches/instructions.sh
+}
+sdks() {
+  stage "SDK fixtures: tests/fixtures/sdk is what the pinned Runway SDKs write" \
+    scripts/sdk-fixtures/run.sh --check
+  stage "SDK tables: config/runway-api.toml is what the pinned Runway SDKs know" \
+    scripts/sdk-tables/run.sh --check
+  stage "Dashboards: dashboards/*.json is what dashboards/generate.py writes with the pinned SDK" \
+    scripts/dashboards.sh --check
+}
+
+# lanes NAME...: runs the functions of those names side by side, each one's output in its
+# own log, printed when all have ended; fails when one failed.
+lanes() {
+  local name names=("$@") pids=() failed=()
+  for name in "$@"; do
+    ("$name") > "$logs/$name.log" 2>&1 &
+    pids+=($!)
+  done
+  local i
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || failed+=("${names[$i]}")
+  done
+  for name in "$@"; do
+    echo "== lane $name"
+    cat "$logs/$name.log"
+  done
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo "test.sh: failed in lane(s): ${failed[*]}" >&2
+    return 1
+  fi
+}
+
 stage "install what the tests need" scripts/install-test-deps.sh
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy -D warnings, and the test build (one compile)" \
   env "${clippy_env[@]}" cargo test --locked --all-targets --no-run
-stage "cargo test" env "${clippy_env[@]}" cargo test --locked --all-targets
-stage "cargo build --release (the speed guard's and the package's binary)" \
-  cargo build --release --locked
-stage "speed guard: instructions of a release scan against benches/instructions.baseline" \
-  env RUNWAY_BIN=target/release/runway-exporter benches/instructions.sh
-stage "SDK fixtures: tests/fixtures/sdk is what the pinned Runway SDKs write" \
-  scripts/sdk-fixtures/run.sh --check
+lanes_started=$SECONDS
+lanes tests release sdks
+printf '%5ds  %s\n' $((SECONDS - lanes_started)) "(the three lanes above, side by side)" >> "$logs/timings"
 stage "SDK proxy: the pinned Runway SDKs through the proxy (same answers, exact counts, a restart)" \
   env RUNWAY_BIN=target/release/runway-exporter scripts/sdk-proxy/run.sh
-stage "SDK tables: config/runway-api.toml is what the pinned Runway SDKs know" \
-  scripts/sdk-tables/run.sh --check
-stage "Dashboards: dashboards/*.json is what dashboards/generate.py writes with the pinned SDK" \
-  scripts/dashboards.sh --check
 stage "Debian package (of the release build above)" scripts/deb-check.sh --no-build
 
 echo "== time per stage (${SECONDS}s in all)"
-printf '%s\n' "${timings[@]}"
+cat "$logs/timings"
 # Every stage passed (set -e stops at the first that fails): the closing line says so.
-echo "test.sh: ${#timings[@]} passed, 0 failed"
+echo "test.sh: $(grep -vc '(the three lanes' "$logs/timings") passed, 0 failed"
