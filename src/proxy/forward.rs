@@ -79,6 +79,18 @@ impl Refusal {
         }
     }
 
+    /// Its `reason` in `runway_exporter_proxy_refused_total`; `None` for the upstream's
+    /// failures, counted as the application's requests instead (with their 502 or 504).
+    fn reason(self) -> Option<&'static str> {
+        match self {
+            Refusal::Connect => Some("connect"),
+            Refusal::AbsoluteForm => Some("absolute_form"),
+            Refusal::NotApi => Some("not_api"),
+            Refusal::DotSegment => Some("dot_segment"),
+            Refusal::Unreachable | Refusal::Timeout => None,
+        }
+    }
+
     /// The answer, in the shape of Runway's own errors (`{"error": "..."}`).
     pub fn answer(self) -> Response<Body> {
         let body = serde_json::json!({ "error": self.message() }).to_string();
@@ -186,7 +198,12 @@ impl Forwarder {
     pub async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
         let target = match check_target(request.method(), request.uri()) {
             Ok(t) => t,
-            Err(refusal) => return refusal.answer(),
+            Err(refusal) => {
+                if let Some(reason) = refusal.reason() {
+                    self.observer.refused(reason);
+                }
+                return refusal.answer();
+            }
         };
         let started = Instant::now();
         let (method, path) = (request.method().clone(), target.path().to_string());
@@ -272,6 +289,11 @@ impl Forwarder {
         observation.answer = Some(bytes.clone());
         self.observer.send(observation);
         Ok(Full::new(bytes))
+    }
+
+    /// A connection closed for bytes that are not HTTP/1.1: counted as refused.
+    pub fn malformed(&self) {
+        self.observer.refused("malformed");
     }
 
     /// The proxy's own answer to a request the upstream did not answer, observed.

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
-use prometheus::{IntCounter, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
 use tokio::sync::mpsc;
 
 use super::endpoint;
@@ -91,7 +91,18 @@ pub struct Observer {
     tx: mpsc::Sender<Observation>,
     dropped: IntCounter,
     too_large: IntCounter,
+    refused: IntCounterVec,
 }
+
+/// Why the proxy refused a request without forwarding it: the values of
+/// `runway_exporter_proxy_refused_total`'s `reason`, each present from the start.
+pub const REFUSALS: [&str; 5] = [
+    "connect",
+    "absolute_form",
+    "not_api",
+    "dot_segment",
+    "malformed",
+];
 
 impl Observer {
     /// An observer with room for `capacity` observations; its counters are registered
@@ -109,15 +120,33 @@ impl Observer {
             "runway_exporter_proxy_answers_unobserved_total",
             "JSON answers the proxy passed back whole but did not read: larger than 64 KiB.",
         )?;
+        let refused = IntCounterVec::new(
+            prometheus::Opts::new(
+                "runway_exporter_proxy_refused_total",
+                "Requests the proxy answered itself without forwarding, by reason: connect (CONNECT), absolute_form (a target naming a host), not_api (a path outside /v1/), dot_segment (. or .. in the path), malformed (not HTTP/1.1; the connection is closed).",
+            ),
+            &["reason"],
+        )?;
+        for reason in REFUSALS {
+            refused.with_label_values(&[reason]);
+        }
         live.register(Box::new(dropped.clone()))?;
         live.register(Box::new(too_large.clone()))?;
+        live.register(Box::new(refused.clone()))?;
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let observer = Observer {
             tx,
             dropped,
             too_large,
+            refused,
         };
         Ok((observer, rx))
+    }
+
+    /// A request refused for `reason` (one of [`REFUSALS`]).
+    pub fn refused(&self, reason: &'static str) {
+        debug_assert!(REFUSALS.contains(&reason), "{reason}");
+        self.refused.with_label_values(&[reason]).inc();
     }
 
     /// Hands `o` over, or drops and counts it: never waits.

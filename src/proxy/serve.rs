@@ -6,6 +6,8 @@
 //! - A connection's TLS handshake and each request's headers must arrive within
 //!   `header_read_timeout`; bodies stream for as long as they keep moving.
 //! - On shutdown the listener closes and requests in progress get the grace period.
+//! - A connection closed because its bytes are not HTTP/1.1 is counted in
+//!   `runway_exporter_proxy_refused_total{reason="malformed"}`.
 //! - Client connections have Nagle's algorithm off (`TCP_NODELAY`), as the upstream
 //!   ones do: an answer's last bytes are never held back waiting for an acknowledgement.
 
@@ -60,8 +62,11 @@ pub async fn serve(
         };
         let (forwarder, tls, watcher) = (forwarder.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let served = connection(stream, forwarder, tls, limits, watcher).await;
+            let served = connection(stream, forwarder.clone(), tls, limits, watcher).await;
             if let Err(e) = served {
+                if malformed(&e) {
+                    forwarder.malformed();
+                }
                 tracing::debug!(error = %e, "Proxy connection ended with an error.");
             }
             drop(place);
@@ -88,6 +93,13 @@ fn nodelay(stream: TcpStream) -> TcpStream {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether a connection ended because the client sent what is not HTTP/1.1 (hyper
+/// answered 400 and closed it), not because it went away or was too slow.
+fn malformed(e: &BoxError) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(|e| e.is_parse() || e.is_parse_too_large())
+}
 
 async fn connection(
     stream: TcpStream,

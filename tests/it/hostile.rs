@@ -262,8 +262,8 @@ fn every_model_runway_reports_keeps_its_label() {
 
 /// The proxy's port under a flood of requests it refuses (paths outside `/v1/`,
 /// absolute-form targets, `CONNECT`, dot segments, garbage bytes): each is answered
-/// and closed, nothing reaches the upstream, no series is added, memory stays flat,
-/// and a good request is still served.
+/// and closed, nothing reaches the upstream, no series is added, each refusal is counted
+/// by its reason, memory stays flat, and a good request is still served.
 #[test]
 fn a_flood_of_refused_requests_leaves_the_proxy_bounded_and_serving() {
     use crate::proxy::{call, proxy_daemon, Upstream};
@@ -315,11 +315,25 @@ fn a_flood_of_refused_requests_leaves_the_proxy_bounded_and_serving() {
     assert_eq!(up.seen().len(), 1, "a refused request reached the upstream");
     // Still serving, and counting.
     assert_eq!(call(proxy, "GET", "/v1/tasks/ok-1"), 200);
+    // A malformed request is counted once its connection has closed: wait for it.
     let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
         sum(m, "runway_api_requests_total", &[]) == 2.0
+            && sum(m, "runway_exporter_proxy_refused_total", &[]) == FLOOD as f64
     });
     assert_eq!(sum(&m, "runway_api_requests_total", &[]), 2.0, "{m}");
     assert_eq!(series(&m), before, "the flood added series");
+    // Each refusal counted by its reason (the five reasons' series were there before).
+    for reason in [
+        "connect",
+        "absolute_form",
+        "not_api",
+        "dot_segment",
+        "malformed",
+    ] {
+        let with = format!("reason=\"{reason}\"");
+        let refused = sum(&m, "runway_exporter_proxy_refused_total", &[&with]);
+        assert_eq!(refused, (FLOOD / 5) as f64, "{reason}: {m}");
+    }
     let grown = d.peak_rss().saturating_sub(rss);
     println!(
         "{FLOOD} refused requests in {took:?}; peak RSS +{} KiB",
