@@ -10,13 +10,14 @@
 # - the release build serves the speed guard (benches/instructions.sh), the SDKs through
 #   the proxy and the Debian package (scripts/deb-check.sh packs it with
 #   `cargo deb --no-build`).
-# Once the test build is done, three lanes run side by side, each its stages in order:
-# the tests; the release build and the speed guard (instruction counts, which load does
-# not move); the SDK fixtures, tables and dashboards (scratch installs from PyPI and npm,
-# little CPU). The tests wait on sockets and child processes much of their time, which
-# the release build (niced) fills. Then the stages that need the release binary and a quiet
-# machine (the SDKs through the proxy, with a restart; the package). A lane's output is
-# printed whole when it ends; the first failing stage fails the command.
+# The stages run in lanes, each lane its stages in order, side by side: the release build
+# (niced) and the speed guard (instruction counts, which load does not move) start with
+# the test build and take the CPU it leaves; once the test build is done, the tests and
+# the SDK fixtures, tables and dashboards (scratch installs from PyPI and npm, little
+# CPU) join them. The tests wait on sockets and child processes much of their time,
+# which the release build fills. Then the SDKs through the proxy (with a restart) and
+# the package, both on the release binary, side by side. A lane's output is printed
+# whole when its group ends; the first failing stage fails the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One full build, not an edit loop: incremental compilation's saved state only costs here
@@ -25,7 +26,16 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
 
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+# On the way out (a stage failed), no lane is left running: each lane's commands (cargo,
+# a script), then the lane.
+stop_lanes() {
+  local lane
+  for lane in $(jobs -p); do
+    pkill -TERM -P "$lane" 2>/dev/null || true
+    kill "$lane" 2>/dev/null || true
+  done
+}
+trap 'stop_lanes; rm -rf "$logs"' EXIT
 # stage NAME COMMAND...: runs one check under a heading, and notes its time (in a file:
 # lanes are subshells); a failure ends the script, or the lane it runs in.
 stage() {
@@ -59,22 +69,33 @@ sdks() {
     scripts/dashboards.sh --check
 }
 
-# lanes NAME...: runs the functions of those names side by side, each one's output in its
-# own log, printed when all have ended; fails when one failed.
-lanes() {
-  local name names=("$@") pids=() failed=()
+sdk_proxy() {
+  stage "SDK proxy: the pinned Runway SDKs through the proxy (same answers, exact counts, a restart)" \
+    env RUNWAY_BIN=target/release/runway-exporter scripts/sdk-proxy/run.sh
+}
+package() { stage "Debian package (of the release build above)" scripts/deb-check.sh --no-build; }
+
+# start NAME...: starts the functions of those names, each in the background with its
+# output in its own log. finish: waits for every lane started, prints each one's log
+# whole, and fails when one failed.
+started=()
+start() {
+  local name
   for name in "$@"; do
     ("$name") > "$logs/$name.log" 2>&1 &
-    pids+=($!)
+    started+=("$name:$!")
   done
-  local i
-  for i in "${!pids[@]}"; do
-    wait "${pids[$i]}" || failed+=("${names[$i]}")
+}
+finish() {
+  local lane failed=()
+  for lane in "${started[@]}"; do
+    wait "${lane#*:}" || failed+=("${lane%%:*}")
   done
-  for name in "$@"; do
-    echo "== lane $name"
-    cat "$logs/$name.log"
+  for lane in "${started[@]}"; do
+    echo "== lane ${lane%%:*}"
+    cat "$logs/${lane%%:*}.log"
   done
+  started=()
   if [ ${#failed[@]} -gt 0 ]; then
     echo "test.sh: failed in lane(s): ${failed[*]}" >&2
     return 1
@@ -83,16 +104,20 @@ lanes() {
 
 stage "install what the tests need" scripts/install-test-deps.sh
 stage "cargo fmt --check" cargo fmt --all -- --check
+lanes_started=$SECONDS
+# The release build starts now, niced: it takes what the test build leaves of the CPU
+# (its last crates and links run on one core), and then what the tests leave.
+start release
 stage "cargo clippy -D warnings, and the test build (one compile)" \
   env "${clippy_env[@]}" cargo test --locked --all-targets --no-run
-lanes_started=$SECONDS
-lanes tests release sdks
-printf '%5ds  %s\n' $((SECONDS - lanes_started)) "(the three lanes above, side by side)" >> "$logs/timings"
-stage "SDK proxy: the pinned Runway SDKs through the proxy (same answers, exact counts, a restart)" \
-  env RUNWAY_BIN=target/release/runway-exporter scripts/sdk-proxy/run.sh
-stage "Debian package (of the release build above)" scripts/deb-check.sh --no-build
+start tests sdks
+finish
+printf '%5ds  %s\n' $((SECONDS - lanes_started)) "(the test build and the three lanes, side by side)" >> "$logs/timings"
+# Both want the release binary; neither takes much CPU.
+start sdk_proxy package
+finish
 
 echo "== time per stage (${SECONDS}s in all)"
 cat "$logs/timings"
 # Every stage passed (set -e stops at the first that fails): the closing line says so.
-echo "test.sh: $(grep -vc '(the three lanes' "$logs/timings") passed, 0 failed"
+echo "test.sh: $(grep -vc '(the test build and' "$logs/timings") passed, 0 failed"
