@@ -34,6 +34,20 @@ pub const BUILTIN: &str = include_str!("../config/runway-api.toml");
 /// Longest path looked up; a longer one is `other` without being read.
 pub const MAX_PATH_BYTES: usize = 512;
 
+/// Longest task id taken from any source that names one to follow (the task list, the
+/// proxy's journal).
+pub const MAX_TASK_ID_BYTES: usize = 128;
+
+/// Whether `id` can be a task id to follow: 1 to [`MAX_TASK_ID_BYTES`] of
+/// `[A-Za-z0-9_-]`, so that it is safe in the path `GET /v1/tasks/{id}`.
+pub fn is_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_TASK_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The built-in table, parsed on first use.
 pub fn api() -> &'static RunwayApi {
     static API: LazyLock<RunwayApi> = LazyLock::new(|| {

@@ -47,13 +47,11 @@ pub const MAX_LINES: usize = 16_384;
 /// (seconds): its observation was dropped, or is very late (applying twice is a no-op).
 pub const SETTLE: f64 = 10.0;
 /// Longest line read (bytes, its newline aside). A line the proxy writes is one
-/// [`Entry`]: an id of at most [`MAX_ID_BYTES`], an endpoint template, a model (a label
-/// is at most 64 bytes), a number and a time: under 400 bytes. Ten times that leaves
-/// room for fields added later; a longer line is none the proxy wrote, and is passed
-/// over without being held.
+/// [`Entry`]: an id of at most [`crate::runway_api::MAX_TASK_ID_BYTES`] (Runway's are
+/// 36-byte UUIDs), an endpoint template, a model (a label is at most 64 bytes), a
+/// number and a time: under 400 bytes. Ten times that leaves room for fields added
+/// later; a longer line is none the proxy wrote, and is passed over without being held.
 pub const MAX_LINE: usize = 4096;
-/// Longest task id taken (the task list's bound; Runway's ids are 36-byte UUIDs).
-const MAX_ID_BYTES: usize = 128;
 /// Most bytes read at start-up: 256 MiB, forty times a journal full of the proxy's
 /// lines; a fraction of a second from the page cache. Past it, a file grown by junk is
 /// left unread (logged), so a start-up never waits on gigabytes of it.
@@ -141,19 +139,13 @@ impl Entry {
     }
 
     /// The entry with its absurd values made sane, and whether one was; `None` when its
-    /// id is no task id (empty, over [`MAX_ID_BYTES`], or not of `[A-Za-z0-9_-]`: a
-    /// followed task's id goes into a URL path). The endpoint becomes its template (a
+    /// id is no task id ([`crate::runway_api::is_task_id`]: a followed task's id goes
+    /// into a URL path). The endpoint becomes its template (a
     /// bounded label); an estimate out of 0 to [`crate::record::MAX_CREDITS`] is dropped
     /// (the task is charged as one without); a time not between 0 and `now` becomes
     /// `now` (a later one would hold the line back, and its task unasked, until then).
     fn sane(mut self, now: f64) -> Option<(Entry, bool)> {
-        let id = self.id.as_bytes();
-        let id_ok = !id.is_empty()
-            && id.len() <= MAX_ID_BYTES
-            && id
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
-        if !id_ok {
+        if !crate::runway_api::is_task_id(&self.id) {
             return None;
         }
         let before = self.clone();

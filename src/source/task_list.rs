@@ -89,12 +89,9 @@ fn estimate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Er
         .filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c)))
 }
 
-/// Longest task id accepted from the task list.
-pub const MAX_TASK_ID_BYTES: usize = 128;
-
 /// Parses a task-list line: a bare task id, or a JSON object with `id` (and
 /// optionally `model`, `duration` and `estimatedCost`). An id is 1 to 128 of `[A-Za-z0-9_-]`, so that
-/// it is safe in a URL path.
+/// it is safe in a URL path ([`crate::runway_api::is_task_id`]).
 pub fn parse_task_list_line(line: &[u8]) -> Result<TaskListEntry, ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = std::str::from_utf8(line)
@@ -113,13 +110,7 @@ pub fn parse_task_list_line(line: &[u8]) -> Result<TaskListEntry, ParseError> {
             estimated_cost: None,
         }
     };
-    let ok = !entry.id.is_empty()
-        && entry.id.len() <= MAX_TASK_ID_BYTES
-        && entry
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if crate::runway_api::is_task_id(&entry.id) {
         Ok(entry)
     } else {
         Err(ParseError::InvalidTaskId)
