@@ -251,9 +251,7 @@ impl Forwarder {
         let small = hyper::body::Body::size_hint(&body)
             .exact()
             .is_some_and(|n| n <= super::tee::MAX_KEPT as u64);
-        let create = observation.method == Method::POST
-            && (200..300).contains(&observation.code)
-            && super::endpoint::creates_tasks(&observation.path);
+        let create = observation.is_create_call();
         if let (Some(journal), true) = (&self.journal, create && json && small) {
             let body = self.journaled(body, observation, model, journal).await;
             return match body {

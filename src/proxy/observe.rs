@@ -30,7 +30,7 @@
 //!   not ended; an old task never seen so is no outcome
 //!   ([`crate::ledger::Ledger::task_deleted`]);
 //! - a `POST` to a create endpoint (or a path the table does not know) answered 2xx with
-//!   a JSON task `id` (a create call; `endpoint::creates_tasks`): one task in
+//!   a JSON task `id` (a create call; [`Observation::is_create_call`]): one task in
 //!   `runway_tasks_created_total{endpoint,model}`, the model the request's top-level
 //!   `model`, else the answer's `routing.model`, else `unknown`; the task is held open
 //!   ([`crate::ledger::CreatedBook`]: its records that lack a model get this one) and,
@@ -83,6 +83,16 @@ pub struct Observation {
     pub answer: Option<Bytes>,
     /// The answer's `x-should-retry` header, when it says `true` or `false`.
     pub should_retry: Option<bool>,
+}
+
+impl Observation {
+    /// Whether it is a create call's answer: a `POST` answered 2xx to a path that
+    /// creates tasks ([`endpoint::creates_tasks`]).
+    pub fn is_create_call(&self) -> bool {
+        self.method == Method::POST
+            && (200..300).contains(&self.code)
+            && endpoint::creates_tasks(&self.path)
+    }
 }
 
 /// The sending side: never waits, counts what it cannot hand over.
@@ -260,8 +270,7 @@ fn apply(
             l.proxy_sighting(id, o.at);
         }
     });
-    if o.method == Method::POST && (200..300).contains(&o.code) && endpoint::creates_tasks(&o.path)
-    {
+    if o.is_create_call() {
         if let Some(answer) = &o.answer {
             let request = (template, o.model.as_deref(), o.at);
             created(pipeline, (source, follow), request, answer);
