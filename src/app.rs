@@ -316,7 +316,7 @@ struct Built {
 /// its answers make.
 struct ProxyListener {
     listener: TcpListener,
-    forwarder: Arc<crate::proxy::Forwarder>,
+    forwarder: crate::proxy::Forwarder,
     tls: Option<tokio_rustls::TlsAcceptor>,
     observations: tokio::sync::mpsc::Receiver<crate::proxy::Observation>,
     journal: Arc<crate::proxy::Journal>,
@@ -361,7 +361,7 @@ impl ProxyListener {
             .with_context(|| format!("cannot listen on {} (proxy.listen)", settings.listen))?;
         Ok(Some(ProxyListener {
             listener,
-            forwarder: Arc::new(forwarder),
+            forwarder,
             tls,
             observations,
             journal,
@@ -408,13 +408,15 @@ impl ProxyListener {
                 &stop,
             )
         });
-        let serve = tracker.spawn(crate::proxy::serve(
+        let serve = crate::proxy::serve(
             self.listener,
             self.forwarder,
             self.tls,
             limits,
             tokens.sources.child_token(),
-        ));
+        )
+        .context("cannot start the proxy's threads")?;
+        let serve = tracker.spawn(serve);
         let tasks = ProxyTasks {
             serve,
             consumer,

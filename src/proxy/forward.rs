@@ -7,16 +7,14 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use super::journal::{Entry, Journal};
 use super::observe::{Observation, Observer};
 use super::tee::{AnswerTee, ModelSlot, RequestTee};
+use super::upstream::{Answer, Upstream};
 
 /// What the client gets: the upstream's body as it streams (observed on the side), or
 /// a small answer of ours.
@@ -27,11 +25,10 @@ pub type Body = Either<AnswerTee, Full<Bytes>>;
 #[error("{0}")]
 pub struct ProxyError(String);
 
-/// Forwards requests to one upstream origin.
+/// Forwards requests to one upstream origin, on connections of its own: one forwarder
+/// a proxy thread ([`Forwarder::sibling`]).
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, RequestTee>,
-    scheme: Scheme,
-    authority: Authority,
+    upstream: Upstream<RequestTee>,
     response_timeout: Duration,
     observer: Arc<Observer>,
     /// Where create answers are journaled before they go to the client.
@@ -179,18 +176,23 @@ impl Forwarder {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http1_max_buf_size(64 * 1024)
-            .build(https);
         Ok(Forwarder {
-            client,
-            scheme,
-            authority,
+            upstream: Upstream::new(https, scheme, authority),
             response_timeout,
             observer: Arc::new(observer),
             journal,
         })
+    }
+
+    /// A forwarder for another proxy thread: the same upstream, observer and journal,
+    /// connections of its own.
+    pub fn sibling(&self) -> Forwarder {
+        Forwarder {
+            upstream: self.upstream.sibling(),
+            response_timeout: self.response_timeout,
+            observer: self.observer.clone(),
+            journal: self.journal.clone(),
+        }
     }
 
     /// Forwards one request and gives back the upstream's answer as it streams, or the
@@ -211,30 +213,20 @@ impl Forwarder {
         // Only a create call's body says which model: the others are not scanned.
         let model = ModelSlot::default();
         let body = RequestTee::new(body, method == Method::POST, model.clone());
-        parts.uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build()
-            .expect("an origin and a checked path make a URI");
+        parts.uri = Uri::from(target);
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::EXPECT);
-        // The client sets `Host` from the URI: the upstream's, whatever the client sent.
-        parts.headers.remove(header::HOST);
+        // `Host` is the upstream's, whatever the client sent (set by `Upstream::send`).
         let upstream = Request::from_parts(parts, body);
-        let answer = match tokio::time::timeout(
-            self.response_timeout,
-            self.client.request(upstream),
-        )
-        .await
-        {
-            Err(_) => return self.failed(Refusal::Timeout, method, path),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, connect = e.is_connect(), "The upstream request failed.");
-                return self.failed(Refusal::Unreachable, method, path);
-            }
-            Ok(Ok(answer)) => answer,
-        };
+        let answer =
+            match tokio::time::timeout(self.response_timeout, self.upstream.send(upstream)).await {
+                Err(_) => return self.failed(Refusal::Timeout, method, path),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "The upstream request failed.");
+                    return self.failed(Refusal::Unreachable, method, path);
+                }
+                Ok(Ok(answer)) => answer,
+            };
         let observation = Observation {
             method,
             path,
@@ -268,7 +260,7 @@ impl Forwarder {
     /// the upstream broke off or stalled.
     async fn journaled(
         &self,
-        body: Incoming,
+        body: Answer<RequestTee>,
         mut observation: Observation,
         model: ModelSlot,
         journal: &Journal,

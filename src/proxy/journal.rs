@@ -642,8 +642,8 @@ mod tests {
             header_read_timeout: std::time::Duration::from_secs(5),
             grace: std::time::Duration::from_secs(1),
         };
-        let serve = super::super::serve(listener, forwarder.into(), None, limits, token.clone());
-        tokio::spawn(serve);
+        let serve = super::super::serve(listener, forwarder, None, limits, token.clone());
+        tokio::spawn(serve.unwrap());
         addr
     }
 

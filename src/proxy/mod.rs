@@ -29,6 +29,7 @@ mod observe;
 pub(crate) mod scan;
 mod serve;
 mod tee;
+mod upstream;
 
 pub use forward::Forwarder;
 pub use journal::{Apply, Journal, SETTLE};

@@ -430,7 +430,7 @@ mod tests {
         let live = Registry::new();
         // Room for one observation, and no consumer: observation is stuck.
         let (observer, mut rx) = Observer::new(1, &live).unwrap();
-        let forwarder = Arc::new(super::super::Forwarder::new(&settings, observer, None).unwrap());
+        let forwarder = super::super::Forwarder::new(&settings, observer, None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = tokio_util::sync::CancellationToken::new();
@@ -439,13 +439,8 @@ mod tests {
             header_read_timeout: Duration::from_secs(5),
             grace: Duration::from_secs(1),
         };
-        tokio::spawn(super::super::serve(
-            listener,
-            forwarder,
-            None,
-            limits,
-            token.clone(),
-        ));
+        let serve = super::super::serve(listener, forwarder, None, limits, token.clone());
+        tokio::spawn(serve.unwrap());
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<Full<Bytes>>();

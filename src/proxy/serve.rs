@@ -1,5 +1,7 @@
 //! The proxy's accept loop: bounded connections, optional TLS, graceful shutdown.
 //!
+//! - One thread a core serves, each with its own runtime and upstream connections
+//!   (nginx's worker model): no request, answer or connection crosses threads.
 //! - At most `max_connections` connections are served at once; the next is accepted
 //!   when one ends (the kernel's backlog holds the others, as nginx's
 //!   `worker_connections` does).
@@ -33,51 +35,117 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// Serves until `token` is cancelled, then lets requests in progress finish within
-/// the grace period.
-pub async fn serve(
+/// Serves on one thread a core (nginx's workers), each with a current-thread runtime and
+/// a forwarder of its own, so that a request and its upstream connection stay on one
+/// thread; they take turns accepting from `listener` and share `max_connections`.
+/// Returns what ends when every thread has: `token` cancelled, the requests in progress
+/// given the grace period.
+pub fn serve(
     listener: TcpListener,
-    forwarder: Arc<Forwarder>,
+    forwarder: Forwarder,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     token: CancellationToken,
-) {
-    let graceful = GracefulShutdown::new();
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let listener = listener.into_std()?;
     let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        let place = tokio::select! {
-            _ = token.cancelled() => break,
-            place = places.clone().acquire_owned() => place.expect("the semaphore is never closed"),
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut ended = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let worker = Worker {
+            listener: listener.try_clone()?,
+            forwarder: Arc::new(forwarder.sibling()),
+            tls: tls.clone(),
+            places: places.clone(),
+            limits,
+            token: token.clone(),
         };
-        let stream = tokio::select! {
-            _ = token.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => nodelay(stream),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Proxy: cannot accept a connection.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (forwarder, tls, watcher) = (forwarder.clone(), tls.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let served = connection(stream, forwarder.clone(), tls, limits, watcher).await;
-            if let Err(e) = served {
-                if malformed(&e) {
-                    forwarder.malformed();
-                }
-                tracing::debug!(error = %e, "Proxy connection ended with an error.");
-            }
-            drop(place);
-        });
+        let (done, end) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("proxy-{i}"))
+            .spawn(move || {
+                runtime.block_on(worker.run());
+                // Connections still open after the grace period close with it.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        ended.push(end);
     }
-    drop(listener);
-    if tokio::time::timeout(limits.grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("Proxy connections still open after the grace period; closing them.");
+    Ok(async move {
+        for end in ended {
+            let _ = end.await;
+        }
+    })
+}
+
+/// One proxy thread's share of the listener.
+struct Worker {
+    listener: std::net::TcpListener,
+    forwarder: Arc<Forwarder>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    places: Arc<Semaphore>,
+    limits: Limits,
+    token: CancellationToken,
+}
+
+impl Worker {
+    /// Accepts until the token is cancelled, then lets requests in progress finish within
+    /// the grace period.
+    async fn run(self) {
+        let Worker {
+            listener,
+            forwarder,
+            tls,
+            places,
+            limits,
+            token,
+        } = self;
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "Proxy: a thread cannot take the listener.");
+                return;
+            }
+        };
+        let graceful = GracefulShutdown::new();
+        loop {
+            let place = tokio::select! {
+                _ = token.cancelled() => break,
+                place = places.clone().acquire_owned() => place.expect("the semaphore is never closed"),
+            };
+            let stream = tokio::select! {
+                _ = token.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => nodelay(stream),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Proxy: cannot accept a connection.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let (forwarder, tls, watcher) = (forwarder.clone(), tls.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let served = connection(stream, forwarder.clone(), tls, limits, watcher).await;
+                if let Err(e) = served {
+                    if malformed(&e) {
+                        forwarder.malformed();
+                    }
+                    tracing::debug!(error = %e, "Proxy connection ended with an error.");
+                }
+                drop(place);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(limits.grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Proxy connections still open after the grace period; closing them.");
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::observe::{Observation, Observer};
 use super::scan::ModelScan;
+use super::upstream::Answer;
 
 /// The most of an answer kept for observation; a longer answer is passed on whole but
 /// not observed (and counted).
@@ -86,7 +87,7 @@ impl Body for RequestTee {
 /// The upstream's answer passed on unchanged, observed on the side.
 #[derive(Debug)]
 pub struct AnswerTee {
-    inner: Incoming,
+    inner: Answer<RequestTee>,
     /// The answer so far, while it is JSON and within [`MAX_KEPT`].
     kept: Option<BytesMut>,
     /// Sent once, at the end or on drop.
@@ -97,7 +98,7 @@ pub struct AnswerTee {
 impl AnswerTee {
     /// `keep`: the answer is JSON, worth keeping.
     pub fn new(
-        inner: Incoming,
+        inner: Answer<RequestTee>,
         keep: bool,
         observation: Observation,
         model: ModelSlot,
