@@ -297,7 +297,7 @@ fn apply(
 
 /// A create call's answer: when it names a task `id`, a task created through
 /// `endpoint` at `at` (see [`super::journal::Entry::of_create`]); followed as `follow`
-/// says.
+/// says. An `id` that is no task id is rejected (`invalid_task_id`), as a log line's.
 fn created(
     pipeline: &Pipeline,
     (source, follow): (SourceId, Follow),
@@ -306,6 +306,10 @@ fn created(
 ) {
     let Some(entry) = super::journal::Entry::of_create(endpoint, model, at, answer) else {
         return;
+    };
+    // An id that is no task id would go into the URL of a poll: rejected, as in a log.
+    let Some(entry) = entry.checked(at) else {
+        return pipeline.reject(source, ParseError::InvalidTaskId, &one_line(answer));
     };
     // Runway's estimate for the new task is what it is charged if it ends without a
     // cost (`estimate_seen` ignores what is not a number of credits in range).

@@ -142,6 +142,40 @@ fn a_post_that_creates_no_task_is_not_a_created_task() {
     assert_eq!(open(&m), Some(1.0), "{m}");
 }
 
+/// A create answer whose `id` is no task id (a path, or over 128 bytes: it would go into
+/// the URL of a poll) reaches the application as it came, but creates no task, is not
+/// journalled (`journal::tests::a_live_entry_the_replay_would_skip_is_not_written`) and
+/// is rejected as `invalid_task_id`, as a journal line or a log's would be.
+#[test]
+fn a_create_answer_whose_id_is_no_task_id_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockApi::start(KEY, vec![]);
+    let long = "t".repeat(200);
+    for id in ["../../v1/organization", &long, "fine-1"] {
+        mock.on_create(id, 5.0, vec![Step::Task("RUNNING", None)]);
+    }
+    let (d, proxy) = daemon(dir.path(), &mock, "", &[]);
+    let body = r#"{"model":"gen4_image","promptText":"a cat"}"#;
+    let (code, answer) = call(proxy, "POST", "/v1/text_to_image", body);
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains("../../v1/organization"), "{answer}");
+    create(proxy, "gen4_image");
+    create(proxy, "gen4_image");
+    let rejected = r#"runway_exporter_parse_errors_total{reason="invalid_task_id",source="proxy"}"#;
+    let (m, _) = d.scrape_until(Duration::from_secs(20), |m| {
+        sum(m, "runway_api_requests_total", &[]) == 3.0
+            && sample(m, rejected) == Some(2.0)
+            && sum(m, "runway_tasks_created_total", &[]) == 1.0
+    });
+    assert_eq!(sample(&m, rejected), Some(2.0), "{m}");
+    assert_eq!(sum(&m, "runway_tasks_created_total", &[]), 1.0, "{m}");
+    assert_eq!(open(&m), Some(1.0), "{m}");
+    // Its line may be settled and gone by now; the others were never written.
+    let journal = std::fs::read_to_string(dir.path().join("state/proxy-created.journal")).unwrap();
+    assert!(!journal.contains("organization"), "{journal}");
+    assert!(!journal.contains(&long), "{journal}");
+}
+
 /// How many times the mock was asked for each of `ids`.
 fn asked(mock: &MockApi, ids: &[&str]) -> Vec<usize> {
     let requests = mock.task_requests();
