@@ -36,8 +36,11 @@
 //! - `http::passwords`: `Queue::state` (with its `Condvar`, never held across bcrypt),
 //!   `Memory::right`, `Memory::wrong`, `Passwords::unstarted`.
 //! - `http::places`: `Waiting::queue`, `Places::warned`.
+//! - `proxy::upstream`: a proxy thread's idle connections (`Upstream::idle`), taken by
+//!   that thread's requests (and, when an answer outlives it, its drop).
 //!
-//! Threads: the tokio runtime's workers (the API source, the web server, the proxy), the
+//! Threads: the tokio runtime's workers (the API source, the web server), the proxy's
+//! threads (`proxy-N`, one a core, each a runtime of its own: `proxy::serve`), the
 //! runtime's blocking threads (the committer's loop, `app::commit`, the file
 //! tailer's reads, `source::file`, and the proxy's observation consumer,
 //! `proxy::observe`), and the password-check threads

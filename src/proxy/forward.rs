@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
@@ -13,12 +13,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::journal::{Entry, Journal};
 use super::observe::{Observation, Observer};
+use super::tee::MAX_KEPT;
 use super::tee::{AnswerTee, ModelSlot, RequestTee};
-use super::upstream::{Answer, Upstream};
+use super::upstream::{Answer, Read, Resumed, Upstream};
 
 /// What the client gets: the upstream's body as it streams (observed on the side), or
 /// a small answer of ours.
-pub type Body = Either<AnswerTee, Full<Bytes>>;
+pub type Body = Either<AnswerTee, Resumed<RequestTee>>;
 
 /// An upstream origin or client that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +92,7 @@ impl Refusal {
     /// The answer, in the shape of Runway's own errors (`{"error": "..."}`).
     pub fn answer(self) -> Response<Body> {
         let body = serde_json::json!({ "error": self.message() }).to_string();
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        let mut response = Response::new(Either::Right(Resumed::new(Bytes::from(body), None)));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -240,11 +241,12 @@ impl Forwarder {
         let (mut parts, body) = answer.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let json = is_json(&parts.headers);
-        let small = hyper::body::Body::size_hint(&body)
-            .exact()
-            .is_some_and(|n| n <= super::tee::MAX_KEPT as u64);
+        // A stated length within what is kept, or none (chunked): read before it goes on.
+        let fits = hyper::body::Body::size_hint(&body)
+            .upper()
+            .is_none_or(|n| n <= MAX_KEPT as u64);
         let create = observation.is_create_call();
-        if let (Some(journal), true) = (&self.journal, create && json && small) {
+        if let (Some(journal), true) = (&self.journal, create && json && fits) {
             let body = self.journaled(body, observation, model, journal).await;
             return match body {
                 Ok(body) => Response::from_parts(parts, Either::Right(body)),
@@ -255,22 +257,28 @@ impl Forwarder {
         Response::from_parts(parts, Either::Left(body))
     }
 
-    /// A create call's answer, read whole (it is small), its task journaled before it
-    /// goes to the client, then observed; `Err` with the request's method and path when
-    /// the upstream broke off or stalled.
+    /// A create call's answer, read whole (when it is within [`MAX_KEPT`]), its task
+    /// journaled before it goes to the client, then observed; a longer one goes on as
+    /// it comes, unobserved (counted as too large, as [`AnswerTee`] does); `Err` with the
+    /// request's method and path when the upstream broke off or stalled.
     async fn journaled(
         &self,
         body: Answer<RequestTee>,
         mut observation: Observation,
         model: ModelSlot,
         journal: &Journal,
-    ) -> Result<Full<Bytes>, (Method, String)> {
-        use http_body_util::BodyExt;
-        let bytes = match tokio::time::timeout(self.response_timeout, body.collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            _ => return Err((observation.method, observation.path)),
-        };
+    ) -> Result<Resumed<RequestTee>, (Method, String)> {
+        let read = tokio::time::timeout(self.response_timeout, body.read_within(MAX_KEPT));
         observation.model = model.get().cloned().flatten();
+        let bytes = match read.await {
+            Ok(Read::Whole(bytes)) => bytes,
+            Ok(Read::Longer(body)) => {
+                self.observer.too_large();
+                self.observer.send(observation);
+                return Ok(body);
+            }
+            Ok(Read::Broken) | Err(_) => return Err((observation.method, observation.path)),
+        };
         let endpoint = super::endpoint::endpoint(&observation.path);
         let (at, model) = (observation.at, observation.model.as_deref());
         if let Some(entry) = Entry::of_create(endpoint, model, at, &bytes) {
@@ -278,7 +286,7 @@ impl Forwarder {
         }
         observation.answer = Some(bytes.clone());
         self.observer.send(observation);
-        Ok(Full::new(bytes))
+        Ok(Resumed::new(bytes, None))
     }
 
     /// A connection closed for bytes that are not HTTP/1.1: counted as refused.

@@ -718,6 +718,98 @@ mod tests {
         token.cancel();
     }
 
+    /// A stand-in upstream answering every request with `body` in chunks of 1000 bytes
+    /// (`Transfer-Encoding: chunked`: no stated length), then closing.
+    async fn chunked_upstream(body: Vec<u8>) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let head_end = loop {
+                        let n = stream.read(&mut buf).await.unwrap();
+                        seen.extend_from_slice(&buf[..n]);
+                        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&seen[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .split("content-length:")
+                        .nth(1)
+                        .and_then(|v| v.split("\r\n").next())
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while seen.len() < head_end + length {
+                        let n = stream.read(&mut buf).await.unwrap();
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+                    for chunk in body.chunks(1000) {
+                        answer.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+                        answer.extend(chunk);
+                        answer.extend(b"\r\n");
+                    }
+                    answer.extend(b"0\r\n\r\n");
+                    stream.write_all(&answer).await.unwrap();
+                });
+            }
+        });
+        addr
+    }
+
+    /// A create call through a journaling proxy in front of `up`: the body the client got.
+    async fn create_through(
+        up: std::net::SocketAddr,
+        journal: &std::sync::Arc<Journal>,
+    ) -> Vec<u8> {
+        use http_body_util::{BodyExt, Full};
+        let token = tokio_util::sync::CancellationToken::new();
+        let addr = proxy(up, Some(journal.clone()), &token).await;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<bytes::Bytes>>();
+        let request = hyper::Request::post(format!("http://{addr}/v1/image_to_video"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from_static(
+                br#"{"model":"gen4_turbo"}"#,
+            )))
+            .unwrap();
+        let answer = client.request(request).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        token.cancel();
+        body.to_vec()
+    }
+
+    /// A create answer without a stated length (chunked) is read and journaled before it
+    /// goes on, as one with a length is; one longer than what is kept goes on whole,
+    /// unjournaled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chunked_create_answer_is_journaled_before_it_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = std::sync::Arc::new(Journal::open(dir.path(), &Registry::new()).unwrap());
+        let pad = "p".repeat(2500);
+        let small = format!(
+            r#"{{"id":"0f1e2d3c-chunked","estimatedCost":{{"credits":40}},"pad":"{pad}"}}"#
+        );
+        let got =
+            create_through(chunked_upstream(small.clone().into_bytes()).await, &journal).await;
+        assert_eq!(got, small.as_bytes());
+        assert_eq!(journal.lines(), 1);
+        let pad = "p".repeat(super::super::tee::MAX_KEPT + 10_000);
+        let large =
+            format!(r#"{{"id":"0f1e2d3c-large","estimatedCost":{{"credits":40}},"pad":"{pad}"}}"#);
+        let got =
+            create_through(chunked_upstream(large.clone().into_bytes()).await, &journal).await;
+        assert_eq!(got.len(), large.len());
+        assert!(got == large.as_bytes(), "the long answer went on changed");
+        assert_eq!(journal.lines(), 1);
+    }
+
     /// A line of 64 MiB, never on disk nor in memory (made as it is read), then a good
     /// one: the buffer never holds more than `MAX_LINE` + 1 bytes.
     #[test]

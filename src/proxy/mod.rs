@@ -18,8 +18,8 @@
 //!   kept, and one observation per answer handed to a consumer that alone touches the
 //!   pipeline; a full queue drops observations (counted), never delays a request.
 //!   Endpoints are counted as bounded templates (`endpoint`).
-//! - A create call's answer (a JSON body of a stated length of at most 64 KiB) is read
-//!   whole and its task written to the journal before it goes to the client (`journal`):
+//! - A create call's answer (a JSON body of at most 64 KiB, its length stated or not) is
+//!   read whole and its task written to the journal before it goes to the client (`journal`):
 //!   a task whose create answer reached the application survives a `kill -9`.
 
 mod endpoint;

@@ -234,6 +234,91 @@ impl<B: Unpin> Body for Answer<B> {
     }
 }
 
+/// An answer's body read up to a limit: whole, or its first bytes and the rest.
+pub enum Read<B> {
+    /// It ended within the limit.
+    Whole(bytes::Bytes),
+    /// It went past the limit: what was read, then the rest as it comes.
+    Longer(Resumed<B>),
+    /// It broke off.
+    Broken,
+}
+
+impl<B: Unpin> Answer<B> {
+    /// Reads the body while it stays within `limit` bytes.
+    pub async fn read_within(mut self, limit: usize) -> Read<B> {
+        use http_body_util::BodyExt;
+        let mut read = bytes::BytesMut::new();
+        loop {
+            match self.frame().await {
+                None => return Read::Whole(read.freeze()),
+                Some(Err(_)) => return Read::Broken,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        read.extend_from_slice(data);
+                    }
+                    if read.len() > limit {
+                        return Read::Longer(Resumed::new(read.freeze(), Some(self)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A body given on: the bytes already read, then the rest of the answer (if any) as it
+/// streams.
+#[derive(Debug)]
+pub struct Resumed<B> {
+    read: Option<bytes::Bytes>,
+    rest: Option<Answer<B>>,
+}
+
+impl<B> Resumed<B> {
+    pub fn new(read: bytes::Bytes, rest: Option<Answer<B>>) -> Resumed<B> {
+        Resumed {
+            read: Some(read).filter(|r| !r.is_empty()),
+            rest,
+        }
+    }
+}
+
+impl<B: Unpin> Body for Resumed<B> {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+        if let Some(read) = self.read.take() {
+            return Poll::Ready(Some(Ok(Frame::data(read))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_none() && self.rest.as_ref().is_none_or(Answer::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read = self.read.as_ref().map_or(0, |r| r.len() as u64);
+        let Some(rest) = &self.rest else {
+            return SizeHint::with_exact(read);
+        };
+        let rest = rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(read + rest.lower());
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(read + upper);
+        }
+        hint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
