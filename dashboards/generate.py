@@ -254,6 +254,11 @@ def proxy_row(b):
                 [(f"histogram_quantile({q}, sum by (endpoint, le) (rate(runway_api_request_duration_seconds_bucket{{{SEL}}}[{RI}])))",
                   f"{{{{endpoint}}}} p{p}") for q, p in [("0.5", "50"), ("0.99", "99")]],
                 unit="s"))
+    b.add(panel(timeseries.Panel(), "Tasks created, not yet seen to end",
+                "Tasks created through the proxy whose end no source has seen yet (runway_proxy_tasks_open): "
+                "the application's polls, a log, a DELETE, or the API source following them with a key. "
+                "Without a key, a line that only grows is tasks the application created and never waited for.",
+                [(f"sum by (instance) (runway_proxy_tasks_open{{{SEL}}})", "{{instance}}")]))
     b.add(panel(stat.Panel(), "HTTP error ratio",
                 "Answers with a 4xx or 5xx status among all the proxy passed back.",
                 [(f'(sum(rate(runway_api_requests_total{{{SEL},code=~"4..|5.."}}[{RI}])) or vector(0)) / sum(rate(runway_api_requests_total{{{SEL}}}[{RI}]))', "errors")],
@@ -297,7 +302,18 @@ def health():
                 "full (counting fell behind, say a slow disk), or JSON answers over 64 KiB not read. "
                 "The requests themselves went through.",
                 [(f"sum by (instance) (increase(runway_exporter_proxy_observations_dropped_total{{{SEL}}}[{RI}]))", "dropped {{instance}}"),
-                 (f"sum by (instance) (increase(runway_exporter_proxy_answers_unobserved_total{{{SEL}}}[{RI}]))", "unobserved {{instance}}")],
+                 (f"sum by (instance) (increase(runway_exporter_proxy_answers_unobserved_total{{{SEL}}}[{RI}]))", "unobserved {{instance}}")]))
+    b.add(panel(timeseries.Panel(), "Requests the proxy refused",
+                "Requests answered by the proxy itself, never forwarded, by reason (runway_exporter_proxy_refused_total): "
+                "CONNECT, a target naming a host, a path outside /v1/, dot segments, bytes that are not HTTP/1.1. "
+                "A steady stream is a misconfigured client or someone probing the port.",
+                [(f"sum by (reason) (increase(runway_exporter_proxy_refused_total{{{SEL}}}[{RI}]))", "{{reason}}")]))
+    b.add(panel(timeseries.Panel(), "Created tasks at risk",
+                "Create answers passed on without their task in the journal (a failed write or a full journal: "
+                "such a task is lost if the exporter is killed before its next commit), and open tasks dropped "
+                "to make room for newer ones (16,384 held).",
+                [(f"sum by (instance) (increase(runway_exporter_proxy_journal_failures_total{{{SEL}}}[{RI}]))", "unjournaled {{instance}}"),
+                 (f"sum by (instance) (increase(runway_exporter_proxy_tasks_open_evicted_total{{{SEL}}}[{RI}]))", "evicted {{instance}}")],
                 width=24))
     return b
 

@@ -119,6 +119,10 @@ fn every_metric_a_panel_uses_is_documented_and_the_proxys_are_shown() {
         "runway_api_request_duration_seconds",
         "runway_exporter_proxy_observations_dropped_total",
         "runway_exporter_proxy_answers_unobserved_total",
+        "runway_proxy_tasks_open",
+        "runway_exporter_proxy_refused_total",
+        "runway_exporter_proxy_journal_failures_total",
+        "runway_exporter_proxy_tasks_open_evicted_total",
     ] {
         assert!(used.contains(proxy), "no panel shows {proxy}: {used:?}");
     }

@@ -101,6 +101,31 @@ fn unit_under_test(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// With the proxy on, the application's API calls go through the exporter: after a crash
+/// it must be back before the SDKs' second retry (runwayml's comes 0.375 + 0.75 s after
+/// the first failure at the earliest; a start takes ~0.1 s, allowed 0.5 s here), and
+/// systemd must never stop restarting it.
+#[test]
+fn the_systemd_unit_restarts_within_the_sdks_retries_and_never_gives_up() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/runway-exporter.service"),
+    )
+    .unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+    };
+    assert_eq!(value("Restart"), "on-failure");
+    let restart = humantime::parse_duration(value("RestartSec")).unwrap();
+    let start = std::time::Duration::from_millis(500);
+    assert!(
+        restart + start <= std::time::Duration::from_millis(1125),
+        "RestartSec={restart:?}"
+    );
+    assert_eq!(value("StartLimitIntervalSec"), "0");
+}
+
 #[test]
 fn the_systemd_unit_verifies_and_is_rated_ok_or_better() {
     let analyze = require_tool("systemd-analyze");
