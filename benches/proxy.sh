@@ -5,9 +5,10 @@
 #     POST /v1/image_to_video a create answer; /v1/sink streams a body on to
 #     benches/proxy-sink.py, which reads it whole and only then answers;
 #   - nginx as a reverse proxy in front of it: proxy_pass to an upstream with HTTP/1.1
-#     keepalive, 2 workers (the exporter's runtime has 2 threads), and streaming like the
-#     exporter's: `proxy_request_buffering off; proxy_buffering off;` (by default nginx
-#     would spool bodies to memory and temp files), no body size limit, no access log;
+#     keepalive, 2 workers (the exporter's proxy has one thread a core: 2 here), and
+#     streaming like the exporter's: `proxy_request_buffering off; proxy_buffering off;`
+#     (by default nginx would spool bodies to memory and temp files), no body size
+#     limit, no access log;
 #   - runway-exporter (release build, `[proxy] enabled = true`, upstream = the stand-in,
 #     state dir in the temp dir, no task logs, log level warn) in front of the same.
 # wrk (`--latency`, benches/proxy-wrk.lua) measures, for GET of a task and POST of a small

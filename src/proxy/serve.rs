@@ -39,7 +39,8 @@ pub struct Limits {
 /// a forwarder of its own, so that a request and its upstream connection stay on one
 /// thread; they take turns accepting from `listener` and share `max_connections`.
 /// Returns what ends when every thread has: `token` cancelled, the requests in progress
-/// given the grace period.
+/// given the grace period. When a thread cannot be started, `token` is cancelled (the
+/// threads already running end) and the error returned.
 pub fn serve(
     listener: TcpListener,
     forwarder: Forwarder,
@@ -47,14 +48,36 @@ pub fn serve(
     limits: Limits,
     token: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let started = start(listener, &forwarder, tls, limits, &token);
+    if started.is_err() {
+        token.cancel();
+    }
+    let ended = started?;
+    Ok(async move {
+        for (thread, end) in ended.into_iter().enumerate() {
+            if end.await.is_err() {
+                tracing::error!(
+                    thread,
+                    "A proxy thread ended early (a panic); its connections were dropped."
+                );
+            }
+        }
+    })
+}
+
+/// Starts the threads; what each says when it has ended.
+fn start(
+    listener: TcpListener,
+    forwarder: &Forwarder,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    token: &CancellationToken,
+) -> std::io::Result<Vec<tokio::sync::oneshot::Receiver<()>>> {
     let listener = listener.into_std()?;
     let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut ended = Vec::with_capacity(threads);
     for i in 0..threads {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let worker = Worker {
             listener: listener.try_clone()?,
             forwarder: Arc::new(forwarder.sibling()),
@@ -64,22 +87,38 @@ pub fn serve(
             token: token.clone(),
         };
         let (done, end) = tokio::sync::oneshot::channel::<()>();
+        let (up, running) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name(format!("proxy-{i}"))
             .spawn(move || {
+                // Built here: a runtime may not be dropped where a runtime runs.
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .max_blocking_threads(MAX_LOOKUPS)
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => return drop(up.send(Err(e))),
+                };
+                let _ = up.send(Ok(()));
                 runtime.block_on(worker.run());
-                // Connections still open after the grace period close with it.
-                drop(runtime);
+                // Connections still open after the grace period close here; a name
+                // lookup still running is left to end on its own.
+                runtime.shutdown_background();
                 let _ = done.send(());
             })?;
         ended.push(end);
+        // A thread's start, waited for (microseconds) so that an error is the caller's.
+        running
+            .recv()
+            .map_err(|_| std::io::Error::other("a proxy thread ended as it started"))??;
     }
-    Ok(async move {
-        for end in ended {
-            let _ = end.await;
-        }
-    })
+    Ok(ended)
 }
+
+/// The upstream name lookups (the connector's `getaddrinfo`, a blocking call) one proxy
+/// thread runs at once.
+const MAX_LOOKUPS: usize = 8;
 
 /// One proxy thread's share of the listener.
 struct Worker {

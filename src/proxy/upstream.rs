@@ -5,11 +5,15 @@
 //! request takes the one returned last.
 //!
 //! - A connection whose answer was dropped before its end is closed, never reused.
-//! - At most [`IDLE_MAX`] idle connections are kept, none longer than [`IDLE_FOR`].
-//! - An idle connection the upstream closed meanwhile is noticed by its task; one
-//!   closed in the instant before a request is written gives the request back
-//!   (hyper's `try_send_request`), and it goes on another connection: a request is
-//!   never sent twice.
+//! - At most [`IDLE_MAX`] idle connections are kept, none reused after [`IDLE_FOR`]
+//!   idle (an expired one is closed when the list is next used).
+//! - A connection is taken only when ready: one still sending its last request's body
+//!   is passed over, a request never waits behind another's upload.
+//! - An idle connection the upstream closed is noticed by its task and dropped; a
+//!   request it could no longer take goes on another connection (hyper's
+//!   `try_send_request`), never sent twice. One the upstream closes in the instant a
+//!   request is written fails that request (502, which the SDKs retry), as in any
+//!   keep-alive pool.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -28,8 +32,10 @@ use tower_service::Service;
 
 /// The most idle connections one proxy thread keeps.
 pub const IDLE_MAX: usize = 256;
-/// How long an idle connection is kept.
-pub const IDLE_FOR: Duration = Duration::from_secs(60);
+/// How long an idle connection may be reused: below the idle timeouts of common
+/// servers and load balancers (60 s), so that the upstream seldom closes one just as a
+/// request is written on it.
+pub const IDLE_FOR: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -98,7 +104,7 @@ where
     ) -> Result<Response<Answer<B>>, UpstreamError> {
         request.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut sender, fresh) = match self.take().await {
+            let (mut sender, fresh) = match self.take() {
                 Some(sender) => (sender, false),
                 None => (self.connect().await?, true),
             };
@@ -113,14 +119,22 @@ where
         }
     }
 
-    /// The newest idle connection that is still open, ready for a request.
-    async fn take(&self) -> Option<SendRequest<B>> {
-        loop {
-            let (mut sender, since) = crate::sync::lock(&self.idle).pop_back()?;
-            if since.elapsed() < IDLE_FOR && sender.ready().await.is_ok() {
-                return Some(sender);
+    /// The newest idle connection ready for a request. One still sending its last
+    /// request's body (the upstream answered before it had it all) is left for later:
+    /// a request never waits behind another's upload.
+    fn take(&self) -> Option<SendRequest<B>> {
+        let mut idle = crate::sync::lock(&self.idle);
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let (sender, since) = &idle[i];
+            if sender.is_closed() || since.elapsed() >= IDLE_FOR {
+                idle.remove(i);
+            } else if sender.is_ready() {
+                return idle.remove(i).map(|(sender, _)| sender);
             }
         }
+        None
     }
 
     async fn connect(&self) -> Result<SendRequest<B>, UpstreamError> {
@@ -373,7 +387,12 @@ mod tests {
         (address.to_string().parse().unwrap(), accepted)
     }
 
-    fn connections(authority: Authority) -> Upstream<Nothing> {
+    fn connections<B>(authority: Authority) -> Upstream<B>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -425,6 +444,49 @@ mod tests {
         drop(answer);
         assert_eq!(upstream.idle(), 0);
         assert_eq!(read(&upstream).await, "0123456789");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A request body that has ended, or one still going up that never ends.
+    struct Upload {
+        ended: bool,
+    }
+
+    impl Body for Upload {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, Self::Error>>> {
+            match self.ended {
+                true => Poll::Ready(None),
+                false => Poll::Pending,
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.ended
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_never_waits_behind_another_requests_upload() {
+        let (authority, accepted) = upstream("ok", After::KeepAlive).await;
+        let upstream = connections::<Upload>(authority);
+        // The upstream answers (a 401, a 429...) before the body is all there.
+        let uploading = Request::post("/v1/uploads").body(Upload { ended: false });
+        let answer = upstream.send(uploading.unwrap()).await.unwrap();
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        let next = Request::get("/v1/tasks/x").body(Upload { ended: true });
+        let sent = upstream.send(next.unwrap());
+        let answer = tokio::time::timeout(Duration::from_secs(10), sent)
+            .await
+            .expect("the request waited behind the upload")
+            .unwrap();
+        assert_eq!(answer.status(), 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
