@@ -266,11 +266,8 @@ impl Journal {
     fn write(&self, inner: &mut Inner, line: &[u8]) -> std::io::Result<()> {
         if inner.file.is_none() {
             regular(&self.path)?;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .read(true)
-                .open(&self.path)?;
+            let mut options = OpenOptions::new();
+            let file = open_regular(&self.path, options.create(true).append(true).read(true))?;
             end_cut_line(&file)?;
             inner.file = Some(file);
         }
@@ -412,7 +409,7 @@ fn read(path: &Path, now: f64) -> std::io::Result<Lines> {
     if !regular(path)? {
         return Ok(Lines::default());
     }
-    let file = File::open(path)?;
+    let file = open_regular(path, OpenOptions::new().read(true))?;
     let size = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(64 * 1024, file).take(MAX_READ);
     let mut lines = Lines::default();
@@ -484,6 +481,23 @@ fn regular(path: &Path) -> std::io::Result<bool> {
         },
         Err(e) => Err(e),
     }
+}
+
+/// Opens `path` as `options` say, and only as a regular file, checked on the file
+/// opened: something put in its place after [`regular`] looked (a FIFO, a device) is
+/// refused, and the open never waits for it (`O_NONBLOCK`, which a regular file
+/// ignores).
+fn open_regular(path: &Path, options: &mut OpenOptions) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = options.custom_flags(libc::O_NONBLOCK).open(path)?;
+    let m = file.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other(format!(
+            "not a regular file but {}",
+            kind(&m.file_type())
+        )));
+    }
+    Ok(file)
 }
 
 fn kind(t: &FileType) -> &'static str {
@@ -973,6 +987,36 @@ mod tests {
             assert_eq!((lines, failures), (0, 1), "{}", d.display());
         }
         assert!(!target.exists(), "no file made through a dangling link");
+    }
+
+    /// What is opened is what is checked: a FIFO put in the journal's place after the
+    /// look (here: never looked at) is refused without waiting for a writer, for
+    /// reading and for appending.
+    #[test]
+    fn a_fifo_in_the_journals_place_is_refused_at_the_open_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let read = open_regular(&path, OpenOptions::new().read(true)).map(drop);
+            let mut options = OpenOptions::new();
+            let append = open_regular(&path, options.create(true).append(true).read(true));
+            tx.send((
+                read.map_err(|e| e.to_string()),
+                append.map(drop).map_err(|e| e.to_string()),
+            ))
+            .unwrap();
+        });
+        let (read, append) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the opens return at once");
+        let refused = Err("not a regular file but a FIFO".to_string());
+        assert_eq!((read, append), (refused.clone(), refused));
     }
 
     /// A journal of nothing but junk is written anew at the first commit, though no
