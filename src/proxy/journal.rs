@@ -954,17 +954,20 @@ mod tests {
             .unwrap();
     }
 
+    /// A FIFO where the journal goes in `dir`; its path.
+    fn fifo_in(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join(FILE_NAME);
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        assert!(made.unwrap().success());
+        path
+    }
+
     /// A journal that is no regular file: open warns and holds nothing, without
     /// waiting (a FIFO), and a create call is counted as not journaled, never waits.
     #[test]
     fn a_journal_that_is_no_file_is_skipped_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let ok = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        fifo_in(dir.path());
         let looping = tempfile::tempdir().unwrap();
         let p = looping.path().join(FILE_NAME);
         std::os::unix::fs::symlink(&p, &p).unwrap();
@@ -995,12 +998,7 @@ mod tests {
     #[test]
     fn a_fifo_in_the_journals_place_is_refused_at_the_open_itself() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let ok = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let path = fifo_in(dir.path());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let read = open_regular(&path, OpenOptions::new().read(true)).map(drop);
