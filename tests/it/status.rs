@@ -87,12 +87,33 @@ fn row<'a>(dom: &'a str, needle: &str) -> &'a str {
     &dom[start..end]
 }
 
+/// The page a person sees: a known log's failures, and beside them the HTTP errors the
+/// application got through the proxy (a 429 at a create call, a 404).
 #[test]
 fn the_status_page_shows_a_known_logs_failures_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &config(dir.path(), ""), &[]);
+    let (up, _stop) = erring_upstream();
+    let proxy =
+        format!("[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{up}\"\n");
+    let mut d = Daemon::start(dir.path(), &config(dir.path(), &proxy), &[]);
+    let proxy: std::net::SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))
+        ["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     append(&dir.path().join("app.log"), known_log().as_bytes());
     d.scrape_until(Duration::from_secs(20), counted);
+    assert_eq!(call_through(proxy, "POST", "/v1/image_to_video"), 429);
+    assert_eq!(call_through(proxy, "GET", "/v1/tasks/task-gone-1"), 404);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_errors(d.addr).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the HTTP errors never reached the page"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let shot = dir.path().join("status.png");
     let dom = chromium(&format!("http://{}/", d.addr), dir.path(), &shot);
@@ -130,6 +151,13 @@ fn the_status_page_shows_a_known_logs_failures_in_chromium() {
         !dom.contains("<script"),
         "readable without JavaScript: there is none"
     );
+    // The HTTP errors, newest first, with Runway's message.
+    let quota = row(&dom, "Your daily task limit has been reached.");
+    assert!(
+        quota.contains("<code>/v1/image_to_video</code>") && quota.contains(">429<"),
+        "{quota}"
+    );
+    assert!(dom.find("Task not found.") < dom.find("Your daily task limit"));
     // What a person sees: a real picture, not an empty page.
     let png = std::fs::read(&shot).unwrap();
     assert!(
@@ -237,6 +265,11 @@ fn erring_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)
                 format!(r#"{{"error":"{}"}}"#, "<".repeat(1 << 20)).into_bytes(),
             ),
             "/v1/bytes" => (422, b"{\"error\":\"not \xff\xfe utf-8\"}".to_vec()),
+            "/v1/tasks/task-gone-1" => (404, br#"{"error":"Task not found."}"#.to_vec()),
+            "/v1/image_to_video" => (
+                429,
+                br#"{"error":"Your daily task limit has been reached."}"#.to_vec(),
+            ),
             p => (
                 503,
                 format!(
@@ -257,11 +290,18 @@ fn erring_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)
 
 /// `GET path` through the proxy on a new connection; the answer's status.
 fn get_through(proxy: std::net::SocketAddr, path: &str) -> u16 {
+    call_through(proxy, "GET", path)
+}
+
+/// `method path` (no body) through the proxy on a new connection; the answer's status.
+fn call_through(proxy: std::net::SocketAddr, method: &str, path: &str) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(proxy).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     String::from_utf8_lossy(&out[..12])[9..12].parse().unwrap()
