@@ -93,15 +93,7 @@ fn row<'a>(dom: &'a str, needle: &str) -> &'a str {
 fn the_status_page_shows_a_known_logs_failures_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let (up, _stop) = erring_upstream();
-    let proxy =
-        format!("[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{up}\"\n");
-    let mut d = Daemon::start(dir.path(), &config(dir.path(), &proxy), &[]);
-    let proxy: std::net::SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))
-        ["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (d, proxy) = through_proxy(dir.path(), &proxy_config(dir.path(), up));
     append(&dir.path().join("app.log"), known_log().as_bytes());
     d.scrape_until(Duration::from_secs(20), counted);
     assert_eq!(call_through(proxy, "POST", "/v1/image_to_video"), 429);
@@ -288,6 +280,24 @@ fn erring_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)
     crate::mock_api::serve_http(answer)
 }
 
+/// The test configuration in `dir` with the proxy on, in front of `up`.
+fn proxy_config(dir: &Path, up: std::net::SocketAddr) -> String {
+    let proxy =
+        format!("[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{up}\"\n");
+    config(dir, &proxy)
+}
+
+/// A daemon started with `cfg`, and its proxy's address once it listens.
+fn through_proxy(dir: &Path, cfg: &str) -> (Daemon, std::net::SocketAddr) {
+    let mut d = Daemon::start(dir, cfg, &[]);
+    let proxy = d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (d, proxy)
+}
+
 /// `GET path` through the proxy on a new connection; the answer's status.
 fn get_through(proxy: std::net::SocketAddr, path: &str) -> u16 {
     call_through(proxy, "GET", path)
@@ -319,17 +329,8 @@ fn http_errors(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
 fn recent_http_errors_are_shown_escaped_bounded_and_kept_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (up, _stop) = erring_upstream();
-    let cfg = config(
-        dir.path(),
-        &format!("[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{up}\"\n"),
-    );
-    let mut d = Daemon::start(dir.path(), &cfg, &[]);
-    let proxy: std::net::SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))
-        ["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let cfg = proxy_config(dir.path(), up);
+    let (mut d, proxy) = through_proxy(dir.path(), &cfg);
     // A flood of 10,000 errors from 4 clients (observations the consumer cannot keep up
     // with are dropped and counted: the ring is bounded either way).
     let started = Instant::now();
