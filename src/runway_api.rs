@@ -33,6 +33,9 @@ pub const BUILTIN: &str = include_str!("../config/runway-api.toml");
 
 /// Longest path looked up; a longer one is `other` without being read.
 pub const MAX_PATH_BYTES: usize = 512;
+/// Segments of a route template at most (`/v1/organization/webapp/audit_logs/{event_id}`
+/// has five).
+const MAX_SEGMENTS: usize = 8;
 
 /// Longest task id taken from any source that names one to follow (the task list, the
 /// proxy's journal).
@@ -164,7 +167,9 @@ pub struct RunwayApi {
     task_statuses: Vec<String>,
     usage_models: Vec<String>,
     creates: HashMap<String, Endpoint>,
-    literal_routes: HashSet<String>,
+    /// Hashed with Fx: looked up for every request the proxy passes; the table's own
+    /// routes, so no input can grow it.
+    literal_routes: rustc_hash::FxHashSet<String>,
     templates: Vec<Template>,
     kinds: HashMap<String, ModelKind>,
     taskless: HashSet<String>,
@@ -185,7 +190,7 @@ impl RunwayApi {
     pub fn parse(text: &str) -> Result<RunwayApi, TableError> {
         let file: File = toml::from_str(text)?;
         let kinds = model_kinds(&file)?;
-        let mut literal_routes = HashSet::new();
+        let mut literal_routes = rustc_hash::FxHashSet::default();
         let mut templates = Vec::new();
         for r in file.route {
             let t = Template::new(r.path)?;
@@ -249,9 +254,18 @@ impl RunwayApi {
         if let Some(p) = self.literal_routes.get(path) {
             return p;
         }
+        let mut parts = [""; MAX_SEGMENTS];
+        let mut n = 0;
+        for segment in path[1..].split('/') {
+            let Some(part) = parts.get_mut(n) else {
+                return OTHER;
+            };
+            *part = segment;
+            n += 1;
+        }
         self.templates
             .iter()
-            .find(|t| t.matches(path))
+            .find(|t| t.matches(&parts[..n]))
             .map_or(OTHER, |t| &t.path)
     }
 
@@ -306,41 +320,53 @@ impl Template {
                 return Err(bad());
             }
         }
+        if segments.len() > MAX_SEGMENTS {
+            return Err(bad());
+        }
         Ok(Template { path, segments })
     }
 
-    /// A parameter matches any one segment; a literal matches itself.
-    fn matches(&self, path: &str) -> bool {
-        let mut parts = path[1..].split('/');
-        let fits = self.segments.iter().all(|seg| match (seg, parts.next()) {
-            (Some(lit), Some(p)) => lit == p,
-            (None, Some(_)) => true,
-            (_, None) => false,
-        });
-        fits && parts.next().is_none()
+    /// Whether a path's segments (after `/`) fit: a parameter matches any one segment,
+    /// a literal itself.
+    fn matches(&self, parts: &[&str]) -> bool {
+        self.segments.len() == parts.len()
+            && (self.segments.iter().zip(parts)).all(|(seg, p)| seg.as_ref().is_none_or(|l| l == p))
     }
 }
 
 /// The path part of a request target, if it is one the table can name: absolute, at most
 /// [`MAX_PATH_BYTES`] before the query, every segment a plain [`is_segment`].
 fn checked_path(target: &str) -> Option<&str> {
-    let end = target.find(['?', '#']).unwrap_or(target.len());
+    let end = memchr::memchr2(b'?', b'#', target.as_bytes()).unwrap_or(target.len());
     let path = &target[..end];
-    if path.len() > MAX_PATH_BYTES {
+    if path.len() > MAX_PATH_BYTES || !path.starts_with('/') {
         return None;
     }
-    let rest = path.strip_prefix('/')?;
-    rest.split('/').all(is_segment).then_some(path)
+    // One pass over the bytes (a path is checked for every request the proxy passes):
+    // each segment is `is_segment`.
+    let mut segment = 1;
+    for (i, b) in path.bytes().enumerate().skip(1).chain([(path.len(), b'/')]) {
+        if b == b'/' {
+            if matches!(&path.as_bytes()[segment..i], b"" | b"." | b"..") {
+                return None;
+            }
+            segment = i + 1;
+        } else if !is_segment_byte(b) {
+            return None;
+        }
+    }
+    Some(path)
+}
+
+/// A byte of a plain segment: `[A-Za-z0-9._~-]`.
+fn is_segment_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
 }
 
 /// A segment of the SDKs' paths and ids: non-empty, not `.` or `..`, of
 /// `[A-Za-z0-9._~-]` (so no percent-escape, which is never decoded).
 fn is_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+    !s.is_empty() && s != "." && s != ".." && s.bytes().all(is_segment_byte)
 }
 
 #[cfg(test)]
@@ -454,6 +480,8 @@ mod tests {
             ("/v1/tasks/ab c", OTHER),
             ("/v1/tasks/é", OTHER),
             ("/v2/tasks/abc", OTHER),
+            // More segments than any route has.
+            ("/v1/a/b/c/d/e/f/g/h/i/j", OTHER),
             ("/", OTHER),
             ("", OTHER),
             ("*", OTHER),

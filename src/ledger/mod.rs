@@ -1000,16 +1000,18 @@ impl Ledger {
         }
     }
 
-    /// Counts an answer the proxy passed back to the application: by endpoint template,
-    /// method and code, and the upstream's latency in seconds when it answered.
-    pub fn count_proxy_request(
+    /// Counts `n` answers the proxy passed back to the application, of one endpoint
+    /// template, method and code, and the upstream's `latencies` in seconds (of those
+    /// it answered).
+    pub fn count_proxy_requests(
         &mut self,
         endpoint: &str,
         method: &str,
         code: &str,
-        latency: Option<f64>,
+        n: u64,
+        latencies: &[f64],
     ) {
-        self.book.proxy.count(endpoint, method, code, latency);
+        self.book.proxy.count(endpoint, method, code, n, latencies);
     }
 
     /// Counts an error answer (400 or more) the proxy passed back or gave, by endpoint

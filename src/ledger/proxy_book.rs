@@ -66,16 +66,28 @@ pub struct ProxyBook {
 }
 
 impl ProxyBook {
-    /// One answer; `latency` in seconds, `None` when there was no upstream answer.
-    pub(super) fn count(&mut self, endpoint: &str, method: &str, code: &str, latency: Option<f64>) {
+    /// `n` answers of one endpoint, method and code; the `latencies` (seconds) of those
+    /// the upstream answered.
+    pub(super) fn count(
+        &mut self,
+        endpoint: &str,
+        method: &str,
+        code: &str,
+        n: u64,
+        latencies: &[f64],
+    ) {
         let key = (endpoint.to_string(), method.to_string(), code.to_string());
-        let n = self.requests.entry(key).or_default();
-        *n = n.saturating_add(1);
-        if let Some(seconds) = latency {
-            self.latency
-                .entry(endpoint.to_string())
-                .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
-                .observe(&LATENCY_BUCKETS, seconds);
+        let n_now = self.requests.entry(key).or_default();
+        *n_now = n_now.saturating_add(n);
+        if latencies.is_empty() {
+            return;
+        }
+        let histogram = self
+            .latency
+            .entry(endpoint.to_string())
+            .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS));
+        for seconds in latencies {
+            histogram.observe(&LATENCY_BUCKETS, *seconds);
         }
     }
 

@@ -120,19 +120,25 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes the hop-by-hop headers and those the `Connection` header names.
+/// Removes the hop-by-hop headers and those the `Connection` header names. One pass over
+/// the names present: most messages carry none of them, or only `Connection`.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
+    let named: Vec<&str> = (headers.get_all(header::CONNECTION).iter())
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
         .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    let hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
+    };
+    let present: Vec<HeaderName> = headers.keys().filter(|k| hop(k)).cloned().collect();
+    for name in present {
         headers.remove(name);
     }
 }
+
+/// `.` and `..`, also percent-encoded (any case): segments that could leave `/v1/`.
+const DOT_SEGMENTS: [&str; 6] = [".", "..", "%2e", "%2e%2e", ".%2e", "%2e."];
 
 /// The request target checked: `Ok` with the path and query to forward.
 pub fn check_target(method: &Method, uri: &Uri) -> Result<PathAndQuery, Refusal> {
@@ -146,11 +152,10 @@ pub fn check_target(method: &Method, uri: &Uri) -> Result<PathAndQuery, Refusal>
     if !path.starts_with("/v1/") {
         return Err(Refusal::NotApi);
     }
-    let dot = |segment: &str| {
-        let s = segment.to_ascii_lowercase();
-        matches!(s.as_str(), "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e.")
-    };
-    if path.split('/').any(dot) {
+    let dot = |segment: &str| DOT_SEGMENTS.iter().any(|d| segment.eq_ignore_ascii_case(d));
+    // A dot segment has a `.` or a `%`: most paths have neither.
+    let suspect = memchr::memchr2(b'.', b'%', path.as_bytes()).is_some();
+    if suspect && path.split('/').any(dot) {
         return Err(Refusal::DotSegment);
     }
     uri.path_and_query().cloned().ok_or(Refusal::NotApi)

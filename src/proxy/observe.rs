@@ -10,6 +10,10 @@
 //! full rests [`BATCH_PAUSE`] before the next: under load a request's hand-over is then
 //! a push on the queue, not a wake-up of the consumer's thread (a system call on the
 //! forwarding thread); an observation is applied at most a pause after it is made.
+//! A batch is applied with the ledger locked once for its requests (counted by endpoint,
+//! method and code), and once for each run of task answers between two creations or
+//! deletions, counted as one block of lines as a log's are (at most [`MAX_BLOCK`]
+//! bytes): in the batch's order wherever order matters.
 //!
 //! Applied, for each observation:
 //! - every answer: `runway_api_requests_total{endpoint,method,code}` and the upstream's
@@ -199,22 +203,21 @@ pub fn consume(
     runtime: &tokio::runtime::Handle,
     drain: &tokio_util::sync::CancellationToken,
 ) {
-    let mut splitter = LineSplitter::new(super::tee::MAX_KEPT + 1);
-    let ours = |id: &str| !only_created || pipeline.with_ledger(|l| l.created.get(id).is_some());
+    let mut applier = Applier::new(&pipeline, (source, follow, only_created));
     let mut batch = Vec::with_capacity(BATCH);
     while next_batch(&mut rx, &mut batch, runtime, drain) {
         let full = batch.len() == BATCH;
-        for o in batch.drain(..) {
-            apply(&pipeline, (source, follow), &mut splitter, o, &ours);
-        }
+        applier.apply(&batch);
+        batch.clear();
         if !full {
             rest(runtime, drain);
         }
     }
     rx.close();
     while let Ok(o) = rx.try_recv() {
-        apply(&pipeline, (source, follow), &mut splitter, o, &ours);
+        batch.push(o);
     }
+    applier.apply(&batch);
 }
 
 /// Waits for observations and takes up to [`BATCH`] of them into `batch`; `false` when
@@ -244,54 +247,169 @@ fn rest(runtime: &tokio::runtime::Handle, drain: &tokio_util::sync::Cancellation
     })
 }
 
-/// Applies one observation (see the module doc).
-fn apply(
-    pipeline: &Pipeline,
-    (source, follow): (SourceId, Follow),
-    splitter: &mut LineSplitter,
-    o: Observation,
-    ours: &dyn Fn(&str) -> bool,
-) {
-    let template = endpoint::endpoint(&o.path);
-    let method = endpoint::method(&o.method);
-    let code = o.code.to_string();
-    let latency = o.latency.map(|d| d.as_secs_f64());
-    let retry = (o.code >= 400).then(|| crate::classify::http_retry(o.code, o.should_retry));
-    let asked = (o.method == Method::GET)
-        .then(|| endpoint::task_id(&o.path))
-        .flatten();
-    pipeline.with_ledger(|l| {
-        l.count_proxy_request(template, method, &code, latency);
-        if let Some(retry) = retry {
-            l.count_proxy_error(template, &code, retry.as_str());
-            l.proxy_error(o.at, method, template, o.code, o.answer.as_deref());
+/// Task answers gathered into one block at most this long before they are counted.
+const MAX_BLOCK: usize = 1 << 20;
+
+/// Applies batches of observations (see the module doc), locking the ledger once a batch
+/// for the requests, and once for each run of task answers between two creations or
+/// deletions: the answers of a run are counted as one block of lines, as a log's are.
+struct Applier<'p> {
+    pipeline: &'p Pipeline,
+    source: SourceId,
+    follow: Follow,
+    only_created: bool,
+    splitter: LineSplitter,
+    /// The task answers of the current run, a line each.
+    block: Vec<u8>,
+    /// When the run's last answer came.
+    block_at: f64,
+}
+
+/// Answers of one endpoint, method and code in a batch, with their upstream latencies.
+struct Tally {
+    endpoint: &'static str,
+    method: &'static str,
+    code: u16,
+    n: u64,
+    latencies: Vec<f64>,
+}
+
+impl<'p> Applier<'p> {
+    fn new(
+        pipeline: &'p Pipeline,
+        (source, follow, only_created): (SourceId, Follow, bool),
+    ) -> Self {
+        Applier {
+            pipeline,
+            source,
+            follow,
+            only_created,
+            splitter: LineSplitter::new(super::tee::MAX_KEPT + 1),
+            block: Vec::new(),
+            block_at: 0.0,
         }
-        if let Some(id) = asked {
-            l.proxy_sighting(id, o.at);
-        }
-    });
-    if o.is_create_call() {
-        if let Some(answer) = &o.answer {
-            let request = (template, o.model.as_deref(), o.at);
-            created(pipeline, (source, follow), request, answer);
-        }
-        return;
     }
-    let Some(id) = endpoint::task_id(&o.path).filter(|id| ours(id)) else {
-        return;
-    };
-    match (o.method, o.code, o.answer) {
-        (Method::GET, 200, Some(answer)) => {
-            let line = one_line(&answer);
-            match names_task(&answer, id) {
-                true => pipeline.process(source, splitter, &line, None, Some(o.at)),
-                false => pipeline.reject(source, ParseError::OtherTaskId, &line),
+
+    /// Applies `batch`, in its order where order matters (a task's creation before its
+    /// answers, its answers before its deletion).
+    fn apply(&mut self, batch: &[Observation]) {
+        if batch.is_empty() {
+            return;
+        }
+        self.count_requests(batch);
+        let mut asked = Vec::new();
+        for o in batch {
+            self.task_effect(o, &mut asked);
+        }
+        self.flush(&mut asked);
+    }
+
+    /// Counts every answer of `batch` as a request, and its error answers, under one lock.
+    fn count_requests(&self, batch: &[Observation]) {
+        let mut tallies: Vec<Tally> = Vec::new();
+        for o in batch {
+            let (endpoint, method) = (endpoint::endpoint(&o.path), endpoint::method(&o.method));
+            let at = tallies
+                .iter()
+                .position(|t| (t.endpoint, t.method, t.code) == (endpoint, method, o.code));
+            let tally = match at {
+                Some(i) => &mut tallies[i],
+                None => {
+                    let (n, latencies) = (0, Vec::new());
+                    let code = o.code;
+                    tallies.push(Tally {
+                        endpoint,
+                        method,
+                        code,
+                        n,
+                        latencies,
+                    });
+                    tallies.last_mut().expect("just pushed")
+                }
+            };
+            tally.n += 1;
+            tally.latencies.extend(o.latency.map(|d| d.as_secs_f64()));
+        }
+        self.pipeline.with_ledger(|l| {
+            for t in &tallies {
+                let code = t.code.to_string();
+                l.count_proxy_requests(t.endpoint, t.method, &code, t.n, &t.latencies);
             }
+            for o in batch.iter().filter(|o| o.code >= 400) {
+                let (template, code) = (endpoint::endpoint(&o.path), o.code.to_string());
+                let retry = crate::classify::http_retry(o.code, o.should_retry);
+                l.count_proxy_error(template, &code, retry.as_str());
+                let method = endpoint::method(&o.method);
+                l.proxy_error(o.at, method, template, o.code, o.answer.as_deref());
+            }
+        });
+    }
+
+    /// What `o` says of a task: a creation, an answer (gathered in the run), a deletion;
+    /// the task ids of `GET`s go to `asked`.
+    fn task_effect<'b>(&mut self, o: &'b Observation, asked: &mut Vec<(&'b str, f64)>) {
+        if o.is_create_call() {
+            self.flush(asked);
+            if let Some(answer) = &o.answer {
+                let request = (endpoint::endpoint(&o.path), o.model.as_deref(), o.at);
+                created(self.pipeline, (self.source, self.follow), request, answer);
+            }
+            return;
         }
-        (Method::DELETE, 200..=299, _) => {
-            pipeline.with_ledger(|l| l.task_deleted(source, id, o.at));
+        let Some(id) = endpoint::task_id(&o.path) else {
+            return;
+        };
+        if o.method == Method::GET {
+            asked.push((id, o.at));
         }
-        _ => {}
+        if !self.ours(id) {
+            return;
+        }
+        match (&o.method, o.code, &o.answer) {
+            (&Method::GET, 200, Some(answer)) if names_task(answer, id) => {
+                push_line(&mut self.block, answer);
+                self.block_at = o.at;
+                if self.block.len() >= MAX_BLOCK {
+                    self.flush(asked);
+                }
+            }
+            (&Method::GET, 200, Some(answer)) => {
+                let line = one_line(answer);
+                self.pipeline
+                    .reject(self.source, ParseError::OtherTaskId, &line);
+            }
+            (&Method::DELETE, 200..=299, _) => {
+                self.flush(asked);
+                let (source, at) = (self.source, o.at);
+                self.pipeline
+                    .with_ledger(|l| l.task_deleted(source, id, at));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the task's answers and deletion are counted here: always, unless
+    /// `only_created` and it was not created through this proxy.
+    fn ours(&self, id: &str) -> bool {
+        !self.only_created || self.pipeline.with_ledger(|l| l.created.get(id).is_some())
+    }
+
+    /// Ends the run: the application still asks for the tasks in `asked`
+    /// (`Ledger::proxy_sighting`), and the run's answers are counted.
+    fn flush(&mut self, asked: &mut Vec<(&str, f64)>) {
+        if !asked.is_empty() {
+            self.pipeline.with_ledger(|l| {
+                for (id, at) in asked.drain(..) {
+                    l.proxy_sighting(id, at);
+                }
+            });
+        }
+        if !self.block.is_empty() {
+            let (block, at) = (&self.block, Some(self.block_at));
+            self.pipeline
+                .process(self.source, &mut self.splitter, block, None, at);
+            self.block.clear();
+        }
     }
 }
 
@@ -320,24 +438,31 @@ fn created(
 /// or none (a confused cache or stand-in), says nothing about this task; an answer that
 /// is not JSON is left to the parser to reject.
 fn names_task(answer: &[u8], id: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        id: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<Named>(answer) {
-        Ok(named) => named.id.as_ref().and_then(|v| v.as_str()) == Some(id),
+    use sonic_rs::JsonValueTrait;
+    match sonic_rs::get_from_slice(answer, ["id"]) {
+        Ok(named) => named.as_str() == Some(id),
+        Err(e) if e.is_not_found() => false,
         Err(_) => true,
     }
 }
 
 /// The answer as one line: JSON's whitespace may hold line breaks, its strings cannot.
 fn one_line(answer: &[u8]) -> Vec<u8> {
-    let mut line: Vec<u8> = answer
-        .iter()
-        .map(|b| if matches!(b, b'\n' | b'\r') { b' ' } else { *b })
-        .collect();
-    line.push(b'\n');
+    let mut line = Vec::with_capacity(answer.len() + 1);
+    push_line(&mut line, answer);
     line
+}
+
+/// Appends the answer to `block` as one line ([`one_line`]).
+fn push_line(block: &mut Vec<u8>, answer: &[u8]) {
+    let start = block.len();
+    block.extend_from_slice(answer);
+    for b in &mut block[start..] {
+        if matches!(b, b'\n' | b'\r') {
+            *b = b' ';
+        }
+    }
+    block.push(b'\n');
 }
 
 #[cfg(test)]
@@ -487,6 +612,110 @@ mod tests {
             Some(&br#"{"id":"t1","status":"RUNNING"}"#[..])
         );
         token.cancel();
+    }
+
+    /// A pipeline over a new ledger with the built-in tables, and its source `proxy`.
+    fn pipeline() -> (Pipeline, SourceId) {
+        use crate::ledger::{Ledger, Limits};
+        let ledger = Ledger::new(
+            Arc::new(crate::classify::Table::builtin()),
+            Arc::new(crate::pricing::Pricing::builtin()),
+            Limits::default(),
+        );
+        let fields = crate::record::FieldMap::default();
+        let parser = crate::record::RecordParser::new(&fields).unwrap();
+        let pipeline = Pipeline::new(parser, ledger, None);
+        let source = add_source(&pipeline);
+        (pipeline, source)
+    }
+
+    const T1: &str = "17f20503-6c24-4c16-946b-35dbbce2af2f";
+    const T2: &str = "27f20503-6c24-4c16-946b-35dbbce2af2f";
+
+    fn seen(method: Method, path: &str, code: u16, answer: &str) -> Observation {
+        Observation {
+            method,
+            path: path.into(),
+            code,
+            latency: (code != 502).then(|| Duration::from_millis(20)),
+            answer: Some(Bytes::copy_from_slice(answer.as_bytes())),
+            ..observation()
+        }
+    }
+
+    #[test]
+    fn a_batch_is_applied_in_its_order_and_its_requests_counted_once_each() {
+        let (pipeline, source) = pipeline();
+        let mut applier = Applier::new(&pipeline, (source, None, false));
+        let task = format!("/v1/tasks/{T1}");
+        let ended = format!(
+            r#"{{"id":"{T1}","status":"SUCCEEDED","createdAt":"2026-12-06T09:00:00Z","cost":{{"credits":40}}}}"#
+        );
+        let created = Observation {
+            model: Some("gen4_turbo".into()),
+            ..seen(
+                Method::POST,
+                "/v1/image_to_video",
+                200,
+                &format!(r#"{{"id":"{T1}"}}"#),
+            )
+        };
+        let running = format!(r#"{{"id":"{T1}","status":"RUNNING"}}"#);
+        let batch = [
+            // Created, then polled twice to its end in the same batch: the answers come
+            // after the creation, so the task is counted under the create call's model.
+            created,
+            seen(Method::GET, &task, 200, &running.replace("{", "{\n")),
+            seen(Method::GET, &task, 200, &ended),
+            // An answer naming another task: rejected, not counted as T2's.
+            seen(Method::GET, &format!("/v1/tasks/{T2}"), 200, &ended),
+            seen(Method::GET, &task, 502, r#"{"error":"x"}"#),
+        ];
+        applier.apply(&batch);
+        let t = pipeline.with_ledger(|l| l.totals());
+        let tasks: Vec<_> = (t.tasks.iter().filter(|s| s.tasks > 0))
+            .map(|s| (&*s.status, &*s.model, s.tasks))
+            .collect();
+        assert_eq!(tasks, [("SUCCEEDED", "gen4_turbo", 1)]);
+        let requests: Vec<_> = (t.proxy_requests.iter())
+            .map(|s| (&*s.endpoint, &*s.method, &*s.code, s.requests))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                ("/v1/image_to_video", "POST", "200", 1),
+                ("/v1/tasks/{id}", "GET", "200", 3),
+                ("/v1/tasks/{id}", "GET", "502", 1),
+            ]
+        );
+        let latencies: u64 = t.proxy_latency.iter().map(|l| l.histogram.count()).sum();
+        assert_eq!(latencies, 4, "the 502 had no upstream answer");
+        assert_eq!(t.proxy_errors.len(), 1);
+        let proxy = t.sources.iter().find(|s| s.name == SOURCE).unwrap();
+        assert_eq!(proxy.parse_errors[ParseError::OtherTaskId.index()], 1);
+    }
+
+    #[test]
+    fn a_long_run_of_task_answers_is_counted_in_blocks_of_bounded_size() {
+        let (pipeline, source) = pipeline();
+        let mut applier = Applier::new(&pipeline, (source, None, false));
+        // Each answer a distinct task padded to 60 KiB: a batch of them is far more
+        // than one block holds.
+        let pad = "x".repeat(60 << 10);
+        let batch: Vec<Observation> = (0..40)
+            .map(|i| {
+                let id = format!("{i:08}-6c24-4c16-946b-35dbbce2af2f");
+                let answer = format!(
+                    r#"{{"id":"{id}","status":"FAILED","failureCode":"INTERNAL","pad":"{pad}"}}"#
+                );
+                seen(Method::GET, &format!("/v1/tasks/{id}"), 200, &answer)
+            })
+            .collect();
+        applier.apply(&batch);
+        assert!(applier.block.capacity() < 2 * MAX_BLOCK);
+        let t = pipeline.with_ledger(|l| l.totals());
+        let failed: u64 = t.tasks.iter().map(|s| s.tasks).sum();
+        assert_eq!(failed, 40);
     }
 
     #[test]
