@@ -393,6 +393,7 @@ impl ProxyListener {
             .context("cannot read the proxy's address")?;
         tracing::info!(address = %address, upstream = %settings.proxy.upstream, tls = self.tls.is_some(), "Proxy listening.");
         let (pipeline, observations) = (pipeline.clone(), self.observations);
+        let journal = Some(self.journal.clone());
         let source = crate::proxy::add_source(&pipeline);
         let now = crate::clock::unix_now();
         pipeline.with_ledger(|l| self.journal.reconcile(l, (now, 0.0), (source, follow)));
@@ -402,7 +403,7 @@ impl ProxyListener {
         let consumer = tracker.spawn_blocking(move || {
             crate::proxy::consume(
                 observations,
-                pipeline,
+                (pipeline, journal),
                 (source, follow, only_created),
                 &runtime,
                 &stop,

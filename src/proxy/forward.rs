@@ -242,6 +242,7 @@ impl Forwarder {
             model: None,
             answer: None,
             should_retry: should_retry(answer.headers()),
+            created: None,
         };
         let (mut parts, body) = answer.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -287,7 +288,8 @@ impl Forwarder {
         let endpoint = super::endpoint::endpoint(&observation.path);
         let (at, model) = (observation.at, observation.model.as_deref());
         if let Some(entry) = Entry::of_create(endpoint, model, at, &bytes) {
-            journal.append(entry);
+            let place = journal.append(entry.clone());
+            observation.created = Some((entry, place));
         }
         observation.answer = Some(bytes.clone());
         self.observer.send(observation);
@@ -311,6 +313,7 @@ impl Forwarder {
             model: None,
             answer: None,
             should_retry: None,
+            created: None,
         });
         answer
     }

@@ -8,9 +8,11 @@
 //!   cache survives the process: no `fsync` (a power cut may lose the lines of the last
 //!   seconds, as it may lose the application's own).
 //! - Before each commit the committer *reconciles* the journal with the ledger (one lock,
-//!   [`Journal::reconcile`]): a line whose task the ledger knows (open, followed, or
-//!   counted) is settled; a line older than [`SETTLE`] that it does not know (its
-//!   observation was dropped) is applied as a create now. After the commit is durable
+//!   [`Journal::reconcile`]): a line whose create the consumer applied
+//!   ([`Journal::applied`]: even a task since evicted from the open ones, when more than
+//!   their bound are created between two commits) or whose task the ledger knows (open,
+//!   followed, or counted) is settled; a line older than [`SETTLE`] that it does not
+//!   know (its observation was dropped) is applied as a create now. After the commit is durable
 //!   the settled lines leave the journal ([`Journal::forget`]; the file is written anew
 //!   and renamed over). At start-up, every line is applied (a replay) before the first
 //!   commit.
@@ -29,7 +31,7 @@
 //!   (`runway_exporter_proxy_journal_failures_total`) and logged once until a write
 //!   succeeds again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, FileType, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -88,6 +90,8 @@ struct Inner {
     /// write).
     file: Option<File>,
     lines: BTreeMap<u64, Entry>,
+    /// The places of lines whose create the consumer applied ([`Journal::applied`]).
+    applied: BTreeSet<u64>,
     next: u64,
     /// Whether the last write failed (logged once until one succeeds).
     failing: bool,
@@ -207,6 +211,7 @@ impl Journal {
             inner: Mutex::new(Inner {
                 file: None,
                 lines,
+                applied: BTreeSet::new(),
                 next,
                 failing: false,
                 junk,
@@ -226,16 +231,14 @@ impl Journal {
         self.inner().lines.len()
     }
 
-    /// Appends `entry`: one `write` of one line. Never fails the request: a failure is
-    /// counted and logged (once until a write succeeds).
-    pub fn append(&self, entry: Entry) {
+    /// Appends `entry`: one `write` of one line; its place, when it was written. Never
+    /// fails the request: a failure is counted and logged (once until a write succeeds).
+    pub fn append(&self, entry: Entry) -> Option<u64> {
         // What the replay would skip is not written (the consumer rejects it).
-        let Some(entry) = entry.checked(crate::clock::unix_now()) else {
-            return;
-        };
-        let mut line = match serde_json::to_vec(&entry) {
-            Ok(l) => l,
-            Err(_) => return self.failures.inc(),
+        let entry = entry.checked(crate::clock::unix_now())?;
+        let Ok(mut line) = serde_json::to_vec(&entry) else {
+            self.failures.inc();
+            return None;
         };
         line.push(b'\n');
         let mut inner = self.inner();
@@ -252,6 +255,7 @@ impl Journal {
                 inner.next += 1;
                 inner.lines.insert(place, entry);
                 inner.failing = false;
+                Some(place)
             }
             Err(e) => {
                 self.failures.inc();
@@ -259,7 +263,18 @@ impl Journal {
                     tracing::warn!(path = %self.path.display(), error = %e, "Cannot journal a created task; it is still counted, but lost if the exporter is killed before its next commit.");
                 }
                 inner.failing = true;
+                None
             }
+        }
+    }
+
+    /// The create of the line at `place` is applied (counted): the line is settled at the
+    /// next reconcile, even when the ledger no longer holds its task (evicted from the
+    /// open tasks by newer ones). Called under the ledger's lock, as `reconcile` runs.
+    pub fn applied(&self, place: u64) {
+        let mut inner = self.inner();
+        if inner.lines.contains_key(&place) {
+            inner.applied.insert(place);
         }
     }
 
@@ -281,16 +296,18 @@ impl Journal {
         written
     }
 
-    /// Settles the lines the ledger knows, and applies as created those it does not
-    /// that are older than `settle` seconds at `now` (0: every line, at start-up). Run
-    /// under the ledger's lock, before a commit: every settled line's task is in that
-    /// commit.
+    /// Settles the lines applied or whose task the ledger knows, and applies as created
+    /// those it does not that are older than `settle` seconds at `now` (0: every line, at
+    /// start-up). Run under the ledger's lock, before a commit: every settled line's task
+    /// is in that commit.
     pub fn reconcile(&self, l: &mut Ledger, (now, settle): (f64, f64), apply: Apply) -> Settled {
         let inner = self.inner();
         let mut settled = Vec::new();
         for (place, e) in &inner.lines {
             let known = |l: &Ledger| {
-                l.created.get(&e.id).is_some() || l.api.task(&e.id).is_some() || l.seen(&e.id)
+                (inner.applied.contains(place) || l.created.get(&e.id).is_some())
+                    || l.api.task(&e.id).is_some()
+                    || l.seen(&e.id)
             };
             if !known(l) && now - e.at >= settle {
                 l.proxy_created(apply.0, e.clone().task(), apply.1);
@@ -317,6 +334,7 @@ impl Journal {
             inner.junk = false;
             for place in settled.0 {
                 inner.lines.remove(&place);
+                inner.applied.remove(&place);
             }
             (lines_text(inner.lines.values()), inner.next)
         };

@@ -54,6 +54,7 @@ use prometheus::{IntCounter, IntCounterVec, Registry};
 use tokio::sync::mpsc;
 
 use super::endpoint;
+use super::journal::{Entry, Journal};
 use crate::ledger::SourceId;
 use crate::lines::LineSplitter;
 use crate::pipeline::Pipeline;
@@ -87,6 +88,9 @@ pub struct Observation {
     pub answer: Option<Bytes>,
     /// The answer's `x-should-retry` header, when it says `true` or `false`.
     pub should_retry: Option<bool>,
+    /// A create answer's task as the forwarder read it to journal it (so the consumer
+    /// does not parse the answer again), with its journal line's place when written.
+    pub created: Option<(Entry, Option<u64>)>,
 }
 
 impl Observation {
@@ -198,12 +202,12 @@ pub type Follow = Option<usize>;
 /// not created through this proxy are counted as requests only.
 pub fn consume(
     mut rx: mpsc::Receiver<Observation>,
-    pipeline: Arc<Pipeline>,
+    (pipeline, journal): (Arc<Pipeline>, Option<Arc<Journal>>),
     (source, follow, only_created): (SourceId, Follow, bool),
     runtime: &tokio::runtime::Handle,
     drain: &tokio_util::sync::CancellationToken,
 ) {
-    let mut applier = Applier::new(&pipeline, (source, follow, only_created));
+    let mut applier = Applier::new((&pipeline, journal), (source, follow, only_created));
     let mut batch = Vec::with_capacity(BATCH);
     while next_batch(&mut rx, &mut batch, runtime, drain) {
         let full = batch.len() == BATCH;
@@ -255,6 +259,8 @@ const MAX_BLOCK: usize = 1 << 20;
 /// deletions: the answers of a run are counted as one block of lines, as a log's are.
 struct Applier<'p> {
     pipeline: &'p Pipeline,
+    /// Told which journal lines' creates are applied.
+    journal: Option<Arc<Journal>>,
     source: SourceId,
     follow: Follow,
     only_created: bool,
@@ -276,11 +282,12 @@ struct Tally {
 
 impl<'p> Applier<'p> {
     fn new(
-        pipeline: &'p Pipeline,
+        (pipeline, journal): (&'p Pipeline, Option<Arc<Journal>>),
         (source, follow, only_created): (SourceId, Follow, bool),
     ) -> Self {
         Applier {
             pipeline,
+            journal,
             source,
             follow,
             only_created,
@@ -350,10 +357,7 @@ impl<'p> Applier<'p> {
     fn task_effect<'b>(&mut self, o: &'b Observation, asked: &mut Vec<(&'b str, f64)>) {
         if o.is_create_call() {
             self.flush(asked);
-            if let Some(answer) = &o.answer {
-                let request = (endpoint::endpoint(&o.path), o.model.as_deref(), o.at);
-                created(self.pipeline, (self.source, self.follow), request, answer);
-            }
+            self.created(o);
             return;
         }
         let Some(id) = endpoint::task_id(&o.path) else {
@@ -413,25 +417,42 @@ impl<'p> Applier<'p> {
     }
 }
 
-/// A create call's answer: when it names a task `id`, a task created through
-/// `endpoint` at `at` (see [`super::journal::Entry::of_create`]); followed as `follow`
-/// says. An `id` that is no task id is rejected (`invalid_task_id`), as a log line's.
-fn created(
-    pipeline: &Pipeline,
-    (source, follow): (SourceId, Follow),
-    (endpoint, model, at): (&str, Option<&str>, f64),
-    answer: &[u8],
-) {
-    let Some(entry) = super::journal::Entry::of_create(endpoint, model, at, answer) else {
-        return;
-    };
-    // An id that is no task id would go into the URL of a poll: rejected, as in a log.
-    let Some(entry) = entry.checked(at) else {
-        return pipeline.reject(source, ParseError::InvalidTaskId, &one_line(answer));
-    };
-    // Runway's estimate for the new task is what it is charged if it ends without a
-    // cost (`estimate_seen` ignores what is not a number of credits in range).
-    pipeline.with_ledger(|l| l.proxy_created(source, entry.task(), follow));
+impl Applier<'_> {
+    /// A create call's answer: when it names a task `id`, a task created through its
+    /// endpoint at its time (see [`Entry::of_create`]; the forwarder's reading when it
+    /// journaled it), followed as `follow` says, and its journal line marked applied.
+    /// An `id` that is no task id is rejected (`invalid_task_id`), as a log line's.
+    fn created(&self, o: &Observation) {
+        let (entry, place) = match &o.created {
+            Some((entry, place)) => (Some(entry.clone()), *place),
+            None => {
+                let Some(answer) = &o.answer else {
+                    return;
+                };
+                let template = endpoint::endpoint(&o.path);
+                let entry = Entry::of_create(template, o.model.as_deref(), o.at, answer);
+                (entry, None)
+            }
+        };
+        let Some(entry) = entry else {
+            return;
+        };
+        // An id that is no task id would go into the URL of a poll: rejected, as in a log.
+        let Some(entry) = entry.checked(o.at) else {
+            let line = one_line(o.answer.as_deref().unwrap_or_default());
+            return self
+                .pipeline
+                .reject(self.source, ParseError::InvalidTaskId, &line);
+        };
+        // Runway's estimate for the new task is what it is charged if it ends without a
+        // cost (`estimate_seen` ignores what is not a number of credits in range).
+        self.pipeline.with_ledger(|l| {
+            l.proxy_created(self.source, entry.task(), self.follow);
+            if let (Some(journal), Some(place)) = (&self.journal, place) {
+                journal.applied(place);
+            }
+        });
+    }
 }
 
 /// Whether a task answer names task `id` (its top-level `id`). One naming another task,
@@ -479,6 +500,7 @@ mod tests {
             model: None,
             answer: None,
             should_retry: None,
+            created: None,
         }
     }
 
@@ -646,7 +668,7 @@ mod tests {
     #[test]
     fn a_batch_is_applied_in_its_order_and_its_requests_counted_once_each() {
         let (pipeline, source) = pipeline();
-        let mut applier = Applier::new(&pipeline, (source, None, false));
+        let mut applier = Applier::new((&pipeline, None), (source, None, false));
         let task = format!("/v1/tasks/{T1}");
         let ended = format!(
             r#"{{"id":"{T1}","status":"SUCCEEDED","createdAt":"2026-12-06T09:00:00Z","cost":{{"credits":40}}}}"#
@@ -698,7 +720,7 @@ mod tests {
     #[test]
     fn a_long_run_of_task_answers_is_counted_in_blocks_of_bounded_size() {
         let (pipeline, source) = pipeline();
-        let mut applier = Applier::new(&pipeline, (source, None, false));
+        let mut applier = Applier::new((&pipeline, None), (source, None, false));
         // Each answer a distinct task padded to 60 KiB: a batch of them is far more
         // than one block holds.
         let pad = "x".repeat(60 << 10);
@@ -716,6 +738,55 @@ mod tests {
         let t = pipeline.with_ledger(|l| l.totals());
         let failed: u64 = t.tasks.iter().map(|s| s.tasks).sum();
         assert_eq!(failed, 40);
+    }
+
+    #[test]
+    fn a_created_task_evicted_before_the_commit_is_not_created_again_from_its_journal_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path(), &Registry::new()).unwrap());
+        let (pipeline, source) = pipeline();
+        let mut applier = Applier::new((&pipeline, Some(journal.clone())), (source, None, false));
+        let at = crate::clock::unix_now() - 100.0;
+        let answer = format!(r#"{{"id":"{T1}","estimatedCost":{{"credits":25}}}}"#);
+        let endpoint = "/v1/image_to_video";
+        let entry = Entry::of_create(endpoint, Some("gen4_turbo"), at, answer.as_bytes());
+        let entry = entry.unwrap();
+        // As the forwarder does: journaled, then observed with the entry and its place.
+        let place = journal.append(entry.clone());
+        assert!(place.is_some());
+        let create = Observation {
+            at,
+            model: Some("gen4_turbo".into()),
+            created: Some((entry, place)),
+            ..seen(Method::POST, endpoint, 200, &answer)
+        };
+        applier.apply(&[create]);
+        // Newer creations fill the book of open tasks until T1 is evicted from it.
+        pipeline.with_ledger(|l| {
+            for i in 0.. {
+                if l.created.get(T1).is_none() {
+                    break;
+                }
+                let id = format!("{i:08}-6c24-4c16-946b-35dbbce2af2f");
+                let task = crate::ledger::CreatedTask {
+                    id,
+                    endpoint: endpoint.into(),
+                    created_at: at,
+                    ..Default::default()
+                };
+                l.proxy_created(source, task, None);
+            }
+        });
+        let created = || -> u64 {
+            let t = pipeline.with_ledger(|l| l.totals());
+            t.proxy_created.iter().map(|c| c.tasks).sum()
+        };
+        let before = created();
+        // The reconcile before the next commit, long after: T1's line is settled, not
+        // applied as a create the ledger does not know.
+        let settle = (at + 1000.0, super::super::journal::SETTLE);
+        pipeline.with_ledger(|l| journal.reconcile(l, settle, (source, None)));
+        assert_eq!(created(), before, "T1 was counted once");
     }
 
     #[test]
