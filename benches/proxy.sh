@@ -26,7 +26,15 @@
 # percent from minute to minute): the table, the load average it prints and ROUNDS > 1
 # are what to read; --check is a tripwire, not a verdict.
 #
-# usage: benches/proxy.sh [--check]
+# With --instructions, only the exporter is measured, under valgrind's callgrind: the
+# instructions its whole process (every thread: the proxy threads, the observation
+# consumer) executes a request, for GET and create at 64 connections, counted from after a
+# warm-up to the end of a run of DURATION seconds, commits set an hour apart so that no
+# periodic work is in the count. Timings move by tens of percent on this VM; this count
+# moves by a few percent (how requests fall into the consumer's batches), so it is the
+# figure to compare two builds by (EXPORTER_BIN).
+#
+# usage: benches/proxy.sh [--check | --instructions]
 #        DURATION=10 ROUNDS=1 UPLOAD_DURATION=6 benches/proxy.sh   (defaults; seconds;
 #        with ROUNDS > 1 each figure is the median of the rounds)
 #        EXPORTER_BIN=path benches/proxy.sh   (measure that binary; no cargo build)
@@ -35,10 +43,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 check=0
+instructions=0
 case "${1:-}" in
   --check) check=1 ;;
+  --instructions) instructions=1 ;;
   "") ;;
-  *) echo "usage: benches/proxy.sh [--check]" >&2; exit 64 ;;
+  *) echo "usage: benches/proxy.sh [--check | --instructions]" >&2; exit 64 ;;
 esac
 duration=${DURATION:-10}
 rounds=${ROUNDS:-1}
@@ -66,6 +76,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ -n "$(nginx_bin)" ] || { echo "proxy bench: nginx still missing after install" >&2; exit 1; }
 fi
 nginx=$(nginx_bin)
+if [ "$instructions" = 1 ] && ! command -v valgrind >/dev/null 2>&1; then
+  echo "proxy bench: valgrind is not installed (scripts/install-test-deps.sh)" >&2; exit 1
+fi
 if [ -n "${EXPORTER_BIN:-}" ]; then
   bin=$EXPORTER_BIN
 else
@@ -143,9 +156,12 @@ nginx_conf nginx 2 "
     location /v1/ { proxy_pass http://standin; proxy_set_header Host 127.0.0.1:$standin_port; $streaming }" \
   "upstream standin { server 127.0.0.1:$standin_port; keepalive 64; keepalive_requests 10000000; }"
 mkdir -p "$work/exporter/state"
+commit_interval=1s
+[ "$instructions" = 1 ] && commit_interval=1h
 cat > "$work/exporter/runway-exporter.toml" <<EOF
 [state]
 dir = "$work/exporter/state"
+commit_interval = "$commit_interval"
 [proxy]
 enabled = true
 listen = "127.0.0.1:$exporter_port"
@@ -157,7 +173,9 @@ start_nginx() {
   "$nginx" -p "$work/$1" -c "$work/$1/nginx.conf" -e "$work/$1/error.log" & started=$!; pids+=($started)
 }
 start_exporter() {
-  "$bin" --config "$work/exporter/runway-exporter.toml" --web.listen-address 127.0.0.1:0 \
+  local under=()
+  [ "$instructions" = 1 ] && under=(valgrind --tool=callgrind -q --callgrind-out-file="$work/callgrind.out")
+  "${under[@]}" "$bin" --config "$work/exporter/runway-exporter.toml" --web.listen-address 127.0.0.1:0 \
     --log.level warn 2>> "$work/exporter/stderr.log" & started=$!; pids+=($started)
 }
 # stop PID: ends one of the processes this script started, and waits for it.
@@ -204,6 +222,25 @@ run_wrk() {
   echo "$line"
 }
 field() { sed -E "s/.* $1=([0-9]+).*/\1/" <<< "$2"; }
+
+# --- instructions (--instructions) ------------------------------------------------------
+if [ "$instructions" = 1 ]; then
+  echo "| request | clients | requests | instructions | instructions a request |"
+  echo "|---|---|---|---|---|"
+  dumps=0
+  for mode in get create; do
+    run_wrk exporter 64 2 30 "$mode" > /dev/null   # warm-up: connections, first allocations
+    callgrind_control -z "$exporter" > /dev/null 2>&1
+    line=$(run_wrk exporter 64 "$duration" 30 "$mode")
+    callgrind_control -d "$exporter" > /dev/null 2>&1
+    dumps=$((dumps + 1))
+    ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$work/callgrind.out.$dumps")
+    requests=$(field requests "$line")
+    label="GET /v1/tasks/{id}"; [ "$mode" = create ] && label="POST /v1/image_to_video"
+    echo "| $label | 64 | $requests | $ir | $(( ir / requests )) |"
+  done
+  exit 0
+fi
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)" >&2
 for mode in get create; do

@@ -344,15 +344,18 @@ fn checked_path(target: &str) -> Option<&str> {
     }
     // One pass over the bytes (a path is checked for every request the proxy passes):
     // each segment is `is_segment`.
+    let bytes = path.as_bytes();
     let mut segment = 1;
-    for (i, b) in path.bytes().enumerate().skip(1).chain([(path.len(), b'/')]) {
-        if b == b'/' {
-            if matches!(&path.as_bytes()[segment..i], b"" | b"." | b"..") {
-                return None;
+    for i in 1..=bytes.len() {
+        match bytes.get(i) {
+            Some(b'/') | None => {
+                if matches!(&bytes[segment..i], b"" | b"." | b"..") {
+                    return None;
+                }
+                segment = i + 1;
             }
-            segment = i + 1;
-        } else if !is_segment_byte(b) {
-            return None;
+            Some(b) if !is_segment_byte(*b) => return None,
+            Some(_) => {}
         }
     }
     Some(path)

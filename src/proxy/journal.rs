@@ -152,15 +152,21 @@ impl Entry {
         if !crate::runway_api::is_task_id(&self.id) {
             return None;
         }
-        let before = self.clone();
-        self.endpoint = super::endpoint::endpoint(&self.endpoint).to_string();
-        self.estimate = self
-            .estimate
-            .filter(|c| (0.0..=crate::record::MAX_CREDITS).contains(c));
+        let mut mended = false;
+        let endpoint = super::endpoint::endpoint(&self.endpoint);
+        if endpoint != self.endpoint {
+            self.endpoint = endpoint.to_string();
+            mended = true;
+        }
+        let in_range = |c: &f64| (0.0..=crate::record::MAX_CREDITS).contains(c);
+        if self.estimate.is_some_and(|c| !in_range(&c)) {
+            self.estimate = None;
+            mended = true;
+        }
         if !(0.0..=now).contains(&self.at) {
             self.at = now;
+            mended = true;
         }
-        let mended = self != before;
         Some((self, mended))
     }
 
