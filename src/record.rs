@@ -636,7 +636,7 @@ pub const MAX_DEPTH: usize = 512;
 /// Whether `line` nests brackets deeper than [`MAX_DEPTH`] (outside strings). A line
 /// shorter than `2 x MAX_DEPTH` bytes cannot, and one with fewer opening brackets than
 /// that is passed after one SIMD count: the usual line costs one comparison.
-fn too_deep(line: &[u8]) -> bool {
+pub(crate) fn too_deep(line: &[u8]) -> bool {
     if line.len() < 2 * MAX_DEPTH || memchr::memchr2_iter(b'[', b'{', line).count() <= MAX_DEPTH {
         return false;
     }

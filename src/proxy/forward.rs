@@ -120,20 +120,29 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes the hop-by-hop headers and those the `Connection` header names. One pass over
-/// the names present: most messages carry none of them, or only `Connection`.
+/// Removes the hop-by-hop headers and those the `Connection` header names: one pass over
+/// the names present, then one lookup an option (work in the header's length, however
+/// many options it lists: a hostile one of 64 KiB of commas costs one pass).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<&str> = (headers.get_all(header::CONNECTION).iter())
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    // Values are reference-counted: kept while the map changes.
+    let options: Vec<HeaderValue> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .cloned()
         .collect();
-    let hop = |name: &HeaderName| {
-        HOP_BY_HOP.contains(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
-    };
-    let present: Vec<HeaderName> = headers.keys().filter(|k| hop(k)).cloned().collect();
+    let present: Vec<HeaderName> = (headers.keys())
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
     for name in present {
         headers.remove(name);
+    }
+    let named = options.iter().filter_map(|v| v.to_str().ok());
+    for option in named.flat_map(|v| v.split(',')).map(str::trim) {
+        // A name that is no header name is no header: `remove` finds nothing.
+        if !option.is_empty() {
+            headers.remove(option);
+        }
     }
 }
 
@@ -397,6 +406,33 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["authorization", "x-runway-version"]);
+    }
+
+    #[test]
+    fn a_connection_header_of_many_options_removes_what_it_names_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        let mut options: Vec<String> = (0..20_000).map(|i| format!("x-opt-{i}")).collect();
+        options.extend([
+            ",".repeat(30_000),
+            "X-Named-Late".into(),
+            "not a name!".into(),
+        ]);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_str(&options.join(",")).unwrap(),
+        );
+        for i in 0..90 {
+            let name = HeaderName::from_bytes(format!("x-kept-{i}").as_bytes()).unwrap();
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert("x-opt-19999", HeaderValue::from_static("1"));
+        h.insert("x-named-late", HeaderValue::from_static("1"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key(header::CONNECTION));
+        assert!(!h.contains_key("x-opt-19999"));
+        assert!(!h.contains_key("x-named-late"));
+        assert_eq!(h.len(), 91, "the 90 x-kept-* and authorization stay");
     }
 
     #[test]

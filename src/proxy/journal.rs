@@ -359,7 +359,7 @@ impl Journal {
         });
         inner.file = None;
         if let Err(e) = renamed {
-            tracing::warn!(path = %self.path.display(), error = %e, "Cannot rewrite the journal of created tasks; its settled lines stay (applying them again is a no-op).");
+            tracing::warn!(path = %self.path.display(), error = %e, "Cannot rewrite the journal of created tasks; its settled lines stay (applying one again is a no-op while its task is held or counted; a replay after a kill before the next rewrite may count a task evicted from the open ones twice).");
         }
     }
 }

@@ -372,8 +372,12 @@ impl<'p> Applier<'p> {
         match (&o.method, o.code, &o.answer) {
             (&Method::GET, 200, Some(answer)) if names_task(answer, id) => {
                 push_line(&mut self.block, answer);
-                self.block_at = o.at;
-                if self.block.len() >= MAX_BLOCK {
+                // Answers end in the queue in the order their bodies ended, not quite
+                // that of `at` (their headers' time): the run is seen at its latest.
+                self.block_at = self.block_at.max(o.at);
+                // With `only_created`, an answer that ends its task makes the next ones
+                // not ours: each is counted before the next is judged.
+                if self.only_created || self.block.len() >= MAX_BLOCK {
                     self.flush(asked);
                 }
             }
@@ -413,6 +417,7 @@ impl<'p> Applier<'p> {
             self.pipeline
                 .process(self.source, &mut self.splitter, block, None, at);
             self.block.clear();
+            self.block_at = 0.0;
         }
     }
 }
@@ -460,6 +465,12 @@ impl Applier<'_> {
 /// is not JSON is left to the parser to reject.
 fn names_task(answer: &[u8], id: &str) -> bool {
     use sonic_rs::JsonValueTrait;
+    // sonic-rs checks each value it skips on the way to `id` by recursion, with no depth
+    // limit: nesting deep enough to overflow this thread's stack is the parser's to
+    // reject (`too_deep`), as a log line's.
+    if crate::record::too_deep(answer) {
+        return true;
+    }
     match sonic_rs::get_from_slice(answer, ["id"]) {
         Ok(named) => named.as_str() == Some(id),
         Err(e) if e.is_not_found() => false,
@@ -733,11 +744,62 @@ mod tests {
                 seen(Method::GET, &format!("/v1/tasks/{id}"), 200, &answer)
             })
             .collect();
-        applier.apply(&batch);
-        assert!(applier.block.capacity() < 2 * MAX_BLOCK);
+        let mut asked = Vec::new();
+        for o in &batch {
+            applier.task_effect(o, &mut asked);
+            assert!(applier.block.len() < MAX_BLOCK + super::super::tee::MAX_KEPT + 2);
+        }
+        applier.flush(&mut asked);
         let t = pipeline.with_ledger(|l| l.totals());
         let failed: u64 = t.tasks.iter().map(|s| s.tasks).sum();
         assert_eq!(failed, 40);
+    }
+
+    #[test]
+    fn with_created_here_the_answers_after_a_task_ended_are_requests_only() {
+        let (pipeline, source) = pipeline();
+        let mut applier = Applier::new((&pipeline, None), (source, None, true));
+        let task = format!("/v1/tasks/{T1}");
+        let ended = format!(r#"{{"id":"{T1}","status":"SUCCEEDED","cost":{{"credits":40}}}}"#);
+        let created = seen(
+            Method::POST,
+            "/v1/image_to_video",
+            200,
+            &format!(r#"{{"id":"{T1}"}}"#),
+        );
+        let other = seen(
+            Method::GET,
+            &format!("/v1/tasks/{T2}"),
+            200,
+            &ended.replace(T1, T2),
+        );
+        let batch = [
+            created,
+            seen(Method::GET, &task, 200, &ended),
+            seen(Method::GET, &task, 200, &ended),
+            // Not created here: another replica's to count.
+            other,
+        ];
+        applier.apply(&batch);
+        let t = pipeline.with_ledger(|l| l.totals());
+        let proxy = t.sources.iter().find(|s| s.name == SOURCE).unwrap();
+        assert_eq!(proxy.results.iter().sum::<u64>(), 1, "{:?}", proxy.results);
+        let requests: u64 = t.proxy_requests.iter().map(|s| s.requests).sum();
+        assert_eq!(requests, 4);
+    }
+
+    #[test]
+    fn an_answer_nested_too_deep_is_rejected_not_a_crash() {
+        // Past the stack of the consumer's thread, had sonic-rs's skip been let at it.
+        let deep = format!(r#"{{"x":{}"#, "[".repeat(65_000));
+        assert!(deep.len() < super::super::tee::MAX_KEPT);
+        assert!(names_task(deep.as_bytes(), T1), "left to the parser");
+        let (pipeline, source) = pipeline();
+        let mut applier = Applier::new((&pipeline, None), (source, None, false));
+        applier.apply(&[seen(Method::GET, &format!("/v1/tasks/{T1}"), 200, &deep)]);
+        let t = pipeline.with_ledger(|l| l.totals());
+        let proxy = t.sources.iter().find(|s| s.name == SOURCE).unwrap();
+        assert_eq!(proxy.parse_errors[ParseError::TooDeep.index()], 1);
     }
 
     #[test]
