@@ -68,7 +68,8 @@ pub use http_errors::{HttpError, RECENT_HTTP_ERRORS};
 pub use outcomes::{CodeSeries, FlowCredits, FlowTotals, InvocationSeries, SessionSeries};
 pub use own::OwnCounters;
 pub use proxy_book::{
-    CreatedSeries, LatencySeries, ProxyBook, ProxyErrorSeries, ProxyRequestSeries, LATENCY_BUCKETS,
+    CreatedSeries, LatencySeries, ProxyBook, ProxyErrorSeries, ProxyRequestSeries, RequestKey,
+    LATENCY_BUCKETS,
 };
 pub use recent::{CodeClass, FailedTask, RecentFailures, Slot, RECENT_TASKS};
 pub use timing::{
@@ -1003,15 +1004,8 @@ impl Ledger {
     /// Counts `n` answers the proxy passed back to the application, of one endpoint
     /// template, method and code, and the upstream's `latencies` in seconds (of those
     /// it answered).
-    pub fn count_proxy_requests(
-        &mut self,
-        endpoint: &str,
-        method: &str,
-        code: &str,
-        n: u64,
-        latencies: &[f64],
-    ) {
-        self.book.proxy.count(endpoint, method, code, n, latencies);
+    pub fn count_proxy_requests(&mut self, series: RequestKey<'_>, n: u64, latencies: &[f64]) {
+        self.book.proxy.count(series, n, latencies);
     }
 
     /// Counts an error answer (400 or more) the proxy passed back or gave, by endpoint

@@ -18,6 +18,9 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// The series of an answer the proxy passed back: its endpoint template, method and code.
+pub type RequestKey<'a> = (&'a str, &'a str, &'a str);
+
 /// Answers the proxy passed back, of one endpoint, method and code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyRequestSeries {
@@ -68,14 +71,8 @@ pub struct ProxyBook {
 impl ProxyBook {
     /// `n` answers of one endpoint, method and code; the `latencies` (seconds) of those
     /// the upstream answered.
-    pub(super) fn count(
-        &mut self,
-        endpoint: &str,
-        method: &str,
-        code: &str,
-        n: u64,
-        latencies: &[f64],
-    ) {
+    pub(super) fn count(&mut self, series: RequestKey<'_>, n: u64, latencies: &[f64]) {
+        let (endpoint, method, code) = series;
         let key = (endpoint.to_string(), method.to_string(), code.to_string());
         let n_now = self.requests.entry(key).or_default();
         *n_now = n_now.saturating_add(n);

@@ -340,7 +340,7 @@ impl<'p> Applier<'p> {
         self.pipeline.with_ledger(|l| {
             for t in &tallies {
                 let code = t.code.to_string();
-                l.count_proxy_requests(t.endpoint, t.method, &code, t.n, &t.latencies);
+                l.count_proxy_requests((t.endpoint, t.method, &code), t.n, &t.latencies);
             }
             for o in batch.iter().filter(|o| o.code >= 400) {
                 let (template, code) = (endpoint::endpoint(&o.path), o.code.to_string());
