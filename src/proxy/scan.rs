@@ -135,11 +135,16 @@ impl ModelScan {
     pub fn feed(&mut self, mut chunk: &[u8]) {
         while !chunk.is_empty() && self.expect != Expect::Invalid {
             let plain = self.token == Token::Str(Escape::None) && self.high.is_none();
-            if plain && self.role == Role::Skip {
-                // The fast path through long strings (data URIs): to the next `"` or `\`.
-                match memchr::memchr2(b'"', b'\\', chunk) {
-                    None => return,
-                    Some(i) => chunk = &chunk[i..],
+            if plain {
+                // The fast path through a string's plain bytes (a data URI's megabytes, a
+                // key, the model): to the next `"` or `\` at once. A control byte, which
+                // fails a key or the model, is left to the byte path.
+                let end = memchr::memchr2(b'"', b'\\', chunk).unwrap_or(chunk.len());
+                let span = &chunk[..end];
+                if end > 0 && (self.role == Role::Skip || !span.iter().any(|b| *b <= 0x1f)) {
+                    self.push(span);
+                    chunk = &chunk[end..];
+                    continue;
                 }
             }
             self.byte(chunk[0]);
@@ -420,6 +425,11 @@ mod tests {
             (r#""model""#, None),
             (r#"{"model":"\u0000"}"#, Some("\0")),
             (r#"{"x":"\/\b\f\n\r\t","model":"m"}"#, Some("m")),
+            // A raw control byte in a key or the model: no JSON, no model (the fast
+            // path through plain bytes leaves it to the byte path).
+            ("{\"model\":\"gen\u{1}4\"}", None),
+            ("{\"model\":\"gen4_turbo\n\"}", None),
+            ("{\"mo\u{1f}del\":\"x\",\"model\":\"m\"}", None),
         ];
         for (body, want) in cases {
             assert_eq!(scan(body).as_deref(), *want, "{body}");
