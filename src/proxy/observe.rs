@@ -322,13 +322,13 @@ impl<'p> Applier<'p> {
             let tally = match at {
                 Some(i) => &mut tallies[i],
                 None => {
-                    let (n, latencies) = (0, Vec::new());
                     let code = o.code;
+                    let latencies = Vec::new();
                     tallies.push(Tally {
                         endpoint,
                         method,
                         code,
-                        n,
+                        n: 0,
                         latencies,
                     });
                     tallies.last_mut().expect("just pushed")
@@ -420,9 +420,7 @@ impl<'p> Applier<'p> {
             self.block_at = 0.0;
         }
     }
-}
 
-impl Applier<'_> {
     /// A create call's answer: when it names a task `id`, a task created through its
     /// endpoint at its time (see [`Entry::of_create`]; the forwarder's reading when it
     /// journaled it), followed as `follow` says, and its journal line marked applied.
