@@ -346,30 +346,40 @@ fn checked_path(target: &str) -> Option<&str> {
     // each segment is `is_segment`.
     let bytes = path.as_bytes();
     let mut segment = 1;
-    for i in 1..=bytes.len() {
-        match bytes.get(i) {
-            Some(b'/') | None => {
-                if matches!(&bytes[segment..i], b"" | b"." | b"..") {
-                    return None;
-                }
-                segment = i + 1;
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        if b == b'/' {
+            if !plain(&bytes[segment..i]) {
+                return None;
             }
-            Some(b) if !is_segment_byte(*b) => return None,
-            Some(_) => {}
+            segment = i + 1;
+        } else if !SEGMENT_BYTES[usize::from(b)] {
+            return None;
         }
     }
-    Some(path)
+    plain(&bytes[segment..]).then_some(path)
 }
 
-/// A byte of a plain segment: `[A-Za-z0-9._~-]`.
-fn is_segment_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
+/// Whether a segment of segment bytes is a plain one: not empty, `.` or `..`.
+fn plain(segment: &[u8]) -> bool {
+    !matches!(segment, b"" | b"." | b"..")
 }
+
+/// The bytes of a plain segment, `[A-Za-z0-9._~-]`, as a table (one load a byte).
+const SEGMENT_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'~' | b'-');
+        b += 1;
+    }
+    table
+};
 
 /// A segment of the SDKs' paths and ids: non-empty, not `.` or `..`, of
 /// `[A-Za-z0-9._~-]` (so no percent-escape, which is never decoded).
 fn is_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && s.bytes().all(is_segment_byte)
+    plain(s.as_bytes()) && s.bytes().all(|b| SEGMENT_BYTES[usize::from(b)])
 }
 
 #[cfg(test)]
@@ -491,6 +501,26 @@ mod tests {
             ("http://evil.example/v1/tasks/abc", OTHER),
         ] {
             assert_eq!(api.endpoint_template(path), template, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn a_segment_is_made_of_unreserved_bytes_only() {
+        let api = api();
+        let unreserved = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
+        for byte in 0u8..128 {
+            let c = char::from(byte);
+            let path = format!("/v1/tasks/a{c}b");
+            // `?` and `#` end the path: what follows is no segment.
+            let ends = matches!(c, '?' | '#');
+            let want = match unreserved.contains(c) || ends {
+                true => "/v1/tasks/{id}",
+                false => OTHER,
+            };
+            assert_eq!(api.endpoint_template(&path), want, "byte {byte}");
+        }
+        for c in ['é', '\u{80}', '\u{ff}', '\u{2028}', '\u{10ffff}'] {
+            assert_eq!(api.endpoint_template(&format!("/v1/tasks/a{c}b")), OTHER);
         }
     }
 

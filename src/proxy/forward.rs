@@ -106,32 +106,39 @@ impl Refusal {
     }
 }
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1), and `Expect`,
-/// which the upstream connection handles on its own.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Whether a header belongs to one connection, never forwarded (RFC 9110 7.6.1): one
+/// comparison of the name's bytes, by length first.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Removes the hop-by-hop headers and those the `Connection` header names: one pass over
 /// the names present, then one lookup an option (work in the header's length, however
-/// many options it lists: a hostile one of 64 KiB of commas costs one pass).
+/// many options it lists: a hostile one of 64 KiB of commas costs one pass). A message
+/// with none (most answers) allocates nothing.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let present: Vec<HeaderName> = (headers.keys())
+        .filter(|k| is_hop_by_hop(k))
+        .cloned()
+        .collect();
+    if present.is_empty() {
+        return;
+    }
     // Values are reference-counted: kept while the map changes.
     let options: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .cloned()
-        .collect();
-    let present: Vec<HeaderName> = (headers.keys())
-        .filter(|k| HOP_BY_HOP.contains(k))
         .cloned()
         .collect();
     for name in present {
@@ -230,18 +237,19 @@ impl Forwarder {
         let body = RequestTee::new(body, method == Method::POST, model.clone());
         parts.uri = Uri::from(target);
         strip_hop_by_hop(&mut parts.headers);
+        // `Expect: 100-continue` is this connection's: hyper answers it as the body is read.
         parts.headers.remove(header::EXPECT);
         // `Host` is the upstream's, whatever the client sent (set by `Upstream::send`).
         let upstream = Request::from_parts(parts, body);
-        let answer =
-            match tokio::time::timeout(self.response_timeout, self.upstream.send(upstream)).await {
-                Err(_) => return self.failed(Refusal::Timeout, method, path),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "The upstream request failed.");
-                    return self.failed(Refusal::Unreachable, method, path);
-                }
-                Ok(Ok(answer)) => answer,
-            };
+        let deadline = tokio::time::Instant::from_std(started + self.response_timeout);
+        let answer = match tokio::time::timeout_at(deadline, self.upstream.send(upstream)).await {
+            Err(_) => return self.failed(Refusal::Timeout, method, path),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "The upstream request failed.");
+                return self.failed(Refusal::Unreachable, method, path);
+            }
+            Ok(Ok(answer)) => answer,
+        };
         let observation = Observation {
             method,
             path,
@@ -330,7 +338,9 @@ impl Forwarder {
 
 /// The answer's `x-should-retry` header as the SDKs read it: `true`, `false`, or none.
 fn should_retry(headers: &HeaderMap) -> Option<bool> {
-    match headers.get("x-should-retry")?.as_bytes() {
+    // A name made once: a `&str` would be parsed as a header name at every answer.
+    static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+    match headers.get(&SHOULD_RETRY)?.as_bytes() {
         b"true" => Some(true),
         b"false" => Some(false),
         _ => None,
@@ -339,11 +349,12 @@ fn should_retry(headers: &HeaderMap) -> Option<bool> {
 
 /// Whether an answer is JSON (`application/json`, any parameters).
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let media = value.split(|&b| b == b';').next().unwrap_or(value);
+    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
 }
 
 #[cfg(test)]
@@ -406,6 +417,78 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["authorization", "x-runway-version"]);
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_goes_and_its_near_namesakes_stay() {
+        let hop = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        let near = [
+            "t",
+            "tf",
+            "trailers",
+            "upgrade-insecure-requests",
+            "keep-alive-x",
+            "x-connection",
+            "proxy-authorizatio",
+            "expect",
+        ];
+        let mut h = HeaderMap::new();
+        for name in hop.iter().chain(&near) {
+            h.insert(*name, HeaderValue::from_static("x"));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        let mut want = near.to_vec();
+        want.sort_unstable();
+        assert_eq!(kept, want);
+        // None there: nothing changes.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn json_is_the_media_type_whatever_its_case_spaces_and_parameters() {
+        let json = |value: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+            is_json(&h)
+        };
+        for yes in [
+            &b"application/json"[..],
+            b"Application/JSON",
+            b" application/json ; charset=utf-8",
+            b"application/json;charset=\xff",
+        ] {
+            assert!(json(yes), "{yes:?}");
+        }
+        for no in [
+            &b"application/jsonx"[..],
+            b"application/json-seq",
+            b"text/json",
+            b"application/ json",
+            b"",
+            b";application/json",
+            b"application/problem+json",
+        ] {
+            assert!(!json(no), "{no:?}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 
     #[test]

@@ -313,9 +313,10 @@ impl<'p> Applier<'p> {
 
     /// Counts every answer of `batch` as a request, and its error answers, under one lock.
     fn count_requests(&self, batch: &[Observation]) {
+        let endpoints: Vec<&str> = batch.iter().map(|o| endpoint::endpoint(&o.path)).collect();
         let mut tallies: Vec<Tally> = Vec::new();
-        for o in batch {
-            let (endpoint, method) = (endpoint::endpoint(&o.path), endpoint::method(&o.method));
+        for (o, &endpoint) in batch.iter().zip(&endpoints) {
+            let method = endpoint::method(&o.method);
             let at = tallies
                 .iter()
                 .position(|t| (t.endpoint, t.method, t.code) == (endpoint, method, o.code));
@@ -342,8 +343,9 @@ impl<'p> Applier<'p> {
                 let code = t.code.to_string();
                 l.count_proxy_requests((t.endpoint, t.method, &code), t.n, &t.latencies);
             }
-            for o in batch.iter().filter(|o| o.code >= 400) {
-                let (template, code) = (endpoint::endpoint(&o.path), o.code.to_string());
+            let errors = batch.iter().zip(&endpoints).filter(|(o, _)| o.code >= 400);
+            for (o, &template) in errors {
+                let code = o.code.to_string();
                 let retry = crate::classify::http_retry(o.code, o.should_retry);
                 l.count_proxy_error(template, &code, retry.as_str());
                 let method = endpoint::method(&o.method);

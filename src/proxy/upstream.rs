@@ -124,11 +124,12 @@ where
     /// a request never waits behind another's upload.
     fn take(&self) -> Option<SendRequest<B>> {
         let mut idle = crate::sync::lock(&self.idle);
+        let now = Instant::now();
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
             let (sender, since) = &idle[i];
-            if sender.is_closed() || since.elapsed() >= IDLE_FOR {
+            if sender.is_closed() || now.duration_since(*since) >= IDLE_FOR {
                 idle.remove(i);
             } else if sender.is_ready() {
                 return idle.remove(i).map(|(sender, _)| sender);
@@ -209,14 +210,15 @@ impl<B> Answer<B> {
             return;
         };
         let mut idle = crate::sync::lock(&idle);
+        let now = Instant::now();
         while idle
             .front()
-            .is_some_and(|(s, since)| s.is_closed() || since.elapsed() >= IDLE_FOR)
+            .is_some_and(|(s, since)| s.is_closed() || now.duration_since(*since) >= IDLE_FOR)
             || idle.len() >= IDLE_MAX
         {
             idle.pop_front();
         }
-        idle.push_back((sender, Instant::now()));
+        idle.push_back((sender, now));
     }
 }
 
