@@ -247,21 +247,12 @@ impl RunwayApi {
     /// The route template of a path, as a bounded label value: the path itself for a
     /// literal route (`/v1/image_to_video`), the template for one with parameters
     /// (`/v1/tasks/{id}`), `other` for anything else.
-    pub fn endpoint_template(&self, path: &str) -> &str {
-        let Some(path) = checked_path(path) else {
+    pub fn endpoint_template(&self, target: &str) -> &str {
+        let Some(Split { path, parts, n }) = split_path(target) else {
             return OTHER;
         };
         if let Some(p) = self.literal_routes.get(path) {
             return p;
-        }
-        let mut parts = [""; MAX_SEGMENTS];
-        let mut n = 0;
-        for segment in path[1..].split('/') {
-            let Some(part) = parts.get_mut(n) else {
-                return OTHER;
-            };
-            *part = segment;
-            n += 1;
         }
         self.templates
             .iter()
@@ -334,29 +325,38 @@ impl Template {
     }
 }
 
-/// The path part of a request target, if it is one the table can name: absolute, at most
-/// [`MAX_PATH_BYTES`] before the query, every segment a plain [`is_segment`].
+/// The path part of a request target, if it is one the table can name ([`split_path`]).
 fn checked_path(target: &str) -> Option<&str> {
+    split_path(target).map(|split| split.path)
+}
+
+/// A request target's path and its segments (after `/`).
+struct Split<'t> {
+    path: &'t str,
+    parts: [&'t str; MAX_SEGMENTS],
+    n: usize,
+}
+
+/// The path part of a request target split into its segments, if it is one the table
+/// can name: absolute, at most [`MAX_PATH_BYTES`] before the query and [`MAX_SEGMENTS`]
+/// segments (no route has more), every segment a plain [`is_segment`]. One pass: a
+/// path is split for every request the proxy passes.
+fn split_path(target: &str) -> Option<Split<'_>> {
     let end = memchr::memchr2(b'?', b'#', target.as_bytes()).unwrap_or(target.len());
     let path = &target[..end];
-    if path.len() > MAX_PATH_BYTES || !path.starts_with('/') {
+    if path.len() > MAX_PATH_BYTES {
         return None;
     }
-    // One pass over the bytes (a path is checked for every request the proxy passes):
-    // each segment is `is_segment`.
-    let bytes = path.as_bytes();
-    let mut segment = 1;
-    for (i, &b) in bytes.iter().enumerate().skip(1) {
-        if b == b'/' {
-            if !plain(&bytes[segment..i]) {
-                return None;
-            }
-            segment = i + 1;
-        } else if !SEGMENT_BYTES[usize::from(b)] {
+    let mut parts = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for segment in path.strip_prefix('/')?.split('/') {
+        if !is_segment(segment) {
             return None;
         }
+        *parts.get_mut(n)? = segment;
+        n += 1;
     }
-    plain(&bytes[segment..]).then_some(path)
+    Some(Split { path, parts, n })
 }
 
 /// Whether a segment of segment bytes is a plain one: not empty, `.` or `..`.

@@ -106,51 +106,90 @@ impl Refusal {
     }
 }
 
-/// Whether a header belongs to one connection, never forwarded (RFC 9110 7.6.1): one
-/// comparison of the name's bytes, by length first.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+/// The headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
+static HOP_BY_HOP: [HeaderName; HOPS] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const HOPS: usize = 9;
+
+/// The place in [`HOP_BY_HOP`] of a lowercase header name: one comparison of its bytes,
+/// by length first.
+fn hop_by_hop(lowercase: &str) -> Option<usize> {
+    match lowercase {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "te" => Some(5),
+        "trailer" => Some(6),
+        "transfer-encoding" => Some(7),
+        "upgrade" => Some(8),
+        _ => None,
+    }
+}
+
+/// Whether a `Connection` option names a header beyond the hop-by-hop ones: not
+/// `close`, not one of [`HOP_BY_HOP`] (`Keep-Alive`, whatever its case), not empty.
+fn names_more(option: &str) -> bool {
+    const LONGEST: usize = "proxy-authorization".len();
+    if option.is_empty() || option.eq_ignore_ascii_case("close") {
+        return false;
+    }
+    let mut lower = [0u8; LONGEST];
+    let Some(lower) = lower.get_mut(..option.len()) else {
+        return true;
+    };
+    lower.copy_from_slice(option.as_bytes());
+    lower.make_ascii_lowercase();
+    // ASCII lowercasing keeps a `str` one.
+    std::str::from_utf8(lower).is_ok_and(|name| hop_by_hop(name).is_none())
 }
 
 /// Removes the hop-by-hop headers and those the `Connection` header names: one pass over
-/// the names present, then one lookup an option (work in the header's length, however
-/// many options it lists: a hostile one of 64 KiB of commas costs one pass). A message
-/// with none (most answers) allocates nothing.
+/// the names present, one over the options, then one lookup an option that names more
+/// (work in the header's length, however many options it lists: a hostile one of 64 KiB
+/// of commas costs one pass). A message with none, or whose `Connection` says only
+/// `keep-alive` or `close` (almost every one), allocates nothing.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let present: Vec<HeaderName> = (headers.keys())
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
-        .collect();
-    if present.is_empty() {
-        return;
-    }
-    // Values are reference-counted: kept while the map changes.
-    let options: Vec<HeaderValue> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .cloned()
-        .collect();
-    for name in present {
-        headers.remove(name);
-    }
-    let named = options.iter().filter_map(|v| v.to_str().ok());
-    for option in named.flat_map(|v| v.split(',')).map(str::trim) {
-        // A name that is no header name is no header: `remove` finds nothing.
-        if !option.is_empty() {
-            headers.remove(option);
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop(name.as_str()) {
+            present[i] = true;
         }
     }
+    let more = present[0] && options(headers.get_all(header::CONNECTION)).any(names_more);
+    // Values are reference-counted: kept while the map changes.
+    let connection: Vec<HeaderValue> = match more {
+        true => headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect(),
+        false => Vec::new(),
+    };
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
+        headers.remove(name);
+    }
+    for option in options(&connection).filter(|o| names_more(o)) {
+        // A name that is no header name is no header: `remove` finds nothing.
+        headers.remove(option);
+    }
+}
+
+/// The options of `Connection` values: comma-separated, trimmed (some empty).
+fn options<'h>(values: impl IntoIterator<Item = &'h HeaderValue>) -> impl Iterator<Item = &'h str> {
+    let values = values.into_iter().filter_map(|v| v.to_str().ok());
+    values.flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// `.` and `..`, also percent-encoded (any case): segments that could leave `/v1/`.
@@ -457,6 +496,41 @@ mod tests {
         plain.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         strip_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_has_its_place_and_connection_options_any_case() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name.as_str()), Some(i), "{name}");
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}");
+            assert!(h.contains_key(header::AUTHORIZATION), "{name}");
+        }
+        for (connection, gone) in [
+            ("Keep-Alive", &[][..]),
+            ("close", &[]),
+            ("KEEP-ALIVE, Close, , TE", &[]),
+            ("keep-alive, X-Hop", &["x-hop"]),
+            (
+                "X-HOP,x-a-name-longer-than-any-hop-by-hop",
+                &["x-hop", "x-a-name-longer-than-any-hop-by-hop"],
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(connection));
+            for name in ["x-hop", "x-a-name-longer-than-any-hop-by-hop", "x-kept"] {
+                h.insert(name, HeaderValue::from_static("1"));
+            }
+            strip_hop_by_hop(&mut h);
+            let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            kept.sort_unstable();
+            let mut want = vec!["x-a-name-longer-than-any-hop-by-hop", "x-hop", "x-kept"];
+            want.retain(|n| !gone.contains(n));
+            assert_eq!(kept, want, "{connection}");
+        }
     }
 
     #[test]
