@@ -339,8 +339,8 @@ struct Split<'t> {
 
 /// The path part of a request target split into its segments, if it is one the table
 /// can name: absolute, at most [`MAX_PATH_BYTES`] before the query and [`MAX_SEGMENTS`]
-/// segments (no route has more), every segment a plain [`is_segment`]. One pass: a
-/// path is split for every request the proxy passes.
+/// segments (no route has more), every segment a plain [`is_segment`]. Split once for
+/// all the templates (a path is split for every request the proxy passes).
 fn split_path(target: &str) -> Option<Split<'_>> {
     let end = memchr::memchr2(b'?', b'#', target.as_bytes()).unwrap_or(target.len());
     let path = &target[..end];

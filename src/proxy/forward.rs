@@ -124,25 +124,29 @@ const HOPS: usize = 9;
 /// The place in [`HOP_BY_HOP`] of a lowercase header name: one comparison of its bytes,
 /// by length first.
 fn hop_by_hop(lowercase: &str) -> Option<usize> {
-    match lowercase {
-        "connection" => Some(0),
-        "keep-alive" => Some(1),
-        "proxy-connection" => Some(2),
-        "proxy-authenticate" => Some(3),
-        "proxy-authorization" => Some(4),
-        "te" => Some(5),
-        "trailer" => Some(6),
-        "transfer-encoding" => Some(7),
-        "upgrade" => Some(8),
-        _ => None,
-    }
+    let place = match lowercase {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    };
+    // The match and the list agree (a place out of the list fails here, in the tests).
+    debug_assert_eq!(HOP_BY_HOP[place].as_str(), lowercase);
+    Some(place)
 }
 
-/// Whether a `Connection` option names a header beyond the hop-by-hop ones: not
-/// `close`, not one of [`HOP_BY_HOP`] (`Keep-Alive`, whatever its case), not empty.
+/// Whether a `Connection` option names a header beyond the hop-by-hop ones: not one of
+/// [`HOP_BY_HOP`] (`Keep-Alive`, whatever its case), not empty. (`close` names one: a
+/// field named `Close` goes too, as RFC 9110 18.4 reserves it for.)
 fn names_more(option: &str) -> bool {
     const LONGEST: usize = "proxy-authorization".len();
-    if option.is_empty() || option.eq_ignore_ascii_case("close") {
+    if option.is_empty() {
         return false;
     }
     let mut lower = [0u8; LONGEST];
@@ -158,8 +162,8 @@ fn names_more(option: &str) -> bool {
 /// Removes the hop-by-hop headers and those the `Connection` header names: one pass over
 /// the names present, one over the options, then one lookup an option that names more
 /// (work in the header's length, however many options it lists: a hostile one of 64 KiB
-/// of commas costs one pass). A message with none, or whose `Connection` says only
-/// `keep-alive` or `close` (almost every one), allocates nothing.
+/// of commas costs one pass). A message with none, or whose `Connection` names only
+/// hop-by-hop headers (`keep-alive`: almost every one), allocates nothing.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOPS];
     for name in headers.keys() {
@@ -280,15 +284,15 @@ impl Forwarder {
         parts.headers.remove(header::EXPECT);
         // `Host` is the upstream's, whatever the client sent (set by `Upstream::send`).
         let upstream = Request::from_parts(parts, body);
-        let deadline = tokio::time::Instant::from_std(started + self.response_timeout);
-        let answer = match tokio::time::timeout_at(deadline, self.upstream.send(upstream)).await {
-            Err(_) => return self.failed(Refusal::Timeout, method, path),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "The upstream request failed.");
-                return self.failed(Refusal::Unreachable, method, path);
-            }
-            Ok(Ok(answer)) => answer,
-        };
+        let answer =
+            match tokio::time::timeout(self.response_timeout, self.upstream.send(upstream)).await {
+                Err(_) => return self.failed(Refusal::Timeout, method, path),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "The upstream request failed.");
+                    return self.failed(Refusal::Unreachable, method, path);
+                }
+                Ok(Ok(answer)) => answer,
+            };
         let observation = Observation {
             method,
             path,
@@ -392,7 +396,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         return false;
     };
     let value = value.as_bytes();
-    let media = value.split(|&b| b == b';').next().unwrap_or(value);
+    let media = memchr::memchr(b';', value).map_or(value, |end| &value[..end]);
     media.trim_ascii().eq_ignore_ascii_case(b"application/json")
 }
 
@@ -511,8 +515,9 @@ mod tests {
         }
         for (connection, gone) in [
             ("Keep-Alive", &[][..]),
-            ("close", &[]),
-            ("KEEP-ALIVE, Close, , TE", &[]),
+            // A field named `Close` goes with its option (RFC 9110 18.4).
+            ("close", &["close"]),
+            ("KEEP-ALIVE, Close, , TE", &["close"]),
             ("keep-alive, X-Hop", &["x-hop"]),
             (
                 "X-HOP,x-a-name-longer-than-any-hop-by-hop",
@@ -521,13 +526,19 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             h.insert(header::CONNECTION, HeaderValue::from_static(connection));
-            for name in ["x-hop", "x-a-name-longer-than-any-hop-by-hop", "x-kept"] {
+            let names = [
+                "close",
+                "x-a-name-longer-than-any-hop-by-hop",
+                "x-hop",
+                "x-kept",
+            ];
+            for name in names {
                 h.insert(name, HeaderValue::from_static("1"));
             }
             strip_hop_by_hop(&mut h);
             let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
             kept.sort_unstable();
-            let mut want = vec!["x-a-name-longer-than-any-hop-by-hop", "x-hop", "x-kept"];
+            let mut want = names.to_vec();
             want.retain(|n| !gone.contains(n));
             assert_eq!(kept, want, "{connection}");
         }
