@@ -359,11 +359,6 @@ fn split_path(target: &str) -> Option<Split<'_>> {
     Some(Split { path, parts, n })
 }
 
-/// Whether a segment of segment bytes is a plain one: not empty, `.` or `..`.
-fn plain(segment: &[u8]) -> bool {
-    !matches!(segment, b"" | b"." | b"..")
-}
-
 /// The bytes of a plain segment, `[A-Za-z0-9._~-]`, as a table (one load a byte).
 const SEGMENT_BYTES: [bool; 256] = {
     let mut table = [false; 256];
@@ -379,7 +374,7 @@ const SEGMENT_BYTES: [bool; 256] = {
 /// A segment of the SDKs' paths and ids: non-empty, not `.` or `..`, of
 /// `[A-Za-z0-9._~-]` (so no percent-escape, which is never decoded).
 fn is_segment(s: &str) -> bool {
-    plain(s.as_bytes()) && s.bytes().all(|b| SEGMENT_BYTES[usize::from(b)])
+    !matches!(s, "" | "." | "..") && s.bytes().all(|b| SEGMENT_BYTES[usize::from(b)])
 }
 
 #[cfg(test)]

@@ -145,18 +145,8 @@ fn hop_by_hop(lowercase: &str) -> Option<usize> {
 /// [`HOP_BY_HOP`] (`Keep-Alive`, whatever its case), not empty. (`close` names one: a
 /// field named `Close` goes too, as RFC 9110 18.4 reserves it for.)
 fn names_more(option: &str) -> bool {
-    const LONGEST: usize = "proxy-authorization".len();
-    if option.is_empty() {
-        return false;
-    }
-    let mut lower = [0u8; LONGEST];
-    let Some(lower) = lower.get_mut(..option.len()) else {
-        return true;
-    };
-    lower.copy_from_slice(option.as_bytes());
-    lower.make_ascii_lowercase();
-    // ASCII lowercasing keeps a `str` one.
-    std::str::from_utf8(lower).is_ok_and(|name| hop_by_hop(name).is_none())
+    let hop = |h: &HeaderName| h.as_str().eq_ignore_ascii_case(option);
+    !option.is_empty() && !HOP_BY_HOP.iter().any(hop)
 }
 
 /// Removes the hop-by-hop headers and those the `Connection` header names: one pass over
