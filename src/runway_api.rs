@@ -244,6 +244,12 @@ impl RunwayApi {
         self.creates.get(checked_path(path)?)
     }
 
+    /// Whether `template` (an [`RunwayApi::endpoint_template`]) is a create endpoint's:
+    /// one lookup, a create path being a literal route (checked by [`RunwayApi::parse`]).
+    pub fn creates_at(&self, template: &str) -> bool {
+        self.creates.contains_key(template)
+    }
+
     /// The route template of a path, as a bounded label value: the path itself for a
     /// literal route (`/v1/image_to_video`), the template for one with parameters
     /// (`/v1/tasks/{id}`), `other` for anything else.
@@ -393,6 +399,24 @@ mod tests {
             api.creates.len()
         );
         assert_eq!(api.usage_models().len(), 76);
+    }
+
+    #[test]
+    fn every_create_path_is_its_own_template_and_only_those_create() {
+        let api = api();
+        for path in api.creates.keys() {
+            assert_eq!(api.endpoint_template(path), path);
+            assert!(api.creates_at(path), "{path}");
+        }
+        for template in [
+            "/v1/tasks/{id}",
+            "/v1/uploads",
+            "other",
+            "",
+            "/v1/image_to_video/",
+        ] {
+            assert!(!api.creates_at(template), "{template}");
+        }
     }
 
     #[test]

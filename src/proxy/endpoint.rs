@@ -17,16 +17,44 @@ pub fn endpoint(path: &str) -> &'static str {
     crate::runway_api::api().endpoint_template(path)
 }
 
-/// Whether a `POST` to `path` answered 2xx creates a task: a create endpoint of
-/// `config/runway-api.toml`, or a path the table does not know (`other`: an endpoint
-/// newer than the pinned SDKs). A known route that creates no task (`/v1/uploads`
-/// answers an upload's id, `/v1/workflows/{id}` an invocation's, `/v1/organization/usage`
-/// a report) is not a create call, whatever id its answer carries.
-pub fn creates_tasks(path: &str) -> bool {
-    crate::runway_api::api()
-        .create_endpoint("POST", path)
-        .is_some()
-        || endpoint(path) == OTHER
+/// Whether a `POST` answered 2xx to a path whose [`endpoint`] is `template` creates a
+/// task: a create endpoint of `config/runway-api.toml`, or a path the table does not know
+/// (`other`: an endpoint newer than the pinned SDKs). A known route that creates no task
+/// (`/v1/uploads` answers an upload's id, `/v1/workflows/{id}` an invocation's,
+/// `/v1/organization/usage` a report) is not a create call, whatever id its answer
+/// carries.
+pub fn creates_tasks(template: &str) -> bool {
+    template == OTHER || crate::runway_api::api().creates_at(template)
+}
+
+/// A request's path (without its query) and its [`endpoint`], found once for everything
+/// that is asked of the request afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    path: String,
+    endpoint: &'static str,
+}
+
+impl Target {
+    pub fn new(path: String) -> Target {
+        let endpoint = endpoint(&path);
+        Target { path, endpoint }
+    }
+
+    /// The path's template ([`endpoint`]).
+    pub fn endpoint(&self) -> &'static str {
+        self.endpoint
+    }
+
+    /// [`creates_tasks`] of the path's template.
+    pub fn creates_tasks(&self) -> bool {
+        creates_tasks(self.endpoint)
+    }
+
+    /// [`task_id`] of the path.
+    pub fn task_id(&self) -> Option<&str> {
+        task_id(&self.path)
+    }
 }
 
 /// The task id of a `/v1/tasks/{id}` path.
@@ -81,8 +109,13 @@ mod tests {
             ("/v1/organization/usage", false),
             ("/v1/tasks/abc", false),
         ] {
-            assert_eq!(creates_tasks(path), creates, "{path}");
+            assert_eq!(Target::new(path.into()).creates_tasks(), creates, "{path}");
         }
+        assert!(!creates_tasks(TASK));
+        let target = Target::new("/v1/tasks/abc".into());
+        assert_eq!((target.endpoint(), target.task_id()), (TASK, Some("abc")));
+        assert!(!target.creates_tasks());
+        assert!(Target::new("/v1/text_to_video".into()).creates_tasks());
         assert_eq!(task_id("/v1/tasks/abc/x"), None);
         let odd = hyper::Method::from_bytes(b"BREW").unwrap();
         assert_eq!(method(&odd), OTHER);

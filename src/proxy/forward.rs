@@ -11,6 +11,7 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::endpoint::Target;
 use super::journal::{Entry, Journal};
 use super::observe::{Observation, Observer};
 use super::tee::MAX_KEPT;
@@ -263,7 +264,8 @@ impl Forwarder {
             }
         };
         let started = Instant::now();
-        let (method, path) = (request.method().clone(), target.path().to_string());
+        let method = request.method().clone();
+        let path = Target::new(target.path().to_string());
         let (mut parts, body) = request.into_parts();
         // Only a create call's body says which model: the others are not scanned.
         let model = ModelSlot::default();
@@ -285,7 +287,7 @@ impl Forwarder {
             };
         let observation = Observation {
             method,
-            path,
+            target: path,
             code: answer.status().as_u16(),
             latency: Some(started.elapsed()),
             at: crate::clock::unix_now(),
@@ -323,7 +325,7 @@ impl Forwarder {
         mut observation: Observation,
         model: ModelSlot,
         journal: &Journal,
-    ) -> Result<Resumed<RequestTee>, (Method, String)> {
+    ) -> Result<Resumed<RequestTee>, (Method, Target)> {
         let read = tokio::time::timeout(self.response_timeout, body.read_within(MAX_KEPT));
         observation.model = model.get().cloned().flatten();
         let bytes = match read.await {
@@ -333,11 +335,13 @@ impl Forwarder {
                 self.observer.send(observation);
                 return Ok(body);
             }
-            Ok(Read::Broken) | Err(_) => return Err((observation.method, observation.path)),
+            Ok(Read::Broken) | Err(_) => return Err((observation.method, observation.target)),
         };
-        let endpoint = super::endpoint::endpoint(&observation.path);
+        let endpoint = observation.target.endpoint();
         let (at, model) = (observation.at, observation.model.as_deref());
-        if let Some(entry) = Entry::of_create(endpoint, model, at, &bytes) {
+        let entry = Entry::of_create(endpoint, model, at, &bytes);
+        // One that is no task's is not journaled; the consumer rejects it.
+        if let Some(entry) = entry.and_then(|e| e.checked(crate::clock::unix_now())) {
             let place = journal.append(entry.clone());
             observation.created = Some((entry, place));
         }
@@ -352,11 +356,11 @@ impl Forwarder {
     }
 
     /// The proxy's own answer to a request the upstream did not answer, observed.
-    fn failed(&self, refusal: Refusal, method: Method, path: String) -> Response<Body> {
+    fn failed(&self, refusal: Refusal, method: Method, target: Target) -> Response<Body> {
         let answer = refusal.answer();
         self.observer.send(Observation {
             method,
-            path,
+            target,
             code: answer.status().as_u16(),
             latency: None,
             at: crate::clock::unix_now(),

@@ -173,8 +173,8 @@ impl Entry {
     /// The entry as [`Entry::sane`] makes it at `now`: held to the rules a journal line
     /// is read by, so that a live answer and its replay count the same. `None` when its
     /// id is no task id.
-    pub fn checked(self, now: f64) -> Option<Entry> {
-        self.sane(now).map(|(entry, _)| entry)
+    pub fn checked(self, now: f64) -> Option<Checked> {
+        self.sane(now).map(|(entry, _)| Checked(entry))
     }
 
     /// The created task it says.
@@ -186,6 +186,18 @@ impl Entry {
             estimate: self.estimate,
             created_at: self.at,
         }
+    }
+}
+
+/// An entry held to the rules a journal line is read by ([`Entry::checked`]): what the
+/// journal writes and the consumer applies, checked once where it is made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked(Entry);
+
+impl Checked {
+    /// The created task it says.
+    pub fn task(self) -> CreatedTask {
+        self.0.task()
     }
 }
 
@@ -239,9 +251,8 @@ impl Journal {
 
     /// Appends `entry`: one `write` of one line; its place, when it was written. Never
     /// fails the request: a failure is counted and logged (once until a write succeeds).
-    pub fn append(&self, entry: Entry) -> Option<u64> {
-        // What the replay would skip is not written (the consumer rejects it).
-        let entry = entry.checked(crate::clock::unix_now())?;
+    /// Only a checked entry is written: what the replay would skip never is.
+    pub fn append(&self, Checked(entry): Checked) -> Option<u64> {
         let Ok(mut line) = serde_json::to_vec(&entry) else {
             self.failures.inc();
             return None;
@@ -563,6 +574,11 @@ mod tests {
         }
     }
 
+    /// [`entry`] checked, as the forwarder checks it before it journals it.
+    fn checked(id: &str, at: f64) -> Checked {
+        entry(id, at).checked(at).expect("a task id")
+    }
+
     fn ledger() -> (Ledger, SourceId) {
         let mut l = Ledger::new(
             std::sync::Arc::new(crate::classify::Table::builtin()),
@@ -579,8 +595,8 @@ mod tests {
         let (mut l, s) = ledger();
         let live = Registry::new();
         let j = Journal::open(dir.path(), &live).unwrap();
-        j.append(entry("a", 100.0));
-        j.append(entry("b", 105.0));
+        j.append(checked("a", 100.0));
+        j.append(checked("b", 105.0));
         // A process killed now: a new journal reads both lines.
         let again = Journal::open(dir.path(), &Registry::new()).unwrap();
         assert_eq!(again.lines(), 2);
@@ -594,7 +610,7 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("\"b\""), "{text}");
         // Appends after a rewrite go to the new file.
-        j.append(entry("c", 106.0));
+        j.append(checked("c", 106.0));
         let back = Journal::open(dir.path(), &Registry::new()).unwrap();
         assert_eq!(back.lines(), 2);
         // At start-up every line is applied, whatever its age, once.
@@ -609,12 +625,14 @@ mod tests {
     }
 
     #[test]
-    fn a_live_entry_the_replay_would_skip_is_not_written() {
+    fn a_live_entry_the_replay_would_skip_cannot_be_written() {
+        // `append` takes only checked entries: these never get that far.
+        for bad in ["../../v1/organization", &"t".repeat(200), ""] {
+            assert_eq!(entry(bad, 100.0).checked(100.0), None, "{bad}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), &Registry::new()).unwrap();
-        j.append(entry("../../v1/organization", 100.0));
-        j.append(entry(&"t".repeat(200), 100.0));
-        j.append(entry("fine-1", 100.0));
+        j.append(checked("fine-1", 100.0));
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("fine-1"), "{text}");
@@ -626,7 +644,7 @@ mod tests {
         let (mut l, s) = ledger();
         let j = std::sync::Arc::new(Journal::open(dir.path(), &Registry::new()).unwrap());
         for i in 0..200 {
-            j.append(entry(&format!("old-{i}"), 100.0));
+            j.append(checked(&format!("old-{i}"), 100.0));
         }
         // Applied and settled: the rewrites below drop these while new lines come.
         let settled = j.reconcile(&mut l, (1000.0, 0.0), (s, None));
@@ -635,7 +653,7 @@ mod tests {
             let j = j.clone();
             std::thread::spawn(move || {
                 for i in 0..2000 {
-                    j.append(entry(&format!("new-{i}"), 2000.0));
+                    j.append(checked(&format!("new-{i}"), 2000.0));
                 }
             })
         };
@@ -645,7 +663,7 @@ mod tests {
         let mut i = 0;
         while !writer.is_finished() {
             i += 1;
-            j.append(entry(&format!("mid-{i}"), 100.0));
+            j.append(checked(&format!("mid-{i}"), 100.0));
             let settled = j.reconcile(&mut l, (1000.0, SETTLE), (s, None));
             j.forget(settled);
         }
@@ -1003,7 +1021,7 @@ mod tests {
             let (d, tx) = (d.to_path_buf(), tx.clone());
             std::thread::spawn(move || {
                 let j = Journal::open(&d, &Registry::new()).unwrap();
-                j.append(entry("a", 1.0));
+                j.append(checked("a", 1.0));
                 tx.send((d, j.lines(), j.failures.get())).unwrap();
             });
         }
@@ -1051,7 +1069,7 @@ mod tests {
         let j = Journal::open(dir.path(), &Registry::new()).unwrap();
         j.forget(Settled::default());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        j.append(entry("a", 1.0));
+        j.append(checked("a", 1.0));
         j.forget(Settled::default());
         assert_eq!(
             Journal::open(dir.path(), &Registry::new()).unwrap().lines(),
@@ -1066,7 +1084,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), br#"{"id":"cut","endpo"#).unwrap();
         let j = Journal::open(dir.path(), &Registry::new()).unwrap();
-        j.append(entry("a", 1.0));
+        j.append(checked("a", 1.0));
         let back = Journal::open(dir.path(), &Registry::new()).unwrap();
         assert_eq!(back.lines(), 1);
     }
@@ -1078,8 +1096,8 @@ mod tests {
         // The journal's path is a directory: every write fails.
         std::fs::create_dir(dir.path().join(FILE_NAME)).unwrap();
         let j = Journal::open(dir.path(), &live).unwrap();
-        j.append(entry("a", 1.0));
-        j.append(entry("b", 2.0));
+        j.append(checked("a", 1.0));
+        j.append(checked("b", 2.0));
         assert_eq!(j.failures.get(), 2);
         assert_eq!(j.lines(), 0);
     }

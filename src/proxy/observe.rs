@@ -54,7 +54,8 @@ use prometheus::{IntCounter, IntCounterVec, Registry};
 use tokio::sync::mpsc;
 
 use super::endpoint;
-use super::journal::{Entry, Journal};
+use super::endpoint::Target;
+use super::journal::{Checked, Entry, Journal};
 use crate::ledger::SourceId;
 use crate::lines::LineSplitter;
 use crate::pipeline::Pipeline;
@@ -74,8 +75,8 @@ pub const BATCH_PAUSE: Duration = Duration::from_millis(2);
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub method: Method,
-    /// The path (without the query).
-    pub path: String,
+    /// The path (without the query) and its template.
+    pub target: Target,
     pub code: u16,
     /// Request start to the upstream's answer headers; `None`: the upstream did not
     /// answer (the proxy's own 502 or 504).
@@ -89,17 +90,18 @@ pub struct Observation {
     /// The answer's `x-should-retry` header, when it says `true` or `false`.
     pub should_retry: Option<bool>,
     /// A create answer's task as the forwarder read it to journal it (so the consumer
-    /// does not parse the answer again), with its journal line's place when written.
-    pub created: Option<(Entry, Option<u64>)>,
+    /// does not parse nor check the answer again), with its journal line's place when
+    /// written.
+    pub created: Option<(Checked, Option<u64>)>,
 }
 
 impl Observation {
     /// Whether it is a create call's answer: a `POST` answered 2xx to a path that
-    /// creates tasks ([`endpoint::creates_tasks`]).
+    /// creates tasks ([`Target::creates_tasks`]).
     pub fn is_create_call(&self) -> bool {
         self.method == Method::POST
             && (200..300).contains(&self.code)
-            && endpoint::creates_tasks(&self.path)
+            && self.target.creates_tasks()
     }
 }
 
@@ -313,9 +315,9 @@ impl<'p> Applier<'p> {
 
     /// Counts every answer of `batch` as a request, and its error answers, under one lock.
     fn count_requests(&self, batch: &[Observation]) {
-        let endpoints: Vec<&str> = batch.iter().map(|o| endpoint::endpoint(&o.path)).collect();
         let mut tallies: Vec<Tally> = Vec::new();
-        for (o, &endpoint) in batch.iter().zip(&endpoints) {
+        for o in batch {
+            let endpoint = o.target.endpoint();
             let method = endpoint::method(&o.method);
             let at = tallies
                 .iter()
@@ -343,8 +345,8 @@ impl<'p> Applier<'p> {
                 let code = t.code.to_string();
                 l.count_proxy_requests((t.endpoint, t.method, &code), t.n, &t.latencies);
             }
-            let errors = batch.iter().zip(&endpoints).filter(|(o, _)| o.code >= 400);
-            for (o, &template) in errors {
+            for o in batch.iter().filter(|o| o.code >= 400) {
+                let template = o.target.endpoint();
                 let code = o.code.to_string();
                 let retry = crate::classify::http_retry(o.code, o.should_retry);
                 l.count_proxy_error(template, &code, retry.as_str());
@@ -362,7 +364,7 @@ impl<'p> Applier<'p> {
             self.created(o);
             return;
         }
-        let Some(id) = endpoint::task_id(&o.path) else {
+        let Some(id) = o.target.task_id() else {
             return;
         };
         if o.method == Method::GET {
@@ -429,25 +431,26 @@ impl<'p> Applier<'p> {
     /// An `id` that is no task id is rejected (`invalid_task_id`), as a log line's.
     fn created(&self, o: &Observation) {
         let (entry, place) = match &o.created {
-            Some((entry, place)) => (Some(entry.clone()), *place),
+            Some((entry, place)) => (entry.clone(), *place),
             None => {
                 let Some(answer) = &o.answer else {
                     return;
                 };
-                let template = endpoint::endpoint(&o.path);
-                let entry = Entry::of_create(template, o.model.as_deref(), o.at, answer);
+                let template = o.target.endpoint();
+                let Some(entry) = Entry::of_create(template, o.model.as_deref(), o.at, answer)
+                else {
+                    return;
+                };
+                // An id that is no task id would go into the URL of a poll: rejected, as
+                // in a log.
+                let Some(entry) = entry.checked(o.at) else {
+                    let line = one_line(answer);
+                    return self
+                        .pipeline
+                        .reject(self.source, ParseError::InvalidTaskId, &line);
+                };
                 (entry, None)
             }
-        };
-        let Some(entry) = entry else {
-            return;
-        };
-        // An id that is no task id would go into the URL of a poll: rejected, as in a log.
-        let Some(entry) = entry.checked(o.at) else {
-            let line = one_line(o.answer.as_deref().unwrap_or_default());
-            return self
-                .pipeline
-                .reject(self.source, ParseError::InvalidTaskId, &line);
         };
         // Runway's estimate for the new task is what it is charged if it ends without a
         // cost (`estimate_seen` ignores what is not a number of credits in range).
@@ -504,7 +507,7 @@ mod tests {
     fn observation() -> Observation {
         Observation {
             method: Method::GET,
-            path: "/v1/tasks/t1".into(),
+            target: Target::new("/v1/tasks/t1".into()),
             code: 200,
             latency: Some(Duration::from_millis(20)),
             at: 1.0,
@@ -638,7 +641,7 @@ mod tests {
         assert_eq!(dropped(), Some(N as u64 - 1));
         let first = rx.try_recv().unwrap();
         assert_eq!(first.model.as_deref(), Some("gen4_turbo"));
-        assert_eq!(first.path, "/v1/image_to_video");
+        assert_eq!(first.target, Target::new("/v1/image_to_video".into()));
         assert_eq!(first.code, 200);
         assert_eq!(
             first.answer.as_deref(),
@@ -668,7 +671,7 @@ mod tests {
     fn seen(method: Method, path: &str, code: u16, answer: &str) -> Observation {
         Observation {
             method,
-            path: path.into(),
+            target: Target::new(path.into()),
             code,
             latency: (code != 502).then(|| Duration::from_millis(20)),
             answer: Some(Bytes::copy_from_slice(answer.as_bytes())),
@@ -812,8 +815,9 @@ mod tests {
         let answer = format!(r#"{{"id":"{T1}","estimatedCost":{{"credits":25}}}}"#);
         let endpoint = "/v1/image_to_video";
         let entry = Entry::of_create(endpoint, Some("gen4_turbo"), at, answer.as_bytes());
-        let entry = entry.unwrap();
-        // As the forwarder does: journaled, then observed with the entry and its place.
+        let entry = entry.unwrap().checked(at).unwrap();
+        // As the forwarder does: checked, journaled, then observed with the entry and
+        // its place.
         let place = journal.append(entry.clone());
         assert!(place.is_some());
         let create = Observation {
