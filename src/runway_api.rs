@@ -244,6 +244,12 @@ impl RunwayApi {
         self.creates.get(checked_path(path)?)
     }
 
+    /// Whether `path` is a route without parameters: its own
+    /// [`RunwayApi::endpoint_template`], found by one lookup.
+    pub fn is_literal_route(&self, path: &str) -> bool {
+        self.literal_routes.contains(path)
+    }
+
     /// Whether `template` (an [`RunwayApi::endpoint_template`]) is a create endpoint's:
     /// one lookup, a create path being a literal route (checked by [`RunwayApi::parse`]).
     pub fn creates_at(&self, template: &str) -> bool {
@@ -416,6 +422,21 @@ mod tests {
             "/v1/image_to_video/",
         ] {
             assert!(!api.creates_at(template), "{template}");
+        }
+        // A literal route is its own template; a template with parameters, or what is no
+        // route, is not a literal route.
+        for route in api.literal_routes.iter() {
+            assert_eq!(api.endpoint_template(route), route);
+        }
+        assert!(api.is_literal_route("/v1/uploads"));
+        for not in [
+            "/v1/tasks/{id}",
+            "/v1/tasks/abc",
+            "other",
+            "",
+            "/v1/uploads/",
+        ] {
+            assert!(!api.is_literal_route(not), "{not}");
         }
     }
 

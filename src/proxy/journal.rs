@@ -153,10 +153,14 @@ impl Entry {
             return None;
         }
         let mut mended = false;
-        let endpoint = super::endpoint::endpoint(&self.endpoint);
-        if endpoint != self.endpoint {
-            self.endpoint = endpoint.to_string();
-            mended = true;
+        // A literal route is its own template (the forwarder's entries' endpoints are):
+        // one lookup instead of taking it apart.
+        if !crate::runway_api::api().is_literal_route(&self.endpoint) {
+            let endpoint = super::endpoint::endpoint(&self.endpoint);
+            if endpoint != self.endpoint {
+                self.endpoint = endpoint.to_string();
+                mended = true;
+            }
         }
         let in_range = |c: &f64| (0.0..=crate::record::MAX_CREDITS).contains(c);
         if self.estimate.is_some_and(|c| !in_range(&c)) {
@@ -253,10 +257,13 @@ impl Journal {
     /// fails the request: a failure is counted and logged (once until a write succeeds).
     /// Only a checked entry is written: what the replay would skip never is.
     pub fn append(&self, Checked(entry): Checked) -> Option<u64> {
-        let Ok(mut line) = serde_json::to_vec(&entry) else {
+        // Room for a line the proxy writes (under 400 bytes; see MAX_LINE): written
+        // without growing.
+        let mut line = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut line, &entry).is_err() {
             self.failures.inc();
             return None;
-        };
+        }
         line.push(b'\n');
         let mut inner = self.inner();
         let written = if inner.lines.len() >= MAX_LINES {
