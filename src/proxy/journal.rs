@@ -35,7 +35,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, FileType, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounter, Registry};
 
@@ -78,6 +79,8 @@ pub struct Journal {
     path: PathBuf,
     inner: Mutex<Inner>,
     failures: IntCounter,
+    /// Whether the last append failed (logged once until one succeeds).
+    failing: AtomicBool,
 }
 
 /// How created tasks are applied: on the proxy's source, followed as
@@ -86,15 +89,14 @@ pub type Apply = (SourceId, Option<usize>);
 
 #[derive(Debug)]
 struct Inner {
-    /// Open for appending; `None` after a failure to open it (tried again on the next
-    /// write).
-    file: Option<File>,
+    /// Open for appending (each line one `write`, made without the lock: `O_APPEND`
+    /// keeps two lines apart); `None` until the next append opens it, after a failure
+    /// or a rewrite.
+    file: Option<Arc<File>>,
     lines: BTreeMap<u64, Entry>,
     /// The places of lines whose create the consumer applied ([`Journal::applied`]).
     applied: BTreeSet<u64>,
     next: u64,
-    /// Whether the last write failed (logged once until one succeeds).
-    failing: bool,
     /// Whether the file holds what the proxy did not write (read at start-up): the next
     /// [`Journal::forget`] writes it anew, even with no line settled.
     junk: bool,
@@ -235,10 +237,10 @@ impl Journal {
                 lines,
                 applied: BTreeSet::new(),
                 next,
-                failing: false,
                 junk,
             }),
             failures,
+            failing: AtomicBool::new(false),
         };
         Ok(journal)
     }
@@ -255,7 +257,9 @@ impl Journal {
 
     /// Appends `entry`: one `write` of one line; its place, when it was written. Never
     /// fails the request: a failure is counted and logged (once until a write succeeds).
-    /// Only a checked entry is written: what the replay would skip never is.
+    /// Only a checked entry is written: what the replay would skip never is. The lock is
+    /// held to take a place, not for the write: two proxy threads' appends wait for each
+    /// other only in the kernel, which keeps their lines whole and apart (`O_APPEND`).
     pub fn append(&self, Checked(entry): Checked) -> Option<u64> {
         // Room for a line the proxy writes (under 400 bytes; see MAX_LINE): written
         // without growing.
@@ -265,31 +269,62 @@ impl Journal {
             return None;
         }
         line.push(b'\n');
-        let mut inner = self.inner();
-        let written = if inner.lines.len() >= MAX_LINES {
-            Err(std::io::Error::other(format!(
-                "the journal holds {MAX_LINES} lines (commits are failing?)"
-            )))
-        } else {
-            self.write(&mut inner, &line)
+        let (place, file) = match self.reserve(entry) {
+            Ok(reserved) => reserved,
+            Err(e) => return self.failed(&e),
         };
-        match written {
+        match (&*file).write_all(&line) {
             Ok(()) => {
-                let place = inner.next;
-                inner.next += 1;
-                inner.lines.insert(place, entry);
-                inner.failing = false;
+                self.failing.store(false, Ordering::Relaxed);
                 Some(place)
             }
             Err(e) => {
-                self.failures.inc();
-                if !inner.failing {
-                    tracing::warn!(path = %self.path.display(), error = %e, "Cannot journal a created task; it is still counted, but lost if the exporter is killed before its next commit.");
-                }
-                inner.failing = true;
-                None
+                self.unreserve(place, &file);
+                self.failed(&e)
             }
         }
+    }
+
+    /// A place for `entry`'s line, the entry held there from now on (so that a rewrite
+    /// meanwhile keeps it, see [`Journal::forget`]), and the file to write it to.
+    fn reserve(&self, entry: Entry) -> std::io::Result<(u64, Arc<File>)> {
+        let mut inner = self.inner();
+        if inner.lines.len() >= MAX_LINES {
+            return Err(std::io::Error::other(format!(
+                "the journal holds {MAX_LINES} lines (commits are failing?)"
+            )));
+        }
+        let file = match &inner.file {
+            Some(file) => file.clone(),
+            None => {
+                let file = Arc::new(self.open_for_append()?);
+                inner.file = Some(file.clone());
+                file
+            }
+        };
+        let place = inner.next;
+        inner.next += 1;
+        inner.lines.insert(place, entry);
+        Ok((place, file))
+    }
+
+    /// The line at `place` could not be written to `file`: it is no longer held, and
+    /// the next append opens the file anew (a partial line is skipped when read).
+    fn unreserve(&self, place: u64, file: &Arc<File>) {
+        let mut inner = self.inner();
+        inner.lines.remove(&place);
+        if inner.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, file)) {
+            inner.file = None;
+        }
+    }
+
+    /// An append that failed: counted, and logged once until one succeeds.
+    fn failed(&self, e: &std::io::Error) -> Option<u64> {
+        self.failures.inc();
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(path = %self.path.display(), error = %e, "Cannot journal a created task; it is still counted, but lost if the exporter is killed before its next commit.");
+        }
+        None
     }
 
     /// The create of the line at `place` is applied (counted): the line is settled at the
@@ -302,22 +337,14 @@ impl Journal {
         }
     }
 
-    fn write(&self, inner: &mut Inner, line: &[u8]) -> std::io::Result<()> {
-        if inner.file.is_none() {
-            regular(&self.path)?;
-            let mut options = OpenOptions::new();
-            let file = open_regular(&self.path, options.create(true).append(true).read(true))?;
-            end_cut_line(&file)?;
-            inner.file = Some(file);
-        }
-        let file = inner.file.as_mut().expect("opened above");
-        let written = file.write_all(line);
-        if written.is_err() {
-            // A partial line is skipped when read; the next write starts a new file
-            // handle.
-            inner.file = None;
-        }
-        written
+    /// The journal's file, open to append (a regular file only), a line cut at its end
+    /// ended.
+    fn open_for_append(&self) -> std::io::Result<File> {
+        regular(&self.path)?;
+        let mut options = OpenOptions::new();
+        let file = open_regular(&self.path, options.create(true).append(true).read(true))?;
+        end_cut_line(&file)?;
+        Ok(file)
     }
 
     /// Settles the lines applied or whose task the ledger knows, and applies as created
@@ -364,8 +391,9 @@ impl Journal {
         };
         let tmp = self.path.with_extension("journal.tmp");
         let written = std::fs::write(&tmp, kept);
-        // Under the lock again: the lines appended meanwhile (to the old file) join the
-        // new one, which then takes its place; appends go to it from now on.
+        // Under the lock again: the lines appended meanwhile join the new file (their
+        // writes went, or are still going, to the old one), which then takes its place;
+        // appends that take their place from now on go to it.
         let mut inner = self.inner();
         let renamed = written.and_then(|()| {
             let since = lines_text(inner.lines.range(upto..).map(|(_, e)| e));
@@ -1094,6 +1122,59 @@ mod tests {
         j.append(checked("a", 1.0));
         let back = Journal::open(dir.path(), &Registry::new()).unwrap();
         assert_eq!(back.lines(), 1);
+    }
+
+    #[test]
+    fn appends_from_many_threads_at_once_stay_whole_lines() {
+        // Written without the lock: the kernel alone keeps the lines apart.
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(dir.path(), &Registry::new()).unwrap());
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .filter(|i| j.append(checked(&format!("t{t}-{i}"), 1.0)).is_some())
+                        .count()
+                })
+            })
+            .collect();
+        let written: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(written, 4000);
+        let back = Journal::open(dir.path(), &Registry::new()).unwrap();
+        let mut ids: Vec<String> = back.inner().lines.values().map(|e| e.id.clone()).collect();
+        ids.sort();
+        let mut want: Vec<String> = (0..4)
+            .flat_map(|t| (0..1000).map(move |i| format!("t{t}-{i}")))
+            .collect();
+        want.sort();
+        assert_eq!(ids, want, "every line whole, none glued to another");
+    }
+
+    #[test]
+    fn a_line_that_could_not_be_written_is_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), &Registry::new()).unwrap();
+        let (place, file) = j.reserve(entry("a", 1.0)).unwrap();
+        let (_, same) = j.reserve(entry("b", 1.0)).unwrap();
+        assert!(Arc::ptr_eq(&file, &same), "one handle for every append");
+        assert_eq!(j.lines(), 2);
+        j.unreserve(place, &file);
+        assert_eq!(j.lines(), 1);
+        assert!(
+            j.inner().file.is_none(),
+            "the next append opens the file anew"
+        );
+        // A handle already replaced is left alone when its write fails.
+        let (later, newer) = j.reserve(entry("c", 1.0)).unwrap();
+        assert!(!Arc::ptr_eq(&file, &newer));
+        j.unreserve(later, &file);
+        assert!(j
+            .inner()
+            .file
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, &newer)));
+        assert_eq!(j.lines(), 1);
     }
 
     #[test]
