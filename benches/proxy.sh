@@ -34,21 +34,29 @@
 # moves by a few percent (how requests fall into the consumer's batches), so it is the
 # figure to compare two builds by (EXPORTER_BIN).
 #
-# usage: benches/proxy.sh [--check | --instructions]
+# With --syscalls, the system calls a request of the threads that serve requests (nginx's
+# workers; the exporter's proxy threads, not its consumer or committer), counted by
+# `strace -c` for GET and create at 1 and 64 connections: a count that moves little from
+# run to run, beside nginx's. Exits 1 when the exporter's proxy threads make more than
+# nginx's workers at one connection (with 0.1 a request of slack for a run's edges).
+#
+# usage: benches/proxy.sh [--check | --instructions | --syscalls]
 #        DURATION=10 ROUNDS=1 UPLOAD_DURATION=6 benches/proxy.sh   (defaults; seconds;
 #        with ROUNDS > 1 each figure is the median of the rounds)
 #        EXPORTER_BIN=path benches/proxy.sh   (measure that binary; no cargo build)
-# Installs wrk and nginx from Debian's packages when missing (as
+# Installs wrk and nginx (and for --syscalls strace) from Debian's packages when missing (as
 # scripts/install-test-deps.sh does); runs as any user, never touches a system nginx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 check=0
 instructions=0
+syscalls=0
 case "${1:-}" in
   --check) check=1 ;;
   --instructions) instructions=1 ;;
+  --syscalls) syscalls=1 ;;
   "") ;;
-  *) echo "usage: benches/proxy.sh [--check | --instructions]" >&2; exit 64 ;;
+  *) echo "usage: benches/proxy.sh [--check | --instructions | --syscalls]" >&2; exit 64 ;;
 esac
 duration=${DURATION:-10}
 rounds=${ROUNDS:-1}
@@ -60,6 +68,7 @@ missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -n "$(nginx_bin)" ] || missing+=(nginx)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+[ "$syscalls" = 0 ] || command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "proxy bench: installing ${missing[*]}" >&2
   sudo=""
@@ -240,6 +249,65 @@ if [ "$instructions" = 1 ]; then
     echo "| $label | 64 | $requests | $ir | $(( ir / requests )) |"
   done
   exit 0
+fi
+
+# --- system calls (--syscalls) ---------------------------------------------------------
+# serving_threads TARGET: the ids of the threads (nginx: processes) that serve TARGET's
+# requests.
+serving_threads() {
+  case $1 in
+    nginx) nginx_workers ;;
+    exporter) grep -l '^proxy-' /proc/"$exporter"/task/*/comm | cut -d/ -f5 ;;
+  esac
+}
+if [ "$syscalls" = 1 ]; then
+  for mode in get create; do
+    for target in nginx exporter; do run_wrk "$target" 8 1 5 "$mode" > /dev/null; done  # warm-up
+  done
+  for mode in get create; do
+    for conns in 1 64; do
+      for target in nginx exporter; do
+        traced=()
+        for t in $(serving_threads "$target"); do traced+=(-p "$t"); done
+        strace -c -q -o "$work/strace" "${traced[@]}" & tracer=$!
+        # strace attaches within a moment; calls made before it has are not counted, so
+        # at most a fraction of a request a run is missed either way.
+        sleep 1
+        line=$(run_wrk "$target" "$conns" "$duration" 30 "$mode")
+        kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+        # strace -c's table: % time, seconds, usecs/call, calls, [errors,] syscall.
+        awk -v k="$mode $conns $target $(field requests "$line")" \
+          '$1 ~ /^[0-9.]+$/ && $NF != "total" {print k, $NF, $4}' "$work/strace" >> "$work/syscalls"
+      done
+    done
+  done
+  python3 - "$work/syscalls" <<'EOF'
+import collections, sys
+requests, calls = {}, collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    mode, conns, target, n, name, c = line.split()
+    requests[(mode, conns, target)] = max(int(n), 1)
+    calls[(mode, conns, target)][name] = int(c)
+print("| request | clients | serving | requests | system calls a request | the most frequent, a request |")
+print("|---|---|---|---|---|---|")
+missed = []
+for mode, label in (("get", "GET /v1/tasks/{id}"), ("create", "POST /v1/image_to_video")):
+    for conns in ("1", "64"):
+        total = {}
+        for target, who in (("nginx", "nginx workers"), ("exporter", "exporter proxy threads")):
+            k = (mode, conns, target)
+            n = requests[k]
+            total[target] = sum(calls[k].values()) / n
+            top = sorted(calls[k].items(), key=lambda kv: -kv[1])[:5]
+            names = ", ".join(f"{name} {c / n:.2f}" for name, c in top)
+            print(f"| {label} | {conns} | {who} | {n:,} | {total[target]:.2f} | {names} |")
+        if conns == "1" and total["exporter"] > total["nginx"] + 0.1:
+            missed.append(f"{label} at 1: the exporter's proxy threads make {total['exporter']:.2f} a request, nginx's workers {total['nginx']:.2f}")
+for m in missed:
+    print(f"- more system calls than nginx: {m}")
+sys.exit(1 if missed else 0)
+EOF
+  exit $?
 fi
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)" >&2
