@@ -265,7 +265,7 @@ impl Forwarder {
         };
         let started = Instant::now();
         let method = request.method().clone();
-        let path = Target::new(target.path().to_string());
+        let route = Target::new(target.path().to_string());
         let (mut parts, body) = request.into_parts();
         // Only a create call's body says which model: the others are not scanned.
         let model = ModelSlot::default();
@@ -278,16 +278,16 @@ impl Forwarder {
         let upstream = Request::from_parts(parts, body);
         let answer =
             match tokio::time::timeout(self.response_timeout, self.upstream.send(upstream)).await {
-                Err(_) => return self.failed(Refusal::Timeout, method, path),
+                Err(_) => return self.failed(Refusal::Timeout, method, route),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "The upstream request failed.");
-                    return self.failed(Refusal::Unreachable, method, path);
+                    return self.failed(Refusal::Unreachable, method, route);
                 }
                 Ok(Ok(answer)) => answer,
             };
         let observation = Observation {
             method,
-            target: path,
+            target: route,
             code: answer.status().as_u16(),
             latency: Some(started.elapsed()),
             at: crate::clock::unix_now(),
@@ -308,7 +308,7 @@ impl Forwarder {
             let body = self.journaled(body, observation, model, journal).await;
             return match body {
                 Ok(body) => Response::from_parts(parts, Either::Right(body)),
-                Err((method, path)) => self.failed(Refusal::Unreachable, method, path),
+                Err((method, route)) => self.failed(Refusal::Unreachable, method, route),
             };
         }
         let body = AnswerTee::new(body, json, observation, model, self.observer.clone());
