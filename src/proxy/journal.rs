@@ -4,7 +4,10 @@
 //! - The proxy reads a create call's answer (a `POST` answered 2xx with a JSON body of a
 //!   stated length of at most 64 KiB) whole, takes its task id, and appends one line
 //!   (id, endpoint, model, estimate, time) to `proxy-created.journal` in the state
-//!   directory with a plain `write`, *before* the answer goes to the client. The page
+//!   directory with one plain `write`, *before* the answer goes to the client. The write
+//!   is made without the journal's lock (`O_APPEND` keeps two threads' lines apart), the
+//!   line between two line breaks (one cut by a failed write is ended by the next, never
+//!   glued to it), and a short write is a failure, never finished by a second. The page
 //!   cache survives the process: no `fsync` (a power cut may lose the lines of the last
 //!   seconds, as it may lose the application's own).
 //! - Before each commit the committer *reconciles* the journal with the ledger (one lock,
@@ -261,9 +264,12 @@ impl Journal {
     /// held to take a place, not for the write: two proxy threads' appends wait for each
     /// other only in the kernel, which keeps their lines whole and apart (`O_APPEND`).
     pub fn append(&self, Checked(entry): Checked) -> Option<u64> {
-        // Room for a line the proxy writes (under 400 bytes; see MAX_LINE): written
-        // without growing.
+        // Between two line breaks: a line cut by a failed write (a full disk) is ended
+        // by the next one written, whichever thread writes it, never glued to it (the
+        // empty lines this leaves are skipped when read). Room for a line the proxy
+        // writes (under 400 bytes; see MAX_LINE): written without growing.
         let mut line = Vec::with_capacity(512);
+        line.push(b'\n');
         if serde_json::to_writer(&mut line, &entry).is_err() {
             self.failures.inc();
             return None;
@@ -273,7 +279,7 @@ impl Journal {
             Ok(reserved) => reserved,
             Err(e) => return self.failed(&e),
         };
-        match (&*file).write_all(&line) {
+        match write_line(&file, &line) {
             Ok(()) => {
                 self.failing.store(false, Ordering::Relaxed);
                 Some(place)
@@ -407,6 +413,18 @@ impl Journal {
         if let Err(e) = renamed {
             tracing::warn!(path = %self.path.display(), error = %e, "Cannot rewrite the journal of created tasks; its settled lines stay (applying one again is a no-op while its task is held or counted; a replay after a kill before the next rewrite may count a task evicted from the open ones twice).");
         }
+    }
+}
+
+/// One `write` of `line`: a short one (a full disk) is a failure, never finished by a
+/// second `write` that another thread's line could come before.
+fn write_line(mut file: &File, line: &[u8]) -> std::io::Result<()> {
+    match file.write(line)? {
+        n if n == line.len() => Ok(()),
+        n => Err(std::io::Error::new(
+            ErrorKind::WriteZero,
+            format!("wrote {n} of {} bytes", line.len()),
+        )),
     }
 }
 
@@ -642,7 +660,7 @@ mod tests {
         assert!(l.created.get("b").is_none());
         j.forget(settled);
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 1, "{text}");
         assert!(text.contains("\"b\""), "{text}");
         // Appends after a rewrite go to the new file.
         j.append(checked("c", 106.0));
@@ -669,7 +687,7 @@ mod tests {
         let j = Journal::open(dir.path(), &Registry::new()).unwrap();
         j.append(checked("fine-1", 100.0));
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.lines().filter(|l| !l.is_empty()).count(), 1, "{text}");
         assert!(text.contains("fine-1"), "{text}");
     }
 
@@ -1149,6 +1167,21 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(ids, want, "every line whole, none glued to another");
+    }
+
+    #[test]
+    fn a_line_cut_by_a_failed_write_never_takes_the_next_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), &Registry::new()).unwrap();
+        j.append(checked("a", 1.0));
+        // What a short write on a full disk leaves, through the handle appends share:
+        // the next append, from any thread, comes after it on that handle.
+        let file = j.inner().file.clone().unwrap();
+        (&*file).write_all(br#"{"id":"cut","endpo"#).unwrap();
+        j.append(checked("b", 2.0));
+        let back = Journal::open(dir.path(), &Registry::new()).unwrap();
+        let ids: Vec<String> = back.inner().lines.values().map(|e| e.id.clone()).collect();
+        assert_eq!(ids, ["a", "b"]);
     }
 
     #[test]
