@@ -237,29 +237,24 @@ impl RunwayApi {
 
     /// The create endpoint a request is a call of: `POST` (exactly) and its path, query
     /// string aside.
+    /// A create path (a literal route, checked by [`RunwayApi::parse`]) is found by one
+    /// lookup, without taking it apart: so is its template.
     pub fn create_endpoint(&self, method: &str, path: &str) -> Option<&Endpoint> {
         if method != "POST" {
             return None;
         }
-        self.creates.get(checked_path(path)?)
-    }
-
-    /// Whether `path` is a route without parameters: its own
-    /// [`RunwayApi::endpoint_template`], found by one lookup.
-    pub fn is_literal_route(&self, path: &str) -> bool {
-        self.literal_routes.contains(path)
-    }
-
-    /// Whether `template` (an [`RunwayApi::endpoint_template`]) is a create endpoint's:
-    /// one lookup, a create path being a literal route (checked by [`RunwayApi::parse`]).
-    pub fn creates_at(&self, template: &str) -> bool {
-        self.creates.contains_key(template)
+        let exact = self.creates.get(path);
+        exact.or_else(|| self.creates.get(checked_path(path)?))
     }
 
     /// The route template of a path, as a bounded label value: the path itself for a
     /// literal route (`/v1/image_to_video`), the template for one with parameters
-    /// (`/v1/tasks/{id}`), `other` for anything else.
+    /// (`/v1/tasks/{id}`), `other` for anything else. A literal route (a template
+    /// too) is found by one lookup, without taking it apart.
     pub fn endpoint_template(&self, target: &str) -> &str {
+        if let Some(route) = self.literal_routes.get(target) {
+            return route;
+        }
         let Some(Split { path, parts, n }) = split_path(target) else {
             return OTHER;
         };
@@ -412,7 +407,7 @@ mod tests {
         let api = api();
         for path in api.creates.keys() {
             assert_eq!(api.endpoint_template(path), path);
-            assert!(api.creates_at(path), "{path}");
+            assert!(api.create_endpoint("POST", path).is_some(), "{path}");
         }
         for template in [
             "/v1/tasks/{id}",
@@ -421,14 +416,17 @@ mod tests {
             "",
             "/v1/image_to_video/",
         ] {
-            assert!(!api.creates_at(template), "{template}");
+            assert!(
+                api.create_endpoint("POST", template).is_none(),
+                "{template}"
+            );
         }
         // A literal route is its own template; a template with parameters, or what is no
-        // route, is not a literal route.
+        // route, is not a literal route's.
         for route in api.literal_routes.iter() {
             assert_eq!(api.endpoint_template(route), route);
         }
-        assert!(api.is_literal_route("/v1/uploads"));
+        assert!(api.literal_routes.contains("/v1/uploads"));
         for not in [
             "/v1/tasks/{id}",
             "/v1/tasks/abc",
@@ -436,7 +434,7 @@ mod tests {
             "",
             "/v1/uploads/",
         ] {
-            assert!(!api.is_literal_route(not), "{not}");
+            assert!(!api.literal_routes.contains(not), "{not}");
         }
     }
 

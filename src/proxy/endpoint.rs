@@ -24,7 +24,8 @@ pub fn endpoint(path: &str) -> &'static str {
 /// `/v1/organization/usage` a report) is not a create call, whatever id its answer
 /// carries.
 pub fn creates_tasks(template: &str) -> bool {
-    template == OTHER || crate::runway_api::api().creates_at(template)
+    let api = crate::runway_api::api();
+    template == OTHER || api.create_endpoint("POST", template).is_some()
 }
 
 /// A request's path (without its query) and its [`endpoint`], found once for everything

@@ -158,14 +158,10 @@ impl Entry {
             return None;
         }
         let mut mended = false;
-        // A literal route is its own template (the forwarder's entries' endpoints are):
-        // one lookup instead of taking it apart.
-        if !crate::runway_api::api().is_literal_route(&self.endpoint) {
-            let endpoint = super::endpoint::endpoint(&self.endpoint);
-            if endpoint != self.endpoint {
-                self.endpoint = endpoint.to_string();
-                mended = true;
-            }
+        let endpoint = super::endpoint::endpoint(&self.endpoint);
+        if endpoint != self.endpoint {
+            self.endpoint = endpoint.to_string();
+            mended = true;
         }
         let in_range = |c: &f64| (0.0..=crate::record::MAX_CREDITS).contains(c);
         if self.estimate.is_some_and(|c| !in_range(&c)) {
