@@ -1045,6 +1045,107 @@ mod tests {
             .unwrap();
     }
 
+    /// What a create answer says, read as the forwarder reads it: the id, the model (the
+    /// request's, else `routing.model`) and the estimate; no entry for what is no create
+    /// answer, however it is malformed, and never a crash.
+    #[test]
+    fn a_create_answer_is_read_field_by_field_and_anything_else_is_none() {
+        let read = |answer: &str, model: Option<&str>| {
+            Entry::of_create("/v1/image_to_video", model, 5.0, answer.as_bytes())
+                .map(|e| (e.id, e.model, e.estimate))
+        };
+        let some = |id: &str, model: Option<&str>, estimate: Option<f64>| {
+            Some((id.to_string(), model.map(str::to_string), estimate))
+        };
+        let plain = r#"{"id":"t1","estimatedCost":{"credits":50}}"#;
+        assert_eq!(
+            read(plain, Some("gen4_turbo")),
+            some("t1", Some("gen4_turbo"), Some(50.0))
+        );
+        let routed = r#"{"id":"t2","routing":{"model":"gen4.5","estimatedCost":{"credits":12.5}}}"#;
+        assert_eq!(read(routed, None), some("t2", Some("gen4.5"), Some(12.5)));
+        assert_eq!(
+            read(routed, Some("asked")),
+            some("t2", Some("asked"), Some(12.5))
+        );
+        let both = r#"{"id":"t3","estimatedCost":{"credits":7},"routing":{"estimatedCost":{"credits":9}}}"#;
+        assert_eq!(read(both, None), some("t3", None, Some(7.0)));
+        // A cost that is no number is no estimate; the task is still created.
+        for credits in [r#""50""#, "null", "true", "[50]", r#"{"n":50}"#] {
+            let answer = format!(r#"{{"id":"t4","estimatedCost":{{"credits":{credits}}}}}"#);
+            assert_eq!(read(&answer, None), some("t4", None, None), "{answer}");
+        }
+        let padded = format!(
+            r#"{{"pad":"{}","nested":{{"a":[1,{{"b":null}}]}},"id":"t5"}}"#,
+            "A".repeat(60_000)
+        );
+        assert_eq!(read(&padded, None), some("t5", None, None));
+        let deep_enough = format!(
+            r#"{{"x":{}1{},"id":"t6"}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert_eq!(read(&deep_enough, None), some("t6", None, None));
+        // Nesting skipped in a field not read costs no stack (30,000 levels), and in one
+        // that is read it is no create answer.
+        let deep_skipped = format!(
+            r#"{{"x":{}1{},"id":"t7"}}"#,
+            "[".repeat(30_000),
+            "]".repeat(30_000)
+        );
+        assert_eq!(read(&deep_skipped, None), some("t7", None, None));
+        let deep_read = format!(
+            r#"{{"id":"t7","routing":{}1{}}}"#,
+            "[".repeat(30_000),
+            "]".repeat(30_000)
+        );
+        let cut_deep = format!(r#"{{"id":"t8","x":{}"#, "[{\"a\":".repeat(10_000));
+        let bad_utf8 = b"{\"id\":\"t9\xff\"}".to_vec();
+        assert_eq!(Entry::of_create("/v1/x", None, 5.0, &bad_utf8), None);
+        for answer in [
+            "",
+            "null",
+            "[1]",
+            r#""t1""#,
+            r#"{"id":5}"#,
+            r#"{"id":null}"#,
+            r#"{"estimatedCost":{"credits":50}}"#,
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"id":"t1"} x"#,
+            r#"{"id":"t1""#,
+            r#"{"id":"t1","routing":"gen4"}"#,
+            r#"{"id":"t1","estimatedCost":{"credits":1e400}}"#,
+            &deep_read,
+            &cut_deep,
+        ] {
+            let shown = &answer[..answer.len().min(80)];
+            assert_eq!(read(answer, None), None, "{shown}");
+        }
+    }
+
+    /// A line holds the numbers it was given: what the replay reads is what was written.
+    #[test]
+    fn numbers_come_back_from_a_line_as_they_went_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), &Registry::new()).unwrap();
+        let times = [0.0, 1e-7, 0.1 + 0.2, 1_765_072_800.123_456_7, 1e9, 1.7e9];
+        let estimates = [0.0, 1e-3, 1.0 / 3.0, 12.5, 1e9];
+        for (i, (at, estimate)) in times.iter().zip(estimates.iter().cycle()).enumerate() {
+            let mut e = entry(&format!("n{i}"), *at);
+            e.estimate = Some(*estimate);
+            j.append(e.checked(3e9).unwrap());
+        }
+        let back = Journal::open(dir.path(), &Registry::new()).unwrap();
+        let back: Vec<Entry> = back.inner().lines.values().cloned().collect();
+        let written: Vec<(f64, Option<f64>)> = back.iter().map(|e| (e.at, e.estimate)).collect();
+        let given: Vec<(f64, Option<f64>)> = times
+            .iter()
+            .zip(estimates.iter().cycle())
+            .map(|(at, c)| (*at, Some(*c)))
+            .collect();
+        assert_eq!(written, given);
+    }
+
     /// A FIFO where the journal goes in `dir`; its path.
     fn fifo_in(dir: &Path) -> std::path::PathBuf {
         let path = dir.join(FILE_NAME);
