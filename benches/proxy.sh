@@ -26,13 +26,15 @@
 # percent from minute to minute): the table, the load average it prints and ROUNDS > 1
 # are what to read; --check is a tripwire, not a verdict.
 #
-# With --instructions, only the exporter is measured, under valgrind's callgrind: the
-# instructions its whole process (every thread: the proxy threads, the observation
-# consumer) executes a request, for GET and create at 64 connections, counted from after a
-# warm-up to the end of a run of DURATION seconds, commits set an hour apart so that no
-# periodic work is in the count. Timings move by tens of percent on this VM; this count
-# moves by a few percent (how requests fall into the consumer's batches), so it is the
-# figure to compare two builds by (EXPORTER_BIN).
+# With --instructions, the two proxies are measured under valgrind's callgrind: the
+# instructions the exporter's whole process (every thread: the proxy threads, the
+# observation consumer) executes a request, for GET and create at 64 connections, counted
+# from after a warm-up to the end of a run of DURATION seconds, commits set an hour apart
+# so that no periodic work is in the count; and beside it nginx's, one process doing all
+# the work (`master_process off`, one worker: callgrind follows one process), counted the
+# same way. Timings move by tens of percent on this VM; these counts move by a few percent
+# (the exporter's: how requests fall into the consumer's batches), so they are the figures
+# to compare two builds by (EXPORTER_BIN), and the user-space work of the two proxies by.
 #
 # With --syscalls, the system calls a request of the threads that serve requests (nginx's
 # workers; the exporter's proxy threads, not its consumer or committer), counted by
@@ -119,14 +121,15 @@ wait_http() {
   echo "proxy bench: nothing answers on 127.0.0.1:$1" >&2; exit 1
 }
 
-# nginx_conf NAME WORKERS SERVER-BLOCK-BODY UPSTREAMS: an nginx whose every path is under
-# $work/NAME.
+# nginx_conf NAME WORKERS SERVER-BLOCK-BODY UPSTREAMS [MAIN]: an nginx whose every path is
+# under $work/NAME; MAIN, more directives of the main context.
 nginx_conf() {
   local dir=$work/$1
   mkdir -p "$dir"
   cat > "$dir/nginx.conf" <<EOF
 daemon off;
 worker_processes $2;
+${5:-}
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
@@ -160,10 +163,14 @@ nginx_conf standin 1 "
     location = /v1/image_to_video { return 200 '$create_json'; }
     location = /v1/sink { proxy_pass http://sink; $streaming }" \
   "upstream sink { server 127.0.0.1:$sink_port; keepalive 32; keepalive_requests 10000000; }"
-nginx_conf nginx 2 "
+# Under callgrind (--instructions), one process: callgrind follows the one it starts.
+proxy_workers=2 proxy_main=""
+[ "$instructions" = 1 ] && proxy_workers=1 proxy_main="master_process off;"
+nginx_conf nginx "$proxy_workers" "
     listen 127.0.0.1:$nginx_port;
     location /v1/ { proxy_pass http://standin; proxy_set_header Host 127.0.0.1:$standin_port; $streaming }" \
-  "upstream standin { server 127.0.0.1:$standin_port; keepalive 64; keepalive_requests 10000000; }"
+  "upstream standin { server 127.0.0.1:$standin_port; keepalive 64; keepalive_requests 10000000; }" \
+  "$proxy_main"
 mkdir -p "$work/exporter/state"
 commit_interval=1s
 [ "$instructions" = 1 ] && commit_interval=1h
@@ -177,13 +184,16 @@ listen = "127.0.0.1:$exporter_port"
 upstream = "http://127.0.0.1:$standin_port"
 EOF
 
-# start_nginx NAME / start_exporter: set $started to the new process's id.
+# start_nginx NAME [callgrind] / start_exporter: set $started to the new process's id.
+# Under callgrind (--instructions) a process writes its counts to $work/NAME.callgrind.N.
 start_nginx() {
-  "$nginx" -p "$work/$1" -c "$work/$1/nginx.conf" -e "$work/$1/error.log" & started=$!; pids+=($started)
+  local under=()
+  [ "${2:-}" = callgrind ] && under=(valgrind --tool=callgrind -q --callgrind-out-file="$work/$1.callgrind")
+  "${under[@]}" "$nginx" -p "$work/$1" -c "$work/$1/nginx.conf" -e "$work/$1/error.log" & started=$!; pids+=($started)
 }
 start_exporter() {
   local under=()
-  [ "$instructions" = 1 ] && under=(valgrind --tool=callgrind -q --callgrind-out-file="$work/callgrind.out")
+  [ "$instructions" = 1 ] && under=(valgrind --tool=callgrind -q --callgrind-out-file="$work/exporter.callgrind")
   "${under[@]}" "$bin" --config "$work/exporter/runway-exporter.toml" --web.listen-address 127.0.0.1:0 \
     --log.level warn 2>> "$work/exporter/stderr.log" & started=$!; pids+=($started)
 }
@@ -194,7 +204,7 @@ stop() {
 }
 python3 benches/proxy-sink.py "$sink_port" & pids+=($!)
 start_nginx standin; standin_master=$started
-start_nginx nginx; nginx_master=$started
+start_nginx nginx "$([ "$instructions" = 1 ] && echo callgrind)"; nginx_master=$started
 start_exporter; exporter=$started
 for port in $sink_port $standin_port $nginx_port $exporter_port; do wait_http "$port" /v1/tasks/x; done
 nginx_workers() { ps -o pid= --ppid "$nginx_master" | tr -d ' '; }
@@ -233,20 +243,29 @@ run_wrk() {
 field() { sed -E "s/.* $1=([0-9]+).*/\1/" <<< "$2"; }
 
 # --- instructions (--instructions) ------------------------------------------------------
+# counted TARGET MODE DUMP: instructions a request of TARGET's process (under callgrind)
+# in one run of MODE at 64 connections, after a warm-up; its counts dumped as number DUMP.
+counted() {
+  local pid=${callgrinded[$1]}
+  run_wrk "$1" 64 2 30 "$2" > /dev/null   # warm-up: connections, first allocations
+  callgrind_control -z "$pid" > /dev/null 2>&1
+  local line; line=$(run_wrk "$1" 64 "$duration" 30 "$2")
+  callgrind_control -d "$pid" > /dev/null 2>&1
+  local ir; ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$work/$1.callgrind.$3")
+  echo $(( ir / $(field requests "$line") ))
+}
 if [ "$instructions" = 1 ]; then
-  echo "| request | clients | requests | instructions | instructions a request |"
+  declare -A callgrinded=([nginx]=$nginx_master [exporter]=$exporter)
+  echo "| request | clients | instructions a request: nginx | exporter | exporter / nginx |"
   echo "|---|---|---|---|---|"
-  dumps=0
+  dump=0
   for mode in get create; do
-    run_wrk exporter 64 2 30 "$mode" > /dev/null   # warm-up: connections, first allocations
-    callgrind_control -z "$exporter" > /dev/null 2>&1
-    line=$(run_wrk exporter 64 "$duration" 30 "$mode")
-    callgrind_control -d "$exporter" > /dev/null 2>&1
-    dumps=$((dumps + 1))
-    ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$work/callgrind.out.$dumps")
-    requests=$(field requests "$line")
+    dump=$((dump + 1))
+    nginx_ir=$(counted nginx "$mode" "$dump")
+    exporter_ir=$(counted exporter "$mode" "$dump")
     label="GET /v1/tasks/{id}"; [ "$mode" = create ] && label="POST /v1/image_to_video"
-    echo "| $label | 64 | $requests | $ir | $(( ir / requests )) |"
+    ratio=$(python3 -c "print(f'{$exporter_ir / $nginx_ir:.2f}')")
+    echo "| $label | 64 | $nginx_ir | $exporter_ir | $ratio |"
   done
   exit 0
 fi
