@@ -32,9 +32,12 @@
 # from after a warm-up to the end of a run of DURATION seconds, commits set an hour apart
 # so that no periodic work is in the count; and beside it nginx's, one process doing all
 # the work (`master_process off`, one worker: callgrind follows one process), counted the
-# same way. Timings move by tens of percent on this VM; these counts move by a few percent
-# (the exporter's: how requests fall into the consumer's batches), so they are the figures
-# to compare two builds by (EXPORTER_BIN), and the user-space work of the two proxies by.
+# same way; and the floor under both, benches/relay-floor (the least work an HTTP/1.1
+# keep-alive relay does a request: each head parsed, the body's end found, the bytes moved;
+# nothing checked, rewritten or observed). Timings move by tens of percent on this VM;
+# these counts move by a few percent (the exporter's: how requests fall into the
+# consumer's batches), so they are the figures to compare two builds by (EXPORTER_BIN),
+# and the user-space work of the proxies by.
 #
 # With --syscalls, the system calls a request of the threads that serve requests (nginx's
 # workers; the exporter's proxy threads, not its consumer or committer), counted by
@@ -90,6 +93,10 @@ nginx=$(nginx_bin)
 if [ "$instructions" = 1 ] && ! command -v valgrind >/dev/null 2>&1; then
   echo "proxy bench: valgrind is not installed (scripts/install-test-deps.sh)" >&2; exit 1
 fi
+if [ "$instructions" = 1 ]; then
+  CARGO_TARGET_DIR=target/relay-floor cargo build --release --locked -q \
+    --manifest-path benches/relay-floor/Cargo.toml
+fi
 if [ -n "${EXPORTER_BIN:-}" ]; then
   bin=$EXPORTER_BIN
 else
@@ -111,6 +118,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 standin_port=$(free_port); sink_port=$(free_port); nginx_port=$(free_port); exporter_port=$(free_port)
+floor_port=$(free_port)
 
 # wait_http PORT PATH: until something answers there with any status (30 s at most).
 wait_http() {
@@ -255,17 +263,23 @@ counted() {
   echo $(( ir / $(field requests "$line") ))
 }
 if [ "$instructions" = 1 ]; then
-  declare -A callgrinded=([nginx]=$nginx_master [exporter]=$exporter)
-  echo "| request | clients | instructions a request: nginx | exporter | exporter / nginx |"
-  echo "|---|---|---|---|---|"
+  valgrind --tool=callgrind -q --callgrind-out-file="$work/floor.callgrind" \
+    target/relay-floor/release/relay-floor "127.0.0.1:$standin_port" "127.0.0.1:$floor_port" \
+    2>> "$work/floor.log" & floor=$!; pids+=($floor)
+  wait_http "$floor_port" /v1/tasks/x
+  port[floor]=$floor_port
+  declare -A callgrinded=([floor]=$floor [nginx]=$nginx_master [exporter]=$exporter)
+  echo "| request | clients | instructions a request: floor | nginx | exporter | exporter / nginx |"
+  echo "|---|---|---|---|---|---|"
   dump=0
   for mode in get create; do
     dump=$((dump + 1))
+    floor_ir=$(counted floor "$mode" "$dump")
     nginx_ir=$(counted nginx "$mode" "$dump")
     exporter_ir=$(counted exporter "$mode" "$dump")
     label="GET /v1/tasks/{id}"; [ "$mode" = create ] && label="POST /v1/image_to_video"
     ratio=$(python3 -c "print(f'{$exporter_ir / $nginx_ir:.2f}')")
-    echo "| $label | 64 | $nginx_ir | $exporter_ir | $ratio |"
+    echo "| $label | 64 | $floor_ir | $nginx_ir | $exporter_ir | $ratio |"
   done
   exit 0
 fi
