@@ -48,10 +48,13 @@
 # usage: benches/proxy.sh [--check | --instructions | --syscalls]
 #        DURATION=10 ROUNDS=1 UPLOAD_DURATION=6 benches/proxy.sh   (defaults; seconds;
 #        with ROUNDS > 1 each figure is the median of the rounds)
-#        EXPORTER_BIN=path benches/proxy.sh   (measure that binary; no cargo build)
+#        EXPORTER_BIN=path benches/proxy.sh   (measure that binary; no cargo build of the
+#        exporter: --instructions still builds benches/relay-floor, a few seconds)
 # Installs wrk and nginx (and for --syscalls strace) from Debian's packages when missing (as
 # scripts/install-test-deps.sh does); runs as any user, never touches a system nginx.
 set -euo pipefail
+# A failure inside $(...) ends the script too (counted, below, runs in one).
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 check=0
 instructions=0
@@ -260,6 +263,7 @@ counted() {
   local line; line=$(run_wrk "$1" 64 "$duration" 30 "$2")
   callgrind_control -d "$pid" > /dev/null 2>&1
   local ir; ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$work/$1.callgrind.$3")
+  [ -n "$ir" ] || { echo "proxy bench: no callgrind count in $work/$1.callgrind.$3" >&2; exit 1; }
   echo $(( ir / $(field requests "$line") ))
 }
 if [ "$instructions" = 1 ]; then

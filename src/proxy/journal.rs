@@ -1095,7 +1095,7 @@ mod tests {
         );
         assert_eq!(read(&deep_skipped, None), some("t7", None, None));
         let deep_read = format!(
-            r#"{{"id":"t7","routing":{}1{}}}"#,
+            r#"{{"id":"t7","estimatedCost":{{"credits":{}1{}}}}}"#,
             "[".repeat(30_000),
             "]".repeat(30_000)
         );
