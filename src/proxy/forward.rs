@@ -226,12 +226,20 @@ impl Forwarder {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
+        let origin = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ProxyError(format!("the upstream is no origin: {e}")))?;
+        let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+        let route = super::egress::Route::to(&origin, &matcher, http);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
             .map_err(|e| ProxyError(format!("cannot load the system's TLS roots: {e}")))?
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(route);
         Ok(Forwarder {
             upstream: Upstream::new(https, scheme, authority),
             response_timeout,

@@ -22,6 +22,7 @@
 //!   read whole and its task written to the journal before it goes to the client (`journal`):
 //!   a task whose create answer reached the application survives a `kill -9`.
 
+mod egress;
 mod endpoint;
 mod forward;
 mod journal;

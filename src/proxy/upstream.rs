@@ -21,13 +21,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::egress::Route;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, HOST};
 use hyper::http::uri::{Authority, Scheme};
 use hyper::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
 /// The most idle connections one proxy thread keeps.
@@ -53,7 +53,7 @@ type IdleList<B> = Mutex<VecDeque<(SendRequest<B>, Instant)>>;
 
 /// Connections to one origin, for requests with bodies of type `B`.
 pub struct Upstream<B> {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<Route>,
     origin: Uri,
     host: HeaderValue,
     idle: Arc<IdleList<B>>,
@@ -67,7 +67,7 @@ where
 {
     /// Connections to `scheme://authority` made by `connector`, none open yet.
     pub fn new(
-        connector: HttpsConnector<HttpConnector>,
+        connector: HttpsConnector<Route>,
         scheme: Scheme,
         authority: Authority,
     ) -> Upstream<B> {
@@ -395,14 +395,14 @@ mod tests {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let mut http = HttpConnector::new();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
             .unwrap()
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(Route::Direct(http));
         Upstream::new(https, Scheme::HTTP, authority)
     }
 

@@ -390,6 +390,92 @@ fn an_upstream_that_fails_gets_the_answers_the_sdks_retry() {
     assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
 }
 
+/// An egress proxy on 127.0.0.1 that sends the head of each request it gets (a CONNECT)
+/// to the returned channel, then refuses it with a 502; its address.
+fn egress_proxy() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            // Told before it answers: whoever gets the 502 can tell whether it came here.
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (addr, rx)
+}
+
+/// Behind a firewall whose way out is an HTTP proxy (`HTTPS_PROXY`, as the SDKs and the
+/// API source read it), the proxy's upstream connections go through it too: a CONNECT to
+/// the upstream's host and port with the egress proxy's credentials, which no log shows;
+/// and not when `NO_PROXY` names the upstream's host.
+#[test]
+fn the_upstream_is_reached_through_the_egress_proxy_the_environment_names() {
+    let (egress, heads) = egress_proxy();
+    let proxied = |dir: &std::path::Path, no_proxy: &str| {
+        let cfg = config(
+            dir,
+            "[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\nupstream = \"https://127.0.0.1:9\"\n",
+        );
+        let https_proxy = format!("http://user:s3cret@{egress}");
+        let env = [
+            ("HTTPS_PROXY", https_proxy.as_str()),
+            ("NO_PROXY", no_proxy),
+        ];
+        let mut d = Daemon::start_env(dir, &cfg, &[], &env);
+        let addr: SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (d, addr)
+    };
+    let get = b"GET /v1/tasks/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, proxy) = proxied(dir.path(), "");
+    // The tunnel refused: the answer the SDKs retry.
+    assert!(raw(proxy, get).starts_with("HTTP/1.1 502"));
+    let head = heads
+        .try_recv()
+        .expect("the request did not go through the egress proxy");
+    assert!(
+        head.starts_with("CONNECT 127.0.0.1:9 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("proxy-authorization: basic dxnlcjpzm2nyzxq="),
+        "{head}"
+    );
+    let said = d.wait_log(
+        "Proxy: the upstream is reached through the egress proxy named by HTTPS_PROXY or ALL_PROXY (a CONNECT tunnel).",
+        Duration::from_secs(5),
+    );
+    assert_eq!(said["egress_proxy"], format!("http://{egress}"));
+    let logs = serde_json::to_string(d.logs()).unwrap();
+    assert!(
+        !logs.contains("s3cret") && !logs.contains("user:"),
+        "{logs}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, proxy) = proxied(dir.path(), "127.0.0.1");
+    // Straight to port 9, where nothing listens.
+    assert!(raw(proxy, get).starts_with("HTTP/1.1 502"));
+    assert!(
+        heads.try_recv().is_err(),
+        "NO_PROXY names the upstream's host"
+    );
+}
+
 #[test]
 fn a_client_going_away_cancels_the_upstream_request() {
     let dir = tempfile::tempdir().unwrap();
