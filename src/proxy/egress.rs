@@ -236,6 +236,45 @@ mod tests {
         assert_eq!(shown(&with_credentials), "http://proxy.example:3128");
     }
 
+    /// An egress proxy that reads a request's head and answers `answer`; its address.
+    async fn egress_answering(answer: Vec<u8>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut s = BufReader::new(s);
+            let mut line = String::new();
+            while s.read_line(&mut line).await.is_ok_and(|n| n > 0) && !line.ends_with("\r\n\r\n") {
+            }
+            // Whether the exporter stays to read it all or not.
+            let _ = s.into_inner().write_all(&answer).await;
+        });
+        addr
+    }
+
+    /// What a hostile or broken egress proxy answers a CONNECT with fails that connection
+    /// (a 502 for the client), within bounded memory: a refusal (407), a megabyte of
+    /// header junk (read up to 8 KiB: hyper-util's bound), and a silent close.
+    #[tokio::test]
+    async fn a_hostile_egress_answer_fails_the_connection_in_bounded_memory() {
+        let upstream: Uri = "https://127.0.0.1:1".parse().unwrap();
+        let junk = [b"HTTP/1.1 200 OK\r\n".to_vec(), vec![b'x'; 1 << 20]].concat();
+        for answer in [
+            b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            junk,
+            Vec::new(),
+        ] {
+            let shown = String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned();
+            let proxy = egress_answering(answer).await;
+            let matcher = Matcher::builder().https(format!("http://{proxy}")).build();
+            let mut route = Route::to(&upstream, &matcher, HttpConnector::new());
+            std::future::poll_fn(|cx| route.poll_ready(cx))
+                .await
+                .unwrap();
+            assert!(route.call(upstream.clone()).await.is_err(), "{shown:?}");
+        }
+    }
+
     #[tokio::test]
     async fn an_egress_proxy_that_is_down_fails_the_connection_not_the_process() {
         let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
