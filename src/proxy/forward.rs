@@ -233,7 +233,7 @@ impl Forwarder {
             .build()
             .map_err(|e| ProxyError(format!("the upstream is no origin: {e}")))?;
         let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
-        let route = super::egress::Route::to(&origin, &matcher, http);
+        let route = super::egress::Route::to(&origin, &matcher, http, connect_timeout);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
             .map_err(|e| ProxyError(format!("cannot load the system's TLS roots: {e}")))?
