@@ -231,12 +231,17 @@ pub(crate) fn proxy_daemon(
         ),
     );
     let mut d = Daemon::start(dir, &cfg, &[]);
-    let addr = d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
+    let addr = proxy_address(&mut d);
+    (d, addr)
+}
+
+/// The proxy's address, once the daemon says it listens.
+pub(crate) fn proxy_address(d: &mut Daemon) -> SocketAddr {
+    d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
         .as_str()
         .unwrap()
         .parse()
-        .unwrap();
-    (d, addr)
+        .unwrap()
 }
 
 /// Sends raw bytes on a new connection and reads the whole answer (the request asks
@@ -430,11 +435,7 @@ fn the_upstream_is_reached_through_the_egress_proxy_the_environment_names() {
         let https_proxy = format!("http://user:s3cret@{egress}");
         let env = [("HTTPS_PROXY", https_proxy.as_str()), ("NO_PROXY", "")];
         let mut d = Daemon::start_env(dir, &cfg, &[], &env);
-        let addr: SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let addr = proxy_address(&mut d);
         (d, addr)
     };
     let get = b"GET /v1/tasks/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -836,11 +837,7 @@ fn what_the_proxy_saw_before_sigterm_is_in_the_last_commit() {
     );
     let start = |dir: &std::path::Path| {
         let mut d = Daemon::start(dir, &cfg, &[]);
-        let addr: SocketAddr = d.wait_log("Proxy listening.", Duration::from_secs(10))["address"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let addr = proxy_address(&mut d);
         (d, addr)
     };
     let (mut d, proxy) = start(dir.path());
