@@ -236,8 +236,7 @@ impl RunwayApi {
     }
 
     /// The create endpoint a request is a call of: `POST` (exactly) and its path, query
-    /// string aside.
-    /// A create path (a literal route, checked by [`RunwayApi::parse`]) is found by one
+    /// string aside. A create path (a literal route, checked by [`RunwayApi::parse`]) is found by one
     /// lookup, without taking it apart: so is its template.
     pub fn create_endpoint(&self, method: &str, path: &str) -> Option<&Endpoint> {
         if method != "POST" {

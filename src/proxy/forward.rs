@@ -226,12 +226,7 @@ impl Forwarder {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
-        let origin = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| ProxyError(format!("the upstream is no origin: {e}")))?;
+        let origin = super::upstream::origin(scheme, authority);
         let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
         let route = super::egress::Route::to(&origin, &matcher, http, connect_timeout);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -241,7 +236,7 @@ impl Forwarder {
             .enable_http1()
             .wrap_connector(route);
         Ok(Forwarder {
-            upstream: Upstream::new(https, scheme, authority),
+            upstream: Upstream::new(https, origin),
             response_timeout,
             observer: Arc::new(observer),
             journal,

@@ -65,18 +65,8 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// Connections to `scheme://authority` made by `connector`, none open yet.
-    pub fn new(
-        connector: HttpsConnector<Route>,
-        scheme: Scheme,
-        authority: Authority,
-    ) -> Upstream<B> {
-        let origin = Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query("/")
-            .build()
-            .expect("a scheme and an authority make a URI");
+    /// Connections to `origin` ([`origin`]) made by `connector`, none open yet.
+    pub fn new(connector: HttpsConnector<Route>, origin: Uri) -> Upstream<B> {
         let host = host(&origin);
         Upstream {
             connector,
@@ -173,6 +163,17 @@ where
     fn idle(&self) -> usize {
         crate::sync::lock(&self.idle).len()
     }
+}
+
+/// The origin `scheme://authority/`: where requests go, and what the connector is asked
+/// to reach.
+pub fn origin(scheme: Scheme, authority: Authority) -> Uri {
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .expect("a scheme and an authority make a URI")
 }
 
 /// `Host` as a client sends it for `origin`: its port only when not the scheme's own.
@@ -403,7 +404,7 @@ mod tests {
             .https_or_http()
             .enable_http1()
             .wrap_connector(Route::Direct(http));
-        Upstream::new(https, Scheme::HTTP, authority)
+        Upstream::new(https, origin(Scheme::HTTP, authority))
     }
 
     fn get() -> Request<Nothing> {
