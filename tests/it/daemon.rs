@@ -20,7 +20,7 @@ fn safety(m: &str) -> f64 {
 }
 
 #[test]
-fn appended_lines_show_on_metrics_within_a_second() {
+fn appended_lines_show_on_metrics_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
     // Lines already there when the daemon starts at the end are not counted; the
@@ -45,8 +45,9 @@ fn appended_lines_show_on_metrics_within_a_second() {
         append(&log, failed(&format!("new-{i}")).as_bytes());
         let (m, took) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 2.0 + i as f64);
         assert_eq!(safety(&m), 2.0 + i as f64);
+        // About 300 ms on an idle machine (a poll and a commit); 2 s is for a loaded one.
         assert!(
-            took < Duration::from_secs(1),
+            took < Duration::from_secs(2),
             "line {i} took {took:?} to show"
         );
     }
@@ -376,7 +377,9 @@ fn polling_alone_follows_appends_and_new_files() {
     append(&dir.path().join("new.log"), failed("p2").as_bytes());
     let (m, took) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 2.0);
     assert_eq!(safety(&m), 2.0);
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // About 500 ms idle (a glob, a poll and a commit); the default glob interval
+    // (5 s) in place of the configured one would be over the bound.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
 }
 
 fn get_encoded(addr: std::net::SocketAddr, path: &str, accept: &str) -> (String, Vec<u8>) {

@@ -496,7 +496,9 @@ fn an_unwritable_state_directory_does_not_delay_requests() {
     );
     let during = slowest(N);
     println!("slowest of {N} requests: {before:?} before, {during:?} while commits fail");
-    assert!(during < Duration::from_secs(1), "{during:?}");
+    // A request waiting on a failing commit would stall for seconds; the bound leaves
+    // room for a loaded machine (the slowest of 50 round trips).
+    assert!(during < Duration::from_secs(3), "{during:?}");
     let failing = d.wait_log(
         "Cannot commit the state; not ready until a commit succeeds. Lines are still read and will be committed then. Check that the state directory is writable and not full.",
         Duration::from_secs(5),

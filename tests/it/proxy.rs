@@ -897,7 +897,9 @@ fn error_answers_are_counted_with_their_retry_advice_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start();
     let upstream = format!("http://{}", up.addr);
-    let extra = "response_timeout = \"300ms\"\n";
+    // 1 s: room for every answer on a loaded machine (300 ms left little); `/v1/never`
+    // still runs into it.
+    let extra = "response_timeout = \"1s\"\n";
     let calls = [
         ("/v1/err/400", 400),
         ("/v1/err/401", 401),

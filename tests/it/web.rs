@@ -217,10 +217,12 @@ fn slow_clients_do_not_block_scrapes_and_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "").replace(
         "[state]",
-        "[web]\nheader_read_timeout = \"1s\"\nmax_connections = 8\n[state]",
+        "[web]\nheader_read_timeout = \"4s\"\nmax_connections = 8\n[state]",
     );
     let d = Daemon::start(dir.path(), &cfg, &[]);
-    // Slowloris: connections that send headers a byte at a time and never finish.
+    // Slowloris: connections that send headers a byte at a time and never finish. A
+    // scrape held up behind them would wait out their 4 s header timeout; an idle
+    // machine answers in a few ms, and the 2 s bound leaves room for a loaded one.
     let mut slow: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = TcpStream::connect(d.addr).unwrap();
@@ -237,14 +239,14 @@ fn slow_clients_do_not_block_scrapes_and_are_cut_off() {
         let t = Instant::now();
         assert_eq!(get(d.addr, "/metrics").unwrap().0, 200);
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < Duration::from_secs(2),
             "a scrape took {:?}",
             t.elapsed()
         );
     }
     // After the header timeout the slow connections are closed by the server.
     for mut s in slow {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = [0u8; 256];
         // Closed (end of stream or a reset), or told 408; a read timeout means the
         // server kept it open.
@@ -262,7 +264,7 @@ fn slow_clients_do_not_block_scrapes_and_are_cut_off() {
             ),
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 /// A plain HTTP GET of /metrics with an Authorization header; the status.
@@ -402,7 +404,7 @@ fn the_tls_handshake_and_the_first_headers_share_one_deadline() {
         &format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"),
     );
     let cfg =
-        config(dir.path(), "").replace("[state]", "[web]\nheader_read_timeout = \"2s\"\n[state]");
+        config(dir.path(), "").replace("[state]", "[web]\nheader_read_timeout = \"4s\"\n[state]");
     let d = Daemon::start(dir.path(), &cfg, &["--web.config.file", &web]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -423,8 +425,9 @@ fn the_tls_handshake_and_the_first_headers_share_one_deadline() {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(d.addr).await.unwrap();
         let connected = Instant::now();
-        // The attack: most of the deadline spent before the handshake starts...
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The attack: half the deadline spent before the handshake starts (the other
+        // half is for the handshake, however loaded the machine)...
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let name = ServerName::IpAddress(d.addr.ip().into());
         let mut tls = connector.connect(name, tcp).await.expect("handshake");
         // ...then headers that never end.
@@ -436,15 +439,15 @@ fn the_tls_handshake_and_the_first_headers_share_one_deadline() {
         assert!(end.is_ok(), "the connection was never closed");
         connected.elapsed()
     });
-    // One deadline: closed 2 s after the accept. Two in a row would be 1.5 + 2 s.
+    // One deadline: closed 4 s after the accept. Two in a row would be 2 + 4 s.
     assert!(
-        held < Duration::from_millis(3000),
+        held < Duration::from_millis(5500),
         "a slow handshake and slow headers held the connection {held:?}"
     );
-    // Not cut off early either: the handshake made it, and the headers had until 2 s.
+    // Not cut off early either: the handshake made it, and the headers had until 4 s.
     assert!(
-        held >= Duration::from_millis(1900),
-        "closed after {held:?}, before the 2 s deadline"
+        held >= Duration::from_millis(3900),
+        "closed after {held:?}, before the 4 s deadline"
     );
 }
 
@@ -622,9 +625,11 @@ fn a_new_right_password_gets_in_during_a_flood_from_many_addresses() {
     let answered = newcomers.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answers = flood.join().unwrap();
+    // 0.1-0.35 s on an idle machine; 3 s leaves room for a loaded one. Without turns
+    // by debt, the first newcomer was answered after 4.2 s and the others 429 at once.
     for (status, took) in &answered {
         assert!(
-            status == "200" && *took < Duration::from_secs(2),
+            status == "200" && *took < Duration::from_secs(3),
             "a new right password was answered {status} after {took:?} during the flood \
              (all: {answered:?}; the flood: {answers:?}; {} of its addresses checked after \
              {warmed_up:?})",
@@ -723,8 +728,11 @@ async fn request_from(from: std::net::IpAddr, to: SocketAddr, request: &str) -> 
 }
 
 /// A flood of wrong passwords was strong enough to show something (500 refusals or
-/// more), let nobody in, and starved neither scrapes (under 1 s) nor counting (under 2 s)
-/// over at least `min_rounds` rounds of `scrape_and_count`.
+/// more), let nobody in, and starved neither scrapes (under 3 s) nor counting (under 4 s)
+/// over at least `min_rounds` rounds of `scrape_and_count`. An idle machine takes tens
+/// of ms and about a commit interval (200 ms); the bounds leave room for a loaded one
+/// (a CI run once took 1.01 s for a scrape that takes 0.1 s). Starving, as before the
+/// bcrypt queue, froze counting for many seconds.
 fn assert_the_flood_was_harmless(
     answers: &std::collections::BTreeMap<String, u32>,
     (slowest_scrape, slowest_count, rounds): (Duration, Duration, usize),
@@ -743,11 +751,11 @@ fn assert_the_flood_was_harmless(
     );
     assert!(rounds >= min_rounds, "{rounds} rounds");
     assert!(
-        slowest_scrape < Duration::from_secs(1),
+        slowest_scrape < Duration::from_secs(3),
         "a right-password scrape took {slowest_scrape:?} during the flood ({answers:?})"
     );
     assert!(
-        slowest_count < Duration::from_secs(2),
+        slowest_count < Duration::from_secs(4),
         "counting a line took {slowest_count:?} during the flood ({answers:?})"
     );
 }
@@ -832,12 +840,15 @@ fn a_connect_flood_does_not_shut_out_a_client_that_sends_its_request_late() {
         })
         .collect();
     flood_on.recv().unwrap();
-    // A client a round trip away: it sends its request 50 ms after connecting.
+    // A client a round trip away: it sends its request 20 ms after connecting. Every
+    // connection has 100 ms; the other 80 are for this thread oversleeping on a loaded
+    // machine. Without that minimum, a connection waiting behind the flood is closed
+    // within a few ms, whatever its delay.
     let mut answered = 0;
     for _ in 0..10 {
         let mut s = TcpStream::connect(d.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
         let request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         if s.write_all(request).is_err() {
             continue;
