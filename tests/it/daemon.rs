@@ -46,6 +46,8 @@ fn appended_lines_show_on_metrics_within_two_seconds() {
         let (m, took) = d.scrape_until(Duration::from_secs(5), |m| safety(m) >= 2.0 + i as f64);
         assert_eq!(safety(&m), 2.0 + i as f64);
         // About 300 ms on an idle machine (a poll and a commit); 2 s is for a loaded one.
+        // A liveness bound: a reader that stopped following the file never shows the
+        // line.
         assert!(
             took < Duration::from_secs(2),
             "line {i} took {took:?} to show"

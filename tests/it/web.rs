@@ -444,9 +444,10 @@ fn the_tls_handshake_and_the_first_headers_share_one_deadline() {
         held < Duration::from_millis(5500),
         "a slow handshake and slow headers held the connection {held:?}"
     );
-    // Not cut off early either: the handshake made it, and the headers had until 4 s.
+    // Not cut off early either: the handshake made it, and the headers had until 4 s
+    // (less the moments between the accept and `connected`, on a loaded machine).
     assert!(
-        held >= Duration::from_millis(3900),
+        held >= Duration::from_millis(3500),
         "closed after {held:?}, before the 4 s deadline"
     );
 }
@@ -729,10 +730,10 @@ async fn request_from(from: std::net::IpAddr, to: SocketAddr, request: &str) -> 
 
 /// A flood of wrong passwords was strong enough to show something (500 refusals or
 /// more), let nobody in, and starved neither scrapes (under 3 s) nor counting (under 4 s)
-/// over at least `min_rounds` rounds of `scrape_and_count`. An idle machine takes tens
-/// of ms and about a commit interval (200 ms); the bounds leave room for a loaded one
-/// (a CI run once took 1.01 s for a scrape that takes 0.1 s). Starving, as before the
-/// bcrypt queue, froze counting for many seconds.
+/// over at least `min_rounds` rounds of `scrape_and_count`. An idle machine scrapes in
+/// tens of ms and counts in about a commit interval (200 ms); the bounds leave room for
+/// a loaded one (in another test, a CI run took 1.01 s for a scrape of 0.1 s idle).
+/// Starving, as before the bcrypt queue, froze counting for many seconds.
 fn assert_the_flood_was_harmless(
     answers: &std::collections::BTreeMap<String, u32>,
     (slowest_scrape, slowest_count, rounds): (Duration, Duration, usize),
@@ -842,8 +843,9 @@ fn a_connect_flood_does_not_shut_out_a_client_that_sends_its_request_late() {
     flood_on.recv().unwrap();
     // A client a round trip away: it sends its request 20 ms after connecting. Every
     // connection has 100 ms; the other 80 are for this thread oversleeping on a loaded
-    // machine. Without that minimum, a connection waiting behind the flood is closed
-    // within a few ms, whatever its delay.
+    // machine. Without that minimum (MIN_WAIT 0, tried), the client is closed once 64
+    // newer connections come: it was shut out in 6 of 8 runs at 20 ms, and in 1 of 3 at
+    // the 50 ms this test waited before.
     let mut answered = 0;
     for _ in 0..10 {
         let mut s = TcpStream::connect(d.addr).unwrap();
